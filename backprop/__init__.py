@@ -1,0 +1,34 @@
+"""backprop: a neural-network training core in compiled Cython.
+
+Dense layers, activations and their derivatives, losses, backpropagation and
+gradient descent run in compiled code on numpy buffers; this package is the
+thin Python layer over them.
+
+>>> import backprop as bp
+>>> X_train, X_test, y_train, y_test = bp.datasets.load_digits(return_split=True)
+>>> net = bp.Sequential(bp.Dense(64, 32, activation="relu"),
+...                     bp.Dense(32, 10, activation="softmax"),
+...                     loss="cross_entropy", dtype="float32", seed=0)
+>>> history = net.fit(X_train, y_train, epochs=30, batch_size=32, lr=0.1)
+>>> net.evaluate(X_test, y_test)["accuracy"] > 0.95
+True
+"""
+from ._version import __version__
+
+try:
+    from . import _engine, _ops  # noqa: F401  (the compiled core)
+except ImportError as exc:  # pragma: no cover - only in an unbuilt source tree
+    raise ImportError(
+        "backprop's compiled core is missing: this looks like the source folder, "
+        "not an installed package. Install it with `pip install .` and run from "
+        "another directory, or build in place with "
+        "`python setup.py build_ext --inplace`.") from exc
+
+from . import activations, datasets, initializers, losses
+from .gradcheck import GradcheckResult, gradcheck
+from .layers import Dense
+from .network import History, Sequential, load
+
+__all__ = ["Dense", "Sequential", "History", "load", "gradcheck",
+           "GradcheckResult", "activations", "losses", "initializers",
+           "datasets", "__version__"]

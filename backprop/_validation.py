@@ -1,0 +1,85 @@
+"""Input checks shared by every public entry point.
+
+Python validates, the core computes: each public function turns its inputs
+into C-contiguous float32/float64 arrays here, or raises a ValueError or
+TypeError that names the argument and says what was expected.  The compiled
+core then trusts what it is given.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+def check_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """float32 or float64, given as a name, a numpy dtype or a type."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be 'float32' or 'float64', got {dtype!r}")
+    return dt
+
+
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """A whole number (bool excluded) no smaller than `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (or ≥ 0 with allow_zero)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+    return value
+
+
+def as_float_array(x, name: str, dtype: np.dtype, ndims=(1, 2),
+                   allow_empty: bool = False) -> np.ndarray:
+    """`x` as a C-contiguous array of `dtype`, finite, of one of `ndims`.
+
+    Real numbers of any width (bool, integers, float16 …) are converted;
+    complex numbers, strings and objects are refused.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array of numbers: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{name} must be {want}, got {arr.ndim}-D with shape {arr.shape}")
+    if arr.size == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (shape {arr.shape})")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
+
+
+def as_batch(x, name: str, dtype: np.dtype, n_features: int):
+    """A 2-D batch (rows, n_features) from `x`, and whether x was one sample.
+
+    A 1-D x of length n_features is one sample; a 2-D x is a batch.
+    """
+    arr = as_float_array(x, name, dtype)
+    single = arr.ndim == 1
+    if single:
+        arr = arr.reshape(1, -1)
+    if arr.shape[1] != n_features:
+        what = "length" if single else "columns"
+        raise ValueError(f"{name} must have {n_features} {what} (features), "
+                         f"got shape {np.shape(x)}")
+    return arr, single

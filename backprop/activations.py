@@ -1,0 +1,154 @@
+"""Activation functions and their derivatives.
+
+Each activation is an object that computes a = f(z) with the compiled core and
+knows its derivative, taken from the outputs a (so z need not be kept):
+
+    identity    f(z) = z                      f′ = 1
+    sigmoid     f(z) = 1 / (1 + e^−z)          f′ = a (1 − a)
+    tanh        f(z) = tanh z                 f′ = 1 − a²
+    relu        f(z) = max(z, 0)              f′ = [a > 0]
+    leaky_relu  f(z) = z if z > 0 else s·z    f′ = 1 if a > 0 else s
+    softmax     f(z)_i = e^z_i / Σ_j e^z_j    (a Jacobian: see `backward`)
+    step        f(z) = [z ≥ 0]                the perceptron's unit: no useful f′
+
+>>> from backprop import activations
+>>> activations.sigmoid(0.0)
+0.5
+>>> activations.relu([-1.0, 2.0])
+array([0., 2.])
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _ops
+from ._validation import as_float_array, check_positive_float
+
+__all__ = ["Activation", "LeakyReLU", "get", "identity", "sigmoid", "tanh",
+           "relu", "leaky_relu", "softmax", "step", "NAMES"]
+
+# The compiled core's codes (csrc/kernels.pxd).
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, STEP = range(7)
+
+
+class NotDifferentiableError(ValueError):
+    """Raised when a gradient is asked of the step activation."""
+
+
+class Activation:
+    """One activation function: `f(z)`, its derivative and their kernels.
+
+    Attributes: `name`; `code` (the compiled core's number); `default_init`
+    (the weight initialisation that suits it); `negative_slope` (leaky_relu).
+    """
+
+    def __init__(self, name: str, code: int, default_init: str,
+                 negative_slope: float = 0.0):
+        self.name = name
+        self.code = code
+        self.default_init = default_init
+        self.negative_slope = float(negative_slope)
+
+    def __repr__(self) -> str:
+        if self.code == LEAKY_RELU:
+            return f"LeakyReLU(negative_slope={self.negative_slope})"
+        return f"activations.{self.name}"
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Activation) and self.code == other.code
+                and self.negative_slope == other.negative_slope)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.negative_slope))
+
+    @property
+    def differentiable(self) -> bool:
+        return self.code != STEP
+
+    def require_gradient(self, where: str = "") -> None:
+        """Raise a clear error if nothing can be trained through this unit."""
+        if not self.differentiable:
+            raise NotDifferentiableError(
+                f"cannot backpropagate through the step activation{where}: its "
+                "derivative is 0 everywhere (and undefined at 0), so no "
+                "gradient reaches the weights. Use 'sigmoid' or 'tanh' to "
+                "train; 'step' is for fixed-weight perceptrons.")
+
+    def __call__(self, z):
+        """a = f(z) for a scalar, a vector (softmax over it) or a batch
+        (rows, features), as float64 (float32 input stays float32)."""
+        arr = _float(z, "z")
+        a = np.array(arr, ndmin=2, copy=True)
+        _ops.act_forward(a, self.code, self.negative_slope)
+        return _shaped(a, arr)
+
+    def backward(self, a, grad):
+        """∂L/∂z = grad ⊙ f′(z), from the outputs a = f(z) and grad = ∂L/∂a.
+
+        For softmax this is the Jacobian-vector product
+        a ⊙ (grad − Σ_j grad_j a_j), taken row by row.
+        """
+        self.require_gradient()
+        a_arr = _float(a, "a")
+        g_arr = _float(grad, "grad", a_arr.dtype)
+        if a_arr.shape != g_arr.shape:
+            raise ValueError(f"grad must have the shape of a {a_arr.shape}, "
+                             f"got {g_arr.shape}")
+        a2 = np.array(a_arr, ndmin=2)
+        delta = np.empty_like(a2)
+        _ops.act_backward(delta, np.array(g_arr, ndmin=2), a2, self.code,
+                          self.negative_slope)
+        return _shaped(delta, a_arr)
+
+    def derivative(self, z):
+        """f′(z) element by element (not for softmax, whose derivative is a
+        Jacobian: use `backward`)."""
+        if self.code == SOFTMAX:
+            raise ValueError("softmax has no element-wise derivative; use "
+                             "softmax.backward(a, grad) for the Jacobian product")
+        a = self(z)
+        return self.backward(a, np.ones_like(a))
+
+
+def LeakyReLU(negative_slope: float = 0.01) -> Activation:
+    """leaky_relu with the given slope for z < 0 (a number ≥ 0)."""
+    slope = check_positive_float(negative_slope, "negative_slope", allow_zero=True)
+    return Activation("leaky_relu", LEAKY_RELU, "he", slope)
+
+
+identity = Activation("identity", IDENTITY, "xavier")
+sigmoid = Activation("sigmoid", SIGMOID, "xavier")
+tanh = Activation("tanh", TANH, "xavier")
+relu = Activation("relu", RELU, "he")
+leaky_relu = LeakyReLU(0.01)
+softmax = Activation("softmax", SOFTMAX, "xavier")
+step = Activation("step", STEP, "xavier")
+
+_BY_NAME = {a.name: a for a in (identity, sigmoid, tanh, relu, leaky_relu,
+                                softmax, step)}
+_BY_NAME["linear"] = identity
+NAMES = tuple(sorted(_BY_NAME))
+
+
+def get(activation) -> Activation:
+    """The Activation for a name ('relu', …) or an Activation itself."""
+    if isinstance(activation, Activation):
+        return activation
+    if isinstance(activation, str) and activation.lower() in _BY_NAME:
+        return _BY_NAME[activation.lower()]
+    raise ValueError(f"activation must be one of {', '.join(NAMES)} or an "
+                     f"Activation, got {activation!r}")
+
+
+def _float(x, name, dtype=None):
+    arr = np.asarray(x)
+    if dtype is None:
+        dtype = np.float32 if arr.dtype == np.float32 else np.float64
+    return as_float_array(x, name, np.dtype(dtype), ndims=(0, 1, 2))
+
+
+def _shaped(out2d, like):
+    """Give a 2-D kernel result the shape of the input it came from."""
+    if like.ndim == 0:
+        return float(out2d[0, 0]) if out2d.dtype == np.float64 else out2d.dtype.type(out2d[0, 0])
+    return out2d.reshape(like.shape)

@@ -1,0 +1,148 @@
+"""Loss functions: the value and the gradient, computed by the compiled core.
+
+Every loss is summed over the outputs of a sample and averaged over the n
+samples (rows) of a batch:
+
+    mse                   C = 1/(2n) Σ‖y − a‖²                 ∂C/∂a = (a − y)/n
+    binary_cross_entropy  C = −1/n Σ [y log a + (1 − y) log(1 − a)]
+    cross_entropy         C = −1/n Σ y log a   (y one-hot or class labels)
+
+In a network, cross_entropy follows a softmax output and
+binary_cross_entropy a sigmoid output; each pair is computed from the logits
+z in one fused, numerically stable pass whose gradient is simply
+∂C/∂z = (a − y)/n.  Called on their own, as here, the losses take
+predictions a and clip probabilities to [ε, 1 − ε] (ε the dtype's machine
+epsilon), so that log never sees 0.
+
+>>> from backprop import losses
+>>> losses.mse([[0.5]], [[1.0]])
+0.125
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _ops
+from ._validation import as_float_array
+
+__all__ = ["Loss", "get", "mse", "binary_cross_entropy", "cross_entropy",
+           "targets", "NAMES"]
+
+# The compiled core's codes (csrc/kernels.pxd).
+MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY = range(3)
+
+
+class Loss:
+    """One loss: call it for the mean value, `gradient` for ∂L/∂a.
+
+    Attributes: `name`; `code` (the compiled core's number); `output`, the
+    name of the output activation it is fused with in a network (or None).
+    """
+
+    def __init__(self, name: str, code: int, output: str | None):
+        self.name = name
+        self.code = code
+        self.output = output
+
+    def __repr__(self) -> str:
+        return f"losses.{self.name}"
+
+    @property
+    def is_classification(self) -> bool:
+        return self.code != MSE
+
+    def _arrays(self, y_pred, y_true):
+        p = np.asarray(y_pred)
+        dtype = np.float32 if p.dtype == np.float32 else np.float64
+        p = as_float_array(y_pred, "y_pred", np.dtype(dtype))
+        if p.ndim == 1:
+            p = p.reshape(-1, 1)
+        y = targets(self, y_true, p.shape[0], p.shape[1], p.dtype, "y_true")
+        if self.code != MSE and (p.min() < 0 or p.max() > 1):
+            raise ValueError(f"y_pred must hold probabilities in [0, 1] for {self.name}")
+        return p, y
+
+    def __call__(self, y_pred, y_true) -> float:
+        """The mean loss of predictions y_pred (n, k) or (n,) against y_true."""
+        p, y = self._arrays(y_pred, y_true)
+        return _ops.loss_value(self.code, p, y, np.finfo(p.dtype).eps)
+
+    def gradient(self, y_pred, y_true) -> np.ndarray:
+        """∂L/∂y_pred, shaped like y_pred."""
+        p, y = self._arrays(y_pred, y_true)
+        g = np.empty_like(p)
+        _ops.loss_gradient(self.code, g, p, y, np.finfo(p.dtype).eps)
+        return g.reshape(np.shape(y_pred))
+
+
+mse = Loss("mse", MSE, None)
+binary_cross_entropy = Loss("binary_cross_entropy", BINARY_CROSS_ENTROPY, "sigmoid")
+cross_entropy = Loss("cross_entropy", CROSS_ENTROPY, "softmax")
+
+_BY_NAME = {
+    "mse": mse, "mean_squared_error": mse, "squared_error": mse,
+    "binary_cross_entropy": binary_cross_entropy, "bce": binary_cross_entropy,
+    "log_loss": binary_cross_entropy,
+    "cross_entropy": cross_entropy, "categorical_cross_entropy": cross_entropy,
+}
+NAMES = ("mse", "binary_cross_entropy", "cross_entropy")
+
+
+def get(loss) -> Loss:
+    """The Loss for a name ('mse', …) or a Loss itself."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss.lower() in _BY_NAME:
+        return _BY_NAME[loss.lower()]
+    raise ValueError(f"loss must be one of {', '.join(NAMES)}, got {loss!r}")
+
+
+def targets(loss: Loss, y, n_rows: int, n_outputs: int, dtype,
+            name: str = "y") -> np.ndarray:
+    """The targets y as a (n_rows, n_outputs) array of `dtype` for `loss`.
+
+    cross_entropy takes class labels 0 … n_outputs−1 (shape (n,)) or rows of
+    class probabilities (one-hot, shape (n, n_outputs)); binary_cross_entropy
+    takes values in [0, 1]; mse takes any finite values.  A 1-D y stands for
+    one column when the network has one output.
+    """
+    arr = np.asarray(y)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if arr.ndim == 0 or arr.ndim > 2:
+        raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
+    if arr.shape[0] != n_rows:
+        raise ValueError(f"{name} must have one row per sample ({n_rows}), "
+                         f"got {arr.shape[0]}")
+    if loss.code == CROSS_ENTROPY and arr.ndim == 1:
+        return _one_hot(arr, n_outputs, dtype, name)
+    if arr.ndim == 1:
+        if n_outputs != 1:
+            raise ValueError(f"{name} must have shape ({n_rows}, {n_outputs}) "
+                             f"for {n_outputs} outputs, got {arr.shape}")
+        arr = arr.reshape(-1, 1)
+    if arr.shape[1] != n_outputs:
+        raise ValueError(f"{name} must have {n_outputs} columns, got shape {arr.shape}")
+    out = as_float_array(arr, name, np.dtype(dtype))
+    if loss.code != MSE and (out.min() < 0 or out.max() > 1):
+        raise ValueError(f"{name} must lie in [0, 1] for {loss.name}")
+    if loss.code == CROSS_ENTROPY and not np.allclose(out.sum(axis=1), 1,
+                                                      atol=1e-3 if dtype == np.float32 else 1e-6):
+        raise ValueError(f"each row of {name} must sum to 1 (one-hot or class "
+                         "probabilities) for cross_entropy")
+    return out
+
+
+def _one_hot(labels, n_classes: int, dtype, name: str) -> np.ndarray:
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+            raise ValueError(f"{name} must hold whole class labels")
+    elif labels.dtype.kind == "b":
+        raise TypeError(f"{name} must hold class labels 0 … {n_classes - 1}, got booleans")
+    labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"{name} must hold class labels in 0 … {n_classes - 1}, "
+                         f"got values from {labels.min()} to {labels.max()}")
+    out = np.zeros((labels.shape[0], n_classes), dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out

@@ -1,0 +1,327 @@
+"""Sequential networks: a stack of Dense layers with a loss, trained by
+backpropagation and mini-batch gradient descent.
+
+All parameters of a network live in one flat buffer `params` (each layer's W
+and b are views into it, layer after layer), and all gradients in `grads`,
+laid out the same way.  `fit` hands whole epochs to the compiled engine:
+shuffled rows are gathered, and forward, loss, backward and the update
+w ← w − η·∂L/∂w run for every batch without returning to Python.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from . import _ops
+from . import activations as _activations
+from . import losses as _losses
+from ._engine import Engine
+from ._validation import (as_batch, check_dtype, check_int,
+                          check_positive_float)
+from .layers import Dense
+
+__all__ = ["Sequential", "History"]
+
+FORMAT_VERSION = 1
+
+
+class History:
+    """What `fit` returns: `history` maps 'loss' to the mean training loss
+    of every epoch; `epoch` lists the epoch numbers."""
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {"loss": []}
+        self.epoch: list[int] = []
+
+    def __repr__(self) -> str:
+        last = self.history["loss"][-1] if self.epoch else None
+        return f"History(epochs={len(self.epoch)}, loss={last})"
+
+
+class Sequential:
+    """Layers applied one after another, with a loss.
+
+    Parameters
+    ----------
+    *layers : Dense
+        n_out of each layer must equal n_in of the next.
+    loss : 'mse', 'binary_cross_entropy' or 'cross_entropy'
+        cross_entropy needs a softmax output layer and binary_cross_entropy a
+        sigmoid one (each pair is computed fused and stable).
+    dtype : 'float32' or 'float64', optional
+        The network's float type; by default the layers' own.
+    seed : int, optional
+        Seeds every layer that has no seed of its own, and the shuffling in
+        `fit`: the same seed and data give bit-identical training.
+    """
+
+    def __init__(self, *layers, loss="mse", dtype=None, seed=None):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        if not layers:
+            raise ValueError("layers: a Sequential needs at least one Dense layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Dense):
+                raise TypeError(f"layers[{i}] must be a Dense layer, got "
+                                f"{type(layer).__name__}")
+        if len({id(layer) for layer in layers}) != len(layers):
+            raise ValueError("layers: the same Dense object appears twice")
+        for i in range(1, len(layers)):
+            if layers[i].n_in != layers[i - 1].n_out:
+                raise ValueError(f"layers[{i}] takes {layers[i].n_in} inputs but "
+                                 f"layers[{i - 1}] gives {layers[i - 1].n_out} outputs")
+        self.loss = _losses.get(loss)
+        out = layers[-1]
+        if self.loss.output is not None and out.activation.name != self.loss.output:
+            raise ValueError(f"loss={self.loss.name!r} needs a {self.loss.output} "
+                             f"output layer, got {out.activation.name!r}")
+        if self.loss.code == _losses.CROSS_ENTROPY and out.n_out < 2:
+            raise ValueError("loss='cross_entropy' needs at least 2 output units; "
+                             "for two classes with one unit use sigmoid with "
+                             "binary_cross_entropy")
+        for i, layer in enumerate(layers[:-1]):
+            if layer.activation.code == _activations.SOFTMAX:
+                raise ValueError(f"layers[{i}]: softmax is for the output layer only")
+        if dtype is None:
+            dtype = layers[0].dtype
+        self.dtype = check_dtype(dtype)
+        self.layers = [layer if layer.dtype == self.dtype else layer.copy(self.dtype)
+                       for layer in layers]
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        if seed is not None:
+            for layer in self.layers:
+                if layer.seed is None:
+                    layer.reset_parameters(self._rng)
+
+        # One flat buffer for all parameters, one for all gradients.
+        n = sum(layer.n_params for layer in self.layers)
+        self.params = np.zeros(n, self.dtype)
+        self.grads = np.zeros(n, self.dtype)
+        off = 0
+        for layer in self.layers:
+            w_end = off + layer.n_in * layer.n_out
+            b_end = w_end + layer.n_out
+            shape = (layer.n_in, layer.n_out)
+            layer._bind(self.params[off:w_end].reshape(shape), self.params[w_end:b_end],
+                        self.grads[off:w_end].reshape(shape), self.grads[w_end:b_end])
+            off = b_end
+        self._engine = Engine(
+            [self.layers[0].n_in] + [layer.n_out for layer in self.layers],
+            [layer.activation.code for layer in self.layers],
+            [layer.activation.negative_slope for layer in self.layers],
+            self.loss.code, self.params, self.grads, capacity=32)
+
+    # -- description ----------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        return self.layers[0].n_in
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].n_out
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.loss.is_classification
+
+    def __repr__(self) -> str:
+        inner = ",\n    ".join(repr(layer) for layer in self.layers)
+        return (f"Sequential(\n    {inner},\n    loss={self.loss.name!r}, "
+                f"dtype={self.dtype.name!r})")
+
+    def summary(self) -> str:
+        """A table of the layers and their parameter counts."""
+        rows = [f"{'layer':<8}{'shape':<14}{'activation':<12}{'params':>10}"]
+        for i, layer in enumerate(self.layers):
+            rows.append(f"{i:<8}{f'{layer.n_in} → {layer.n_out}':<14}"
+                        f"{layer.activation.name:<12}{layer.n_params:>10,}")
+        rows.append(f"loss {self.loss.name}, {self.params.size:,} parameters, "
+                    f"{self.dtype.name}")
+        return "\n".join(rows)
+
+    # -- input checks -----------------------------------------------------------
+    def _inputs(self, X, name="X"):
+        return as_batch(X, name, self.dtype, self.n_inputs)
+
+    def _data(self, X, y):
+        X2, single = self._inputs(X)
+        return X2, self._targets(y, X2.shape[0], single)
+
+    def _targets(self, y, n_rows, single):
+        if single:  # the target of one sample: a label, a value or a vector
+            y = np.asarray(y)
+            y = y.reshape(1) if y.ndim == 0 else y.reshape(1, -1) if y.ndim == 1 else y
+        return _losses.targets(self.loss, y, n_rows, self.n_outputs, self.dtype)
+
+    # -- the per-layer path, for learners and custom loops --------------------
+    def forward(self, X) -> np.ndarray:
+        """The outputs for one sample (n_in,) or a batch (rows, n_in), layer
+        by layer through Dense.forward (which keeps what backward needs)."""
+        a = X
+        for layer in self.layers:
+            a = layer.forward(a)
+        return a
+
+    def backward(self, y) -> np.ndarray:
+        """Backpropagate the loss of the last `forward` against targets y,
+        layer by layer from the output.  Fills `grads` (and each layer's dW,
+        db) and returns it."""
+        out = self.layers[-1]
+        if out._a is None:
+            raise RuntimeError("call forward(X) before backward(y)")
+        self._require_trainable()
+        a = out._a
+        y2 = self._targets(y, a.shape[0], out._single)
+        delta = np.empty_like(a)
+        _ops.output_delta(self.loss.code, out.activation.code,
+                          out.activation.negative_slope, delta, a, y2)
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            dx = layer.backward_delta(delta, need_dx=i > 0)
+            if i > 0:
+                below = self.layers[i - 1]
+                delta = np.empty_like(dx)
+                _ops.act_backward(delta, dx, below._a, below.activation.code,
+                                  below.activation.negative_slope)
+        return self.grads
+
+    def step(self, lr: float) -> None:
+        """One gradient-descent update: params ← params − lr · grads."""
+        _ops.sgd_update(self.params, self.grads, check_positive_float(lr, "lr"))
+
+    # -- the compiled path ------------------------------------------------------
+    def _require_trainable(self):
+        for i, layer in enumerate(self.layers):
+            layer.activation.require_gradient(f" (layers[{i}])")
+
+    def loss_and_grad(self, X, y) -> float:
+        """The mean loss on (X, y); fills `grads` with its gradient."""
+        self._require_trainable()
+        X2, Y = self._data(X, y)
+        self._engine.reserve(X2.shape[0])
+        return self._engine.loss_and_grad(X2, Y)
+
+    def train_step(self, X, y, lr: float = 0.01) -> float:
+        """One compiled step of gradient descent on the batch (X, y):
+        forward, loss, backward, update.  Returns the batch's mean loss."""
+        self._require_trainable()
+        lr = check_positive_float(lr, "lr")
+        X2, Y = self._data(X, y)
+        self._engine.reserve(X2.shape[0])
+        return self._engine.train_step(X2, Y, lr)
+
+    def fit(self, X, y, epochs: int = 1, batch_size: int = 32, lr: float = 0.01,
+            shuffle: bool = True, verbose: int = 0) -> History:
+        """Train by mini-batch gradient descent.
+
+        X (n, n_in); y: class labels (n,) or one-hot (n, k) for
+        cross_entropy, values for the other losses.  Each epoch visits every
+        row once, in a new seeded random order when `shuffle`.  Returns a
+        History whose history['loss'] holds each epoch's mean training loss;
+        verbose=1 prints one line per epoch.
+        """
+        self._require_trainable()
+        epochs = check_int(epochs, "epochs", minimum=0)
+        batch_size = check_int(batch_size, "batch_size")
+        lr = check_positive_float(lr, "lr")
+        X2, Y = self._data(X, y)
+        n = X2.shape[0]
+        batch_size = min(batch_size, n)
+        self._engine.reserve(batch_size)
+        history = History()
+        for epoch in range(1, epochs + 1):
+            perm = self._rng.permutation(n) if shuffle else None
+            loss = self._engine.train_epoch(X2, Y, perm, batch_size, lr)
+            history.history["loss"].append(loss)
+            history.epoch.append(epoch)
+            if verbose:
+                print(f"epoch {epoch:>{len(str(epochs))}}/{epochs}  loss {loss:.6f}")
+            if not math.isfinite(loss):
+                warnings.warn(f"training stopped at epoch {epoch}: the loss became "
+                              f"{loss}; the learning rate (lr={lr}) is probably too "
+                              "large", RuntimeWarning, stacklevel=2)
+                break
+        return history
+
+    # -- inference -------------------------------------------------------------
+    def predict_proba(self, X) -> np.ndarray:
+        """The output layer's activations: class probabilities for
+        classifiers, values for regressors.  (rows, n_outputs), or (n_outputs,)
+        for one sample."""
+        X2, single = self._inputs(X)
+        out = np.empty((X2.shape[0], self.n_outputs), self.dtype)
+        self._engine.forward(X2, out)
+        return out[0] if single else out
+
+    def predict(self, X) -> np.ndarray:
+        """Class labels for classifiers (argmax of softmax; sigmoid ≥ 0.5),
+        values for regressors (shape (rows,) when there is one output)."""
+        out = self.predict_proba(X)
+        if self.loss.code == _losses.CROSS_ENTROPY:
+            return np.argmax(out, axis=-1)
+        if self.loss.code == _losses.BINARY_CROSS_ENTROPY:
+            labels = (out >= 0.5).astype(np.int64)
+            return labels[..., 0] if self.n_outputs == 1 else labels
+        return out[..., 0] if self.n_outputs == 1 else out
+
+    def evaluate(self, X, y) -> dict:
+        """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers."""
+        X2, Y = self._data(X, y)
+        out = np.empty_like(Y)
+        result = {"loss": self._engine.evaluate(X2, Y, out)}
+        if self.loss.code == _losses.CROSS_ENTROPY:
+            result["accuracy"] = float(np.mean(out.argmax(1) == Y.argmax(1)))
+        elif self.loss.code == _losses.BINARY_CROSS_ENTROPY:
+            result["accuracy"] = float(np.mean((out >= 0.5) == (Y >= 0.5)))
+        return result
+
+    # -- copies and files --------------------------------------------------------
+    def copy(self, dtype=None) -> "Sequential":
+        """An independent copy (weights included), optionally in another dtype."""
+        net = Sequential(*[layer.copy(dtype) for layer in self.layers],
+                         loss=self.loss, dtype=dtype or self.dtype)
+        net.seed = self.seed
+        return net
+
+    def save(self, path) -> None:
+        """Write the architecture and weights to an .npz file."""
+        np.savez(path, format_version=np.int64(FORMAT_VERSION),
+                 sizes=np.array([self.n_inputs] + [la.n_out for la in self.layers]),
+                 activations=np.array([la.activation.name for la in self.layers]),
+                 negative_slopes=np.array([la.activation.negative_slope
+                                           for la in self.layers]),
+                 loss=np.array(self.loss.name), dtype=np.array(self.dtype.name),
+                 params=self.params)
+
+
+def load(path) -> Sequential:
+    """Read a network written by `Sequential.save`.  Never runs code from
+    the file (allow_pickle=False)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"path: not a backprop model file ({exc})") from None
+    need = {"format_version", "sizes", "activations", "negative_slopes", "loss",
+            "dtype", "params"}
+    if not need <= set(data):
+        raise ValueError(f"path: not a backprop model file (missing "
+                         f"{', '.join(sorted(need - set(data)))})")
+    if int(data["format_version"]) != FORMAT_VERSION:
+        raise ValueError(f"path: model format {int(data['format_version'])} is not "
+                         f"supported (this version reads {FORMAT_VERSION})")
+    sizes = [int(s) for s in data["sizes"]]
+    dtype = str(data["dtype"])
+    layers = []
+    for i, (name, slope) in enumerate(zip(data["activations"], data["negative_slopes"])):
+        act = (_activations.LeakyReLU(float(slope)) if str(name) == "leaky_relu"
+               else _activations.get(str(name)))
+        layers.append(Dense(sizes[i], sizes[i + 1], act, init="zeros", dtype=dtype))
+    net = Sequential(*layers, loss=str(data["loss"]), dtype=dtype)
+    if data["params"].shape != net.params.shape:
+        raise ValueError("path: the weights do not match the architecture")
+    net.params[...] = data["params"]
+    return net

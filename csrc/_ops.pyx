@@ -1,0 +1,92 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: initializedcheck=False, cdivision=True
+#
+# backprop._ops: the kernels of kernels.pxd, one call each, for the layer API
+# (Dense.forward / Dense.backward), the standalone activations and losses, and
+# the tests that hold every kernel against a plain numpy formula.
+#
+# Callers pass C-contiguous 2-D arrays of one float dtype (the Python layer
+# converts and validates); the GIL is released around every kernel.
+
+from kernels cimport (
+    real, act_forward as k_act_forward, act_backward as k_act_backward,
+    loss_forward_backward as k_loss_forward_backward,
+    output_delta as k_output_delta, loss_value as k_loss_value,
+    loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
+    dense_backward as k_dense_backward, sgd_update as k_sgd_update,
+)
+
+
+def act_forward(real[:, ::1] a, int act, double slope=0.0, const real[::1] b=None):
+    """a (rows, cols) ← f(a + b) in place; b (cols,) or None."""
+    cdef const real* bp = NULL if b is None else &b[0]
+    with nogil:
+        k_act_forward(&a[0, 0], bp, a.shape[0], a.shape[1], act, <real>slope)
+
+
+def act_backward(real[:, ::1] delta, const real[:, ::1] g, const real[:, ::1] a,
+                 int act, double slope=0.0):
+    """delta (rows, cols) ← g ⊙ f′(z), the derivative taken from a = f(z)."""
+    with nogil:
+        k_act_backward(&delta[0, 0], &g[0, 0], &a[0, 0], a.shape[0], a.shape[1],
+                       act, <real>slope)
+
+
+def loss_forward_backward(int loss, int act, double slope, real[:, ::1] a,
+                          real[:, ::1] delta, const real[:, ::1] y):
+    """a: z → f(z) in place; delta ← ∂L/∂z; returns the mean loss."""
+    cdef double value
+    with nogil:
+        value = k_loss_forward_backward(loss, act, <real>slope, &a[0, 0],
+                                        &delta[0, 0], &y[0, 0], a.shape[0],
+                                        a.shape[1])
+    return value
+
+
+def output_delta(int loss, int act, double slope, real[:, ::1] delta,
+                 const real[:, ::1] a, const real[:, ::1] y):
+    """delta ← ∂L/∂z of the output layer, from its outputs a and targets y."""
+    with nogil:
+        k_output_delta(loss, act, <real>slope, &delta[0, 0], &a[0, 0], &y[0, 0],
+                       a.shape[0], a.shape[1])
+
+
+def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps):
+    """The mean loss of predictions p against targets y."""
+    cdef double value
+    with nogil:
+        value = k_loss_value(loss, &p[0, 0], &y[0, 0], p.shape[0], p.shape[1],
+                             <real>eps)
+    return value
+
+
+def loss_gradient(int loss, real[:, ::1] g, const real[:, ::1] p,
+                  const real[:, ::1] y, double eps):
+    """g ← ∂L/∂p of loss_value."""
+    with nogil:
+        k_loss_gradient(loss, &g[0, 0], &p[0, 0], &y[0, 0], p.shape[0],
+                        p.shape[1], <real>eps)
+
+
+def dense_forward(real[:, ::1] out, const real[:, ::1] x, const real[:, ::1] W,
+                  const real[::1] b, int act, double slope=0.0):
+    """out (rows, n_out) ← f(x @ W + b)."""
+    with nogil:
+        k_dense_forward(&out[0, 0], &x[0, 0], &W[0, 0], &b[0], x.shape[0],
+                        W.shape[0], W.shape[1], act, <real>slope)
+
+
+def dense_backward(real[:, ::1] dW, real[::1] db, const real[:, ::1] delta,
+                   const real[:, ::1] x, const real[:, ::1] W,
+                   real[:, ::1] dx=None):
+    """dW ← xᵀ δ; db ← Σ_rows δ; dx ← δ Wᵀ unless dx is None."""
+    cdef real* dxp = NULL if dx is None else &dx[0, 0]
+    with nogil:
+        k_dense_backward(dxp, &dW[0, 0], &db[0], &delta[0, 0], &x[0, 0],
+                         &W[0, 0], x.shape[0], W.shape[0], W.shape[1])
+
+
+def sgd_update(real[::1] w, const real[::1] g, double lr):
+    """w ← w − lr · g over a flat buffer."""
+    with nogil:
+        k_sgd_update(&w[0], &g[0], w.shape[0], <real>lr)

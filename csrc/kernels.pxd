@@ -1,0 +1,368 @@
+# cython: language_level=3
+#
+# The kernels of the compiled core: every formula of a dense network has its
+# one home here, as a small `nogil` function over raw row-major buffers.
+#
+#   forward:   z = x @ W + b ;  a = f(z)          dense_forward, act_forward
+#   loss:      L(a, y), δ_out = ∂L/∂z_out         mse_forward_backward,
+#                                                 sigmoid_bce_forward_backward,
+#                                                 softmax_ce_forward_backward
+#   backward:  δ = g ⊙ f′(z)                      act_backward
+#              dW = xᵀ @ δ ; db = Σ_rows δ ;
+#              dx = δ @ Wᵀ                        dense_backward
+#   update:    w ← w − η · ∂L/∂w                  sgd_update
+#
+# Conventions.  Every buffer is C-contiguous and row-major; shapes are in the
+# one-line comment of each function as (rows, cols).  `# IN` buffers are read,
+# `# OUT` buffers are written.  The functions assume valid input: the Python
+# layer has checked shapes, dtypes, contiguity and finiteness before any of
+# them runs.  Nothing here allocates, raises or touches Python objects.
+# float32 and float64 come from the same source through the fused type `real`;
+# sums that feed a loss value are accumulated in double.
+
+from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+ctypedef fused real:
+    float
+    double
+
+# Activation codes; backprop/activations.py uses the same numbers.
+cdef enum:
+    IDENTITY = 0
+    SIGMOID = 1
+    TANH = 2
+    RELU = 3
+    LEAKY_RELU = 4
+    SOFTMAX = 5
+    STEP = 6
+
+# Loss codes; backprop/losses.py uses the same numbers.
+cdef enum:
+    MSE = 0
+    BINARY_CROSS_ENTROPY = 1
+    CROSS_ENTROPY = 2
+
+
+# ---------------------------------------------------------------- scalars ---
+
+cdef inline real r_exp(real x) noexcept nogil:
+    if real is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline real r_log1p(real x) noexcept nogil:
+    if real is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline real r_tanh(real x) noexcept nogil:
+    if real is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline real sigmoid(real z) noexcept nogil:
+    # σ(z) = 1 / (1 + e^−z).  Only e^−|z| is ever formed, which lies in
+    # (0, 1], so neither branch overflows for any finite z.
+    cdef real e
+    if z >= 0:
+        return 1 / (1 + r_exp(-z))
+    e = r_exp(z)
+    return e / (1 + e)
+
+
+# ------------------------------------------------------------------- BLAS ---
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      real alpha, const real* A, int lda,
+                      const real* B, int ldb,
+                      real beta, real* C, int ldc) noexcept nogil:
+    # C (m, n) = alpha · op(A) (m, k) @ op(B) (k, n) + beta · C, row-major.
+    # BLAS is column-major, where a row-major matrix reads as its transpose,
+    # so ask it for Cᵀ = op(B)ᵀ @ op(A)ᵀ: swap the operands and m with n.
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if real is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>B, &ldb, <float*>A, &lda,
+              &beta, C, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda,
+              &beta, C, &ldc)
+
+
+# ------------------------------------------------------------ activations ---
+
+cdef inline void softmax_row(real* a, Py_ssize_t cols) noexcept nogil:
+    # a (cols,): z → softmax(z) in place.  Shifting by the row maximum makes
+    # every exponent ≤ 0, so no term overflows and the sum is at least 1.
+    cdef Py_ssize_t j
+    cdef real m = a[0]
+    cdef double s = 0
+    for j in range(1, cols):
+        if a[j] > m:
+            m = a[j]
+    for j in range(cols):
+        a[j] = r_exp(a[j] - m)
+        s += a[j]
+    cdef real inv = <real>(1 / s)
+    for j in range(cols):
+        a[j] *= inv
+
+
+cdef inline void act_forward(real* a, const real* b, Py_ssize_t rows,
+                             Py_ssize_t cols, int act, real slope) noexcept nogil:
+    # a (rows, cols): z → f(z + b) in place; b (cols,) or NULL for no bias.
+    # Bias and activation share one sweep: each row is still in cache when
+    # the activation reads it.
+    cdef Py_ssize_t i, j
+    cdef real* r
+    for i in range(rows):
+        r = a + i * cols
+        if b != NULL:
+            for j in range(cols):
+                r[j] += b[j]
+        if act == SIGMOID:
+            for j in range(cols):
+                r[j] = sigmoid(r[j])
+        elif act == TANH:
+            for j in range(cols):
+                r[j] = r_tanh(r[j])
+        elif act == RELU:
+            for j in range(cols):
+                r[j] = r[j] if r[j] > 0 else 0
+        elif act == LEAKY_RELU:
+            for j in range(cols):
+                r[j] = r[j] if r[j] > 0 else slope * r[j]
+        elif act == SOFTMAX:
+            softmax_row(r, cols)
+        elif act == STEP:
+            # The perceptron's threshold unit: 1 for z ≥ 0, else 0.
+            for j in range(cols):
+                r[j] = 1 if r[j] >= 0 else 0
+
+
+cdef inline void act_backward(real* delta, const real* g, const real* a,
+                              Py_ssize_t rows, Py_ssize_t cols, int act,
+                              real slope) noexcept nogil:
+    # delta (rows, cols) = g ⊙ f′(z), with f′ taken from the outputs a = f(z):
+    #   sigmoid  f′ = a (1 − a)        tanh   f′ = 1 − a²
+    #   relu     f′ = [a > 0]          leaky  f′ = 1 if a > 0 else slope
+    #   softmax  δ = a ⊙ (g − Σ_j g_j a_j)   (the Jacobian-vector product)
+    # delta may be g itself (in place).  STEP has no useful derivative and
+    # never reaches here: the Python layer refuses to train through it.
+    cdef Py_ssize_t i, j, n = rows * cols
+    cdef double s
+    if act == IDENTITY:
+        if delta != g:
+            for i in range(n):
+                delta[i] = g[i]
+    elif act == SIGMOID:
+        for i in range(n):
+            delta[i] = g[i] * a[i] * (1 - a[i])
+    elif act == TANH:
+        for i in range(n):
+            delta[i] = g[i] * (1 - a[i] * a[i])
+    elif act == RELU:
+        for i in range(n):
+            delta[i] = g[i] if a[i] > 0 else 0
+    elif act == LEAKY_RELU:
+        for i in range(n):
+            delta[i] = g[i] if a[i] > 0 else slope * g[i]
+    elif act == SOFTMAX:
+        for i in range(rows):
+            s = 0
+            for j in range(cols):
+                s += g[i * cols + j] * a[i * cols + j]
+            for j in range(cols):
+                delta[i * cols + j] = a[i * cols + j] * (g[i * cols + j] - <real>s)
+
+
+# ----------------------------------------------------------------- losses ---
+# Every loss is summed over the outputs of a row and averaged over the rows,
+# so δ_out carries the factor 1/rows.  Each returns the mean loss.
+
+cdef inline double mse_forward_backward(real* delta, const real* a,
+                                        const real* y, Py_ssize_t rows,
+                                        Py_ssize_t cols, int act,
+                                        real slope) noexcept nogil:
+    # IN a (rows, cols) = f(z), y (rows, cols); OUT delta (rows, cols) = ∂C/∂z
+    # C = 1/(2n) Σ‖y − a‖² ;  ∂C/∂a = (a − y)/n ;  δ = ∂C/∂a ⊙ f′(z).
+    cdef Py_ssize_t i, n = rows * cols
+    cdef double d, total = 0
+    cdef real inv_rows = <real>(1.0 / rows)
+    for i in range(n):
+        d = <double>a[i] - <double>y[i]
+        total += d * d
+        delta[i] = <real>d * inv_rows
+    act_backward(delta, delta, a, rows, cols, act, slope)
+    return total / (2.0 * rows)
+
+
+cdef inline double sigmoid_bce_forward_backward(real* a, real* delta,
+                                                const real* y, Py_ssize_t rows,
+                                                Py_ssize_t cols) noexcept nogil:
+    # IN a: z (rows, cols), the logits; OUT a = σ(z); OUT delta = (σ(z) − y)/n
+    # Per element  −[y log σ(z) + (1 − y) log(1 − σ(z))]
+    #            = max(z, 0) − z·y + log(1 + e^−|z|),
+    # which forms no log(0) and no overflow for any finite z.
+    cdef Py_ssize_t i, n = rows * cols
+    cdef double total = 0
+    cdef real z, inv_rows = <real>(1.0 / rows)
+    for i in range(n):
+        z = a[i]
+        total += (z if z > 0 else 0) - <double>z * y[i] + r_log1p(r_exp(-fabs(z)))
+        a[i] = sigmoid(z)
+        delta[i] = (a[i] - y[i]) * inv_rows
+    return total / rows
+
+
+cdef inline double softmax_ce_forward_backward(real* a, real* delta,
+                                               const real* y, Py_ssize_t rows,
+                                               Py_ssize_t cols) noexcept nogil:
+    # IN a: z (rows, cols), the logits; y (rows, cols), rows summing to 1
+    # OUT a = softmax(z); OUT delta = (a − y)/n
+    # Per row  −Σ_j y_j log softmax(z)_j = Σ_j y_j (lse − z_j),
+    # lse = m + log Σ_j e^(z_j − m), m = max_j z_j: every exponent ≤ 0 and the
+    # sum ≥ 1, so the log is finite and nothing overflows.
+    cdef Py_ssize_t i, j
+    cdef double s, lse, total = 0
+    cdef real m, inv_rows = <real>(1.0 / rows)
+    cdef real* r
+    cdef const real* t
+    for i in range(rows):
+        r = a + i * cols
+        t = y + i * cols
+        m = r[0]
+        for j in range(1, cols):
+            if r[j] > m:
+                m = r[j]
+        s = 0
+        for j in range(cols):
+            s += r_exp(r[j] - m)
+        lse = m + log(s)
+        for j in range(cols):
+            if t[j] != 0:
+                total += t[j] * (lse - r[j])
+            r[j] = <real>exp(r[j] - lse)
+            delta[i * cols + j] = (r[j] - t[j]) * inv_rows
+    return total / rows
+
+
+cdef inline double loss_forward_backward(int loss, int act, real slope,
+                                         real* a, real* delta, const real* y,
+                                         Py_ssize_t rows,
+                                         Py_ssize_t cols) noexcept nogil:
+    # IN a: z (rows, cols) of the output layer, bias added; y (rows, cols)
+    # OUT a = f(z); OUT delta = ∂L/∂z; returns the mean loss.
+    # Cross-entropy comes with softmax and binary cross-entropy with sigmoid
+    # (the Python layer sees to it), each fused into one stable pass.
+    if loss == CROSS_ENTROPY:
+        return softmax_ce_forward_backward(a, delta, y, rows, cols)
+    if loss == BINARY_CROSS_ENTROPY:
+        return sigmoid_bce_forward_backward(a, delta, y, rows, cols)
+    act_forward(a, <real*>NULL, rows, cols, act, slope)
+    return mse_forward_backward(delta, a, y, rows, cols, act, slope)
+
+
+cdef inline void output_delta(int loss, int act, real slope, real* delta,
+                              const real* a, const real* y, Py_ssize_t rows,
+                              Py_ssize_t cols) noexcept nogil:
+    # IN a (rows, cols) = f(z) of the output layer, y (rows, cols)
+    # OUT delta = ∂L/∂z, from the outputs alone: (a − y)/n for the fused pairs
+    # (softmax with cross-entropy, sigmoid with binary cross-entropy), and
+    # (a − y)/n ⊙ f′(z) for the squared error.
+    cdef Py_ssize_t i
+    cdef real inv_rows = <real>(1.0 / rows)
+    if loss == MSE:
+        mse_forward_backward(delta, a, y, rows, cols, act, slope)
+        return
+    for i in range(rows * cols):
+        delta[i] = (a[i] - y[i]) * inv_rows
+
+
+cdef inline double loss_value(int loss, const real* p, const real* y,
+                              Py_ssize_t rows, Py_ssize_t cols,
+                              real eps) noexcept nogil:
+    # IN p (rows, cols) predictions, y (rows, cols) targets; returns mean loss.
+    #   mse                   1/(2n) Σ (y − p)²
+    #   binary_cross_entropy  −1/n Σ [y log p + (1 − y) log(1 − p)]
+    #   cross_entropy         −1/n Σ y log p
+    # Probabilities are clipped to [eps, 1 − eps] so that log never sees 0.
+    cdef Py_ssize_t i
+    cdef double d, q, total = 0
+    for i in range(rows * cols):
+        if loss == MSE:
+            d = <double>p[i] - <double>y[i]
+            total += 0.5 * d * d
+        else:
+            q = min(max(<double>p[i], <double>eps), 1.0 - eps)
+            if y[i] != 0:
+                total -= y[i] * log(q)
+            if loss == BINARY_CROSS_ENTROPY and y[i] != 1:
+                total -= (1.0 - y[i]) * log(1.0 - q)
+    return total / rows
+
+
+cdef inline void loss_gradient(int loss, real* g, const real* p, const real* y,
+                               Py_ssize_t rows, Py_ssize_t cols,
+                               real eps) noexcept nogil:
+    # IN p (rows, cols), y (rows, cols); OUT g = ∂L/∂p of loss_value:
+    #   mse (p − y)/n ;  bce (p − y) / (p (1 − p) n) ;  ce −y / (p n)
+    cdef Py_ssize_t i
+    cdef double q
+    for i in range(rows * cols):
+        if loss == MSE:
+            g[i] = <real>((<double>p[i] - y[i]) / rows)
+        else:
+            q = min(max(<double>p[i], <double>eps), 1.0 - eps)
+            if loss == BINARY_CROSS_ENTROPY:
+                g[i] = <real>((q - y[i]) / (q * (1.0 - q) * rows))
+            else:
+                g[i] = <real>(-y[i] / (q * rows))
+
+
+# ------------------------------------------------------------ dense layer ---
+
+cdef inline void dense_forward(real* out, const real* x, const real* W,
+                               const real* b, Py_ssize_t rows, Py_ssize_t n_in,
+                               Py_ssize_t n_out, int act, real slope) noexcept nogil:
+    # out (rows, n_out) = f(x (rows, n_in) @ W (n_in, n_out) + b (n_out,))
+    gemm(False, False, <int>rows, <int>n_out, <int>n_in,
+         1, x, <int>n_in, W, <int>n_out, 0, out, <int>n_out)
+    act_forward(out, b, rows, n_out, act, slope)
+
+
+cdef inline void dense_backward(real* dx, real* dW, real* db,
+                                const real* delta, const real* x,
+                                const real* W, Py_ssize_t rows,
+                                Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+    # IN delta (rows, n_out) = ∂L/∂z, x (rows, n_in), W (n_in, n_out)
+    # OUT dW (n_in, n_out) = xᵀ @ δ ;  db (n_out,) = Σ_rows δ ;
+    # OUT dx (rows, n_in) = δ @ Wᵀ, skipped when dx is NULL (the first layer).
+    cdef Py_ssize_t i, j
+    gemm(True, False, <int>n_in, <int>n_out, <int>rows,
+         1, x, <int>n_in, delta, <int>n_out, 0, dW, <int>n_out)
+    for j in range(n_out):
+        db[j] = 0
+    for i in range(rows):
+        for j in range(n_out):
+            db[j] += delta[i * n_out + j]
+    if dx != NULL:
+        gemm(False, True, <int>rows, <int>n_in, <int>n_out,
+             1, delta, <int>n_out, W, <int>n_out, 0, dx, <int>n_in)
+
+
+# -------------------------------------------------------------- optimizer ---
+
+cdef inline void sgd_update(real* w, const real* g, Py_ssize_t n,
+                            real lr) noexcept nogil:
+    # w ← w − η · g over one flat parameter buffer.
+    cdef Py_ssize_t i
+    for i in range(n):
+        w[i] -= lr * g[i]
