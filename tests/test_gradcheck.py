@@ -1,0 +1,77 @@
+"""Every analytic gradient against central finite differences, in float64."""
+import numpy as np
+import pytest
+
+import backprop as bp
+
+TOL = 1e-6
+HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu"]
+# Every output activation with every loss it pairs with.
+PAIRS = [(act, "mse") for act in HIDDEN + ["softmax"]] + [
+    ("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy")]
+
+
+def targets(loss, rows, k, rng):
+    if loss == "cross_entropy":
+        return rng.integers(0, k, rows)
+    if loss == "binary_cross_entropy":
+        return rng.integers(0, 2, (rows, k)).astype(float)
+    return rng.normal(size=(rows, k))
+
+
+@pytest.mark.parametrize("act,loss", PAIRS)
+def test_single_layer(act, loss):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(6, 4))
+    y = targets(loss, 6, 3, rng)
+    result = bp.gradcheck(bp.Dense(4, 3, activation=act, seed=1), X, y, loss=loss)
+    assert result.n_checked == 4 * 3 + 3 + 6 * 4      # W, b and the input x
+    assert result.max_rel_error < TOL, result
+
+
+@pytest.mark.parametrize("act,loss", PAIRS)
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_three_layer_network(act, loss, hidden):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(7, 3))
+    y = targets(loss, 7, 4, rng)
+    net = bp.Sequential(bp.Dense(3, 6, activation=hidden), bp.Dense(6, 5, activation=hidden),
+                        bp.Dense(5, 4, activation=act), loss=loss, seed=2)
+    result = bp.gradcheck(net, X, y)
+    assert result.n_checked == net.params.size
+    assert result.max_rel_error < TOL, result
+
+
+def test_float32_network_is_checked_in_float64():
+    rng = np.random.default_rng(0)
+    net = bp.Sequential(bp.Dense(3, 5, activation="tanh"), bp.Dense(5, 2, activation="softmax"),
+                        loss="cross_entropy", dtype="float32", seed=0)
+    result = bp.gradcheck(net, rng.normal(size=(4, 3)), [0, 1, 1, 0])
+    assert result.analytic.dtype == np.float64
+    assert result.max_rel_error < TOL
+    assert net.dtype == np.float32                     # the model itself is untouched
+
+
+def test_gradcheck_detects_a_wrong_gradient():
+    """A gradient check that cannot fail proves nothing: break one weight's
+    gradient and see it reported at that very weight."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(4, 2)), rng.normal(size=(4, 1))
+    net = bp.Sequential(bp.Dense(2, 3, activation="tanh"), bp.Dense(3, 1), seed=0)
+
+    class Broken(bp.Sequential):
+        def loss_and_grad(self, X, y):
+            value = super().loss_and_grad(X, y)
+            self.grads[4] *= 1.01
+            return value
+
+    broken = Broken(*[layer.copy() for layer in net.layers], loss="mse")
+    broken.copy = lambda dtype=None: broken
+    result = bp.gradcheck(broken, X, y)
+    assert result.max_rel_error > 1e-3
+    assert result.where == "layers[0].W[1, 1]"
+
+
+def test_gradcheck_rejects_other_models():
+    with pytest.raises(TypeError, match="model"):
+        bp.gradcheck("net", [[1.0]], [1.0])
