@@ -63,7 +63,7 @@ def as_float_array(x, name: str, dtype: np.dtype, ndims=(1, 2),
         raise ValueError(f"{name} must be {want}, got {arr.ndim}-D with shape {arr.shape}")
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    arr = np.asarray(arr, dtype=dtype, order="C")   # (ascontiguousarray makes 0-D 1-D)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinity")
     return arr

@@ -2,13 +2,16 @@
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "backprop", *args], capture_output=True,
-                          text=True, timeout=300)
+    # From a neutral directory, so that `python -m` finds the installed package.
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "backprop", *args], capture_output=True,
+                              text=True, timeout=300, cwd=cwd)
 
 
 def test_train_digits_prints_epochs_and_accuracy():

@@ -1,0 +1,599 @@
+"""Every compiled kernel held against a plain numpy formula.
+
+The references below are written from the formulas in csrc/kernels.pxd, in
+float64 and independently of backprop: nothing in this file asks backprop for
+an expected value.  Each kernel runs in float32 and in float64; float32 results
+are compared with the float64 reference computed from the same float32 inputs.
+"""
+import numpy as np
+import pytest
+
+from backprop import _ops
+from backprop._engine import Engine
+
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, STEP = range(7)
+MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY = range(3)
+
+ACT_NAMES = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax",
+             "step"]
+LOSS_NAMES = ["mse", "bce", "ce"]
+SLOPE = 0.1                          # leaky_relu's negative slope
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+# ------------------------------------------------------- numpy references ---
+
+def sigmoid(z):
+    e = np.exp(-np.abs(z))           # never overflows
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def logsumexp(z):
+    m = z.max(axis=1, keepdims=True)
+    return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+
+def ref_act(z, code, slope=SLOPE):
+    """f(z), row-wise for softmax."""
+    z = np.asarray(z, np.float64)
+    return {
+        IDENTITY: lambda: z.copy(),
+        SIGMOID: lambda: sigmoid(z),
+        TANH: lambda: np.tanh(z),
+        RELU: lambda: np.maximum(z, 0),
+        LEAKY_RELU: lambda: np.where(z > 0, z, slope * z),
+        SOFTMAX: lambda: softmax(z),
+        STEP: lambda: np.where(z >= 0, 1.0, 0.0),
+    }[code]()
+
+
+def ref_act_backward(g, a, code, slope=SLOPE):
+    """g ⊙ f′(z), with f′ taken from the outputs a = f(z)."""
+    g, a = np.asarray(g, np.float64), np.asarray(a, np.float64)
+    if code == SOFTMAX:
+        return a * (g - (g * a).sum(axis=1, keepdims=True))
+    return g * {
+        IDENTITY: lambda: np.ones_like(a),
+        SIGMOID: lambda: a * (1 - a),
+        TANH: lambda: 1 - a * a,
+        RELU: lambda: np.where(a > 0, 1.0, 0.0),
+        LEAKY_RELU: lambda: np.where(a > 0, 1.0, slope),
+    }[code]()
+
+
+def ref_loss_forward_backward(loss, act, slope, z, y):
+    """(a = f(z), delta = ∂L/∂z, mean loss) from the logits z."""
+    z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
+    n = z.shape[0]
+    if loss == MSE:
+        a = ref_act(z, act, slope)
+        return (a, ref_act_backward((a - y) / n, a, act, slope),
+                ((a - y) ** 2).sum() / (2 * n))
+    if loss == BINARY_CROSS_ENTROPY:
+        a = sigmoid(z)
+        value = (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum()
+        return a, (a - y) / n, value / n
+    a = softmax(z)
+    return a, (a - y) / n, (y * (logsumexp(z) - z)).sum() / n
+
+
+def ref_output_delta(loss, act, slope, a, y):
+    a, y = np.asarray(a, np.float64), np.asarray(y, np.float64)
+    if loss == MSE:
+        return ref_act_backward((a - y) / len(a), a, act, slope)
+    return (a - y) / len(a)
+
+
+def ref_loss_value(loss, p, y, eps):
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    if loss == MSE:
+        return 0.5 * ((p - y) ** 2).sum() / len(p)
+    q = np.clip(p, eps, 1 - eps)
+    total = -(y * np.log(q)).sum()
+    if loss == BINARY_CROSS_ENTROPY:
+        total -= ((1 - y) * np.log(1 - q)).sum()
+    return total / len(p)
+
+
+def ref_loss_gradient(loss, p, y, eps):
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    n = len(p)
+    if loss == MSE:
+        return (p - y) / n
+    q = np.clip(p, eps, 1 - eps)
+    if loss == BINARY_CROSS_ENTROPY:
+        return (q - y) / (q * (1 - q) * n)
+    return -y / (q * n)
+
+
+# --- a whole network: flat params hold W0 (row-major), b0, W1, b1, ...
+
+def split_params(flat, sizes):
+    layers, off = [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        W = flat[off:off + n_in * n_out].reshape(n_in, n_out)
+        off += n_in * n_out
+        layers.append((W, flat[off:off + n_out]))
+        off += n_out
+    assert off == flat.size
+    return layers
+
+
+def ref_net_forward(flat, sizes, acts, slopes, X):
+    a = np.asarray(X, np.float64)
+    for (W, b), act, slope in zip(split_params(flat, sizes), acts, slopes):
+        a = ref_act(a @ W + b, act, slope)
+    return a
+
+
+def ref_net_loss_and_grad(flat, sizes, acts, slopes, loss, X, Y):
+    """Hand-written backprop: (mean loss, flat gradient, outputs)."""
+    layers = split_params(np.asarray(flat, np.float64), sizes)
+    inputs, x = [], np.asarray(X, np.float64)
+    for l, (W, b) in enumerate(layers):
+        inputs.append(x)
+        z = x @ W + b
+        if l < len(layers) - 1:
+            x = ref_act(z, acts[l], slopes[l])
+    out, delta, value = ref_loss_forward_backward(loss, acts[-1], slopes[-1],
+                                                  z, Y)
+    grads = []
+    for l in range(len(layers) - 1, -1, -1):
+        W = layers[l][0]
+        grads = [(inputs[l].T @ delta).ravel(), delta.sum(axis=0)] + grads
+        if l > 0:
+            delta = ref_act_backward(delta @ W.T, inputs[l], acts[l - 1],
+                                     slopes[l - 1])
+    return value, np.concatenate(grads), out
+
+
+# ---------------------------------------------------------------- helpers ---
+
+def check(actual, expected, dtype):
+    """actual ≈ expected to the dtype's rtol; the absolute floor is that rtol
+    times the largest |expected|, so rounding near zero does not count."""
+    expected = np.asarray(expected, np.float64)
+    actual = np.asarray(actual)
+    assert np.all(np.isfinite(actual)), actual
+    rtol = RTOL[dtype]
+    atol = rtol * max(np.abs(expected).max(initial=0.0), np.finfo(np.float64).tiny)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+def normal(rng, shape, dtype, scale=1.0):
+    return np.ascontiguousarray(rng.standard_normal(shape) * scale, dtype=dtype)
+
+
+def nans(shape, dtype):
+    """An output buffer the kernel must overwrite completely."""
+    return np.full(shape, np.nan, dtype=dtype)
+
+
+def one_hot(rng, rows, cols, dtype):
+    y = np.zeros((rows, cols), dtype)
+    y[np.arange(rows), rng.integers(0, cols, rows)] = 1
+    return y
+
+
+def prob_rows(rng, rows, cols, dtype):
+    p = rng.random((rows, cols)) + 0.05
+    return np.ascontiguousarray(p / p.sum(axis=1, keepdims=True), dtype=dtype)
+
+
+def logits(rng, dtype):
+    """Random rows, plus one row of extremes and exact zeros."""
+    z = rng.standard_normal((5, 7)) * 3
+    z[0] = [-1e4, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4]
+    z[1, 2] = 0.0
+    return np.ascontiguousarray(z, dtype=dtype)
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240531)
+
+
+# ------------------------------------------------------------ activations ---
+
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("code", range(7), ids=ACT_NAMES)
+def test_act_forward(code, with_bias, dtype, rng):
+    z = logits(rng, dtype)
+    b = normal(rng, z.shape[1], dtype) if with_bias else None
+    expected = ref_act(z.astype(np.float64) + (0 if b is None else b), code)
+    a = z.copy()
+    assert _ops.act_forward(a, code, SLOPE, b) is None
+    check(a, expected, dtype)
+
+
+def test_act_forward_step_and_relu_at_zero(dtype):
+    z = np.array([[-1e-30, 0.0, 1e-30]], dtype)
+    for code, expected in [(STEP, [0, 1, 1]), (RELU, [0, 0, 1e-30]),
+                           (LEAKY_RELU, [-SLOPE * 1e-30, 0, 1e-30])]:
+        a = z.copy()
+        _ops.act_forward(a, code, SLOPE)
+        check(a, [expected], dtype)
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["out", "inplace"])
+@pytest.mark.parametrize("code", range(6), ids=ACT_NAMES[:6])
+def test_act_backward(code, in_place, dtype, rng):
+    a = ref_act(logits(rng, dtype), code).astype(dtype)
+    g = normal(rng, a.shape, dtype)
+    expected = ref_act_backward(g, a, code)
+    delta = g if in_place else nans(a.shape, dtype)
+    g_before = g.copy()
+    assert _ops.act_backward(delta, g, a, code, SLOPE) is None
+    check(delta, expected, dtype)
+    if not in_place:
+        np.testing.assert_array_equal(g, g_before)
+
+
+# ----------------------------------------------------------------- losses ---
+
+@pytest.mark.parametrize("act", range(6), ids=ACT_NAMES[:6])
+def test_mse_forward_backward(act, dtype, rng):
+    z = normal(rng, (6, 4), dtype, 2.0)
+    y = normal(rng, (6, 4), dtype)
+    a_exp, delta_exp, value_exp = ref_loss_forward_backward(MSE, act, SLOPE, z, y)
+    a, delta = z.copy(), nans(z.shape, dtype)
+    value = _ops.loss_forward_backward(MSE, act, SLOPE, a, delta, y)
+    check(a, a_exp, dtype)
+    check(delta, delta_exp, dtype)
+    check(value, value_exp, dtype)
+
+
+def test_mse_forward_with_step_value(dtype, rng):
+    # STEP is never trained through, but evaluate() still takes its loss.
+    z = normal(rng, (6, 4), dtype)
+    y = (rng.random((6, 4)) < 0.5).astype(dtype)
+    a = z.copy()
+    value = _ops.loss_forward_backward(MSE, STEP, 0.0, a, nans(z.shape, dtype), y)
+    step = (z >= 0).astype(np.float64)
+    check(a, step, dtype)
+    check(value, ((step - y) ** 2).sum() / (2 * 6), dtype)
+
+
+@pytest.mark.parametrize("scale", [3.0, 1e4], ids=["moderate", "extreme"])
+def test_bce_forward_backward(scale, dtype, rng):
+    z = np.ascontiguousarray(rng.uniform(-scale, scale, (8, 5)), dtype=dtype)
+    y = (rng.random((8, 5)) < 0.5).astype(dtype)
+    y[-1] = rng.random(5)                       # soft targets too
+    a_exp, delta_exp, value_exp = ref_loss_forward_backward(
+        BINARY_CROSS_ENTROPY, SIGMOID, 0.0, z, y)
+    a, delta = z.copy(), nans(z.shape, dtype)
+    value = _ops.loss_forward_backward(BINARY_CROSS_ENTROPY, SIGMOID, 0.0,
+                                       a, delta, y)
+    check(a, a_exp, dtype)
+    check(delta, delta_exp, dtype)
+    check(value, value_exp, dtype)
+
+
+def test_bce_extreme_by_hand(dtype):
+    # Per element: z=1e4,y=0 → 1e4; z=−1e4,y=1 → 1e4; the right answers → 0.
+    z = np.array([[1e4, -1e4, 1e4, -1e4]], dtype)
+    y = np.array([[0, 1, 1, 0]], dtype)
+    a, delta = z.copy(), nans(z.shape, dtype)
+    value = _ops.loss_forward_backward(BINARY_CROSS_ENTROPY, SIGMOID, 0.0,
+                                       a, delta, y)
+    check(value, 2e4, dtype)
+    check(a, [[1, 0, 1, 0]], dtype)
+    check(delta, [[1, -1, 0, 0]], dtype)
+
+
+@pytest.mark.parametrize("scale", [3.0, 1e4], ids=["moderate", "extreme"])
+@pytest.mark.parametrize("targets", [one_hot, prob_rows], ids=["onehot", "soft"])
+def test_ce_forward_backward(targets, scale, dtype, rng):
+    z = np.ascontiguousarray(rng.uniform(-scale, scale, (8, 5)), dtype=dtype)
+    z[0] = z[0, 0]                              # a row of ties
+    y = targets(rng, 8, 5, dtype)
+    a_exp, delta_exp, value_exp = ref_loss_forward_backward(
+        CROSS_ENTROPY, SOFTMAX, 0.0, z, y)
+    a, delta = z.copy(), nans(z.shape, dtype)
+    value = _ops.loss_forward_backward(CROSS_ENTROPY, SOFTMAX, 0.0, a, delta, y)
+    check(a, a_exp, dtype)
+    check(delta, delta_exp, dtype)
+    check(value, value_exp, dtype)
+
+
+def test_ce_extreme_by_hand(dtype):
+    z = np.array([[1e4, -1e4], [-1e4, 1e4]], dtype)
+    y = np.array([[0, 1], [0, 1]], dtype)       # wrong by 2e4, then right
+    a, delta = z.copy(), nans(z.shape, dtype)
+    value = _ops.loss_forward_backward(CROSS_ENTROPY, SOFTMAX, 0.0, a, delta, y)
+    check(value, 2e4 / 2, dtype)
+    check(a, [[1, 0], [0, 1]], dtype)
+    check(delta, [[0.5, -0.5], [0, 0]], dtype)
+
+
+@pytest.mark.parametrize("loss, act", [(MSE, c) for c in range(6)]
+                         + [(BINARY_CROSS_ENTROPY, SIGMOID),
+                            (CROSS_ENTROPY, SOFTMAX)],
+                         ids=[f"mse-{ACT_NAMES[c]}" for c in range(6)]
+                         + ["bce-sigmoid", "ce-softmax"])
+def test_output_delta(loss, act, dtype, rng):
+    a = ref_act(normal(rng, (6, 4), dtype, 2.0), act).astype(dtype)
+    y = prob_rows(rng, 6, 4, dtype)
+    delta = nans(a.shape, dtype)
+    assert _ops.output_delta(loss, act, SLOPE, delta, a, y) is None
+    check(delta, ref_output_delta(loss, act, SLOPE, a, y), dtype)
+
+
+def probabilities_and_targets(loss, rng, dtype):
+    """p in [0, 1] with exact 0s and 1s (clipped), and matching targets."""
+    p = rng.uniform(0.01, 0.99, (6, 4))
+    p[0, :3] = [0.0, 1.0, 1e-12]
+    y = {MSE: lambda: rng.standard_normal((6, 4)),
+         BINARY_CROSS_ENTROPY: lambda: (rng.random((6, 4)) < 0.5) * 1.0,
+         CROSS_ENTROPY: lambda: one_hot(rng, 6, 4, np.float64)}[loss]()
+    y[0, :2] = [1.0, 0.0] if loss == CROSS_ENTROPY else [1.0, 1.0]
+    y[-1] = prob_rows(rng, 1, 4, np.float64)    # a soft row
+    return np.ascontiguousarray(p, dtype), np.ascontiguousarray(y, dtype)
+
+
+@pytest.mark.parametrize("loss", range(3), ids=LOSS_NAMES)
+def test_loss_value(loss, dtype, rng):
+    eps = float(np.finfo(dtype).eps)
+    p, y = probabilities_and_targets(loss, rng, dtype)
+    value = _ops.loss_value(loss, p, y, eps)
+    check(value, ref_loss_value(loss, p, y, eps), dtype)
+
+
+@pytest.mark.parametrize("loss", range(3), ids=LOSS_NAMES)
+def test_loss_gradient(loss, dtype, rng):
+    eps = float(np.finfo(dtype).eps)
+    p, y = probabilities_and_targets(loss, rng, dtype)
+    g = nans(p.shape, dtype)
+    assert _ops.loss_gradient(loss, g, p, y, eps) is None
+    check(g, ref_loss_gradient(loss, p, y, eps), dtype)
+
+
+@pytest.mark.parametrize("loss", [BINARY_CROSS_ENTROPY, CROSS_ENTROPY],
+                         ids=LOSS_NAMES[1:])
+def test_loss_value_matches_fused_loss(loss, dtype, rng):
+    # −Σ y log f(z) on moderate logits is what the fused stable pass returns.
+    z = normal(rng, (6, 4), dtype)
+    y = prob_rows(rng, 6, 4, dtype)
+    act = SIGMOID if loss == BINARY_CROSS_ENTROPY else SOFTMAX
+    p = ref_act(z, act).astype(dtype)
+    value = _ops.loss_value(loss, p, y, 1e-300)
+    check(value, ref_loss_forward_backward(loss, act, 0.0, z, y)[2], dtype)
+
+
+# ------------------------------------------------------------ dense layer ---
+
+SHAPES = [(7, 5, 3), (1, 5, 3), (7, 1, 3), (7, 5, 1), (1, 1, 1), (3, 8, 2),
+          (64, 100, 70)]
+SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
+
+
+def dense_inputs(rng, rows, n_in, n_out, dtype):
+    x = normal(rng, (rows, n_in), dtype)
+    W = normal(rng, (n_in, n_out), dtype, 1 / np.sqrt(n_in))
+    b = normal(rng, n_out, dtype, 0.5)
+    return x, W, b
+
+
+@pytest.mark.parametrize("code", range(7), ids=ACT_NAMES)
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_dense_forward(shape, code, dtype, rng):
+    x, W, b = dense_inputs(rng, *shape, dtype)
+    z = x.astype(np.float64) @ W + b
+    expected = ref_act(z, code)
+    out = nans((shape[0], shape[2]), dtype)
+    assert _ops.dense_forward(out, x, W, b, code, SLOPE) is None
+    if code == STEP:                 # only where rounding cannot flip the sign
+        keep = np.abs(z) > 1e-3
+        assert keep.any()
+        out, expected = out[keep], expected[keep]
+    check(out, expected, dtype)
+
+
+@pytest.mark.parametrize("with_dx", [True, False], ids=["dx", "nodx"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_dense_backward(shape, with_dx, dtype, rng):
+    rows, n_in, n_out = shape
+    x, W, _ = dense_inputs(rng, *shape, dtype)
+    delta = normal(rng, (rows, n_out), dtype)
+    dW, db = nans((n_in, n_out), dtype), nans(n_out, dtype)
+    dx = nans((rows, n_in), dtype) if with_dx else None
+    assert _ops.dense_backward(dW, db, delta, x, W, dx) is None
+    x64, d64 = x.astype(np.float64), delta.astype(np.float64)
+    check(dW, x64.T @ d64, dtype)
+    check(db, d64.sum(axis=0), dtype)
+    if with_dx:
+        check(dx, d64 @ W.astype(np.float64).T, dtype)
+
+
+def test_sgd_update(dtype, rng):
+    w, g = normal(rng, 50, dtype), normal(rng, 50, dtype)
+    expected = w.astype(np.float64) - 0.05 * g
+    assert _ops.sgd_update(w, g, 0.05) is None
+    check(w, expected, dtype)
+
+
+# ----------------------------------------------------------------- engine ---
+
+# (sizes, acts, slopes, loss); the first is the network of the brief.
+NETS = [([4, 6, 3], [RELU, SOFTMAX], [0.0, 0.0], CROSS_ENTROPY),
+        ([4, 6, 3], [TANH, SIGMOID], [0.0, 0.0], BINARY_CROSS_ENTROPY),
+        ([4, 5, 6, 2], [LEAKY_RELU, SIGMOID, IDENTITY], [SLOPE, 0.0, 0.0], MSE)]
+NET_IDS = ["relu-softmax-ce", "tanh-sigmoid-bce", "leaky-sigmoid-identity-mse"]
+CAPACITY = 8
+
+
+def n_params(sizes):
+    return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+
+
+def targets_for(loss, rng, rows, cols, dtype):
+    if loss == CROSS_ENTROPY:
+        return one_hot(rng, rows, cols, dtype)
+    if loss == BINARY_CROSS_ENTROPY:
+        return (rng.random((rows, cols)) < 0.5).astype(dtype)
+    return normal(rng, (rows, cols), dtype)
+
+
+@pytest.fixture(params=NETS, ids=NET_IDS)
+def net(request, dtype, rng):
+    """(engine, spec, X, Y) for 19 rows: two full batches and a short one."""
+    sizes, acts, slopes, loss = request.param
+    params = normal(rng, n_params(sizes), dtype, 0.7)
+    grads = nans(n_params(sizes), dtype)
+    engine = Engine(sizes=sizes, acts=acts, slopes=slopes, loss=loss,
+                    params=params, grads=grads, capacity=CAPACITY)
+    X = normal(rng, (19, sizes[0]), dtype)
+    Y = targets_for(loss, rng, 19, sizes[-1], dtype)
+    return engine, (sizes, acts, slopes, loss), X, Y
+
+
+def test_engine_shares_buffers(net):
+    engine, (sizes, *_), _, _ = net
+    assert engine.capacity == CAPACITY
+    assert engine.params.shape == engine.grads.shape == (n_params(sizes),)
+    engine.params[:] = 0.25          # the engine must read the caller's buffer
+    X = np.zeros((1, sizes[0]), engine.dtype)
+    out = nans((1, sizes[-1]), engine.dtype)
+    engine.forward(X, out)
+    assert not np.allclose(out, 0)   # biases of 0.25 reached the outputs
+
+
+@pytest.mark.parametrize("rows", [5, CAPACITY, 20], ids=["5", "cap", "20"])
+def test_engine_forward(net, rows, dtype, rng):
+    engine, (sizes, acts, slopes, loss), _, _ = net
+    X = normal(rng, (rows, sizes[0]), dtype)
+    out = nans((rows, sizes[-1]), dtype)
+    params_before = engine.params.copy()
+    engine.forward(X, out)
+    check(out, ref_net_forward(engine.params.astype(np.float64), sizes, acts,
+                               slopes, X), dtype)
+    np.testing.assert_array_equal(engine.params, params_before)
+
+
+def test_engine_forward_brief_formula(dtype, rng):
+    # The brief's network written out: softmax(relu(X @ W0 + b0) @ W1 + b1).
+    params = normal(rng, 4 * 6 + 6 + 6 * 3 + 3, dtype)
+    engine = Engine(sizes=[4, 6, 3], acts=[3, 5], slopes=[0.0, 0.0], loss=2,
+                    params=params, grads=np.zeros_like(params), capacity=8)
+    p = params.astype(np.float64)
+    W0, b0, W1, b1 = p[:24].reshape(4, 6), p[24:30], p[30:48].reshape(6, 3), p[48:]
+    X = normal(rng, (20, 4), dtype)
+    out = nans((20, 3), dtype)
+    engine.forward(X, out)
+    check(out, softmax(np.maximum(X @ W0 + b0, 0) @ W1 + b1), dtype)
+
+
+def test_engine_evaluate(net, dtype):
+    engine, (sizes, acts, slopes, loss), X, Y = net
+    out = nans(Y.shape, dtype)       # 19 rows: more than the capacity
+    value = engine.evaluate(X, Y, out)
+    ref_value, _, ref_out = ref_net_loss_and_grad(engine.params, sizes, acts,
+                                                  slopes, loss, X, Y)
+    check(out, ref_out, dtype)
+    check(value, ref_value, dtype)
+
+
+def test_engine_loss_and_grad(net, dtype):
+    engine, (sizes, acts, slopes, loss), X, Y = net
+    X, Y = X[:CAPACITY].copy(), Y[:CAPACITY].copy()
+    params_before = engine.params.copy()
+    value = engine.loss_and_grad(X, Y)
+    ref_value, ref_grads, _ = ref_net_loss_and_grad(params_before, sizes, acts,
+                                                    slopes, loss, X, Y)
+    check(value, ref_value, dtype)
+    check(engine.grads, ref_grads, dtype)
+    np.testing.assert_array_equal(engine.params, params_before)
+
+
+def test_engine_train_step(net, dtype):
+    engine, (sizes, acts, slopes, loss), X, Y = net
+    X, Y = X[:5].copy(), Y[:5].copy()
+    lr = 0.3
+    p0 = engine.params.astype(np.float64)
+    value = engine.train_step(X, Y, lr)
+    ref_value, ref_grads, _ = ref_net_loss_and_grad(p0, sizes, acts, slopes,
+                                                    loss, X, Y)
+    check(value, ref_value, dtype)
+    check(engine.grads, ref_grads, dtype)
+    check(engine.params, p0 - lr * ref_grads, dtype)
+    assert not np.allclose(engine.params, p0)
+
+
+def ref_epoch(params, spec, X, Y, order, batch, lr):
+    """Mini-batch SGD by hand: (params after, mean loss over the epoch)."""
+    sizes, acts, slopes, loss = spec
+    p, total = np.asarray(params, np.float64).copy(), 0.0
+    for start in range(0, len(order), batch):
+        rows = order[start:start + batch]
+        value, grads, _ = ref_net_loss_and_grad(p, sizes, acts, slopes, loss,
+                                                X[rows], Y[rows])
+        p -= lr * grads
+        total += value * len(rows)
+    return p, total / len(order)
+
+
+@pytest.mark.parametrize("shuffled", [True, False], ids=["perm", "noperm"])
+def test_engine_train_epoch(net, shuffled, dtype, rng):
+    engine, spec, X, Y = net
+    sizes, acts, slopes, loss = spec
+    batch, lr = CAPACITY, 0.2        # 19 rows: batches of 8, 8 and 3
+    perm = rng.permutation(len(X)).astype(np.intp) if shuffled else None
+    order = perm if shuffled else np.arange(len(X))
+    p0 = engine.params.copy()
+    ref_params, ref_value = ref_epoch(p0, spec, X, Y, order, batch, lr)
+
+    value = engine.train_epoch(X, Y, perm, batch, lr)
+    check(value, ref_value, dtype)
+    check(engine.params, ref_params, dtype)
+
+    # ... and the same as train_step on X[order] batches by hand.
+    params2, grads2 = p0.copy(), np.zeros_like(p0)
+    by_hand = Engine(sizes=sizes, acts=acts, slopes=slopes, loss=loss,
+                     params=params2, grads=grads2, capacity=CAPACITY)
+    total = 0.0
+    for start in range(0, len(X), batch):
+        rows = order[start:start + batch]
+        total += by_hand.train_step(X[rows], Y[rows], lr) * len(rows)
+    check(engine.params, params2, dtype)
+    check(value, total / len(X), dtype)
+
+
+def test_engine_train_epoch_batch_not_dividing(dtype, rng):
+    # batch 3 over 19 rows: six full batches and one of a single row.
+    sizes, acts, slopes, loss = NETS[0]
+    params = normal(rng, n_params(sizes), dtype, 0.7)
+    engine = Engine(sizes=sizes, acts=acts, slopes=slopes, loss=loss,
+                    params=params, grads=np.zeros_like(params), capacity=CAPACITY)
+    X = normal(rng, (19, 4), dtype)
+    Y = one_hot(rng, 19, 3, dtype)
+    perm = rng.permutation(19).astype(np.intp)
+    ref_params, ref_value = ref_epoch(params.copy(), NETS[0], X, Y, perm, 3, 0.5)
+    value = engine.train_epoch(X, Y, perm, 3, 0.5)
+    check(value, ref_value, dtype)
+    check(engine.params, ref_params, dtype)
+
+
+def test_engine_refuses_batches_past_capacity(net, dtype):
+    engine, (sizes, *_), X, Y = net
+    p0 = engine.params.copy()
+    with pytest.raises(ValueError):
+        engine.train_step(X, Y, 0.1)                 # 19 rows > capacity 8
+    with pytest.raises(ValueError):
+        engine.loss_and_grad(X, Y)
+    with pytest.raises(ValueError):
+        engine.train_epoch(X, Y, None, CAPACITY + 1, 0.1)
+    with pytest.raises(ValueError):
+        bad = np.arange(len(X), dtype=np.intp)
+        bad[3] = len(X)
+        engine.train_epoch(X, Y, bad, CAPACITY, 0.1)
+    np.testing.assert_array_equal(engine.params, p0)
