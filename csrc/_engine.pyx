@@ -198,6 +198,8 @@ cdef class Engine:
     def reserve(self, Py_ssize_t capacity):
         """Grow the workspace to hold `capacity` rows (never shrinks)."""
         cdef int l, L = self.plan.n_layers
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
         if capacity <= self.plan.capacity:
             return
         work = []
@@ -222,6 +224,8 @@ cdef class Engine:
         # The last line of defence before raw pointers: dtype and shapes.
         if is_double != (self.dtype == np.float64):
             raise TypeError(f"arrays must be {self.dtype}")
+        if x.shape[0] < 1:
+            raise ValueError("X must have at least one row")
         if x.shape[1] != self.plan.size[0]:
             raise ValueError(f"X must have {self.plan.size[0]} columns")
         if y is not None and (y.shape[0] != x.shape[0]

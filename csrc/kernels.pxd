@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, cdivision=True
 #
 # The kernels of the compiled core: every formula of a dense network has its
 # one home here, as a small `nogil` function over raw row-major buffers.
@@ -154,8 +154,9 @@ cdef inline void act_backward(real* delta, const real* g, const real* a,
     #   sigmoid  f′ = a (1 − a)        tanh   f′ = 1 − a²
     #   relu     f′ = [a > 0]          leaky  f′ = 1 if a > 0 else slope
     #   softmax  δ = a ⊙ (g − Σ_j g_j a_j)   (the Jacobian-vector product)
-    # delta may be g itself (in place).  STEP has no useful derivative and
-    # never reaches here: the Python layer refuses to train through it.
+    # delta may be g itself (in place).  STEP's derivative is 0 wherever it
+    # exists, so nothing can be learned through it: the Python layer refuses
+    # to train through it, and here it gives δ = 0.
     cdef Py_ssize_t i, j, n = rows * cols
     cdef double s
     if act == IDENTITY:
@@ -174,6 +175,9 @@ cdef inline void act_backward(real* delta, const real* g, const real* a,
     elif act == LEAKY_RELU:
         for i in range(n):
             delta[i] = g[i] if a[i] > 0 else slope * g[i]
+    elif act == STEP:
+        for i in range(n):
+            delta[i] = 0
     elif act == SOFTMAX:
         for i in range(rows):
             s = 0
@@ -314,6 +318,8 @@ cdef inline void loss_gradient(int loss, real* g, const real* p, const real* y,
                                real eps) noexcept nogil:
     # IN p (rows, cols), y (rows, cols); OUT g = ∂L/∂p of loss_value:
     #   mse (p − y)/n ;  bce (p − y) / (p (1 − p) n) ;  ce −y / (p n)
+    # with p clipped as in loss_value (the unclipped formula, evaluated at
+    # the clipped p, so the gradient still points the right way at 0 or 1).
     cdef Py_ssize_t i
     cdef double q
     for i in range(rows * cols):

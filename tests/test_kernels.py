@@ -186,10 +186,12 @@ def prob_rows(rng, rows, cols, dtype):
 
 
 def logits(rng, dtype):
-    """Random rows, plus one row of extremes and exact zeros."""
+    """Random rows, plus a row of extremes, an exact zero and a row far below
+    zero (whose exponentials all underflow unless shifted by the maximum)."""
     z = rng.standard_normal((5, 7)) * 3
     z[0] = [-1e4, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4]
     z[1, 2] = 0.0
+    z[2] -= 1000.0
     return np.ascontiguousarray(z, dtype=dtype)
 
 
@@ -296,6 +298,7 @@ def test_bce_extreme_by_hand(dtype):
 def test_ce_forward_backward(targets, scale, dtype, rng):
     z = np.ascontiguousarray(rng.uniform(-scale, scale, (8, 5)), dtype=dtype)
     z[0] = z[0, 0]                              # a row of ties
+    z[1] -= 2 * scale + 1000                    # a row far below zero
     y = targets(rng, 8, 5, dtype)
     a_exp, delta_exp, value_exp = ref_loss_forward_backward(
         CROSS_ENTROPY, SOFTMAX, 0.0, z, y)
@@ -366,7 +369,7 @@ def test_loss_value_matches_fused_loss(loss, dtype, rng):
     y = prob_rows(rng, 6, 4, dtype)
     act = SIGMOID if loss == BINARY_CROSS_ENTROPY else SOFTMAX
     p = ref_act(z, act).astype(dtype)
-    value = _ops.loss_value(loss, p, y, 1e-300)
+    value = _ops.loss_value(loss, p, y, 1e-30)
     check(value, ref_loss_forward_backward(loss, act, 0.0, z, y)[2], dtype)
 
 
