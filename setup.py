@@ -2,12 +2,14 @@
 modules of the backprop package.
 
 Optimised (-O3) and portable by default: the wheel runs on any x86-64.
-Set BACKPROP_NATIVE=1 to compile for this machine's CPU (-march=native).
+Set BACKPROP_NATIVE=1 to compile for this machine's CPU (-march=native),
+BACKPROP_SYMBOLS=1 to keep symbols for profilers.
 Debug information is left out (-g0) and the modules are stripped, which keeps
 the wheel small.  The modules are cythonized and compiled in parallel.
 """
 import os
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -18,6 +20,10 @@ compile_args = ["-O3", "-g0"]
 if os.environ.get("BACKPROP_NATIVE", "") not in ("", "0"):
     compile_args.append("-march=native")
 link_args = ["-s"]
+if os.environ.get("BACKPROP_SYMBOLS", "") not in ("", "0"):
+    # keep symbols and line tables, for profilers (perf, valgrind)
+    compile_args = ["-O3", "-g"] + compile_args[2:]
+    link_args = []
 if os.environ.get("BACKPROP_SANITIZE"):
     # e.g. BACKPROP_SANITIZE=address,undefined for a sanitizer build
     flag = "-fsanitize=" + os.environ["BACKPROP_SANITIZE"]
@@ -38,6 +44,7 @@ extensions = [
     Extension(
         f"backprop.{name}",
         [f"csrc/{name}.pyx"],
+        include_dirs=[numpy.get_include()],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         libraries=["m"],

@@ -25,10 +25,12 @@ except ImportError as exc:  # pragma: no cover - only in an unbuilt source tree
         "`python setup.py build_ext --inplace`.") from exc
 
 from . import activations, datasets, initializers, losses
+from ._threads import blas_info, get_num_threads, num_threads, set_num_threads
 from .gradcheck import GradcheckResult, gradcheck
 from .layers import Dense
 from .network import History, Sequential, load
 
 __all__ = ["Dense", "Sequential", "History", "load", "gradcheck",
            "GradcheckResult", "activations", "losses", "initializers",
-           "datasets", "__version__"]
+           "datasets", "get_num_threads", "set_num_threads", "num_threads",
+           "blas_info", "__version__"]

@@ -15,9 +15,10 @@ import warnings
 import numpy as np
 
 from . import _ops
+from . import _threads
 from . import activations as _activations
 from . import losses as _losses
-from ._engine import Engine
+from ._engine import Engine, set_blas_thread_functions
 from ._validation import (as_batch, check_dtype, check_int,
                           check_positive_float)
 from .layers import Dense
@@ -25,6 +26,8 @@ from .layers import Dense
 __all__ = ["Sequential", "History"]
 
 FORMAT_VERSION = 1
+
+set_blas_thread_functions(*_threads.set_function_addresses())
 
 
 class History:
@@ -55,9 +58,14 @@ class Sequential:
     seed : int, optional
         Seeds every layer that has no seed of its own, and the shuffling in
         `fit`: the same seed and data give bit-identical training.
+    n_threads : int, optional
+        BLAS threads for this network's matrix products.  By default, calls
+        too small to gain from threads run on one, and the others use the
+        pool as set by `backprop.set_num_threads` (or OMP_NUM_THREADS,
+        OPENBLAS_NUM_THREADS, threadpoolctl).
     """
 
-    def __init__(self, *layers, loss="mse", dtype=None, seed=None):
+    def __init__(self, *layers, loss="mse", dtype=None, seed=None, n_threads=None):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         if not layers:
@@ -108,11 +116,37 @@ class Sequential:
             layer._bind(self.params[off:w_end].reshape(shape), self.params[w_end:b_end],
                         self.grads[off:w_end].reshape(shape), self.grads[w_end:b_end])
             off = b_end
+        self._trainable = all(layer.activation.differentiable for layer in self.layers)
+        # What predict returns for one row, in the engine's terms.
+        self._row_mode = {_losses.CROSS_ENTROPY: 1, _losses.BINARY_CROSS_ENTROPY: 2,
+                          _losses.MSE: 3}[self.loss.code] if self.n_outputs == 1 or \
+            self.loss.code != _losses.BINARY_CROSS_ENTROPY else None
+        if self.n_outputs > 1 and self.loss.code == _losses.MSE:
+            self._row_mode = 0
         self._engine = Engine(
             [self.layers[0].n_in] + [layer.n_out for layer in self.layers],
             [layer.activation.code for layer in self.layers],
             [layer.activation.negative_slope for layer in self.layers],
             self.loss.code, self.params, self.grads, capacity=32)
+        self.n_threads = n_threads
+
+    # -- threads ----------------------------------------------------------------
+    @property
+    def n_threads(self):
+        """BLAS threads for this network (None: automatic)."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = None if value is None else check_int(value, "n_threads")
+        if hasattr(self, "_engine"):
+            self._engine.n_threads = self._n_threads or 0
+
+    def _engine_for(self, rows: int, train: bool) -> Engine:
+        """The engine, its workspace grown for training calls of `rows` rows."""
+        if train:
+            self._engine.reserve(rows)
+        return self._engine
 
     # -- description ----------------------------------------------------------
     @property
@@ -199,19 +233,23 @@ class Sequential:
 
     def loss_and_grad(self, X, y) -> float:
         """The mean loss on (X, y); fills `grads` with its gradient."""
+        value = self._engine.step_ready(X, y, 0.0, False) if self._trainable else None
+        if value is not None:
+            return value
         self._require_trainable()
         X2, Y = self._data(X, y)
-        self._engine.reserve(X2.shape[0])
-        return self._engine.loss_and_grad(X2, Y)
+        return self._engine_for(X2.shape[0], True).loss_and_grad(X2, Y)
 
     def train_step(self, X, y, lr: float = 0.01) -> float:
         """One compiled step of gradient descent on the batch (X, y):
         forward, loss, backward, update.  Returns the batch's mean loss."""
+        value = self._engine.step_ready(X, y, lr, True) if self._trainable else None
+        if value is not None:       # X and y were ready-made: no conversion
+            return value
         self._require_trainable()
         lr = check_positive_float(lr, "lr")
         X2, Y = self._data(X, y)
-        self._engine.reserve(X2.shape[0])
-        return self._engine.train_step(X2, Y, lr)
+        return self._engine_for(X2.shape[0], True).train_step(X2, Y, lr)
 
     def fit(self, X, y, epochs: int = 1, batch_size: int = 32, lr: float = 0.01,
             shuffle: bool = True, verbose: int = 0) -> History:
@@ -230,11 +268,11 @@ class Sequential:
         X2, Y = self._data(X, y)
         n = X2.shape[0]
         batch_size = min(batch_size, n)
-        self._engine.reserve(batch_size)
+        engine = self._engine_for(batch_size, True)
         history = History()
         for epoch in range(1, epochs + 1):
             perm = self._rng.permutation(n) if shuffle else None
-            loss = self._engine.train_epoch(X2, Y, perm, batch_size, lr)
+            loss = engine.train_epoch(X2, Y, perm, batch_size, lr)
             history.history["loss"].append(loss)
             history.epoch.append(epoch)
             if verbose:
@@ -251,14 +289,21 @@ class Sequential:
         """The output layer's activations: class probabilities for
         classifiers, values for regressors.  (rows, n_outputs), or (n_outputs,)
         for one sample."""
+        out = self._engine.predict_row(X, 0)          # one ready-made row
+        if out is not None:
+            return out
         X2, single = self._inputs(X)
         out = np.empty((X2.shape[0], self.n_outputs), self.dtype)
-        self._engine.forward(X2, out)
+        self._engine_for(X2.shape[0], False).forward(X2, out)
         return out[0] if single else out
 
     def predict(self, X) -> np.ndarray:
         """Class labels for classifiers (argmax of softmax; sigmoid ≥ 0.5),
         values for regressors (shape (rows,) when there is one output)."""
+        if self._row_mode is not None:               # one ready-made row
+            label = self._engine.predict_row(X, self._row_mode)
+            if label is not None:
+                return label
         out = self.predict_proba(X)
         if self.loss.code == _losses.CROSS_ENTROPY:
             return np.argmax(out, axis=-1)
@@ -271,7 +316,7 @@ class Sequential:
         """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers."""
         X2, Y = self._data(X, y)
         out = np.empty_like(Y)
-        result = {"loss": self._engine.evaluate(X2, Y, out)}
+        result = {"loss": self._engine_for(X2.shape[0], False).evaluate(X2, Y, out)}
         if self.loss.code == _losses.CROSS_ENTROPY:
             result["accuracy"] = float(np.mean(out.argmax(1) == Y.argmax(1)))
         elif self.loss.code == _losses.BINARY_CROSS_ENTROPY:
@@ -282,7 +327,8 @@ class Sequential:
     def copy(self, dtype=None) -> "Sequential":
         """An independent copy (weights included), optionally in another dtype."""
         net = Sequential(*[layer.copy(dtype) for layer in self.layers],
-                         loss=self.loss, dtype=dtype or self.dtype)
+                         loss=self.loss, dtype=dtype or self.dtype,
+                         n_threads=self.n_threads)
         net.seed = self.seed
         return net
 

@@ -232,11 +232,12 @@ cdef inline double softmax_ce_forward_backward(real* a, real* delta,
     # IN a: z (rows, cols), the logits; y (rows, cols), rows summing to 1
     # OUT a = softmax(z); OUT delta = (a − y)/n
     # Per row  −Σ_j y_j log softmax(z)_j = Σ_j y_j (lse − z_j),
-    # lse = m + log Σ_j e^(z_j − m), m = max_j z_j: every exponent ≤ 0 and the
-    # sum ≥ 1, so the log is finite and nothing overflows.
+    # lse = m + log s, s = Σ_j e^(z_j − m), m = max_j z_j: every exponent is
+    # ≤ 0 and s ≥ 1, so the log is finite and nothing overflows.  One
+    # exponential per element: e^(z_j − m) serves both s and a_j = e^(z_j − m)/s.
     cdef Py_ssize_t i, j
-    cdef double s, lse, total = 0
-    cdef real m, inv_rows = <real>(1.0 / rows)
+    cdef double s, cross, total = 0
+    cdef real m, inv_s, inv_rows = <real>(1.0 / rows)
     cdef real* r
     cdef const real* t
     for i in range(rows):
@@ -246,14 +247,17 @@ cdef inline double softmax_ce_forward_backward(real* a, real* delta,
         for j in range(1, cols):
             if r[j] > m:
                 m = r[j]
+        cross = 0
+        for j in range(cols):
+            cross += t[j] * (<double>m - r[j])    # Σ y_j (m − z_j), while z is still here
         s = 0
         for j in range(cols):
-            s += r_exp(r[j] - m)
-        lse = m + log(s)
+            r[j] = r_exp(r[j] - m)
+            s += r[j]
+        total += cross + log(s)                   # = Σ_j y_j (lse − z_j), as Σ_j y_j = 1
+        inv_s = <real>(1 / s)
         for j in range(cols):
-            if t[j] != 0:
-                total += t[j] * (lse - r[j])
-            r[j] = <real>exp(r[j] - lse)
+            r[j] *= inv_s
             delta[i * cols + j] = (r[j] - t[j]) * inv_rows
     return total / rows
 

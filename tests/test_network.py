@@ -313,3 +313,45 @@ def test_batch_larger_than_data_is_clipped():
     net = bp.Sequential(bp.Dense(3, 1), seed=0)
     history = net.fit(np.ones((5, 3)), np.ones(5), epochs=2, batch_size=1000)
     assert len(history.history["loss"]) == 2
+
+
+# -- ready-made inputs skip conversion, with the same results ----------------------------
+@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_ready_made_inputs_take_the_same_step(name, dtype):
+    make, loss = NETS[name]
+    a, b = (bp.Sequential(*make(), loss=loss, dtype=dtype, seed=1) for _ in range(2))
+    X, y = data_for(loss, 6, a.n_outputs, np.random.default_rng(4))
+    X = X.astype(dtype)
+    y = y.astype(np.int64) if loss == "cross_entropy" else y.astype(dtype)
+    assert a._engine.step_ready(X, y, 0.1, True) is not None      # the fast path is taken
+    b.train_step(X.tolist(), y.tolist(), lr=0.1)                   # the checked path
+    np.testing.assert_array_equal(a.params, b.params)
+    assert a.loss_and_grad(X, y) == b.loss_and_grad(X.tolist(), y.tolist())
+    np.testing.assert_array_equal(a.grads, b.grads)
+
+
+def test_ready_made_single_row_prediction_matches_batch():
+    for name, (make, loss) in NETS.items():
+        net = bp.Sequential(*make(), loss=loss, seed=0)
+        X = np.random.default_rng(0).normal(size=(3, 3))
+        np.testing.assert_array_equal(np.asarray(net.predict(X[1])), net.predict(X)[1])
+        np.testing.assert_array_equal(net.predict_proba(X[1]), net.predict_proba(X)[1])
+
+
+def test_ready_made_inputs_are_still_checked():
+    net = bp.Sequential(*NETS["ce"][0](), loss="cross_entropy", seed=0)
+    X = np.zeros((4, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        net.train_step(np.full((4, 3), np.nan), np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="class labels"):
+        net.train_step(X, np.array([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="lr"):
+        net.train_step(X, np.zeros(4, np.int64), lr=-1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        net.predict(np.array([0.0, np.inf, 1.0]))
+    bce = bp.Sequential(bp.Dense(3, 1, activation="sigmoid"), loss="binary_cross_entropy")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        bce.train_step(X, np.array([0.0, 2.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        bce.train_step(X, np.array([0, 2, 1, 0]))
