@@ -9,12 +9,20 @@
 # converts and validates); the GIL is released around every kernel.
 
 from kernels cimport (
-    real, act_forward as k_act_forward, act_backward as k_act_backward,
+    real, r_exp, act_forward as k_act_forward, act_backward as k_act_backward,
     loss_forward_backward as k_loss_forward_backward,
     output_delta as k_output_delta, loss_value as k_loss_value,
     loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
     dense_backward as k_dense_backward, sgd_update as k_sgd_update,
 )
+
+
+def exp(real[::1] x):
+    """x ← e^x in place, by the core's own exponential (fastexp.h for float32)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(x.shape[0]):
+            x[i] = r_exp(x[i])
 
 
 def act_forward(real[:, ::1] a, int act, double slope=0.0, const real[::1] b=None):

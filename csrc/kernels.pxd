@@ -20,8 +20,11 @@
 # float32 and float64 come from the same source through the fused type `real`;
 # sums that feed a loss value are accumulated in double.
 
-from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs
+from libc.math cimport exp, log, log1p, log1pf, tanh, tanhf, fabs
 from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cdef extern from "fastexp.h":
+    float bp_expf(float x) noexcept nogil
 
 ctypedef fused real:
     float
@@ -47,8 +50,9 @@ cdef enum:
 # ---------------------------------------------------------------- scalars ---
 
 cdef inline real r_exp(real x) noexcept nogil:
+    # float: a branch-free e^x that vectorises (fastexp.h); double: libm's.
     if real is float:
-        return expf(x)
+        return bp_expf(x)
     else:
         return exp(x)
 
@@ -68,13 +72,11 @@ cdef inline real r_tanh(real x) noexcept nogil:
 
 
 cdef inline real sigmoid(real z) noexcept nogil:
-    # σ(z) = 1 / (1 + e^−z).  Only e^−|z| is ever formed, which lies in
-    # (0, 1], so neither branch overflows for any finite z.
-    cdef real e
-    if z >= 0:
-        return 1 / (1 + r_exp(-z))
-    e = r_exp(z)
-    return e / (1 + e)
+    # σ(z) = 1 / (1 + e^−z) = e^z / (1 + e^z).  Only e = e^−|z| is formed,
+    # which lies in (0, 1], so nothing overflows for any finite z; choosing
+    # between the two forms by a select, not a branch, lets loops vectorise.
+    cdef real e = r_exp(-fabs(z))
+    return (1 if z >= 0 else e) / (1 + e)
 
 
 # ------------------------------------------------------------------- BLAS ---
@@ -235,8 +237,10 @@ cdef inline double softmax_ce_forward_backward(real* a, real* delta,
     # lse = m + log s, s = Σ_j e^(z_j − m), m = max_j z_j: every exponent is
     # ≤ 0 and s ≥ 1, so the log is finite and nothing overflows.  One
     # exponential per element: e^(z_j − m) serves both s and a_j = e^(z_j − m)/s.
+    # And one logarithm per batch rather than per row: Σ_i log s_i is the log
+    # of Π_i s_i, a product of numbers in [1, cols] kept below 1e300.
     cdef Py_ssize_t i, j
-    cdef double s, cross, total = 0
+    cdef double s, cross, total = 0, product = 1
     cdef real m, inv_s, inv_rows = <real>(1.0 / rows)
     cdef real* r
     cdef const real* t
@@ -250,15 +254,21 @@ cdef inline double softmax_ce_forward_backward(real* a, real* delta,
         cross = 0
         for j in range(cols):
             cross += t[j] * (<double>m - r[j])    # Σ y_j (m − z_j), while z is still here
-        s = 0
         for j in range(cols):
             r[j] = r_exp(r[j] - m)
+        s = 0
+        for j in range(cols):
             s += r[j]
-        total += cross + log(s)                   # = Σ_j y_j (lse − z_j), as Σ_j y_j = 1
+        total += cross                            # + log s: Σ_j y_j (lse − z_j), as Σ y = 1
+        product *= s
+        if product > 1e300:
+            total += log(product)
+            product = 1
         inv_s = <real>(1 / s)
         for j in range(cols):
             r[j] *= inv_s
             delta[i * cols + j] = (r[j] - t[j]) * inv_rows
+    total += log(product)
     return total / rows
 
 
