@@ -42,22 +42,37 @@ def set_blas_thread_functions(size_t get_address, size_t set_address):
     blas_set_threads = <set_threads_fn>set_address
 
 
-cdef inline int enter_threads(int want) noexcept nogil:
-    # Switch the BLAS pool to `want` threads (0: leave it as it is); returns
-    # the count to restore afterwards, or 0 when nothing was changed.
-    cdef int before
-    if want <= 0 or blas_get_threads == NULL or blas_set_threads == NULL:
-        return 0
-    before = blas_get_threads()
-    if before == want:
-        return 0
-    blas_set_threads(want)
-    return before
+cdef extern from *:
+    int atomic_add "__sync_add_and_fetch" (int* counter, int value) noexcept nogil
+
+# Engine calls running right now, in any thread, and the pool's size when the
+# first of them began (what the user set, or threadpoolctl, or the default).
+cdef int running_calls = 0
+cdef int outer_threads = 0
 
 
-cdef inline void leave_threads(int before) noexcept nogil:
-    if before > 0:
-        blas_set_threads(before)
+cdef inline void enter_threads(int want) noexcept nogil:
+    # Size the BLAS pool for a call that wants `want` threads (0: the pool as
+    # the user set it).  While two engine calls run at once (networks trained
+    # in two Python threads), each runs on one thread: two calls on two
+    # threads each would oversubscribe the cores.
+    global outer_threads
+    cdef int running = atomic_add(&running_calls, 1)
+    cdef int target
+    if blas_get_threads == NULL or blas_set_threads == NULL:
+        return
+    if running == 1:
+        outer_threads = blas_get_threads()
+    target = 1 if running > 1 else (min(want, outer_threads) if want > 0 else outer_threads)
+    if blas_get_threads() != target:
+        blas_set_threads(target)
+
+
+cdef inline void leave_threads() noexcept nogil:
+    # The last call to finish gives the pool back its size from before.
+    if atomic_add(&running_calls, -1) == 0 and blas_set_threads != NULL:
+        if blas_get_threads() != outer_threads:
+            blas_set_threads(outer_threads)
 
 
 # Below this many floating-point operations per call, a second BLAS thread
@@ -248,11 +263,11 @@ cdef bint labels_to_targets(real* out, const long long* labels, Py_ssize_t rows,
 cdef double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,
                       bint update, int threads) noexcept nogil:
     # loss_and_grad on x and the targets in p.ybuf, then the update.
-    cdef int before = enter_threads(threads)
+    enter_threads(threads)
     cdef double value = loss_and_grad(x, <real*>p.ybuf, p, rows, NULL)
     if update:
         sgd_update(<real*>p.params, <real*>p.grads, p.n_params, lr)
-    leave_threads(before)
+    leave_threads()
     return value
 
 
@@ -263,13 +278,12 @@ cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
     cdef Py_ssize_t j, best = 0, k = p.size[p.n_layers]
     cdef const real* out = <real*>p.out[p.n_layers - 1]
     cdef cnp.npy_intp dim = k
-    cdef int before
     if not all_finite(x, p.size[0]):
         return None
     with nogil:
-        before = enter_threads(threads)
+        enter_threads(threads)
         forward_rows(x, p, 1, <real*>NULL, False)
-        leave_threads(before)
+        leave_threads()
     if mode == 1:
         for j in range(1, k):
             if out[j] > out[best]:
@@ -518,55 +532,51 @@ cdef class Engine:
 
     def forward(self, const real[:, ::1] X, real[:, ::1] out):
         """out (n, n_out) ← the network's outputs for X (n, n_in)."""
-        cdef int before
         self._check(X, out, real is double, False)
         cdef int threads = self.threads_for(X.shape[0], False)
         with nogil:
-            before = enter_threads(threads)
+            enter_threads(threads)
             infer(&X[0, 0], <real*>NULL, &out[0, 0], X.shape[0], &self.plan)
-            leave_threads(before)
+            leave_threads()
 
     def evaluate(self, const real[:, ::1] X, const real[:, ::1] Y,
                  real[:, ::1] out):
         """out ← outputs for X; returns the mean loss against Y."""
         cdef double value
-        cdef int before
         self._check(X, Y, real is double, False)
         if out.shape[0] != Y.shape[0] or out.shape[1] != Y.shape[1]:
             raise ValueError("out must have the shape of Y")
         cdef int threads = self.threads_for(X.shape[0], False)
         with nogil:
-            before = enter_threads(threads)
+            enter_threads(threads)
             value = infer(&X[0, 0], &Y[0, 0], &out[0, 0], X.shape[0], &self.plan)
-            leave_threads(before)
+            leave_threads()
         return value
 
     def loss_and_grad(self, const real[:, ::1] X, const real[:, ::1] Y):
         """grads ← ∂L/∂params for the batch (X, Y); returns the mean loss."""
         cdef double value
-        cdef int before
         self._check(X, Y, real is double, True)
         cdef int threads = self.threads_for(X.shape[0], True)
         with nogil:
-            before = enter_threads(threads)
+            enter_threads(threads)
             value = loss_and_grad(&X[0, 0], &Y[0, 0], &self.plan, X.shape[0],
                                   <real*>NULL)
-            leave_threads(before)
+            leave_threads()
         return value
 
     def train_step(self, const real[:, ::1] X, const real[:, ::1] Y, double lr):
         """One step of gradient descent on the batch; returns its mean loss."""
         cdef double value
-        cdef int before
         self._check(X, Y, real is double, True)
         cdef int threads = self.threads_for(X.shape[0], True)
         with nogil:
-            before = enter_threads(threads)
+            enter_threads(threads)
             value = loss_and_grad(&X[0, 0], &Y[0, 0], &self.plan, X.shape[0],
                                   <real*>NULL)
             sgd_update(<real*>self.plan.params, <real*>self.plan.grads,
                        self.plan.n_params, <real>lr)
-            leave_threads(before)
+            leave_threads()
         return value
 
     def train_epoch(self, const real[:, ::1] X, const real[:, ::1] Y,
@@ -574,7 +584,6 @@ cdef class Engine:
         """One epoch of mini-batch SGD; rows in the order perm (None: as
         stored).  Returns the mean training loss of the epoch."""
         cdef double value
-        cdef int before
         cdef const Py_ssize_t* order = NULL
         cdef Py_ssize_t i, n = X.shape[0]
         self._check(X, Y, real is double, False)
@@ -589,8 +598,8 @@ cdef class Engine:
             order = &perm[0]
         cdef int threads = self.threads_for(batch_size, True)
         with nogil:
-            before = enter_threads(threads)
+            enter_threads(threads)
             value = run_epoch(&X[0, 0], &Y[0, 0], order, n, batch_size,
                               <real>lr, &self.plan)
-            leave_threads(before)
+            leave_threads()
         return value
