@@ -30,6 +30,32 @@ FORMAT_VERSION = 1
 set_blas_thread_functions(*_threads.set_function_addresses())
 
 
+def _check_stack(layers, loss) -> None:
+    """Raise unless `layers` are Dense layers that connect, and the output
+    layer suits `loss`."""
+    if not layers:
+        raise ValueError("layers: a Sequential needs at least one Dense layer")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Dense):
+            raise TypeError(f"layers[{i}] must be a Dense layer, got {type(layer).__name__}")
+    if len({id(layer) for layer in layers}) != len(layers):
+        raise ValueError("layers: the same Dense object appears twice")
+    for i in range(1, len(layers)):
+        if layers[i].n_in != layers[i - 1].n_out:
+            raise ValueError(f"layers[{i}] takes {layers[i].n_in} inputs but "
+                             f"layers[{i - 1}] gives {layers[i - 1].n_out} outputs")
+    for i, layer in enumerate(layers[:-1]):
+        if layer.activation.code == _activations.SOFTMAX:
+            raise ValueError(f"layers[{i}]: softmax is for the output layer only")
+    out = layers[-1]
+    if loss.output is not None and out.activation.name != loss.output:
+        raise ValueError(f"loss={loss.name!r} needs a {loss.output} output layer, "
+                         f"got {out.activation.name!r}")
+    if loss.code == _losses.CROSS_ENTROPY and out.n_out < 2:
+        raise ValueError("loss='cross_entropy' needs at least 2 output units; for two "
+                         "classes with one unit use sigmoid with binary_cross_entropy")
+
+
 class History:
     """What `fit` returns: `history` maps 'loss' to the mean training loss
     of every epoch; `epoch` lists the epoch numbers."""
@@ -68,33 +94,9 @@ class Sequential:
     def __init__(self, *layers, loss="mse", dtype=None, seed=None, n_threads=None):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
-        if not layers:
-            raise ValueError("layers: a Sequential needs at least one Dense layer")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Dense):
-                raise TypeError(f"layers[{i}] must be a Dense layer, got "
-                                f"{type(layer).__name__}")
-        if len({id(layer) for layer in layers}) != len(layers):
-            raise ValueError("layers: the same Dense object appears twice")
-        for i in range(1, len(layers)):
-            if layers[i].n_in != layers[i - 1].n_out:
-                raise ValueError(f"layers[{i}] takes {layers[i].n_in} inputs but "
-                                 f"layers[{i - 1}] gives {layers[i - 1].n_out} outputs")
         self.loss = _losses.get(loss)
-        out = layers[-1]
-        if self.loss.output is not None and out.activation.name != self.loss.output:
-            raise ValueError(f"loss={self.loss.name!r} needs a {self.loss.output} "
-                             f"output layer, got {out.activation.name!r}")
-        if self.loss.code == _losses.CROSS_ENTROPY and out.n_out < 2:
-            raise ValueError("loss='cross_entropy' needs at least 2 output units; "
-                             "for two classes with one unit use sigmoid with "
-                             "binary_cross_entropy")
-        for i, layer in enumerate(layers[:-1]):
-            if layer.activation.code == _activations.SOFTMAX:
-                raise ValueError(f"layers[{i}]: softmax is for the output layer only")
-        if dtype is None:
-            dtype = layers[0].dtype
-        self.dtype = check_dtype(dtype)
+        _check_stack(layers, self.loss)
+        self.dtype = check_dtype(layers[0].dtype if dtype is None else dtype)
         self.layers = [layer if layer.dtype == self.dtype else layer.copy(self.dtype)
                        for layer in layers]
         self.seed = seed
@@ -103,8 +105,19 @@ class Sequential:
             for layer in self.layers:
                 if layer.seed is None:
                     layer.reset_parameters(self._rng)
+        self._bind_flat_buffers()
+        self._trainable = all(layer.activation.differentiable for layer in self.layers)
+        self._row_mode = self._one_row_mode()
+        self._engine = Engine(
+            [self.layers[0].n_in] + [layer.n_out for layer in self.layers],
+            [layer.activation.code for layer in self.layers],
+            [layer.activation.negative_slope for layer in self.layers],
+            self.loss.code, self.params, self.grads, capacity=32)
+        self.n_threads = n_threads
 
-        # One flat buffer for all parameters, one for all gradients.
+    def _bind_flat_buffers(self) -> None:
+        """One flat buffer for all parameters, one for all gradients; each
+        layer's W, b, dW and db become views into them, layer after layer."""
         n = sum(layer.n_params for layer in self.layers)
         self.params = np.zeros(n, self.dtype)
         self.grads = np.zeros(n, self.dtype)
@@ -116,19 +129,16 @@ class Sequential:
             layer._bind(self.params[off:w_end].reshape(shape), self.params[w_end:b_end],
                         self.grads[off:w_end].reshape(shape), self.grads[w_end:b_end])
             off = b_end
-        self._trainable = all(layer.activation.differentiable for layer in self.layers)
-        # What predict returns for one row, in the engine's terms.
-        self._row_mode = {_losses.CROSS_ENTROPY: 1, _losses.BINARY_CROSS_ENTROPY: 2,
-                          _losses.MSE: 3}[self.loss.code] if self.n_outputs == 1 or \
-            self.loss.code != _losses.BINARY_CROSS_ENTROPY else None
-        if self.n_outputs > 1 and self.loss.code == _losses.MSE:
-            self._row_mode = 0
-        self._engine = Engine(
-            [self.layers[0].n_in] + [layer.n_out for layer in self.layers],
-            [layer.activation.code for layer in self.layers],
-            [layer.activation.negative_slope for layer in self.layers],
-            self.loss.code, self.params, self.grads, capacity=32)
-        self.n_threads = n_threads
+
+    def _one_row_mode(self):
+        """What `predict` returns for one row, as the engine's predict_row
+        mode: 1 argmax, 2 [p ≥ 0.5], 3 the value, 0 the outputs; None where
+        the engine has no shortcut (several sigmoid outputs)."""
+        if self.loss.code == _losses.CROSS_ENTROPY:
+            return 1
+        if self.n_outputs > 1:
+            return 0 if self.loss.code == _losses.MSE else None
+        return 2 if self.loss.code == _losses.BINARY_CROSS_ENTROPY else 3
 
     # -- threads ----------------------------------------------------------------
     @property

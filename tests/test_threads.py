@@ -1,0 +1,60 @@
+"""Thread settings, and training in several Python threads at once."""
+import threading
+
+import numpy as np
+import pytest
+
+import backprop as bp
+
+
+def digits_net(seed=0, **kwargs):
+    return bp.Sequential(bp.Dense(64, 24, activation="relu"), bp.Dense(24, 10, activation="softmax"),
+                         loss="cross_entropy", dtype="float32", seed=seed, **kwargs)
+
+
+def test_thread_count_can_be_set_and_restored():
+    before = bp.get_num_threads()
+    assert before >= 1
+    with bp.num_threads(1):
+        assert bp.get_num_threads() == 1
+    assert bp.get_num_threads() == before
+    with pytest.raises(ValueError, match="n"):
+        bp.set_num_threads(0)
+    info = bp.blas_info()
+    assert set(info) == {"library", "config", "threads"}
+
+
+def test_training_leaves_the_pool_as_it_was():
+    X, y = bp.datasets.load_digits()
+    with bp.num_threads(2):
+        digits_net().fit(X, y, epochs=1)              # small: runs on one thread inside
+        assert bp.get_num_threads() == 2
+    with bp.num_threads(1):
+        digits_net(n_threads=2).fit(X, y, epochs=1)    # never more than the pool allows
+        assert bp.get_num_threads() == 1
+
+
+def test_n_threads_is_checked():
+    with pytest.raises(ValueError, match="n_threads"):
+        digits_net(n_threads=0)
+    with pytest.raises(TypeError, match="n_threads"):
+        digits_net(n_threads="2")
+
+
+def test_networks_trained_in_threads_match_sequential_training():
+    """The GIL is released during fit; each network has its own workspace, so
+    training four at once gives what training them one by one gives."""
+    X, y = bp.datasets.load_digits()
+    alone = [digits_net(seed) for seed in range(4)]
+    for net in alone:
+        net.fit(X, y, epochs=3, batch_size=16, lr=0.05)
+    together = [digits_net(seed) for seed in range(4)]
+    threads = [threading.Thread(target=net.fit, args=(X, y),
+                                kwargs=dict(epochs=3, batch_size=16, lr=0.05))
+               for net in together]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a.params, b.params)
