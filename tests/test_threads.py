@@ -58,3 +58,33 @@ def test_networks_trained_in_threads_match_sequential_training():
         t.join()
     for a, b in zip(alone, together):
         np.testing.assert_array_equal(a.params, b.params)
+
+
+def test_ctrl_c_stops_training_within_an_epoch(tmp_path):
+    """fit returns to Python after every epoch, so a KeyboardInterrupt
+    (Ctrl-C) lands within one epoch, and the network stays usable."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys, numpy as np, backprop as bp\n"
+        "X, y = bp.datasets.load_digits()\n"
+        "net = bp.Sequential(bp.Dense(64, 32, activation='relu'),\n"
+        "                    bp.Dense(32, 10, activation='softmax'), loss='cross_entropy')\n"
+        "print('training', flush=True)\n"
+        "try:\n"
+        "    net.fit(X, y, epochs=10**7, batch_size=32, lr=0.01)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped', net.evaluate(X, y)['accuracy'] > 0.5, flush=True)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    assert proc.stdout.readline().strip() == "training"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    out, _ = proc.communicate(timeout=60)
+    assert out.strip() == "stopped True"
+    assert time.monotonic() - start < 10
