@@ -1,0 +1,98 @@
+"""`python -m bench`: backprop against numpy, PyTorch and scikit-learn.
+
+Run from the repository root (with backprop built in place or installed):
+
+    python -m bench                      the full suite (a few minutes)
+    python -m bench --quick              a fast smoke run
+    python -m bench --workloads W1,W3 --sections training --json out.json
+
+Prints the machine, the thread settings and one table per section; --json
+writes every number (medians, quartiles, extremes, FLOPs, accuracies,
+memory) to a file.  Peers that are not installed are skipped with a note.
+The two standalone scripts `python -m bench.memory` and `python -m
+bench.threads` measure allocation inside training and GIL release.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+
+from . import report, suite
+from . import workloads as W
+from .machine import OtherLoad, facts, set_threads
+from .systems import available_systems
+
+SECTIONS = ["training", "latency", "throughput", "digits", "memory"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="few repetitions and small epochs: a smoke run")
+    p.add_argument("--workloads", default=",".join(w.name for w in W.WORKLOADS),
+                   help="comma-separated training workloads (default: all, W0–W5)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated sections (default: {','.join(SECTIONS)})")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                   help="threads for every system (default: the cores this process "
+                        "may use, %(default)s here)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    try:
+        args.workloads = [W.get(name) for name in args.workloads.split(",") if name.strip()]
+    except KeyError as exc:
+        p.error(exc.args[0])
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from "
+                f"{', '.join(SECTIONS)}")
+    if args.threads < 1:
+        p.error("--threads must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    load = OtherLoad()
+    notes: list[str] = []
+    systems = available_systems(notes)          # imports the peers that exist
+    cfg = suite.Settings.make(args.quick, args.threads)
+
+    def progress(msg):
+        print(f"[{time.perf_counter() - start:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    res = {"threads": set_threads(args.threads), "machine": facts(),
+           "settings": asdict(cfg), "notes": notes}
+    dtypes = sorted({w.dtype for w in args.workloads}) if "training" in args.sections else []
+    res["gemm_peak"] = suite.peaks(cfg, dtypes)
+    progress("GEMM peak: done")
+    for section in SECTIONS:
+        if section not in args.sections:
+            continue
+        if section == "training":
+            res["training"] = suite.training(args.workloads, systems, cfg, notes, progress)
+        else:
+            res[section] = getattr(suite, section)(systems, cfg, notes, progress)
+    if dtypes:
+        res["gemm_peak_start"] = res["gemm_peak"]
+        res["gemm_peak"] = suite.peaks(cfg, dtypes, before=res["gemm_peak_start"])
+        suite.add_rates(res["training"], res["gemm_peak"])
+    res["elapsed_s"] = time.perf_counter() - start
+    res["other_load"] = load.fraction()
+    res["load_average_end"] = os.getloadavg()
+    report.print_all(res)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1, default=float)
+        print(f"results written to {os.path.abspath(args.json)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
