@@ -7,9 +7,12 @@ core then trusts what it is given.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
+
+from . import _ops
 
 FLOAT_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
@@ -27,7 +30,8 @@ def check_dtype(dtype, name: str = "dtype") -> np.dtype:
 
 def check_int(value, name: str, minimum: int = 1) -> int:
     """A whole number (bool excluded) no smaller than `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if type(value) is not int and (isinstance(value, bool)
+                                   or not isinstance(value, numbers.Integral)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
@@ -36,10 +40,11 @@ def check_int(value, name: str, minimum: int = 1) -> int:
 
 def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
     """A finite real number > 0 (or ≥ 0 with allow_zero)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if type(value) not in (float, int) and (isinstance(value, bool)
+                                            or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = "≥ 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value}")
     return value
@@ -64,7 +69,7 @@ def as_float_array(x, name: str, dtype: np.dtype, ndims=(1, 2),
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
     arr = np.asarray(arr, dtype=dtype, order="C")   # (ascontiguousarray makes 0-D 1-D)
-    if not np.isfinite(arr).all():
+    if not _ops.all_finite(arr.reshape(-1)):
         raise ValueError(f"{name} contains NaN or infinity")
     return arr
 

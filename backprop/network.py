@@ -237,13 +237,27 @@ class Sequential:
         _ops.sgd_update(self.params, self.grads, check_positive_float(lr, "lr"))
 
     # -- the compiled path ------------------------------------------------------
+    def _cast(self, X, y):
+        """Arrays of another float or integer width, cast to what the core
+        takes (the network's float dtype, int64 labels), so that they too
+        can skip the checked path; anything else is passed on as it is."""
+        if type(X) is np.ndarray and X.dtype != self.dtype and X.dtype.kind == "f":
+            X = X.astype(self.dtype)
+        if type(y) is np.ndarray and y.dtype.kind in "iu" and y.dtype != np.int64:
+            y = y.astype(np.int64)
+        elif type(y) is np.ndarray and y.dtype.kind == "f" and y.dtype != self.dtype:
+            y = y.astype(self.dtype)
+        return X, y
+
     def _require_trainable(self):
+        if self._trainable:
+            return
         for i, layer in enumerate(self.layers):
             layer.activation.require_gradient(f" (layers[{i}])")
 
     def loss_and_grad(self, X, y) -> float:
         """The mean loss on (X, y); fills `grads` with its gradient."""
-        value = self._engine.step_ready(X, y, 0.0, False) if self._trainable else None
+        value = self._engine.step_ready(*self._cast(X, y), 0.0, False) if self._trainable else None
         if value is not None:
             return value
         self._require_trainable()
@@ -253,7 +267,7 @@ class Sequential:
     def train_step(self, X, y, lr: float = 0.01) -> float:
         """One compiled step of gradient descent on the batch (X, y):
         forward, loss, backward, update.  Returns the batch's mean loss."""
-        value = self._engine.step_ready(X, y, lr, True) if self._trainable else None
+        value = self._engine.step_ready(*self._cast(X, y), lr, True) if self._trainable else None
         if value is not None:       # X and y were ready-made: no conversion
             return value
         self._require_trainable()
@@ -280,9 +294,13 @@ class Sequential:
         batch_size = min(batch_size, n)
         engine = self._engine_for(batch_size, True)
         history = History()
+        # The core shuffles `order` in place each epoch, seeded from the
+        # network's generator: one draw per fit, one seed per epoch.
+        order = np.arange(n) if shuffle else None
+        base = int(self._rng.integers(2**62)) if shuffle else -1
         for epoch in range(1, epochs + 1):
-            perm = self._rng.permutation(n) if shuffle else None
-            loss = engine.train_epoch(X2, Y, perm, batch_size, lr)
+            loss = engine.train_epoch(X2, Y, order, batch_size, lr,
+                                      base + epoch if shuffle else -1)
             history.history["loss"].append(loss)
             history.epoch.append(epoch)
             if verbose:
@@ -302,6 +320,10 @@ class Sequential:
         out = self._engine.predict_row(X, 0)          # one ready-made row
         if out is not None:
             return out
+        if type(X) is np.ndarray and X.ndim == 2 and X.shape[0] == 1:
+            out = self._engine.predict_row(X[0], 0)
+            if out is not None:
+                return out[None]
         X2, single = self._inputs(X)
         out = np.empty((X2.shape[0], self.n_outputs), self.dtype)
         self._engine_for(X2.shape[0], False).forward(X2, out)
@@ -314,6 +336,10 @@ class Sequential:
             label = self._engine.predict_row(X, self._row_mode)
             if label is not None:
                 return label
+            if type(X) is np.ndarray and X.shape[:1] == (1,) and X.ndim == 2:
+                label = self._engine.predict_row(X[0], self._row_mode)
+                if label is not None:                # a batch of one: shape (1, …)
+                    return np.asarray(label)[None]
         out = self.predict_proba(X)
         if self.loss.code == _losses.CROSS_ENTROPY:
             return np.argmax(out, axis=-1)

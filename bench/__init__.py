@@ -10,3 +10,14 @@ numpy peer and its gradient check), systems (backprop, numpy, torch and
 scikit-learn behind one interface), suite (the measurements), report (the
 tables).
 """
+
+import os as _os
+import sys as _sys
+
+# `python -m bench` from the repository root puts the root first on sys.path,
+# where `backprop` is the source folder.  Unless its compiled modules were
+# built there (python setup.py build_ext --inplace), take the root off the
+# path so that `import backprop` finds the installed package.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not any(name.startswith("_engine.") for name in _os.listdir(_os.path.join(_root, "backprop"))):
+    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _root]

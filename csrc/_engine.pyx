@@ -87,7 +87,8 @@ cdef double SINGLE_THREAD_FLOPS = 8e6
 cdef struct Plan:
     int n_layers
     int loss
-    Py_ssize_t capacity        # rows the workspace holds
+    Py_ssize_t capacity        # rows a training step can take
+    Py_ssize_t out_rows        # rows the activations hold (≥ capacity): an inference chunk
     Py_ssize_t n_params
     Py_ssize_t* size           # (n_layers + 1,): size[l] → layer l → size[l + 1]
     int* act                   # (n_layers,)
@@ -96,7 +97,7 @@ cdef struct Plan:
     Py_ssize_t* b_off          # (n_layers,) b of layer l: params[b_off[l]:], (size[l + 1],)
     char* params               # (n_params,) the flat parameter buffer
     char* grads                # (n_params,) its gradient, laid out the same way
-    char** out                 # (n_layers,) each (capacity, size[l + 1]): a = f(z)
+    char** out                 # (n_layers,) each (out_rows, size[l + 1]): a = f(z)
     char** delta               # (n_layers,) each (capacity, size[l + 1]): ∂L/∂z
     char* xbuf                 # (capacity, size[0]): the gathered input batch
     char* ybuf                 # (capacity, size[n_layers]): the gathered targets
@@ -147,10 +148,11 @@ cdef double loss_and_grad(const real* x, const real* y, Plan* p,
 
 cdef double infer(const real* X, const real* Y, real* out, Py_ssize_t n,
                   Plan* p) noexcept nogil:
-    # out (n, size[L + 1]) ← the outputs for X (n, size[0]), in chunks of the
-    # workspace's capacity.  With targets Y (not NULL) the last layer goes
-    # through the fused loss, and the mean loss is returned (else 0).
-    cdef Py_ssize_t k, start, rows, cap = p.capacity
+    # out (n, size[L + 1]) ← the outputs for X (n, size[0]), in chunks of
+    # out_rows rows.  With targets Y (not NULL) the last layer goes through
+    # the fused loss (its δ lands in the training workspace, which then must
+    # hold out_rows rows too), and the mean loss is returned (else 0).
+    cdef Py_ssize_t k, start, rows, cap = p.capacity if Y != NULL else p.out_rows
     cdef Py_ssize_t n_in = p.size[0], n_out = p.size[p.n_layers]
     cdef int L = p.n_layers - 1
     cdef double total = 0
@@ -174,6 +176,49 @@ cdef inline void prefetch_rows(const char* base, const Py_ssize_t* perm,
     for i in range(count):
         for line in range(0, row_bytes, 64):
             prefetch(base + perm[i] * row_bytes + line)
+
+
+cdef inline unsigned long long splitmix64(unsigned long long* state) noexcept nogil:
+    # SplitMix64 (Steele, Lea and Flood, 2014): a fast, well-mixed 64-bit
+    # stream from a 64-bit state; plenty for shuffling rows.
+    cdef unsigned long long z
+    state[0] += 0x9E3779B97F4A7C15ULL
+    z = state[0]
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline Py_ssize_t below(unsigned long long* state, Py_ssize_t bound) noexcept nogil:
+    # A uniform integer in [0, bound): Lemire's multiply-shift on 32 random
+    # bits, rejecting the few draws that would favour some values.
+    cdef unsigned long long m, threshold
+    if bound > 0xFFFFFFFFLL:                     # beyond 2^32 rows: bias < bound/2^64
+        return <Py_ssize_t>(splitmix64(state) % <unsigned long long>bound)
+    m = (splitmix64(state) >> 32) * <unsigned long long>bound
+    if (m & 0xFFFFFFFFULL) < <unsigned long long>bound:
+        threshold = (0x100000000ULL - <unsigned long long>bound) % <unsigned long long>bound
+        while (m & 0xFFFFFFFFULL) < threshold:
+            m = (splitmix64(state) >> 32) * <unsigned long long>bound
+    return <Py_ssize_t>(m >> 32)
+
+
+cdef void shuffle(Py_ssize_t* perm, Py_ssize_t n, unsigned long long seed) noexcept nogil:
+    # Fisher–Yates: every order of perm equally likely, fixed by the seed.
+    cdef unsigned long long state = seed
+    cdef Py_ssize_t i, j, keep
+    for i in range(n - 1, 0, -1):
+        j = below(&state, i + 1)
+        keep = perm[i]
+        perm[i] = perm[j]
+        perm[j] = keep
+
+
+def shuffled(Py_ssize_t[::1] perm, unsigned long long seed):
+    """Shuffle perm in place as fit does each epoch (for tests and users
+    who want the same order)."""
+    with nogil:
+        shuffle(&perm[0], perm.shape[0], seed)
 
 
 cdef inline void gather_rows(real* out, const real* src, const Py_ssize_t* perm,
@@ -312,7 +357,8 @@ cdef class Engine:
     cdef readonly object dtype
     cdef readonly object params
     cdef readonly object grads
-    cdef list _work                # the workspace arrays the plan points into
+    cdef list _work                # the training workspace arrays the plan points into
+    cdef list _outs                # the activation arrays the plan points into
     cdef int typenum               # numpy's number for the dtype
     cdef double flops_forward      # per row: 2 Σ n_in n_out
     cdef double flops_train        # per row: forward, dW, dx but the first layer's
@@ -376,6 +422,7 @@ cdef class Engine:
         self.plan.params = <char*><Py_ssize_t>params.ctypes.data
         self.plan.grads = <char*><Py_ssize_t>grads.ctypes.data
         self.plan.capacity = 0
+        self.plan.out_rows = 0
         self.reserve(capacity)
 
     def __dealloc__(self):
@@ -392,32 +439,48 @@ cdef class Engine:
         """Rows the workspace holds: the largest batch a step can take."""
         return self.plan.capacity
 
-    def reserve(self, Py_ssize_t capacity):
-        """Grow the workspace to hold `capacity` rows (never shrinks)."""
+    def reserve(self, Py_ssize_t capacity, Py_ssize_t out_rows=0):
+        """Grow the workspace for training steps of `capacity` rows, and the
+        activations for inference chunks of `out_rows` rows (never shrinks)."""
         cdef int l, L = self.plan.n_layers
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
-        if capacity <= self.plan.capacity:
-            return
-        work = []
-        for l in range(L):
-            out = np.zeros((capacity, self.plan.size[l + 1]), self.dtype)
-            delta = np.zeros((capacity, self.plan.size[l + 1]), self.dtype)
-            self.plan.out[l] = <char*><Py_ssize_t>out.ctypes.data
-            self.plan.delta[l] = <char*><Py_ssize_t>delta.ctypes.data
-            work += [out, delta]
-        xbuf = np.zeros((capacity, self.plan.size[0]), self.dtype)
-        ybuf = np.zeros((capacity, self.plan.size[L]), self.dtype)
-        self.plan.xbuf = <char*><Py_ssize_t>xbuf.ctypes.data
-        self.plan.ybuf = <char*><Py_ssize_t>ybuf.ctypes.data
-        self._work = work + [xbuf, ybuf]
-        self.plan.capacity = capacity
+        out_rows = max(out_rows, capacity)
+        if out_rows > self.plan.out_rows:
+            outs = [np.zeros((out_rows, self.plan.size[l + 1]), self.dtype)
+                    for l in range(L)]
+            for l in range(L):
+                self.plan.out[l] = <char*><Py_ssize_t>outs[l].ctypes.data
+            self._outs = outs
+            self.plan.out_rows = out_rows
+        if capacity > self.plan.capacity:
+            work = [np.zeros((capacity, self.plan.size[l + 1]), self.dtype)
+                    for l in range(L)]
+            for l in range(L):
+                self.plan.delta[l] = <char*><Py_ssize_t>work[l].ctypes.data
+            xbuf = np.zeros((capacity, self.plan.size[0]), self.dtype)
+            ybuf = np.zeros((capacity, self.plan.size[L]), self.dtype)
+            self.plan.xbuf = <char*><Py_ssize_t>xbuf.ctypes.data
+            self.plan.ybuf = <char*><Py_ssize_t>ybuf.ctypes.data
+            self._work = work + [xbuf, ybuf]
+            self.plan.capacity = capacity
+
+    def inference_rows(self, Py_ssize_t n):
+        """Rows of the inference chunk for n rows: all of them, up to 4,096
+        and up to what keeps the activations within 16 MiB (bigger products
+        use BLAS better; a 10,000-row predict of a 784-256-10 network took
+        42 ms in chunks of 128 rows, 32.6 ms in chunks of 1,024)."""
+        cdef Py_ssize_t l, width = 0
+        for l in range(self.plan.n_layers):
+            width += self.plan.size[l + 1]
+        cdef Py_ssize_t limit = (16 << 20) // (width * self.dtype.itemsize)
+        return max(1, min(n, 4096, limit))
 
     cdef int threads_for(self, Py_ssize_t rows, bint train) noexcept:
         # The BLAS thread count for a call on `rows` rows (0: the pool as set).
         if self.n_threads > 0:
             return self.n_threads
-        rows = min(rows, self.plan.capacity)
+        rows = min(rows, self.plan.capacity if train else self.plan.out_rows)
         if rows * (self.flops_train if train else self.flops_forward) < SINGLE_THREAD_FLOPS:
             return 1
         return 0
@@ -513,7 +576,7 @@ cdef class Engine:
 
     def output(self, int layer):
         """The workspace's activations of `layer` (a view; for inspection)."""
-        return self._work[2 * layer]
+        return self._outs[layer]
 
     cdef _check(self, x, y, bint is_double, bint batch):
         # The last line of defence before raw pointers: dtype and shapes.
@@ -533,6 +596,7 @@ cdef class Engine:
     def forward(self, const real[:, ::1] X, real[:, ::1] out):
         """out (n, n_out) ← the network's outputs for X (n, n_in)."""
         self._check(X, out, real is double, False)
+        self.reserve(self.plan.capacity, self.inference_rows(X.shape[0]))
         cdef int threads = self.threads_for(X.shape[0], False)
         with nogil:
             enter_threads(threads)
@@ -546,6 +610,8 @@ cdef class Engine:
         self._check(X, Y, real is double, False)
         if out.shape[0] != Y.shape[0] or out.shape[1] != Y.shape[1]:
             raise ValueError("out must have the shape of Y")
+        cdef Py_ssize_t chunk = self.inference_rows(X.shape[0])
+        self.reserve(chunk, chunk)
         cdef int threads = self.threads_for(X.shape[0], False)
         with nogil:
             enter_threads(threads)
@@ -580,9 +646,11 @@ cdef class Engine:
         return value
 
     def train_epoch(self, const real[:, ::1] X, const real[:, ::1] Y,
-                    const Py_ssize_t[::1] perm, Py_ssize_t batch_size, double lr):
+                    Py_ssize_t[::1] perm, Py_ssize_t batch_size, double lr,
+                    long long shuffle_seed=-1):
         """One epoch of mini-batch SGD; rows in the order perm (None: as
-        stored).  Returns the mean training loss of the epoch."""
+        stored), which is first shuffled in place when shuffle_seed ≥ 0.
+        Returns the mean training loss of the epoch."""
         cdef double value
         cdef const Py_ssize_t* order = NULL
         cdef Py_ssize_t i, n = X.shape[0]
@@ -598,6 +666,8 @@ cdef class Engine:
             order = &perm[0]
         cdef int threads = self.threads_for(batch_size, True)
         with nogil:
+            if perm is not None and shuffle_seed >= 0:
+                shuffle(&perm[0], n, <unsigned long long>shuffle_seed)
             enter_threads(threads)
             value = run_epoch(&X[0, 0], &Y[0, 0], order, n, batch_size,
                               <real>lr, &self.plan)

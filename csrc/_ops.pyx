@@ -8,6 +8,8 @@
 # Callers pass C-contiguous 2-D arrays of one float dtype (the Python layer
 # converts and validates); the GIL is released around every kernel.
 
+from libc.math cimport isfinite
+
 from kernels cimport (
     real, r_exp, act_forward as k_act_forward, act_backward as k_act_backward,
     loss_forward_backward as k_loss_forward_backward,
@@ -15,6 +17,18 @@ from kernels cimport (
     loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
     dense_backward as k_dense_backward, sgd_update as k_sgd_update,
 )
+
+
+def all_finite(const real[::1] x):
+    """True when no entry of x is NaN or ±inf (without a temporary array)."""
+    cdef Py_ssize_t i
+    cdef bint finite = True
+    with nogil:
+        for i in range(x.shape[0]):
+            if not isfinite(x[i]):
+                finite = False
+                break
+    return finite
 
 
 def exp(real[::1] x):

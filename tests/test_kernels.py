@@ -626,3 +626,28 @@ def test_float64_exp_is_libm():
     got = x.copy()
     _ops.exp(got)
     np.testing.assert_allclose(got, np.exp(x), rtol=2.3e-16, atol=0)     # within 1 ulp
+
+
+# ---------------------------------------------------------------- shuffle ---
+
+def test_shuffle_is_a_seeded_uniform_permutation():
+    from backprop._engine import shuffled
+    counts = {}
+    for seed in range(60_000):
+        perm = np.arange(3)
+        shuffled(perm, seed)
+        counts[tuple(perm)] = counts.get(tuple(perm), 0) + 1
+    assert len(counts) == 6                                   # every order occurs …
+    assert all(abs(c - 10_000) < 500 for c in counts.values())   # … about equally (σ ≈ 91)
+    a, b, c = np.arange(1000), np.arange(1000), np.arange(1000)
+    shuffled(a, 7), shuffled(b, 7), shuffled(c, 8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    np.testing.assert_array_equal(np.sort(a), np.arange(1000))
+    # each position takes each value about equally often
+    hits = np.zeros((10, 10))
+    for seed in range(20_000):
+        p = np.arange(10)
+        shuffled(p, 10**6 + seed)
+        hits[np.arange(10), p] += 1
+    assert np.abs(hits - 2000).max() < 250                    # σ ≈ 42

@@ -355,3 +355,15 @@ def test_ready_made_inputs_are_still_checked():
         bce.train_step(X, np.array([0.0, 2.0, 1.0, 0.0]))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         bce.train_step(X, np.array([0, 2, 1, 0]))
+
+
+def test_other_widths_are_cast_and_batches_of_one_keep_their_shape():
+    a, b = (bp.Sequential(*NETS["ce"][0](), loss="cross_entropy", dtype="float32", seed=1)
+            for _ in range(2))
+    X, y = data_for("cross_entropy", 6, 3, np.random.default_rng(4))
+    a.train_step(X, y.astype(np.int32), lr=0.1)                  # float64 X, int32 labels
+    b.train_step(X.astype(np.float32), y.astype(np.int64), lr=0.1)
+    np.testing.assert_array_equal(a.params, b.params)
+    one = X[:1].astype(np.float32)
+    assert a.predict(one).shape == (1,) and a.predict_proba(one).shape == (1, 3)
+    np.testing.assert_array_equal(a.predict(one), a.predict(X[:2])[:1])
