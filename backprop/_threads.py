@@ -10,9 +10,9 @@ it directly.  Here it is found and set:
     backprop.set_num_threads(n)     change it (for scipy's BLAS as a whole)
     with backprop.num_threads(1):   for a block of code
 
-The engine adds one rule of its own: a network whose training step is too
-small for two threads to pay off runs single-threaded (see
-`Sequential.n_threads`).
+The engine adds two rules of its own: a matrix product too small for a
+second thread to pay off runs on one, and while networks train in several
+Python threads at once each runs on one (see `Sequential.n_threads`).
 """
 from __future__ import annotations
 

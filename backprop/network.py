@@ -85,10 +85,12 @@ class Sequential:
         Seeds every layer that has no seed of its own, and the shuffling in
         `fit`: the same seed and data give bit-identical training.
     n_threads : int, optional
-        BLAS threads for this network's matrix products.  By default, calls
-        too small to gain from threads run on one, and the others use the
-        pool as set by `backprop.set_num_threads` (or OMP_NUM_THREADS,
-        OPENBLAS_NUM_THREADS, threadpoolctl).
+        BLAS threads for this network's matrix products, at most the pool's
+        size.  By default each layer's products choose: one thread below
+        4 MFLOP, where a second costs about what it saves, else the pool as
+        set by `backprop.set_num_threads` (or OMP_NUM_THREADS,
+        OPENBLAS_NUM_THREADS, threadpoolctl).  Networks trained in several
+        Python threads at once run on one BLAS thread each.
     """
 
     def __init__(self, *layers, loss="mse", dtype=None, seed=None, n_threads=None):

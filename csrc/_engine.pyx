@@ -49,14 +49,30 @@ cdef extern from *:
 # first of them began (what the user set, or threadpoolctl, or the default).
 cdef int running_calls = 0
 cdef int outer_threads = 0
+# The running call's thread count for large products, and whether it lets
+# each layer choose (see product_threads).
+cdef int call_threads = 0
+cdef bint per_product = False
+
+# A matrix product below this many floating-point operations runs on one
+# thread: handing half of it to a second thread costs about what it saves,
+# and on a busy machine far more (a 64-128-64-10 step at batch 64 took 16 ms
+# instead of 76 µs on two threads while the other core was busy).
+cdef double PRODUCT_THREAD_FLOPS = 4e6
+
+
+def set_product_thread_flops(double flops):
+    """Change the size below which a product runs on one thread (for tuning)."""
+    global PRODUCT_THREAD_FLOPS
+    PRODUCT_THREAD_FLOPS = flops
 
 
 cdef inline void enter_threads(int want) noexcept nogil:
-    # Size the BLAS pool for a call that wants `want` threads (0: the pool as
-    # the user set it).  While two engine calls run at once (networks trained
-    # in two Python threads), each runs on one thread: two calls on two
-    # threads each would oversubscribe the cores.
-    global outer_threads
+    # Size the BLAS pool for a call that wants `want` threads (0: choose per
+    # product, up to the pool's size as the user set it).  While two engine
+    # calls run at once (networks trained in two Python threads), each runs
+    # on one thread: two threads each would oversubscribe the cores.
+    global outer_threads, call_threads, per_product
     cdef int running = atomic_add(&running_calls, 1)
     cdef int target
     if blas_get_threads == NULL or blas_set_threads == NULL:
@@ -64,8 +80,21 @@ cdef inline void enter_threads(int want) noexcept nogil:
     if running == 1:
         outer_threads = blas_get_threads()
     target = 1 if running > 1 else (min(want, outer_threads) if want > 0 else outer_threads)
+    call_threads = target
+    per_product = want <= 0 and target > 1
     if blas_get_threads() != target:
         blas_set_threads(target)
+
+
+cdef inline void product_threads(double flops) noexcept nogil:
+    # Before a layer's products (each of `flops` operations): one thread for
+    # small products, the call's count for large ones.
+    cdef int t
+    if not per_product or blas_get_threads == NULL:
+        return
+    t = 1 if (flops < PRODUCT_THREAD_FLOPS or running_calls > 1) else call_threads
+    if blas_get_threads() != t:
+        blas_set_threads(t)
 
 
 cdef inline void leave_threads() noexcept nogil:
@@ -73,15 +102,6 @@ cdef inline void leave_threads() noexcept nogil:
     if atomic_add(&running_calls, -1) == 0 and blas_set_threads != NULL:
         if blas_get_threads() != outer_threads:
             blas_set_threads(outer_threads)
-
-
-# Below this many floating-point operations per call, a second BLAS thread
-# costs about what it saves, and on a busy machine far more (a 64-128-64-10
-# step at batch 64 took 16 ms instead of 76 µs on two threads while the other
-# core was busy).  Measured training steps, float32, 1 → 2 threads, 2 cores:
-#   5.5 MFLOP 1.04×   17 MFLOP 1.22×   35 MFLOP 1.34×   105 MFLOP 1.59×
-# So, unless told otherwise, calls below 8 MFLOP run on one thread.
-cdef double SINGLE_THREAD_FLOPS = 8e6
 
 
 cdef struct Plan:
@@ -114,6 +134,7 @@ cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
     cdef real* w = <real*>p.params
     for l in range(p.n_layers):
         out = last if (l == L and last != NULL) else <real*>p.out[l]
+        product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
         dense_forward(out, inp, w + p.w_off[l], w + p.b_off[l], rows,
                       p.size[l], p.size[l + 1],
                       IDENTITY if (l == L and logits) else p.act[l],
@@ -135,6 +156,7 @@ cdef double loss_and_grad(const real* x, const real* y, Plan* p,
                                   <real*>p.delta[L], y, rows, p.size[L + 1])
     for l in range(L, -1, -1):
         # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}); the first layer needs no dx.
+        product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
         dense_backward(NULL if l == 0 else <real*>p.delta[l - 1],
                        g + p.w_off[l], g + p.b_off[l], <real*>p.delta[l],
                        x if l == 0 else <real*>p.out[l - 1], w + p.w_off[l],
@@ -360,8 +382,6 @@ cdef class Engine:
     cdef list _work                # the training workspace arrays the plan points into
     cdef list _outs                # the activation arrays the plan points into
     cdef int typenum               # numpy's number for the dtype
-    cdef double flops_forward      # per row: 2 Σ n_in n_out
-    cdef double flops_train        # per row: forward, dW, dx but the first layer's
     cdef public int n_threads      # BLAS threads for this engine's calls; 0: automatic
 
     def __cinit__(self):
@@ -413,10 +433,6 @@ cdef class Engine:
             raise ValueError("params and grads must be contiguous and writeable")
         self.plan.n_params = off
         self.typenum = cnp.NPY_DOUBLE if self.dtype == np.float64 else cnp.NPY_FLOAT
-        self.flops_forward = 0
-        for l in range(L):
-            self.flops_forward += 2.0 * sizes[l] * sizes[l + 1]
-        self.flops_train = 3 * self.flops_forward - 2.0 * sizes[0] * sizes[1]
         self.params = params
         self.grads = grads
         self.plan.params = <char*><Py_ssize_t>params.ctypes.data
@@ -477,13 +493,8 @@ cdef class Engine:
         return max(1, min(n, 4096, limit))
 
     cdef int threads_for(self, Py_ssize_t rows, bint train) noexcept:
-        # The BLAS thread count for a call on `rows` rows (0: the pool as set).
-        if self.n_threads > 0:
-            return self.n_threads
-        rows = min(rows, self.plan.capacity if train else self.plan.out_rows)
-        if rows * (self.flops_train if train else self.flops_forward) < SINGLE_THREAD_FLOPS:
-            return 1
-        return 0
+        # The BLAS thread count for a call (0: chosen product by product).
+        return self.n_threads
 
     cdef const char* ready(self, object arr, int ndim, Py_ssize_t cols,
                            int typenum):
