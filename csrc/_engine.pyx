@@ -22,7 +22,7 @@ import numpy as np
 cnp.import_array()
 
 from kernels cimport (
-    real, IDENTITY, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, dense_forward,
+    real, IDENTITY, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, all_finite, dense_forward,
     dense_backward, act_backward, loss_forward_backward, sgd_update,
 )
 
@@ -290,14 +290,6 @@ cdef double run_epoch(const real* X, const real* Y, const Py_ssize_t* perm,
 # passes.  Inputs that are already exactly what the core takes skip it: the
 # functions below only say yes or no, and on no the checked path runs and
 # explains.  This keeps a single train_step or one-row predict to a few µs.
-
-cdef bint all_finite(const real* x, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if not isfinite(x[i]):
-            return False
-    return True
-
 
 cdef bint copy_targets(real* out, const real* y, Py_ssize_t n,
                        bint unit_range) noexcept nogil:

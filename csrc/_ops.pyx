@@ -8,10 +8,8 @@
 # Callers pass C-contiguous 2-D arrays of one float dtype (the Python layer
 # converts and validates); the GIL is released around every kernel.
 
-from libc.math cimport isfinite
-
 from kernels cimport (
-    real, r_exp, act_forward as k_act_forward, act_backward as k_act_backward,
+    real, r_exp, all_finite as k_all_finite, act_forward as k_act_forward, act_backward as k_act_backward,
     loss_forward_backward as k_loss_forward_backward,
     output_delta as k_output_delta, loss_value as k_loss_value,
     loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
@@ -21,13 +19,9 @@ from kernels cimport (
 
 def all_finite(const real[::1] x):
     """True when no entry of x is NaN or ±inf (without a temporary array)."""
-    cdef Py_ssize_t i
-    cdef bint finite = True
+    cdef bint finite
     with nogil:
-        for i in range(x.shape[0]):
-            if not isfinite(x[i]):
-                finite = False
-                break
+        finite = k_all_finite(&x[0], x.shape[0]) if x.shape[0] else True
     return finite
 
 

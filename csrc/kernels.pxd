@@ -26,6 +26,10 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 cdef extern from "fastexp.h":
     float bp_expf(float x) noexcept nogil
 
+cdef extern from "finite.h":
+    bint bp_all_finite_f32(const float* x, Py_ssize_t n) noexcept nogil
+    bint bp_all_finite_f64(const double* x, Py_ssize_t n) noexcept nogil
+
 ctypedef fused real:
     float
     double
@@ -69,6 +73,14 @@ cdef inline real r_tanh(real x) noexcept nogil:
         return tanhf(x)
     else:
         return tanh(x)
+
+
+cdef inline bint all_finite(const real* x, Py_ssize_t n) noexcept nogil:
+    # No NaN and no ±inf among x[0 … n) (finite.h: a vectorised bit test).
+    if real is float:
+        return bp_all_finite_f32(x, n)
+    else:
+        return bp_all_finite_f64(x, n)
 
 
 cdef inline real sigmoid(real z) noexcept nogil:

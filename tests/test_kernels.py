@@ -651,3 +651,18 @@ def test_shuffle_is_a_seeded_uniform_permutation():
         shuffled(p, 10**6 + seed)
         hits[np.arange(10), p] += 1
     assert np.abs(hits - 2000).max() < 250                    # σ ≈ 42
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_finds_every_nan_and_inf(dtype):
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 7, 16, 17, 100, 1001):
+        x = rng.normal(size=n).astype(dtype) * np.finfo(dtype).max / 4
+        assert _ops.all_finite(x)
+        for bad in (np.nan, np.inf, -np.inf):
+            for where in {0, n // 2, n - 1}:
+                y = x.copy()
+                y[where] = bad
+                assert not _ops.all_finite(y), (n, bad, where)
+    tiny = np.array([np.finfo(dtype).tiny / 2, -0.0, np.finfo(dtype).max], dtype)
+    assert _ops.all_finite(tiny)                  # subnormals, -0 and the largest float are finite
