@@ -56,8 +56,7 @@ class Dense:
         self.seed = seed
         self._W = np.zeros((self.n_in, self.n_out), self.dtype)
         self._b = np.zeros(self.n_out, self.dtype)
-        self.dW = np.zeros_like(self._W)
-        self.db = np.zeros_like(self._b)
+        self.dW = self.db = None        # ∂L/∂W and ∂L/∂b, from the first backward on
         self._x = self._a = None        # the last forward's input and output
         self._single = False
         self.reset_parameters(np.random.default_rng(seed))
@@ -142,6 +141,8 @@ class Dense:
     def backward_delta(self, delta: np.ndarray, need_dx: bool = True):
         """Given δ = ∂L/∂z (rows, n_out) of the last forward, set dW and db
         and return ∂L/∂x (or None when need_dx is False)."""
+        if self.dW is None:
+            self.dW, self.db = np.zeros_like(self._W), np.zeros_like(self._b)
         dx = np.empty_like(self._x) if need_dx else None
         _ops.dense_backward(self.dW, self.db, delta, self._x, self._W, dx)
         return dx
