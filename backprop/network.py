@@ -18,6 +18,7 @@ from . import _ops
 from . import _threads
 from . import activations as _activations
 from . import losses as _losses
+from . import optimizers as _optimizers
 from ._engine import Engine, set_blas_thread_functions
 from ._validation import (as_batch, check_dtype, check_int,
                           check_positive_float)
@@ -116,6 +117,41 @@ class Sequential:
             [layer.activation.negative_slope for layer in self.layers],
             self.loss.code, self.params, self.grads, capacity=32)
         self.n_threads = n_threads
+        self.optimizer = _optimizers.SGD(0.01)
+
+    # -- the optimizer ------------------------------------------------------------
+    @property
+    def optimizer(self) -> _optimizers.Optimizer:
+        """The update rule of fit and train_step (plain SGD, lr 0.01, until
+        told otherwise).  Assigning another optimizer starts its state (the
+        momentum, Adam's moments) afresh; `fit` reads its settings again each
+        time, so changes to them take effect there."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, value):
+        value = _optimizers.get(value)
+        if value is not getattr(self, "_optimizer", None):
+            self._optimizer = value
+            self._opt_state = [np.zeros_like(self.params) for _ in range(value.n_state)]
+            self._opt_fresh = True
+        self._apply_optimizer()
+
+    def _apply_optimizer(self) -> None:
+        """Hand the optimizer's current settings and state to the engine."""
+        opt = self._optimizer
+        if len(self._opt_state) < opt.n_state:      # e.g. momentum set after the fact
+            self._opt_state += [np.zeros_like(self.params)
+                                for _ in range(opt.n_state - len(self._opt_state))]
+        steps = 0 if self._opt_fresh else self._engine.optimizer_steps
+        self._engine.set_optimizer(**opt.settings(), state=self._opt_state[:opt.n_state],
+                                   steps=steps)
+        self._opt_fresh = False
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Updates the current optimizer has made."""
+        return self._engine.optimizer_steps
 
     def _bind_flat_buffers(self) -> None:
         """One flat buffer for all parameters, one for all gradients; each
@@ -266,9 +302,12 @@ class Sequential:
         X2, Y = self._data(X, y)
         return self._engine_for(X2.shape[0], True).loss_and_grad(X2, Y)
 
-    def train_step(self, X, y, lr: float = 0.01) -> float:
-        """One compiled step of gradient descent on the batch (X, y):
-        forward, loss, backward, update.  Returns the batch's mean loss."""
+    def train_step(self, X, y, lr: float | None = None) -> float:
+        """One compiled training step on the batch (X, y): forward, loss,
+        backward, and the optimizer's update (at `lr` if given, else the
+        optimizer's own).  Returns the batch's mean loss."""
+        if lr is None:
+            lr = self._optimizer.lr
         value = self._engine.step_ready(*self._cast(X, y), lr, True) if self._trainable else None
         if value is not None:       # X and y were ready-made: no conversion
             return value
@@ -277,20 +316,35 @@ class Sequential:
         X2, Y = self._data(X, y)
         return self._engine_for(X2.shape[0], True).train_step(X2, Y, lr)
 
-    def fit(self, X, y, epochs: int = 1, batch_size: int = 32, lr: float = 0.01,
-            shuffle: bool = True, verbose: int = 0) -> History:
+    def fit(self, X, y, epochs: int = 1, batch_size: int = 32, lr: float | None = None,
+            optimizer=None, shuffle: bool = True, verbose: int = 0) -> History:
         """Train by mini-batch gradient descent.
 
         X (n, n_in); y: class labels (n,) or one-hot (n, k) for
         cross_entropy, values for the other losses.  Each epoch visits every
-        row once, in a new seeded random order when `shuffle`.  Returns a
-        History whose history['loss'] holds each epoch's mean training loss;
-        verbose=1 prints one line per epoch.
+        row once, in a new seeded random order when `shuffle`.  `optimizer`
+        (an Optimizer or a name: 'sgd', 'adam', 'adamw', 'rmsprop', 'adagrad')
+        becomes the network's; a plain `lr` means SGD at that rate (or the
+        current SGD's rate, keeping its momentum).  Returns a History whose
+        history['loss'] holds each epoch's mean training loss; verbose=1
+        prints one line per epoch.
         """
         self._require_trainable()
         epochs = check_int(epochs, "epochs", minimum=0)
         batch_size = check_int(batch_size, "batch_size")
-        lr = check_positive_float(lr, "lr")
+        if lr is not None:
+            lr = check_positive_float(lr, "lr")
+        if optimizer is not None:
+            if lr is not None and isinstance(optimizer, _optimizers.Optimizer):
+                raise ValueError("lr: give the learning rate to the optimizer "
+                                 f"({type(optimizer).__name__}(lr=…)), not beside it")
+            self.optimizer = _optimizers.get(optimizer, lr)
+        elif lr is not None and type(self._optimizer) is _optimizers.SGD:
+            self._optimizer.lr = lr
+        elif lr is not None:
+            self.optimizer = _optimizers.SGD(lr)
+        self._apply_optimizer()
+        lr = self._optimizer.lr
         X2, Y = self._data(X, y)
         n = X2.shape[0]
         batch_size = min(batch_size, n)

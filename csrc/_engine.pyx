@@ -23,7 +23,8 @@ cnp.import_array()
 
 from kernels cimport (
     real, IDENTITY, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, all_finite, dense_forward,
-    dense_backward, act_backward, loss_forward_backward, sgd_update,
+    dense_backward, act_backward, loss_forward_backward, Optimizer,
+    optimizer_update, SGD,
 )
 
 
@@ -119,6 +120,9 @@ cdef struct Plan:
     char* grads                # (n_params,) its gradient, laid out the same way
     char** out                 # (n_layers,) each (out_rows, size[l + 1]): a = f(z)
     char** delta               # (n_layers,) each (capacity, size[l + 1]): ∂L/∂z
+    Optimizer opt              # the update rule and its settings (lr set per call)
+    char* state1               # (n_params,) or NULL: the optimizer's state,
+    char* state2               #   laid out like params
     char* xbuf                 # (capacity, size[0]): the gathered input batch
     char* ybuf                 # (capacity, size[n_layers]): the gathered targets
 
@@ -198,6 +202,13 @@ cdef inline void prefetch_rows(const char* base, const Py_ssize_t* perm,
     for i in range(count):
         for line in range(0, row_bytes, 64):
             prefetch(base + perm[i] * row_bytes + line)
+
+
+cdef inline void update(Plan* p, real lr) noexcept nogil:
+    # The optimizer's step on the flat parameters, from the flat gradient.
+    p.opt.lr = lr
+    optimizer_update(&p.opt, <real*>p.params, <real*>p.grads, <real*>p.state1,
+                     <real*>p.state2, p.n_params)
 
 
 cdef inline unsigned long long splitmix64(unsigned long long* state) noexcept nogil:
@@ -281,7 +292,7 @@ cdef double run_epoch(const real* X, const real* Y, const Py_ssize_t* perm,
                 prefetch_rows(<const char*>X, perm + start + rows,
                               min(batch, n - start - rows), n_in * sizeof(real))
         total += loss_and_grad(xb, yb, p, rows, NULL) * rows
-        sgd_update(<real*>p.params, <real*>p.grads, p.n_params, lr)
+        update(p, lr)
     return total / n
 
 
@@ -320,12 +331,12 @@ cdef bint labels_to_targets(real* out, const long long* labels, Py_ssize_t rows,
 
 
 cdef double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,
-                      bint update, int threads) noexcept nogil:
+                      bint do_update, int threads) noexcept nogil:
     # loss_and_grad on x and the targets in p.ybuf, then the update.
     enter_threads(threads)
     cdef double value = loss_and_grad(x, <real*>p.ybuf, p, rows, NULL)
-    if update:
-        sgd_update(<real*>p.params, <real*>p.grads, p.n_params, lr)
+    if do_update:
+        update(p, lr)
     leave_threads()
     return value
 
@@ -373,6 +384,7 @@ cdef class Engine:
     cdef readonly object grads
     cdef list _work                # the training workspace arrays the plan points into
     cdef list _outs                # the activation arrays the plan points into
+    cdef list _state               # the optimizer's state arrays the plan points into
     cdef int typenum               # numpy's number for the dtype
     cdef public int n_threads      # BLAS threads for this engine's calls; 0: automatic
 
@@ -432,6 +444,7 @@ cdef class Engine:
         self.plan.capacity = 0
         self.plan.out_rows = 0
         self.reserve(capacity)
+        self.set_optimizer(SGD)
 
     def __dealloc__(self):
         free(self.plan.size)
@@ -472,6 +485,46 @@ cdef class Engine:
             self.plan.ybuf = <char*><Py_ssize_t>ybuf.ctypes.data
             self._work = work + [xbuf, ybuf]
             self.plan.capacity = capacity
+
+    def set_optimizer(self, int kind, double momentum=0, bint nesterov=False,
+                      double beta1=0.9, double beta2=0.999, double rho=0.9,
+                      double eps=1e-8, double l2=0, double weight_decay=0,
+                      double clip_norm=0, state=(), long long steps=0):
+        """The update rule for training calls: kind (SGD, ADAM, RMSPROP,
+        ADAGRAD) and its settings; `state`, the arrays it keeps (n_params,)
+        each: one for SGD with momentum, RMSProp and AdaGrad, two for Adam;
+        `steps`, the updates already taken (Adam's bias correction)."""
+        cdef int needed = (2 if kind == 1 else 0 if (kind == SGD and momentum == 0)
+                           else 1 if kind in (0, 2, 3) else -1)
+        if needed < 0:
+            raise ValueError(f"unknown optimizer kind {kind}")
+        state = list(state)
+        if len(state) != needed:
+            raise ValueError(f"this optimizer keeps {needed} state arrays, got {len(state)}")
+        for arr in state:
+            if (arr.dtype != self.dtype or arr.shape != (self.plan.n_params,)
+                    or not arr.flags.c_contiguous or not arr.flags.writeable):
+                raise ValueError(f"state arrays must be writeable, contiguous "
+                                 f"{self.dtype} of shape ({self.plan.n_params},)")
+        self.plan.opt.kind = kind
+        self.plan.opt.momentum = momentum
+        self.plan.opt.nesterov = nesterov
+        self.plan.opt.beta1 = beta1
+        self.plan.opt.beta2 = beta2
+        self.plan.opt.rho = rho
+        self.plan.opt.eps = eps
+        self.plan.opt.l2 = l2
+        self.plan.opt.weight_decay = weight_decay
+        self.plan.opt.clip_norm = clip_norm
+        self.plan.opt.t = steps
+        self.plan.state1 = <char*><Py_ssize_t>state[0].ctypes.data if needed > 0 else NULL
+        self.plan.state2 = <char*><Py_ssize_t>state[1].ctypes.data if needed > 1 else NULL
+        self._state = state
+
+    @property
+    def optimizer_steps(self):
+        """Updates taken by the current optimizer."""
+        return self.plan.opt.t
 
     def inference_rows(self, Py_ssize_t n):
         """Rows of the inference chunk for n rows: all of them, up to 4,096
@@ -643,8 +696,7 @@ cdef class Engine:
             enter_threads(threads)
             value = loss_and_grad(&X[0, 0], &Y[0, 0], &self.plan, X.shape[0],
                                   <real*>NULL)
-            sgd_update(<real*>self.plan.params, <real*>self.plan.grads,
-                       self.plan.n_params, <real>lr)
+            update(&self.plan, <real>lr)
             leave_threads()
         return value
 

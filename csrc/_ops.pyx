@@ -14,6 +14,7 @@ from kernels cimport (
     output_delta as k_output_delta, loss_value as k_loss_value,
     loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
     dense_backward as k_dense_backward, sgd_update as k_sgd_update,
+    Optimizer, optimizer_update as k_optimizer_update,
 )
 
 
@@ -106,3 +107,21 @@ def sgd_update(real[::1] w, const real[::1] g, double lr):
     """w ← w − lr · g over a flat buffer."""
     with nogil:
         k_sgd_update(&w[0], &g[0], w.shape[0], <real>lr)
+
+
+def optimizer_update(real[::1] w, const real[::1] g, real[::1] s1, real[::1] s2,
+                     int kind, double lr, double momentum=0, bint nesterov=False,
+                     double beta1=0.9, double beta2=0.999, double rho=0.9,
+                     double eps=1e-8, double l2=0, double weight_decay=0,
+                     double clip_norm=0, long long steps=0):
+    """One optimizer update of w from g with state s1, s2 (arrays of w's
+    shape; unused ones may be any such array); returns the new step count."""
+    cdef Optimizer o
+    o.kind, o.lr, o.momentum, o.nesterov = kind, lr, momentum, nesterov
+    o.beta1, o.beta2, o.rho, o.eps = beta1, beta2, rho, eps
+    o.l2, o.weight_decay, o.clip_norm, o.t = l2, weight_decay, clip_norm, steps
+    if g.shape[0] != w.shape[0] or s1.shape[0] != w.shape[0] or s2.shape[0] != w.shape[0]:
+        raise ValueError("w, g, s1 and s2 must have the same length")
+    with nogil:
+        k_optimizer_update(&o, &w[0], &g[0], &s1[0], &s2[0], w.shape[0])
+    return o.t

@@ -20,7 +20,7 @@
 # float32 and float64 come from the same source through the fused type `real`;
 # sums that feed a loss value are accumulated in double.
 
-from libc.math cimport exp, log, log1p, log1pf, tanh, tanhf, fabs
+from libc.math cimport exp, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf, pow
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cdef extern from "fastexp.h":
@@ -50,6 +50,27 @@ cdef enum:
     BINARY_CROSS_ENTROPY = 1
     CROSS_ENTROPY = 2
 
+# Optimizer codes; backprop/optimizers.py uses the same numbers.
+cdef enum:
+    SGD = 0
+    ADAM = 1
+    RMSPROP = 2
+    ADAGRAD = 3
+
+
+cdef struct Optimizer:
+    int kind
+    double lr             # η
+    double momentum       # SGD: v ← μ·v + g
+    bint nesterov         # SGD: step along g + μ·v rather than v
+    double beta1, beta2   # Adam: decay of the first and second moments
+    double rho            # RMSProp: decay of the mean square
+    double eps            # Adam, RMSProp, AdaGrad: added to the root
+    double l2             # g ← g + l2·w, the gradient of ½·l2·‖w‖² (coupled)
+    double weight_decay   # w ← w − η·wd·w before the step (decoupled: AdamW)
+    double clip_norm      # > 0: g ← g · min(1, clip_norm / ‖g‖), ‖·‖ over all parameters
+    long long t           # updates taken so far (Adam's bias correction)
+
 
 # ---------------------------------------------------------------- scalars ---
 
@@ -66,6 +87,13 @@ cdef inline real r_log1p(real x) noexcept nogil:
         return log1pf(x)
     else:
         return log1p(x)
+
+
+cdef inline real r_sqrt(real x) noexcept nogil:
+    if real is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
 
 
 cdef inline real r_tanh(real x) noexcept nogil:
@@ -390,7 +418,7 @@ cdef inline void dense_backward(real* dx, real* dW, real* db,
              1, delta, <int>n_out, W, <int>n_out, 0, dx, <int>n_in)
 
 
-# -------------------------------------------------------------- optimizer ---
+# ------------------------------------------------------------- optimizers ---
 
 cdef inline void sgd_update(real* w, const real* g, Py_ssize_t n,
                             real lr) noexcept nogil:
@@ -398,3 +426,65 @@ cdef inline void sgd_update(real* w, const real* g, Py_ssize_t n,
     cdef Py_ssize_t i
     for i in range(n):
         w[i] -= lr * g[i]
+
+
+cdef inline double clip_scale(const Optimizer* o, const real* w, const real* g,
+                              Py_ssize_t n) noexcept nogil:
+    # The factor min(1, clip_norm / ‖g + l2·w‖) of gradient clipping (1: off).
+    cdef Py_ssize_t i
+    cdef double gi, total = 0
+    if o.clip_norm <= 0:
+        return 1
+    for i in range(n):
+        gi = <double>g[i] + o.l2 * w[i]
+        total += gi * gi
+    total = sqrt(total)
+    return o.clip_norm / total if total > o.clip_norm else 1
+
+
+cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
+                                  real* s1, real* s2, Py_ssize_t n) noexcept nogil:
+    # One update of the flat parameters w (n,) from their gradient g, with the
+    # optimizer's state s1, s2 (n,) each (velocity; first and second moments;
+    # mean square; sum of squares).  Every rule is one pass; gradient
+    # clipping needs one more, before it, for the norm.  Per parameter, with
+    # ĝ = (g + l2·w) · clip and w first decayed by η·wd:
+    #   SGD      v ← μv + ĝ ;  w ← w − η·(ĝ + μv if nesterov else v)   (μ = 0: w ← w − ηĝ)
+    #   Adam     m ← β₁m + (1 − β₁)ĝ ;  v ← β₂v + (1 − β₂)ĝ² ;
+    #            w ← w − η·(m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
+    #   RMSProp  s ← ρs + (1 − ρ)ĝ² ;  w ← w − ηĝ / (√s + ε)
+    #   AdaGrad  s ← s + ĝ² ;  w ← w − ηĝ / (√s + ε)
+    cdef Py_ssize_t i
+    cdef real scale = <real>clip_scale(o, w, g, n)
+    cdef real lr = <real>o.lr, l2 = <real>o.l2, keep = <real>(1 - o.lr * o.weight_decay)
+    cdef real mu = <real>o.momentum, eps = <real>o.eps
+    cdef real b1 = <real>o.beta1, b2 = <real>o.beta2, rho = <real>o.rho
+    cdef real c1, c2, gi
+    o.t += 1
+    if o.kind == SGD and o.momentum == 0:
+        for i in range(n):
+            gi = (g[i] + l2 * w[i]) * scale
+            w[i] = w[i] * keep - lr * gi
+    elif o.kind == SGD:
+        for i in range(n):
+            gi = (g[i] + l2 * w[i]) * scale
+            s1[i] = mu * s1[i] + gi
+            w[i] = w[i] * keep - lr * (gi + mu * s1[i] if o.nesterov else s1[i])
+    elif o.kind == ADAM:
+        c1 = <real>(o.lr / (1 - pow(o.beta1, <double>o.t)))      # η / (1 − β₁ᵗ)
+        c2 = <real>(1 / (1 - pow(o.beta2, <double>o.t)))         # 1 / (1 − β₂ᵗ)
+        for i in range(n):
+            gi = (g[i] + l2 * w[i]) * scale
+            s1[i] = b1 * s1[i] + (1 - b1) * gi
+            s2[i] = b2 * s2[i] + (1 - b2) * gi * gi
+            w[i] = w[i] * keep - c1 * s1[i] / (r_sqrt(s2[i] * c2) + eps)
+    elif o.kind == RMSPROP:
+        for i in range(n):
+            gi = (g[i] + l2 * w[i]) * scale
+            s1[i] = rho * s1[i] + (1 - rho) * gi * gi
+            w[i] = w[i] * keep - lr * gi / (r_sqrt(s1[i]) + eps)
+    elif o.kind == ADAGRAD:
+        for i in range(n):
+            gi = (g[i] + l2 * w[i]) * scale
+            s1[i] = s1[i] + gi * gi
+            w[i] = w[i] * keep - lr * gi / (r_sqrt(s1[i]) + eps)

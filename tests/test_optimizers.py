@@ -1,0 +1,150 @@
+"""Every optimizer, step by step, against its formula written in numpy."""
+import numpy as np
+import pytest
+
+import backprop as bp
+from backprop import _ops
+from backprop import optimizers as O
+
+
+def numpy_steps(kind, w, grads, lr, momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
+                rho=0.9, eps=1e-8, l2=0.0, weight_decay=0.0, clip_norm=0.0):
+    """The update rules, in float64, applied to the successive gradients."""
+    w = w.astype(np.float64).copy()
+    s1, s2 = np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        g = g.astype(np.float64) + l2 * w
+        norm = np.sqrt(np.sum(g * g))
+        if clip_norm and norm > clip_norm:
+            g = g * clip_norm / norm
+        w = w * (1 - lr * weight_decay)
+        if kind == "sgd" and momentum == 0:
+            w = w - lr * g
+        elif kind == "sgd":
+            s1 = momentum * s1 + g
+            w = w - lr * (g + momentum * s1 if nesterov else s1)
+        elif kind == "adam":
+            s1 = beta1 * s1 + (1 - beta1) * g
+            s2 = beta2 * s2 + (1 - beta2) * g * g
+            m_hat, v_hat = s1 / (1 - beta1 ** t), s2 / (1 - beta2 ** t)
+            w = w - lr * m_hat / (np.sqrt(v_hat) + eps)
+        elif kind == "rmsprop":
+            s1 = rho * s1 + (1 - rho) * g * g
+            w = w - lr * g / (np.sqrt(s1) + eps)
+        elif kind == "adagrad":
+            s1 = s1 + g * g
+            w = w - lr * g / (np.sqrt(s1) + eps)
+    return w
+
+
+KINDS = {"sgd": O.KIND_SGD, "adam": O.KIND_ADAM, "rmsprop": O.KIND_RMSPROP,
+         "adagrad": O.KIND_ADAGRAD}
+CASES = [
+    ("sgd", {}), ("sgd", dict(momentum=0.9)), ("sgd", dict(momentum=0.9, nesterov=True)),
+    ("adam", {}), ("adam", dict(beta1=0.5, beta2=0.9, eps=1e-6)),
+    ("adam", dict(weight_decay=0.1)),                                       # AdamW
+    ("rmsprop", {}), ("rmsprop", dict(rho=0.5)), ("adagrad", dict(eps=1e-10)),
+    ("sgd", dict(l2=0.05)), ("sgd", dict(momentum=0.5, clip_norm=0.5)),
+    ("adam", dict(l2=0.01, clip_norm=1.0)), ("rmsprop", dict(weight_decay=0.2, clip_norm=0.3)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind,kw", CASES)
+def test_kernel_matches_numpy_step_by_step(kind, kw, dtype):
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=37)
+    grads = [rng.normal(size=37) for _ in range(6)]
+    w = w0.astype(dtype)
+    s1, s2 = np.zeros_like(w), np.zeros_like(w)
+    steps = 0
+    for k, g in enumerate(grads, start=1):
+        steps = _ops.optimizer_update(w, g.astype(dtype), s1, s2, KINDS[kind], 0.05,
+                                      steps=steps, **kw)
+        assert steps == k
+        expect = numpy_steps(kind, w0, grads[:k], 0.05, **kw)
+        tol = 2e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(w, expect, rtol=tol, atol=tol)
+
+
+def net(dtype="float64"):
+    return bp.Sequential(bp.Dense(4, 8, activation="tanh"), bp.Dense(8, 3, activation="softmax"),
+                         loss="cross_entropy", dtype=dtype, seed=0)
+
+
+@pytest.mark.parametrize("optimizer", [O.SGD(0.1, momentum=0.9), O.SGD(0.1, momentum=0.9, nesterov=True),
+                                       O.Adam(0.01), O.AdamW(0.01), O.RMSProp(0.01),
+                                       O.AdaGrad(0.1), O.Adam(0.01, l2=0.01, clip_norm=0.5)])
+def test_network_training_follows_the_formula(optimizer):
+    """Three train_steps of a network equal the numpy rule applied to the
+    three gradients the network reports."""
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
+    a, b = net(), net()
+    a.optimizer = optimizer
+    w0 = a.params.copy()
+    grads = []
+    for _ in range(3):
+        b.params[...] = a.params
+        b.loss_and_grad(X, y)
+        grads.append(b.grads.copy())
+        a.train_step(X, y)
+    s = optimizer.settings()
+    kw = {k: v for k, v in s.items() if k != "kind"}
+    kind = {v: k for k, v in KINDS.items()}[s["kind"]]
+    np.testing.assert_allclose(a.params, numpy_steps(kind, w0, grads, optimizer.lr, **kw),
+                               rtol=1e-12, atol=1e-14)
+    assert a.optimizer_steps == 3
+
+
+def test_fit_with_adam_learns_xor_and_keeps_state_between_calls():
+    X, y = bp.datasets.truth_table("xor")
+    a = bp.Sequential(bp.Dense(2, 8, activation="tanh"), bp.Dense(8, 1, activation="sigmoid"),
+                      loss="binary_cross_entropy", seed=0)
+    a.fit(X, y, epochs=300, batch_size=4, optimizer=bp.Adam(lr=0.05))
+    np.testing.assert_array_equal(a.predict(X), y)
+    # one fit of 20 epochs = two fits of 10 with the same optimizer object
+    b, c = (bp.Sequential(bp.Dense(2, 8, activation="tanh"), bp.Dense(8, 1, activation="sigmoid"),
+                          loss="binary_cross_entropy", seed=1) for _ in range(2))
+    b.fit(X, y, epochs=20, batch_size=4, optimizer=bp.Adam(lr=0.05), shuffle=False)
+    opt = bp.Adam(lr=0.05)
+    c.fit(X, y, epochs=10, batch_size=4, optimizer=opt, shuffle=False)
+    c.fit(X, y, epochs=10, batch_size=4, optimizer=opt, shuffle=False)
+    np.testing.assert_array_equal(b.params, c.params)
+    assert c.optimizer_steps == 20
+
+
+def test_momentum_speeds_up_digits():
+    X_train, X_test, y_train, y_test = bp.datasets.load_digits(return_split=True)
+
+    def final_test_loss(optimizer, epochs=3):
+        n = bp.Sequential(bp.Dense(64, 32, activation="relu"), bp.Dense(32, 10, activation="softmax"),
+                          loss="cross_entropy", seed=0)
+        n.fit(X_train, y_train, epochs=epochs, batch_size=32, optimizer=optimizer)
+        return n.evaluate(X_test, y_test)["loss"]
+    assert final_test_loss(bp.SGD(0.01, momentum=0.9)) < final_test_loss(bp.SGD(0.01))
+
+
+def test_plain_lr_means_sgd():
+    X, y = bp.datasets.truth_table("xor")
+    n = net()
+    n.fit(np.ones((4, 4)), y, lr=0.3)
+    assert type(n.optimizer) is bp.SGD and n.optimizer.lr == 0.3
+    n.fit(np.ones((4, 4)), y, optimizer="adam")
+    assert type(n.optimizer) is bp.Adam
+    n.fit(np.ones((4, 4)), y, lr=0.2)
+    assert type(n.optimizer) is bp.SGD and n.optimizer.lr == 0.2
+    with pytest.raises(ValueError, match="lr"):
+        n.fit(np.ones((4, 4)), y, lr=0.1, optimizer=bp.Adam())
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: bp.SGD(lr=0), "lr"), (lambda: bp.SGD(momentum=1.0), "momentum"),
+    (lambda: bp.SGD(nesterov=True), "nesterov"), (lambda: bp.Adam(betas=(0.9,)), "betas"),
+    (lambda: bp.Adam(betas=(0.9, 1.5)), r"betas\[1\]"), (lambda: bp.RMSProp(rho=-0.1), "rho"),
+    (lambda: bp.AdaGrad(eps=0), "eps"), (lambda: bp.Adam(clip_norm=0), "clip_norm"),
+    (lambda: O.get("lbfgs"), "optimizer must be one of"),
+])
+def test_bad_settings_are_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
