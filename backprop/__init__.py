@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - only in an unbuilt source tree
         "another directory, or build in place with "
         "`python setup.py build_ext --inplace`.") from exc
 
-from . import activations, datasets, initializers, losses, optimizers
+from . import activations, callbacks, datasets, initializers, losses, optimizers
 from ._threads import blas_info, get_num_threads, num_threads, set_num_threads
 from .gradcheck import GradcheckResult, gradcheck
 from .layers import Dense
@@ -32,7 +32,7 @@ from .network import History, Sequential, load
 from .optimizers import SGD, AdaGrad, Adam, AdamW, RMSProp
 
 __all__ = ["Dense", "Sequential", "History", "load", "gradcheck",
-           "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "optimizers",
+           "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "optimizers", "callbacks",
            "GradcheckResult", "activations", "losses", "initializers",
            "datasets", "get_num_threads", "set_num_threads", "num_threads",
            "blas_info", "__version__"]

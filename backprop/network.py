@@ -58,12 +58,18 @@ def _check_stack(layers, loss) -> None:
 
 
 class History:
-    """What `fit` returns: `history` maps 'loss' to the mean training loss
-    of every epoch; `epoch` lists the epoch numbers."""
+    """What `fit` returns: `history` maps each figure ('loss', 'accuracy',
+    'val_loss', 'val_accuracy', 'lr') to its value in every epoch; `epoch`
+    lists the epoch numbers."""
 
     def __init__(self):
         self.history: dict[str, list[float]] = {"loss": []}
         self.epoch: list[int] = []
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
 
     def __repr__(self) -> str:
         last = self.history["loss"][-1] if self.epoch else None
@@ -317,21 +323,80 @@ class Sequential:
         return self._engine_for(X2.shape[0], True).train_step(X2, Y, lr)
 
     def fit(self, X, y, epochs: int = 1, batch_size: int = 32, lr: float | None = None,
-            optimizer=None, shuffle: bool = True, verbose: int = 0) -> History:
+            optimizer=None, shuffle: bool = True, validation_data=None,
+            validation_split: float = 0.0, callbacks=None, early_stopping: bool = False,
+            patience: int = 5, min_delta: float = 0.0, verbose: int = 0) -> History:
         """Train by mini-batch gradient descent.
 
         X (n, n_in); y: class labels (n,) or one-hot (n, k) for
         cross_entropy, values for the other losses.  Each epoch visits every
-        row once, in a new seeded random order when `shuffle`.  `optimizer`
-        (an Optimizer or a name: 'sgd', 'adam', 'adamw', 'rmsprop', 'adagrad')
-        becomes the network's; a plain `lr` means SGD at that rate (or the
-        current SGD's rate, keeping its momentum).  Returns a History whose
-        history['loss'] holds each epoch's mean training loss; verbose=1
-        prints one line per epoch.
+        row once, in a new seeded random order when `shuffle`, as one call
+        into the compiled core.
+
+        optimizer: an Optimizer or a name ('sgd', 'adam', 'adamw',
+            'rmsprop', 'adagrad'); it becomes the network's.  A plain `lr`
+            means SGD at that rate (the current SGD's, keeping its momentum).
+        validation_data: (X_val, y_val), scored after every epoch; or
+            validation_split: the fraction of the rows (chosen by the
+            network's seed) held out for it.
+        callbacks: Callback objects (see backprop.callbacks): schedules,
+            early stopping, your own.
+        early_stopping: stop once the validation loss (the training loss
+            without validation) has not improved by more than `min_delta` for
+            `patience` epochs, and restore the best weights.
+        verbose: 1 shows a progress bar (one line per few epochs when the
+            output is not a terminal).
+
+        Returns a History: history['loss'] (and 'accuracy' for classifiers,
+        'val_loss' and 'val_accuracy' with validation, 'lr') per epoch.
         """
         self._require_trainable()
         epochs = check_int(epochs, "epochs", minimum=0)
         batch_size = check_int(batch_size, "batch_size")
+        self._set_optimizer_for_fit(optimizer, lr)
+        X2, Y = self._data(X, y)
+        X2, Y, validation = self._validation(X2, Y, validation_data, validation_split)
+        n = X2.shape[0]
+        batch_size = min(batch_size, n)
+        engine = self._engine_for(batch_size, True)
+        callbacks = self._callbacks(callbacks, early_stopping, patience, min_delta,
+                                    verbose, validation is not None)
+        history = History()
+        self.stop_training = False
+        logs = {"epochs": epochs, "rows": n}
+        for callback in callbacks:
+            callback.on_train_begin(self, logs)
+        # The core shuffles `order` in place each epoch, seeded from the
+        # network's generator: one draw per fit, one seed per epoch.
+        order = np.arange(n) if shuffle else None
+        base = int(self._rng.integers(2**62)) if shuffle else -1
+        for epoch in range(1, epochs + 1):
+            for callback in callbacks:
+                callback.on_epoch_begin(self, epoch, logs)
+            lr = self._optimizer.lr
+            logs = {"loss": engine.train_epoch(X2, Y, order, batch_size, lr,
+                                               base + epoch if shuffle else -1)}
+            if self.is_classifier:
+                logs["accuracy"] = engine.epoch_accuracy
+            if validation is not None:
+                logs.update({f"val_{k}": v for k, v in self._evaluate(*validation).items()})
+            logs["lr"] = lr
+            history.append(epoch, logs)
+            for callback in callbacks:
+                callback.on_epoch_end(self, epoch, logs)
+            if not math.isfinite(logs["loss"]):
+                warnings.warn(f"training stopped at epoch {epoch}: the loss became "
+                              f"{logs['loss']}; the learning rate (lr={lr}) is probably "
+                              "too large", RuntimeWarning, stacklevel=2)
+                break
+            if self.stop_training:
+                break
+        for callback in callbacks:
+            callback.on_train_end(self, logs)
+        return history
+
+    def _set_optimizer_for_fit(self, optimizer, lr) -> None:
+        """fit's optimizer= and lr= (see fit), applied to the engine."""
         if lr is not None:
             lr = check_positive_float(lr, "lr")
         if optimizer is not None:
@@ -344,29 +409,41 @@ class Sequential:
         elif lr is not None:
             self.optimizer = _optimizers.SGD(lr)
         self._apply_optimizer()
-        lr = self._optimizer.lr
-        X2, Y = self._data(X, y)
-        n = X2.shape[0]
-        batch_size = min(batch_size, n)
-        engine = self._engine_for(batch_size, True)
-        history = History()
-        # The core shuffles `order` in place each epoch, seeded from the
-        # network's generator: one draw per fit, one seed per epoch.
-        order = np.arange(n) if shuffle else None
-        base = int(self._rng.integers(2**62)) if shuffle else -1
-        for epoch in range(1, epochs + 1):
-            loss = engine.train_epoch(X2, Y, order, batch_size, lr,
-                                      base + epoch if shuffle else -1)
-            history.history["loss"].append(loss)
-            history.epoch.append(epoch)
-            if verbose:
-                print(f"epoch {epoch:>{len(str(epochs))}}/{epochs}  loss {loss:.6f}")
-            if not math.isfinite(loss):
-                warnings.warn(f"training stopped at epoch {epoch}: the loss became "
-                              f"{loss}; the learning rate (lr={lr}) is probably too "
-                              "large", RuntimeWarning, stacklevel=2)
-                break
-        return history
+
+    def _validation(self, X2, Y, validation_data, validation_split):
+        """(X_train, Y_train, (X_val, Y_val) or None) from fit's arguments."""
+        if validation_data is not None and validation_split:
+            raise ValueError("validation_data and validation_split: give one, not both")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, y_val)")
+            Xv, single = self._inputs(validation_data[0], "validation_data[0]")
+            return X2, Y, (Xv, self._targets(validation_data[1], Xv.shape[0], single))
+        if not validation_split:
+            return X2, Y, None
+        fraction = check_positive_float(validation_split, "validation_split")
+        n_val = int(round(fraction * X2.shape[0]))
+        if not fraction < 1 or n_val < 1 or n_val >= X2.shape[0]:
+            raise ValueError(f"validation_split must leave rows on both sides, got "
+                             f"{validation_split} of {X2.shape[0]} rows")
+        rows = self._rng.permutation(X2.shape[0])
+        val, train = np.sort(rows[:n_val]), np.sort(rows[n_val:])
+        return X2[train], Y[train], (X2[val], Y[val])
+
+    @staticmethod
+    def _callbacks(callbacks, early_stopping, patience, min_delta, verbose, validation):
+        from . import callbacks as _callbacks
+        callbacks = list(callbacks or [])
+        for i, callback in enumerate(callbacks):
+            if not isinstance(callback, _callbacks.Callback):
+                raise TypeError(f"callbacks[{i}] must be a backprop.callbacks.Callback, "
+                                f"got {type(callback).__name__}")
+        if early_stopping:
+            callbacks.append(_callbacks.EarlyStopping(
+                "val_loss" if validation else "loss", patience, min_delta))
+        if verbose:
+            callbacks.append(_callbacks.ProgressBar())
+        return callbacks
 
     # -- inference -------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
@@ -406,7 +483,9 @@ class Sequential:
 
     def evaluate(self, X, y) -> dict:
         """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers."""
-        X2, Y = self._data(X, y)
+        return self._evaluate(*self._data(X, y))
+
+    def _evaluate(self, X2, Y) -> dict:
         out = np.empty_like(Y)
         result = {"loss": self._engine_for(X2.shape[0], False).evaluate(X2, Y, out)}
         if self.loss.code == _losses.CROSS_ENTROPY:
