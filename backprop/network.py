@@ -26,8 +26,6 @@ from .layers import Dense
 
 __all__ = ["Sequential", "History"]
 
-FORMAT_VERSION = 1
-
 set_blas_thread_functions(*_threads.set_function_addresses())
 
 
@@ -503,42 +501,16 @@ class Sequential:
         net.seed = self.seed
         return net
 
-    def save(self, path) -> None:
-        """Write the architecture and weights to an .npz file."""
-        np.savez(path, format_version=np.int64(FORMAT_VERSION),
-                 sizes=np.array([self.n_inputs] + [la.n_out for la in self.layers]),
-                 activations=np.array([la.activation.name for la in self.layers]),
-                 negative_slopes=np.array([la.activation.negative_slope
-                                           for la in self.layers]),
-                 loss=np.array(self.loss.name), dtype=np.array(self.dtype.name),
-                 params=self.params)
+    def save(self, path) -> str:
+        """Write the network to an .npz file (".npz" is added when missing):
+        the architecture, the weights, the optimizer and its state, and the
+        position of the random generator, so that `backprop.load` gives a
+        network that predicts the same and resumes training exactly."""
+        from .io import save
+        return save(self, path)
 
 
 def load(path) -> Sequential:
-    """Read a network written by `Sequential.save`.  Never runs code from
-    the file (allow_pickle=False)."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"path: not a backprop model file ({exc})") from None
-    need = {"format_version", "sizes", "activations", "negative_slopes", "loss",
-            "dtype", "params"}
-    if not need <= set(data):
-        raise ValueError(f"path: not a backprop model file (missing "
-                         f"{', '.join(sorted(need - set(data)))})")
-    if int(data["format_version"]) != FORMAT_VERSION:
-        raise ValueError(f"path: model format {int(data['format_version'])} is not "
-                         f"supported (this version reads {FORMAT_VERSION})")
-    sizes = [int(s) for s in data["sizes"]]
-    dtype = str(data["dtype"])
-    layers = []
-    for i, (name, slope) in enumerate(zip(data["activations"], data["negative_slopes"])):
-        act = (_activations.LeakyReLU(float(slope)) if str(name) == "leaky_relu"
-               else _activations.get(str(name)))
-        layers.append(Dense(sizes[i], sizes[i + 1], act, init="zeros", dtype=dtype))
-    net = Sequential(*layers, loss=str(data["loss"]), dtype=dtype)
-    if data["params"].shape != net.params.shape:
-        raise ValueError("path: the weights do not match the architecture")
-    net.params[...] = data["params"]
-    return net
+    """Read a network written by `Sequential.save` (see backprop.io)."""
+    from .io import load as _load
+    return _load(path)

@@ -227,7 +227,7 @@ def test_load_rejects_other_files(tmp_path):
         bp.load(bad)
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="not a backprop model"):
+    with pytest.raises(ValueError, match="not a usable backprop model file: not an .npz"):
         bp.load(junk)
 
 
