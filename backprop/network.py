@@ -393,6 +393,15 @@ class Sequential:
             callback.on_train_end(self, logs)
         return history
 
+    def partial_fit(self, X, y, batch_size: int = 32, shuffle: bool = True,
+                    callbacks=None) -> float:
+        """One more epoch over (X, y) — a chunk of a stream, or new data for
+        a trained network — with the current weights, optimizer and its
+        state.  Returns the epoch's mean training loss."""
+        history = self.fit(X, y, epochs=1, batch_size=batch_size, shuffle=shuffle,
+                           callbacks=callbacks)
+        return history.history["loss"][0]
+
     def _set_optimizer_for_fit(self, optimizer, lr) -> None:
         """fit's optimizer= and lr= (see fit), applied to the engine."""
         if lr is not None:

@@ -148,3 +148,21 @@ def test_plain_lr_means_sgd():
 def test_bad_settings_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_partial_fit_continues_where_fit_left_off():
+    X, y = bp.datasets.load_digits()
+    a, b = (bp.Sequential(bp.Dense(64, 16, activation="relu"), bp.Dense(16, 10, activation="softmax"),
+                          loss="cross_entropy", seed=4) for _ in range(2))
+    a.fit(X, y, epochs=1, optimizer=bp.SGD(0.05, momentum=0.9))
+    a.fit(X, y, epochs=1)
+    b.fit(X, y, epochs=1, optimizer=bp.SGD(0.05, momentum=0.9))
+    loss = b.partial_fit(X, y)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert loss > 0 and b.optimizer_steps == 2 * 57
+    chunks = np.array_split(np.arange(len(X)), 4)            # a stream in chunks
+    for chunk in chunks:
+        before = b.params.copy()
+        b.partial_fit(X[chunk], y[chunk])
+        assert not np.array_equal(before, b.params)
+    assert b.optimizer_steps == 2 * 57 + sum(-(-len(c) // 32) for c in chunks)
