@@ -1,23 +1,37 @@
-"""The `backprop` command.
+"""The `backprop` command (also `python -m backprop`).
 
-    backprop train [--data digits|xor|spirals] [--hidden 32 ...] ...
+    backprop train [--data digits|xor|spirals|FILE.csv] [--hidden 32 …] [--save model.npz] …
+    backprop predict model.npz data.csv [--proba]
+    backprop bench [options of python -m bench]
     backprop info
 
-`train` fits a network on one of the embedded data sets, prints the loss of
-every epoch and the final test accuracy.  Exit codes: 0 success, 1 failure
-while running, 2 bad command-line options.
+`train` fits a network on an embedded data set or a CSV file (numbers, one
+row per sample, the label in the last column or --label-column; a header
+line is recognised), prints the loss of every epoch and the test accuracy,
+and saves the model if asked.  Exit codes: 0 success, 1 the run failed (bad
+file, bad data), 2 bad command-line options.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import os
+import subprocess
 import sys
 import time
 
 import numpy as np
 
 from . import __version__, activations, datasets
+from . import optimizers as _optimizers
 from .layers import Dense
 from .network import Sequential
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A failure to report in one line, with exit code 1."""
 
 
 def _positive_int(text):
@@ -34,6 +48,13 @@ def _positive_float(text):
     return value
 
 
+def _fraction(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backprop",
@@ -42,87 +63,258 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser(
-        "train", help="train a network on an embedded data set",
-        description="Train a multi-layer perceptron on embedded data and report "
-                    "the loss of every epoch and the final test accuracy.")
-    train.add_argument("--data", choices=("digits", "xor", "spirals"), default="digits",
+        "train", help="train a network on embedded data or a CSV file",
+        description="Train a multi-layer perceptron and report the loss of every epoch "
+                    "and the final test accuracy.")
+    train.add_argument("--data", default="digits", metavar="digits|xor|spirals|FILE.csv",
                        help="digits: 8×8 handwritten digits (default); xor: the XOR "
-                            "truth table; spirals: two interleaved spirals")
+                            "truth table; spirals: two interleaved spirals; or a CSV "
+                            "file of numbers with the class label in one column")
+    train.add_argument("--label-column", default="-1", metavar="INDEX|NAME",
+                       help="the CSV column holding the label (default: the last)")
     train.add_argument("--hidden", type=_positive_int, nargs="*", default=None,
                        metavar="UNITS",
-                       help="hidden layer sizes (default: 32 for digits, 4 for xor, "
-                            "32 32 for spirals)")
+                       help="hidden layer sizes (default: 32 for digits and CSV files, "
+                            "4 for xor, 32 32 for spirals)")
     train.add_argument("--activation", default=None, choices=[
         n for n in activations.NAMES if n not in ("softmax", "step", "linear")],
         help="hidden activation (default: relu; tanh for xor)")
-    train.add_argument("--epochs", type=_positive_int, default=None,
-                       help="passes over the training data (default: 30 for digits, "
-                            "2000 for xor, 300 for spirals)")
-    train.add_argument("--batch-size", type=_positive_int, default=32)
+    train.add_argument("--optimizer", default="sgd",
+                       choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"])
     train.add_argument("--lr", type=_positive_float, default=None,
-                       help="learning rate η in w ← w − η·∂L/∂w (default: 0.1; 0.5 for xor)")
+                       help="learning rate η (default: 0.1 for sgd, 0.5 for xor, "
+                            "the optimizer's own otherwise)")
+    train.add_argument("--momentum", type=float, default=0.0, help="SGD's momentum")
+    train.add_argument("--epochs", type=_positive_int, default=None,
+                       help="passes over the training data (default: 30; 2000 for xor, "
+                            "300 for spirals)")
+    train.add_argument("--batch-size", type=_positive_int, default=32)
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--test-size", type=float, default=0.2,
-                       help="fraction held out for testing (digits, spirals)")
+    train.add_argument("--test-size", type=_fraction, default=0.2,
+                       help="fraction held out for testing (not for xor)")
+    train.add_argument("--validation-split", type=_fraction, default=None,
+                       help="fraction of the training rows scored after every epoch")
+    train.add_argument("--early-stopping", action="store_true",
+                       help="stop when the validation loss stops improving; keep the best")
+    train.add_argument("--patience", type=_positive_int, default=5)
+    train.add_argument("--save", metavar="MODEL.npz", help="write the trained model here")
     train.add_argument("--quiet", action="store_true", help="print only the result")
 
-    sub.add_parser("info", help="version, build and BLAS of this installation")
+    predict = sub.add_parser("predict", help="predict with a saved model",
+                             description="Print one prediction per row of a CSV file.")
+    predict.add_argument("model", help="a model file written by train --save")
+    predict.add_argument("data", help="a CSV file of feature rows (a header line is "
+                                      "recognised; a label column, if any, is dropped "
+                                      "when it has one column too many)")
+    predict.add_argument("--proba", action="store_true",
+                         help="print the output probabilities instead of labels")
+
+    bench = sub.add_parser("bench", help="run the benchmark suite (from a source checkout)",
+                           add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+
+    sub.add_parser("info", help="version, build, BLAS and threads of this installation")
     return parser
 
 
 DEFAULTS = {  # hidden, activation, epochs, lr
     "digits": ([32], "relu", 30, 0.1),
+    "csv": ([32], "relu", 30, 0.1),
     "xor": ([4], "tanh", 2000, 0.5),
     "spirals": ([32, 32], "relu", 300, 0.1),
 }
 
 
+def read_csv(path: str):
+    """(header or None, rows of strings) of a CSV file."""
+    try:
+        with open(path, newline="") as fh:
+            rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise CommandError(f"{path} is not a CSV text file: {exc}") from None
+    if not rows:
+        raise CommandError(f"{path} holds no rows")
+
+    def numeric(cell):
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            return False
+    header = None if all(numeric(c) for c in rows[0]) else rows[0]
+    return header, rows[1:] if header else rows
+
+
+def _numbers(rows, path: str, first_line: int) -> np.ndarray:
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise CommandError(f"{path}, line {first_line + i}: {len(row)} columns, "
+                               f"expected {width}")
+    try:
+        values = np.array(rows, dtype=np.float64)
+    except ValueError as exc:
+        raise CommandError(f"{path}: the features must be numbers ({exc})") from None
+    if not np.isfinite(values).all():
+        row = int(np.argwhere(~np.isfinite(values))[0][0])
+        raise CommandError(f"{path}, line {first_line + row}: NaN or infinity")
+    return values
+
+
+def load_csv(path: str, label_column: str):
+    """X (float64), y (class indices), class names, from a CSV file."""
+    header, rows = read_csv(path)
+    width = len((header or rows[0]))
+    if header and label_column in header:
+        col = header.index(label_column)
+    else:
+        try:
+            col = int(label_column)
+        except ValueError:
+            raise CommandError(f"--label-column {label_column!r}: no such column in "
+                               f"{path}") from None
+        if not -width <= col < width:
+            raise CommandError(f"--label-column {col}: {path} has {width} columns")
+        col %= width
+    if width < 2:
+        raise CommandError(f"{path} needs at least one feature column and a label column")
+    first = 2 if header else 1
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise CommandError(f"{path}, line {first + i}: {len(row)} columns, expected {width}")
+    labels = [row[col].strip() if col < len(row) else "" for row in rows]
+    features = [row[:col] + row[col + 1:] for row in rows]
+    X = _numbers(features, path, 2 if header else 1)
+    classes, y = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise CommandError(f"{path}: the label column holds a single class")
+    return X, y, [str(c) for c in classes]
+
+
+def standardize_into_first_layer(net: Sequential, mean: np.ndarray, std: np.ndarray) -> None:
+    """A network trained on (x − mean)/std, rewritten to take x itself:
+    ((x − μ)/σ)·W + b = x·(W/σ) + (b − (μ/σ)·W), exactly, in the first layer."""
+    first = net.layers[0]
+    W = first.W.astype(np.float64) / std[:, None]
+    b = first.b.astype(np.float64) - (mean / std) @ first.W.astype(np.float64)
+    first.W, first.b = W, b
+
+
 def _train(args) -> int:
-    hidden, act, epochs, lr = DEFAULTS[args.data]
+    kind = args.data if args.data in ("digits", "xor", "spirals") else "csv"
+    hidden, act, epochs, lr = DEFAULTS[kind]
     hidden = args.hidden if args.hidden is not None else hidden
     act = args.activation or act
     epochs = args.epochs or epochs
-    lr = args.lr or lr
-    if not 0 < args.test_size < 1:
-        print("backprop: error: --test-size must lie in (0, 1)", file=sys.stderr)
-        return 2
-    if args.data == "digits":
+    classes = None
+    if kind == "digits":
         X_train, X_test, y_train, y_test = datasets.load_digits(
-            return_split=True, test_size=args.test_size, seed=args.seed)
+            return_split=True, test_size=args.test_size, seed=args.seed, scale=None)
         source = "digits (8×8 handwritten, 1,797 samples, embedded)"
-    elif args.data == "spirals":
+    elif kind == "spirals":
         X, y = datasets.make_spirals(400, seed=args.seed)
         X_train, X_test, y_train, y_test = datasets.train_test_split(
             X, y, test_size=args.test_size, seed=args.seed)
         source = "two spirals (400 points, seeded)"
-    else:
+    elif kind == "xor":
         X_train, y_train = datasets.truth_table("xor")
         X_test, y_test = X_train, y_train
         source = "XOR truth table (4 rows; tested on the same rows)"
+    else:
+        X, y, classes = load_csv(args.data, args.label_column)
+        X_train, X_test, y_train, y_test = datasets.train_test_split(
+            X, y, test_size=args.test_size, seed=args.seed,
+            stratify=np.bincount(y).min() >= 2)
+        if len(X_train) < 2 or len(X_test) < 1:
+            raise CommandError(f"{args.data}: {len(X)} rows are too few to train and test on")
+        source = f"{args.data} ({len(X)} rows, {X.shape[1]} features, {len(classes)} classes)"
+    # Standardise with the training rows; folded into the first layer afterwards.
+    mean = X_train.mean(axis=0)
+    std = X_train.std(axis=0)
+    std[std == 0] = 1
+    if kind == "xor":
+        mean, std = np.zeros(X_train.shape[1]), np.ones(X_train.shape[1])
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     sizes = [X_train.shape[1]] + list(hidden)
     layers = [Dense(a, b, activation=act) for a, b in zip(sizes, sizes[1:])]
-    layers.append(Dense(sizes[-1], n_classes, activation="softmax"))
+    layers.append(Dense(sizes[-1], max(n_classes, 2), activation="softmax"))
     net = Sequential(*layers, loss="cross_entropy", dtype=args.dtype, seed=args.seed)
+    net.classes = classes
+    if args.optimizer == "sgd":
+        optimizer = _optimizers.SGD(args.lr or lr, momentum=args.momentum)
+    else:
+        optimizer = _optimizers.get(args.optimizer, args.lr)
     if not args.quiet:
         print(f"data: {source}; {len(X_train)} training rows, {len(X_test)} test rows")
         print(net.summary())
-        print(f"SGD: lr {lr}, batch size {args.batch_size}, {epochs} epochs, seed {args.seed}")
+        print(f"optimizer: {optimizer}; batch size {args.batch_size}, {epochs} epochs, "
+              f"seed {args.seed}")
     start = time.perf_counter()
-    history = net.fit(X_train, y_train, epochs=epochs, batch_size=args.batch_size, lr=lr)
+    history = net.fit((X_train - mean) / std, y_train, epochs=epochs,
+                      batch_size=args.batch_size, optimizer=optimizer,
+                      validation_split=args.validation_split or 0.0,
+                      early_stopping=args.early_stopping, patience=args.patience)
     seconds = time.perf_counter() - start
+    standardize_into_first_layer(net, mean, std)
     if not args.quiet:
         width = len(str(epochs))
-        every = max(1, epochs // 30)
-        for epoch, loss in zip(history.epoch, history.history["loss"]):
-            if epoch % every == 0 or epoch in (1, epochs):
-                print(f"epoch {epoch:>{width}}/{epochs}  loss {loss:.6f}")
+        every = max(1, len(history.epoch) // 30)
+        for i, epoch in enumerate(history.epoch):
+            if epoch % every == 0 or epoch in (1, history.epoch[-1]):
+                extra = "".join(f"  {k} {history.history[k][i]:.6f}"
+                                for k in ("val_loss", "val_accuracy") if k in history.history)
+                print(f"epoch {epoch:>{width}}/{epochs}  loss "
+                      f"{history.history['loss'][i]:.6f}{extra}")
     train_acc = net.evaluate(X_train, y_train)["accuracy"]
     result = net.evaluate(X_test, y_test)
     print(f"trained in {seconds * 1e3:.1f} ms; train accuracy {train_acc:.4f}; "
           f"test loss {result['loss']:.4f}, test accuracy {result['accuracy']:.4f}")
-    return 0
+    if args.save:
+        try:
+            print(f"saved {net.save(args.save)}")
+        except OSError as exc:
+            raise CommandError(f"cannot write {args.save}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def _predict(args) -> int:
+    from .network import load
+    try:
+        net = load(args.model)
+    except ValueError as exc:
+        raise CommandError(str(exc).replace("path:", f"{args.model}:", 1)) from None
+    header, rows = read_csv(args.data)
+    if len(rows[0]) == net.n_inputs + 1:          # a labelled file: drop the last column
+        rows = [row[:-1] for row in rows]
+    X = _numbers(rows, args.data, 2 if header else 1)
+    if X.shape[1] != net.n_inputs:
+        raise CommandError(f"{args.data} has {X.shape[1]} feature columns; the model "
+                           f"takes {net.n_inputs}")
+    out = sys.stdout
+    if args.proba:
+        for row in net.predict_proba(X):
+            out.write(",".join(f"{p:.6g}" for p in row) + "\n")
+    else:
+        names = getattr(net, "classes", None)
+        for label in np.atleast_1d(net.predict(X)):
+            out.write(f"{names[int(label)] if names else label}\n")
+    return EXIT_OK
+
+
+def _bench(bench_args) -> int:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(root, "bench", "__main__.py")):
+        for candidate in (os.getcwd(),):
+            if os.path.isfile(os.path.join(candidate, "bench", "__main__.py")):
+                root = candidate
+                break
+        else:
+            raise CommandError("bench/ ships with the source repository: run "
+                               "`backprop bench` from a checkout of it")
+    return subprocess.call([sys.executable, "-m", "bench", *bench_args], cwd=root)
 
 
 def _info() -> int:
@@ -130,22 +322,42 @@ def _info() -> int:
 
     import scipy
 
-    print(f"backprop {__version__}")
+    from ._threads import blas_info
+    blas = blas_info()
+    print(f"backprop {__version__} ({os.path.dirname(os.path.abspath(__file__))})")
     print(f"python {platform.python_version()} ({platform.machine()}), "
           f"numpy {np.__version__}, scipy {scipy.__version__}")
-    print("compiled core: backprop._ops, backprop._engine (Cython); "
-          "matrix products by scipy's BLAS")
-    return 0
+    print("compiled core: backprop._ops, backprop._engine (Cython, float32 and float64)")
+    print(f"BLAS: {blas['config']} ({blas['library'] or 'not found'})")
+    print(f"BLAS threads: {blas['threads']} (OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; cores {os.cpu_count()})")
+    return EXIT_OK
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
+    if argv[:1] == ["bench"]:          # everything after it belongs to python -m bench
+        try:
+            return _bench(argv[1:])
+        except CommandError as exc:
+            print(f"backprop: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 2
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    commands = {"train": _train, "predict": _predict}
     try:
-        return _train(args) if args.command == "train" else _info()
+        return commands[args.command](args) if args.command in commands else _info()
+    except CommandError as exc:
+        print(f"backprop: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (ValueError, TypeError) as exc:
         print(f"backprop: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except BrokenPipeError:             # e.g. `backprop predict … | head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED

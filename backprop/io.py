@@ -48,6 +48,7 @@ def save(net, path) -> str:
                     "negative_slope": la.activation.negative_slope} for la in net.layers],
         "loss": net.loss.name, "dtype": net.dtype.name, "seed": net.seed,
         "n_threads": net.n_threads,
+        "classes": None if net.classes is None else [str(c) for c in net.classes],
         "optimizer": {"class": type(opt).__name__,
                       "settings": {k: list(v) if isinstance(v, tuple) else v
                                    for k, v in vars(opt).items()}},
@@ -123,6 +124,10 @@ def load(path):
         net = Sequential(*built, loss=meta["loss"], dtype=dtype, seed=meta.get("seed"),
                          n_threads=meta.get("n_threads"))
         net.params[...] = params
+        classes = meta.get("classes")
+        if classes is not None and (not isinstance(classes, list) or len(classes) != sizes[-1]):
+            raise _bad("the class names do not fit the output layer")
+        net.classes = classes
         opt_meta = meta["optimizer"]
         cls = _OPTIMIZERS[opt_meta["class"]]
         settings = dict(opt_meta["settings"])

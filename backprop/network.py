@@ -122,6 +122,7 @@ class Sequential:
             self.loss.code, self.params, self.grads, capacity=32)
         self.n_threads = n_threads
         self.optimizer = _optimizers.SGD(0.01)
+        self.classes = None     # optional names of the classes, kept in model files
 
     # -- the optimizer ------------------------------------------------------------
     @property
