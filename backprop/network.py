@@ -324,7 +324,8 @@ class Sequential:
     def fit(self, X, y, epochs: int = 1, batch_size: int = 32, lr: float | None = None,
             optimizer=None, shuffle: bool = True, validation_data=None,
             validation_split: float = 0.0, callbacks=None, early_stopping: bool = False,
-            patience: int = 5, min_delta: float = 0.0, verbose: int = 0) -> History:
+            patience: int = 5, min_delta: float = 0.0, sample_weight=None,
+            class_weight=None, verbose: int = 0) -> History:
         """Train by mini-batch gradient descent.
 
         X (n, n_in); y: class labels (n,) or one-hot (n, k) for
@@ -343,6 +344,10 @@ class Sequential:
         early_stopping: stop once the validation loss (the training loss
             without validation) has not improved by more than `min_delta` for
             `patience` epochs, and restore the best weights.
+        sample_weight: (n,) weights ≥ 0; each row's loss counts w times
+            (the loss is 1/n Σ w_i ℓ_i).  class_weight: {label: weight}, or
+            'balanced' (n / (classes · rows of the class)); multiplies the
+            sample weights.
         verbose: 1 shows a progress bar (one line per few epochs when the
             output is not a terminal).
 
@@ -354,7 +359,9 @@ class Sequential:
         batch_size = check_int(batch_size, "batch_size")
         self._set_optimizer_for_fit(optimizer, lr)
         X2, Y = self._data(X, y)
-        X2, Y, validation = self._validation(X2, Y, validation_data, validation_split)
+        weights = self._sample_weights(sample_weight, class_weight, Y)
+        X2, Y, weights, validation = self._validation(X2, Y, weights, validation_data,
+                                                      validation_split)
         n = X2.shape[0]
         batch_size = min(batch_size, n)
         engine = self._engine_for(batch_size, True)
@@ -374,7 +381,7 @@ class Sequential:
                 callback.on_epoch_begin(self, epoch, logs)
             lr = self._optimizer.lr
             logs = {"loss": engine.train_epoch(X2, Y, order, batch_size, lr,
-                                               base + epoch if shuffle else -1)}
+                                               base + epoch if shuffle else -1, weights)}
             if self.is_classifier:
                 logs["accuracy"] = engine.epoch_accuracy
             if validation is not None:
@@ -418,17 +425,51 @@ class Sequential:
             self.optimizer = _optimizers.SGD(lr)
         self._apply_optimizer()
 
-    def _validation(self, X2, Y, validation_data, validation_split):
-        """(X_train, Y_train, (X_val, Y_val) or None) from fit's arguments."""
+    def _sample_weights(self, sample_weight, class_weight, Y):
+        """fit's sample and class weights as one (n,) array, or None."""
+        from ._validation import as_float_array
+        n = Y.shape[0]
+        weights = None
+        if sample_weight is not None:
+            weights = as_float_array(sample_weight, "sample_weight", self.dtype, ndims=(1,))
+            if weights.shape[0] != n:
+                raise ValueError(f"sample_weight must have one entry per row ({n}), "
+                                 f"got {weights.shape[0]}")
+            if (weights < 0).any():
+                raise ValueError("sample_weight must not be negative")
+        if class_weight is None:
+            return weights
+        if not self.is_classifier or (self.loss.code == _losses.BINARY_CROSS_ENTROPY
+                                      and self.n_outputs > 1):
+            raise ValueError("class_weight applies to cross_entropy and to one sigmoid output")
+        labels = Y.argmax(1) if self.n_outputs > 1 else (Y[:, 0] >= 0.5).astype(np.int64)
+        counts = np.bincount(labels, minlength=max(self.n_outputs, 2))
+        if isinstance(class_weight, str) and class_weight == "balanced":
+            table = np.where(counts > 0, n / (len(counts) * np.maximum(counts, 1)), 0.0)
+        elif isinstance(class_weight, dict):
+            table = np.ones(len(counts))
+            for label, w in class_weight.items():
+                if not (isinstance(label, (int, np.integer)) and 0 <= label < len(counts)):
+                    raise ValueError(f"class_weight: no class {label!r} "
+                                     f"(labels are 0 … {len(counts) - 1})")
+                table[label] = check_positive_float(w, f"class_weight[{label}]", allow_zero=True)
+        else:
+            raise TypeError("class_weight must be a dict {label: weight} or 'balanced'")
+        per_row = table[labels].astype(self.dtype)
+        return per_row if weights is None else weights * per_row
+
+    def _validation(self, X2, Y, weights, validation_data, validation_split):
+        """(X_train, Y_train, weights, (X_val, Y_val) or None) from fit's
+        arguments."""
         if validation_data is not None and validation_split:
             raise ValueError("validation_data and validation_split: give one, not both")
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             Xv, single = self._inputs(validation_data[0], "validation_data[0]")
-            return X2, Y, (Xv, self._targets(validation_data[1], Xv.shape[0], single))
+            return X2, Y, weights, (Xv, self._targets(validation_data[1], Xv.shape[0], single))
         if not validation_split:
-            return X2, Y, None
+            return X2, Y, weights, None
         fraction = check_positive_float(validation_split, "validation_split")
         n_val = int(round(fraction * X2.shape[0]))
         if not fraction < 1 or n_val < 1 or n_val >= X2.shape[0]:
@@ -436,7 +477,8 @@ class Sequential:
                              f"{validation_split} of {X2.shape[0]} rows")
         rows = self._rng.permutation(X2.shape[0])
         val, train = np.sort(rows[:n_val]), np.sort(rows[n_val:])
-        return X2[train], Y[train], (X2[val], Y[val])
+        return (X2[train], Y[train], None if weights is None else weights[train],
+                (X2[val], Y[val]))
 
     @staticmethod
     def _callbacks(callbacks, early_stopping, patience, min_delta, verbose, validation):

@@ -24,7 +24,7 @@ cnp.import_array()
 from kernels cimport (
     real, IDENTITY, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, all_finite, dense_forward,
     dense_backward, act_backward, loss_forward_backward, Optimizer,
-    optimizer_update, SGD,
+    optimizer_update, SGD, count_correct,
 )
 
 
@@ -121,10 +121,12 @@ cdef struct Plan:
     char** out                 # (n_layers,) each (out_rows, size[l + 1]): a = f(z)
     char** delta               # (n_layers,) each (capacity, size[l + 1]): ∂L/∂z
     Optimizer opt              # the update rule and its settings (lr set per call)
+    Py_ssize_t correct         # right predictions in the last epoch (see count_correct)
     char* state1               # (n_params,) or NULL: the optimizer's state,
     char* state2               #   laid out like params
     char* xbuf                 # (capacity, size[0]): the gathered input batch
     char* ybuf                 # (capacity, size[n_layers]): the gathered targets
+    char* wbuf                 # (capacity,): the gathered sample weights
 
 
 cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
@@ -146,9 +148,10 @@ cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
         inp = out
 
 
-cdef double loss_and_grad(const real* x, const real* y, Plan* p,
+cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
                           Py_ssize_t rows, real* last) noexcept nogil:
-    # IN x (rows, size[0]), y (rows, size[L + 1]); OUT grads; returns mean loss.
+    # IN x (rows, size[0]), y (rows, size[L + 1]), sw (rows,) sample weights
+    # or NULL; OUT grads; returns the mean (weighted) loss.
     # The output activations land in `last` (or the workspace when NULL).
     cdef int l, L = p.n_layers - 1
     cdef real* w = <real*>p.params
@@ -157,7 +160,7 @@ cdef double loss_and_grad(const real* x, const real* y, Plan* p,
     cdef double value
     forward_rows(x, p, rows, last, True)
     value = loss_forward_backward(p.loss, p.act[L], <real>p.slope[L], top,
-                                  <real*>p.delta[L], y, rows, p.size[L + 1])
+                                  <real*>p.delta[L], y, sw, rows, p.size[L + 1])
     for l in range(L, -1, -1):
         # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}); the first layer needs no dx.
         product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
@@ -189,7 +192,7 @@ cdef double infer(const real* X, const real* Y, real* out, Py_ssize_t n,
         if Y != NULL:
             total += rows * loss_forward_backward(
                 p.loss, p.act[L], <real>p.slope[L], out + start * n_out,
-                <real*>p.delta[L], Y + start * n_out, rows, n_out)
+                <real*>p.delta[L], Y + start * n_out, <real*>NULL, rows, n_out)
     return total / n
 
 
@@ -266,32 +269,41 @@ cdef inline void gather_rows(real* out, const real* src, const Py_ssize_t* perm,
             out[i * cols + j] = row[j]
 
 
-cdef double run_epoch(const real* X, const real* Y, const Py_ssize_t* perm,
-                      Py_ssize_t n, Py_ssize_t batch, real lr,
-                      Plan* p) noexcept nogil:
+cdef double run_epoch(const real* X, const real* Y, const real* W,
+                      const Py_ssize_t* perm, Py_ssize_t n, Py_ssize_t batch,
+                      real lr, Plan* p) noexcept nogil:
     # One epoch of mini-batch gradient descent over X (n, size[0]) and
-    # Y (n, size[L + 1]), rows taken in the order perm (or as stored when
-    # perm is NULL).  Returns the mean training loss over the epoch.
+    # Y (n, size[L + 1]), with sample weights W (n,) or NULL, rows taken in
+    # the order perm (or as stored when perm is NULL).  Returns the mean
+    # training loss over the epoch.
     cdef Py_ssize_t k, start, i, rows
     cdef Py_ssize_t n_in = p.size[0], n_out = p.size[p.n_layers]
     cdef const real* xb
     cdef const real* yb
+    cdef const real* wb = NULL
     cdef double total = 0
+    p.correct = 0
     for k in range((n + batch - 1) // batch):
         start = k * batch
         rows = min(batch, n - start)
         if perm == NULL:
             xb = X + start * n_in
             yb = Y + start * n_out
+            if W != NULL:
+                wb = W + start
         else:
             gather_rows(<real*>p.xbuf, X, perm + start, rows, n_in)
             gather_rows(<real*>p.ybuf, Y, perm + start, rows, n_out)
             xb = <real*>p.xbuf
             yb = <real*>p.ybuf
+            if W != NULL:
+                gather_rows(<real*>p.wbuf, W, perm + start, rows, 1)
+                wb = <real*>p.wbuf
             if start + rows < n:
                 prefetch_rows(<const char*>X, perm + start + rows,
                               min(batch, n - start - rows), n_in * sizeof(real))
-        total += loss_and_grad(xb, yb, p, rows, NULL) * rows
+        total += loss_and_grad(xb, yb, wb, p, rows, NULL) * rows
+        p.correct += count_correct(p.loss, <real*>p.out[p.n_layers - 1], yb, rows, n_out)
         update(p, lr)
     return total / n
 
@@ -334,7 +346,7 @@ cdef double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,
                       bint do_update, int threads) noexcept nogil:
     # loss_and_grad on x and the targets in p.ybuf, then the update.
     enter_threads(threads)
-    cdef double value = loss_and_grad(x, <real*>p.ybuf, p, rows, NULL)
+    cdef double value = loss_and_grad(x, <real*>p.ybuf, <real*>NULL, p, rows, NULL)
     if do_update:
         update(p, lr)
     leave_threads()
@@ -385,6 +397,7 @@ cdef class Engine:
     cdef list _work                # the training workspace arrays the plan points into
     cdef list _outs                # the activation arrays the plan points into
     cdef list _state               # the optimizer's state arrays the plan points into
+    cdef Py_ssize_t _epoch_rows    # rows of the last train_epoch
     cdef int typenum               # numpy's number for the dtype
     cdef public int n_threads      # BLAS threads for this engine's calls; 0: automatic
 
@@ -481,9 +494,11 @@ cdef class Engine:
                 self.plan.delta[l] = <char*><Py_ssize_t>work[l].ctypes.data
             xbuf = np.zeros((capacity, self.plan.size[0]), self.dtype)
             ybuf = np.zeros((capacity, self.plan.size[L]), self.dtype)
+            wbuf = np.zeros(capacity, self.dtype)
             self.plan.xbuf = <char*><Py_ssize_t>xbuf.ctypes.data
             self.plan.ybuf = <char*><Py_ssize_t>ybuf.ctypes.data
-            self._work = work + [xbuf, ybuf]
+            self.plan.wbuf = <char*><Py_ssize_t>wbuf.ctypes.data
+            self._work = work + [xbuf, ybuf, wbuf]
             self.plan.capacity = capacity
 
     def set_optimizer(self, int kind, double momentum=0, bint nesterov=False,
@@ -520,6 +535,17 @@ cdef class Engine:
         self.plan.state1 = <char*><Py_ssize_t>state[0].ctypes.data if needed > 0 else NULL
         self.plan.state2 = <char*><Py_ssize_t>state[1].ctypes.data if needed > 1 else NULL
         self._state = state
+
+    @property
+    def epoch_accuracy(self):
+        """The training accuracy of the last train_epoch, counted on each
+        batch's outputs before its update (NaN for mse)."""
+        cdef Py_ssize_t k = self.plan.size[self.plan.n_layers]
+        if self.plan.loss == CROSS_ENTROPY:
+            return <double>self.plan.correct / self._epoch_rows
+        if self.plan.loss == BINARY_CROSS_ENTROPY:
+            return <double>self.plan.correct / (self._epoch_rows * k)
+        return float("nan")
 
     @property
     def optimizer_steps(self):
@@ -634,6 +660,15 @@ cdef class Engine:
         """The workspace's activations of `layer` (a view; for inspection)."""
         return self._outs[layer]
 
+    cdef const real* _weights(self, const real[::1] weights, Py_ssize_t rows) except? NULL:
+        # The sample weights' data, checked to have one entry per row; NULL
+        # for none.
+        if weights is None:
+            return NULL
+        if weights.shape[0] != rows:
+            raise ValueError(f"weights must have one entry per row ({rows})")
+        return &weights[0]
+
     cdef _check(self, x, y, bint is_double, bint batch):
         # The last line of defence before raw pointers: dtype and shapes.
         if is_double != (self.dtype == np.float64):
@@ -675,26 +710,32 @@ cdef class Engine:
             leave_threads()
         return value
 
-    def loss_and_grad(self, const real[:, ::1] X, const real[:, ::1] Y):
-        """grads ← ∂L/∂params for the batch (X, Y); returns the mean loss."""
+    def loss_and_grad(self, const real[:, ::1] X, const real[:, ::1] Y,
+                      const real[::1] weights=None):
+        """grads ← ∂L/∂params for the batch (X, Y), with optional sample
+        weights (rows,); returns the mean (weighted) loss."""
         cdef double value
+        cdef const real* wp = self._weights(weights, X.shape[0])
         self._check(X, Y, real is double, True)
         cdef int threads = self.threads_for(X.shape[0], True)
         with nogil:
             enter_threads(threads)
-            value = loss_and_grad(&X[0, 0], &Y[0, 0], &self.plan, X.shape[0],
+            value = loss_and_grad(&X[0, 0], &Y[0, 0], wp, &self.plan, X.shape[0],
                                   <real*>NULL)
             leave_threads()
         return value
 
-    def train_step(self, const real[:, ::1] X, const real[:, ::1] Y, double lr):
-        """One step of gradient descent on the batch; returns its mean loss."""
+    def train_step(self, const real[:, ::1] X, const real[:, ::1] Y, double lr,
+                   const real[::1] weights=None):
+        """One training step on the batch (sample weights optional);
+        returns its mean loss."""
         cdef double value
+        cdef const real* wp = self._weights(weights, X.shape[0])
         self._check(X, Y, real is double, True)
         cdef int threads = self.threads_for(X.shape[0], True)
         with nogil:
             enter_threads(threads)
-            value = loss_and_grad(&X[0, 0], &Y[0, 0], &self.plan, X.shape[0],
+            value = loss_and_grad(&X[0, 0], &Y[0, 0], wp, &self.plan, X.shape[0],
                                   <real*>NULL)
             update(&self.plan, <real>lr)
             leave_threads()
@@ -702,11 +743,12 @@ cdef class Engine:
 
     def train_epoch(self, const real[:, ::1] X, const real[:, ::1] Y,
                     Py_ssize_t[::1] perm, Py_ssize_t batch_size, double lr,
-                    long long shuffle_seed=-1):
+                    long long shuffle_seed=-1, const real[::1] weights=None):
         """One epoch of mini-batch SGD; rows in the order perm (None: as
         stored), which is first shuffled in place when shuffle_seed ≥ 0.
         Returns the mean training loss of the epoch."""
         cdef double value
+        cdef const real* wp = self._weights(weights, X.shape[0])
         cdef const Py_ssize_t* order = NULL
         cdef Py_ssize_t i, n = X.shape[0]
         self._check(X, Y, real is double, False)
@@ -720,11 +762,12 @@ cdef class Engine:
                     raise ValueError("perm must index rows of X")
             order = &perm[0]
         cdef int threads = self.threads_for(batch_size, True)
+        self._epoch_rows = n
         with nogil:
             if perm is not None and shuffle_seed >= 0:
                 shuffle(&perm[0], n, <unsigned long long>shuffle_seed)
             enter_threads(threads)
-            value = run_epoch(&X[0, 0], &Y[0, 0], order, n, batch_size,
+            value = run_epoch(&X[0, 0], &Y[0, 0], wp, order, n, batch_size,
                               <real>lr, &self.plan)
             leave_threads()
         return value

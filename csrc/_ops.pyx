@@ -50,12 +50,17 @@ def act_backward(real[:, ::1] delta, const real[:, ::1] g, const real[:, ::1] a,
 
 
 def loss_forward_backward(int loss, int act, double slope, real[:, ::1] a,
-                          real[:, ::1] delta, const real[:, ::1] y):
-    """a: z → f(z) in place; delta ← ∂L/∂z; returns the mean loss."""
+                          real[:, ::1] delta, const real[:, ::1] y,
+                          const real[::1] w=None):
+    """a: z → f(z) in place; delta ← ∂L/∂z; returns the mean loss, weighted
+    by the sample weights w (rows,) if given."""
     cdef double value
+    cdef const real* wp = NULL if w is None else &w[0]
+    if w is not None and w.shape[0] != a.shape[0]:
+        raise ValueError("w must have one weight per row")
     with nogil:
         value = k_loss_forward_backward(loss, act, <real>slope, &a[0, 0],
-                                        &delta[0, 0], &y[0, 0], a.shape[0],
+                                        &delta[0, 0], &y[0, 0], wp, a.shape[0],
                                         a.shape[1])
     return value
 

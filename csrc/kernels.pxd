@@ -234,45 +234,59 @@ cdef inline void act_backward(real* delta, const real* g, const real* a,
 # so δ_out carries the factor 1/rows.  Each returns the mean loss.
 
 cdef inline double mse_forward_backward(real* delta, const real* a,
-                                        const real* y, Py_ssize_t rows,
-                                        Py_ssize_t cols, int act,
+                                        const real* y, const real* w,
+                                        Py_ssize_t rows, Py_ssize_t cols, int act,
                                         real slope) noexcept nogil:
-    # IN a (rows, cols) = f(z), y (rows, cols); OUT delta (rows, cols) = ∂C/∂z
-    # C = 1/(2n) Σ‖y − a‖² ;  ∂C/∂a = (a − y)/n ;  δ = ∂C/∂a ⊙ f′(z).
-    cdef Py_ssize_t i, n = rows * cols
-    cdef double d, total = 0
-    cdef real inv_rows = <real>(1.0 / rows)
-    for i in range(n):
-        d = <double>a[i] - <double>y[i]
-        total += d * d
-        delta[i] = <real>d * inv_rows
+    # IN a (rows, cols) = f(z), y (rows, cols), w (rows,) sample weights or
+    # NULL; OUT delta (rows, cols) = ∂C/∂z
+    # C = 1/(2n) Σ_i w_i ‖y_i − a_i‖² ;  ∂C/∂a_i = w_i (a_i − y_i)/n ;  δ = ∂C/∂a ⊙ f′(z).
+    cdef Py_ssize_t i, j
+    cdef double d, row, total = 0
+    cdef real scale, inv_rows = <real>(1.0 / rows)
+    for i in range(rows):
+        scale = inv_rows if w == NULL else w[i] * inv_rows
+        row = 0
+        for j in range(cols):
+            d = <double>a[i * cols + j] - <double>y[i * cols + j]
+            row += d * d
+            delta[i * cols + j] = <real>d * scale
+        total += row if w == NULL else w[i] * row
     act_backward(delta, delta, a, rows, cols, act, slope)
     return total / (2.0 * rows)
 
 
 cdef inline double sigmoid_bce_forward_backward(real* a, real* delta,
-                                                const real* y, Py_ssize_t rows,
+                                                const real* y, const real* w,
+                                                Py_ssize_t rows,
                                                 Py_ssize_t cols) noexcept nogil:
-    # IN a: z (rows, cols), the logits; OUT a = σ(z); OUT delta = (σ(z) − y)/n
+    # IN a: z (rows, cols), the logits; w (rows,) sample weights or NULL
+    # OUT a = σ(z); OUT delta = w (σ(z) − y)/n
     # Per element  −[y log σ(z) + (1 − y) log(1 − σ(z))]
     #            = max(z, 0) − z·y + log(1 + e^−|z|),
     # which forms no log(0) and no overflow for any finite z.
-    cdef Py_ssize_t i, n = rows * cols
-    cdef double total = 0
-    cdef real z, inv_rows = <real>(1.0 / rows)
-    for i in range(n):
-        z = a[i]
-        total += (z if z > 0 else 0) - <double>z * y[i] + r_log1p(r_exp(-fabs(z)))
-        a[i] = sigmoid(z)
-        delta[i] = (a[i] - y[i]) * inv_rows
+    cdef Py_ssize_t i, j, k
+    cdef double row, total = 0
+    cdef real z, scale, inv_rows = <real>(1.0 / rows)
+    for i in range(rows):
+        scale = inv_rows if w == NULL else w[i] * inv_rows
+        row = 0
+        for j in range(cols):
+            k = i * cols + j
+            z = a[k]
+            row += (z if z > 0 else 0) - <double>z * y[k] + r_log1p(r_exp(-fabs(z)))
+            a[k] = sigmoid(z)
+            delta[k] = (a[k] - y[k]) * scale
+        total += row if w == NULL else w[i] * row
     return total / rows
 
 
 cdef inline double softmax_ce_forward_backward(real* a, real* delta,
-                                               const real* y, Py_ssize_t rows,
+                                               const real* y, const real* w,
+                                               Py_ssize_t rows,
                                                Py_ssize_t cols) noexcept nogil:
-    # IN a: z (rows, cols), the logits; y (rows, cols), rows summing to 1
-    # OUT a = softmax(z); OUT delta = (a − y)/n
+    # IN a: z (rows, cols), the logits; y (rows, cols), rows summing to 1;
+    # w (rows,) sample weights or NULL
+    # OUT a = softmax(z); OUT delta = w (a − y)/n
     # Per row  −Σ_j y_j log softmax(z)_j = Σ_j y_j (lse − z_j),
     # lse = m + log s, s = Σ_j e^(z_j − m), m = max_j z_j: every exponent is
     # ≤ 0 and s ≥ 1, so the log is finite and nothing overflows.  One
@@ -281,7 +295,7 @@ cdef inline double softmax_ce_forward_backward(real* a, real* delta,
     # of Π_i s_i, a product of numbers in [1, cols] kept below 1e300.
     cdef Py_ssize_t i, j
     cdef double s, cross, total = 0, product = 1
-    cdef real m, inv_s, inv_rows = <real>(1.0 / rows)
+    cdef real m, inv_s, scale, inv_rows = <real>(1.0 / rows)
     cdef real* r
     cdef const real* t
     for i in range(rows):
@@ -299,33 +313,39 @@ cdef inline double softmax_ce_forward_backward(real* a, real* delta,
         s = 0
         for j in range(cols):
             s += r[j]
-        total += cross                            # + log s: Σ_j y_j (lse − z_j), as Σ y = 1
-        product *= s
-        if product > 1e300:
-            total += log(product)
-            product = 1
+        if w == NULL:
+            total += cross                        # + log s: Σ_j y_j (lse − z_j), as Σ y = 1
+            product *= s
+            if product > 1e300:
+                total += log(product)
+                product = 1
+        else:
+            total += w[i] * (cross + log(s))
         inv_s = <real>(1 / s)
+        scale = inv_rows if w == NULL else w[i] * inv_rows
         for j in range(cols):
             r[j] *= inv_s
-            delta[i * cols + j] = (r[j] - t[j]) * inv_rows
+            delta[i * cols + j] = (r[j] - t[j]) * scale
     total += log(product)
     return total / rows
 
 
 cdef inline double loss_forward_backward(int loss, int act, real slope,
                                          real* a, real* delta, const real* y,
-                                         Py_ssize_t rows,
+                                         const real* w, Py_ssize_t rows,
                                          Py_ssize_t cols) noexcept nogil:
-    # IN a: z (rows, cols) of the output layer, bias added; y (rows, cols)
-    # OUT a = f(z); OUT delta = ∂L/∂z; returns the mean loss.
+    # IN a: z (rows, cols) of the output layer, bias added; y (rows, cols);
+    # w (rows,) sample weights, or NULL for none
+    # OUT a = f(z); OUT delta = ∂L/∂z; returns the mean (weighted) loss
+    # 1/n Σ_i w_i ℓ_i.
     # Cross-entropy comes with softmax and binary cross-entropy with sigmoid
     # (the Python layer sees to it), each fused into one stable pass.
     if loss == CROSS_ENTROPY:
-        return softmax_ce_forward_backward(a, delta, y, rows, cols)
+        return softmax_ce_forward_backward(a, delta, y, w, rows, cols)
     if loss == BINARY_CROSS_ENTROPY:
-        return sigmoid_bce_forward_backward(a, delta, y, rows, cols)
+        return sigmoid_bce_forward_backward(a, delta, y, w, rows, cols)
     act_forward(a, <real*>NULL, rows, cols, act, slope)
-    return mse_forward_backward(delta, a, y, rows, cols, act, slope)
+    return mse_forward_backward(delta, a, y, w, rows, cols, act, slope)
 
 
 cdef inline void output_delta(int loss, int act, real slope, real* delta,
@@ -338,7 +358,7 @@ cdef inline void output_delta(int loss, int act, real slope, real* delta,
     cdef Py_ssize_t i
     cdef real inv_rows = <real>(1.0 / rows)
     if loss == MSE:
-        mse_forward_backward(delta, a, y, rows, cols, act, slope)
+        mse_forward_backward(delta, a, y, <real*>NULL, rows, cols, act, slope)
         return
     for i in range(rows * cols):
         delta[i] = (a[i] - y[i]) * inv_rows
@@ -385,6 +405,27 @@ cdef inline void loss_gradient(int loss, real* g, const real* p, const real* y,
                 g[i] = <real>((q - y[i]) / (q * (1.0 - q) * rows))
             else:
                 g[i] = <real>(-y[i] / (q * rows))
+
+
+cdef inline Py_ssize_t count_correct(int loss, const real* a, const real* y,
+                                     Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    # IN a (rows, cols) outputs, y (rows, cols) targets; the number of rows
+    # (cross-entropy: argmax a = argmax y) or of outputs (binary
+    # cross-entropy: [a ≥ ½] = [y ≥ ½]) predicted right; 0 for mse.
+    cdef Py_ssize_t i, j, best, label, right = 0
+    if loss == CROSS_ENTROPY:
+        for i in range(rows):
+            best = label = 0
+            for j in range(1, cols):
+                if a[i * cols + j] > a[i * cols + best]:
+                    best = j
+                if y[i * cols + j] > y[i * cols + label]:
+                    label = j
+            right += best == label
+    elif loss == BINARY_CROSS_ENTROPY:
+        for i in range(rows * cols):
+            right += (a[i] >= 0.5) == (y[i] >= 0.5)
+    return right
 
 
 # ------------------------------------------------------------ dense layer ---
