@@ -37,9 +37,9 @@ def _npz_path(path) -> str:
     return path if path.endswith(".npz") else path + ".npz"
 
 
-def save(net, path) -> str:
-    """Write `net` to `path` (".npz" is added when missing); returns the path."""
-    path = _npz_path(path)
+def state_of(net) -> dict:
+    """Everything about `net` as arrays: 'meta' (JSON text), 'params' and
+    'optimizer_state_<i>' (copies).  What `save` writes and pickling uses."""
     opt = net.optimizer
     rng_state = net._rng.bit_generator.state
     meta = {
@@ -58,9 +58,16 @@ def save(net, path) -> str:
                 "has_uint32": int(rng_state["has_uint32"]),
                 "uinteger": int(rng_state["uinteger"])},
     }
-    arrays = {"meta": np.array(json.dumps(meta)), "params": net.params}
+    arrays = {"meta": np.array(json.dumps(meta)), "params": net.params.copy()}
     for i, state in enumerate(net._opt_state[:opt.n_state]):
-        arrays[f"optimizer_state_{i}"] = state
+        arrays[f"optimizer_state_{i}"] = state.copy()
+    return arrays
+
+
+def save(net, path) -> str:
+    """Write `net` to `path` (".npz" is added when missing); returns the path."""
+    path = _npz_path(path)
+    arrays = state_of(net)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".backprop-", suffix=".npz.tmp", dir=folder)
     try:
@@ -83,25 +90,32 @@ def _bad(why: str):
 def load(path):
     """Read a network written by `save` (or `Sequential.save`): it predicts
     as the saved one did and resumes training where that stopped."""
-    from .layers import Dense
-    from .network import Sequential
-
     try:
         with np.load(path, allow_pickle=False) as f:
             names = set(f.files)
             if not {"meta", "params"} <= names:
                 raise _bad(f"missing {', '.join(sorted({'meta', 'params'} - names))}")
-            meta = json.loads(str(f["meta"]))
-            params = f["params"]
-            states = [f[n] for n in sorted(names) if n.startswith("optimizer_state_")]
+            arrays = {name: f[name] for name in names
+                      if name in ("meta", "params") or name.startswith("optimizer_state_")}
     except Exception as exc:        # a damaged zip, a bare .npy, a missing file …
         if isinstance(exc, ValueError) and str(exc).startswith("path:"):
             raise
         if "pickle" in str(exc):            # not an archive: numpy would have to unpickle it
             raise _bad("not an .npz archive of arrays (backprop never unpickles)") from None
         raise _bad(str(exc)) from None
+    return from_state(arrays)
+
+
+def from_state(arrays: dict):
+    """The network that `state_of` described."""
+    from .layers import Dense
+    from .network import Sequential
+
+    params = arrays["params"]
+    states = [arrays[n] for n in sorted(arrays) if n.startswith("optimizer_state_")]
     try:
-        if meta.get("format") != _MAGIC:
+        meta = json.loads(str(arrays["meta"]))
+        if not isinstance(meta, dict) or meta.get("format") != _MAGIC:
             raise _bad("no backprop header")
         if meta.get("version") != FORMAT_VERSION:
             raise ValueError(f"path: model format version {meta.get('version')!r} is not "
@@ -147,6 +161,6 @@ def load(path):
             "bit_generator": rng["bit_generator"],
             "state": {k: int(v) for k, v in rng["state"].items()},
             "has_uint32": int(rng["has_uint32"]), "uinteger": int(rng["uinteger"])}
-    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+    except (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as exc:
         raise _bad(f"{type(exc).__name__}: {exc}") from None
     return net

@@ -545,6 +545,12 @@ class Sequential:
         return result
 
     # -- copies and files --------------------------------------------------------
+    def __reduce__(self):
+        # Pickling (joblib, multiprocessing, copy.deepcopy) goes through the
+        # same arrays and JSON description as model files.
+        from .io import from_state, state_of
+        return from_state, (state_of(self),)
+
     def copy(self, dtype=None) -> "Sequential":
         """An independent copy (weights included), optionally in another dtype."""
         net = Sequential(*[layer.copy(dtype) for layer in self.layers],
