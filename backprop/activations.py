@@ -20,6 +20,7 @@ array([0., 2.])
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _ops
 from ._validation import as_float_array, check_positive_float
@@ -74,7 +75,7 @@ class Activation:
                 "gradient reaches the weights. Use 'sigmoid' or 'tanh' to "
                 "train; 'step' is for fixed-weight perceptrons.")
 
-    def __call__(self, z):
+    def __call__(self, z: ArrayLike) -> np.ndarray | float:
         """a = f(z) for a scalar, a vector (softmax over it) or a batch
         (rows, features), as float64 (float32 input stays float32)."""
         arr = _float(z, "z")
@@ -82,7 +83,7 @@ class Activation:
         _ops.act_forward(a, self.code, self.negative_slope)
         return _shaped(a, arr)
 
-    def backward(self, a, grad):
+    def backward(self, a: ArrayLike, grad: ArrayLike) -> np.ndarray | float:
         """∂L/∂z = grad ⊙ f′(z), from the outputs a = f(z) and grad = ∂L/∂a.
 
         For softmax this is the Jacobian-vector product
@@ -100,7 +101,7 @@ class Activation:
                           self.negative_slope)
         return _shaped(delta, a_arr)
 
-    def derivative(self, z):
+    def derivative(self, z: ArrayLike) -> np.ndarray | float:
         """f′(z) element by element (not for softmax, whose derivative is a
         Jacobian: use `backward`)."""
         if self.code == SOFTMAX:
@@ -130,7 +131,7 @@ _BY_NAME["linear"] = identity
 NAMES = tuple(sorted(_BY_NAME))
 
 
-def get(activation) -> Activation:
+def get(activation: str | Activation) -> Activation:
     """The Activation for a name ('relu', …) or an Activation itself."""
     if isinstance(activation, Activation):
         return activation

@@ -243,6 +243,7 @@ def _train(args) -> int:
     layers.append(Dense(sizes[-1], max(n_classes, 2), activation="softmax"))
     net = Sequential(*layers, loss="cross_entropy", dtype=args.dtype, seed=args.seed)
     net.classes = classes
+    optimizer: _optimizers.Optimizer
     if args.optimizer == "sgd":
         optimizer = _optimizers.SGD(args.lr or lr, momentum=args.momentum)
     else:

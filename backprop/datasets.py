@@ -107,15 +107,15 @@ def make_spirals(n_samples: int = 200, *, noise: float = 0.1, turns: float = 1.5
     rng = np.random.default_rng(seed)
     n1 = n_samples // 2
     n0 = n_samples - n1
-    X, y = [], []
+    points, labels = [], []
     for label, n in ((0, n0), (1, n1)):
         t = np.sqrt(rng.uniform(0.0, 1.0, n)) * turns * 2 * np.pi   # angle
         r = t / (turns * 2 * np.pi)                                 # radius in (0, 1]
         phase = label * np.pi
-        X.append(np.column_stack([r * np.cos(t + phase), r * np.sin(t + phase)])
-                 + rng.normal(0.0, noise, (n, 2)))
-        y.append(np.full(n, label))
-    X = np.concatenate(X).astype(check_dtype(dtype))
-    y = np.concatenate(y).astype(np.int64)
+        points.append(np.column_stack([r * np.cos(t + phase), r * np.sin(t + phase)])
+                      + rng.normal(0.0, noise, (n, 2)))
+        labels.append(np.full(n, label))
+    X = np.concatenate(points).astype(check_dtype(dtype))
+    y = np.concatenate(labels).astype(np.int64)
     order = rng.permutation(n_samples)
     return X[order], y[order]

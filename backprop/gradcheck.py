@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import losses as _losses
 from ._validation import check_positive_float
@@ -48,7 +49,8 @@ class GradcheckResult:
                 f"where={self.where!r}, n_checked={self.n_checked})")
 
 
-def gradcheck(model, X, y, *, loss="mse", h: float = 1e-4,
+def gradcheck(model: Sequential | Dense, X: ArrayLike, y: ArrayLike, *,
+              loss: str | _losses.Loss = "mse", h: float = 1e-4,
               atol: float = 1e-8) -> GradcheckResult:
     """Check the analytic gradients of a Sequential or a Dense layer against
     central finite differences, in float64 (a float32 model is copied).
@@ -118,6 +120,7 @@ def _check_layer(layer: Dense, X, y, loss: _losses.Loss, h):
     a = layer.forward(x)
     y2 = _losses.targets(loss, y, a.shape[0], a.shape[1], np.float64)
     dx = layer.backward(loss.gradient(a, y2))
+    assert layer.dW is not None and layer.db is not None
     analytic = np.concatenate([layer.dW.ravel(), layer.db.ravel(), dx.ravel()])
 
     def loss_of():

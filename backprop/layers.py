@@ -17,6 +17,7 @@ BLAS products and one reduction).
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _ops
 from . import activations as _activations
@@ -45,8 +46,10 @@ class Dense:
     dtype : 'float64' (default) or 'float32'
     """
 
-    def __init__(self, n_in: int, n_out: int, activation="identity", *,
-                 init: str | None = None, seed=None, dtype="float64"):
+    def __init__(self, n_in: int, n_out: int,
+                 activation: str | _activations.Activation = "identity", *,
+                 init: str | None = None, seed: int | np.random.Generator | None = None,
+                 dtype: str | np.dtype = "float64"):
         self.n_in = check_int(n_in, "n_in")
         self.n_out = check_int(n_out, "n_out")
         self.activation = _activations.get(activation)
@@ -56,8 +59,10 @@ class Dense:
         self.seed = seed
         self._W = np.zeros((self.n_in, self.n_out), self.dtype)
         self._b = np.zeros(self.n_out, self.dtype)
-        self.dW = self.db = None        # ∂L/∂W and ∂L/∂b, from the first backward on
-        self._x = self._a = None        # the last forward's input and output
+        self.dW: np.ndarray | None = None    # ∂L/∂W, from the first backward on
+        self.db: np.ndarray | None = None    # ∂L/∂b
+        self._x: np.ndarray | None = None     # the last forward's input …
+        self._a: np.ndarray | None = None     # … and output
         self._single = False
         self.reset_parameters(np.random.default_rng(seed))
 
@@ -72,7 +77,7 @@ class Dense:
         return self._W
 
     @W.setter
-    def W(self, value):
+    def W(self, value: ArrayLike) -> None:
         self._W[...] = self._checked(value, "W", (self.n_in, self.n_out))
 
     @property
@@ -81,7 +86,7 @@ class Dense:
         return self._b
 
     @b.setter
-    def b(self, value):
+    def b(self, value: ArrayLike) -> None:
         self._b[...] = self._checked(value, "b", (self.n_out,))
 
     def _checked(self, value, name, shape):
@@ -107,7 +112,7 @@ class Dense:
         self._W, self._b, self.dW, self.db = W, b, dW, db
 
     # -- forward and backward -----------------------------------------------
-    def forward(self, x) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """a = f(x @ W + b) for one sample (n_in,) or a batch (rows, n_in)."""
         x2, single = as_batch(x, "x", self.dtype, self.n_in)
         a = np.empty((x2.shape[0], self.n_out), self.dtype)
@@ -118,7 +123,7 @@ class Dense:
 
     __call__ = forward
 
-    def backward(self, grad) -> np.ndarray:
+    def backward(self, grad: ArrayLike) -> np.ndarray:
         """Backpropagate grad = ∂L/∂a of the last forward.
 
         Sets `dW` and `db` (∂L/∂W, ∂L/∂b) and returns ∂L/∂x, shaped like the
@@ -136,9 +141,10 @@ class Dense:
         _ops.act_backward(delta, g.reshape(self._a.shape), self._a,
                           self.activation.code, self.activation.negative_slope)
         dx = self.backward_delta(delta, need_dx=True)
+        assert dx is not None
         return dx[0] if self._single else dx
 
-    def backward_delta(self, delta: np.ndarray, need_dx: bool = True):
+    def backward_delta(self, delta: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
         """Given δ = ∂L/∂z (rows, n_out) of the last forward, set dW and db
         and return ∂L/∂x (or None when need_dx is False)."""
         if self.dW is None:
@@ -147,7 +153,7 @@ class Dense:
         _ops.dense_backward(self.dW, self.db, delta, self._x, self._W, dx)
         return dx
 
-    def copy(self, dtype=None) -> "Dense":
+    def copy(self, dtype: str | np.dtype | None = None) -> "Dense":
         """An independent copy, optionally in another float dtype."""
         new = Dense(self.n_in, self.n_out, self.activation, init=self.init,
                     seed=self.seed, dtype=self.dtype if dtype is None else dtype)

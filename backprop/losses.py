@@ -21,6 +21,7 @@ epsilon), so that log never sees 0.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _ops
 from ._validation import as_float_array
@@ -62,12 +63,12 @@ class Loss:
             raise ValueError(f"y_pred must hold probabilities in [0, 1] for {self.name}")
         return p, y
 
-    def __call__(self, y_pred, y_true) -> float:
+    def __call__(self, y_pred: ArrayLike, y_true: ArrayLike) -> float:
         """The mean loss of predictions y_pred (n, k) or (n,) against y_true."""
         p, y = self._arrays(y_pred, y_true)
         return _ops.loss_value(self.code, p, y, np.finfo(p.dtype).eps)
 
-    def gradient(self, y_pred, y_true) -> np.ndarray:
+    def gradient(self, y_pred: ArrayLike, y_true: ArrayLike) -> np.ndarray:
         """∂L/∂y_pred, shaped like y_pred."""
         p, y = self._arrays(y_pred, y_true)
         g = np.empty_like(p)
@@ -88,7 +89,7 @@ _BY_NAME = {
 NAMES = ("mse", "binary_cross_entropy", "cross_entropy")
 
 
-def get(loss) -> Loss:
+def get(loss: str | Loss) -> Loss:
     """The Loss for a name ('mse', …) or a Loss itself."""
     if isinstance(loss, Loss):
         return loss

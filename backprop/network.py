@@ -10,9 +10,11 @@ w ← w − η·∂L/∂w run for every batch without returning to Python.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _ops
 from . import _threads
@@ -98,7 +100,12 @@ class Sequential:
         Python threads at once run on one BLAS thread each.
     """
 
-    def __init__(self, *layers, loss="mse", dtype=None, seed=None, n_threads=None):
+    params: np.ndarray      # all parameters, flat; each layer's W and b are views
+    grads: np.ndarray       # their gradients, laid out the same way
+
+    def __init__(self, *layers: Dense, loss: str | _losses.Loss = "mse",
+                 dtype: str | np.dtype | None = None, seed: int | None = None,
+                 n_threads: int | None = None):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         self.loss = _losses.get(loss)
@@ -122,7 +129,7 @@ class Sequential:
             self.loss.code, self.params, self.grads, capacity=32)
         self.n_threads = n_threads
         self.optimizer = _optimizers.SGD(0.01)
-        self.classes = None     # optional names of the classes, kept in model files
+        self.classes: list[str] | None = None   # names of the classes, kept in model files
 
     # -- the optimizer ------------------------------------------------------------
     @property
@@ -134,7 +141,7 @@ class Sequential:
         return self._optimizer
 
     @optimizer.setter
-    def optimizer(self, value):
+    def optimizer(self, value: _optimizers.Optimizer | str) -> None:
         value = _optimizers.get(value)
         if value is not getattr(self, "_optimizer", None):
             self._optimizer = value
@@ -185,12 +192,12 @@ class Sequential:
 
     # -- threads ----------------------------------------------------------------
     @property
-    def n_threads(self):
+    def n_threads(self) -> int | None:
         """BLAS threads for this network (None: automatic)."""
         return self._n_threads
 
     @n_threads.setter
-    def n_threads(self, value):
+    def n_threads(self, value: int | None) -> None:
         self._n_threads = None if value is None else check_int(value, "n_threads")
         if hasattr(self, "_engine"):
             self._engine.n_threads = self._n_threads or 0
@@ -244,15 +251,15 @@ class Sequential:
         return _losses.targets(self.loss, y, n_rows, self.n_outputs, self.dtype)
 
     # -- the per-layer path, for learners and custom loops --------------------
-    def forward(self, X) -> np.ndarray:
+    def forward(self, X: ArrayLike) -> np.ndarray:
         """The outputs for one sample (n_in,) or a batch (rows, n_in), layer
         by layer through Dense.forward (which keeps what backward needs)."""
-        a = X
-        for layer in self.layers:
+        a = self.layers[0].forward(X)
+        for layer in self.layers[1:]:
             a = layer.forward(a)
         return a
 
-    def backward(self, y) -> np.ndarray:
+    def backward(self, y: ArrayLike) -> np.ndarray:
         """Backpropagate the loss of the last `forward` against targets y,
         layer by layer from the output.  Fills `grads` (and each layer's dW,
         db) and returns it."""
@@ -298,7 +305,7 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             layer.activation.require_gradient(f" (layers[{i}])")
 
-    def loss_and_grad(self, X, y) -> float:
+    def loss_and_grad(self, X: ArrayLike, y: ArrayLike) -> float:
         """The mean loss on (X, y); fills `grads` with its gradient."""
         value = self._engine.step_ready(*self._cast(X, y), 0.0, False) if self._trainable else None
         if value is not None:
@@ -307,7 +314,7 @@ class Sequential:
         X2, Y = self._data(X, y)
         return self._engine_for(X2.shape[0], True).loss_and_grad(X2, Y)
 
-    def train_step(self, X, y, lr: float | None = None) -> float:
+    def train_step(self, X: ArrayLike, y: ArrayLike, lr: float | None = None) -> float:
         """One compiled training step on the batch (X, y): forward, loss,
         backward, and the optimizer's update (at `lr` if given, else the
         optimizer's own).  Returns the batch's mean loss."""
@@ -321,11 +328,13 @@ class Sequential:
         X2, Y = self._data(X, y)
         return self._engine_for(X2.shape[0], True).train_step(X2, Y, lr)
 
-    def fit(self, X, y, epochs: int = 1, batch_size: int = 32, lr: float | None = None,
-            optimizer=None, shuffle: bool = True, validation_data=None,
-            validation_split: float = 0.0, callbacks=None, early_stopping: bool = False,
-            patience: int = 5, min_delta: float = 0.0, sample_weight=None,
-            class_weight=None, verbose: int = 0) -> History:
+    def fit(self, X: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
+            lr: float | None = None, optimizer: _optimizers.Optimizer | str | None = None,
+            shuffle: bool = True, validation_data: tuple | None = None,
+            validation_split: float = 0.0, callbacks: list | None = None,
+            early_stopping: bool = False, patience: int = 5, min_delta: float = 0.0,
+            sample_weight: ArrayLike | None = None, class_weight: dict | str | None = None,
+            verbose: int = 0) -> History:
         """Train by mini-batch gradient descent.
 
         X (n, n_in); y: class labels (n,) or one-hot (n, k) for
@@ -401,8 +410,8 @@ class Sequential:
             callback.on_train_end(self, logs)
         return history
 
-    def partial_fit(self, X, y, batch_size: int = 32, shuffle: bool = True,
-                    callbacks=None) -> float:
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, batch_size: int = 32,
+                    shuffle: bool = True, callbacks: list | None = None) -> float:
         """One more epoch over (X, y) — a chunk of a stream, or new data for
         a trained network — with the current weights, optimizer and its
         state.  Returns the epoch's mean training loss."""
@@ -496,7 +505,7 @@ class Sequential:
         return callbacks
 
     # -- inference -------------------------------------------------------------
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """The output layer's activations: class probabilities for
         classifiers, values for regressors.  (rows, n_outputs), or (n_outputs,)
         for one sample."""
@@ -512,7 +521,7 @@ class Sequential:
         self._engine_for(X2.shape[0], False).forward(X2, out)
         return out[0] if single else out
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Class labels for classifiers (argmax of softmax; sigmoid ≥ 0.5),
         values for regressors (shape (rows,) when there is one output)."""
         if self._row_mode is not None:               # one ready-made row
@@ -531,7 +540,7 @@ class Sequential:
             return labels[..., 0] if self.n_outputs == 1 else labels
         return out[..., 0] if self.n_outputs == 1 else out
 
-    def evaluate(self, X, y) -> dict:
+    def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
         """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers."""
         return self._evaluate(*self._data(X, y))
 
@@ -551,7 +560,7 @@ class Sequential:
         from .io import from_state, state_of
         return from_state, (state_of(self),)
 
-    def copy(self, dtype=None) -> "Sequential":
+    def copy(self, dtype: str | np.dtype | None = None) -> "Sequential":
         """An independent copy (weights included), optionally in another dtype."""
         net = Sequential(*[layer.copy(dtype) for layer in self.layers],
                          loss=self.loss, dtype=dtype or self.dtype,
@@ -559,7 +568,7 @@ class Sequential:
         net.seed = self.seed
         return net
 
-    def save(self, path) -> str:
+    def save(self, path: str | os.PathLike) -> str:
         """Write the network to an .npz file (".npz" is added when missing):
         the architecture, the weights, the optimizer and its state, and the
         position of the random generator, so that `backprop.load` gives a
@@ -568,7 +577,7 @@ class Sequential:
         return save(self, path)
 
 
-def load(path) -> Sequential:
+def load(path: str | os.PathLike) -> Sequential:
     """Read a network written by `Sequential.save` (see backprop.io)."""
     from .io import load as _load
     return _load(path)

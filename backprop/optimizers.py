@@ -40,7 +40,7 @@ class Optimizer:
     gradient to at most this Euclidean norm; None: no clipping)."""
 
     kind = -1
-    n_state = 0          # state arrays it keeps, each shaped like the parameters
+    _n_state = 0
 
     def __init__(self, lr: float, *, l2: float = 0.0, weight_decay: float = 0.0,
                  clip_norm: float | None = None):
@@ -48,6 +48,11 @@ class Optimizer:
         self.l2 = check_positive_float(l2, "l2", allow_zero=True)
         self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
         self.clip_norm = None if clip_norm is None else check_positive_float(clip_norm, "clip_norm")
+
+    @property
+    def n_state(self) -> int:
+        """How many state arrays it keeps, each shaped like the parameters."""
+        return self._n_state
 
     def settings(self) -> dict:
         """The keyword arguments of the engine's set_optimizer (all but state)."""
@@ -87,7 +92,7 @@ class Adam(Optimizer):
     gradient's first and second moments, bias-corrected."""
 
     kind = KIND_ADAM
-    n_state = 2
+    _n_state = 2
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, **kw):
         super().__init__(lr, **kw)
@@ -115,7 +120,7 @@ class RMSProp(Optimizer):
     mean square of the gradient."""
 
     kind = KIND_RMSPROP
-    n_state = 1
+    _n_state = 1
 
     def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-8, **kw):
         super().__init__(lr, **kw)
@@ -131,7 +136,7 @@ class AdaGrad(Optimizer):
     all squared gradients so far."""
 
     kind = KIND_ADAGRAD
-    n_state = 1
+    _n_state = 1
 
     def __init__(self, lr: float = 0.01, eps: float = 1e-10, **kw):
         super().__init__(lr, **kw)
