@@ -75,3 +75,18 @@ def test_gradcheck_detects_a_wrong_gradient():
 def test_gradcheck_rejects_other_models():
     with pytest.raises(TypeError, match="model"):
         bp.gradcheck("net", [[1.0]], [1.0])
+
+
+def test_nearly_zero_entries_of_a_trained_network_are_no_false_alarm():
+    """After training, many entries are ~1e-9 while others are ~1: their
+    rounding noise is judged on the gradient's scale (atol), not as a
+    relative error of a tiny number."""
+    X_train, X_test, y_train, y_test = bp.datasets.load_digits(return_split=True, seed=0)
+    net = bp.Sequential(bp.Dense(64, 32, activation="relu"), bp.Dense(32, 10, activation="softmax"),
+                        loss="cross_entropy", dtype="float32", seed=0)
+    net.fit(X_train, y_train, epochs=40, batch_size=32, lr=0.1)
+    result = bp.gradcheck(net, X_test[:4], y_test[:4])
+    assert np.abs(result.analytic).min() < 1e-8 < 0.1 < np.abs(result.analytic).max()
+    assert result.max_rel_error < TOL, result
+    strict = bp.gradcheck(net, X_test[:4], y_test[:4], atol=1e-15)   # a floor of one's own
+    assert strict.max_rel_error > result.max_rel_error
