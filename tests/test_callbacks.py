@@ -148,3 +148,16 @@ def test_bad_callbacks():
         small_net().fit(X, y, callbacks=[cb.EarlyStopping()])
     with pytest.raises(ValueError, match="factor"):
         cb.ReduceLROnPlateau(factor=2)
+
+
+def test_progress_bar_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    X, y = bp.datasets.load_digits()
+    screen = Terminal()
+    small_net().fit(X[:300], y[:300], epochs=5, lr=0.1, validation_split=0.2,
+                    callbacks=[cb.ProgressBar(file=screen)])
+    text = screen.getvalue()
+    assert "5/5" in text and "epoch" in text                 # tqdm's bar over the epochs
+    assert "val_loss" in text and "samples/s" in text
