@@ -149,13 +149,15 @@ class Sequential:
             self._opt_fresh = True
         self._apply_optimizer()
 
-    def _apply_optimizer(self) -> None:
-        """Hand the optimizer's current settings and state to the engine."""
+    def _apply_optimizer(self, steps: int | None = None) -> None:
+        """Hand the optimizer's current settings and state to the engine
+        (with `steps` taken, if given)."""
         opt = self._optimizer
         if len(self._opt_state) < opt.n_state:      # e.g. momentum set after the fact
             self._opt_state += [np.zeros_like(self.params)
                                 for _ in range(opt.n_state - len(self._opt_state))]
-        steps = 0 if self._opt_fresh else self._engine.optimizer_steps
+        if steps is None:
+            steps = 0 if self._opt_fresh else self._engine.optimizer_steps
         self._engine.set_optimizer(**opt.settings(), state=self._opt_state[:opt.n_state],
                                    steps=steps)
         self._opt_fresh = False
@@ -385,10 +387,16 @@ class Sequential:
         # network's generator: one draw per fit, one seed per epoch.
         order = np.arange(n) if shuffle else None
         base = int(self._rng.integers(2**62)) if shuffle else -1
+        # The last finite state, to return to if an epoch diverges.
+        kept = [self.params] + self._opt_state[:self._optimizer.n_state]
+        backup = [np.empty_like(a) for a in kept]
         for epoch in range(1, epochs + 1):
             for callback in callbacks:
                 callback.on_epoch_begin(self, epoch, logs)
             lr = self._optimizer.lr
+            for saved, current in zip(backup, kept):
+                saved[...] = current
+            steps = engine.optimizer_steps
             logs = {"loss": engine.train_epoch(X2, Y, order, batch_size, lr,
                                                base + epoch if shuffle else -1, weights)}
             if self.is_classifier:
@@ -399,10 +407,15 @@ class Sequential:
             history.append(epoch, logs)
             for callback in callbacks:
                 callback.on_epoch_end(self, epoch, logs)
-            if not math.isfinite(logs["loss"]):
+            if not (math.isfinite(logs["loss"]) and _ops.all_finite(self.params)):
+                for saved, current in zip(backup, kept):
+                    current[...] = saved
+                self._apply_optimizer(steps)
                 warnings.warn(f"training stopped at epoch {epoch}: the loss became "
-                              f"{logs['loss']}; the learning rate (lr={lr}) is probably "
-                              "too large", RuntimeWarning, stacklevel=2)
+                              f"{logs['loss']} (the weights overflowed). The network keeps "
+                              f"its weights from before that epoch. The learning rate "
+                              f"(lr={lr}) is probably too large: try a smaller one.",
+                              RuntimeWarning, stacklevel=2)
                 break
             if self.stop_training:
                 break

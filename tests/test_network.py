@@ -231,13 +231,36 @@ def test_load_rejects_other_files(tmp_path):
         bp.load(junk)
 
 
-def test_divergence_stops_with_a_warning():
+def test_divergence_stops_and_keeps_the_last_finite_weights():
     X = np.random.default_rng(0).normal(size=(32, 3)) * 100
     y = X @ np.ones((3, 1)) * 100
     net = bp.Sequential(bp.Dense(3, 8, activation="relu"), bp.Dense(8, 1), seed=0)
-    with pytest.warns(RuntimeWarning, match="learning rate"):
-        history = net.fit(X, y, epochs=50, lr=10.0)
-    assert len(history.epoch) < 50
+
+    class Keep(bp.callbacks.Callback):
+        def on_epoch_begin(self, net, epoch, logs):
+            self.before = net.params.copy()
+    keep = Keep()
+    with pytest.warns(RuntimeWarning, match="learning rate .* too large"):
+        history = net.fit(X, y, epochs=50, lr=10.0, optimizer=None, callbacks=[keep])
+    assert len(history.epoch) < 50 and not np.isfinite(history.history["loss"][-1])
+    assert np.isfinite(net.params).all()
+    np.testing.assert_array_equal(net.params, keep.before)     # from before the bad epoch
+    assert np.isfinite(net.predict(X)).all()
+
+
+def test_divergence_with_adam_restores_its_state_too():
+    X = np.random.default_rng(0).normal(size=(32, 3))
+    net = bp.Sequential(bp.Dense(3, 4), bp.Dense(4, 1), seed=0)
+    opt = bp.Adam(lr=1e-2)
+    net.fit(X, X[:, 0], epochs=3, optimizer=opt)                 # a healthy start
+    params, state = net.params.copy(), [s.copy() for s in net._opt_state]
+    steps = net.optimizer_steps
+    with pytest.warns(RuntimeWarning, match="training stopped at epoch 1"):
+        net.fit(X, np.full(32, 1e160), epochs=5)                 # (1e160)² overflows
+    np.testing.assert_array_equal(net.params, params)
+    for kept, now in zip(state, net._opt_state):
+        np.testing.assert_array_equal(kept, now)
+    assert net.optimizer_steps == steps
 
 
 # -- bad input ------------------------------------------------------------------------
