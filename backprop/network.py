@@ -284,6 +284,13 @@ class Sequential:
                                   below.activation.negative_slope)
         return self.grads
 
+    def explain(self, x: ArrayLike, y: ArrayLike):
+        """The chain rule for one sample, layer by layer from the output:
+        z, a, f′(z), δ and ∂C/∂W = a_prev ⊗ δ, each checked against finite
+        differences (see backprop.explain).  print() it."""
+        from .explain import explain
+        return explain(self, x, y)
+
     def step(self, lr: float) -> None:
         """One gradient-descent update: params ← params − lr · grads."""
         _ops.sgd_update(self.params, self.grads, check_positive_float(lr, "lr"))
