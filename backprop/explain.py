@@ -58,10 +58,11 @@ class Explanation:
     max_rel_error_core: float
 
     def __str__(self) -> str:
-        np_opts = dict(precision=5, suppress_small=True, max_line_width=100)
+        def fmt(v) -> str:
+            return np.array2string(np.asarray(v), precision=5, suppress_small=True,
+                                   max_line_width=100)
         lines = [f"loss C = {self.loss:.6g} ({self.loss_name}); traced from the output back:"]
         for t in self.layers:
-            fmt = lambda v: np.array2string(np.asarray(v), **np_opts)  # noqa: E731
             lines.append(f"layer {t.index} ({t.activation}):")
             lines.append(f"  input a_prev    = {fmt(t.a_prev)}")
             lines.append(f"  z = a_prev·W + b = {fmt(t.z)}")
