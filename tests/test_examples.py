@@ -45,3 +45,49 @@ def test_plot_needs_two_columns_for_a_boundary():
     from backprop import plot
     with pytest.raises(ValueError, match="two columns"):
         plot.decision_boundary(None, np.zeros((3, 3)), [0, 1, 0])
+
+
+def test_perceptron(tmp_path):
+    r = run("03_perceptron.py", tmp_path)
+    assert (tmp_path / "perceptron.png").stat().st_size > 10_000
+    assert r["AND"] and r["OR"] and r["NAND"]                   # one unit each
+    assert r["xor_single_units"] == 0                           # no single unit computes XOR
+    assert r["xor_trained_single_correct"] <= 3                 # a trained one fails too
+    assert r["xor_two_layers"] and r["xor_trained_two_layers"]  # two layers do
+
+
+def test_numerical_and_analytic_gradients(tmp_path):
+    rows = run("04_numerical_vs_analytic.py", tmp_path)
+    assert (tmp_path / "numerical_vs_analytic.png").stat().st_size > 10_000
+    weights, errors, numerical, analytic = map(np.array, zip(*rows))
+    assert errors.max() < 1e-6                                  # they agree
+    assert np.all(numerical > 100 * analytic)                   # backpropagation is cheaper …
+    assert numerical[-1] / numerical[0] > 5                     # … and the numerical cost grows
+
+
+def test_binary_classifier(tmp_path):
+    r = run("06_binary_classifier.py", tmp_path)
+    assert (tmp_path / "binary_classifier.png").stat().st_size > 10_000
+    assert np.array_equal(r["p"] >= 0.5, r["y"] == 1)
+    p, y = np.asarray(r["p"]), r["y"]
+    expect = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    np.testing.assert_allclose(r["losses"], expect, rtol=1e-6, atol=1e-12)
+
+
+def test_digits_training_curves(tmp_path):
+    with pytest.warns(RuntimeWarning, match="too large"):     # lr 5 diverges, as shown
+        r = run("07_digits_training_curves.py", tmp_path)
+    assert (tmp_path / "digits_training.png").stat().st_size > 10_000
+    acc = r["accuracy"]
+    assert acc[0.5] > 0.95 and acc[0.05] > 0.95 and acc[0.002] < acc[0.05]
+    losses = {k: v.history["loss"] for k, v in r["histories"].items()}
+    assert losses["lr = 0.002"][-1] > 10 * losses["lr = 0.05"][-1]   # too small learns slowly
+    assert not np.isfinite(losses["lr = 5.0"][-1])                   # too large diverges
+    assert 0 < len(r["wrong"]) < 20
+
+
+def test_cross_entropy_learns_faster_than_squared_error(tmp_path):
+    curves = run("08_mse_vs_cross_entropy.py", tmp_path)
+    assert (tmp_path / "mse_vs_cross_entropy.png").stat().st_size > 10_000
+    mse, ce = curves.values()
+    assert ce[0] > mse[0] + 0.1 and ce[2] > mse[2] and ce[-1] >= mse[-1]
