@@ -13,6 +13,7 @@ import sys
 import time
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -47,6 +48,8 @@ def main(out: str = ".") -> list:
     left.legend()
     right.semilogx(n, err, "o-")
     right.set(xlabel="weights", ylabel="largest relative error", title="agreement", ylim=(0, None))
+    for ax in (left, right):
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.tight_layout()
     fig.savefig(f"{out}/numerical_vs_analytic.png", dpi=100)
     plt.close(fig)
