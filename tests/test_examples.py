@@ -91,3 +91,11 @@ def test_cross_entropy_learns_faster_than_squared_error(tmp_path):
     assert (tmp_path / "mse_vs_cross_entropy.png").stat().st_size > 10_000
     mse, ce = curves.values()
     assert ce[0] > mse[0] + 0.1 and ce[2] > mse[2] and ce[-1] >= mse[-1]
+
+
+def test_plot_names_the_extra_when_matplotlib_is_missing(monkeypatch):
+    import sys
+    from backprop import plot
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)   # as if not installed
+    with pytest.raises(ImportError, match=r'pip install "backprop\[plot\]"'):
+        plot.loss_curves({"a": [1.0, 0.5]})
