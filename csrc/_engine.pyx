@@ -45,6 +45,7 @@ def set_blas_thread_functions(size_t get_address, size_t set_address):
 
 cdef extern from *:
     int atomic_add "__sync_add_and_fetch" (int* counter, int value) noexcept nogil
+    bint atomic_claim "__sync_bool_compare_and_swap" (int* flag, int old, int new) noexcept nogil
 
 # Engine calls running right now, in any thread, and the pool's size when the
 # first of them began (what the user set, or threadpoolctl, or the default).
@@ -400,6 +401,7 @@ cdef class Engine:
     cdef Py_ssize_t _epoch_rows    # rows of the last train_epoch
     cdef int typenum               # numpy's number for the dtype
     cdef public int n_threads      # BLAS threads for this engine's calls; 0: automatic
+    cdef int busy                  # 1 while a call runs (see claim)
 
     def __cinit__(self):
         self.plan.size = NULL
@@ -476,10 +478,18 @@ cdef class Engine:
     def reserve(self, Py_ssize_t capacity, Py_ssize_t out_rows=0):
         """Grow the workspace for training steps of `capacity` rows, and the
         activations for inference chunks of `out_rows` rows (never shrinks)."""
-        cdef int l, L = self.plan.n_layers
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
-        out_rows = max(out_rows, capacity)
+        if max(out_rows, capacity) <= self.plan.out_rows and capacity <= self.plan.capacity:
+            return
+        self.claim()                    # never reallocate under a running call
+        try:
+            self._grow(capacity, max(out_rows, capacity))
+        finally:
+            self.busy = 0
+
+    cdef _grow(self, Py_ssize_t capacity, Py_ssize_t out_rows):
+        cdef int l, L = self.plan.n_layers
         if out_rows > self.plan.out_rows:
             outs = [np.zeros((out_rows, self.plan.size[l + 1]), self.dtype)
                     for l in range(L)]
@@ -567,6 +577,14 @@ cdef class Engine:
         # The BLAS thread count for a call (0: chosen product by product).
         return self.n_threads
 
+    cdef int claim(self) except -1:
+        # Mark the engine busy for one call, or refuse: two threads working
+        # on one network's workspace and weights at once would corrupt them.
+        if not atomic_claim(&self.busy, 0, 1):
+            raise RuntimeError("this network is in use by another thread: use each network "
+                               "from one thread at a time (net.copy() gives another one)")
+        return 0
+
     cdef const char* ready(self, object arr, int ndim, Py_ssize_t cols,
                            int typenum):
         # The data of `arr` if it is an aligned, C-contiguous ndarray of
@@ -627,21 +645,27 @@ cdef class Engine:
         if x == NULL or (update and not (lr > 0 and isfinite(lr))):
             return None
         rows = (<cnp.ndarray>X).shape[0]
-        if rows > self.plan.capacity or not self.targets_ready(y, rows):
+        if rows > self.plan.capacity:
             return None
-        threads = self.threads_for(rows, True)
-        if self.typenum == cnp.NPY_DOUBLE:
-            if not all_finite(<const double*>x, rows * self.plan.size[0]):
+        self.claim()                     # (targets_ready writes to the workspace)
+        try:
+            if not self.targets_ready(y, rows):
                 return None
-            with nogil:
-                value = step_rows(<const double*>x, &self.plan, rows, lr, update, threads)
-        else:
-            if not all_finite(<const float*>x, rows * self.plan.size[0]):
-                return None
-            with nogil:
-                value = step_rows(<const float*>x, &self.plan, rows, <float>lr, update,
-                                  threads)
-        return value
+            threads = self.threads_for(rows, True)
+            if self.typenum == cnp.NPY_DOUBLE:
+                if not all_finite(<const double*>x, rows * self.plan.size[0]):
+                    return None
+                with nogil:
+                    value = step_rows(<const double*>x, &self.plan, rows, lr, update, threads)
+            else:
+                if not all_finite(<const float*>x, rows * self.plan.size[0]):
+                    return None
+                with nogil:
+                    value = step_rows(<const float*>x, &self.plan, rows, <float>lr, update,
+                                      threads)
+            return value
+        finally:
+            self.busy = 0
 
     def predict_row(self, x, int mode):
         """The prediction for one ready-made sample x (n_in,): mode 0 the
@@ -650,11 +674,15 @@ cdef class Engine:
         cdef const char* data = self.ready(x, 1, self.plan.size[0], self.typenum)
         if data == NULL:
             return None
-        if self.typenum == cnp.NPY_DOUBLE:
-            return predict_one(<const double*>data, &self.plan, mode, self.typenum,
+        self.claim()
+        try:
+            if self.typenum == cnp.NPY_DOUBLE:
+                return predict_one(<const double*>data, &self.plan, mode, self.typenum,
+                                   self.threads_for(1, False))
+            return predict_one(<const float*>data, &self.plan, mode, self.typenum,
                                self.threads_for(1, False))
-        return predict_one(<const float*>data, &self.plan, mode, self.typenum,
-                           self.threads_for(1, False))
+        finally:
+            self.busy = 0
 
     def output(self, int layer):
         """The workspace's activations of `layer` (a view; for inspection)."""
@@ -689,10 +717,12 @@ cdef class Engine:
         self._check(X, out, real is double, False)
         self.reserve(self.plan.capacity, self.inference_rows(X.shape[0]))
         cdef int threads = self.threads_for(X.shape[0], False)
+        self.claim()
         with nogil:
             enter_threads(threads)
             infer(&X[0, 0], <real*>NULL, &out[0, 0], X.shape[0], &self.plan)
             leave_threads()
+        self.busy = 0
 
     def evaluate(self, const real[:, ::1] X, const real[:, ::1] Y,
                  real[:, ::1] out):
@@ -704,10 +734,12 @@ cdef class Engine:
         cdef Py_ssize_t chunk = self.inference_rows(X.shape[0])
         self.reserve(chunk, chunk)
         cdef int threads = self.threads_for(X.shape[0], False)
+        self.claim()
         with nogil:
             enter_threads(threads)
             value = infer(&X[0, 0], &Y[0, 0], &out[0, 0], X.shape[0], &self.plan)
             leave_threads()
+        self.busy = 0
         return value
 
     def loss_and_grad(self, const real[:, ::1] X, const real[:, ::1] Y,
@@ -718,11 +750,13 @@ cdef class Engine:
         cdef const real* wp = self._weights(weights, X.shape[0])
         self._check(X, Y, real is double, True)
         cdef int threads = self.threads_for(X.shape[0], True)
+        self.claim()
         with nogil:
             enter_threads(threads)
             value = loss_and_grad(&X[0, 0], &Y[0, 0], wp, &self.plan, X.shape[0],
                                   <real*>NULL)
             leave_threads()
+        self.busy = 0
         return value
 
     def train_step(self, const real[:, ::1] X, const real[:, ::1] Y, double lr,
@@ -733,12 +767,14 @@ cdef class Engine:
         cdef const real* wp = self._weights(weights, X.shape[0])
         self._check(X, Y, real is double, True)
         cdef int threads = self.threads_for(X.shape[0], True)
+        self.claim()
         with nogil:
             enter_threads(threads)
             value = loss_and_grad(&X[0, 0], &Y[0, 0], wp, &self.plan, X.shape[0],
                                   <real*>NULL)
             update(&self.plan, <real>lr)
             leave_threads()
+        self.busy = 0
         return value
 
     def train_epoch(self, const real[:, ::1] X, const real[:, ::1] Y,
@@ -763,6 +799,7 @@ cdef class Engine:
             order = &perm[0]
         cdef int threads = self.threads_for(batch_size, True)
         self._epoch_rows = n
+        self.claim()
         with nogil:
             if perm is not None and shuffle_seed >= 0:
                 shuffle(&perm[0], n, <unsigned long long>shuffle_seed)
@@ -770,4 +807,5 @@ cdef class Engine:
             value = run_epoch(&X[0, 0], &Y[0, 0], wp, order, n, batch_size,
                               <real>lr, &self.plan)
             leave_threads()
+        self.busy = 0
         return value

@@ -88,3 +88,31 @@ def test_ctrl_c_stops_training_within_an_epoch(tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert out.strip() == "stopped True"
     assert time.monotonic() - start < 10
+
+
+def test_one_network_from_two_threads_at_once_is_refused_not_corrupted():
+    """Two threads on the same network: each call either runs alone or
+    raises a clear error (the engine admits one call at a time and never
+    reallocates under a running one); the network stays finite and works."""
+    X, y = bp.datasets.load_digits()
+    X = np.ascontiguousarray(np.tile(X, (20, 1)))      # epochs long enough to overlap
+    y = np.tile(y, 20)
+    net = digits_net()
+    errors, done = [], []
+
+    def train(batch):
+        try:
+            net.fit(X, y, epochs=2, batch_size=batch, lr=0.01)
+            done.append(batch)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=train, args=(b,)) for b in (16, 64, 16, 256)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors, "the calls should have overlapped"
+    assert all("in use by another thread" in e for e in errors)
+    assert done and np.isfinite(net.params).all()
+    assert net.evaluate(X[:500], y[:500])["accuracy"] > 0.8       # still a working network
