@@ -13,17 +13,14 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 import backprop as bp  # noqa: E402
 
-settings.register_profile("default", max_examples=150, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("campaign", max_examples=25_000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("default")
+# The profiles ("default": 150 cases a property, "campaign": 25,000) are
+# registered in conftest.py, before pytest reads --hypothesis-profile.
 
 DTYPES = st.sampled_from([np.bool_, np.int8, np.int32, np.int64, np.uint16, np.float16,
                           np.float32, np.float64, np.complex64, object, "U3"])
