@@ -30,6 +30,11 @@ __all__ = ["Sequential", "History"]
 
 set_blas_thread_functions(*_threads.set_function_addresses())
 
+# fit hands each epoch to the core in stretches of about this many
+# floating-point operations (tens of milliseconds): Python sees Ctrl-C between
+# two stretches, after a whole batch, at a cost of a few µs per stretch.
+STRETCH_FLOPS = 2e9
+
 
 def _check_stack(layers, loss) -> None:
     """Raise unless `layers` are Dense layers that connect, and the output
@@ -394,6 +399,10 @@ class Sequential:
         # network's generator: one draw per fit, one seed per epoch.
         order = np.arange(n) if shuffle else None
         base = int(self._rng.integers(2**62)) if shuffle else -1
+        # An epoch goes to the core in stretches of whole batches, each about
+        # STRETCH_FLOPS of work, so that Ctrl-C lands between two of them.
+        step_flops = self._engine_flops_per_row() * batch_size
+        stretch = batch_size * max(1, int(STRETCH_FLOPS // max(step_flops, 1.0)))
         # The last finite state, to return to if an epoch diverges.
         kept = [self.params] + self._opt_state[:self._optimizer.n_state]
         backup = [np.empty_like(a) for a in kept]
@@ -404,10 +413,11 @@ class Sequential:
             for saved, current in zip(backup, kept):
                 saved[...] = current
             steps = engine.optimizer_steps
-            logs = {"loss": engine.train_epoch(X2, Y, order, batch_size, lr,
-                                               base + epoch if shuffle else -1, weights)}
+            loss, right = self._epoch(engine, X2, Y, order, batch_size, lr,
+                                      base + epoch if shuffle else -1, weights, stretch)
+            logs = {"loss": loss}
             if self.is_classifier:
-                logs["accuracy"] = engine.epoch_accuracy
+                logs["accuracy"] = right
             if validation is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate(*validation).items()})
             logs["lr"] = lr
@@ -438,6 +448,23 @@ class Sequential:
         history = self.fit(X, y, epochs=1, batch_size=batch_size, shuffle=shuffle,
                            callbacks=callbacks)
         return history.history["loss"][0]
+
+    @staticmethod
+    def _epoch(engine, X2, Y, order, batch_size, lr, seed, weights, stretch):
+        """One epoch, in stretches of `stretch` rows: (mean loss, accuracy)."""
+        n = X2.shape[0]
+        loss = right = 0.0
+        for first in range(0, n, stretch):
+            count = min(stretch, n - first)
+            loss += count * engine.train_epoch(X2, Y, order, batch_size, lr,
+                                               seed if first == 0 else -1, weights,
+                                               first, count)
+            right += count * engine.epoch_accuracy
+        return loss / n, right / n
+
+    def _engine_flops_per_row(self) -> float:
+        macs = sum(layer.n_in * layer.n_out for layer in self.layers)
+        return 2.0 * (3 * macs - self.layers[0].n_in * self.layers[0].n_out)
 
     def _set_optimizer_for_fit(self, optimizer, lr) -> None:
         """fit's optimizer= and lr= (see fit), applied to the engine."""

@@ -271,22 +271,25 @@ cdef inline void gather_rows(real* out, const real* src, const Py_ssize_t* perm,
 
 
 cdef double run_epoch(const real* X, const real* Y, const real* W,
-                      const Py_ssize_t* perm, Py_ssize_t n, Py_ssize_t batch,
-                      real lr, Plan* p) noexcept nogil:
-    # One epoch of mini-batch gradient descent over X (n, size[0]) and
+                      const Py_ssize_t* perm, Py_ssize_t first, Py_ssize_t count,
+                      Py_ssize_t batch, real lr, Plan* p) noexcept nogil:
+    # Mini-batch gradient descent over the rows first … first + count of an
+    # epoch (all of it, or one stretch: fit hands the epoch over in stretches
+    # so that Ctrl-C is seen between them) of X (n, size[0]) and
     # Y (n, size[L + 1]), with sample weights W (n,) or NULL, rows taken in
     # the order perm (or as stored when perm is NULL).  Returns the mean
-    # training loss over the epoch.
+    # training loss over those rows.
     cdef Py_ssize_t k, start, i, rows
     cdef Py_ssize_t n_in = p.size[0], n_out = p.size[p.n_layers]
     cdef const real* xb
     cdef const real* yb
     cdef const real* wb = NULL
     cdef double total = 0
+    cdef Py_ssize_t end = first + count
     p.correct = 0
-    for k in range((n + batch - 1) // batch):
-        start = k * batch
-        rows = min(batch, n - start)
+    for k in range((count + batch - 1) // batch):
+        start = first + k * batch
+        rows = min(batch, end - start)
         if perm == NULL:
             xb = X + start * n_in
             yb = Y + start * n_out
@@ -300,13 +303,13 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
             if W != NULL:
                 gather_rows(<real*>p.wbuf, W, perm + start, rows, 1)
                 wb = <real*>p.wbuf
-            if start + rows < n:
+            if start + rows < end:
                 prefetch_rows(<const char*>X, perm + start + rows,
-                              min(batch, n - start - rows), n_in * sizeof(real))
+                              min(batch, end - start - rows), n_in * sizeof(real))
         total += loss_and_grad(xb, yb, wb, p, rows, NULL) * rows
         p.correct += count_correct(p.loss, <real*>p.out[p.n_layers - 1], yb, rows, n_out)
         update(p, lr)
-    return total / n
+    return total / count
 
 
 # -- ready-made input -------------------------------------------------------
@@ -779,10 +782,12 @@ cdef class Engine:
 
     def train_epoch(self, const real[:, ::1] X, const real[:, ::1] Y,
                     Py_ssize_t[::1] perm, Py_ssize_t batch_size, double lr,
-                    long long shuffle_seed=-1, const real[::1] weights=None):
-        """One epoch of mini-batch SGD; rows in the order perm (None: as
-        stored), which is first shuffled in place when shuffle_seed ≥ 0.
-        Returns the mean training loss of the epoch."""
+                    long long shuffle_seed=-1, const real[::1] weights=None,
+                    Py_ssize_t first=0, Py_ssize_t count=-1):
+        """One epoch of mini-batch SGD, or the stretch of `count` rows from
+        row `first` of it; rows in the order perm (None: as stored), which is
+        first shuffled in place when shuffle_seed ≥ 0.  Returns the mean
+        training loss over those rows."""
         cdef double value
         cdef const real* wp = self._weights(weights, X.shape[0])
         cdef const Py_ssize_t* order = NULL
@@ -790,21 +795,30 @@ cdef class Engine:
         self._check(X, Y, real is double, False)
         if batch_size < 1 or batch_size > self.plan.capacity:
             raise ValueError(f"batch_size must lie in [1, {self.plan.capacity}]")
+        if count < 0:
+            count = n - first
+        if first < 0 or count < 1 or first + count > n:
+            raise ValueError(f"first and count must pick rows of X, got {first} and {count}")
         if perm is not None:
             if perm.shape[0] != n:
                 raise ValueError("perm must have one entry per row of X")
-            for i in range(n):
-                if perm[i] < 0 or perm[i] >= n:
-                    raise ValueError("perm must index rows of X")
             order = &perm[0]
         cdef int threads = self.threads_for(batch_size, True)
-        self._epoch_rows = n
+        self._epoch_rows = count
         self.claim()
         with nogil:
             if perm is not None and shuffle_seed >= 0:
                 shuffle(&perm[0], n, <unsigned long long>shuffle_seed)
+            for i in range(first, first + count):
+                if order != NULL and (order[i] < 0 or order[i] >= n):
+                    order = NULL            # (checked below, with the GIL)
+                    break
+        if perm is not None and order == NULL:
+            self.busy = 0
+            raise ValueError("perm must index rows of X")
+        with nogil:
             enter_threads(threads)
-            value = run_epoch(&X[0, 0], &Y[0, 0], wp, order, n, batch_size,
+            value = run_epoch(&X[0, 0], &Y[0, 0], wp, order, first, count, batch_size,
                               <real>lr, &self.plan)
             leave_threads()
         self.busy = 0
