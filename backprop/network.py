@@ -418,22 +418,23 @@ class Sequential:
             logs = {"loss": loss}
             if self.is_classifier:
                 logs["accuracy"] = right
+            if not (math.isfinite(loss) and _ops.all_finite(self.params)):
+                for saved, current in zip(backup, kept):
+                    current[...] = saved
+                self._apply_optimizer(steps)
+                history.append(epoch, dict(logs, lr=lr))
+                warnings.warn(f"training stopped at epoch {epoch}: the loss became "
+                              f"{loss} (the weights overflowed). The network keeps "
+                              f"its weights from before that epoch. The learning rate "
+                              f"(lr={lr}) is probably too large: try a smaller one.",
+                              RuntimeWarning, stacklevel=2)
+                break
             if validation is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate(*validation).items()})
             logs["lr"] = lr
             history.append(epoch, logs)
             for callback in callbacks:
                 callback.on_epoch_end(self, epoch, logs)
-            if not (math.isfinite(logs["loss"]) and _ops.all_finite(self.params)):
-                for saved, current in zip(backup, kept):
-                    current[...] = saved
-                self._apply_optimizer(steps)
-                warnings.warn(f"training stopped at epoch {epoch}: the loss became "
-                              f"{logs['loss']} (the weights overflowed). The network keeps "
-                              f"its weights from before that epoch. The learning rate "
-                              f"(lr={lr}) is probably too large: try a smaller one.",
-                              RuntimeWarning, stacklevel=2)
-                break
             if self.stop_training:
                 break
         for callback in callbacks:
@@ -566,6 +567,7 @@ class Sequential:
         X2, single = self._inputs(X)
         out = np.empty((X2.shape[0], self.n_outputs), self.dtype)
         self._engine_for(X2.shape[0], False).forward(X2, out)
+        self._check_overflow(out, X2)
         return out[0] if single else out
 
     def predict(self, X: ArrayLike) -> np.ndarray:
@@ -591,9 +593,17 @@ class Sequential:
         """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers."""
         return self._evaluate(*self._data(X, y))
 
+    def _check_overflow(self, out, X2) -> None:
+        """Finite inputs can still overflow the network's float type."""
+        if not _ops.all_finite(out.reshape(-1)):
+            raise ValueError(f"X: the network's outputs overflow {self.dtype.name} for these "
+                             f"inputs (up to {np.abs(X2).max():.3g} in size); scale the "
+                             "inputs down, or use dtype='float64'")
+
     def _evaluate(self, X2, Y) -> dict:
         out = np.empty_like(Y)
         result = {"loss": self._engine_for(X2.shape[0], False).evaluate(X2, Y, out)}
+        self._check_overflow(out, X2)
         if self.loss.code == _losses.CROSS_ENTROPY:
             result["accuracy"] = float(np.mean(out.argmax(1) == Y.argmax(1)))
         elif self.loss.code == _losses.BINARY_CROSS_ENTROPY:

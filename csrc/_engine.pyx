@@ -370,6 +370,8 @@ cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
         enter_threads(threads)
         forward_rows(x, p, 1, <real*>NULL, False)
         leave_threads()
+    if not all_finite(out, k):          # finite inputs that overflow: the checked path explains
+        return None
     if mode == 1:
         for j in range(1, k):
             if out[j] > out[best]:

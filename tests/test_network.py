@@ -390,3 +390,16 @@ def test_other_widths_are_cast_and_batches_of_one_keep_their_shape():
     one = X[:1].astype(np.float32)
     assert a.predict(one).shape == (1,) and a.predict_proba(one).shape == (1, 3)
     np.testing.assert_array_equal(a.predict(one), a.predict(X[:2])[:1])
+
+
+def test_finite_inputs_that_overflow_the_network_are_refused():
+    """Found by the property tests: float32 inputs near 3e38 overflow x·W."""
+    net = bp.Sequential(bp.Dense(3, 4, activation="relu"), bp.Dense(4, 3, activation="softmax"),
+                        loss="cross_entropy", dtype="float32", seed=0)
+    X = np.full((2, 3), 2.1e38, np.float32)
+    for call in (lambda: net.predict_proba(X), lambda: net.predict(X[0]),
+                 lambda: net.evaluate(X, [0, 1])):
+        with pytest.raises(ValueError, match="X: the network's outputs overflow float32"):
+            call()
+    assert np.isfinite(bp.Sequential(*[la.copy("float64") for la in net.layers],
+                                     loss="cross_entropy").predict_proba(X)).all()
