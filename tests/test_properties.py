@@ -92,7 +92,10 @@ def test_network_fit_predict_evaluate(X, y):
         np.testing.assert_array_equal(net.params, before)       # nothing half-done
     else:
         assert np.isfinite(net.params).all()
-        assert net.evaluate(X, y)["accuracy"] >= 0
+        try:
+            assert net.evaluate(X, y)["accuracy"] >= 0
+        except ValueError as exc:                 # huge inputs can overflow float32
+            expect_named_error(exc, "X")
     try:
         p = net.predict_proba(X)
     except (ValueError, TypeError) as exc:
