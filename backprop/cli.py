@@ -145,6 +145,8 @@ def read_csv(path: str):
         except ValueError:
             return False
     header = None if all(numeric(c) for c in rows[0]) else rows[0]
+    if header and len(rows) < 2:
+        raise CommandError(f"{path} holds a header line and no data rows")
     return header, rows[1:] if header else rows
 
 
