@@ -747,27 +747,15 @@ cdef class Engine:
         self.busy = 0
         return value
 
-    def loss_and_grad(self, const real[:, ::1] X, const real[:, ::1] Y,
-                      const real[::1] weights=None):
+    def loss_and_grad(self, X, Y, weights=None):
         """grads ← ∂L/∂params for the batch (X, Y), with optional sample
         weights (rows,); returns the mean (weighted) loss."""
-        cdef double value
-        cdef const real* wp = self._weights(weights, X.shape[0])
-        self._check(X, Y, real is double, True)
-        cdef int threads = self.threads_for(X.shape[0], True)
-        self.claim()
-        with nogil:
-            enter_threads(threads)
-            value = loss_and_grad(&X[0, 0], &Y[0, 0], wp, &self.plan, X.shape[0],
-                                  <real*>NULL)
-            leave_threads()
-        self.busy = 0
-        return value
+        return self.train_step(X, Y, 0.0, weights, False)
 
     def train_step(self, const real[:, ::1] X, const real[:, ::1] Y, double lr,
-                   const real[::1] weights=None):
-        """One training step on the batch (sample weights optional);
-        returns its mean loss."""
+                   const real[::1] weights=None, bint update_params=True):
+        """One training step on the batch (sample weights optional), or the
+        gradient alone (update_params False); returns its mean loss."""
         cdef double value
         cdef const real* wp = self._weights(weights, X.shape[0])
         self._check(X, Y, real is double, True)
@@ -777,7 +765,8 @@ cdef class Engine:
             enter_threads(threads)
             value = loss_and_grad(&X[0, 0], &Y[0, 0], wp, &self.plan, X.shape[0],
                                   <real*>NULL)
-            update(&self.plan, <real>lr)
+            if update_params:
+                update(&self.plan, <real>lr)
             leave_threads()
         self.busy = 0
         return value

@@ -74,7 +74,7 @@ def test_ctrl_c_stops_training_after_the_current_batch(tmp_path):
     script.write_text(
         "import time, numpy as np, backprop as bp\n"
         "X, y = bp.datasets.load_digits(dtype='float32')\n"
-        "X, y = np.tile(X, (10, 1)), np.tile(y, 10)\n"
+        "X, y = np.tile(X, (30, 1)), np.tile(y, 30)\n"
         "net = bp.Sequential(bp.Dense(64, 1024, activation='relu'),\n"
         "                    bp.Dense(1024, 1024, activation='relu'),\n"
         "                    bp.Dense(1024, 10, activation='softmax'), loss='cross_entropy',\n"
@@ -99,7 +99,7 @@ def test_ctrl_c_stops_training_after_the_current_batch(tmp_path):
     waited = time.monotonic() - sent
     assert proc.stdout.readline().strip() == "continued True"
     proc.wait(timeout=60)
-    assert epoch > 2.0                        # a long epoch …
+    assert epoch > 1.0                        # a long epoch …
     assert waited < min(1.0, epoch / 2)       # … interrupted well before its end
 
 
