@@ -144,6 +144,9 @@ def read_csv(path: str):
             return True
         except ValueError:
             return False
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(rows[0]):
+            raise CommandError(f"{path}, line {i}: {len(row)} columns, expected {len(rows[0])}")
     header = None if all(numeric(c) for c in rows[0]) else rows[0]
     if header and len(rows) < 2:
         raise CommandError(f"{path} holds a header line and no data rows")
@@ -151,11 +154,6 @@ def read_csv(path: str):
 
 
 def _numbers(rows, path: str, first_line: int) -> np.ndarray:
-    width = len(rows[0])
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise CommandError(f"{path}, line {first_line + i}: {len(row)} columns, "
-                               f"expected {width}")
     try:
         values = np.array(rows, dtype=np.float64)
     except ValueError as exc:
@@ -183,10 +181,6 @@ def load_csv(path: str, label_column: str):
         col %= width
     if width < 2:
         raise CommandError(f"{path} needs at least one feature column and a label column")
-    first = 2 if header else 1
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise CommandError(f"{path}, line {first + i}: {len(row)} columns, expected {width}")
     labels = [row[col].strip() if col < len(row) else "" for row in rows]
     features = [row[:col] + row[col + 1:] for row in rows]
     X = _numbers(features, path, 2 if header else 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["loss_curves", "decision_boundary", "descent_path"]
+__all__ = ["loss_curves", "decision_boundary", "descent_path", "save"]
 
 
 def _pyplot():
@@ -74,3 +74,10 @@ def descent_path(f, path, ax=None, xs=None, label: str | None = None, title: str
     if label:
         ax.legend()
     return ax
+
+
+def save(fig, path) -> None:
+    """Lay out `fig`, write it to `path` (PNG by the name) and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)

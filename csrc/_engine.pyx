@@ -63,12 +63,6 @@ cdef bint per_product = False
 cdef double PRODUCT_THREAD_FLOPS = 4e6
 
 
-def set_product_thread_flops(double flops):
-    """Change the size below which a product runs on one thread (for tuning)."""
-    global PRODUCT_THREAD_FLOPS
-    PRODUCT_THREAD_FLOPS = flops
-
-
 cdef inline void enter_threads(int want) noexcept nogil:
     # Size the BLAS pool for a call that wants `want` threads (0: choose per
     # product, up to the pool's size as the user set it).  While two engine
@@ -578,10 +572,6 @@ cdef class Engine:
         cdef Py_ssize_t limit = (16 << 20) // (width * self.dtype.itemsize)
         return max(1, min(n, 4096, limit))
 
-    cdef int threads_for(self, Py_ssize_t rows, bint train) noexcept:
-        # The BLAS thread count for a call (0: chosen product by product).
-        return self.n_threads
-
     cdef int claim(self) except -1:
         # Mark the engine busy for one call, or refuse: two threads working
         # on one network's workspace and weights at once would corrupt them.
@@ -656,7 +646,7 @@ cdef class Engine:
         try:
             if not self.targets_ready(y, rows):
                 return None
-            threads = self.threads_for(rows, True)
+            threads = self.n_threads
             if self.typenum == cnp.NPY_DOUBLE:
                 if not all_finite(<const double*>x, rows * self.plan.size[0]):
                     return None
@@ -683,15 +673,11 @@ cdef class Engine:
         try:
             if self.typenum == cnp.NPY_DOUBLE:
                 return predict_one(<const double*>data, &self.plan, mode, self.typenum,
-                                   self.threads_for(1, False))
+                                   self.n_threads)
             return predict_one(<const float*>data, &self.plan, mode, self.typenum,
-                               self.threads_for(1, False))
+                               self.n_threads)
         finally:
             self.busy = 0
-
-    def output(self, int layer):
-        """The workspace's activations of `layer` (a view; for inspection)."""
-        return self._outs[layer]
 
     cdef const real* _weights(self, const real[::1] weights, Py_ssize_t rows) except? NULL:
         # The sample weights' data, checked to have one entry per row; NULL
@@ -721,7 +707,7 @@ cdef class Engine:
         """out (n, n_out) ← the network's outputs for X (n, n_in)."""
         self._check(X, out, real is double, False)
         self.reserve(self.plan.capacity, self.inference_rows(X.shape[0]))
-        cdef int threads = self.threads_for(X.shape[0], False)
+        cdef int threads = self.n_threads
         self.claim()
         with nogil:
             enter_threads(threads)
@@ -738,7 +724,7 @@ cdef class Engine:
             raise ValueError("out must have the shape of Y")
         cdef Py_ssize_t chunk = self.inference_rows(X.shape[0])
         self.reserve(chunk, chunk)
-        cdef int threads = self.threads_for(X.shape[0], False)
+        cdef int threads = self.n_threads
         self.claim()
         with nogil:
             enter_threads(threads)
@@ -759,7 +745,7 @@ cdef class Engine:
         cdef double value
         cdef const real* wp = self._weights(weights, X.shape[0])
         self._check(X, Y, real is double, True)
-        cdef int threads = self.threads_for(X.shape[0], True)
+        cdef int threads = self.n_threads
         self.claim()
         with nogil:
             enter_threads(threads)
@@ -794,7 +780,7 @@ cdef class Engine:
             if perm.shape[0] != n:
                 raise ValueError("perm must have one entry per row of X")
             order = &perm[0]
-        cdef int threads = self.threads_for(batch_size, True)
+        cdef int threads = self.n_threads
         self._epoch_rows = count
         self.claim()
         with nogil:

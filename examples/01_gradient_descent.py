@@ -39,9 +39,7 @@ def main(out: str = ".") -> dict:
     for ax, (name, path) in zip(axes.ravel(), paths.items()):
         plot.descent_path(F, path, ax=ax, xs=np.linspace(-1.6, 1.6, 400), title=name)
     fig.suptitle("Gradient descent on F(w) = w², from w₀ = 1: w_k = w₀(1 − 2η)ᵏ")
-    fig.tight_layout()
-    fig.savefig(f"{out}/gradient_descent.png", dpi=100)
-    plt.close(fig)
+    plot.save(fig, f"{out}/gradient_descent.png")
     for name, path in paths.items():
         print(f"{name:24s} w after 20 steps: {path[-1]: .3e}")
     return {RATES[name]: path for name, path in paths.items()}

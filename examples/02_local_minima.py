@@ -47,9 +47,7 @@ def main(out: str = ".") -> dict:
                           xs=np.linspace(-2.2, 2.2, 400), label=f"from {w0:+.1f}")
     left.set_title("non-convex F(w) = w⁴ − 3w² + w")
     right.set_title("convex F(w) = w²")
-    fig.tight_layout()
-    fig.savefig(f"{out}/local_minima.png", dpi=100)
-    plt.close(fig)
+    plot.save(fig, f"{out}/local_minima.png")
     for w0, w in ends.items():
         kind = "global" if w < 0 else "local"
         print(f"start {w0:+.1f}: ends at w = {w:+.4f}, F = {F(w):+.4f} ({kind} minimum)")

@@ -74,9 +74,7 @@ def main(out: str = ".") -> dict:
     trained.fit(X, y, epochs=2000, batch_size=4, lr=0.5)
     results["xor_trained_two_layers"] = np.array_equal(trained.predict(X), y)
     plot.decision_boundary(trained, X, y, ax=axes[1][2], title="XOR, trained 2-4-1 network")
-    fig.tight_layout()
-    fig.savefig(f"{out}/perceptron.png", dpi=90)
-    plt.close(fig)
+    plot.save(fig, f"{out}/perceptron.png")
     for key, value in results.items():
         print(f"{key}: {value}")
     return results

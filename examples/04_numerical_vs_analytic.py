@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import backprop as bp  # noqa: E402
+from backprop import plot  # noqa: E402
 
 
 def main(out: str = ".") -> list:
@@ -50,9 +51,7 @@ def main(out: str = ".") -> list:
     right.set(xlabel="weights", ylabel="largest relative error", title="agreement", ylim=(0, None))
     for ax in (left, right):
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    fig.tight_layout()
-    fig.savefig(f"{out}/numerical_vs_analytic.png", dpi=100)
-    plt.close(fig)
+    plot.save(fig, f"{out}/numerical_vs_analytic.png")
     return rows
 
 

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import backprop as bp  # noqa: E402
+from backprop import plot  # noqa: E402
 
 
 def main(out: str = "."):
@@ -30,9 +31,7 @@ def main(out: str = "."):
            title=f"Two ways to the same gradient: largest relative gap "
                  f"{check.max_rel_error:.1e}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(f"{out}/chain_rule.png", dpi=100)
-    plt.close(fig)
+    plot.save(fig, f"{out}/chain_rule.png")
     return trace
 
 

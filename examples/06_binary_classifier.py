@@ -52,9 +52,7 @@ def main(out: str = ".") -> dict:
     right.axhline(0.5, color="k", linewidth=0.8)
     right.set(xlabel="sample (green: like, red: dislike)", ylabel="p(like)",
               title="predicted probability per sample", ylim=(0, 1))
-    fig.tight_layout()
-    fig.savefig(f"{out}/binary_classifier.png", dpi=100)
-    plt.close(fig)
+    plot.save(fig, f"{out}/binary_classifier.png")
     return {"p": p, "y": y, "losses": single, "history": history}
 
 

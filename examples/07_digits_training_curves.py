@@ -46,9 +46,7 @@ def main(out: str = ".") -> dict:
         ax.axis("off")
     fig.suptitle(f"digits, 64-32-10: best lr {best} reaches test accuracy {accuracy[best]:.3f}; "
                  "right: misclassified (true → predicted)")
-    fig.tight_layout()
-    fig.savefig(f"{out}/digits_training.png", dpi=100)
-    plt.close(fig)
+    plot.save(fig, f"{out}/digits_training.png")
     return {"accuracy": accuracy, "histories": histories, "wrong": wrong}
 
 

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import backprop as bp  # noqa: E402
+from backprop import plot  # noqa: E402
 
 
 def train(output: str, loss: str, data, epochs: int = 15):
@@ -44,9 +45,7 @@ def main(out: str = ".") -> dict:
               f"{acc[-1]:.3f}")
     ax.set(xlabel="epoch", ylabel="test accuracy", title="digits, same network and lr = 0.1")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(f"{out}/mse_vs_cross_entropy.png", dpi=100)
-    plt.close(fig)
+    plot.save(fig, f"{out}/mse_vs_cross_entropy.png")
     return curves
 
 

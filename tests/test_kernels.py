@@ -154,7 +154,7 @@ def ref_net_loss_and_grad(flat, sizes, acts, slopes, loss, X, Y):
 
 # ---------------------------------------------------------------- helpers ---
 
-def check(actual, expected, dtype):
+def assert_close(actual, expected, dtype):
     """actual ≈ expected to the dtype's rtol; the absolute floor is that rtol
     times the largest |expected|, so rounding near zero does not count."""
     expected = np.asarray(expected, np.float64)
@@ -215,7 +215,7 @@ def test_act_forward(code, with_bias, dtype, rng):
     expected = ref_act(z.astype(np.float64) + (0 if b is None else b), code)
     a = z.copy()
     assert _ops.act_forward(a, code, SLOPE, b) is None
-    check(a, expected, dtype)
+    assert_close(a, expected, dtype)
 
 
 def test_act_forward_step_and_relu_at_zero(dtype):
@@ -224,7 +224,7 @@ def test_act_forward_step_and_relu_at_zero(dtype):
                            (LEAKY_RELU, [-SLOPE * 1e-30, 0, 1e-30])]:
         a = z.copy()
         _ops.act_forward(a, code, SLOPE)
-        check(a, [expected], dtype)
+        assert_close(a, [expected], dtype)
 
 
 @pytest.mark.parametrize("in_place", [False, True], ids=["out", "inplace"])
@@ -236,7 +236,7 @@ def test_act_backward(code, in_place, dtype, rng):
     delta = g if in_place else nans(a.shape, dtype)
     g_before = g.copy()
     assert _ops.act_backward(delta, g, a, code, SLOPE) is None
-    check(delta, expected, dtype)
+    assert_close(delta, expected, dtype)
     if not in_place:
         np.testing.assert_array_equal(g, g_before)
 
@@ -250,9 +250,9 @@ def test_mse_forward_backward(act, dtype, rng):
     a_exp, delta_exp, value_exp = ref_loss_forward_backward(MSE, act, SLOPE, z, y)
     a, delta = z.copy(), nans(z.shape, dtype)
     value = _ops.loss_forward_backward(MSE, act, SLOPE, a, delta, y)
-    check(a, a_exp, dtype)
-    check(delta, delta_exp, dtype)
-    check(value, value_exp, dtype)
+    assert_close(a, a_exp, dtype)
+    assert_close(delta, delta_exp, dtype)
+    assert_close(value, value_exp, dtype)
 
 
 def test_mse_forward_with_step_value(dtype, rng):
@@ -262,8 +262,8 @@ def test_mse_forward_with_step_value(dtype, rng):
     a = z.copy()
     value = _ops.loss_forward_backward(MSE, STEP, 0.0, a, nans(z.shape, dtype), y)
     step = (z >= 0).astype(np.float64)
-    check(a, step, dtype)
-    check(value, ((step - y) ** 2).sum() / (2 * 6), dtype)
+    assert_close(a, step, dtype)
+    assert_close(value, ((step - y) ** 2).sum() / (2 * 6), dtype)
 
 
 @pytest.mark.parametrize("scale", [3.0, 1e4], ids=["moderate", "extreme"])
@@ -276,9 +276,9 @@ def test_bce_forward_backward(scale, dtype, rng):
     a, delta = z.copy(), nans(z.shape, dtype)
     value = _ops.loss_forward_backward(BINARY_CROSS_ENTROPY, SIGMOID, 0.0,
                                        a, delta, y)
-    check(a, a_exp, dtype)
-    check(delta, delta_exp, dtype)
-    check(value, value_exp, dtype)
+    assert_close(a, a_exp, dtype)
+    assert_close(delta, delta_exp, dtype)
+    assert_close(value, value_exp, dtype)
 
 
 def test_bce_extreme_by_hand(dtype):
@@ -288,9 +288,9 @@ def test_bce_extreme_by_hand(dtype):
     a, delta = z.copy(), nans(z.shape, dtype)
     value = _ops.loss_forward_backward(BINARY_CROSS_ENTROPY, SIGMOID, 0.0,
                                        a, delta, y)
-    check(value, 2e4, dtype)
-    check(a, [[1, 0, 1, 0]], dtype)
-    check(delta, [[1, -1, 0, 0]], dtype)
+    assert_close(value, 2e4, dtype)
+    assert_close(a, [[1, 0, 1, 0]], dtype)
+    assert_close(delta, [[1, -1, 0, 0]], dtype)
 
 
 @pytest.mark.parametrize("scale", [3.0, 1e4], ids=["moderate", "extreme"])
@@ -304,9 +304,9 @@ def test_ce_forward_backward(targets, scale, dtype, rng):
         CROSS_ENTROPY, SOFTMAX, 0.0, z, y)
     a, delta = z.copy(), nans(z.shape, dtype)
     value = _ops.loss_forward_backward(CROSS_ENTROPY, SOFTMAX, 0.0, a, delta, y)
-    check(a, a_exp, dtype)
-    check(delta, delta_exp, dtype)
-    check(value, value_exp, dtype)
+    assert_close(a, a_exp, dtype)
+    assert_close(delta, delta_exp, dtype)
+    assert_close(value, value_exp, dtype)
 
 
 def test_ce_extreme_by_hand(dtype):
@@ -314,9 +314,9 @@ def test_ce_extreme_by_hand(dtype):
     y = np.array([[0, 1], [0, 1]], dtype)       # wrong by 2e4, then right
     a, delta = z.copy(), nans(z.shape, dtype)
     value = _ops.loss_forward_backward(CROSS_ENTROPY, SOFTMAX, 0.0, a, delta, y)
-    check(value, 2e4 / 2, dtype)
-    check(a, [[1, 0], [0, 1]], dtype)
-    check(delta, [[0.5, -0.5], [0, 0]], dtype)
+    assert_close(value, 2e4 / 2, dtype)
+    assert_close(a, [[1, 0], [0, 1]], dtype)
+    assert_close(delta, [[0.5, -0.5], [0, 0]], dtype)
 
 
 @pytest.mark.parametrize("loss, act", [(MSE, c) for c in range(6)]
@@ -329,7 +329,7 @@ def test_output_delta(loss, act, dtype, rng):
     y = prob_rows(rng, 6, 4, dtype)
     delta = nans(a.shape, dtype)
     assert _ops.output_delta(loss, act, SLOPE, delta, a, y) is None
-    check(delta, ref_output_delta(loss, act, SLOPE, a, y), dtype)
+    assert_close(delta, ref_output_delta(loss, act, SLOPE, a, y), dtype)
 
 
 def probabilities_and_targets(loss, rng, dtype):
@@ -349,7 +349,7 @@ def test_loss_value(loss, dtype, rng):
     eps = float(np.finfo(dtype).eps)
     p, y = probabilities_and_targets(loss, rng, dtype)
     value = _ops.loss_value(loss, p, y, eps)
-    check(value, ref_loss_value(loss, p, y, eps), dtype)
+    assert_close(value, ref_loss_value(loss, p, y, eps), dtype)
 
 
 @pytest.mark.parametrize("loss", range(3), ids=LOSS_NAMES)
@@ -358,7 +358,7 @@ def test_loss_gradient(loss, dtype, rng):
     p, y = probabilities_and_targets(loss, rng, dtype)
     g = nans(p.shape, dtype)
     assert _ops.loss_gradient(loss, g, p, y, eps) is None
-    check(g, ref_loss_gradient(loss, p, y, eps), dtype)
+    assert_close(g, ref_loss_gradient(loss, p, y, eps), dtype)
 
 
 @pytest.mark.parametrize("loss", [BINARY_CROSS_ENTROPY, CROSS_ENTROPY],
@@ -370,7 +370,7 @@ def test_loss_value_matches_fused_loss(loss, dtype, rng):
     act = SIGMOID if loss == BINARY_CROSS_ENTROPY else SOFTMAX
     p = ref_act(z, act).astype(dtype)
     value = _ops.loss_value(loss, p, y, 1e-30)
-    check(value, ref_loss_forward_backward(loss, act, 0.0, z, y)[2], dtype)
+    assert_close(value, ref_loss_forward_backward(loss, act, 0.0, z, y)[2], dtype)
 
 
 # ------------------------------------------------------------ dense layer ---
@@ -399,7 +399,7 @@ def test_dense_forward(shape, code, dtype, rng):
         keep = np.abs(z) > 1e-3
         assert keep.any()
         out, expected = out[keep], expected[keep]
-    check(out, expected, dtype)
+    assert_close(out, expected, dtype)
 
 
 @pytest.mark.parametrize("with_dx", [True, False], ids=["dx", "nodx"])
@@ -412,17 +412,17 @@ def test_dense_backward(shape, with_dx, dtype, rng):
     dx = nans((rows, n_in), dtype) if with_dx else None
     assert _ops.dense_backward(dW, db, delta, x, W, dx) is None
     x64, d64 = x.astype(np.float64), delta.astype(np.float64)
-    check(dW, x64.T @ d64, dtype)
-    check(db, d64.sum(axis=0), dtype)
+    assert_close(dW, x64.T @ d64, dtype)
+    assert_close(db, d64.sum(axis=0), dtype)
     if with_dx:
-        check(dx, d64 @ W.astype(np.float64).T, dtype)
+        assert_close(dx, d64 @ W.astype(np.float64).T, dtype)
 
 
 def test_sgd_update(dtype, rng):
     w, g = normal(rng, 50, dtype), normal(rng, 50, dtype)
     expected = w.astype(np.float64) - 0.05 * g
     assert _ops.sgd_update(w, g, 0.05) is None
-    check(w, expected, dtype)
+    assert_close(w, expected, dtype)
 
 
 # ----------------------------------------------------------------- engine ---
@@ -478,7 +478,7 @@ def test_engine_forward(net, rows, dtype, rng):
     out = nans((rows, sizes[-1]), dtype)
     params_before = engine.params.copy()
     engine.forward(X, out)
-    check(out, ref_net_forward(engine.params.astype(np.float64), sizes, acts,
+    assert_close(out, ref_net_forward(engine.params.astype(np.float64), sizes, acts,
                                slopes, X), dtype)
     np.testing.assert_array_equal(engine.params, params_before)
 
@@ -493,7 +493,7 @@ def test_engine_forward_brief_formula(dtype, rng):
     X = normal(rng, (20, 4), dtype)
     out = nans((20, 3), dtype)
     engine.forward(X, out)
-    check(out, softmax(np.maximum(X @ W0 + b0, 0) @ W1 + b1), dtype)
+    assert_close(out, softmax(np.maximum(X @ W0 + b0, 0) @ W1 + b1), dtype)
 
 
 def test_engine_evaluate(net, dtype):
@@ -502,8 +502,8 @@ def test_engine_evaluate(net, dtype):
     value = engine.evaluate(X, Y, out)
     ref_value, _, ref_out = ref_net_loss_and_grad(engine.params, sizes, acts,
                                                   slopes, loss, X, Y)
-    check(out, ref_out, dtype)
-    check(value, ref_value, dtype)
+    assert_close(out, ref_out, dtype)
+    assert_close(value, ref_value, dtype)
 
 
 def test_engine_loss_and_grad(net, dtype):
@@ -513,8 +513,8 @@ def test_engine_loss_and_grad(net, dtype):
     value = engine.loss_and_grad(X, Y)
     ref_value, ref_grads, _ = ref_net_loss_and_grad(params_before, sizes, acts,
                                                     slopes, loss, X, Y)
-    check(value, ref_value, dtype)
-    check(engine.grads, ref_grads, dtype)
+    assert_close(value, ref_value, dtype)
+    assert_close(engine.grads, ref_grads, dtype)
     np.testing.assert_array_equal(engine.params, params_before)
 
 
@@ -526,9 +526,9 @@ def test_engine_train_step(net, dtype):
     value = engine.train_step(X, Y, lr)
     ref_value, ref_grads, _ = ref_net_loss_and_grad(p0, sizes, acts, slopes,
                                                     loss, X, Y)
-    check(value, ref_value, dtype)
-    check(engine.grads, ref_grads, dtype)
-    check(engine.params, p0 - lr * ref_grads, dtype)
+    assert_close(value, ref_value, dtype)
+    assert_close(engine.grads, ref_grads, dtype)
+    assert_close(engine.params, p0 - lr * ref_grads, dtype)
     assert not np.allclose(engine.params, p0)
 
 
@@ -556,8 +556,8 @@ def test_engine_train_epoch(net, shuffled, dtype, rng):
     ref_params, ref_value = ref_epoch(p0, spec, X, Y, order, batch, lr)
 
     value = engine.train_epoch(X, Y, perm, batch, lr)
-    check(value, ref_value, dtype)
-    check(engine.params, ref_params, dtype)
+    assert_close(value, ref_value, dtype)
+    assert_close(engine.params, ref_params, dtype)
 
     # ... and the same as train_step on X[order] batches by hand.
     params2, grads2 = p0.copy(), np.zeros_like(p0)
@@ -567,8 +567,8 @@ def test_engine_train_epoch(net, shuffled, dtype, rng):
     for start in range(0, len(X), batch):
         rows = order[start:start + batch]
         total += by_hand.train_step(X[rows], Y[rows], lr) * len(rows)
-    check(engine.params, params2, dtype)
-    check(value, total / len(X), dtype)
+    assert_close(engine.params, params2, dtype)
+    assert_close(value, total / len(X), dtype)
 
 
 def test_engine_train_epoch_batch_not_dividing(dtype, rng):
@@ -582,8 +582,8 @@ def test_engine_train_epoch_batch_not_dividing(dtype, rng):
     perm = rng.permutation(19).astype(np.intp)
     ref_params, ref_value = ref_epoch(params.copy(), NETS[0], X, Y, perm, 3, 0.5)
     value = engine.train_epoch(X, Y, perm, 3, 0.5)
-    check(value, ref_value, dtype)
-    check(engine.params, ref_params, dtype)
+    assert_close(value, ref_value, dtype)
+    assert_close(engine.params, ref_params, dtype)
 
 
 def test_engine_refuses_batches_past_capacity(net, dtype):
