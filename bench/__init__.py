@@ -11,6 +11,7 @@ scikit-learn behind one interface), suite (the measurements), report (the
 tables).
 """
 
+import importlib.machinery as _machinery
 import os as _os
 import sys as _sys
 
@@ -19,5 +20,6 @@ import sys as _sys
 # built there (python setup.py build_ext --inplace), take the root off the
 # path so that `import backprop` finds the installed package.
 _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if not any(name.startswith("_engine.") for name in _os.listdir(_os.path.join(_root, "backprop"))):
+_built = {"_engine" + suffix for suffix in _machinery.EXTENSION_SUFFIXES}
+if not _built & set(_os.listdir(_os.path.join(_root, "backprop"))):
     _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _root]
