@@ -216,17 +216,19 @@ class ProgressBar(Callback):
         return "  ".join(f"{k} {logs[k]:.4f}" for k in keys)
 
     def on_epoch_end(self, net, epoch, logs):
-        rate = self._rows * epoch / max(time.perf_counter() - self._start, 1e-9)
+        figures = self._figures(logs)
+        if self._rows is not None:       # (unknown for an iterable of batches)
+            rate = self._rows * epoch / max(time.perf_counter() - self._start, 1e-9)
+            figures += f"  {rate:,.0f} samples/s"
         if self._bar is not None:
-            self._bar.set_postfix_str(f"{self._figures(logs)}  {rate:,.0f} samples/s",
-                                      refresh=False)
+            self._bar.set_postfix_str(figures, refresh=False)
             self._bar.update(1)
             return
         every = self.every or max(1, self._epochs // 20)
         if epoch % every == 0 or epoch in (1, self._epochs) or net.stop_training:
             width = len(str(self._epochs))
-            print(f"epoch {epoch:>{width}}/{self._epochs}  {self._figures(logs)}  "
-                  f"{rate:,.0f} samples/s", file=self._file, flush=True)
+            print(f"epoch {epoch:>{width}}/{self._epochs}  {figures}", file=self._file,
+                  flush=True)
 
     def on_train_end(self, net, logs):
         if self._bar is not None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from typing import Iterable
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _ops
+from . import _ops, _sources
 from . import _threads
 from . import activations as _activations
 from . import losses as _losses
@@ -251,11 +252,11 @@ class Sequential:
         X2, single = self._inputs(X)
         return X2, self._targets(y, X2.shape[0], single)
 
-    def _targets(self, y, n_rows, single):
+    def _targets(self, y, n_rows, single, name="y"):
         if single:  # the target of one sample: a label, a value or a vector
             y = np.asarray(y)
             y = y.reshape(1) if y.ndim == 0 else y.reshape(1, -1) if y.ndim == 1 else y
-        return _losses.targets(self.loss, y, n_rows, self.n_outputs, self.dtype)
+        return _losses.targets(self.loss, y, n_rows, self.n_outputs, self.dtype, name)
 
     # -- the per-layer path, for learners and custom loops --------------------
     def forward(self, X: ArrayLike) -> np.ndarray:
@@ -342,19 +343,29 @@ class Sequential:
         X2, Y = self._data(X, y)
         return self._engine_for(X2.shape[0], True).train_step(X2, Y, lr)
 
-    def fit(self, X: ArrayLike, y: ArrayLike, epochs: int = 1, batch_size: int = 32,
+    def fit(self, X: ArrayLike | Iterable, y: ArrayLike | None = None, epochs: int = 1,
+            batch_size: int = 32,
             lr: float | None = None, optimizer: _optimizers.Optimizer | str | None = None,
             shuffle: bool = True, validation_data: tuple | None = None,
             validation_split: float = 0.0, callbacks: list | None = None,
             early_stopping: bool = False, patience: int = 5, min_delta: float = 0.0,
             sample_weight: ArrayLike | None = None, class_weight: dict | str | None = None,
-            verbose: int = 0) -> History:
+            chunk_size: int | None = None, verbose: int = 0) -> History:
         """Train by mini-batch gradient descent.
 
         X (n, n_in); y: class labels (n,) or one-hot (n, k) for
         cross_entropy, values for the other losses.  Each epoch visits every
         row once, in a new seeded random order when `shuffle`, as one call
         into the compiled core.
+
+        Data larger than memory: a memory-mapped X (numpy.load(path,
+        mmap_mode="r")) is read `chunk_size` rows at a time (by default about
+        64 MiB, rounded down to whole batches); each epoch visits the chunks
+        in a seeded random order and shuffles the rows within each.
+        chunk_size does the same for arrays in memory.  Or X is an iterable
+        of (X, y) or (X, y, sample_weight) batches and y is left out: each
+        epoch reads it anew (a generator feeds one epoch) and shuffles the
+        rows within each batch it gives.  Mini-batches do not cross chunks.
 
         optimizer: an Optimizer or a name ('sgd', 'adam', 'adamw',
             'rmsprop', 'adagrad'); it becomes the network's.  A plain `lr`
@@ -371,6 +382,7 @@ class Sequential:
             (the loss is 1/n Σ w_i ℓ_i).  class_weight: {label: weight}, or
             'balanced' (n / (classes · rows of the class)); multiplies the
             sample weights.
+        chunk_size: rows per chunk, see above.
         verbose: 1 shows a progress bar (one line per few epochs when the
             output is not a terminal).
 
@@ -381,12 +393,10 @@ class Sequential:
         epochs = check_int(epochs, "epochs", minimum=0)
         batch_size = check_int(batch_size, "batch_size")
         self._set_optimizer_for_fit(optimizer, lr)
-        X2, Y = self._data(X, y)
-        weights = self._sample_weights(sample_weight, class_weight, Y)
-        X2, Y, weights, validation = self._validation(X2, Y, weights, validation_data,
-                                                      validation_split)
-        n = X2.shape[0]
-        batch_size = min(batch_size, n)
+        source, validation = self._source(X, y, epochs, batch_size, chunk_size, sample_weight,
+                                          class_weight, validation_data, validation_split)
+        n = source.rows
+        batch_size = min(batch_size, n or batch_size)
         engine = self._engine_for(batch_size, True)
         callbacks = self._callbacks(callbacks, early_stopping, patience, min_delta,
                                     verbose, validation is not None)
@@ -395,9 +405,8 @@ class Sequential:
         logs = {"epochs": epochs, "rows": n}
         for callback in callbacks:
             callback.on_train_begin(self, logs)
-        # The core shuffles `order` in place each epoch, seeded from the
-        # network's generator: one draw per fit, one seed per epoch.
-        order = np.arange(n) if shuffle else None
+        # The core shuffles the rows of each chunk, seeded from the network's
+        # generator: one draw per fit, one seed per epoch.
         base = int(self._rng.integers(2**62)) if shuffle else -1
         # An epoch goes to the core in stretches of whole batches, each about
         # STRETCH_FLOPS of work, so that Ctrl-C lands between two of them.
@@ -413,15 +422,22 @@ class Sequential:
             for saved, current in zip(backup, kept):
                 saved[...] = current
             steps = engine.optimizer_steps
-            loss, right = self._epoch(engine, X2, Y, order, batch_size, lr,
-                                      base + epoch if shuffle else -1, weights, stretch)
+
+            def restore():
+                for saved, current in zip(backup, kept):
+                    current[...] = saved
+                self._apply_optimizer(steps)
+            try:
+                loss, right = self._epoch(engine, source.chunks(base + epoch if shuffle else -1),
+                                          batch_size, lr, stretch)
+            except (ValueError, TypeError):
+                restore()       # a bad chunk or batch: the epoch is undone
+                raise
             logs = {"loss": loss}
             if self.is_classifier:
                 logs["accuracy"] = right
             if not (math.isfinite(loss) and _ops.all_finite(self.params)):
-                for saved, current in zip(backup, kept):
-                    current[...] = saved
-                self._apply_optimizer(steps)
+                restore()
                 history.append(epoch, dict(logs, lr=lr))
                 warnings.warn(f"training stopped at epoch {epoch}: the loss became "
                               f"{loss} (the weights overflowed). The network keeps "
@@ -441,27 +457,36 @@ class Sequential:
             callback.on_train_end(self, logs)
         return history
 
-    def partial_fit(self, X: ArrayLike, y: ArrayLike, batch_size: int = 32,
-                    shuffle: bool = True, callbacks: list | None = None) -> float:
-        """One more epoch over (X, y) — a chunk of a stream, or new data for
-        a trained network — with the current weights, optimizer and its
-        state.  Returns the epoch's mean training loss."""
+    def partial_fit(self, X: ArrayLike | Iterable, y: ArrayLike | None = None,
+                    batch_size: int = 32, shuffle: bool = True,
+                    callbacks: list | None = None, chunk_size: int | None = None) -> float:
+        """One more epoch over (X, y) — a chunk of a stream, new data for a
+        trained network, a memory-mapped array or an iterable of batches (see
+        fit) — with the current weights, optimizer and its state.  Returns
+        the epoch's mean training loss."""
         history = self.fit(X, y, epochs=1, batch_size=batch_size, shuffle=shuffle,
-                           callbacks=callbacks)
+                           callbacks=callbacks, chunk_size=chunk_size)
         return history.history["loss"][0]
 
     @staticmethod
-    def _epoch(engine, X2, Y, order, batch_size, lr, seed, weights, stretch):
-        """One epoch, in stretches of `stretch` rows: (mean loss, accuracy)."""
-        n = X2.shape[0]
+    def _epoch(engine, chunks, batch_size, lr, stretch):
+        """One epoch over the chunks, each in stretches of `stretch` rows:
+        (mean loss, accuracy)."""
+        rows = 0
         loss = right = 0.0
-        for first in range(0, n, stretch):
-            count = min(stretch, n - first)
-            loss += count * engine.train_epoch(X2, Y, order, batch_size, lr,
-                                               seed if first == 0 else -1, weights,
-                                               first, count)
-            right += count * engine.epoch_accuracy
-        return loss / n, right / n
+        for X2, Y, weights, seed in chunks:
+            n = X2.shape[0]
+            order = np.arange(n) if seed >= 0 else None
+            for first in range(0, n, stretch):
+                count = min(stretch, n - first)
+                loss += count * engine.train_epoch(X2, Y, order, min(batch_size, n), lr,
+                                                   seed if first == 0 else -1, weights,
+                                                   first, count)
+                right += count * engine.epoch_accuracy
+            rows += n
+        if rows == 0:
+            raise ValueError("X: the iterable of batches gave no rows")
+        return loss / rows, right / rows
 
     def _engine_flops_per_row(self) -> float:
         macs = sum(layer.n_in * layer.n_out for layer in self.layers)
@@ -482,37 +507,95 @@ class Sequential:
             self.optimizer = _optimizers.SGD(lr)
         self._apply_optimizer()
 
-    def _sample_weights(self, sample_weight, class_weight, Y):
-        """fit's sample and class weights as one (n,) array, or None."""
-        from ._validation import as_float_array
-        n = Y.shape[0]
-        weights = None
+    def _source(self, X, y, epochs, batch_size, chunk_size, sample_weight, class_weight,
+                validation_data, validation_split):
+        """fit's data as a source of chunks (see backprop._sources), and the
+        validation set (X_val, Y_val) or None."""
+        streamed = y is None
+        chunked = not streamed and (chunk_size is not None or isinstance(X, np.memmap))
+        if not (streamed or chunked):
+            X2, Y = self._data(X, y)
+            weights = None if sample_weight is None else self._check_sample_weight(
+                sample_weight, Y.shape[0])
+            table = self._class_table(class_weight, lambda: self._label_counts(Y))
+            weights = self._row_weights(weights, table, Y)
+            X2, Y, weights, validation = self._validation(X2, Y, weights, validation_data,
+                                                          validation_split)
+            return _sources.InMemory(X2, Y, weights), validation
+        if validation_split:
+            raise ValueError("validation_split holds out rows of data in memory; with "
+                             "chunked or streamed data give validation_data")
+        validation = self._validation(None, None, None, validation_data, 0.0)[3]
+        if streamed:
+            if sample_weight is not None:
+                raise ValueError("sample_weight: with an iterable of batches, give each "
+                                 "batch's weights as a triple (X, y, sample_weight)")
+            table = self._class_table(class_weight, None)
+            return _sources.Batches(self, X, table, epochs), validation
+        if getattr(X, "ndim", None) != 2 or X.shape[1] != self.n_inputs:
+            raise ValueError(f"X must be a 2-D array with {self.n_inputs} columns to be read "
+                             f"in chunks, got shape {np.shape(X)}")
+        if not isinstance(y, np.ndarray):
+            y = np.asarray(y)
+        if y.ndim == 0 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must have one row per sample ({X.shape[0]}), "
+                             f"got shape {y.shape}")
         if sample_weight is not None:
-            weights = as_float_array(sample_weight, "sample_weight", self.dtype, ndims=(1,))
-            if weights.shape[0] != n:
-                raise ValueError(f"sample_weight must have one entry per row ({n}), "
-                                 f"got {weights.shape[0]}")
-            if (weights < 0).any():
-                raise ValueError("sample_weight must not be negative")
+            sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
+        rows = _sources.chunk_rows(chunk_size, batch_size, self.n_inputs, self.dtype.itemsize)
+        table = self._class_table(class_weight, lambda: sum(
+            self._label_counts(self._targets(y[i:i + rows], len(y[i:i + rows]), False))
+            for i in range(0, len(y), rows)))
+        return _sources.ChunkedArrays(self, X, y, sample_weight, table, rows), validation
+
+    def _check_sample_weight(self, sample_weight, n, name="sample_weight"):
+        from ._validation import as_float_array
+        weights = as_float_array(sample_weight, name, self.dtype, ndims=(1,))
+        if weights.shape[0] != n:
+            raise ValueError(f"{name} must have one entry per row ({n}), "
+                             f"got {weights.shape[0]}")
+        if (weights < 0).any():
+            raise ValueError(f"{name} must not be negative")
+        return weights
+
+    def _labels(self, Y):
+        """The class of each row of classification targets Y."""
+        return Y.argmax(1) if self.n_outputs > 1 else (Y[:, 0] >= 0.5).astype(np.int64)
+
+    def _label_counts(self, Y):
+        return np.bincount(self._labels(Y), minlength=max(self.n_outputs, 2))
+
+    def _class_table(self, class_weight, label_counts):
+        """class_weight as one weight per class (None without it);
+        label_counts() gives the rows per class, which 'balanced' needs (None:
+        not available)."""
         if class_weight is None:
-            return weights
+            return None
         if not self.is_classifier or (self.loss.code == _losses.BINARY_CROSS_ENTROPY
                                       and self.n_outputs > 1):
             raise ValueError("class_weight applies to cross_entropy and to one sigmoid output")
-        labels = Y.argmax(1) if self.n_outputs > 1 else (Y[:, 0] >= 0.5).astype(np.int64)
-        counts = np.bincount(labels, minlength=max(self.n_outputs, 2))
+        n_classes = max(self.n_outputs, 2)
         if isinstance(class_weight, str) and class_weight == "balanced":
-            table = np.where(counts > 0, n / (len(counts) * np.maximum(counts, 1)), 0.0)
-        elif isinstance(class_weight, dict):
-            table = np.ones(len(counts))
-            for label, w in class_weight.items():
-                if not (isinstance(label, (int, np.integer)) and 0 <= label < len(counts)):
-                    raise ValueError(f"class_weight: no class {label!r} "
-                                     f"(labels are 0 … {len(counts) - 1})")
-                table[label] = check_positive_float(w, f"class_weight[{label}]", allow_zero=True)
-        else:
+            if label_counts is None:
+                raise ValueError("class_weight='balanced' needs every label before training; "
+                                 "with an iterable of batches give a dict {label: weight}")
+            counts = label_counts()
+            return np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+        if not isinstance(class_weight, dict):
             raise TypeError("class_weight must be a dict {label: weight} or 'balanced'")
-        per_row = table[labels].astype(self.dtype)
+        table = np.ones(n_classes)
+        for label, w in class_weight.items():
+            if not (isinstance(label, (int, np.integer)) and 0 <= label < n_classes):
+                raise ValueError(f"class_weight: no class {label!r} "
+                                 f"(labels are 0 … {n_classes - 1})")
+            table[label] = check_positive_float(w, f"class_weight[{label}]", allow_zero=True)
+        return table
+
+    def _row_weights(self, weights, table, Y):
+        """The sample weights times the class weights of the rows of Y."""
+        if table is None:
+            return weights
+        per_row = table[self._labels(Y)].astype(self.dtype)
         return per_row if weights is None else weights * per_row
 
     def _validation(self, X2, Y, weights, validation_data, validation_split):
@@ -564,11 +647,21 @@ class Sequential:
             out = self._engine.predict_row(X[0], 0)
             if out is not None:
                 return out[None]
+        if isinstance(X, np.memmap) and X.ndim == 2:  # read a chunk at a time
+            out = np.empty((X.shape[0], self.n_outputs), self.dtype)
+            for rows in self._chunks_of(X):
+                out[rows] = self.predict_proba(np.asarray(X[rows]))
+            return out
         X2, single = self._inputs(X)
         out = np.empty((X2.shape[0], self.n_outputs), self.dtype)
         self._engine_for(X2.shape[0], False).forward(X2, out)
         self._check_overflow(out, X2)
         return out[0] if single else out
+
+    def _chunks_of(self, X):
+        """Slices of the rows of X, each about CHUNK_BYTES in our dtype."""
+        step = _sources.chunk_rows(None, 1, self.n_inputs, self.dtype.itemsize)
+        return [slice(i, i + step) for i in range(0, X.shape[0], step)]
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Class labels for classifiers (argmax of softmax; sigmoid ≥ 0.5),
@@ -590,8 +683,17 @@ class Sequential:
         return out[..., 0] if self.n_outputs == 1 else out
 
     def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
-        """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers."""
-        return self._evaluate(*self._data(X, y))
+        """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers.
+        A memory-mapped X is read a chunk at a time."""
+        if not (isinstance(X, np.memmap) and X.ndim == 2 and len(np.shape(y)) >= 1
+                and len(y) == len(X)):
+            return self._evaluate(*self._data(X, y))
+        totals: dict[str, float] = {}
+        for rows in self._chunks_of(X):
+            count = len(X[rows])
+            for key, value in self._evaluate(*self._data(np.asarray(X[rows]), y[rows])).items():
+                totals[key] = totals.get(key, 0.0) + value * count
+        return {key: value / len(X) for key, value in totals.items()}
 
     def _check_overflow(self, out, X2) -> None:
         """Finite inputs can still overflow the network's float type."""
