@@ -343,6 +343,14 @@ class Sequential:
         X2, Y = self._data(X, y)
         return self._engine_for(X2.shape[0], True).train_step(X2, Y, lr)
 
+    def apply_gradients(self, lr: float | None = None) -> None:
+        """One update by the network's optimizer from the current `grads`
+        (at `lr` if given): the second half of train_step, for gradients
+        from loss_and_grad that were then changed — averaged across
+        processes by backprop.distributed, for instance."""
+        self._engine.apply_update(check_positive_float(
+            self._optimizer.lr if lr is None else lr, "lr"))
+
     def fit(self, X: ArrayLike | Iterable, y: ArrayLike | None = None, epochs: int = 1,
             batch_size: int = 32,
             lr: float | None = None, optimizer: _optimizers.Optimizer | str | None = None,
@@ -400,11 +408,6 @@ class Sequential:
         engine = self._engine_for(batch_size, True)
         callbacks = self._callbacks(callbacks, early_stopping, patience, min_delta,
                                     verbose, validation is not None)
-        history = History()
-        self.stop_training = False
-        logs = {"epochs": epochs, "rows": n}
-        for callback in callbacks:
-            callback.on_train_begin(self, logs)
         # The core shuffles the rows of each chunk, seeded from the network's
         # generator: one draw per fit, one seed per epoch.
         base = int(self._rng.integers(2**62)) if shuffle else -1
@@ -412,7 +415,26 @@ class Sequential:
         # STRETCH_FLOPS of work, so that Ctrl-C lands between two of them.
         step_flops = self._engine_flops_per_row() * batch_size
         stretch = batch_size * max(1, int(STRETCH_FLOPS // max(step_flops, 1.0)))
-        # The last finite state, to return to if an epoch diverges.
+
+        def run_epoch(epoch, lr):
+            return self._epoch(engine, source.chunks(base + epoch if shuffle else -1),
+                               batch_size, lr, stretch)
+
+        def score():
+            return {f"val_{k}": v for k, v in self._evaluate(*validation).items()}
+        return self._run_epochs(epochs, n, callbacks, run_epoch,
+                                None if validation is None else score)
+
+    def _run_epochs(self, epochs, rows, callbacks, run_epoch, score) -> History:
+        """The loop over the epochs of a fit around run_epoch(epoch, lr) →
+        (mean loss, accuracy): callbacks, history, validation figures from
+        score(), and the return to the last finite state when an epoch
+        diverges or meets bad data."""
+        history = History()
+        self.stop_training = False
+        logs = {"epochs": epochs, "rows": rows}
+        for callback in callbacks:
+            callback.on_train_begin(self, logs)
         kept = [self.params] + self._opt_state[:self._optimizer.n_state]
         backup = [np.empty_like(a) for a in kept]
         for epoch in range(1, epochs + 1):
@@ -421,32 +443,26 @@ class Sequential:
             lr = self._optimizer.lr
             for saved, current in zip(backup, kept):
                 saved[...] = current
-            steps = engine.optimizer_steps
-
-            def restore():
-                for saved, current in zip(backup, kept):
-                    current[...] = saved
-                self._apply_optimizer(steps)
+            steps = self.optimizer_steps
             try:
-                loss, right = self._epoch(engine, source.chunks(base + epoch if shuffle else -1),
-                                          batch_size, lr, stretch)
+                loss, right = run_epoch(epoch, lr)
             except (ValueError, TypeError):
-                restore()       # a bad chunk or batch: the epoch is undone
+                self._restore(backup, kept, steps)   # a bad chunk or batch: undone
                 raise
             logs = {"loss": loss}
             if self.is_classifier:
                 logs["accuracy"] = right
             if not (math.isfinite(loss) and _ops.all_finite(self.params)):
-                restore()
+                self._restore(backup, kept, steps)
                 history.append(epoch, dict(logs, lr=lr))
                 warnings.warn(f"training stopped at epoch {epoch}: the loss became "
                               f"{loss} (the weights overflowed). The network keeps "
                               f"its weights from before that epoch. The learning rate "
                               f"(lr={lr}) is probably too large: try a smaller one.",
-                              RuntimeWarning, stacklevel=2)
+                              RuntimeWarning, stacklevel=3)
                 break
-            if validation is not None:
-                logs.update({f"val_{k}": v for k, v in self._evaluate(*validation).items()})
+            if score is not None:
+                logs.update(score())
             logs["lr"] = lr
             history.append(epoch, logs)
             for callback in callbacks:
@@ -456,6 +472,11 @@ class Sequential:
         for callback in callbacks:
             callback.on_train_end(self, logs)
         return history
+
+    def _restore(self, backup, kept, steps) -> None:
+        for saved, current in zip(backup, kept):
+            current[...] = saved
+        self._apply_optimizer(steps)
 
     def partial_fit(self, X: ArrayLike | Iterable, y: ArrayLike | None = None,
                     batch_size: int = 32, shuffle: bool = True,

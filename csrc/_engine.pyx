@@ -738,6 +738,31 @@ cdef class Engine:
         weights (rows,); returns the mean (weighted) loss."""
         return self.train_step(X, Y, 0.0, weights, False)
 
+    def apply_update(self, double lr):
+        """One optimizer update of params from the current grads: the second
+        half of train_step, for gradients computed by loss_and_grad and then
+        changed (averaged across processes, for instance)."""
+        self.claim()
+        with nogil:
+            if self.typenum == cnp.NPY_DOUBLE:
+                update(&self.plan, lr)
+            else:
+                update(&self.plan, <float>lr)
+        self.busy = 0
+
+    def batch_correct(self, const real[:, ::1] Y):
+        """Right predictions (see count_correct) of the last loss_and_grad or
+        train_step, whose targets were Y."""
+        cdef Py_ssize_t k = self.plan.size[self.plan.n_layers]
+        cdef bint is_double = real is double
+        if is_double != (self.dtype == np.float64):
+            raise TypeError(f"Y must be {self.dtype}")
+        if Y.shape[0] < 1 or Y.shape[0] > self.plan.capacity or Y.shape[1] != k:
+            raise ValueError(f"Y must be a batch of at most {self.plan.capacity} rows "
+                             f"and {k} columns")
+        return count_correct(self.plan.loss, <real*>self.plan.out[self.plan.n_layers - 1],
+                             &Y[0, 0], Y.shape[0], k)
+
     def train_step(self, const real[:, ::1] X, const real[:, ::1] Y, double lr,
                    const real[::1] weights=None, bint update_params=True):
         """One training step on the batch (sample weights optional), or the

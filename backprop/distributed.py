@@ -1,0 +1,239 @@
+"""Data-parallel training over MPI: one replica of the network per process.
+
+    mpiexec -n 4 python train.py
+
+Every rank builds the same network and calls `fit` with the same arguments.
+`fit` gives every replica rank 0's weights and optimizer state, then for each
+global batch of size × batch_size rows (in one seeded order that every rank
+draws alike) each rank computes the gradient of its share of the rows, one
+in-place Allreduce over the flat gradient buffer sums the shares, weighted by
+their rows, into the gradient of the whole batch, and every replica takes the
+identical update.  N ranks with batch B therefore train like one process
+with batch N·B.  Each rank reads only the rows of its shares: pass a
+memory-mapped array (numpy.load(path, mmap_mode="r")) and no rank loads the
+data set.  Only rank 0 shows progress; save from rank 0
+(`if distributed.rank() == 0: net.save(path)`).
+
+A rank that fails inside `fit` ends the job (MPI_Abort) after printing its
+error; a rank that waits longer than `timeout` seconds for the others (one
+failed outside fit, or disappeared) ends it too, with a message saying so.
+Launch with `mpiexec -n N python -m mpi4py train.py` to have an uncaught
+error anywhere end the job at once.
+
+Needs mpi4py and an MPI library: pip install "backprop[mpi]".
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+import zlib
+
+import numpy as np
+
+try:
+    from mpi4py import MPI
+except ImportError as exc:  # pragma: no cover - without the extra
+    raise ImportError("backprop.distributed needs mpi4py and an MPI library: "
+                      'pip install "backprop[mpi]"') from exc
+
+from . import losses as _losses
+from ._engine import shuffled
+from ._validation import check_int, check_positive_float
+from .network import History, Sequential
+
+__all__ = ["fit", "rank", "size", "broadcast_parameters", "allreduce_gradients",
+           "threads_per_rank"]
+
+
+def _comm(comm):
+    return MPI.COMM_WORLD if comm is None else comm
+
+
+def rank(comm=None) -> int:
+    """This process's rank (0 … size − 1)."""
+    return _comm(comm).Get_rank()
+
+
+def size(comm=None) -> int:
+    """The number of processes."""
+    return _comm(comm).Get_size()
+
+
+def threads_per_rank(comm=None, timeout: float = 300.0) -> int:
+    """BLAS threads for each rank: this host's cores ÷ its ranks (at least 1)."""
+    return _threads_per_rank(_gather(_comm(comm), [], timeout))
+
+
+def _gather(comm, values, timeout) -> np.ndarray:
+    """Every rank's `values` (integers) and the name of its host, as rows of
+    an array, gathered with a time limit."""
+    host = zlib.crc32(MPI.Get_processor_name().encode())
+    mine = np.array([host, *values], np.int64)
+    every = np.empty((comm.Get_size(), mine.size), np.int64)
+    _wait(comm.Iallgather(mine, every), comm, timeout, "meeting the other ranks")
+    return every
+
+
+def _threads_per_rank(gathered) -> int:
+    here = int((gathered[:, 0] == zlib.crc32(MPI.Get_processor_name().encode())).sum())
+    return max(1, len(os.sched_getaffinity(0)) // here)
+
+
+def _wait(request, comm, timeout: float, what: str) -> None:
+    """Complete `request`, or end the job once `timeout` seconds pass."""
+    start = time.monotonic()
+    while not request.Test():
+        waited = time.monotonic() - start
+        if waited > timeout:
+            _abort(comm, f"waited {waited:.0f} s for the other ranks ({what}): a rank "
+                         "failed or left. Ending the job.")
+        if waited > 0.01:          # past a step's usual skew: stop spinning
+            time.sleep(0.0005)
+
+
+def _abort(comm, message: str) -> None:
+    print(f"backprop.distributed, rank {comm.Get_rank()} of {comm.Get_size()}: {message}",
+          file=sys.stderr, flush=True)
+    comm.Abort(1)
+
+
+def broadcast_parameters(net: Sequential, comm=None, root: int = 0,
+                         timeout: float = 300.0) -> None:
+    """Give every rank root's weights, optimizer state and step count."""
+    comm = _comm(comm)
+    steps = np.array([net.optimizer_steps], np.int64)
+    for array in [net.params, *net._opt_state[:net.optimizer.n_state], steps]:
+        _wait(comm.Ibcast(array, root=root), comm, timeout, "broadcasting the weights")
+    net._apply_optimizer(int(steps[0]))
+
+
+def allreduce_gradients(net: Sequential, weight: float = 1.0, comm=None,
+                        timeout: float = 300.0) -> None:
+    """net.grads ← Σ over ranks of weight · net.grads, in place.  With each
+    rank's weight its share of the batch's rows, the sum is the gradient of
+    the mean loss over the whole batch."""
+    comm = _comm(comm)
+    if weight != 1.0:
+        net.grads *= weight
+    if comm.Get_size() > 1:
+        _wait(comm.Iallreduce(MPI.IN_PLACE, net.grads, op=MPI.SUM), comm, timeout,
+              "summing the gradients")
+
+
+def _sum(comm, values, timeout) -> np.ndarray:
+    """Σ over ranks of a few float64 figures."""
+    buf = np.array(values, np.float64)
+    if comm.Get_size() > 1:
+        _wait(comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM), comm, timeout,
+              "summing the epoch's figures")
+    return buf
+
+
+def fit(net: Sequential, X, y, *, epochs: int = 1, batch_size: int = 32,
+        lr: float | None = None, optimizer=None, shuffle: bool = True,
+        sample_weight=None, validation_data: tuple | None = None,
+        callbacks: list | None = None, early_stopping: bool = False, patience: int = 5,
+        min_delta: float = 0.0, verbose: int = 0, comm=None,
+        timeout: float = 300.0) -> History:
+    """Train `net` data-parallel on every rank of `comm` (COMM_WORLD).
+
+    Call it on every rank with the same arguments.  X (n, n_in) and y as for
+    Sequential.fit (arrays or memory-mapped arrays, the same n on every
+    rank); `batch_size` rows per rank, so a global batch holds
+    size × batch_size rows.  validation_data is scored with each rank taking
+    a share of its rows.  The BLAS threads of each rank default to this
+    host's cores ÷ its ranks (see Sequential.n_threads).  Returns the
+    History, the same on every rank.
+    """
+    comm = _comm(comm)
+    epochs = check_int(epochs, "epochs", minimum=0)
+    batch_size = check_int(batch_size, "batch_size")
+    timeout = check_positive_float(timeout, "timeout")
+    if not isinstance(net, Sequential):
+        raise TypeError(f"net must be a backprop.Sequential, got {type(net).__name__}")
+    net._require_trainable()
+    shape = tuple(getattr(X, "shape", ()))      # (read no rows of X here)
+    if len(shape) != 2 or shape[1] != net.n_inputs:
+        raise ValueError(f"X must be a 2-D array with {net.n_inputs} columns, "
+                         f"got shape {shape or type(X).__name__}")
+    n = shape[0]
+    y = y if hasattr(y, "shape") else np.asarray(y)
+    if len(y.shape) not in (1, 2) or y.shape[0] != n:
+        raise ValueError(f"y must be an array with one row per sample ({n}), got "
+                         f"{y.shape}")
+    if sample_weight is not None:
+        sample_weight = net._check_sample_weight(sample_weight, n)
+    gathered = _gather(comm, [n], timeout)
+    if (gathered[:, 1] != n).any():
+        raise ValueError(f"X: every rank must pass the same rows; the ranks have "
+                         f"{gathered[:, 1].tolist()}")
+    net._set_optimizer_for_fit(optimizer, lr)
+    threads = net.n_threads
+    if threads is None:
+        net.n_threads = _threads_per_rank(gathered)
+    try:
+        return _fit(net, X, y, sample_weight, epochs, batch_size, shuffle, validation_data,
+                    callbacks, early_stopping, patience, min_delta, verbose, comm, timeout)
+    except Exception:
+        if comm.Get_size() == 1:
+            raise
+        _abort(comm, "training failed:\n" + traceback.format_exc())
+        raise                      # (not reached: Abort ends the process)
+    finally:
+        net.n_threads = threads
+
+
+def _fit(net, X, y, weights, epochs, batch_size, shuffle, validation_data, callbacks,
+         early_stopping, patience, min_delta, verbose, comm, timeout) -> History:
+    me, ranks, n = comm.Get_rank(), comm.Get_size(), X.shape[0]
+    broadcast_parameters(net, comm, timeout=timeout)
+    validation = None
+    if validation_data is not None:
+        Xv, yv = net._validation(None, None, None, validation_data, 0.0)[3]
+        share = slice(me * len(Xv) // ranks, (me + 1) * len(Xv) // ranks)
+        validation = (Xv[share], yv[share])
+    callbacks = net._callbacks(callbacks, early_stopping, patience, min_delta,
+                               verbose if me == 0 else 0, validation is not None)
+    engine = net._engine_for(min(batch_size, n), True)
+    seed = np.array([net._rng.integers(2**62) if shuffle else -1], np.int64)
+    _wait(comm.Ibcast(seed, root=0), comm, timeout, "broadcasting the seed")
+    step = ranks * batch_size
+    order = np.arange(n)
+
+    def run_epoch(epoch, lr):
+        if shuffle:                       # the order Sequential.fit draws for this seed
+            order[...] = np.arange(n)
+            shuffled(order, int(seed[0]) + epoch)
+        loss = correct = 0.0
+        for start in range(0, n, step):
+            m = min(step, n - start)      # the global batch, and this rank's share of it
+            rows = order[start + me * m // ranks:start + (me + 1) * m // ranks]
+            if len(rows):
+                X2, Y = net._data(X[rows], y[rows])
+                value = engine.loss_and_grad(X2, Y, None if weights is None else weights[rows])
+                loss += value * len(rows)
+                correct += engine.batch_correct(Y) if net.is_classifier else 0
+            else:
+                net.grads[...] = 0
+            allreduce_gradients(net, len(rows) / m, comm, timeout)
+            engine.apply_update(lr)
+        loss, correct = _sum(comm, [loss, correct], timeout) / n
+        per_row = net.n_outputs if net.loss.code == _losses.BINARY_CROSS_ENTROPY else 1
+        return float(loss), float(correct) / per_row
+
+    def score():
+        return _score(net, validation, comm, timeout)
+    return net._run_epochs(epochs, n, callbacks, run_epoch,
+                           None if validation is None else score)
+
+
+def _score(net, validation, comm, timeout) -> dict:
+    """val_loss (and val_accuracy) over every rank's share of the rows."""
+    Xv, Yv = validation
+    rows = len(Xv)
+    scores = net._evaluate(Xv, Yv) if rows else {}
+    keys = ["loss"] + (["accuracy"] if net.is_classifier else [])
+    totals = _sum(comm, [scores.get(k, 0.0) * rows for k in keys] + [rows], timeout)
+    return {f"val_{k}": float(v / totals[-1]) for k, v in zip(keys, totals)}

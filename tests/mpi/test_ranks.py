@@ -1,0 +1,122 @@
+"""backprop.distributed on every rank of COMM_WORLD.  tests/test_distributed.py
+runs this file under `mpiexec -n 2` and `mpiexec -n 3`; run alone, it is a
+world of one rank."""
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+import backprop as bp
+
+dist = pytest.importorskip("backprop.distributed")
+MPI = dist.MPI
+comm = MPI.COMM_WORLD
+ranks, me = comm.Get_size(), comm.Get_rank()
+
+
+def make_net(seed=0, dtype="float64"):
+    return bp.Sequential(bp.Dense(8, 16, activation="tanh"),
+                         bp.Dense(16, 3, activation="softmax"),
+                         loss="cross_entropy", dtype=dtype, seed=seed)
+
+
+def data(n=997):      # not a multiple of any global batch: the last one is split unevenly
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 8))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+    return X, y
+
+
+class RowLog:
+    """An array that records which rows are read from it."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.rows = array, array.shape, []
+
+    def __getitem__(self, rows):
+        self.rows.extend(np.arange(self.shape[0])[rows].tolist())
+        return self.array[rows]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_ranks_train_like_one_process_with_their_joint_batch(shuffle, optimizer):
+    X, y = data()
+    net = make_net()
+    history = dist.fit(net, X, y, epochs=4, batch_size=10, optimizer=optimizer,
+                       shuffle=shuffle, validation_data=(X[:101], y[:101]))
+    alone = make_net()          # the same training in this process, batch ranks × 10
+    expected = alone.fit(X, y, epochs=4, batch_size=10 * ranks, optimizer=optimizer,
+                         shuffle=shuffle, validation_data=(X[:101], y[:101]))
+    np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-12)
+    for key, values in expected.history.items():
+        np.testing.assert_allclose(history.history[key], values, rtol=1e-10, atol=1e-12)
+    replicas = comm.allgather(net.params)
+    assert all(np.array_equal(r, net.params) for r in replicas)   # identical updates
+
+
+def test_sample_weights_and_float32():
+    X, y = data()
+    w = np.random.default_rng(1).uniform(0, 2, len(X))
+    net, alone = make_net(dtype="float32"), make_net(dtype="float32")
+    dist.fit(net, X, y, epochs=2, batch_size=16, lr=0.1, sample_weight=w)
+    alone.fit(X, y, epochs=2, batch_size=16 * ranks, lr=0.1, sample_weight=w)
+    np.testing.assert_allclose(net.params, alone.params, rtol=1e-4, atol=1e-5)
+
+
+def test_each_rank_reads_only_its_rows():
+    X, y = data()
+    logged = RowLog(X)
+    dist.fit(make_net(), logged, y, epochs=1, batch_size=10, lr=0.1)
+    mine = logged.rows
+    assert len(mine) == len(set(mine))
+    assert abs(len(mine) - len(X) / ranks) <= len(X) / (10 * ranks) + 1
+    every = comm.allgather(set(mine))
+    assert set().union(*every) == set(range(len(X)))           # every row, once
+    assert sum(len(s) for s in every) == len(X)
+
+
+def test_memory_mapped_rows():
+    X, y = data()
+    a, b = make_net(), make_net()
+    with tempfile.TemporaryDirectory() as folder:       # (one per rank)
+        path = os.path.join(folder, "X.npy")
+        np.save(path, X.astype(np.float32))
+        dist.fit(a, np.load(path, mmap_mode="r"), y, epochs=2, batch_size=8, lr=0.1)
+    dist.fit(b, X.astype(np.float32), y, epochs=2, batch_size=8, lr=0.1)
+    np.testing.assert_array_equal(a.params, b.params)
+
+
+def test_broadcast_gives_every_replica_the_weights_of_rank_0():
+    net = make_net(seed=me)                  # a different start on every rank
+    net.optimizer = bp.Adam(1e-3)
+    X, y = data(64)
+    net.train_step(X, y)                     # and different optimizer state
+    root = comm.bcast(net.params.copy() if me == 0 else None)
+    dist.broadcast_parameters(net)
+    np.testing.assert_array_equal(net.params, root)
+    assert comm.allgather(net.optimizer_steps) == [1] * ranks
+
+
+def test_allreduce_sums_the_weighted_gradients():
+    net = make_net()
+    net.grads[...] = me + 1
+    dist.allreduce_gradients(net, weight=0.5)
+    np.testing.assert_allclose(net.grads, 0.5 * ranks * (ranks + 1) / 2)
+
+
+def test_threads_per_rank_divides_the_cores():
+    cores = len(os.sched_getaffinity(0))
+    assert dist.threads_per_rank() == max(1, cores // ranks)   # all ranks on this host
+    net = make_net()
+    dist.fit(net, *data(64), epochs=1, lr=0.1)
+    assert net.n_threads is None                               # restored afterwards
+
+
+def test_ranks_must_pass_the_same_rows():
+    X, y = data(100 + (me if ranks > 1 else 0))
+    if ranks == 1:
+        pytest.skip("needs ranks with different data")
+    with pytest.raises(ValueError, match="X: every rank must pass the same rows"):
+        dist.fit(make_net(), X, y, lr=0.1)
