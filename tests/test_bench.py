@@ -38,3 +38,20 @@ def test_quick_bench_runs_and_writes_json(tmp_path):
     digits = data["digits"]["systems"]
     assert digits["backprop_fit"]["test_accuracy"] > 0.85        # 3 epochs in a quick run
     assert digits["numpy"]["test_accuracy"] > 0.85
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "bench")), reason="no bench/ here")
+def test_distributed_bench_runs_at_one_and_two_ranks(tmp_path):
+    pytest.importorskip("mpi4py")
+    out = tmp_path / "distributed.json"
+    result = subprocess.run([sys.executable, "-m", "bench.distributed", "--quick", "--json",
+                             str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Projection to more hosts" in result.stdout
+    data = json.loads(out.read_text())
+    assert set(data["runs"]) == {"1", "2"}
+    for name in ("W3", "W4"):
+        for ranks in (1, 2):
+            entry = data["summary"][f"{name} strong {ranks}"]
+            assert entry["step"] > 0 and (entry["allreduce"] > 0) == (ranks == 2)
+    assert data["summary"]["probe"] > 0
