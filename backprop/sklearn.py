@@ -12,7 +12,12 @@ classes_, n_iter_, n_layers_, n_outputs_, out_activation_, best_loss_,
 validation_scores_, best_validation_score_, t_).  They work in Pipeline and
 GridSearchCV (also with n_jobs).  Beyond scikit-learn's MLP: the activations
 'leaky_relu' and 'sigmoid' (= 'logistic'), the solvers 'rmsprop', 'adagrad'
-and 'adamw', and float32 training (dtype='float32').
+and 'adamw', float32 training (dtype='float32'), and n_threads: the BLAS
+threads for this model's training and prediction, None (the default) for
+automatic, which inside joblib's worker processes follows the limits joblib
+sets for them; set n_threads=1 when a sweep runs one model per core
+(GridSearchCV(n_jobs=...), joblib's Dask backend), so that the models do not
+compete for the cores.
 
 Differences: 'lbfgs' is not offered (backprop trains by mini-batch
 gradient descent); alpha, the L2 penalty α/2·‖W‖² per sample, also reaches
@@ -36,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - only without the optional extra
 
 from . import callbacks as _callbacks
 from . import optimizers as _optimizers
+from ._validation import check_int
 from .layers import Dense
 from .network import Sequential
 
@@ -74,7 +80,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, dtype="float64"):
+                 n_iter_no_change=10, dtype="float64", n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -98,6 +104,7 @@ class _BaseMLP(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
+        self.n_threads = n_threads
 
     # -- building ------------------------------------------------------------
     def _check_params(self):
@@ -122,6 +129,11 @@ class _BaseMLP(BaseEstimator):
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must lie in (0, 1), got "
                              f"{self.validation_fraction!r}")
+        if self.n_threads is not None:
+            try:
+                check_int(self.n_threads, "n_threads")     # the network's own check
+            except TypeError as exc:    # reported as ValueError, like the other parameters
+                raise ValueError(str(exc)) from None
         return [int(s) for s in sizes]
 
     def _batch(self, n):
@@ -163,6 +175,7 @@ class _BaseMLP(BaseEstimator):
             self.net_ = self._new_network(X.shape[1], n_out, output, loss, hidden)
             self.loss_curve_, self.t_ = [], 0
         net = self.net_
+        net.n_threads = self.n_threads
         callbacks = []
         if self.learning_rate == "invscaling" and self.solver == "sgd":
             callbacks.append(_callbacks.InverseScaling(self.power_t))
