@@ -16,6 +16,7 @@ bandwidth b, a step on N hosts takes about c + 2(N−1)/N·S/b.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -40,12 +41,31 @@ def _allreduce_seconds(dist, comm, buffer, repeats: int) -> float:
     """Median seconds of one in-place Allreduce of `buffer` across `comm`."""
     from mpi4py import MPI
     times = []
+    time.sleep(0.2)          # (let the BLAS threads of the training stop spinning)
     for _ in range(repeats + 2):
         comm.Barrier()
         start = time.perf_counter()
         dist._wait(comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), comm, 60, "bench")
         times.append(time.perf_counter() - start)
     return statistics.median(times[2:])
+
+
+@contextlib.contextmanager
+def _timing(module, name: str):
+    """Add up the seconds spent in module.name while the block runs."""
+    original, total = getattr(module, name), [0.0]
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            total[0] += time.perf_counter() - start
+    setattr(module, name, timed)
+    try:
+        yield total
+    finally:
+        setattr(module, name, original)
 
 
 def worker(quick: bool) -> None:
@@ -68,11 +88,13 @@ def worker(quick: bool) -> None:
             dist.fit(net, X, y, epochs=1, batch_size=per_rank, lr=wl.lr)     # warm-up
             comm.Barrier()
             start = time.perf_counter()
-            dist.fit(net, X, y, epochs=1, batch_size=per_rank, lr=wl.lr)
+            with _timing(dist, "allreduce_gradients") as reducing:
+                dist.fit(net, X, y, epochs=1, batch_size=per_rank, lr=wl.lr)
             seconds = comm.allreduce(time.perf_counter() - start, op=dist.MPI.MAX)
-            entry[scaling] = {"step": seconds / steps, "rows": per_rank * ranks}
+            entry[scaling] = {"step": seconds / steps, "rows": per_rank * ranks,
+                              "in_step": comm.allreduce(reducing[0]) / ranks / steps}
         grads = np.zeros_like(net.grads)
-        entry["allreduce"] = _allreduce_seconds(dist, comm, grads, 10) if ranks > 1 else 0.0
+        entry["allreduce"] = _allreduce_seconds(dist, comm, grads, 30) if ranks > 1 else 0.0
         entry["bytes"] = grads.nbytes
         result["workloads"][name] = entry
     probe = np.zeros(PROBE_BYTES // 4, np.float32)
@@ -111,24 +133,30 @@ def report(runs: dict[int, list[dict]]) -> dict:
         one = {s: _median(runs[1], "workloads", name, s, "step") for s in ("strong", "weak")}
         for ranks, results in sorted(runs.items()):
             entry = results[0]["workloads"][name]
-            reduce = _median(results, "workloads", name, "allreduce")
+            apart = _median(results, "workloads", name, "allreduce")
             for scaling in ("strong", "weak"):
                 step = _median(results, "workloads", name, scaling, "step")
+                reduce = _median(results, "workloads", name, scaling, "in_step")
                 batch = entry[scaling]["rows"]
                 speedup = one[scaling] / step * (batch / W.get(name).batch if scaling == "weak"
                                                  else 1)
+                multi = ranks > 1
                 rows.append([f"{name} {scaling}", ranks, results[0]["threads"], batch,
                              fmt_time(step), f"{speedup:.2f}×", f"{batch / step:,.0f}",
-                             fmt_time(reduce) if ranks > 1 else "–",
-                             f"{100 * reduce / step:.0f} %" if ranks > 1 else "–"])
+                             fmt_time(reduce) if multi else "–",
+                             f"{100 * reduce / step:.0f} %" if multi else "–",
+                             fmt_time(apart) if multi else "–"])
                 summary[f"{name} {scaling} {ranks}"] = {"step": step, "speedup": speedup,
-                                                        "allreduce": reduce}
+                                                        "allreduce": reduce,
+                                                        "allreduce_apart": apart}
     table("Data-parallel training (backprop.distributed), one host",
           ["workload", "ranks", "threads/rank", "global batch", "time per step",
-           "speed-up", "samples/s", "Allreduce", "share"], rows,
+           "speed-up", "samples/s", "Allreduce", "share", "apart"], rows,
           ["speed-up: samples/s over those of 1 rank; strong: the workload's batch split "
            "across the ranks, weak: the workload's batch on each rank",
-           "Allreduce: the flat gradient's, timed apart (median); share: of the step"])
+           "Allreduce: time per step in the gradient's Allreduce during fit (waiting for "
+           "the slower rank included), its share of the step, and the same Allreduce "
+           "timed apart"])
     probe = _median(runs[2], "probe")
     bandwidth = PROBE_BYTES / probe            # algorithm bandwidth of the 2-rank ring
     print(f"\n  4 MB float32 Allreduce, 2 local ranks: {fmt_time(probe)} "
