@@ -92,7 +92,8 @@ def worker(quick: bool) -> None:
                 dist.fit(net, X, y, epochs=1, batch_size=per_rank, lr=wl.lr)
             seconds = comm.allreduce(time.perf_counter() - start, op=dist.MPI.MAX)
             entry[scaling] = {"step": seconds / steps, "rows": per_rank * ranks,
-                              "in_step": comm.allreduce(reducing[0]) / ranks / steps}
+                              "in_step": (comm.allreduce(reducing[0]) / ranks / steps
+                                          if ranks > 1 else 0.0)}
         grads = np.zeros_like(net.grads)
         entry["allreduce"] = _allreduce_seconds(dist, comm, grads, 30) if ranks > 1 else 0.0
         entry["bytes"] = grads.nbytes
