@@ -23,6 +23,7 @@ class Chunk(NamedTuple):
     Y: np.ndarray               # (rows, n_out) targets
     weights: np.ndarray | None  # (rows,) sample weights, or None
     seed: int                   # the core's shuffle seed for these rows (-1: keep their order)
+    order: np.ndarray | None = None   # the row order to shuffle (None: a new 0, 1, 2 …)
 
 
 def _seeds(seed: int, count: int) -> list[int]:
@@ -33,14 +34,16 @@ def _seeds(seed: int, count: int) -> list[int]:
 
 
 class InMemory:
-    """Arrays already converted and checked: the whole data set is one chunk."""
+    """Arrays already converted and checked: the whole data set is one chunk,
+    whose row order carries over from epoch to epoch (shuffled again each)."""
 
     def __init__(self, X2, Y, weights):
         self.rows = X2.shape[0]
-        self._chunk = Chunk(X2, Y, weights, -1)
+        self._data = (X2, Y, weights)
+        self._order = np.arange(self.rows)
 
     def chunks(self, seed: int) -> Iterator[Chunk]:
-        yield self._chunk._replace(seed=seed)
+        yield Chunk(*self._data, seed, self._order if seed >= 0 else None)
 
 
 class ChunkedArrays:

@@ -204,7 +204,6 @@ def _fit(net, X, y, weights, epochs, batch_size, shuffle, validation_data, callb
 
     def run_epoch(epoch, lr):
         if shuffle:                       # the order Sequential.fit draws for this seed
-            order[...] = np.arange(n)
             shuffled(order, int(seed[0]) + epoch)
         loss = correct = 0.0
         for start in range(0, n, step):

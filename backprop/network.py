@@ -495,9 +495,10 @@ class Sequential:
         (mean loss, accuracy)."""
         rows = 0
         loss = right = 0.0
-        for X2, Y, weights, seed in chunks:
+        for X2, Y, weights, seed, order in chunks:
             n = X2.shape[0]
-            order = np.arange(n) if seed >= 0 else None
+            if order is None and seed >= 0:
+                order = np.arange(n)
             for first in range(0, n, stretch):
                 count = min(stretch, n - first)
                 loss += count * engine.train_epoch(X2, Y, order, min(batch_size, n), lr,
