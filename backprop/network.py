@@ -534,6 +534,9 @@ class Sequential:
         """fit's data as a source of chunks (see backprop._sources), and the
         validation set (X_val, Y_val) or None."""
         streamed = y is None
+        if streamed and isinstance(X, np.ndarray):
+            raise TypeError("y is missing: fit(X, y) takes arrays, fit(batches) an "
+                            "iterable of (X, y) batches")
         chunked = not streamed and (chunk_size is not None or isinstance(X, np.memmap))
         if not (streamed or chunked):
             X2, Y = self._data(X, y)

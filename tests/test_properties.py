@@ -104,6 +104,25 @@ def test_network_fit_predict_evaluate(X, y):
         assert np.isfinite(p).all() and np.allclose(p.sum(-1), 1, atol=1e-5)
 
 
+@given(batches=st.lists(st.tuples(arrays(max_dims=2), arrays(max_dims=2)), max_size=3),
+       chunk_size=st.one_of(st.none(), st.integers(-2, 5)))
+def test_fit_on_batches_or_chunks(batches, chunk_size):
+    net = bp.Sequential(bp.Dense(3, 4, activation="relu"), bp.Dense(4, 3, activation="softmax"),
+                        loss="cross_entropy", dtype="float32", seed=0)
+    hypothesis.assume(batches or chunk_size is None)
+    before = net.params.copy()
+    try:
+        if chunk_size is None:
+            net.fit(batches, epochs=2, batch_size=2)
+        else:
+            net.fit(*batches[0], epochs=2, batch_size=2, chunk_size=chunk_size)
+    except (ValueError, TypeError) as exc:
+        expect_named_error(exc, "X", "y", "chunk_size")
+        np.testing.assert_array_equal(net.params, before)       # nothing half-done
+    else:
+        assert np.isfinite(net.params).all()
+
+
 @given(z=arrays(), name=st.sampled_from(["identity", "sigmoid", "tanh", "relu", "leaky_relu",
                                          "softmax", "step"]))
 def test_activations(z, name):

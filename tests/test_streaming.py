@@ -154,6 +154,7 @@ def test_validation_data_with_chunks(data, on_disk):
     (lambda n, X, y: n.fit([(X, y), (X[:, :3], y)]), ValueError, "batch 1: X"),
     (lambda n, X, y: n.fit([(X, y[:-1])]), ValueError, "batch 0: y"),
     (lambda n, X, y: n.fit(5), TypeError, "iterable of"),
+    (lambda n, X, y: n.fit(X), TypeError, "y is missing"),
     (lambda n, X, y: n.fit(X[:, :3], y, chunk_size=64), ValueError, "8 columns"),
     (lambda n, X, y: n.fit(X, y[:-1], chunk_size=64), ValueError, "y must have one row"),
     (lambda n, X, y: n.fit(X, y, chunk_size=-1), ValueError, "chunk_size"),
