@@ -107,7 +107,9 @@ class Sequential:
     """
 
     params: np.ndarray      # all parameters, flat; each layer's W and b are views
-    grads: np.ndarray       # their gradients, laid out the same way
+    grads: np.ndarray       # their gradients, laid out the same way: filled by
+    #                         loss_and_grad, backward and train_step (fit with
+    #                         plain SGD steps inside the backward pass instead)
 
     def __init__(self, *layers: Dense, loss: str | _losses.Loss = "mse",
                  dtype: str | np.dtype | None = None, seed: int | None = None,

@@ -459,6 +459,29 @@ cdef inline void dense_backward(real* dx, real* dW, real* db,
              1, delta, <int>n_out, W, <int>n_out, 0, dx, <int>n_in)
 
 
+cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
+                                    const real* delta, const real* x,
+                                    Py_ssize_t rows, Py_ssize_t n_in,
+                                    Py_ssize_t n_out, real lr) noexcept nogil:
+    # dense_backward and a plain SGD step in one: dx = δ @ Wᵀ (with W as it
+    # was), then W ← W − η · xᵀ @ δ as one product into W (BLAS's β = 1), so
+    # the weight gradient is never stored, zeroed or read back; db (n_out,)
+    # holds Σ_rows δ for b ← b − η · db.
+    cdef Py_ssize_t i, j
+    if dx != NULL:
+        gemm(False, True, <int>rows, <int>n_in, <int>n_out,
+             1, delta, <int>n_out, W, <int>n_out, 0, dx, <int>n_in)
+    gemm(True, False, <int>n_in, <int>n_out, <int>rows,
+         -lr, x, <int>n_in, delta, <int>n_out, 1, W, <int>n_out)
+    for j in range(n_out):
+        db[j] = 0
+    for i in range(rows):
+        for j in range(n_out):
+            db[j] += delta[i * n_out + j]
+    for j in range(n_out):
+        b[j] -= lr * db[j]
+
+
 # ------------------------------------------------------------- optimizers ---
 
 cdef inline void sgd_update(real* w, const real* g, Py_ssize_t n,

@@ -124,6 +124,22 @@ def test_fit_without_shuffle_is_plain_minibatch_sgd():
     np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-14)
 
 
+def test_fit_with_plain_sgd_steps_inside_the_backward_pass():
+    # fit takes plain SGD's step inside the backward pass (the weight
+    # gradient goes straight into W); train_step computes grads first.
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(50, 6)).astype(np.float32), rng.integers(0, 3, 50)
+    a, b = (bp.Sequential(bp.Dense(6, 8, activation="relu"), bp.Dense(8, 5, activation="tanh"),
+                          bp.Dense(5, 3, activation="softmax"), loss="cross_entropy",
+                          dtype="float32", seed=1) for _ in range(2))
+    a.fit(X, y, epochs=3, batch_size=8, lr=0.1, shuffle=False)
+    for _ in range(3):
+        for start in range(0, 50, 8):
+            b.train_step(X[start:start + 8], y[start:start + 8], lr=0.1)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-5, atol=1e-6)
+    assert a.optimizer_steps == b.optimizer_steps == 21
+
+
 def test_fit_loss_is_the_mean_over_the_epoch():
     X, y = data_for("mse", 12, 2, np.random.default_rng(3))
     a, b = (bp.Sequential(*NETS["mse-tanh"][0](), seed=4) for _ in range(2))
