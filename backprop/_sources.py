@@ -33,6 +33,15 @@ def _seeds(seed: int, count: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(count, np.uint64) >> 2]
 
 
+def chunk_order(rows: int, chunk_rows: int, seed: int) -> list[tuple[int, int]]:
+    """The chunks of an epoch in the order they are visited: (first row,
+    shuffle seed of its rows) each; in stored order when seed < 0."""
+    starts = np.arange(0, rows, chunk_rows)
+    if seed >= 0:
+        starts = np.random.default_rng(seed).permutation(starts)
+    return list(zip(starts.tolist(), _seeds(seed, len(starts))))
+
+
 class InMemory:
     """Arrays already converted and checked: the whole data set is one chunk,
     whose row order carries over from epoch to epoch (shuffled again each)."""
@@ -56,11 +65,8 @@ class ChunkedArrays:
         self.chunk_rows = chunk_rows
 
     def chunks(self, seed: int) -> Iterator[Chunk]:
-        starts = np.arange(0, self.rows, self.chunk_rows)
-        if seed >= 0:
-            starts = np.random.default_rng(seed).permutation(starts)
-        for start, chunk_seed in zip(starts, _seeds(seed, len(starts))):
-            rows = slice(int(start), int(start) + self.chunk_rows)
+        for start, chunk_seed in chunk_order(self.rows, self.chunk_rows, seed):
+            rows = slice(start, start + self.chunk_rows)
             X2, Y = self._net._data(self._X[rows], self._y[rows])
             weights = None if self._weights is None else self._weights[rows]
             yield Chunk(X2, Y, self._net._row_weights(weights, self._table, Y), chunk_seed)

@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - without the extra
     raise ImportError("backprop.distributed needs mpi4py and an MPI library: "
                       'pip install "backprop[mpi]"') from exc
 
+from . import _sources
 from . import losses as _losses
 from ._engine import shuffled
 from ._validation import check_int, check_positive_float
@@ -94,9 +95,12 @@ def _wait(request, comm, timeout: float, what: str) -> None:
 
 
 def _abort(comm, message: str) -> None:
+    """Print why, then end every rank of the job."""
     print(f"backprop.distributed, rank {comm.Get_rank()} of {comm.Get_size()}: {message}",
           file=sys.stderr, flush=True)
+    time.sleep(0.2)                # (time for the launcher to pass the message on)
     comm.Abort(1)
+    os._exit(1)                    # (should Abort return, as it can)
 
 
 def broadcast_parameters(net: Sequential, comm=None, root: int = 0,
@@ -135,22 +139,61 @@ def fit(net: Sequential, X, y, *, epochs: int = 1, batch_size: int = 32,
         lr: float | None = None, optimizer=None, shuffle: bool = True,
         sample_weight=None, validation_data: tuple | None = None,
         callbacks: list | None = None, early_stopping: bool = False, patience: int = 5,
-        min_delta: float = 0.0, verbose: int = 0, comm=None,
-        timeout: float = 300.0) -> History:
+        min_delta: float = 0.0, chunk_size: int | None = None, verbose: int = 0,
+        comm=None, timeout: float = 300.0) -> History:
     """Train `net` data-parallel on every rank of `comm` (COMM_WORLD).
 
     Call it on every rank with the same arguments.  X (n, n_in) and y as for
     Sequential.fit (arrays or memory-mapped arrays, the same n on every
     rank); `batch_size` rows per rank, so a global batch holds
-    size × batch_size rows.  validation_data is scored with each rank taking
-    a share of its rows.  The BLAS threads of each rank default to this
-    host's cores ÷ its ranks (see Sequential.n_threads).  Returns the
-    History, the same on every rank.
+    size × batch_size rows, and the global batches follow the order that
+    Sequential.fit with that batch (and the same chunk_size) draws: a
+    memory-mapped X is visited a chunk at a time.  validation_data is scored
+    with each rank taking a share of its rows.  The BLAS threads of each
+    rank default to this host's cores ÷ its ranks (see Sequential.n_threads).
+    Returns the History, the same on every rank.  When the arguments of a
+    rank are refused, every rank raises (that rank its error, the others
+    a RuntimeError saying which ranks).
     """
     comm = _comm(comm)
+    try:
+        timeout = check_positive_float(timeout, "timeout")
+        plan = _plan(net, X, y, epochs, batch_size, lr, optimizer, sample_weight,
+                     validation_data, callbacks, early_stopping, patience, min_delta,
+                     chunk_size, verbose, comm)
+        refused = None
+    except (ValueError, TypeError) as exc:
+        plan, refused = None, exc
+    n = -1 if plan is None else plan["n"]
+    gathered = _gather(comm, [n, refused is not None], timeout if plan else 300.0)
+    if refused is not None:
+        raise refused
+    if gathered[:, 2].any():
+        raise RuntimeError(f"ranks {np.flatnonzero(gathered[:, 2]).tolist()} refused their "
+                           "arguments (their errors say why)")
+    if (gathered[:, 1] != n).any():
+        raise ValueError(f"X: every rank must pass the same rows; the ranks have "
+                         f"{gathered[:, 1].tolist()}")
+    threads = net.n_threads
+    if threads is None:
+        net.n_threads = _threads_per_rank(gathered)
+    try:
+        return _fit(net, X, y, plan, shuffle, comm, timeout)
+    except Exception:
+        if comm.Get_size() == 1:
+            raise
+        _abort(comm, "training failed:\n" + traceback.format_exc())
+        raise                      # (not reached: _abort ends the process)
+    finally:
+        net.n_threads = threads
+
+
+def _plan(net, X, y, epochs, batch_size, lr, optimizer, sample_weight, validation_data,
+          callbacks, early_stopping, patience, min_delta, chunk_size, verbose, comm) -> dict:
+    """fit's arguments, checked on this rank before any rank starts."""
+    me, ranks = comm.Get_rank(), comm.Get_size()
     epochs = check_int(epochs, "epochs", minimum=0)
     batch_size = check_int(batch_size, "batch_size")
-    timeout = check_positive_float(timeout, "timeout")
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a backprop.Sequential, got {type(net).__name__}")
     net._require_trainable()
@@ -159,80 +202,89 @@ def fit(net: Sequential, X, y, *, epochs: int = 1, batch_size: int = 32,
         raise ValueError(f"X must be a 2-D array with {net.n_inputs} columns, "
                          f"got shape {shape or type(X).__name__}")
     n = shape[0]
+    if n == 0:
+        raise ValueError(f"X is empty (shape {shape})")
     y = y if hasattr(y, "shape") else np.asarray(y)
     if len(y.shape) not in (1, 2) or y.shape[0] != n:
         raise ValueError(f"y must be an array with one row per sample ({n}), got "
                          f"{y.shape}")
-    if sample_weight is not None:
-        sample_weight = net._check_sample_weight(sample_weight, n)
-    gathered = _gather(comm, [n], timeout)
-    if (gathered[:, 1] != n).any():
-        raise ValueError(f"X: every rank must pass the same rows; the ranks have "
-                         f"{gathered[:, 1].tolist()}")
-    net._set_optimizer_for_fit(optimizer, lr)
-    threads = net.n_threads
-    if threads is None:
-        net.n_threads = _threads_per_rank(gathered)
-    try:
-        return _fit(net, X, y, sample_weight, epochs, batch_size, shuffle, validation_data,
-                    callbacks, early_stopping, patience, min_delta, verbose, comm, timeout)
-    except Exception:
-        if comm.Get_size() == 1:
-            raise
-        _abort(comm, "training failed:\n" + traceback.format_exc())
-        raise                      # (not reached: Abort ends the process)
-    finally:
-        net.n_threads = threads
-
-
-def _fit(net, X, y, weights, epochs, batch_size, shuffle, validation_data, callbacks,
-         early_stopping, patience, min_delta, verbose, comm, timeout) -> History:
-    me, ranks, n = comm.Get_rank(), comm.Get_size(), X.shape[0]
-    broadcast_parameters(net, comm, timeout=timeout)
+    weights = None if sample_weight is None else net._check_sample_weight(sample_weight, n)
     validation = None
-    if validation_data is not None:
-        Xv, yv = net._validation(None, None, None, validation_data, 0.0)[3]
+    if validation_data is not None:            # this rank's share of the rows, checked
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (X_val, y_val)")
+        Xv, yv = validation_data
+        if len(Xv) != len(yv):
+            raise ValueError(f"validation_data: X_val has {len(Xv)} rows, y_val {len(yv)}")
         share = slice(me * len(Xv) // ranks, (me + 1) * len(Xv) // ranks)
-        validation = (Xv[share], yv[share])
+        validation = (None if share.start == share.stop else
+                      net._validation(None, None, None, (Xv[share], yv[share]), 0.0)[3])
     callbacks = net._callbacks(callbacks, early_stopping, patience, min_delta,
-                               verbose if me == 0 else 0, validation is not None)
-    engine = net._engine_for(min(batch_size, n), True)
+                               verbose if me == 0 else 0, validation_data is not None)
+    chunked = chunk_size is not None or isinstance(X, np.memmap)
+    chunk = (_sources.chunk_rows(chunk_size, ranks * batch_size, net.n_inputs,
+                                 net.dtype.itemsize) if chunked else None)
+    net._set_optimizer_for_fit(optimizer, lr)
+    return {"n": n, "y": y, "weights": weights, "epochs": epochs, "batch_size": batch_size,
+            "validation": validation, "scored": validation_data is not None,
+            "callbacks": callbacks, "chunk": chunk}
+
+
+def _fit(net, X, y, plan, shuffle, comm, timeout) -> History:
+    me, ranks, n, y = comm.Get_rank(), comm.Get_size(), plan["n"], plan["y"]
+    weights, chunk = plan["weights"], plan["chunk"]
+    broadcast_parameters(net, comm, timeout=timeout)
+    engine = net._engine_for(min(plan["batch_size"], n), True)
     seed = np.array([net._rng.integers(2**62) if shuffle else -1], np.int64)
     _wait(comm.Ibcast(seed, root=0), comm, timeout, "broadcasting the seed")
-    step = ranks * batch_size
+    step = ranks * plan["batch_size"]
     order = np.arange(n)
 
+    def orders(epoch):
+        """The rows of each chunk in the order Sequential.fit visits them."""
+        epoch_seed = int(seed[0]) + epoch if shuffle else -1
+        if chunk is None:                         # in memory: kept from epoch to epoch
+            if shuffle:
+                shuffled(order, epoch_seed)
+            yield order
+            return
+        for first, chunk_seed in _sources.chunk_order(n, chunk, epoch_seed):
+            rows = np.arange(min(chunk, n - first))
+            if chunk_seed >= 0:
+                shuffled(rows, chunk_seed)
+            yield rows + first
+
     def run_epoch(epoch, lr):
-        if shuffle:                       # the order Sequential.fit draws for this seed
-            shuffled(order, int(seed[0]) + epoch)
         loss = correct = 0.0
-        for start in range(0, n, step):
-            m = min(step, n - start)      # the global batch, and this rank's share of it
-            rows = order[start + me * m // ranks:start + (me + 1) * m // ranks]
-            if len(rows):
-                X2, Y = net._data(X[rows], y[rows])
-                value = engine.loss_and_grad(X2, Y, None if weights is None else weights[rows])
-                loss += value * len(rows)
-                correct += engine.batch_correct(Y) if net.is_classifier else 0
-            else:
-                net.grads[...] = 0
-            allreduce_gradients(net, len(rows) / m, comm, timeout)
-            engine.apply_update(lr)
+        for rows_of_chunk in orders(epoch):
+            for start in range(0, len(rows_of_chunk), step):
+                batch = rows_of_chunk[start:start + step]     # the global batch,
+                m = len(batch)                                # and this rank's share
+                rows = batch[me * m // ranks:(me + 1) * m // ranks]
+                if len(rows):
+                    X2, Y = net._data(X[rows], y[rows])
+                    value = engine.loss_and_grad(X2, Y, None if weights is None
+                                                 else weights[rows])
+                    loss += value * len(rows)
+                    correct += engine.batch_correct(Y) if net.is_classifier else 0
+                else:
+                    net.grads[...] = 0
+                allreduce_gradients(net, len(rows) / m, comm, timeout)
+                engine.apply_update(lr)
         loss, correct = _sum(comm, [loss, correct], timeout) / n
         per_row = net.n_outputs if net.loss.code == _losses.BINARY_CROSS_ENTROPY else 1
         return float(loss), float(correct) / per_row
 
     def score():
-        return _score(net, validation, comm, timeout)
-    return net._run_epochs(epochs, n, callbacks, run_epoch,
-                           None if validation is None else score)
+        return _score(net, plan["validation"], comm, timeout)
+    return net._run_epochs(plan["epochs"], n, plan["callbacks"], run_epoch,
+                           score if plan["scored"] else None)
 
 
 def _score(net, validation, comm, timeout) -> dict:
     """val_loss (and val_accuracy) over every rank's share of the rows."""
-    Xv, Yv = validation
-    rows = len(Xv)
-    scores = net._evaluate(Xv, Yv) if rows else {}
+    rows = 0 if validation is None else len(validation[0])
+    scores = net._evaluate(*validation) if rows else {}
     keys = ["loss"] + (["accuracy"] if net.is_classifier else [])
     totals = _sum(comm, [scores.get(k, 0.0) * rows for k in keys] + [rows], timeout)
     return {f"val_{k}": float(v / totals[-1]) for k, v in zip(keys, totals)}

@@ -403,13 +403,13 @@ class Sequential:
         epochs = check_int(epochs, "epochs", minimum=0)
         batch_size = check_int(batch_size, "batch_size")
         self._set_optimizer_for_fit(optimizer, lr)
-        source, validation = self._source(X, y, epochs, batch_size, chunk_size, sample_weight,
-                                          class_weight, validation_data, validation_split)
+        source, score = self._source(X, y, epochs, batch_size, chunk_size, sample_weight,
+                                     class_weight, validation_data, validation_split)
         n = source.rows
         batch_size = min(batch_size, n or batch_size)
-        engine = self._engine_for(batch_size, True)
+        engine = self._engine_for(batch_size if n else 1, True)   # (a stream: per batch)
         callbacks = self._callbacks(callbacks, early_stopping, patience, min_delta,
-                                    verbose, validation is not None)
+                                    verbose, score is not None)
         # The core shuffles the rows of each chunk, seeded from the network's
         # generator: one draw per fit, one seed per epoch.
         base = int(self._rng.integers(2**62)) if shuffle else -1
@@ -421,11 +421,7 @@ class Sequential:
         def run_epoch(epoch, lr):
             return self._epoch(engine, source.chunks(base + epoch if shuffle else -1),
                                batch_size, lr, stretch)
-
-        def score():
-            return {f"val_{k}": v for k, v in self._evaluate(*validation).items()}
-        return self._run_epochs(epochs, n, callbacks, run_epoch,
-                                None if validation is None else score)
+        return self._run_epochs(epochs, n, callbacks, run_epoch, score)
 
     def _run_epochs(self, epochs, rows, callbacks, run_epoch, score) -> History:
         """The loop over the epochs of a fit around run_epoch(epoch, lr) →
@@ -439,40 +435,42 @@ class Sequential:
             callback.on_train_begin(self, logs)
         kept = [self.params] + self._opt_state[:self._optimizer.n_state]
         backup = [np.empty_like(a) for a in kept]
-        for epoch in range(1, epochs + 1):
+        try:
+            for epoch in range(1, epochs + 1):
+                for callback in callbacks:
+                    callback.on_epoch_begin(self, epoch, logs)
+                lr = self._optimizer.lr
+                for saved, current in zip(backup, kept):
+                    saved[...] = current
+                steps = self.optimizer_steps
+                try:
+                    loss, right = run_epoch(epoch, lr)
+                except Exception:        # bad data, a batch that failed to load: undone
+                    self._restore(backup, kept, steps)   # (Ctrl-C keeps the steps taken)
+                    raise
+                logs = {"loss": loss}
+                if self.is_classifier:
+                    logs["accuracy"] = right
+                if not (math.isfinite(loss) and _ops.all_finite(self.params)):
+                    self._restore(backup, kept, steps)
+                    history.append(epoch, dict(logs, lr=lr))
+                    warnings.warn(f"training stopped at epoch {epoch}: the loss became "
+                                  f"{loss} (the weights overflowed). The network keeps "
+                                  f"its weights from before that epoch. The learning rate "
+                                  f"(lr={lr}) is probably too large: try a smaller one.",
+                                  RuntimeWarning, stacklevel=3)
+                    break
+                if score is not None:
+                    logs.update(score())
+                logs["lr"] = lr
+                history.append(epoch, logs)
+                for callback in callbacks:
+                    callback.on_epoch_end(self, epoch, logs)
+                if self.stop_training:
+                    break
+        finally:                         # also when an error or Ctrl-C ends training
             for callback in callbacks:
-                callback.on_epoch_begin(self, epoch, logs)
-            lr = self._optimizer.lr
-            for saved, current in zip(backup, kept):
-                saved[...] = current
-            steps = self.optimizer_steps
-            try:
-                loss, right = run_epoch(epoch, lr)
-            except (ValueError, TypeError):
-                self._restore(backup, kept, steps)   # a bad chunk or batch: undone
-                raise
-            logs = {"loss": loss}
-            if self.is_classifier:
-                logs["accuracy"] = right
-            if not (math.isfinite(loss) and _ops.all_finite(self.params)):
-                self._restore(backup, kept, steps)
-                history.append(epoch, dict(logs, lr=lr))
-                warnings.warn(f"training stopped at epoch {epoch}: the loss became "
-                              f"{loss} (the weights overflowed). The network keeps "
-                              f"its weights from before that epoch. The learning rate "
-                              f"(lr={lr}) is probably too large: try a smaller one.",
-                              RuntimeWarning, stacklevel=3)
-                break
-            if score is not None:
-                logs.update(score())
-            logs["lr"] = lr
-            history.append(epoch, logs)
-            for callback in callbacks:
-                callback.on_epoch_end(self, epoch, logs)
-            if self.stop_training:
-                break
-        for callback in callbacks:
-            callback.on_train_end(self, logs)
+                callback.on_train_end(self, logs)
         return history
 
     def _restore(self, backup, kept, steps) -> None:
@@ -499,6 +497,7 @@ class Sequential:
         loss = right = 0.0
         for X2, Y, weights, seed, order in chunks:
             n = X2.shape[0]
+            engine.reserve(min(batch_size, n))     # (a stream's batches may be small)
             if order is None and seed >= 0:
                 order = np.arange(n)
             for first in range(0, n, stretch):
@@ -533,8 +532,8 @@ class Sequential:
 
     def _source(self, X, y, epochs, batch_size, chunk_size, sample_weight, class_weight,
                 validation_data, validation_split):
-        """fit's data as a source of chunks (see backprop._sources), and the
-        validation set (X_val, Y_val) or None."""
+        """fit's data as a source of chunks (see backprop._sources), and a
+        function giving the validation figures after each epoch (or None)."""
         streamed = y is None
         if streamed and isinstance(X, np.ndarray):
             raise TypeError("y is missing: fit(X, y) takes arrays, fit(batches) an "
@@ -546,22 +545,30 @@ class Sequential:
                 sample_weight, Y.shape[0])
             table = self._class_table(class_weight, lambda: self._label_counts(Y))
             weights = self._row_weights(weights, table, Y)
+            if self._scored_in_chunks(validation_data):
+                if validation_split:
+                    raise ValueError("validation_data and validation_split: give one, not both")
+                return _sources.InMemory(X2, Y, weights), self._scorer(validation_data, False)
             X2, Y, weights, validation = self._validation(X2, Y, weights, validation_data,
                                                           validation_split)
-            return _sources.InMemory(X2, Y, weights), validation
+            return _sources.InMemory(X2, Y, weights), self._scorer(validation)
         if validation_split:
             raise ValueError("validation_split holds out rows of data in memory; with "
                              "chunked or streamed data give validation_data")
-        validation = self._validation(None, None, None, validation_data, 0.0)[3]
+        validation = self._scorer(validation_data, checked=False)
         if streamed:
             if sample_weight is not None:
                 raise ValueError("sample_weight: with an iterable of batches, give each "
                                  "batch's weights as a triple (X, y, sample_weight)")
             table = self._class_table(class_weight, None)
             return _sources.Batches(self, X, table, epochs), validation
-        if getattr(X, "ndim", None) != 2 or X.shape[1] != self.n_inputs:
+        if not isinstance(X, np.ndarray):
+            X = np.asarray(X)            # (in memory already: chunk_size was asked for)
+        if X.ndim != 2 or X.shape[1] != self.n_inputs:
             raise ValueError(f"X must be a 2-D array with {self.n_inputs} columns to be read "
-                             f"in chunks, got shape {np.shape(X)}")
+                             f"in chunks, got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError(f"X is empty (shape {X.shape})")
         if not isinstance(y, np.ndarray):
             y = np.asarray(y)
         if y.ndim == 0 or y.shape[0] != X.shape[0]:
@@ -647,6 +654,33 @@ class Sequential:
         return (X2[train], Y[train], None if weights is None else weights[train],
                 (X2[val], Y[val]))
 
+    def _scorer(self, validation, checked: bool = True):
+        """The function that gives fit its validation figures, from a checked
+        (X_val, Y_val) (or, unless `checked`, fit's validation_data); None
+        without validation.  A memory-mapped X_val is scored a chunk at a
+        time (see evaluate)."""
+        if validation is None:
+            return None
+        if not checked and self._scored_in_chunks(validation):
+            Xv, yv = validation[0], np.asarray(validation[1])
+            if Xv.shape[1] != self.n_inputs or yv.ndim == 0 or len(yv) != len(Xv):
+                raise ValueError(f"validation_data must be (X_val, y_val) with {self.n_inputs} "
+                                 f"columns and one label per row, got shapes {Xv.shape} "
+                                 f"and {yv.shape}")
+            return lambda: {f"val_{k}": v for k, v in self.evaluate(Xv, yv).items()}
+        if not checked:
+            validation = self._validation(None, None, None, validation, 0.0)[3]
+        return lambda: {f"val_{k}": v for k, v in self._evaluate(*validation).items()}
+
+    def _scored_in_chunks(self, validation_data) -> bool:
+        return (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2
+                and self._memory_mapped(validation_data[0]))
+
+    @staticmethod
+    def _memory_mapped(X) -> bool:
+        """A non-empty 2-D memory map: read in chunks by predict, evaluate and fit."""
+        return isinstance(X, np.memmap) and X.ndim == 2 and X.shape[0] > 0
+
     @staticmethod
     def _callbacks(callbacks, early_stopping, patience, min_delta, verbose, validation):
         from . import callbacks as _callbacks
@@ -674,7 +708,7 @@ class Sequential:
             out = self._engine.predict_row(X[0], 0)
             if out is not None:
                 return out[None]
-        if isinstance(X, np.memmap) and X.ndim == 2:  # read a chunk at a time
+        if self._memory_mapped(X):                    # read a chunk at a time
             out = np.empty((X.shape[0], self.n_outputs), self.dtype)
             for rows in self._chunks_of(X):
                 out[rows] = self.predict_proba(np.asarray(X[rows]))
@@ -712,9 +746,11 @@ class Sequential:
     def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
         """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers.
         A memory-mapped X is read a chunk at a time."""
-        if not (isinstance(X, np.memmap) and X.ndim == 2 and len(np.shape(y)) >= 1
-                and len(y) == len(X)):
+        if not self._memory_mapped(X):
             return self._evaluate(*self._data(X, y))
+        if np.ndim(y) == 0 or len(y) != len(X):
+            raise ValueError(f"y must have one row per sample ({len(X)}), got shape "
+                             f"{np.shape(y)}")
         totals: dict[str, float] = {}
         for rows in self._chunks_of(X):
             count = len(X[rows])

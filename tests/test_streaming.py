@@ -185,3 +185,81 @@ def test_predict_and_evaluate_read_a_memory_map_in_chunks(data, on_disk, monkeyp
     assert mapped.keys() == whole.keys() == {"loss", "accuracy"}
     assert mapped["accuracy"] == pytest.approx(whole["accuracy"], abs=1e-12)
     assert mapped["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+
+
+def test_a_batch_that_fails_to_load_undoes_its_epoch(data):
+    X, y = data
+    net = make_net()
+    net.optimizer = bp.Adam(0.01)
+    net.fit(X, y, epochs=1)
+    params, state, steps = net.params.copy(), [s.copy() for s in net._opt_state], \
+        net.optimizer_steps
+
+    def shards():
+        yield X[:200], y[:200]
+        yield X[200:400], y[200:400]
+        raise OSError("a shard could not be read")
+
+    ended = []
+
+    class Ended(bp.callbacks.Callback):
+        def on_train_end(self, net, logs):
+            ended.append(True)
+    with pytest.raises(OSError, match="shard"):
+        net.fit(shards(), callbacks=[Ended()])
+    np.testing.assert_array_equal(net.params, params)
+    for before, after in zip(state, net._opt_state):
+        np.testing.assert_array_equal(before, after)
+    assert net.optimizer_steps == steps
+    assert ended == [True]                      # callbacks hear that training ended
+
+
+def test_empty_memory_maps_are_refused(tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8)))
+    empty = np.load(tmp_path / "empty.npy", mmap_mode="r")
+    net = make_net()
+    with pytest.raises(ValueError, match="X is empty"):
+        net.fit(empty, np.zeros(0, int))
+    with pytest.raises(ValueError, match="X is empty"):
+        net.predict(empty)
+    with pytest.raises(ValueError, match="X is empty"):
+        net.evaluate(empty, np.zeros(0, int))
+
+
+def test_memory_mapped_validation_data_is_read_in_chunks(tmp_path, data, monkeypatch):
+    X, y = data
+    big = np.random.default_rng(3).normal(size=(40_000, 8))        # 2.5 MB of float64
+    np.save(tmp_path / "V.npy", big)
+    Xv = np.load(tmp_path / "V.npy", mmap_mode="r")
+    yv = (big[:, 0] > 0).astype(int)
+    monkeypatch.setattr(_sources, "CHUNK_BYTES", 1000 * 8 * 4)      # 1,000-row chunks
+    net = make_net()
+    net.fit(X, y, epochs=1, lr=0.3, validation_data=(Xv, yv))      # sized and warm
+    tracemalloc.start()
+    net.fit(X, y, epochs=1, lr=0.3, validation_data=(Xv, yv))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < big.nbytes / 4, peak
+    a, b = make_net(), make_net()                   # the figures of the whole array
+    ha = a.fit(X, y, epochs=2, lr=0.3, validation_data=(Xv, yv))
+    hb = b.fit(X, y, epochs=2, lr=0.3, validation_data=(big, yv))
+    np.testing.assert_allclose(ha.history["val_loss"], hb.history["val_loss"], rtol=1e-5)
+    assert ha.history["val_accuracy"] == pytest.approx(hb.history["val_accuracy"], abs=1e-12)
+    for chunk_size in (None, 256):
+        with pytest.raises(ValueError, match="validation_data"):
+            net.fit(X, y, validation_data=(Xv, yv[:-1]), chunk_size=chunk_size)
+
+
+def test_a_stream_reserves_for_the_batches_it_gives(data):
+    X, y = data
+    net = make_net()
+    net.fit([(X[:50], y[:50])], batch_size=100_000)
+    assert net._engine.capacity == 50
+
+
+def test_chunk_size_with_lists(data):
+    X, y = data
+    a, b = make_net(), make_net()
+    a.fit(X.tolist(), y.tolist(), epochs=2, lr=0.1, chunk_size=256)
+    b.fit(X, y, epochs=2, lr=0.1, chunk_size=256)
+    np.testing.assert_array_equal(a.params, b.params)

@@ -84,7 +84,8 @@ def test_memory_mapped_rows():
         path = os.path.join(folder, "X.npy")
         np.save(path, X.astype(np.float32))
         dist.fit(a, np.load(path, mmap_mode="r"), y, epochs=2, batch_size=8, lr=0.1)
-    dist.fit(b, X.astype(np.float32), y, epochs=2, batch_size=8, lr=0.1)
+    dist.fit(b, X.astype(np.float32), y, epochs=2, batch_size=8, lr=0.1,
+             chunk_size=10**6)                  # a memory map is read in chunks
     np.testing.assert_array_equal(a.params, b.params)
 
 
@@ -120,3 +121,29 @@ def test_ranks_must_pass_the_same_rows():
         pytest.skip("needs ranks with different data")
     with pytest.raises(ValueError, match="X: every rank must pass the same rows"):
         dist.fit(make_net(), X, y, lr=0.1)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 100])
+def test_memory_maps_are_visited_in_the_chunks_of_sequential_fit(chunk_size):
+    X, y = data()
+    with tempfile.TemporaryDirectory() as folder:
+        np.save(os.path.join(folder, "X.npy"), X)
+        mapped = np.load(os.path.join(folder, "X.npy"), mmap_mode="r")
+        net, alone = make_net(), make_net()
+        dist.fit(net, mapped, y, epochs=3, batch_size=10, lr=0.1, chunk_size=chunk_size)
+        alone.fit(mapped, y, epochs=3, batch_size=10 * ranks, lr=0.1, chunk_size=chunk_size)
+    np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-12)
+    if ranks == 1:
+        np.testing.assert_array_equal(net.params, alone.params)
+
+
+def test_refused_arguments_on_one_rank_raise_on_every_rank():
+    X, y = data(60)
+    w = np.ones(len(X))
+    if me == ranks - 1:
+        w[0] = -1                              # only the last rank's weights are bad
+    error = ValueError if me == ranks - 1 else RuntimeError
+    with pytest.raises(error, match="sample_weight" if error is ValueError else "refused"):
+        dist.fit(make_net(), X, y, sample_weight=w, lr=0.1, timeout=30)
+    with pytest.raises(ValueError, match="X is empty"):
+        dist.fit(make_net(), X[:0], y[:0], lr=0.1)
