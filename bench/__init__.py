@@ -3,6 +3,7 @@
     python -m bench [--quick] [--workloads W1,W3] [--threads N] [--json PATH]
     python -m bench.memory      no allocation inside training steps
     python -m bench.threads     two trainings in two Python threads (GIL release)
+    python -m bench.distributed W3 and W4 on 1 and 2 MPI ranks (needs the mpi extra)
 
 Modules: timing (the one timing helper and its statistics), workloads (sizes,
 data, FLOPs), machine (machine facts, threads, GEMM peak), numpy_mlp (the

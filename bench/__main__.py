@@ -9,8 +9,9 @@ Run from the repository root (with backprop built in place or installed):
 Prints the machine, the thread settings and one table per section; --json
 writes every number (medians, quartiles, extremes, FLOPs, accuracies,
 memory) to a file.  Peers that are not installed are skipped with a note.
-The two standalone scripts `python -m bench.memory` and `python -m
-bench.threads` measure allocation inside training and GIL release.
+The standalone scripts `python -m bench.memory`, `python -m bench.threads`
+and `python -m bench.distributed` measure allocation inside training, GIL
+release, and data-parallel training on 1 and 2 MPI ranks.
 """
 from __future__ import annotations
 
