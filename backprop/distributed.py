@@ -14,9 +14,11 @@ memory-mapped array (numpy.load(path, mmap_mode="r")) and no rank loads the
 data set.  Only rank 0 shows progress; save from rank 0
 (`if distributed.rank() == 0: net.save(path)`).
 
-A rank that fails inside `fit` ends the job (MPI_Abort) after printing its
-error; a rank that waits longer than `timeout` seconds for the others (one
-failed outside fit, or disappeared) ends it too, with a message saying so.
+`fit` checks its arguments on every rank before any rank starts: where a
+rank refuses its own, every rank raises.  A rank that fails during training
+ends the job (MPI_Abort) after printing its error; a rank that waits longer
+than `timeout` seconds for the others (one failed outside fit, or
+disappeared) ends it too, with a message saying so.
 Launch with `mpiexec -n N python -m mpi4py train.py` to have an uncaught
 error anywhere end the job at once.
 
