@@ -67,7 +67,9 @@ class ChunkedArrays:
     def chunks(self, seed: int) -> Iterator[Chunk]:
         for start, chunk_seed in chunk_order(self.rows, self.chunk_rows, seed):
             rows = slice(start, start + self.chunk_rows)
-            X2, Y = self._net._data(self._X[rows], self._y[rows])
+            where = f"rows {start}:{min(start + self.chunk_rows, self.rows)}"
+            X2, single = self._net._inputs(self._X[rows], f"X {where}")
+            Y = self._net._targets(self._y[rows], X2.shape[0], single, f"y {where}")
             weights = None if self._weights is None else self._weights[rows]
             yield Chunk(X2, Y, self._net._row_weights(weights, self._table, Y), chunk_seed)
 

@@ -170,7 +170,7 @@ def test_a_bad_chunk_undoes_its_epoch(data):
     X[900, 3] = np.nan
     net = make_net()
     before = net.params.copy()
-    with pytest.raises(ValueError, match="X contains NaN"):
+    with pytest.raises(ValueError, match="X rows 896:1000 contains NaN"):
         net.fit(X, y, epochs=1, lr=0.1, chunk_size=128, shuffle=False)
     np.testing.assert_array_equal(net.params, before)
 

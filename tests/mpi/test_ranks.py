@@ -133,8 +133,6 @@ def test_memory_maps_are_visited_in_the_chunks_of_sequential_fit(chunk_size):
         dist.fit(net, mapped, y, epochs=3, batch_size=10, lr=0.1, chunk_size=chunk_size)
         alone.fit(mapped, y, epochs=3, batch_size=10 * ranks, lr=0.1, chunk_size=chunk_size)
     np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-12)
-    if ranks == 1:
-        np.testing.assert_array_equal(net.params, alone.params)
 
 
 def test_refused_arguments_on_one_rank_raise_on_every_rank():
