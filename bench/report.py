@@ -31,11 +31,14 @@ def table(title, headers, rows, legend=()):
 
 
 def _time(stats):
-    return fmt_time(stats["median"], stats["q3"] / 2 - stats["q1"] / 2) if stats else "–"
+    # (a marginal cost lost in the noise can come out ≤ 0: not a time)
+    if not stats or stats["median"] <= 0:
+        return "–"
+    return fmt_time(stats["median"], stats["q3"] / 2 - stats["q1"] / 2)
 
 
 def _ratio(systems, peer, ref=REF):
-    if peer in systems and ref in systems:
+    if peer in systems and ref in systems and systems[peer]["median"] > 0:
         return f"{systems[peer]['median'] / systems[ref]['median']:.2f}×"
     return "–"
 
@@ -73,8 +76,8 @@ def training(res):
                     + [fmt_time(w["limit_s"])] + [_ratio(s, p) for p in PEERS]
                     + ([f"{ref['gflops']:.1f}", f"{ref['pct_peak']:.0f}%"] if ref else ["–", "–"]))
         rows_flops.append([w["label"], f"{w['flops_per_step'] / 1e6:.3g}"]
-                          + [f"{s[k]['gflops']:.2f} ({s[k]['pct_peak']:.0f}%)" if k in s
-                             else "–" for k in ORDER])
+                          + [f"{s[k]['gflops']:.2f} ({s[k]['pct_peak']:.0f}%)"
+                             if k in s and s[k]["median"] > 0 else "–" for k in ORDER])
     reps = res["settings"]["reps"]
     k2 = res["settings"]["sklearn_k2"]
     table("Training: time per step (median ±½IQR over "

@@ -58,7 +58,7 @@ class Settings:
         # (the pause stays: without it another pool's spinning threads made a
         # W3 step 20× slower here)
         return replace(full, quick=True, reps=3, settle=0.1, min_sample=0.005,
-                       sklearn_k2=2, gemm_n=1024, gemm_repeats=2, throughput_rows=2_000,
+                       gemm_n=1024, gemm_repeats=2, throughput_rows=2_000,
                        digits_epochs=3, memory_workloads=("W3",))
 
 
