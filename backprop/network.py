@@ -534,34 +534,42 @@ class Sequential:
                 validation_data, validation_split):
         """fit's data as a source of chunks (see backprop._sources), and a
         function giving the validation figures after each epoch (or None)."""
-        streamed = y is None
-        if streamed and isinstance(X, np.ndarray):
+        if y is None and isinstance(X, np.ndarray):
             raise TypeError("y is missing: fit(X, y) takes arrays, fit(batches) an "
                             "iterable of (X, y) batches")
-        chunked = not streamed and (chunk_size is not None or isinstance(X, np.memmap))
-        if not (streamed or chunked):
-            X2, Y = self._data(X, y)
-            weights = None if sample_weight is None else self._check_sample_weight(
-                sample_weight, Y.shape[0])
-            table = self._class_table(class_weight, lambda: self._label_counts(Y))
-            weights = self._row_weights(weights, table, Y)
-            if self._scored_in_chunks(validation_data):
-                if validation_split:
-                    raise ValueError("validation_data and validation_split: give one, not both")
-                return _sources.InMemory(X2, Y, weights), self._scorer(validation_data, False)
-            X2, Y, weights, validation = self._validation(X2, Y, weights, validation_data,
-                                                          validation_split)
-            return _sources.InMemory(X2, Y, weights), self._scorer(validation)
+        if y is not None and chunk_size is None and not isinstance(X, np.memmap):
+            return self._in_memory(X, y, sample_weight, class_weight, validation_data,
+                                   validation_split)
         if validation_split:
             raise ValueError("validation_split holds out rows of data in memory; with "
                              "chunked or streamed data give validation_data")
-        validation = self._scorer(validation_data, checked=False)
-        if streamed:
+        score = self._scorer(validation_data, checked=False)
+        if y is None:
             if sample_weight is not None:
                 raise ValueError("sample_weight: with an iterable of batches, give each "
                                  "batch's weights as a triple (X, y, sample_weight)")
             table = self._class_table(class_weight, None)
-            return _sources.Batches(self, X, table, epochs), validation
+            return _sources.Batches(self, X, table, epochs), score
+        return self._chunked(X, y, batch_size, chunk_size, sample_weight, class_weight), score
+
+    def _in_memory(self, X, y, sample_weight, class_weight, validation_data,
+                   validation_split):
+        """The source and scorer of fit for data converted in memory at once."""
+        X2, Y = self._data(X, y)
+        weights = None if sample_weight is None else self._check_sample_weight(
+            sample_weight, Y.shape[0])
+        table = self._class_table(class_weight, lambda: self._label_counts(Y))
+        weights = self._row_weights(weights, table, Y)
+        if self._scored_in_chunks(validation_data):
+            if validation_split:
+                raise ValueError("validation_data and validation_split: give one, not both")
+            return _sources.InMemory(X2, Y, weights), self._scorer(validation_data, False)
+        X2, Y, weights, validation = self._validation(X2, Y, weights, validation_data,
+                                                      validation_split)
+        return _sources.InMemory(X2, Y, weights), self._scorer(validation)
+
+    def _chunked(self, X, y, batch_size, chunk_size, sample_weight, class_weight):
+        """The source of fit for arrays read a chunk at a time (memory maps)."""
         if not isinstance(X, np.ndarray):
             X = np.asarray(X)            # (in memory already: chunk_size was asked for)
         if X.ndim != 2 or X.shape[1] != self.n_inputs:
@@ -580,7 +588,7 @@ class Sequential:
         table = self._class_table(class_weight, lambda: sum(
             self._label_counts(self._targets(y[i:i + rows], len(y[i:i + rows]), False))
             for i in range(0, len(y), rows)))
-        return _sources.ChunkedArrays(self, X, y, sample_weight, table, rows), validation
+        return _sources.ChunkedArrays(self, X, y, sample_weight, table, rows)
 
     def _check_sample_weight(self, sample_weight, n, name="sample_weight"):
         from ._validation import as_float_array
