@@ -25,6 +25,16 @@ EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
                        "examples", "09_sweep.py")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def environment_kept():
+    """Starting a Dask cluster sets OPENBLAS_NUM_THREADS and the like in this
+    process's environment too; the tests after these must not inherit them."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="module")
 def sweeps():
     """The example's searches with two workers: one model at a time, in two
