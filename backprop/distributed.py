@@ -115,25 +115,26 @@ def broadcast_parameters(net: Sequential, comm=None, root: int = 0,
     net._apply_optimizer(int(steps[0]))
 
 
+def _allreduce(comm, buffer, timeout, what) -> None:
+    """buffer ← Σ over ranks of buffer, in place, with a time limit."""
+    if comm.Get_size() > 1:
+        _wait(comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), comm, timeout, what)
+
+
 def allreduce_gradients(net: Sequential, weight: float = 1.0, comm=None,
                         timeout: float = 300.0) -> None:
     """net.grads ← Σ over ranks of weight · net.grads, in place.  With each
     rank's weight its share of the batch's rows, the sum is the gradient of
     the mean loss over the whole batch."""
-    comm = _comm(comm)
     if weight != 1.0:
         net.grads *= weight
-    if comm.Get_size() > 1:
-        _wait(comm.Iallreduce(MPI.IN_PLACE, net.grads, op=MPI.SUM), comm, timeout,
-              "summing the gradients")
+    _allreduce(_comm(comm), net.grads, timeout, "summing the gradients")
 
 
 def _sum(comm, values, timeout) -> np.ndarray:
     """Σ over ranks of a few float64 figures."""
     buf = np.array(values, np.float64)
-    if comm.Get_size() > 1:
-        _wait(comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM), comm, timeout,
-              "summing the epoch's figures")
+    _allreduce(comm, buf, timeout, "summing the epoch's figures")
     return buf
 
 
@@ -180,7 +181,7 @@ def fit(net: Sequential, X, y, *, epochs: int = 1, batch_size: int = 32,
     if threads is None:
         net.n_threads = _threads_per_rank(gathered)
     try:
-        return _fit(net, X, y, plan, shuffle, comm, timeout)
+        return _fit(net, plan, shuffle, comm, timeout)
     except Exception:
         if comm.Get_size() == 1:
             raise
@@ -199,17 +200,8 @@ def _plan(net, X, y, epochs, batch_size, lr, optimizer, sample_weight, validatio
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a backprop.Sequential, got {type(net).__name__}")
     net._require_trainable()
-    shape = tuple(getattr(X, "shape", ()))      # (read no rows of X here)
-    if len(shape) != 2 or shape[1] != net.n_inputs:
-        raise ValueError(f"X must be a 2-D array with {net.n_inputs} columns, "
-                         f"got shape {shape or type(X).__name__}")
-    n = shape[0]
-    if n == 0:
-        raise ValueError(f"X is empty (shape {shape})")
-    y = y if hasattr(y, "shape") else np.asarray(y)
-    if len(y.shape) not in (1, 2) or y.shape[0] != n:
-        raise ValueError(f"y must be an array with one row per sample ({n}), got "
-                         f"{y.shape}")
+    X, y = net._rows_to_read(X, y)
+    n = X.shape[0]
     weights = None if sample_weight is None else net._check_sample_weight(sample_weight, n)
     validation = None
     if validation_data is not None:            # this rank's share of the rows, checked
@@ -227,14 +219,14 @@ def _plan(net, X, y, epochs, batch_size, lr, optimizer, sample_weight, validatio
     chunk = (_sources.chunk_rows(chunk_size, ranks * batch_size, net.n_inputs,
                                  net.dtype.itemsize) if chunked else None)
     net._set_optimizer_for_fit(optimizer, lr)
-    return {"n": n, "y": y, "weights": weights, "epochs": epochs, "batch_size": batch_size,
+    return {"n": n, "X": X, "y": y, "weights": weights, "epochs": epochs, "batch_size": batch_size,
             "validation": validation, "scored": validation_data is not None,
             "callbacks": callbacks, "chunk": chunk}
 
 
-def _fit(net, X, y, plan, shuffle, comm, timeout) -> History:
-    me, ranks, n, y = comm.Get_rank(), comm.Get_size(), plan["n"], plan["y"]
-    weights, chunk = plan["weights"], plan["chunk"]
+def _fit(net, plan, shuffle, comm, timeout) -> History:
+    me, ranks, n = comm.Get_rank(), comm.Get_size(), plan["n"]
+    X, y, weights, chunk = plan["X"], plan["y"], plan["weights"], plan["chunk"]
     broadcast_parameters(net, comm, timeout=timeout)
     engine = net._engine_for(min(plan["batch_size"], n), True)
     seed = np.array([net._rng.integers(2**62) if shuffle else -1], np.int64)
@@ -256,22 +248,35 @@ def _fit(net, X, y, plan, shuffle, comm, timeout) -> History:
                 shuffled(rows, chunk_seed)
             yield rows + first
 
+    def shares(rows_of_chunk):
+        """This rank's rows of each global batch of a chunk, read and
+        converted at once (each step then takes a view), and the size of
+        each global batch."""
+        sizes = [min(step, len(rows_of_chunk) - s) for s in range(0, len(rows_of_chunk), step)]
+        mine = np.concatenate([rows_of_chunk[s + me * m // ranks:s + (me + 1) * m // ranks]
+                               for s, m in zip(range(0, len(rows_of_chunk), step), sizes)])
+        if not len(mine):
+            return None, None, None, sizes
+        X2, Y = net._data(X[mine], y[mine])
+        return X2, Y, None if weights is None else weights[mine], sizes
+
     def run_epoch(epoch, lr):
         loss = correct = 0.0
         for rows_of_chunk in orders(epoch):
-            for start in range(0, len(rows_of_chunk), step):
-                batch = rows_of_chunk[start:start + step]     # the global batch,
-                m = len(batch)                                # and this rank's share
-                rows = batch[me * m // ranks:(me + 1) * m // ranks]
-                if len(rows):
-                    X2, Y = net._data(X[rows], y[rows])
-                    value = engine.loss_and_grad(X2, Y, None if weights is None
-                                                 else weights[rows])
-                    loss += value * len(rows)
-                    correct += engine.batch_correct(Y) if net.is_classifier else 0
+            X2, Y, w, sizes = shares(rows_of_chunk)
+            first = 0
+            for m in sizes:                           # a global batch of m rows
+                count = (me + 1) * m // ranks - me * m // ranks    # this rank's share
+                if count:
+                    rows = slice(first, first + count)
+                    value = engine.loss_and_grad(X2[rows], Y[rows],
+                                                 None if w is None else w[rows])
+                    loss += value * count
+                    correct += engine.batch_correct(Y[rows]) if net.is_classifier else 0
+                    first += count
                 else:
                     net.grads[...] = 0
-                allreduce_gradients(net, len(rows) / m, comm, timeout)
+                allreduce_gradients(net, count / m, comm, timeout)
                 engine.apply_update(lr)
         loss, correct = _sum(comm, [loss, correct], timeout) / n
         per_row = net.n_outputs if net.loss.code == _losses.BINARY_CROSS_ENTROPY else 1

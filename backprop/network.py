@@ -568,20 +568,26 @@ class Sequential:
                                                       validation_split)
         return _sources.InMemory(X2, Y, weights), self._scorer(validation)
 
-    def _chunked(self, X, y, batch_size, chunk_size, sample_weight, class_weight):
-        """The source of fit for arrays read a chunk at a time (memory maps)."""
-        if not isinstance(X, np.ndarray):
-            X = np.asarray(X)            # (in memory already: chunk_size was asked for)
-        if X.ndim != 2 or X.shape[1] != self.n_inputs:
-            raise ValueError(f"X must be a 2-D array with {self.n_inputs} columns to be read "
-                             f"in chunks, got shape {X.shape}")
+    def _rows_to_read(self, X, y):
+        """X and y to be read some rows at a time (a chunk, a rank's share),
+        their shapes checked without reading a row; lists become arrays."""
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        if len(X.shape) != 2 or X.shape[1] != self.n_inputs:
+            raise ValueError(f"X must be a 2-D array with {self.n_inputs} columns, "
+                             f"got shape {X.shape}")
         if X.shape[0] == 0:
             raise ValueError(f"X is empty (shape {X.shape})")
-        if not isinstance(y, np.ndarray):
+        if not hasattr(y, "shape"):
             y = np.asarray(y)
-        if y.ndim == 0 or y.shape[0] != X.shape[0]:
+        if len(y.shape) not in (1, 2) or y.shape[0] != X.shape[0]:
             raise ValueError(f"y must have one row per sample ({X.shape[0]}), "
                              f"got shape {y.shape}")
+        return X, y
+
+    def _chunked(self, X, y, batch_size, chunk_size, sample_weight, class_weight):
+        """The source of fit for arrays read a chunk at a time (memory maps)."""
+        X, y = self._rows_to_read(X, y)
         if sample_weight is not None:
             sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
         rows = _sources.chunk_rows(chunk_size, batch_size, self.n_inputs, self.dtype.itemsize)

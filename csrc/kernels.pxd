@@ -439,6 +439,25 @@ cdef inline void dense_forward(real* out, const real* x, const real* W,
     act_forward(out, b, rows, n_out, act, slope)
 
 
+cdef inline void bias_gradient(real* db, const real* delta, Py_ssize_t rows,
+                               Py_ssize_t n_out) noexcept nogil:
+    # OUT db (n_out,) = Σ_rows δ, from delta (rows, n_out).
+    cdef Py_ssize_t i, j
+    for j in range(n_out):
+        db[j] = 0
+    for i in range(rows):
+        for j in range(n_out):
+            db[j] += delta[i * n_out + j]
+
+
+cdef inline void input_gradient(real* dx, const real* delta, const real* W,
+                                Py_ssize_t rows, Py_ssize_t n_in,
+                                Py_ssize_t n_out) noexcept nogil:
+    # OUT dx (rows, n_in) = δ @ Wᵀ, from delta (rows, n_out), W (n_in, n_out).
+    gemm(False, True, <int>rows, <int>n_in, <int>n_out,
+         1, delta, <int>n_out, W, <int>n_out, 0, dx, <int>n_in)
+
+
 cdef inline void dense_backward(real* dx, real* dW, real* db,
                                 const real* delta, const real* x,
                                 const real* W, Py_ssize_t rows,
@@ -446,17 +465,11 @@ cdef inline void dense_backward(real* dx, real* dW, real* db,
     # IN delta (rows, n_out) = ∂L/∂z, x (rows, n_in), W (n_in, n_out)
     # OUT dW (n_in, n_out) = xᵀ @ δ ;  db (n_out,) = Σ_rows δ ;
     # OUT dx (rows, n_in) = δ @ Wᵀ, skipped when dx is NULL (the first layer).
-    cdef Py_ssize_t i, j
     gemm(True, False, <int>n_in, <int>n_out, <int>rows,
          1, x, <int>n_in, delta, <int>n_out, 0, dW, <int>n_out)
-    for j in range(n_out):
-        db[j] = 0
-    for i in range(rows):
-        for j in range(n_out):
-            db[j] += delta[i * n_out + j]
+    bias_gradient(db, delta, rows, n_out)
     if dx != NULL:
-        gemm(False, True, <int>rows, <int>n_in, <int>n_out,
-             1, delta, <int>n_out, W, <int>n_out, 0, dx, <int>n_in)
+        input_gradient(dx, delta, W, rows, n_in, n_out)
 
 
 cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
@@ -467,17 +480,12 @@ cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
     # was), then W ← W − η · xᵀ @ δ as one product into W (BLAS's β = 1), so
     # the weight gradient is never stored, zeroed or read back; db (n_out,)
     # holds Σ_rows δ for b ← b − η · db.
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t j
     if dx != NULL:
-        gemm(False, True, <int>rows, <int>n_in, <int>n_out,
-             1, delta, <int>n_out, W, <int>n_out, 0, dx, <int>n_in)
+        input_gradient(dx, delta, W, rows, n_in, n_out)
     gemm(True, False, <int>n_in, <int>n_out, <int>rows,
          -lr, x, <int>n_in, delta, <int>n_out, 1, W, <int>n_out)
-    for j in range(n_out):
-        db[j] = 0
-    for i in range(rows):
-        for j in range(n_out):
-            db[j] += delta[i * n_out + j]
+    bias_gradient(db, delta, rows, n_out)
     for j in range(n_out):
         b[j] -= lr * db[j]
 

@@ -52,7 +52,7 @@ def test_arguments_are_checked():
     X, y = np.zeros((10, 4)), np.zeros(10, int)
     with pytest.raises(ValueError, match="X must be a 2-D array with 4 columns"):
         dist.fit(net, X[:, :3], y)
-    with pytest.raises(ValueError, match="y must be an array with one row per sample"):
+    with pytest.raises(ValueError, match="y must have one row per sample"):
         dist.fit(net, X, y[:5])
     with pytest.raises(ValueError, match="timeout"):
         dist.fit(net, X, y, timeout=0)
