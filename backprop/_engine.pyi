@@ -2,6 +2,8 @@
 from typing import Any
 
 Engine: Any
+Guard: Any
+IN_USE: str
 
 def set_blas_thread_functions(get_address: int, set_address: int) -> None: ...
 def shuffled(perm: Any, seed: int) -> None: ...

@@ -16,15 +16,23 @@ BLAS products and one reduction).
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _ops
 from . import activations as _activations
+from ._engine import Guard
 from . import initializers
 from ._validation import as_batch, as_float_array, check_dtype, check_int
 
 __all__ = ["Dense"]
+
+
+def _fixed(name: str, doc: str) -> property:
+    """A read-only attribute: what the layer was built with."""
+    return property(lambda self: getattr(self, "_" + name), doc=doc)
 
 
 class Dense:
@@ -44,26 +52,41 @@ class Dense:
         Seeds the initial weights.  Inside a `Sequential` with a seed of its
         own, layers without a seed are drawn from the network's generator.
     dtype : 'float64' (default) or 'float32'
+
+    The sizes, activation, init and dtype are fixed at construction.  A
+    layer belongs to at most one Sequential at a time; inside one, its W, b,
+    dW and db are views of the network's flat buffers, and every call on it
+    counts as a call on the network (see `Sequential.exclusive`).
     """
+
+    n_in = _fixed("n_in", "Inputs of the layer.")
+    n_out = _fixed("n_out", "Outputs (units) of the layer.")
+    activation = _fixed("activation", "The Activation f of a = f(x @ W + b).")
+    init = _fixed("init", "The weight initialisation scheme.")
+    dtype = _fixed("dtype", "The layer's float dtype.")
+    dW = _fixed("dW", "∂L/∂W from the last backward (None before the first).")
+    db = _fixed("db", "∂L/∂b from the last backward (None before the first).")
 
     def __init__(self, n_in: int, n_out: int,
                  activation: str | _activations.Activation = "identity", *,
                  init: str | None = None, seed: int | np.random.Generator | None = None,
                  dtype: str | np.dtype = "float64"):
-        self.n_in = check_int(n_in, "n_in")
-        self.n_out = check_int(n_out, "n_out")
-        self.activation = _activations.get(activation)
-        self.init = initializers.check_init(init if init is not None
-                                            else self.activation.default_init)
-        self.dtype = check_dtype(dtype)
+        self._n_in = check_int(n_in, "n_in")
+        self._n_out = check_int(n_out, "n_out")
+        self._activation = _activations.get(activation)
+        self._init = initializers.check_init(init if init is not None
+                                             else self._activation.default_init)
+        self._dtype = check_dtype(dtype)
         self.seed = seed
-        self._W = np.zeros((self.n_in, self.n_out), self.dtype)
-        self._b = np.zeros(self.n_out, self.dtype)
-        self.dW: np.ndarray | None = None    # ∂L/∂W, from the first backward on
-        self.db: np.ndarray | None = None    # ∂L/∂b
+        self._W = np.zeros((self._n_in, self._n_out), self._dtype)
+        self._b = np.zeros(self._n_out, self._dtype)
+        self._dW: np.ndarray | None = None
+        self._db: np.ndarray | None = None
         self._x: np.ndarray | None = None     # the last forward's input …
         self._a: np.ndarray | None = None     # … and output
         self._single = False
+        self._guard = Guard()                 # the network's, once in one
+        self._owner = None                    # a weak reference to that network
         self.reset_parameters(np.random.default_rng(seed))
 
     def __repr__(self) -> str:
@@ -78,7 +101,9 @@ class Dense:
 
     @W.setter
     def W(self, value: ArrayLike) -> None:
-        self._W[...] = self._checked(value, "W", (self.n_in, self.n_out))
+        value = self._checked(value, "W", (self.n_in, self.n_out))
+        with self._guard:
+            self._W[...] = value
 
     @property
     def b(self) -> np.ndarray:
@@ -87,7 +112,9 @@ class Dense:
 
     @b.setter
     def b(self, value: ArrayLike) -> None:
-        self._b[...] = self._checked(value, "b", (self.n_out,))
+        value = self._checked(value, "b", (self.n_out,))
+        with self._guard:
+            self._b[...] = value
 
     def _checked(self, value, name, shape):
         arr = as_float_array(value, name, self.dtype, ndims=(len(shape),))
@@ -101,24 +128,36 @@ class Dense:
 
     def reset_parameters(self, rng: np.random.Generator) -> None:
         """Draw W by the layer's init scheme from `rng`; set b to 0."""
-        self._W[...] = initializers.initialize(self.init, self.n_in, self.n_out, rng)
-        self._b[...] = 0
+        W = initializers.initialize(self.init, self.n_in, self.n_out, rng)
+        with self._guard:
+            self._W[...] = W
+            self._b[...] = 0
 
-    def _bind(self, W, b, dW, db) -> None:
-        """Move the parameters and gradients into the given views (of a
-        network's flat buffers), keeping their values."""
-        W[...] = self._W
-        b[...] = self._b
-        self._W, self._b, self.dW, self.db = W, b, dW, db
+    def _joinable(self, network) -> bool:
+        """Whether the layer may join `network`: it is in no other network
+        that is still alive."""
+        owner = self._owner() if self._owner is not None else None
+        return owner is None or owner is network
+
+    def _bind(self, network, guard, W, b, dW, db) -> None:
+        """Join `network`: move the parameters and gradients into the given
+        views of its flat buffers (keeping their values) and share its guard."""
+        with self._guard:
+            W[...] = self._W
+            b[...] = self._b
+            self._W, self._b, self._dW, self._db = W, b, dW, db
+            self._x = self._a = None
+        self._guard, self._owner = guard, weakref.ref(network)
 
     # -- forward and backward -----------------------------------------------
     def forward(self, x: ArrayLike) -> np.ndarray:
         """a = f(x @ W + b) for one sample (n_in,) or a batch (rows, n_in)."""
         x2, single = as_batch(x, "x", self.dtype, self.n_in)
         a = np.empty((x2.shape[0], self.n_out), self.dtype)
-        _ops.dense_forward(a, x2, self._W, self._b, self.activation.code,
-                           self.activation.negative_slope)
-        self._x, self._a, self._single = x2, a, single
+        with self._guard:
+            _ops.dense_forward(a, x2, self._W, self._b, self.activation.code,
+                               self.activation.negative_slope)
+            self._x, self._a, self._single = x2, a, single
         return a[0] if single else a
 
     __call__ = forward
@@ -129,34 +168,47 @@ class Dense:
         Sets `dW` and `db` (∂L/∂W, ∂L/∂b) and returns ∂L/∂x, shaped like the
         forward's input.
         """
-        if self._a is None:
-            raise RuntimeError("call forward(x) before backward(grad)")
-        self.activation.require_gradient(" (layer activation)")
-        g = as_float_array(grad, "grad", self.dtype)
-        if g.size != self._a.size or (g.ndim == 2 and g.shape != self._a.shape):
-            want = self._a.shape[1:] if self._single else self._a.shape
-            raise ValueError(f"grad must have the shape of the forward output "
-                             f"{want}, got {np.shape(grad)}")
-        delta = np.empty_like(self._a)
-        _ops.act_backward(delta, g.reshape(self._a.shape), self._a,
-                          self.activation.code, self.activation.negative_slope)
-        dx = self.backward_delta(delta, need_dx=True)
-        assert dx is not None
+        with self._guard:
+            self.activation.require_gradient(" (layer activation)")
+            g = self._like_output(grad, "grad")
+            delta = np.empty_like(g)
+            _ops.act_backward(delta, g, self._a, self.activation.code,
+                              self.activation.negative_slope)
+            dx = self._dense_backward(delta, need_dx=True)
         return dx[0] if self._single else dx
 
-    def backward_delta(self, delta: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+    def backward_delta(self, delta: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         """Given δ = ∂L/∂z (rows, n_out) of the last forward, set dW and db
-        and return ∂L/∂x (or None when need_dx is False)."""
-        if self.dW is None:
-            self.dW, self.db = np.zeros_like(self._W), np.zeros_like(self._b)
+        and return ∂L/∂x (rows, n_in) (or None when need_dx is False)."""
+        with self._guard:
+            return self._dense_backward(self._like_output(delta, "delta"), need_dx)
+
+    def _like_output(self, value, name: str) -> np.ndarray:
+        """`value` (∂L/∂a or ∂L/∂z of the last forward) as a (rows, n_out)
+        array, held against that forward: the one place where a backward
+        call is checked against the forward it follows."""
+        if self._a is None:
+            raise RuntimeError(f"{name}: call forward(x) before backward")
+        arr = as_float_array(value, name, self.dtype)
+        shape = self._a.shape
+        if arr.shape != shape and not (self._single and arr.shape == shape[1:]):
+            want = shape[1:] if self._single else shape
+            raise ValueError(f"{name} must have the shape of the last forward's output "
+                             f"{want}, got {np.shape(value)}")
+        return arr.reshape(shape)
+
+    def _dense_backward(self, delta: np.ndarray, need_dx: bool) -> np.ndarray | None:
+        if self._dW is None:
+            self._dW, self._db = np.zeros_like(self._W), np.zeros_like(self._b)
         dx = np.empty_like(self._x) if need_dx else None
-        _ops.dense_backward(self.dW, self.db, delta, self._x, self._W, dx)
+        _ops.dense_backward(self._dW, self._db, delta, self._x, self._W, dx)
         return dx
 
     def copy(self, dtype: str | np.dtype | None = None) -> "Dense":
         """An independent copy, optionally in another float dtype."""
         new = Dense(self.n_in, self.n_out, self.activation, init=self.init,
                     seed=self.seed, dtype=self.dtype if dtype is None else dtype)
-        new._W[...] = self._W
-        new._b[...] = self._b
+        with self._guard:
+            new._W[...] = self._W
+            new._b[...] = self._b
         return new

@@ -9,7 +9,9 @@ w ← w − η·∂L/∂w run for every batch without returning to Python.
 """
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 import os
 import warnings
 from typing import Iterable
@@ -22,8 +24,8 @@ from . import _threads
 from . import activations as _activations
 from . import losses as _losses
 from . import optimizers as _optimizers
-from ._engine import Engine, set_blas_thread_functions
-from ._validation import (as_batch, check_dtype, check_int,
+from ._engine import Engine, Guard, set_blas_thread_functions
+from ._validation import (as_batch, as_float_array, check_dtype, check_int,
                           check_positive_float)
 from .layers import Dense
 
@@ -35,6 +37,15 @@ set_blas_thread_functions(*_threads.set_function_addresses())
 # floating-point operations (tens of milliseconds): Python sees Ctrl-C between
 # two stretches, after a whole batch, at a cost of a few µs per stretch.
 STRETCH_FLOPS = 2e9
+
+
+def _exclusive(method):
+    """Run `method` holding the network's guard (see Sequential.exclusive)."""
+    @functools.wraps(method)
+    def held(self, *args, **kwargs):
+        with self._guard:
+            return method(self, *args, **kwargs)
+    return held
 
 
 def _check_stack(layers, loss) -> None:
@@ -106,22 +117,19 @@ class Sequential:
         Python threads at once run on one BLAS thread each.
     """
 
-    params: np.ndarray      # all parameters, flat; each layer's W and b are views
-    grads: np.ndarray       # their gradients, laid out the same way: filled by
-    #                         loss_and_grad, backward and train_step (fit with
-    #                         plain SGD steps inside the backward pass instead)
-
     def __init__(self, *layers: Dense, loss: str | _losses.Loss = "mse",
                  dtype: str | np.dtype | None = None, seed: int | None = None,
                  n_threads: int | None = None):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
-        self.loss = _losses.get(loss)
-        _check_stack(layers, self.loss)
-        self.dtype = check_dtype(layers[0].dtype if dtype is None else dtype)
-        self.layers = [layer if layer.dtype == self.dtype else layer.copy(self.dtype)
-                       for layer in layers]
-        self.seed = seed
+        self._loss = _losses.get(loss)
+        _check_stack(layers, self._loss)
+        self._dtype = check_dtype(layers[0].dtype if dtype is None else dtype)
+        self._layers = tuple(layer if layer.dtype == self._dtype else layer.copy(self._dtype)
+                             for layer in layers)
+        self._guard = Guard()
+        self._forward_outputs: tuple = ()     # each layer's output in the last forward
+        self._seed = None if seed is None else check_int(seed, "seed", minimum=0)
         self._rng = np.random.default_rng(seed)
         if seed is not None:
             for layer in self.layers:
@@ -134,10 +142,10 @@ class Sequential:
             [self.layers[0].n_in] + [layer.n_out for layer in self.layers],
             [layer.activation.code for layer in self.layers],
             [layer.activation.negative_slope for layer in self.layers],
-            self.loss.code, self.params, self.grads, capacity=32)
+            self.loss.code, self._params, self._grads, capacity=32, guard=self._guard)
         self.n_threads = n_threads
         self.optimizer = _optimizers.SGD(0.01)
-        self.classes: list[str] | None = None   # names of the classes, kept in model files
+        self._classes: list[str] | None = None
 
     # -- the optimizer ------------------------------------------------------------
     @property
@@ -149,6 +157,7 @@ class Sequential:
         return self._optimizer
 
     @optimizer.setter
+    @_exclusive
     def optimizer(self, value: _optimizers.Optimizer | str) -> None:
         value = _optimizers.get(value)
         if value is not getattr(self, "_optimizer", None):
@@ -178,17 +187,75 @@ class Sequential:
     def _bind_flat_buffers(self) -> None:
         """One flat buffer for all parameters, one for all gradients; each
         layer's W, b, dW and db become views into them, layer after layer."""
+        for i, layer in enumerate(self.layers):
+            if not layer._joinable(self):
+                raise ValueError(f"layers[{i}] already belongs to another Sequential: its "
+                                 "weights live in that network's buffer; give this one "
+                                 "a copy (layer.copy())")
         n = sum(layer.n_params for layer in self.layers)
-        self.params = np.zeros(n, self.dtype)
-        self.grads = np.zeros(n, self.dtype)
+        self._params = np.zeros(n, self.dtype)
+        self._grads = np.zeros(n, self.dtype)
         off = 0
         for layer in self.layers:
             w_end = off + layer.n_in * layer.n_out
             b_end = w_end + layer.n_out
             shape = (layer.n_in, layer.n_out)
-            layer._bind(self.params[off:w_end].reshape(shape), self.params[w_end:b_end],
-                        self.grads[off:w_end].reshape(shape), self.grads[w_end:b_end])
+            layer._bind(self, self._guard,
+                        self._params[off:w_end].reshape(shape), self._params[w_end:b_end],
+                        self._grads[off:w_end].reshape(shape), self._grads[w_end:b_end])
             off = b_end
+
+    # -- what the network is made of: fixed at construction ---------------------
+    @property
+    def layers(self) -> tuple[Dense, ...]:
+        """The Dense layers, input first."""
+        return self._layers
+
+    @property
+    def loss(self) -> _losses.Loss:
+        return self._loss
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def params(self) -> np.ndarray:
+        """All parameters in one flat buffer; each layer's W and b are views
+        into it, layer after layer.  Assigning copies the values in."""
+        return self._params
+
+    @params.setter
+    def params(self, value: ArrayLike) -> None:
+        self._params_in(self._params, value, "params")
+
+    @property
+    def grads(self) -> np.ndarray:
+        """Their gradients, laid out the same way: filled by loss_and_grad,
+        backward and train_step (fit, with plain SGD, steps inside the
+        backward pass instead).  Assigning copies the values in (before
+        apply_gradients, say)."""
+        return self._grads
+
+    @grads.setter
+    def grads(self, value: ArrayLike) -> None:
+        self._params_in(self._grads, value, "grads")
+
+    @_exclusive
+    def _params_in(self, buffer, value, name) -> None:
+        arr = as_float_array(value, name, self.dtype, ndims=(1,))
+        if arr.shape != buffer.shape:
+            raise ValueError(f"{name} must have shape {buffer.shape}, got {arr.shape}")
+        buffer[...] = arr
+
+    def exclusive(self) -> Guard:
+        """The network's guard: `with net.exclusive():` keeps the network to
+        this thread for the block.  Every call that reads or writes its
+        parameters, optimizer or workspace (fit, predict, save, copy,
+        pickling, forward, backward …) holds it while it runs; a call from
+        another thread meanwhile raises RuntimeError at once, without
+        waiting and without touching the network."""
+        return self._guard
 
     def _one_row_mode(self):
         """What `predict` returns for one row, as the engine's predict_row
@@ -231,6 +298,42 @@ class Sequential:
     def is_classifier(self) -> bool:
         return self.loss.is_classification
 
+    @property
+    def seed(self) -> int | None:
+        """The seed the network was built with (None: unseeded)."""
+        return self._seed
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Names of a classifier's classes, kept in model files: one per
+        output for cross_entropy and for several sigmoid outputs, two (label
+        0, then 1) for one sigmoid output.  None: the labels are 0, 1, …"""
+        return self._classes
+
+    @classes.setter
+    def classes(self, value) -> None:
+        if value is None:
+            self._classes = None
+            return
+        if not self.is_classifier:
+            raise ValueError(f"classes: only a classifier has classes; this network's "
+                             f"loss is {self.loss.name!r}")
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            raise TypeError(f"classes must be a list of names, got {type(value).__name__}")
+        names = list(value)
+        for i, name in enumerate(names):
+            if not isinstance(name, (str, numbers.Real)) or isinstance(name, bool):
+                raise TypeError(f"classes[{i}] must be a string or a number, "
+                                f"got {type(name).__name__}")
+        names = [str(name) for name in names]
+        want = 2 if self.n_outputs == 1 else self.n_outputs
+        if len(names) != want:
+            raise ValueError(f"classes must name {want} classes for {self.n_outputs} "
+                             f"output{'s' if self.n_outputs > 1 else ''}, got {len(names)}")
+        if len(set(names)) != len(names):
+            raise ValueError("classes must be distinct")
+        self._classes = names
+
     def __repr__(self) -> str:
         inner = ",\n    ".join(repr(layer) for layer in self.layers)
         return (f"Sequential(\n    {inner},\n    loss={self.loss.name!r}, "
@@ -261,22 +364,28 @@ class Sequential:
         return _losses.targets(self.loss, y, n_rows, self.n_outputs, self.dtype, name)
 
     # -- the per-layer path, for learners and custom loops --------------------
+    @_exclusive
     def forward(self, X: ArrayLike) -> np.ndarray:
         """The outputs for one sample (n_in,) or a batch (rows, n_in), layer
         by layer through Dense.forward (which keeps what backward needs)."""
         a = self.layers[0].forward(X)
         for layer in self.layers[1:]:
             a = layer.forward(a)
+        self._forward_outputs = tuple(layer._a for layer in self.layers)
         return a
 
+    @_exclusive
     def backward(self, y: ArrayLike) -> np.ndarray:
         """Backpropagate the loss of the last `forward` against targets y,
         layer by layer from the output.  Fills `grads` (and each layer's dW,
         db) and returns it."""
-        out = self.layers[-1]
-        if out._a is None:
+        if not self._forward_outputs:
             raise RuntimeError("call forward(X) before backward(y)")
+        if any(layer._a is not a for layer, a in zip(self.layers, self._forward_outputs)):
+            raise RuntimeError("a layer ran forward on its own since the network's last "
+                               "forward: call net.forward(X) again before backward(y)")
         self._require_trainable()
+        out = self.layers[-1]
         a = out._a
         y2 = self._targets(y, a.shape[0], out._single)
         delta = np.empty_like(a)
@@ -292,6 +401,7 @@ class Sequential:
                                   below.activation.negative_slope)
         return self.grads
 
+    @_exclusive
     def explain(self, x: ArrayLike, y: ArrayLike):
         """The chain rule for one sample, layer by layer from the output:
         z, a, f′(z), δ and ∂C/∂W = a_prev ⊗ δ, each checked against finite
@@ -301,7 +411,9 @@ class Sequential:
 
     def step(self, lr: float) -> None:
         """One gradient-descent update: params ← params − lr · grads."""
-        _ops.sgd_update(self.params, self.grads, check_positive_float(lr, "lr"))
+        lr = check_positive_float(lr, "lr")
+        with self._guard:
+            _ops.sgd_update(self.params, self.grads, lr)
 
     # -- the compiled path ------------------------------------------------------
     def _cast(self, X, y):
@@ -353,6 +465,7 @@ class Sequential:
         self._engine.apply_update(check_positive_float(
             self._optimizer.lr if lr is None else lr, "lr"))
 
+    @_exclusive
     def fit(self, X: ArrayLike | Iterable, y: ArrayLike | None = None, epochs: int = 1,
             batch_size: int = 32,
             lr: float | None = None, optimizer: _optimizers.Optimizer | str | None = None,
@@ -398,6 +511,10 @@ class Sequential:
 
         Returns a History: history['loss'] (and 'accuracy' for classifiers,
         'val_loss' and 'val_accuracy' with validation, 'lr') per epoch.
+
+        The network is this thread's while fit runs (see `exclusive`): calls
+        on it from other threads raise RuntimeError; callbacks, which run in
+        fit's thread, may use it.
         """
         self._require_trainable()
         epochs = check_int(epochs, "epochs", minimum=0)
@@ -597,7 +714,6 @@ class Sequential:
         return _sources.ChunkedArrays(self, X, y, sample_weight, table, rows)
 
     def _check_sample_weight(self, sample_weight, n, name="sample_weight"):
-        from ._validation import as_float_array
         weights = as_float_array(sample_weight, name, self.dtype, ndims=(1,))
         if weights.shape[0] != n:
             raise ValueError(f"{name} must have one entry per row ({n}), "
@@ -681,6 +797,10 @@ class Sequential:
                 raise ValueError(f"validation_data must be (X_val, y_val) with {self.n_inputs} "
                                  f"columns and one label per row, got shapes {Xv.shape} "
                                  f"and {yv.shape}")
+            for rows in self._chunks_of(Xv):      # checked before training, as in memory
+                where = f"rows {rows.start}:{min(rows.stop, len(Xv))}"
+                X2, single = self._inputs(np.asarray(Xv[rows]), f"validation_data[0] {where}")
+                self._targets(yv[rows], X2.shape[0], single, f"validation_data[1] {where}")
             return lambda: {f"val_{k}": v for k, v in self.evaluate(Xv, yv).items()}
         if not checked:
             validation = self._validation(None, None, None, validation, 0.0)[3]
@@ -722,16 +842,26 @@ class Sequential:
             out = self._engine.predict_row(X[0], 0)
             if out is not None:
                 return out[None]
-        if self._memory_mapped(X):                    # read a chunk at a time
-            out = np.empty((X.shape[0], self.n_outputs), self.dtype)
-            for rows in self._chunks_of(X):
-                out[rows] = self.predict_proba(np.asarray(X[rows]))
-            return out
-        X2, single = self._inputs(X)
-        out = np.empty((X2.shape[0], self.n_outputs), self.dtype)
-        self._engine_for(X2.shape[0], False).forward(X2, out)
-        self._check_overflow(out, X2)
+        with self._guard:
+            if self._memory_mapped(X):                # read a chunk at a time
+                out = np.empty((X.shape[0], self.n_outputs), self.dtype)
+                for rows in self._chunks_of(X):
+                    out[rows] = self.predict_proba(np.asarray(X[rows]))
+                return out
+            X2, single = self._inputs(X)
+            out = np.empty((X2.shape[0], self.n_outputs), self.dtype)
+            for rows in self._stretches(X2.shape[0]):
+                self._engine.forward(X2[rows], out[rows])
+            self._check_overflow(out, X2)
         return out[0] if single else out
+
+    def _stretches(self, n: int) -> list[slice]:
+        """Slices of n rows for inference, each about STRETCH_FLOPS of work
+        in whole chunks of the engine's: Python sees Ctrl-C between two."""
+        macs = sum(layer.n_in * layer.n_out for layer in self.layers)
+        chunk = self._engine.inference_rows(n)
+        step = chunk * max(1, int(STRETCH_FLOPS // (2.0 * macs * chunk)))
+        return [slice(i, i + step) for i in range(0, n, step)]
 
     def _chunks_of(self, X):
         """Slices of the rows of X, each about CHUNK_BYTES in our dtype."""
@@ -757,6 +887,7 @@ class Sequential:
             return labels[..., 0] if self.n_outputs == 1 else labels
         return out[..., 0] if self.n_outputs == 1 else out
 
+    @_exclusive
     def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
         """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers.
         A memory-mapped X is read a chunk at a time."""
@@ -781,7 +912,10 @@ class Sequential:
 
     def _evaluate(self, X2, Y) -> dict:
         out = np.empty_like(Y)
-        result = {"loss": self._engine_for(X2.shape[0], False).evaluate(X2, Y, out)}
+        total = 0.0
+        for rows in self._stretches(X2.shape[0]):
+            total += self._engine.evaluate(X2[rows], Y[rows], out[rows]) * len(out[rows])
+        result = {"loss": total / X2.shape[0]}
         self._check_overflow(out, X2)
         if self.loss.code == _losses.CROSS_ENTROPY:
             result["accuracy"] = float(np.mean(out.argmax(1) == Y.argmax(1)))
@@ -790,20 +924,23 @@ class Sequential:
         return result
 
     # -- copies and files --------------------------------------------------------
+    @_exclusive
     def __reduce__(self):
         # Pickling (joblib, multiprocessing, copy.deepcopy) goes through the
         # same arrays and JSON description as model files.
         from .io import from_state, state_of
         return from_state, (state_of(self),)
 
+    @_exclusive
     def copy(self, dtype: str | np.dtype | None = None) -> "Sequential":
         """An independent copy (weights included), optionally in another dtype."""
         net = Sequential(*[layer.copy(dtype) for layer in self.layers],
                          loss=self.loss, dtype=dtype or self.dtype,
                          n_threads=self.n_threads)
-        net.seed = self.seed
+        net._seed = self._seed
         return net
 
+    @_exclusive
     def save(self, path: str | os.PathLike) -> str:
         """Write the network to an .npz file (".npz" is added when missing):
         the architecture, the weights, the optimizer and its state, and the

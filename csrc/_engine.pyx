@@ -11,6 +11,7 @@
 from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
+from cpython.pythread cimport PyThread_get_thread_ident
 
 cimport numpy as cnp
 
@@ -45,7 +46,6 @@ def set_blas_thread_functions(size_t get_address, size_t set_address):
 
 cdef extern from *:
     int atomic_add "__sync_add_and_fetch" (int* counter, int value) noexcept nogil
-    bint atomic_claim "__sync_bool_compare_and_swap" (int* flag, int old, int new) noexcept nogil
 
 # Engine calls running right now, in any thread, and the pool's size when the
 # first of them began (what the user set, or threadpoolctl, or the default).
@@ -413,15 +413,60 @@ cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
     return result
 
 
+IN_USE = ("this network is in use by another thread: use each network from one "
+          "thread at a time (net.copy() gives another one)")
+
+
+cdef class Guard:
+    """Who is using a network right now: one thread at a time, any number of
+    nested calls within it.
+
+    `with guard:` (or claim/release from Cython) marks the network as this
+    thread's until the block ends; meanwhile any other thread's claim raises
+    RuntimeError(IN_USE) at once, it never waits.  fit holds its network's
+    guard for the whole run, so its callbacks may still save or predict.
+    Claims are made with the GIL held and take no Python calls, so the GIL
+    makes each one atomic.
+    """
+    cdef int depth                 # nested claims by the owner (0: free)
+    cdef unsigned long owner       # the owner's thread ident while depth > 0
+
+    cdef int claim(self) except -1:
+        cdef unsigned long me = PyThread_get_thread_ident()
+        if self.depth > 0 and self.owner != me:
+            raise RuntimeError(IN_USE)
+        self.owner = me
+        self.depth += 1
+        return 0
+
+    cdef void release(self) noexcept:
+        self.depth -= 1
+
+    @property
+    def held(self):
+        """True while some thread holds the guard."""
+        return self.depth > 0
+
+    def __enter__(self):
+        self.claim()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+        return False
+
+
 cdef class Engine:
     """The compiled plan and workspace of one network.
 
-    Engine(sizes, acts, slopes, loss, params, grads, capacity): sizes has one
-    entry more than acts and slopes; params and grads are the network's flat
-    float32 or float64 buffers, W of layer l at w_off[l] (row-major) followed
-    by b, layer after layer.  Methods take C-contiguous arrays of that dtype;
-    the Python layer validates everything first, and the engine re-checks
-    shapes so that nothing can read past a buffer.
+    Engine(sizes, acts, slopes, loss, params, grads, capacity, guard): sizes
+    has one entry more than acts and slopes; params and grads are the
+    network's flat float32 or float64 buffers, W of layer l at w_off[l]
+    (row-major) followed by b, layer after layer; guard, the network's Guard
+    (a new one when None), which every call claims.  Methods take
+    C-contiguous arrays of that dtype; the Python layer validates everything
+    first, and the engine re-checks shapes so that nothing can read past a
+    buffer.
     """
     cdef Plan plan
     cdef readonly object dtype
@@ -433,7 +478,7 @@ cdef class Engine:
     cdef Py_ssize_t _epoch_rows    # rows of the last train_epoch
     cdef int typenum               # numpy's number for the dtype
     cdef public int n_threads      # BLAS threads for this engine's calls; 0: automatic
-    cdef int busy                  # 1 while a call runs (see claim)
+    cdef readonly Guard guard      # the network's "in use" mark, claimed by every call
 
     def __cinit__(self):
         self.plan.size = NULL
@@ -445,7 +490,7 @@ cdef class Engine:
         self.plan.delta = NULL
 
     def __init__(self, sizes, acts, slopes, int loss, params, grads,
-                 Py_ssize_t capacity=256):
+                 Py_ssize_t capacity=256, Guard guard=None):
         cdef int l, L = len(acts)
         cdef Py_ssize_t off = 0
         if L < 1 or len(sizes) != L + 1 or len(slopes) != L:
@@ -453,6 +498,7 @@ cdef class Engine:
         self.dtype = np.dtype(params.dtype)
         if self.dtype not in (np.float32, np.float64) or grads.dtype != self.dtype:
             raise TypeError("params and grads must share a float32 or float64 dtype")
+        self.guard = Guard() if guard is None else guard
         self.plan.n_layers = L
         self.plan.loss = loss
         self.plan.size = <Py_ssize_t*>malloc((L + 1) * sizeof(Py_ssize_t))
@@ -514,11 +560,11 @@ cdef class Engine:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         if max(out_rows, capacity) <= self.plan.out_rows and capacity <= self.plan.capacity:
             return
-        self.claim()                    # never reallocate under a running call
+        self.guard.claim()                    # never reallocate under a running call
         try:
             self._grow(capacity, max(out_rows, capacity))
         finally:
-            self.busy = 0
+            self.guard.release()
 
     cdef _grow(self, Py_ssize_t capacity, Py_ssize_t out_rows):
         cdef int l, L = self.plan.n_layers
@@ -563,6 +609,8 @@ cdef class Engine:
                     or not arr.flags.c_contiguous or not arr.flags.writeable):
                 raise ValueError(f"state arrays must be writeable, contiguous "
                                  f"{self.dtype} of shape ({self.plan.n_params},)")
+        self.guard.claim()              # never swap the rule under a running call
+        self._state = state
         self.plan.opt.kind = kind
         self.plan.opt.momentum = momentum
         self.plan.opt.nesterov = nesterov
@@ -576,7 +624,7 @@ cdef class Engine:
         self.plan.opt.t = steps
         self.plan.state1 = <char*><Py_ssize_t>state[0].ctypes.data if needed > 0 else NULL
         self.plan.state2 = <char*><Py_ssize_t>state[1].ctypes.data if needed > 1 else NULL
-        self._state = state
+        self.guard.release()
 
     @property
     def epoch_accuracy(self):
@@ -604,14 +652,6 @@ cdef class Engine:
             width += self.plan.size[l + 1]
         cdef Py_ssize_t limit = (16 << 20) // (width * self.dtype.itemsize)
         return max(1, min(n, 4096, limit))
-
-    cdef int claim(self) except -1:
-        # Mark the engine busy for one call, or refuse: two threads working
-        # on one network's workspace and weights at once would corrupt them.
-        if not atomic_claim(&self.busy, 0, 1):
-            raise RuntimeError("this network is in use by another thread: use each network "
-                               "from one thread at a time (net.copy() gives another one)")
-        return 0
 
     cdef const char* ready(self, object arr, int ndim, Py_ssize_t cols,
                            int typenum):
@@ -675,7 +715,7 @@ cdef class Engine:
         rows = (<cnp.ndarray>X).shape[0]
         if rows > self.plan.capacity:
             return None
-        self.claim()                     # (targets_ready writes to the workspace)
+        self.guard.claim()                     # (targets_ready writes to the workspace)
         try:
             if not self.targets_ready(y, rows):
                 return None
@@ -693,7 +733,7 @@ cdef class Engine:
                                       threads)
             return value
         finally:
-            self.busy = 0
+            self.guard.release()
 
     def predict_row(self, x, int mode):
         """The prediction for one ready-made sample x (n_in,): mode 0 the
@@ -702,7 +742,7 @@ cdef class Engine:
         cdef const char* data = self.ready(x, 1, self.plan.size[0], self.typenum)
         if data == NULL:
             return None
-        self.claim()
+        self.guard.claim()
         try:
             if self.typenum == cnp.NPY_DOUBLE:
                 return predict_one(<const double*>data, &self.plan, mode, self.typenum,
@@ -710,7 +750,7 @@ cdef class Engine:
             return predict_one(<const float*>data, &self.plan, mode, self.typenum,
                                self.n_threads)
         finally:
-            self.busy = 0
+            self.guard.release()
 
     cdef const real* _weights(self, const real[::1] weights, Py_ssize_t rows) except? NULL:
         # The sample weights' data, checked to have one entry per row; NULL
@@ -741,12 +781,12 @@ cdef class Engine:
         self._check(X, out, real is double, False)
         self.reserve(self.plan.capacity, self.inference_rows(X.shape[0]))
         cdef int threads = self.n_threads
-        self.claim()
+        self.guard.claim()
         with nogil:
             enter_threads(threads)
             infer(&X[0, 0], <real*>NULL, &out[0, 0], X.shape[0], &self.plan)
             leave_threads()
-        self.busy = 0
+        self.guard.release()
 
     def evaluate(self, const real[:, ::1] X, const real[:, ::1] Y,
                  real[:, ::1] out):
@@ -758,12 +798,12 @@ cdef class Engine:
         cdef Py_ssize_t chunk = self.inference_rows(X.shape[0])
         self.reserve(chunk, chunk)
         cdef int threads = self.n_threads
-        self.claim()
+        self.guard.claim()
         with nogil:
             enter_threads(threads)
             value = infer(&X[0, 0], &Y[0, 0], &out[0, 0], X.shape[0], &self.plan)
             leave_threads()
-        self.busy = 0
+        self.guard.release()
         return value
 
     def loss_and_grad(self, X, Y, weights=None):
@@ -775,13 +815,13 @@ cdef class Engine:
         """One optimizer update of params from the current grads: the second
         half of train_step, for gradients computed by loss_and_grad and then
         changed (averaged across processes, for instance)."""
-        self.claim()
+        self.guard.claim()
         with nogil:
             if self.typenum == cnp.NPY_DOUBLE:
                 update(&self.plan, lr)
             else:
                 update(&self.plan, <float>lr)
-        self.busy = 0
+        self.guard.release()
 
     def batch_correct(self, const real[:, ::1] Y):
         """Right predictions (see count_correct) of the last loss_and_grad or
@@ -804,7 +844,7 @@ cdef class Engine:
         cdef const real* wp = self._weights(weights, X.shape[0])
         self._check(X, Y, real is double, True)
         cdef int threads = self.n_threads
-        self.claim()
+        self.guard.claim()
         with nogil:
             enter_threads(threads)
             value = loss_and_grad(&X[0, 0], &Y[0, 0], wp, &self.plan, X.shape[0],
@@ -812,7 +852,7 @@ cdef class Engine:
             if update_params:
                 update(&self.plan, <real>lr)
             leave_threads()
-        self.busy = 0
+        self.guard.release()
         return value
 
     def train_epoch(self, const real[:, ::1] X, const real[:, ::1] Y,
@@ -839,8 +879,8 @@ cdef class Engine:
                 raise ValueError("perm must have one entry per row of X")
             order = &perm[0]
         cdef int threads = self.n_threads
+        self.guard.claim()
         self._epoch_rows = count
-        self.claim()
         with nogil:
             if perm is not None and shuffle_seed >= 0:
                 shuffle(&perm[0], n, <unsigned long long>shuffle_seed)
@@ -849,12 +889,12 @@ cdef class Engine:
                     order = NULL            # (checked below, with the GIL)
                     break
         if perm is not None and order == NULL:
-            self.busy = 0
+            self.guard.release()
             raise ValueError("perm must index rows of X")
         with nogil:
             enter_threads(threads)
             value = run_epoch(&X[0, 0], &Y[0, 0], wp, order, first, count, batch_size,
                               <real>lr, &self.plan)
             leave_threads()
-        self.busy = 0
+        self.guard.release()
         return value

@@ -6,7 +6,9 @@
 # the tests that hold every kernel against a plain numpy formula.
 #
 # Callers pass C-contiguous 2-D arrays of one float dtype (the Python layer
-# converts and validates); the GIL is released around every kernel.
+# converts and validates, and names what is wrong); each function re-checks
+# that the shapes fit together, so that no call can read or write past a
+# buffer.  The GIL is released around every kernel.
 
 from kernels cimport (
     real, r_exp, all_finite as k_all_finite, act_forward as k_act_forward, act_backward as k_act_backward,
@@ -16,6 +18,18 @@ from kernels cimport (
     dense_backward as k_dense_backward, sgd_update as k_sgd_update,
     Optimizer, optimizer_update as k_optimizer_update,
 )
+
+
+cdef int fits(str name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t want_rows,
+              Py_ssize_t want_cols) except -1:
+    # Raise unless an array named `name` of shape (rows, cols) has the shape
+    # (want_rows, want_cols) and is not empty (cols = want_cols = 1 for 1-D).
+    if rows != want_rows or cols != want_cols:
+        raise ValueError(f"{name} must have shape ({want_rows}, {want_cols}), "
+                         f"got ({rows}, {cols})")
+    if rows == 0 or cols == 0:
+        raise ValueError(f"{name} is empty")
+    return 0
 
 
 def all_finite(const real[::1] x):
@@ -37,6 +51,9 @@ def exp(real[::1] x):
 def act_forward(real[:, ::1] a, int act, double slope=0.0, const real[::1] b=None):
     """a (rows, cols) ← f(a + b) in place; b (cols,) or None."""
     cdef const real* bp = NULL if b is None else &b[0]
+    fits("a", a.shape[0], a.shape[1], a.shape[0], a.shape[1])
+    if b is not None:
+        fits("b", b.shape[0], 1, a.shape[1], 1)
     with nogil:
         k_act_forward(&a[0, 0], bp, a.shape[0], a.shape[1], act, <real>slope)
 
@@ -44,6 +61,8 @@ def act_forward(real[:, ::1] a, int act, double slope=0.0, const real[::1] b=Non
 def act_backward(real[:, ::1] delta, const real[:, ::1] g, const real[:, ::1] a,
                  int act, double slope=0.0):
     """delta (rows, cols) ← g ⊙ f′(z), the derivative taken from a = f(z)."""
+    fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
+    fits("g", g.shape[0], g.shape[1], a.shape[0], a.shape[1])
     with nogil:
         k_act_backward(&delta[0, 0], &g[0, 0], &a[0, 0], a.shape[0], a.shape[1],
                        act, <real>slope)
@@ -56,8 +75,10 @@ def loss_forward_backward(int loss, int act, double slope, real[:, ::1] a,
     by the sample weights w (rows,) if given."""
     cdef double value
     cdef const real* wp = NULL if w is None else &w[0]
-    if w is not None and w.shape[0] != a.shape[0]:
-        raise ValueError("w must have one weight per row")
+    fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
+    fits("y", y.shape[0], y.shape[1], a.shape[0], a.shape[1])
+    if w is not None:
+        fits("w", w.shape[0], 1, a.shape[0], 1)
     with nogil:
         value = k_loss_forward_backward(loss, act, <real>slope, &a[0, 0],
                                         &delta[0, 0], &y[0, 0], wp, a.shape[0],
@@ -68,6 +89,8 @@ def loss_forward_backward(int loss, int act, double slope, real[:, ::1] a,
 def output_delta(int loss, int act, double slope, real[:, ::1] delta,
                  const real[:, ::1] a, const real[:, ::1] y):
     """delta ← ∂L/∂z of the output layer, from its outputs a and targets y."""
+    fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
+    fits("y", y.shape[0], y.shape[1], a.shape[0], a.shape[1])
     with nogil:
         k_output_delta(loss, act, <real>slope, &delta[0, 0], &a[0, 0], &y[0, 0],
                        a.shape[0], a.shape[1])
@@ -76,6 +99,7 @@ def output_delta(int loss, int act, double slope, real[:, ::1] delta,
 def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps):
     """The mean loss of predictions p against targets y."""
     cdef double value
+    fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
     with nogil:
         value = k_loss_value(loss, &p[0, 0], &y[0, 0], p.shape[0], p.shape[1],
                              <real>eps)
@@ -85,6 +109,8 @@ def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps)
 def loss_gradient(int loss, real[:, ::1] g, const real[:, ::1] p,
                   const real[:, ::1] y, double eps):
     """g ← ∂L/∂p of loss_value."""
+    fits("g", g.shape[0], g.shape[1], p.shape[0], p.shape[1])
+    fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
     with nogil:
         k_loss_gradient(loss, &g[0, 0], &p[0, 0], &y[0, 0], p.shape[0],
                         p.shape[1], <real>eps)
@@ -93,6 +119,9 @@ def loss_gradient(int loss, real[:, ::1] g, const real[:, ::1] p,
 def dense_forward(real[:, ::1] out, const real[:, ::1] x, const real[:, ::1] W,
                   const real[::1] b, int act, double slope=0.0):
     """out (rows, n_out) ← f(x @ W + b)."""
+    fits("x", x.shape[0], x.shape[1], x.shape[0], W.shape[0])
+    fits("out", out.shape[0], out.shape[1], x.shape[0], W.shape[1])
+    fits("b", b.shape[0], 1, W.shape[1], 1)
     with nogil:
         k_dense_forward(&out[0, 0], &x[0, 0], &W[0, 0], &b[0], x.shape[0],
                         W.shape[0], W.shape[1], act, <real>slope)
@@ -103,6 +132,13 @@ def dense_backward(real[:, ::1] dW, real[::1] db, const real[:, ::1] delta,
                    real[:, ::1] dx=None):
     """dW ← xᵀ δ; db ← Σ_rows δ; dx ← δ Wᵀ unless dx is None."""
     cdef real* dxp = NULL if dx is None else &dx[0, 0]
+    cdef Py_ssize_t rows = x.shape[0], n_in = W.shape[0], n_out = W.shape[1]
+    fits("x", rows, x.shape[1], rows, n_in)
+    fits("dW", dW.shape[0], dW.shape[1], n_in, n_out)
+    fits("db", db.shape[0], 1, n_out, 1)
+    fits("delta", delta.shape[0], delta.shape[1], rows, n_out)
+    if dx is not None:
+        fits("dx", dx.shape[0], dx.shape[1], rows, n_in)
     with nogil:
         k_dense_backward(dxp, &dW[0, 0], &db[0], &delta[0, 0], &x[0, 0],
                          &W[0, 0], x.shape[0], W.shape[0], W.shape[1])
@@ -110,6 +146,7 @@ def dense_backward(real[:, ::1] dW, real[::1] db, const real[:, ::1] delta,
 
 def sgd_update(real[::1] w, const real[::1] g, double lr):
     """w ← w − lr · g over a flat buffer."""
+    fits("g", g.shape[0], 1, w.shape[0], 1)
     with nogil:
         k_sgd_update(&w[0], &g[0], w.shape[0], <real>lr)
 
