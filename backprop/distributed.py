@@ -165,7 +165,7 @@ def fit(net: Sequential, X, y, *, epochs: int = 1, batch_size: int = 32,
                      validation_data, callbacks, early_stopping, patience, min_delta,
                      chunk_size, verbose, comm)
         refused = None
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:   # (RuntimeError: net in use)
         plan, refused = None, exc
     n = -1 if plan is None else plan["n"]
     gathered = _gather(comm, [n, refused is not None], timeout if plan else 300.0)
@@ -181,7 +181,8 @@ def fit(net: Sequential, X, y, *, epochs: int = 1, batch_size: int = 32,
     if threads is None:
         net.n_threads = _threads_per_rank(gathered)
     try:
-        return _fit(net, plan, shuffle, comm, timeout)
+        with net.exclusive():              # this thread's for the whole run, as in fit
+            return _fit(net, plan, shuffle, comm, timeout)
     except Exception:
         if comm.Get_size() == 1:
             raise

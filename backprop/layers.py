@@ -63,6 +63,8 @@ class Dense:
     n_out = _fixed("n_out", "Outputs (units) of the layer.")
     activation = _fixed("activation", "The Activation f of a = f(x @ W + b).")
     init = _fixed("init", "The weight initialisation scheme.")
+    seed = _fixed("seed", "The seed of the initial weights (None: drawn by the network, "
+                  "or unseeded).")
     dtype = _fixed("dtype", "The layer's float dtype.")
     dW = _fixed("dW", "∂L/∂W from the last backward (None before the first).")
     db = _fixed("db", "∂L/∂b from the last backward (None before the first).")
@@ -77,7 +79,7 @@ class Dense:
         self._init = initializers.check_init(init if init is not None
                                              else self._activation.default_init)
         self._dtype = check_dtype(dtype)
-        self.seed = seed
+        self._seed = seed
         self._W = np.zeros((self._n_in, self._n_out), self._dtype)
         self._b = np.zeros(self._n_out, self._dtype)
         self._dW: np.ndarray | None = None
