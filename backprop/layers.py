@@ -16,6 +16,7 @@ BLAS products and one reduction).
 """
 from __future__ import annotations
 
+import operator
 import weakref
 
 import numpy as np
@@ -32,7 +33,7 @@ __all__ = ["Dense"]
 
 def _fixed(name: str, doc: str) -> property:
     """A read-only attribute: what the layer was built with."""
-    return property(lambda self: getattr(self, "_" + name), doc=doc)
+    return property(operator.attrgetter("_" + name), doc=doc)
 
 
 class Dense:
@@ -154,11 +155,11 @@ class Dense:
     # -- forward and backward -----------------------------------------------
     def forward(self, x: ArrayLike) -> np.ndarray:
         """a = f(x @ W + b) for one sample (n_in,) or a batch (rows, n_in)."""
-        x2, single = as_batch(x, "x", self.dtype, self.n_in)
-        a = np.empty((x2.shape[0], self.n_out), self.dtype)
+        x2, single = as_batch(x, "x", self._dtype, self._n_in)
+        a = np.empty((x2.shape[0], self._n_out), self._dtype)
+        act = self._activation
         with self._guard:
-            _ops.dense_forward(a, x2, self._W, self._b, self.activation.code,
-                               self.activation.negative_slope)
+            _ops.dense_forward(a, x2, self._W, self._b, act.code, act.negative_slope)
             self._x, self._a, self._single = x2, a, single
         return a[0] if single else a
 

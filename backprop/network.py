@@ -37,6 +37,7 @@ set_blas_thread_functions(*_threads.set_function_addresses())
 # floating-point operations (tens of milliseconds): Python sees Ctrl-C between
 # two stretches, after a whole batch, at a cost of a few µs per stretch.
 STRETCH_FLOPS = 2e9
+_WHOLE = [slice(None)]
 
 
 def _exclusive(method):
@@ -136,6 +137,7 @@ class Sequential:
                 if layer.seed is None:
                     layer.reset_parameters(self._rng)
         self._bind_flat_buffers()
+        self._macs = sum(layer.n_in * layer.n_out for layer in self.layers)
         self._trainable = all(layer.activation.differentiable for layer in self.layers)
         self._row_mode = self._one_row_mode()
         self._engine = Engine(
@@ -371,7 +373,7 @@ class Sequential:
         a = self.layers[0].forward(X)
         for layer in self.layers[1:]:
             a = layer.forward(a)
-        self._forward_outputs = tuple(layer._a for layer in self.layers)
+        self._forward_outputs = tuple([layer._a for layer in self.layers])
         return a
 
     @_exclusive
@@ -629,8 +631,7 @@ class Sequential:
         return loss / rows, right / rows
 
     def _engine_flops_per_row(self) -> float:
-        macs = sum(layer.n_in * layer.n_out for layer in self.layers)
-        return 2.0 * (3 * macs - self.layers[0].n_in * self.layers[0].n_out)
+        return 2.0 * (3 * self._macs - self.layers[0].n_in * self.layers[0].n_out)
 
     def _set_optimizer_for_fit(self, optimizer, lr) -> None:
         """fit's optimizer= and lr= (see fit), applied to the engine."""
@@ -858,9 +859,10 @@ class Sequential:
     def _stretches(self, n: int) -> list[slice]:
         """Slices of n rows for inference, each about STRETCH_FLOPS of work
         in whole chunks of the engine's: Python sees Ctrl-C between two."""
-        macs = sum(layer.n_in * layer.n_out for layer in self.layers)
+        if 2.0 * self._macs * n <= STRETCH_FLOPS:
+            return _WHOLE
         chunk = self._engine.inference_rows(n)
-        step = chunk * max(1, int(STRETCH_FLOPS // (2.0 * macs * chunk)))
+        step = chunk * max(1, int(STRETCH_FLOPS // (2.0 * self._macs * chunk)))
         return [slice(i, i + step) for i in range(0, n, step)]
 
     def _chunks_of(self, X):
@@ -914,7 +916,8 @@ class Sequential:
         out = np.empty_like(Y)
         total = 0.0
         for rows in self._stretches(X2.shape[0]):
-            total += self._engine.evaluate(X2[rows], Y[rows], out[rows]) * len(out[rows])
+            part = out[rows]
+            total += self._engine.evaluate(X2[rows], Y[rows], part) * part.shape[0]
         result = {"loss": total / X2.shape[0]}
         self._check_overflow(out, X2)
         if self.loss.code == _losses.CROSS_ENTROPY:
