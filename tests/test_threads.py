@@ -60,6 +60,34 @@ def test_networks_trained_in_threads_match_sequential_training():
         np.testing.assert_array_equal(a.params, b.params)
 
 
+def test_networks_trained_in_threads_give_the_pool_back_its_size():
+    """The first engine call to begin reads the pool's size, the last to end
+    restores it, and calls in between shrink it (to one thread each while
+    several run, or for small products).  A call beginning just as the last
+    one ended could read the shrunken size and take it for the user's: four
+    threads taking short steps on networks of their own make calls begin and
+    end against each other thousands of times per repetition."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(4, 4)), rng.normal(size=(4, 1))
+
+    def train(net):
+        for _ in range(1000):
+            net.train_step(X, y, lr=0.01)
+
+    with bp.num_threads(2):
+        if bp.get_num_threads() != 2:
+            pytest.skip("the BLAS pool's size cannot be set here")
+        for repetition in range(80):
+            nets = [bp.Sequential(bp.Dense(4, 3, activation="tanh"), bp.Dense(3, 1), seed=i,
+                                  n_threads=1 if i % 2 else None) for i in range(4)]
+            threads = [threading.Thread(target=train, args=(net,)) for net in nets]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert bp.get_num_threads() == 2, f"pool shrunk in repetition {repetition}"
+
+
 def test_ctrl_c_stops_training_after_the_current_batch(tmp_path):
     """fit hands each epoch to the core in stretches of whole batches (tens
     of milliseconds), so a KeyboardInterrupt (Ctrl-C) lands within one
