@@ -208,7 +208,7 @@ class Sequential:
 
     @n_threads.setter
     def n_threads(self, value: int | None) -> None:
-        self._n_threads = None if value is None else check_int(value, "n_threads")
+        self._n_threads = None if value is None else _threads.check_threads(value, "n_threads")
         if hasattr(self, "_engine"):
             self._engine.n_threads = self._n_threads or 0
 

@@ -1,4 +1,5 @@
 """Thread settings, and training in several Python threads at once."""
+import re
 import threading
 
 import numpy as np
@@ -39,6 +40,42 @@ def test_n_threads_is_checked():
         digits_net(n_threads=0)
     with pytest.raises(TypeError, match="n_threads"):
         digits_net(n_threads="2")
+    with pytest.raises(TypeError, match="n_threads"):
+        digits_net(n_threads=True)
+    for huge in (2**15 + 1, 2**31, 2**32 + 1, 2**64, np.int64(2**40)):
+        with pytest.raises(ValueError, match="n_threads must be at most 32768"):
+            digits_net(n_threads=huge)
+    net = digits_net(n_threads=2)
+    with pytest.raises(ValueError, match="n_threads"):
+        net.n_threads = 2**31
+    assert net.n_threads == 2
+    assert digits_net(n_threads=np.int32(2**15)).n_threads == 2**15     # runs on ≤ the pool
+
+
+def test_thread_counts_beyond_an_int_are_refused_not_wrapped():
+    """OpenBLAS takes a C int: 2**32 + 1 would wrap to 1 thread, 2**31 and
+    2**64 to counts it ignores.  Every count above 2**15 is refused, and the
+    pool keeps its size."""
+    with bp.num_threads(2):
+        before = bp.get_num_threads()
+        for huge in (2**15 + 1, 2**31, 2**32 + 1, 2**64, -2**32 + 1):
+            with pytest.raises(ValueError, match=r"\bn must be"):
+                bp.set_num_threads(huge)
+            assert bp.get_num_threads() == before
+        with pytest.raises(TypeError, match=r"\bn must be an integer"):
+            bp.set_num_threads(True)
+        with pytest.raises(ValueError, match=r"\bn must be at most"):
+            with bp.num_threads(2**32 + 1):
+                pass
+        assert bp.get_num_threads() == before
+
+
+def test_a_count_beyond_the_pools_largest_size_is_capped_by_openblas():
+    cap = re.search(r"MAX_THREADS=(\d+)", bp.blas_info()["config"])
+    if cap is None:
+        pytest.skip("this BLAS does not say how large its pool can grow")
+    with bp.num_threads(2**15):
+        assert bp.get_num_threads() == min(int(cap.group(1)), 2**15)
 
 
 def test_networks_trained_in_threads_match_sequential_training():
