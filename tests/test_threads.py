@@ -131,7 +131,8 @@ def test_ctrl_c_stops_training_after_the_current_batch(tmp_path):
     """fit hands each epoch to the core in stretches of whole batches (tens
     of milliseconds), so a KeyboardInterrupt (Ctrl-C) lands within one
     stretch, not at the end of a long epoch; the network stays usable and
-    training can go on."""
+    training can go on.  The wait is judged against the epoch's length,
+    measured on the same machine: a busy machine slows both alike."""
     import signal
     import subprocess
     import sys
@@ -167,7 +168,7 @@ def test_ctrl_c_stops_training_after_the_current_batch(tmp_path):
     assert proc.stdout.readline().strip() == "continued True"
     proc.wait(timeout=60)
     assert epoch > 1.0                        # a long epoch …
-    assert waited < min(1.0, epoch / 2)       # … interrupted well before its end
+    assert waited < epoch / 2                 # … interrupted well before its end
 
 
 def test_one_network_from_two_threads_at_once_is_refused_not_corrupted():
