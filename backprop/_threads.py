@@ -24,6 +24,11 @@ from ._validation import check_int
 
 __all__ = ["get_num_threads", "set_num_threads", "num_threads", "blas_info"]
 
+# The most threads a count may ask for: more than any machine's cores, and
+# within the C int that OpenBLAS takes (a larger value would wrap around to
+# some other count, or to one it ignores).
+MAX_THREADS = 2**15
+
 
 def _find_blas():
     """(library path, get_num_threads, set_num_threads) of the BLAS that
@@ -68,9 +73,20 @@ def get_num_threads() -> int:
     return int(_BLAS[1]()) if _BLAS else 1
 
 
+def check_threads(n, name: str) -> int:
+    """A thread count: an integer from 1 to MAX_THREADS."""
+    return check_int(n, name, maximum=MAX_THREADS)
+
+
 def set_num_threads(n: int) -> None:
-    """Use `n` threads for backprop's matrix products (scipy's BLAS)."""
-    n = check_int(n, "n")
+    """Use `n` threads for backprop's matrix products (scipy's BLAS).
+
+    n is an integer from 1 to MAX_THREADS (32768).  OpenBLAS then caps the
+    pool at the largest size it was built for (MAX_THREADS in
+    ``blas_info()["config"]``, 64 for scipy's wheels): get_num_threads()
+    tells what it took.
+    """
+    n = check_threads(n, "n")
     if _BLAS:
         _BLAS[2](n)
 

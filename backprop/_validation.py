@@ -28,13 +28,16 @@ def check_dtype(dtype, name: str = "dtype") -> np.dtype:
     return dt
 
 
-def check_int(value, name: str, minimum: int = 1) -> int:
-    """A whole number (bool excluded) no smaller than `minimum`."""
+def check_int(value, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole number (bool excluded) no smaller than `minimum` and, if
+    given, no larger than `maximum`."""
     if type(value) is not int and (isinstance(value, bool)
                                    or not isinstance(value, numbers.Integral)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return int(value)
 
 

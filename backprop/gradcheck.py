@@ -15,6 +15,14 @@ error |analytic − numerical| / max(|analytic|, |numerical|, atol).  The floor
 are nearly zero, whose last digits are rounding noise in both, from counting
 as large relative errors.  Below ~1e-7 the two agree as well as float64
 allows.
+
+The step h is held to [1e-8, 0.1].  The numerical gradient's error is the
+loss's rounding over the step (about 1e-16 / h) plus the truncation of the
+differences (growing as h⁴).  For weights and inputs of unit scale it stays
+within a few 1e-5 of the gradient only between these bounds (near 1e-10 at
+the default, 1e-4); outside them the check could no longer tell a right
+gradient from a wrong one.  A larger step samples the loss far from the
+point checked (at 1e200 it overflows); a smaller one measures rounding.
 """
 from __future__ import annotations
 
@@ -29,6 +37,8 @@ from .layers import Dense
 from .network import Sequential
 
 __all__ = ["gradcheck", "GradcheckResult"]
+
+MIN_STEP, MAX_STEP = 1e-8, 0.1      # the range of h (see above)
 
 
 @dataclass
@@ -61,8 +71,17 @@ def gradcheck(model: Sequential | Dense, X: ArrayLike, y: ArrayLike, *,
     parameters, as computed by the compiled training step.  For a Dense
     layer, the gradient of `loss` applied to its output, with respect to W,
     b and the input x, as computed by Dense.backward.
+
+    h, the step of the central differences, lies in [1e-8, 0.1].  Raises
+    ValueError where the loss, at the point checked or a step away, or a
+    gradient is not finite: the model overflows there and no comparison
+    means anything.
     """
     h = check_positive_float(h, "h")
+    if not MIN_STEP <= h <= MAX_STEP:
+        raise ValueError(f"h must lie in [{MIN_STEP:g}, {MAX_STEP:g}]: a larger step "
+                         f"samples the loss far away, a smaller one measures rounding; "
+                         f"got {h:g}")
     if atol is not None:
         atol = check_positive_float(atol, "atol")
     if isinstance(model, Sequential):
@@ -73,6 +92,12 @@ def gradcheck(model: Sequential | Dense, X: ArrayLike, y: ArrayLike, *,
     else:
         raise TypeError(f"model must be a Sequential or a Dense layer, got "
                         f"{type(model).__name__}")
+    finite = np.isfinite(analytic) & np.isfinite(numerical)
+    if not finite.all():
+        where = names(int(np.argmin(finite)))
+        raise ValueError(f"the loss or its gradient is not finite at {where} or up to "
+                         f"±{h:g} from it: the model overflows there, so its gradient "
+                         f"cannot be checked")
     if atol is None:
         atol = max(1e-4 * float(np.max(np.abs(analytic), initial=0.0)), 1e-12)
     rel = np.abs(analytic - numerical) / np.maximum(

@@ -110,8 +110,8 @@ class Sequential:
         Seeds every layer that has no seed of its own, and the shuffling in
         `fit`: the same seed and data give bit-identical training.
     n_threads : int, optional
-        BLAS threads for this network's matrix products, at most the pool's
-        size.  By default each layer's products choose: one thread below
+        BLAS threads for this network's matrix products (1 to 32768), at
+        most the pool's size.  By default each layer's products choose: one thread below
         4 MFLOP, where a second costs about what it saves, else the pool as
         set by `backprop.set_num_threads` (or OMP_NUM_THREADS,
         OPENBLAS_NUM_THREADS, threadpoolctl).  Networks trained in several
@@ -277,7 +277,7 @@ class Sequential:
 
     @n_threads.setter
     def n_threads(self, value: int | None) -> None:
-        self._n_threads = None if value is None else check_int(value, "n_threads")
+        self._n_threads = None if value is None else _threads.check_threads(value, "n_threads")
         if hasattr(self, "_engine"):
             self._engine.n_threads = self._n_threads or 0
 

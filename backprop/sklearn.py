@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - only without the optional extra
 
 from . import callbacks as _callbacks
 from . import optimizers as _optimizers
-from ._validation import check_int
+from ._threads import check_threads
 from .layers import Dense
 from .network import Sequential
 
@@ -131,7 +131,7 @@ class _BaseMLP(BaseEstimator):
                              f"{self.validation_fraction!r}")
         if self.n_threads is not None:
             try:
-                check_int(self.n_threads, "n_threads")     # the network's own check
+                check_threads(self.n_threads, "n_threads")     # the network's own check
             except TypeError as exc:    # reported as ValueError, like the other parameters
                 raise ValueError(str(exc)) from None
         return [int(s) for s in sizes]

@@ -44,11 +44,29 @@ def set_blas_thread_functions(size_t get_address, size_t set_address):
     blas_set_threads = <set_threads_fn>set_address
 
 
+# A spin lock around the bookkeeping of enter_threads and leave_threads (a
+# few instructions and the pool's resizing, never a product).  Without it a
+# call beginning while the last one ends can read the pool at that call's
+# reduced size, take it for the user's, and leave the pool there for good.
 cdef extern from *:
-    int atomic_add "__sync_add_and_fetch" (int* counter, int value) noexcept nogil
+    """
+    #include <sched.h>
+    static int backprop_threads_lock = 0;
+    static inline void backprop_lock_threads(void) {
+        while (__atomic_exchange_n(&backprop_threads_lock, 1, __ATOMIC_ACQUIRE))
+            while (__atomic_load_n(&backprop_threads_lock, __ATOMIC_RELAXED))
+                sched_yield();      /* the holder may be off its core */
+    }
+    static inline void backprop_unlock_threads(void) {
+        __atomic_store_n(&backprop_threads_lock, 0, __ATOMIC_RELEASE);
+    }
+    """
+    void lock_threads "backprop_lock_threads" () noexcept nogil
+    void unlock_threads "backprop_unlock_threads" () noexcept nogil
 
 # Engine calls running right now, in any thread, and the pool's size when the
-# first of them began (what the user set, or threadpoolctl, or the default).
+# first of them began (what the user set, or threadpoolctl, or the default);
+# both change only under the lock.
 cdef int running_calls = 0
 cdef int outer_threads = 0
 # The running call's thread count for large products, and whether it lets
@@ -68,11 +86,13 @@ cdef inline void enter_threads(int want) noexcept nogil:
     # product, up to the pool's size as the user set it).  While two engine
     # calls run at once (networks trained in two Python threads), each runs
     # on one thread: two threads each would oversubscribe the cores.
-    global outer_threads, call_threads, per_product
-    cdef int running = atomic_add(&running_calls, 1)
-    cdef int target
+    global running_calls, outer_threads, call_threads, per_product
+    cdef int running, target
     if blas_get_threads == NULL or blas_set_threads == NULL:
         return
+    lock_threads()
+    running_calls += 1
+    running = running_calls
     if running == 1:
         outer_threads = blas_get_threads()
     target = 1 if running > 1 else (min(want, outer_threads) if want > 0 else outer_threads)
@@ -80,11 +100,13 @@ cdef inline void enter_threads(int want) noexcept nogil:
     per_product = want <= 0 and target > 1
     if blas_get_threads() != target:
         blas_set_threads(target)
+    unlock_threads()
 
 
 cdef inline void product_threads(double flops) noexcept nogil:
     # Before a layer's products (each of `flops` operations): one thread for
-    # small products, the call's count for large ones.
+    # small products, the call's count for large ones.  No lock: while a call
+    # runs, no other reads or restores the pool's size from before.
     cdef int t
     if not per_product or blas_get_threads == NULL:
         return
@@ -95,9 +117,14 @@ cdef inline void product_threads(double flops) noexcept nogil:
 
 cdef inline void leave_threads() noexcept nogil:
     # The last call to finish gives the pool back its size from before.
-    if atomic_add(&running_calls, -1) == 0 and blas_set_threads != NULL:
-        if blas_get_threads() != outer_threads:
-            blas_set_threads(outer_threads)
+    global running_calls
+    if blas_get_threads == NULL or blas_set_threads == NULL:
+        return
+    lock_threads()
+    running_calls -= 1
+    if running_calls == 0 and blas_get_threads() != outer_threads:
+        blas_set_threads(outer_threads)
+    unlock_threads()
 
 
 cdef struct Plan:

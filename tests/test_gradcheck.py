@@ -90,3 +90,33 @@ def test_nearly_zero_entries_of_a_trained_network_are_no_false_alarm():
     assert result.max_rel_error < TOL, result
     strict = bp.gradcheck(net, X_test[:4], y_test[:4], atol=1e-15)   # a floor of one's own
     assert strict.max_rel_error > result.max_rel_error
+
+
+@pytest.mark.parametrize("h", [1e200, 0.2, 1e-9, 5e-324, float("nan"), float("inf"), 0.0, -1e-4])
+def test_steps_that_cannot_give_a_derivative_are_refused(h):
+    net = bp.Sequential(bp.Dense(2, 3, activation="tanh"), bp.Dense(3, 1), seed=0)
+    with pytest.raises(ValueError, match=r"^h must"):
+        bp.gradcheck(net, [[0.5, -1.0]], [0.2], h=h)
+    with pytest.raises(TypeError, match=r"^h must"):
+        bp.gradcheck(net, [[0.5, -1.0]], [0.2], h=True)
+
+
+@pytest.mark.parametrize("h", [1e-8, 0.1])
+def test_the_bounds_of_the_step_still_tell_right_from_wrong(h):
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(7, 3)), rng.normal(size=(7, 2))
+    net = bp.Sequential(bp.Dense(3, 5, activation="tanh"), bp.Dense(5, 2), seed=2)
+    assert bp.gradcheck(net, X, y, h=h).max_rel_error < 1e-4
+
+
+def test_a_loss_that_overflows_is_an_error_not_nan():
+    """Where the loss is not finite, at the point checked or a step away,
+    the differences are inf or NaN: an error naming where, never a NaN."""
+    layer = bp.Dense(1, 1, activation="identity", seed=0)
+    layer.W[...] = 1.3e154                # the loss (1.3e154 · x)² is finite at x = 1 …
+    with pytest.raises(ValueError, match=r"not finite at x\[0, 0\]"):
+        bp.gradcheck(layer, [[1.0]], [[0.0]])         # … and overflows a step of x away
+    net = bp.Sequential(bp.Dense(2, 3, activation="identity"), bp.Dense(3, 1), seed=0)
+    net.layers[0].W[...] = 1e200          # overflows everywhere
+    with pytest.raises(ValueError, match=r"not finite at layers\[\d\]"):
+        bp.gradcheck(net, [[0.5, -1.0]], [0.2])

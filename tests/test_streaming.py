@@ -176,14 +176,22 @@ def test_a_bad_chunk_undoes_its_epoch(data):
 
 
 def test_predict_and_evaluate_read_a_memory_map_in_chunks(data, on_disk, monkeypatch):
+    """Chunks of 100 rows give the answers of the whole array in memory, to
+    float32's rounding: BLAS may sum a product over another number of rows in
+    another order, so the last bits may differ, and with them a label where
+    two classes are that close."""
     monkeypatch.setattr(_sources, "CHUNK_BYTES", 100 * 8 * 4)     # 100-row chunks
     net = make_net()
     net.fit(*data, epochs=3, lr=0.3)
-    np.testing.assert_array_equal(net.predict_proba(on_disk[0]), net.predict_proba(data[0]))
-    np.testing.assert_array_equal(net.predict(on_disk[0]), net.predict(data[0]))
+    proba = net.predict_proba(data[0])
+    np.testing.assert_allclose(net.predict_proba(on_disk[0]), proba, rtol=1e-5, atol=1e-6)
+    top_two = np.sort(proba, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] > 1e-5          # no near-tie for the label
+    assert clear.mean() > 0.99
+    np.testing.assert_array_equal(net.predict(on_disk[0])[clear], net.predict(data[0])[clear])
     mapped, whole = net.evaluate(*on_disk), net.evaluate(*data)
     assert mapped.keys() == whole.keys() == {"loss", "accuracy"}
-    assert mapped["accuracy"] == pytest.approx(whole["accuracy"], abs=1e-12)
+    assert mapped["accuracy"] == pytest.approx(whole["accuracy"], abs=1e-12 + np.mean(~clear))
     assert mapped["loss"] == pytest.approx(whole["loss"], rel=1e-5)
 
 

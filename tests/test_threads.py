@@ -1,4 +1,5 @@
 """Thread settings, and training in several Python threads at once."""
+import re
 import threading
 
 import numpy as np
@@ -39,11 +40,49 @@ def test_n_threads_is_checked():
         digits_net(n_threads=0)
     with pytest.raises(TypeError, match="n_threads"):
         digits_net(n_threads="2")
+    with pytest.raises(TypeError, match="n_threads"):
+        digits_net(n_threads=True)
+    for huge in (2**15 + 1, 2**31, 2**32 + 1, 2**64, np.int64(2**40)):
+        with pytest.raises(ValueError, match="n_threads must be at most 32768"):
+            digits_net(n_threads=huge)
+    net = digits_net(n_threads=2)
+    with pytest.raises(ValueError, match="n_threads"):
+        net.n_threads = 2**31
+    assert net.n_threads == 2
+    assert digits_net(n_threads=np.int32(2**15)).n_threads == 2**15     # runs on ≤ the pool
+
+
+def test_thread_counts_beyond_an_int_are_refused_not_wrapped():
+    """OpenBLAS takes a C int: 2**32 + 1 would wrap to 1 thread, 2**31 and
+    2**64 to counts it ignores.  Every count above 2**15 is refused, and the
+    pool keeps its size."""
+    with bp.num_threads(2):
+        before = bp.get_num_threads()
+        for huge in (2**15 + 1, 2**31, 2**32 + 1, 2**64, -2**32 + 1):
+            with pytest.raises(ValueError, match=r"\bn must be"):
+                bp.set_num_threads(huge)
+            assert bp.get_num_threads() == before
+        with pytest.raises(TypeError, match=r"\bn must be an integer"):
+            bp.set_num_threads(True)
+        with pytest.raises(ValueError, match=r"\bn must be at most"):
+            with bp.num_threads(2**32 + 1):
+                pass
+        assert bp.get_num_threads() == before
+
+
+def test_a_count_beyond_the_pools_largest_size_is_capped_by_openblas():
+    cap = re.search(r"MAX_THREADS=(\d+)", bp.blas_info()["config"])
+    if cap is None:
+        pytest.skip("this BLAS does not say how large its pool can grow")
+    with bp.num_threads(2**15):
+        assert bp.get_num_threads() == min(int(cap.group(1)), 2**15)
 
 
 def test_networks_trained_in_threads_match_sequential_training():
     """The GIL is released during fit; each network has its own workspace, so
-    training four at once gives what training them one by one gives."""
+    training four at once gives what training them one by one gives, bit for
+    bit: every product here is below 4 MFLOP and runs on one BLAS thread
+    either way, so the same kernel sums the same shapes in the same order."""
     X, y = bp.datasets.load_digits()
     alone = [digits_net(seed) for seed in range(4)]
     for net in alone:
@@ -60,11 +99,40 @@ def test_networks_trained_in_threads_match_sequential_training():
         np.testing.assert_array_equal(a.params, b.params)
 
 
+def test_networks_trained_in_threads_give_the_pool_back_its_size():
+    """The first engine call to begin reads the pool's size, the last to end
+    restores it, and calls in between shrink it (to one thread each while
+    several run, or for small products).  A call beginning just as the last
+    one ended could read the shrunken size and take it for the user's: four
+    threads taking short steps on networks of their own make calls begin and
+    end against each other thousands of times per repetition."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(4, 4)), rng.normal(size=(4, 1))
+
+    def train(net):
+        for _ in range(1000):
+            net.train_step(X, y, lr=0.01)
+
+    with bp.num_threads(2):
+        if bp.get_num_threads() != 2:
+            pytest.skip("the BLAS pool's size cannot be set here")
+        for repetition in range(80):
+            nets = [bp.Sequential(bp.Dense(4, 3, activation="tanh"), bp.Dense(3, 1), seed=i,
+                                  n_threads=1 if i % 2 else None) for i in range(4)]
+            threads = [threading.Thread(target=train, args=(net,)) for net in nets]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert bp.get_num_threads() == 2, f"pool shrunk in repetition {repetition}"
+
+
 def test_ctrl_c_stops_training_after_the_current_batch(tmp_path):
     """fit hands each epoch to the core in stretches of whole batches (tens
     of milliseconds), so a KeyboardInterrupt (Ctrl-C) lands within one
     stretch, not at the end of a long epoch; the network stays usable and
-    training can go on."""
+    training can go on.  The wait is judged against the epoch's length,
+    measured on the same machine: a busy machine slows both alike."""
     import signal
     import subprocess
     import sys
@@ -100,7 +168,7 @@ def test_ctrl_c_stops_training_after_the_current_batch(tmp_path):
     assert proc.stdout.readline().strip() == "continued True"
     proc.wait(timeout=60)
     assert epoch > 1.0                        # a long epoch …
-    assert waited < min(1.0, epoch / 2)       # … interrupted well before its end
+    assert waited < epoch / 2                 # … interrupted well before its end
 
 
 def test_one_network_from_two_threads_at_once_is_refused_not_corrupted():
