@@ -1,17 +1,31 @@
 """The command line, run as a user runs it: a separate process."""
+import os
 import re
 import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
+
+import backprop as bp
+
+# The folder that holds the backprop under test: the subprocesses import it too.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(bp.__file__)))
+
+
+def command(*args):
+    """argv and environment to run `python -m backprop *args` on the backprop under test."""
+    path = os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
+    return [sys.executable, "-m", "backprop", *args], {**os.environ, "PYTHONPATH": path}
 
 
 def run(*args):
-    # From a neutral directory, so that `python -m` finds the installed package.
+    # From a neutral directory, so that the working directory plays no part.
+    argv, env = command(*args)
     with tempfile.TemporaryDirectory() as cwd:
-        return subprocess.run([sys.executable, "-m", "backprop", *args], capture_output=True,
-                              text=True, timeout=300, cwd=cwd)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=cwd,
+                              env=env)
 
 
 def test_train_digits_prints_epochs_and_accuracy():
@@ -54,8 +68,6 @@ def test_info():
 def test_csv_train_save_and_predict(tmp_path):
     """A labelled CSV with a header and named classes: train, save, predict
     raw rows; the model file carries the standardisation and class names."""
-    import numpy as np
-    import backprop as bp
     X, y = bp.datasets.make_spirals(300, noise=0.05, seed=2)
     X = X * 50 + 100                                # far from standardised
     names = np.array(["left", "right"])[y]
@@ -92,7 +104,6 @@ def test_bad_csv_files(tmp_path):
 
 def test_bench_subcommand_runs_the_suite():
     # As a user runs it: the installed `backprop` command, in a checkout.
-    import os
     import shutil
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = shutil.which("backprop", path=os.path.dirname(sys.executable))
