@@ -8,13 +8,17 @@
 `train` fits a network on an embedded data set or a CSV file (numbers, one
 row per sample, the label in the last column or --label-column; a header
 line is recognised), prints the loss of every epoch and the test accuracy,
-and saves the model if asked.  Exit codes: 0 success, 1 the run failed (bad
-file, bad data), 2 bad command-line options.
+and saves the model if asked.  CSV files are UTF-8 text, with or without a
+byte-order mark, with any line ends; blank lines are skipped.  Exit codes:
+0 success, 1 the run failed (bad file, bad data), 2 bad command-line
+options.
 """
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -32,6 +36,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 class CommandError(Exception):
     """A failure to report in one line, with exit code 1."""
+    code = EXIT_FAILED
+
+
+class UsageError(CommandError):
+    """An option that does not suit the data or the machine: exit code 2."""
+    code = EXIT_USAGE
 
 
 def _positive_int(text):
@@ -126,64 +136,113 @@ DEFAULTS = {  # hidden, activation, epochs, lr
 }
 
 
-def read_csv(path: str):
-    """(header or None, rows of strings) of a CSV file."""
+def _line_of(data: bytes, offset: int) -> int:
+    """The line (from 1, after LF, CRLF or CR line ends) of a byte that is not a line end."""
+    return len(data[:offset + 1].splitlines())
+
+
+def _decode(data: bytes, path: str) -> str:
+    """The text of a CSV file: UTF-8, with or without a byte-order mark."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise CommandError(f'{path} is UTF-16 text (Excel\'s "Unicode Text"): save it as '
+                           f'"CSV UTF-8"')
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise CommandError(f"{path}, line {_line_of(data, nul)}: a NUL byte; this is not "
+                           f"a text file")
     try:
-        with open(path, newline="") as fh:
-            rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{path}, line {_line_of(data, exc.start)}: byte "
+                           f"0x{data[exc.start]:02x} is not UTF-8; save the file as UTF-8 "
+                           f'(Excel: "CSV UTF-8")') from None
+    return text.lstrip("\ufeff")                # the byte-order mark, if any (or two)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_header(first, second) -> bool:
+    """Whether the first row names the columns: a word above a number, or
+    no number at all in a file of one row."""
+    if second is None:
+        return not any(_is_number(cell) for cell in first)
+    return any(cell.strip() and not _is_number(cell) and _is_number(below)
+               for cell, below in zip(first, second))
+
+
+def read_csv(path: str):
+    """(header or None, rows of strings, the line each row starts on) of a
+    CSV file.  Blank lines are skipped."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise CommandError(f"{path} is not a CSV text file: {exc}") from None
+    reader = csv.reader(io.StringIO(_decode(data, path), newline=""))
+    rows, lines, done = [], [], 0
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append(row)
+                lines.append(done + 1)
+            done = reader.line_num
+    except csv.Error as exc:
+        raise CommandError(f"{path}, line {done + 1}: {exc}") from None
     if not rows:
         raise CommandError(f"{path} holds no rows")
-
-    def numeric(cell):
-        try:
-            float(cell)
-            return True
-        except ValueError:
-            return False
-    for i, row in enumerate(rows[1:], start=2):
+    for row, line in zip(rows, lines):
         if len(row) != len(rows[0]):
-            raise CommandError(f"{path}, line {i}: {len(row)} columns, expected {len(rows[0])}")
-    header = None if all(numeric(c) for c in rows[0]) else rows[0]
-    if header and len(rows) < 2:
+            raise CommandError(f"{path}, line {line}: {len(row)} columns, "
+                               f"expected {len(rows[0])}")
+    if not _is_header(rows[0], rows[1] if len(rows) > 1 else None):
+        return None, rows, lines
+    if len(rows) < 2:
         raise CommandError(f"{path} holds a header line and no data rows")
-    return header, rows[1:] if header else rows
+    return [cell.strip() for cell in rows[0]], rows[1:], lines[1:]
 
 
-def _numbers(rows, path: str, first_line: int) -> np.ndarray:
+def _numbers(rows, lines, path: str) -> np.ndarray:
     try:
-        values = np.array(rows, dtype=np.float64)
-    except ValueError as exc:
-        raise CommandError(f"{path}: the features must be numbers ({exc})") from None
+        values = np.array([[float(cell) for cell in row] for row in rows], dtype=np.float64)
+    except ValueError:
+        line, cell = next((line, cell) for row, line in zip(rows, lines)
+                          for cell in row if not _is_number(cell))
+        raise CommandError(f"{path}, line {line}: {cell.strip()!r} is not a number") from None
     if not np.isfinite(values).all():
         row = int(np.argwhere(~np.isfinite(values))[0][0])
-        raise CommandError(f"{path}, line {first_line + row}: NaN or infinity")
+        raise CommandError(f"{path}, line {lines[row]}: NaN or infinity")
     return values
 
 
 def load_csv(path: str, label_column: str):
     """X (float64), y (class indices), class names, from a CSV file."""
-    header, rows = read_csv(path)
-    width = len((header or rows[0]))
-    if header and label_column in header:
-        col = header.index(label_column)
+    header, rows, lines = read_csv(path)
+    width = len(rows[0])
+    if width < 2:
+        raise CommandError(f"{path} needs at least one feature column and a label column, "
+                           f"separated by commas")
+    if header and label_column.strip() in header:
+        col = header.index(label_column.strip())
     else:
         try:
             col = int(label_column)
         except ValueError:
-            raise CommandError(f"--label-column {label_column!r}: no such column in "
-                               f"{path}") from None
+            where = "" if header else " (it has no header line)"
+            raise UsageError(f"--label-column {label_column!r}: no such column in "
+                             f"{path}{where}") from None
         if not -width <= col < width:
-            raise CommandError(f"--label-column {col}: {path} has {width} columns")
+            raise UsageError(f"--label-column {col}: {path} has {width} columns")
         col %= width
-    if width < 2:
-        raise CommandError(f"{path} needs at least one feature column and a label column")
-    labels = [row[col].strip() if col < len(row) else "" for row in rows]
-    features = [row[:col] + row[col + 1:] for row in rows]
-    X = _numbers(features, path, 2 if header else 1)
+    labels = [row[col].strip() for row in rows]
+    if "" in labels:
+        raise CommandError(f"{path}, line {lines[labels.index('')]}: no label")
+    X = _numbers([row[:col] + row[col + 1:] for row in rows], lines, path)
     classes, y = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise CommandError(f"{path}: the label column holds a single class")
@@ -283,10 +342,10 @@ def _predict(args) -> int:
         net = load(args.model)
     except ValueError as exc:
         raise CommandError(str(exc).replace("path:", f"{args.model}:", 1)) from None
-    header, rows = read_csv(args.data)
+    _, rows, lines = read_csv(args.data)
     if len(rows[0]) == net.n_inputs + 1:          # a labelled file: drop the last column
         rows = [row[:-1] for row in rows]
-    X = _numbers(rows, args.data, 2 if header else 1)
+    X = _numbers(rows, lines, args.data)
     if X.shape[1] != net.n_inputs:
         raise CommandError(f"{args.data} has {X.shape[1]} feature columns; the model "
                            f"takes {net.n_inputs}")
@@ -350,7 +409,7 @@ def main(argv=None) -> int:
         return commands[args.command](args) if args.command in commands else _info()
     except CommandError as exc:
         print(f"backprop: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exc.code
     except (ValueError, TypeError) as exc:
         print(f"backprop: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
