@@ -44,11 +44,16 @@ class UsageError(CommandError):
     code = EXIT_USAGE
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least(minimum):
+    def integer(text):
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return integer
+
+
+_positive_int = _at_least(1)
 
 
 def _positive_float(text):
@@ -62,6 +67,13 @@ def _fraction(text):
     value = float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {text}")
+    return value
+
+
+def _momentum(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
     return value
 
 
@@ -94,13 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=None,
                        help="learning rate η (default: 0.1 for sgd, 0.5 for xor, "
                             "the optimizer's own otherwise)")
-    train.add_argument("--momentum", type=float, default=0.0, help="SGD's momentum")
+    train.add_argument("--momentum", type=_momentum, default=None,
+                       help="SGD's momentum (default: 0)")
     train.add_argument("--epochs", type=_positive_int, default=None,
                        help="passes over the training data (default: 30; 2000 for xor, "
                             "300 for spirals)")
     train.add_argument("--batch-size", type=_positive_int, default=32)
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_at_least(0), default=0)
     train.add_argument("--test-size", type=_fraction, default=0.2,
                        help="fraction held out for testing (not for xor)")
     train.add_argument("--validation-split", type=_fraction, default=None,
@@ -258,7 +271,30 @@ def standardize_into_first_layer(net: Sequential, mean: np.ndarray, std: np.ndar
     first.W, first.b = W, b
 
 
+def _check_split(option: str, value: float, kept: int, held: int, what: str) -> None:
+    if kept < 1 or held < 1:
+        raise UsageError(f"{option} {value:g} leaves {kept} training and {held} {what} "
+                         f"rows of {kept + held}")
+
+
+def _network(sizes, activation: str, args) -> Sequential:
+    """The classifier with these layer sizes; one that cannot fit in memory
+    is a bad --hidden."""
+    n_weights = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    try:
+        if n_weights * 8 > sys.maxsize:        # more bytes than an array can have
+            raise MemoryError
+        layers = [Dense(a, b, activation=activation) for a, b in zip(sizes[:-2], sizes[1:-1])]
+        layers.append(Dense(sizes[-2], sizes[-1], activation="softmax"))
+        return Sequential(*layers, loss="cross_entropy", dtype=args.dtype, seed=args.seed)
+    except MemoryError:
+        raise UsageError(f"--hidden {' '.join(map(str, sizes[1:-1]))}: {n_weights:,} "
+                         f"weights do not fit in memory") from None
+
+
 def _train(args) -> int:
+    if args.momentum is not None and args.optimizer != "sgd":
+        raise UsageError(f"--momentum applies to --optimizer sgd, not {args.optimizer}")
     kind = args.data if args.data in ("digits", "xor", "spirals") else "csv"
     hidden, act, epochs, lr = DEFAULTS[kind]
     hidden = args.hidden if args.hidden is not None else hidden
@@ -283,9 +319,13 @@ def _train(args) -> int:
         X_train, X_test, y_train, y_test = datasets.train_test_split(
             X, y, test_size=args.test_size, seed=args.seed,
             stratify=np.bincount(y).min() >= 2)
-        if len(X_train) < 2 or len(X_test) < 1:
-            raise CommandError(f"{args.data}: {len(X)} rows are too few to train and test on")
         source = f"{args.data} ({len(X)} rows, {X.shape[1]} features, {len(classes)} classes)"
+    if kind != "xor":
+        _check_split("--test-size", args.test_size, len(X_train), len(X_test), "test")
+    if args.validation_split:
+        held = int(round(args.validation_split * len(X_train)))
+        _check_split("--validation-split", args.validation_split, len(X_train) - held, held,
+                     "validation")
     # Standardise with the training rows; folded into the first layer afterwards.
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
@@ -293,14 +333,11 @@ def _train(args) -> int:
     if kind == "xor":
         mean, std = np.zeros(X_train.shape[1]), np.ones(X_train.shape[1])
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    sizes = [X_train.shape[1]] + list(hidden)
-    layers = [Dense(a, b, activation=act) for a, b in zip(sizes, sizes[1:])]
-    layers.append(Dense(sizes[-1], max(n_classes, 2), activation="softmax"))
-    net = Sequential(*layers, loss="cross_entropy", dtype=args.dtype, seed=args.seed)
+    net = _network([X_train.shape[1], *hidden, max(n_classes, 2)], act, args)
     net.classes = classes
     optimizer: _optimizers.Optimizer
     if args.optimizer == "sgd":
-        optimizer = _optimizers.SGD(args.lr or lr, momentum=args.momentum)
+        optimizer = _optimizers.SGD(args.lr or lr, momentum=args.momentum or 0.0)
     else:
         optimizer = _optimizers.get(args.optimizer, args.lr)
     if not args.quiet:
@@ -412,6 +449,9 @@ def main(argv=None) -> int:
         return exc.code
     except (ValueError, TypeError) as exc:
         print(f"backprop: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except MemoryError:
+        print("backprop: error: out of memory", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:             # e.g. `backprop predict … | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -251,3 +251,48 @@ def test_predict_reads_bom_and_crlf_files_as_plain_ones(tmp_path, capsys):
         code, out, err = call(capsys, "predict", model, write(tmp_path / "p.csv", rows,
                                                                **variant))
         assert code == 0 and out == plain, err
+
+
+# -- messages, not tracebacks ---------------------------------------------------
+@pytest.mark.parametrize("hidden", [["100000000000"], ["8", "10" + "0" * 30]])
+def test_hidden_too_large_for_memory_is_a_bad_option(capsys, hidden):
+    code, _, err = call(capsys, "train", "--data", "xor", "--hidden", *hidden)
+    assert code == 2
+    assert f"--hidden {' '.join(hidden)}: " in err and "do not fit in memory" in err
+
+
+@pytest.mark.parametrize("value", ["0.999", "0.0001"])
+@pytest.mark.parametrize("data", ["digits", "spirals"])
+def test_test_size_leaving_no_rows_is_a_bad_option(capsys, data, value):
+    code, _, err = call(capsys, "train", "--data", data, "--test-size", value)
+    assert code == 2 and f"--test-size {value} leaves " in err
+    assert re.search(r"leaves (0 training and \d+|\d+ training and 0) test rows", err)
+
+
+@pytest.mark.parametrize("value", ["0", "1", "-0.2", "nan", "inf", "half"])
+def test_test_size_outside_0_1_is_a_bad_option(capsys, value):
+    code, _, err = call(capsys, "train", "--test-size", value)
+    assert code == 2 and "argument --test-size" in err
+
+
+def test_test_size_too_small_for_a_small_csv(tmp_path, capsys):
+    path = write(tmp_path / "four.csv", ROWS[:4])
+    code, _, err = call(capsys, "train", "--data", path)
+    assert code == 2 and "--test-size 0.2 leaves 4 training and 0 test rows of 4" in err
+
+
+def test_validation_split_leaving_no_rows_is_a_bad_option(capsys):
+    code, _, err = call(capsys, "train", "--data", "spirals", "--validation-split", "0.999")
+    assert code == 2
+    assert "--validation-split 0.999 leaves 0 training and 320 validation rows of 320" in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--optimizer", "adam", "--momentum", "0.5"), "--momentum applies to --optimizer sgd"),
+    (("--momentum", "1"), "argument --momentum: must lie in [0, 1)"),
+    (("--momentum", "nan"), "argument --momentum: must lie in [0, 1)"),
+    (("--seed", "-1"), "argument --seed: must be at least 0"),
+])
+def test_other_bad_training_options_exit_2(capsys, args, message):
+    code, _, err = call(capsys, "train", "--data", "xor", *args)
+    assert code == 2 and message in err
