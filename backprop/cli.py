@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from . import __version__, activations, datasets
+from . import losses as _losses
 from . import optimizers as _optimizers
 from .layers import Dense
 from .network import Sequential
@@ -125,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="print only the result")
 
     predict = sub.add_parser("predict", help="predict with a saved model",
-                             description="Print one prediction per row of a CSV file.")
+                             description="Print one prediction per row of a CSV file: the class "
+                                         "name, for a model with class names, or the label "
+                                         "or output values.")
     predict.add_argument("model", help="a model file written by train --save")
     predict.add_argument("data", help="a CSV file of feature rows (a header line is "
                                       "recognised; a label column, if any, is dropped "
@@ -373,6 +376,23 @@ def _train(args) -> int:
     return EXIT_OK
 
 
+def _predictions(net: Sequential, X: np.ndarray, model: str) -> np.ndarray:
+    """What the model predicts for each row: a class name (the output unit
+    with the highest output), or the label or values of net.predict."""
+    names = net.classes
+    if names is None:
+        return np.atleast_1d(net.predict(X))
+    if net.n_outputs < 2 or net.loss.code == _losses.BINARY_CROSS_ENTROPY:
+        raise CommandError(f"{model}: class names label a model with one output unit per "
+                           f"class (cross_entropy or mse), not a {net.loss.name} model with "
+                           f"{net.n_outputs}; use --proba to print its outputs")
+    return np.asarray(names)[np.argmax(net.predict_proba(X), axis=1)]
+
+
+def _text(value) -> str:
+    return f"{value:.6g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
 def _predict(args) -> int:
     from .network import load
     try:
@@ -386,14 +406,9 @@ def _predict(args) -> int:
     if X.shape[1] != net.n_inputs:
         raise CommandError(f"{args.data} has {X.shape[1]} feature columns; the model "
                            f"takes {net.n_inputs}")
-    out = sys.stdout
-    if args.proba:
-        for row in net.predict_proba(X):
-            out.write(",".join(f"{p:.6g}" for p in row) + "\n")
-    else:
-        names = getattr(net, "classes", None)
-        for label in np.atleast_1d(net.predict(X)):
-            out.write(f"{names[int(label)] if names else label}\n")
+    values = net.predict_proba(X) if args.proba else _predictions(net, X, args.model)
+    for row in values:
+        sys.stdout.write((",".join(map(_text, row)) if np.ndim(row) else _text(row)) + "\n")
     return EXIT_OK
 
 

@@ -296,3 +296,38 @@ def test_validation_split_leaving_no_rows_is_a_bad_option(capsys):
 def test_other_bad_training_options_exit_2(capsys, args, message):
     code, _, err = call(capsys, "train", "--data", "xor", *args)
     assert code == 2 and message in err
+
+
+def test_predict_with_an_mse_model_and_class_names(tmp_path, capsys):
+    """One output unit per class: the class is the unit with the highest output."""
+    model = linear_model(tmp_path / "three.npz", 3, ["left", "right", "neither"])
+    rows = write(tmp_path / "rows.csv", [(1, 0), (0, 1), (0, 0), (0.2, 0.1)])
+    code, out, err = call(capsys, "predict", model, rows)
+    assert code == 0, err
+    assert out.split() == ["left", "right", "neither", "neither"]
+    code, out, _ = call(capsys, "predict", model, rows, "--proba")
+    assert out.splitlines()[0] == "1,0,0.5"
+
+
+def test_predict_with_a_one_output_mse_model(tmp_path, capsys):
+    rows = write(tmp_path / "rows.csv", [(1, 0), (0, 2.5)])
+    code, out, _ = call(capsys, "predict", linear_model(tmp_path / "a.npz", 1, None), rows)
+    assert code == 0 and out.split() == ["1.5", "0.5"]
+    model = linear_model(tmp_path / "b.npz", 1, ["price"])
+    code, _, err = call(capsys, "predict", model, rows)
+    assert code == 1 and f"{model}: class names label a model with one output unit per " \
+                         "class" in err and "--proba" in err
+
+
+def test_predict_with_a_multi_label_model(tmp_path, capsys):
+    """binary_cross_entropy with two units: two 0/1 labels a row."""
+    net = bp.Sequential(bp.Dense(2, 2, activation="sigmoid"), loss="binary_cross_entropy")
+    net.layers[0].W, net.layers[0].b = 10 * np.eye(2), np.full(2, -5.0)
+    net.save(tmp_path / "m.npz")
+    rows = write(tmp_path / "rows.csv", [(1, 0), (0, 1), (1, 1)])
+    code, out, _ = call(capsys, "predict", str(tmp_path / "m.npz"), rows)
+    assert code == 0 and out.split() == ["1,0", "0,1", "1,1"]
+    net.classes = ["red", "round"]
+    net.save(tmp_path / "m.npz")
+    code, _, err = call(capsys, "predict", str(tmp_path / "m.npz"), rows)
+    assert code == 1 and "binary_cross_entropy model with 2" in err
