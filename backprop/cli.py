@@ -11,7 +11,7 @@ line is recognised), prints the loss of every epoch and the test accuracy,
 and saves the model if asked.  CSV files are UTF-8 text, with or without a
 byte-order mark, with any line ends; blank lines are skipped.  Exit codes:
 0 success, 1 the run failed (bad file, bad data), 2 bad command-line
-options.
+options, 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from . import optimizers as _optimizers
 from .layers import Dense
 from .network import Sequential
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CommandError(Exception):
@@ -425,7 +426,7 @@ def _bench(bench_args) -> int:
     return subprocess.call([sys.executable, "-m", "bench", *bench_args], cwd=root)
 
 
-def _info() -> int:
+def _info(args) -> int:
     import platform
 
     import scipy
@@ -443,22 +444,27 @@ def _info() -> int:
     return EXIT_OK
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = _parser()
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"backprop: warning: {message}", file=sys.stderr)
+
+
+def _run(argv) -> int:
     if argv[:1] == ["bench"]:          # everything after it belongs to python -m bench
-        try:
-            return _bench(argv[1:])
-        except CommandError as exc:
-            print(f"backprop: error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+        return _bench(argv[1:])
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    commands = {"train": _train, "predict": _predict}
+    return {"train": _train, "predict": _predict, "info": _info}[args.command](args)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return commands[args.command](args) if args.command in commands else _info()
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _run(argv)
     except CommandError as exc:
         print(f"backprop: error: {exc}", file=sys.stderr)
         return exc.code
@@ -468,6 +474,9 @@ def main(argv=None) -> int:
     except MemoryError:
         print("backprop: error: out of memory", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("backprop: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:             # e.g. `backprop predict … | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -3,9 +3,11 @@ main() for the many small cases."""
 import codecs
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -331,3 +333,46 @@ def test_predict_with_a_multi_label_model(tmp_path, capsys):
     net.save(tmp_path / "m.npz")
     code, _, err = call(capsys, "predict", str(tmp_path / "m.npz"), rows)
     assert code == 1 and "binary_cross_entropy model with 2" in err
+
+
+def test_ctrl_c_during_train_prints_interrupted_and_exits_130():
+    argv, env = command("train", "--data", "spirals", "--epochs", "100000000")
+    with tempfile.TemporaryDirectory() as cwd:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
+                                # as at a terminal, even if this process ignores Ctrl-C
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            for line in proc.stdout:                # training starts after this line
+                if line.startswith("optimizer:"):
+                    break
+            time.sleep(0.5)                         # well into training
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err == "backprop: interrupted\n"
+    assert out == ""                               # no epochs, no result
+
+
+def test_ctrl_c_during_predict_prints_interrupted_and_exits_130(tmp_path, capsys,
+                                                                 monkeypatch):
+    model = linear_model(tmp_path / "m.npz", 3, ["a", "b", "c"])
+    rows = write(tmp_path / "rows.csv", [(1, 0)])
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bp.Sequential, "predict_proba", interrupted)
+    try:
+        result = call(capsys, "predict", model, rows)
+    except KeyboardInterrupt:                      # not to end the test session
+        pytest.fail("Ctrl-C escaped main()")
+    assert result == (130, "", "backprop: interrupted\n")
+
+
+def test_warnings_are_one_line_messages(capsys):
+    code, _, err = call(capsys, "train", "--data", "xor", "--lr", "1e300", "--epochs", "3")
+    assert code == 0
+    assert err.startswith("backprop: warning: training stopped at epoch 1")
+    assert "net.fit(" not in err                   # no source line
