@@ -8,37 +8,54 @@
 `train` fits a network on an embedded data set or a CSV file (numbers, one
 row per sample, the label in the last column or --label-column; a header
 line is recognised), prints the loss of every epoch and the test accuracy,
-and saves the model if asked.  Exit codes: 0 success, 1 the run failed (bad
-file, bad data), 2 bad command-line options.
+and saves the model if asked.  CSV files are UTF-8 text, with or without a
+byte-order mark, with any line ends; blank lines are skipped.  Exit codes:
+0 success, 1 the run failed (bad file, bad data), 2 bad command-line
+options, 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
+import io
 import os
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 
 from . import __version__, activations, datasets
+from . import losses as _losses
 from . import optimizers as _optimizers
 from .layers import Dense
 from .network import Sequential
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CommandError(Exception):
     """A failure to report in one line, with exit code 1."""
+    code = EXIT_FAILED
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+class UsageError(CommandError):
+    """An option that does not suit the data or the machine: exit code 2."""
+    code = EXIT_USAGE
+
+
+def _at_least(minimum):
+    def integer(text):
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return integer
+
+
+_positive_int = _at_least(1)
 
 
 def _positive_float(text):
@@ -52,6 +69,13 @@ def _fraction(text):
     value = float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {text}")
+    return value
+
+
+def _momentum(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
     return value
 
 
@@ -84,13 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=None,
                        help="learning rate η (default: 0.1 for sgd, 0.5 for xor, "
                             "the optimizer's own otherwise)")
-    train.add_argument("--momentum", type=float, default=0.0, help="SGD's momentum")
+    train.add_argument("--momentum", type=_momentum, default=None,
+                       help="SGD's momentum (default: 0)")
     train.add_argument("--epochs", type=_positive_int, default=None,
                        help="passes over the training data (default: 30; 2000 for xor, "
                             "300 for spirals)")
     train.add_argument("--batch-size", type=_positive_int, default=32)
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_at_least(0), default=0)
     train.add_argument("--test-size", type=_fraction, default=0.2,
                        help="fraction held out for testing (not for xor)")
     train.add_argument("--validation-split", type=_fraction, default=None,
@@ -102,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="print only the result")
 
     predict = sub.add_parser("predict", help="predict with a saved model",
-                             description="Print one prediction per row of a CSV file.")
+                             description="Print one prediction per row of a CSV file: the class "
+                                         "name, for a model with class names, or the label "
+                                         "or output values.")
     predict.add_argument("model", help="a model file written by train --save")
     predict.add_argument("data", help="a CSV file of feature rows (a header line is "
                                       "recognised; a label column, if any, is dropped "
@@ -126,64 +153,113 @@ DEFAULTS = {  # hidden, activation, epochs, lr
 }
 
 
-def read_csv(path: str):
-    """(header or None, rows of strings) of a CSV file."""
+def _line_of(data: bytes, offset: int) -> int:
+    """The line (from 1, after LF, CRLF or CR line ends) of a byte that is not a line end."""
+    return len(data[:offset + 1].splitlines())
+
+
+def _decode(data: bytes, path: str) -> str:
+    """The text of a CSV file: UTF-8, with or without a byte-order mark."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise CommandError(f'{path} is UTF-16 text (Excel\'s "Unicode Text"): save it as '
+                           f'"CSV UTF-8"')
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise CommandError(f"{path}, line {_line_of(data, nul)}: a NUL byte; this is not "
+                           f"a text file")
     try:
-        with open(path, newline="") as fh:
-            rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{path}, line {_line_of(data, exc.start)}: byte "
+                           f"0x{data[exc.start]:02x} is not UTF-8; save the file as UTF-8 "
+                           f'(Excel: "CSV UTF-8")') from None
+    return text.lstrip("\ufeff")                # the byte-order mark, if any (or two)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_header(first, second) -> bool:
+    """Whether the first row names the columns: a word above a number, or
+    no number at all in a file of one row."""
+    if second is None:
+        return not any(_is_number(cell) for cell in first)
+    return any(cell.strip() and not _is_number(cell) and _is_number(below)
+               for cell, below in zip(first, second))
+
+
+def read_csv(path: str):
+    """(header or None, rows of strings, the line each row starts on) of a
+    CSV file.  Blank lines are skipped."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise CommandError(f"{path} is not a CSV text file: {exc}") from None
+    reader = csv.reader(io.StringIO(_decode(data, path), newline=""))
+    rows, lines, done = [], [], 0
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append(row)
+                lines.append(done + 1)
+            done = reader.line_num
+    except csv.Error as exc:
+        raise CommandError(f"{path}, line {done + 1}: {exc}") from None
     if not rows:
         raise CommandError(f"{path} holds no rows")
-
-    def numeric(cell):
-        try:
-            float(cell)
-            return True
-        except ValueError:
-            return False
-    for i, row in enumerate(rows[1:], start=2):
+    for row, line in zip(rows, lines):
         if len(row) != len(rows[0]):
-            raise CommandError(f"{path}, line {i}: {len(row)} columns, expected {len(rows[0])}")
-    header = None if all(numeric(c) for c in rows[0]) else rows[0]
-    if header and len(rows) < 2:
+            raise CommandError(f"{path}, line {line}: {len(row)} columns, "
+                               f"expected {len(rows[0])}")
+    if not _is_header(rows[0], rows[1] if len(rows) > 1 else None):
+        return None, rows, lines
+    if len(rows) < 2:
         raise CommandError(f"{path} holds a header line and no data rows")
-    return header, rows[1:] if header else rows
+    return [cell.strip() for cell in rows[0]], rows[1:], lines[1:]
 
 
-def _numbers(rows, path: str, first_line: int) -> np.ndarray:
+def _numbers(rows, lines, path: str) -> np.ndarray:
     try:
-        values = np.array(rows, dtype=np.float64)
-    except ValueError as exc:
-        raise CommandError(f"{path}: the features must be numbers ({exc})") from None
+        values = np.array([[float(cell) for cell in row] for row in rows], dtype=np.float64)
+    except ValueError:
+        line, cell = next((line, cell) for row, line in zip(rows, lines)
+                          for cell in row if not _is_number(cell))
+        raise CommandError(f"{path}, line {line}: {cell.strip()!r} is not a number") from None
     if not np.isfinite(values).all():
         row = int(np.argwhere(~np.isfinite(values))[0][0])
-        raise CommandError(f"{path}, line {first_line + row}: NaN or infinity")
+        raise CommandError(f"{path}, line {lines[row]}: NaN or infinity")
     return values
 
 
 def load_csv(path: str, label_column: str):
     """X (float64), y (class indices), class names, from a CSV file."""
-    header, rows = read_csv(path)
-    width = len((header or rows[0]))
-    if header and label_column in header:
-        col = header.index(label_column)
+    header, rows, lines = read_csv(path)
+    width = len(rows[0])
+    if width < 2:
+        raise CommandError(f"{path} needs at least one feature column and a label column, "
+                           f"separated by commas")
+    if header and label_column.strip() in header:
+        col = header.index(label_column.strip())
     else:
         try:
             col = int(label_column)
         except ValueError:
-            raise CommandError(f"--label-column {label_column!r}: no such column in "
-                               f"{path}") from None
+            where = "" if header else " (it has no header line)"
+            raise UsageError(f"--label-column {label_column!r}: no such column in "
+                             f"{path}{where}") from None
         if not -width <= col < width:
-            raise CommandError(f"--label-column {col}: {path} has {width} columns")
+            raise UsageError(f"--label-column {col}: {path} has {width} columns")
         col %= width
-    if width < 2:
-        raise CommandError(f"{path} needs at least one feature column and a label column")
-    labels = [row[col].strip() if col < len(row) else "" for row in rows]
-    features = [row[:col] + row[col + 1:] for row in rows]
-    X = _numbers(features, path, 2 if header else 1)
+    labels = [row[col].strip() for row in rows]
+    if "" in labels:
+        raise CommandError(f"{path}, line {lines[labels.index('')]}: no label")
+    X = _numbers([row[:col] + row[col + 1:] for row in rows], lines, path)
     classes, y = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise CommandError(f"{path}: the label column holds a single class")
@@ -199,7 +275,30 @@ def standardize_into_first_layer(net: Sequential, mean: np.ndarray, std: np.ndar
     first.W, first.b = W, b
 
 
+def _check_split(option: str, value: float, kept: int, held: int, what: str) -> None:
+    if kept < 1 or held < 1:
+        raise UsageError(f"{option} {value:g} leaves {kept} training and {held} {what} "
+                         f"rows of {kept + held}")
+
+
+def _network(sizes, activation: str, args) -> Sequential:
+    """The classifier with these layer sizes; one that cannot fit in memory
+    is a bad --hidden."""
+    n_weights = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+    try:
+        if n_weights * 8 > sys.maxsize:        # more bytes than an array can have
+            raise MemoryError
+        layers = [Dense(a, b, activation=activation) for a, b in zip(sizes[:-2], sizes[1:-1])]
+        layers.append(Dense(sizes[-2], sizes[-1], activation="softmax"))
+        return Sequential(*layers, loss="cross_entropy", dtype=args.dtype, seed=args.seed)
+    except MemoryError:
+        raise UsageError(f"--hidden {' '.join(map(str, sizes[1:-1]))}: {n_weights:,} "
+                         f"weights do not fit in memory") from None
+
+
 def _train(args) -> int:
+    if args.momentum is not None and args.optimizer != "sgd":
+        raise UsageError(f"--momentum applies to --optimizer sgd, not {args.optimizer}")
     kind = args.data if args.data in ("digits", "xor", "spirals") else "csv"
     hidden, act, epochs, lr = DEFAULTS[kind]
     hidden = args.hidden if args.hidden is not None else hidden
@@ -224,9 +323,13 @@ def _train(args) -> int:
         X_train, X_test, y_train, y_test = datasets.train_test_split(
             X, y, test_size=args.test_size, seed=args.seed,
             stratify=np.bincount(y).min() >= 2)
-        if len(X_train) < 2 or len(X_test) < 1:
-            raise CommandError(f"{args.data}: {len(X)} rows are too few to train and test on")
         source = f"{args.data} ({len(X)} rows, {X.shape[1]} features, {len(classes)} classes)"
+    if kind != "xor":
+        _check_split("--test-size", args.test_size, len(X_train), len(X_test), "test")
+    if args.validation_split:
+        held = int(round(args.validation_split * len(X_train)))
+        _check_split("--validation-split", args.validation_split, len(X_train) - held, held,
+                     "validation")
     # Standardise with the training rows; folded into the first layer afterwards.
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
@@ -234,14 +337,11 @@ def _train(args) -> int:
     if kind == "xor":
         mean, std = np.zeros(X_train.shape[1]), np.ones(X_train.shape[1])
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    sizes = [X_train.shape[1]] + list(hidden)
-    layers = [Dense(a, b, activation=act) for a, b in zip(sizes, sizes[1:])]
-    layers.append(Dense(sizes[-1], max(n_classes, 2), activation="softmax"))
-    net = Sequential(*layers, loss="cross_entropy", dtype=args.dtype, seed=args.seed)
+    net = _network([X_train.shape[1], *hidden, max(n_classes, 2)], act, args)
     net.classes = classes
     optimizer: _optimizers.Optimizer
     if args.optimizer == "sgd":
-        optimizer = _optimizers.SGD(args.lr or lr, momentum=args.momentum)
+        optimizer = _optimizers.SGD(args.lr or lr, momentum=args.momentum or 0.0)
     else:
         optimizer = _optimizers.get(args.optimizer, args.lr)
     if not args.quiet:
@@ -277,27 +377,39 @@ def _train(args) -> int:
     return EXIT_OK
 
 
+def _predictions(net: Sequential, X: np.ndarray, model: str) -> np.ndarray:
+    """What the model predicts for each row: a class name (the output unit
+    with the highest output), or the label or values of net.predict."""
+    names = net.classes
+    if names is None:
+        return np.atleast_1d(net.predict(X))
+    if net.n_outputs < 2 or net.loss.code == _losses.BINARY_CROSS_ENTROPY:
+        raise CommandError(f"{model}: class names label a model with one output unit per "
+                           f"class (cross_entropy or mse), not a {net.loss.name} model with "
+                           f"{net.n_outputs}; use --proba to print its outputs")
+    return np.asarray(names)[np.argmax(net.predict_proba(X), axis=1)]
+
+
+def _text(value) -> str:
+    return f"{value:.6g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
 def _predict(args) -> int:
     from .network import load
     try:
         net = load(args.model)
     except ValueError as exc:
         raise CommandError(str(exc).replace("path:", f"{args.model}:", 1)) from None
-    header, rows = read_csv(args.data)
+    _, rows, lines = read_csv(args.data)
     if len(rows[0]) == net.n_inputs + 1:          # a labelled file: drop the last column
         rows = [row[:-1] for row in rows]
-    X = _numbers(rows, args.data, 2 if header else 1)
+    X = _numbers(rows, lines, args.data)
     if X.shape[1] != net.n_inputs:
         raise CommandError(f"{args.data} has {X.shape[1]} feature columns; the model "
                            f"takes {net.n_inputs}")
-    out = sys.stdout
-    if args.proba:
-        for row in net.predict_proba(X):
-            out.write(",".join(f"{p:.6g}" for p in row) + "\n")
-    else:
-        names = getattr(net, "classes", None)
-        for label in np.atleast_1d(net.predict(X)):
-            out.write(f"{names[int(label)] if names else label}\n")
+    values = net.predict_proba(X) if args.proba else _predictions(net, X, args.model)
+    for row in values:
+        sys.stdout.write((",".join(map(_text, row)) if np.ndim(row) else _text(row)) + "\n")
     return EXIT_OK
 
 
@@ -314,7 +426,7 @@ def _bench(bench_args) -> int:
     return subprocess.call([sys.executable, "-m", "bench", *bench_args], cwd=root)
 
 
-def _info() -> int:
+def _info(args) -> int:
     import platform
 
     import scipy
@@ -332,28 +444,39 @@ def _info() -> int:
     return EXIT_OK
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = _parser()
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"backprop: warning: {message}", file=sys.stderr)
+
+
+def _run(argv) -> int:
     if argv[:1] == ["bench"]:          # everything after it belongs to python -m bench
-        try:
-            return _bench(argv[1:])
-        except CommandError as exc:
-            print(f"backprop: error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+        return _bench(argv[1:])
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    commands = {"train": _train, "predict": _predict}
+    return {"train": _train, "predict": _predict, "info": _info}[args.command](args)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return commands[args.command](args) if args.command in commands else _info()
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _run(argv)
     except CommandError as exc:
         print(f"backprop: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exc.code
     except (ValueError, TypeError) as exc:
         print(f"backprop: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except MemoryError:
+        print("backprop: error: out of memory", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("backprop: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:             # e.g. `backprop predict … | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -7,8 +7,6 @@ The suite runs a short campaign; a long one (the "campaign" profile,
 
     pytest tests/test_properties.py --hypothesis-profile=campaign
 """
-import io
-
 import numpy as np
 import pytest
 
@@ -170,28 +168,3 @@ def test_one_row_predict_paths_agree(X):
     else:
         for row, label in zip(X, batch):
             assert net.predict(np.ascontiguousarray(row, dtype=np.float64)) == label
-
-
-@given(cells=st.lists(st.lists(st.sampled_from(["0", "1", "2.5", "-3", "x", "", "nan", "inf",
-                                                "1e400", "a,b", " 7 "]),
-                               min_size=0, max_size=4), min_size=0, max_size=8),
-       args=st.lists(st.sampled_from(["--epochs", "1", "--hidden", "0", "3", "--lr", "-1", "0.1",
-                                      "--label-column", "-1", "name", "--batch-size", "--dtype",
-                                      "float16", "--test-size", "0.5", "--quiet"]), max_size=6))
-def test_cli_train_on_any_csv_exits_cleanly(tmp_path_factory, cells, args):
-    """Any CSV text and any options: exit code 0, 1 or 2 with a message,
-    never a traceback."""
-    import contextlib
-
-    from backprop import cli
-    path = tmp_path_factory.mktemp("csv") / "data.csv"
-    path.write_text("\n".join(",".join(row) for row in cells))
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = cli.main(["train", "--data", str(path), "--epochs", "1", *args])
-        except SystemExit as exc:                 # argparse: bad options
-            code = exc.code
-    assert code in (0, 1, 2), code
-    if code:
-        assert "error" in err.getvalue()
