@@ -383,10 +383,13 @@ def _predictions(net: Sequential, X: np.ndarray, model: str) -> np.ndarray:
     names = net.classes
     if names is None:
         return np.atleast_1d(net.predict(X))
+    if net.n_outputs == 1 and net.loss.code == _losses.BINARY_CROSS_ENTROPY:
+        return np.asarray(names)[np.atleast_1d(net.predict(X))]     # label 0 or 1
     if net.n_outputs < 2 or net.loss.code == _losses.BINARY_CROSS_ENTROPY:
         raise CommandError(f"{model}: class names label a model with one output unit per "
-                           f"class (cross_entropy or mse), not a {net.loss.name} model with "
-                           f"{net.n_outputs}; use --proba to print its outputs")
+                           f"class (cross_entropy or mse) or one sigmoid unit, not a "
+                           f"{net.loss.name} model with {net.n_outputs}; use --proba to "
+                           "print its outputs")
     return np.asarray(names)[np.argmax(net.predict_proba(X), axis=1)]
 
 

@@ -307,9 +307,11 @@ class Sequential:
 
     @property
     def classes(self) -> list[str] | None:
-        """Names of a classifier's classes, kept in model files: one per
-        output for cross_entropy and for several sigmoid outputs, two (label
-        0, then 1) for one sigmoid output.  None: the labels are 0, 1, …"""
+        """Names of the classes, kept in model files: one per output unit
+        (the class of each unit of a softmax, or of mse outputs trained on
+        one-hot targets; the label of each of several sigmoid outputs), two
+        (label 0, then 1) for one sigmoid output.  None: the labels are
+        0, 1, …"""
         return self._classes
 
     @classes.setter
@@ -317,9 +319,6 @@ class Sequential:
         if value is None:
             self._classes = None
             return
-        if not self.is_classifier:
-            raise ValueError(f"classes: only a classifier has classes; this network's "
-                             f"loss is {self.loss.name!r}")
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             raise TypeError(f"classes must be a list of names, got {type(value).__name__}")
         names = list(value)
@@ -328,9 +327,11 @@ class Sequential:
                 raise TypeError(f"classes[{i}] must be a string or a number, "
                                 f"got {type(name).__name__}")
         names = [str(name) for name in names]
-        want = 2 if self.n_outputs == 1 else self.n_outputs
+        want = (2 if self.n_outputs == 1 and self.loss.code == _losses.BINARY_CROSS_ENTROPY
+                else self.n_outputs)
         if len(names) != want:
-            raise ValueError(f"classes must name {want} classes for {self.n_outputs} "
+            raise ValueError(f"classes must name {want} class{'es' if want > 1 else ''} "
+                             f"for {self.n_outputs} {self.loss.name} "
                              f"output{'s' if self.n_outputs > 1 else ''}, got {len(names)}")
         if len(set(names)) != len(names):
             raise ValueError("classes must be distinct")

@@ -274,11 +274,15 @@ def test_class_names_must_fit_the_outputs(value, error):
     assert net.classes == ["a", "b", "3"]
 
 
-def test_class_names_of_one_sigmoid_output_and_of_a_regressor():
+def test_class_names_of_one_sigmoid_output_and_of_mse_outputs():
     net = bp.Sequential(bp.Dense(4, 1, activation="sigmoid"), loss="binary_cross_entropy")
     net.classes = ["no", "yes"]
     assert net.classes == ["no", "yes"]
-    with pytest.raises(ValueError, match="only a classifier"):
+    with pytest.raises(ValueError, match="classes must name 2 classes"):
+        net.classes = ["yes"]
+    mse = bp.Sequential(bp.Dense(4, 3, activation="sigmoid"))    # one-hot targets
+    mse.classes = ["a", "b", "c"]
+    with pytest.raises(ValueError, match="classes must name 1 class"):
         bp.Sequential(bp.Dense(4, 1)).classes = ["a", "b"]
 
 
