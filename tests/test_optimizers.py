@@ -1,4 +1,7 @@
 """Every optimizer, step by step, against its formula written in numpy."""
+import copy
+import warnings
+
 import numpy as np
 import pytest
 
@@ -46,6 +49,9 @@ CASES = [
     ("rmsprop", {}), ("rmsprop", dict(rho=0.5)), ("adagrad", dict(eps=1e-10)),
     ("sgd", dict(l2=0.05)), ("sgd", dict(momentum=0.5, clip_norm=0.5)),
     ("adam", dict(l2=0.01, clip_norm=1.0)), ("rmsprop", dict(weight_decay=0.2, clip_norm=0.3)),
+    # decays within 1e-8 of 1: float32 rounds them to 1 (and 1 − β to 0 if taken there)
+    ("adam", dict(beta1=0.99999999)), ("adam", dict(beta2=0.99999999)),
+    ("rmsprop", dict(rho=0.99999999)), ("sgd", dict(momentum=0.99999999, nesterov=True)),
 ]
 
 
@@ -64,7 +70,46 @@ def test_kernel_matches_numpy_step_by_step(kind, kw, dtype):
         assert steps == k
         expect = numpy_steps(kind, w0, grads[:k], 0.05, **kw)
         tol = 2e-6 if dtype == np.float32 else 1e-13
-        np.testing.assert_allclose(w, expect, rtol=tol, atol=tol)
+        np.testing.assert_allclose(w, expect, rtol=tol, atol=tol * max(1, np.abs(expect).max()))
+
+
+@pytest.mark.parametrize("kind", ["adam", "rmsprop", "adagrad"])
+def test_an_eps_that_underflows_float32_never_divides_0_by_0(kind):
+    """eps=1e-50 is 0 in float32: a parameter whose gradient was always 0
+    must not take a step of 0 / 0."""
+    g = np.array([0.0, 1.5, 0.0, -0.25])
+    w = np.ones(4, np.float32)
+    s1, s2 = np.zeros_like(w), np.zeros_like(w)
+    steps = 0
+    for _ in range(3):
+        steps = _ops.optimizer_update(w, g.astype(np.float32), s1, s2, KINDS[kind], 0.05,
+                                      eps=1e-50, steps=steps)
+    expect = numpy_steps(kind, np.ones(4), [g] * 3, 0.05, eps=1e-50)
+    assert expect[0] == expect[2] == 1
+    np.testing.assert_allclose(w, expect, rtol=2e-6)
+
+
+@pytest.mark.parametrize("optimizer", [O.Adam(0.01, betas=(0.9, 0.99999999)),
+                                       O.Adam(0.01, betas=(0.99999999, 0.999)),
+                                       O.RMSProp(1e-4, rho=0.99999999),
+                                       O.Adam(0.01, eps=1e-50), O.RMSProp(0.01, eps=1e-50)])
+def test_float32_training_follows_float64_where_settings_round(optimizer):
+    """Settings that round to 1 (β, ρ) or to 0 (ε) in float32 train as in
+    float64: no NaN, no warning, weights that move as they do there.  (A
+    dead ReLU unit keeps some gradients at 0.)"""
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(64, 4)), rng.normal(size=64)
+    nets = [bp.Sequential(bp.Dense(4, 8, activation="relu"), bp.Dense(8, 1), dtype=dtype, seed=0)
+            for dtype in ("float32", "float64")]
+    for n in nets:
+        n.layers[0].b[:2] = -100                 # two units that never fire
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            n.fit(X, y, epochs=5, optimizer=copy.deepcopy(optimizer), shuffle=False)
+    start = bp.Sequential(bp.Dense(4, 8, activation="relu"), bp.Dense(8, 1), seed=0).params
+    moved = np.abs(nets[1].params - start)
+    assert moved.max() > 1e-3
+    np.testing.assert_allclose(nets[0].params, nets[1].params, rtol=0, atol=1e-4 * moved.max())
 
 
 def net(dtype="float64"):
