@@ -169,6 +169,7 @@ class Sequential:
         self._engine.set_optimizer(**opt.settings(), state=self._opt_state[:opt.n_state],
                                    steps=steps)
         self._opt_fresh = False
+        _optimizers.attach(opt, self)        # (its later changes come here too)
 
     @property
     def optimizer_steps(self) -> int:
@@ -433,15 +434,14 @@ class Sequential:
         logs = {"epochs": epochs, "rows": rows}
         for callback in callbacks:
             callback.on_train_begin(self, logs)
-        kept = [self.params] + self._opt_state[:self._optimizer.n_state]
-        backup = [np.empty_like(a) for a in kept]
         try:
             for epoch in range(1, epochs + 1):
                 for callback in callbacks:
                     callback.on_epoch_begin(self, epoch, logs)
                 lr = self._optimizer.lr
-                for saved, current in zip(backup, kept):
-                    saved[...] = current
+                # (a callback may have changed the optimizer, or how much state it keeps)
+                kept = [self.params] + self._opt_state[:self._optimizer.n_state]
+                backup = [a.copy() for a in kept]
                 steps = self.optimizer_steps
                 try:
                     loss, right = run_epoch(epoch, lr)

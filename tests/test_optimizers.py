@@ -211,3 +211,139 @@ def test_partial_fit_continues_where_fit_left_off():
         b.partial_fit(X[chunk], y[chunk])
         assert not np.array_equal(before, b.params)
     assert b.optimizer_steps == 2 * 57 + sum(-(-len(c) // 32) for c in chunks)
+
+
+# -- settings changed after construction -------------------------------------------
+@pytest.mark.parametrize("make,name,value,error", [
+    (O.SGD, "lr", -0.05, ValueError), (O.SGD, "lr", 0, ValueError),
+    (O.SGD, "lr", float("nan"), ValueError), (O.Adam, "lr", "0.1", TypeError),
+    (lambda: O.SGD(momentum=0.5), "momentum", 1.5, ValueError),
+    (O.SGD, "l2", -5, ValueError), (O.AdamW, "weight_decay", -100, ValueError),
+    (O.Adam, "eps", -1, ValueError), (O.RMSProp, "eps", 0.0, ValueError),
+    (O.Adam, "betas", (2, 0.5), ValueError), (O.Adam, "betas", (0.9,), ValueError),
+    (O.Adam, "betas", None, TypeError), (O.Adam, "betas", (0.9, True), TypeError),
+    (O.RMSProp, "rho", 1.0, ValueError), (O.AdaGrad, "clip_norm", 0, ValueError),
+    (O.SGD, "nesterov", True, ValueError), (O.SGD, "nesterov", "yes", TypeError),
+    (lambda: O.SGD(momentum=0.9, nesterov=True), "momentum", 0, ValueError),
+])
+def test_a_bad_setting_assigned_after_construction_is_refused(make, name, value, error):
+    opt = make()
+    before = dict(vars(opt))
+    with pytest.raises(error, match=name):
+        setattr(opt, name, value)
+    assert vars(opt) == before
+
+
+def test_fit_never_runs_with_a_refused_setting():
+    """The issue's case: lr = -0.05 trained the loss from 4 to 1e12."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), rng.normal(size=64)
+    n = bp.Sequential(bp.Dense(4, 8, activation="tanh"), bp.Dense(8, 1), seed=0)
+    n.optimizer = bp.SGD(0.05)
+    with pytest.raises(ValueError, match="lr"):
+        n.optimizer.lr = -0.05
+    history = n.fit(X, y, epochs=5)
+    assert history.history["lr"] == [0.05] * 5
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_settings_assigned_after_construction_train_as_given_to_it(tmp_path):
+    """Assigned settings reach fit, and a model file keeps them."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), rng.integers(0, 3, 64)
+    a, b = net(), net()
+    opt = bp.SGD(0.1)
+    opt.momentum, opt.nesterov, opt.l2, opt.clip_norm = 0.9, True, 0.01, 1.0
+    a.fit(X, y, epochs=3, optimizer=opt)
+    b.fit(X, y, epochs=3, optimizer=bp.SGD(0.1, momentum=0.9, nesterov=True, l2=0.01,
+                                           clip_norm=1.0))
+    np.testing.assert_array_equal(a.params, b.params)
+    adam = bp.Adam()
+    adam.betas, adam.eps = [0.5, 0.75], 1e-6               # (a list becomes a tuple)
+    a.fit(X, y, epochs=2, optimizer=adam)
+    b.fit(X, y, epochs=2, optimizer=bp.Adam(betas=(0.5, 0.75), eps=1e-6))
+    np.testing.assert_array_equal(a.params, b.params)
+    back = bp.load(a.save(tmp_path / "m"))
+    assert type(back.optimizer) is bp.Adam and vars(back.optimizer) == vars(adam)
+    assert vars(adam) == dict(lr=1e-3, l2=0.0, weight_decay=0.0, clip_norm=None,
+                              betas=(0.5, 0.75), eps=1e-6)
+
+
+def test_an_optimizer_has_no_attributes_but_its_settings():
+    """A misspelt setting is an error, not an attribute that does nothing
+    (and that a model file could not be read back with)."""
+    opt = bp.Adam()
+    with pytest.raises(AttributeError, match="learning_rate.*lr, l2, weight_decay"):
+        opt.learning_rate = 0.1
+    with pytest.raises(AttributeError):
+        opt.kind = O.KIND_SGD
+    assert "learning_rate" not in vars(opt) and opt.kind == O.KIND_ADAM
+
+
+def test_a_changed_setting_reaches_train_step_and_apply_gradients_at_once(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
+    a, b, c = net(), net(), net()
+    a.optimizer, b.optimizer = bp.SGD(0.1), bp.SGD(0.1, momentum=0.9, l2=0.01)
+    c.optimizer = bp.SGD(0.1)
+    a.optimizer.momentum = c.optimizer.momentum = 0.9
+    a.optimizer.l2 = c.optimizer.l2 = 0.01
+    for _ in range(3):
+        a.train_step(X, y)
+        b.train_step(X, y)
+        c.loss_and_grad(X, y)
+        c.apply_gradients()
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(c.params, b.params)
+    back = bp.load(a.save(tmp_path / "m"))          # (the velocity it now keeps is saved)
+    np.testing.assert_array_equal(back._opt_state[0], a._opt_state[0])
+
+
+def test_a_setting_changed_by_a_callback_takes_effect_from_the_next_epoch():
+    class MomentumAfterOne(bp.callbacks.Callback):
+        def on_epoch_end(self, net, epoch, logs):
+            net.optimizer.momentum = 0.9
+    X, y = bp.datasets.load_digits()
+    X, y = X[:200], y[:200]
+    a, b = net64(), net64()
+    a.fit(X, y, epochs=2, optimizer=bp.SGD(0.05), shuffle=False, callbacks=[MomentumAfterOne()])
+    b.fit(X, y, epochs=1, optimizer=bp.SGD(0.05), shuffle=False)
+    b.optimizer.momentum = 0.9
+    b.fit(X, y, epochs=1, shuffle=False)
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a._opt_state[0], b._opt_state[0])
+
+
+def net64():
+    return bp.Sequential(bp.Dense(64, 16, activation="relu"),
+                         bp.Dense(16, 10, activation="softmax"), loss="cross_entropy", seed=4)
+
+
+def test_a_change_a_network_refuses_is_undone_for_every_network():
+    """One optimizer, two networks; the second refuses the change (as an
+    engine busy in another thread does): neither keeps it."""
+    class Refusing:
+        def __init__(self, engine):
+            self.engine = engine
+
+        def __getattr__(self, name):
+            return getattr(self.engine, name)
+
+        def set_optimizer(self, **settings):
+            if settings["momentum"] == 0.5:
+                raise RuntimeError("busy")
+            self.engine.set_optimizer(**settings)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
+    opt = bp.SGD(0.1, momentum=0.9)
+    first, second, alone = net(), net(), net()
+    first.optimizer = second.optimizer = opt
+    alone.optimizer = bp.SGD(0.1, momentum=0.9)
+    second._engine = Refusing(second._engine)
+    with pytest.raises(RuntimeError, match="busy"):
+        opt.momentum = 0.5
+    assert opt.momentum == 0.9
+    for _ in range(2):
+        first.train_step(X, y)
+        alone.train_step(X, y)
+    np.testing.assert_array_equal(first.params, alone.params)
