@@ -452,12 +452,24 @@ class Sequential:
                 if self.is_classifier:
                     logs["accuracy"] = right
                 if not (math.isfinite(loss) and _ops.all_finite(self.params)):
+                    problem = (f"the loss became {loss} (the weights overflowed). The "
+                               f"learning rate (lr={lr}) is probably too large: try a "
+                               "smaller one.")
+                elif not all(_ops.all_finite(state) for state in kept[1:]):
+                    dtype = self.dtype.name
+                    problem = (f"the optimizer's state ({type(self._optimizer).__name__}'s "
+                               "running sums of the gradients or of their squares) overflowed "
+                               f"{dtype}, and the weights stopped moving. The gradients are "
+                               f"too large for {dtype}: scale the inputs (and targets) down, "
+                               "clip the gradients (clip_norm=…)"
+                               + (" or train in float64." if dtype == "float32" else "."))
+                else:
+                    problem = None
+                if problem:
                     self._restore(backup, kept, steps)
                     history.append(epoch, dict(logs, lr=lr))
-                    warnings.warn(f"training stopped at epoch {epoch}: the loss became "
-                                  f"{loss} (the weights overflowed). The network keeps "
-                                  f"its weights from before that epoch. The learning rate "
-                                  f"(lr={lr}) is probably too large: try a smaller one.",
+                    warnings.warn(f"training stopped at epoch {epoch}: {problem} The network "
+                                  "keeps its weights from before that epoch.",
                                   RuntimeWarning, stacklevel=3)
                     break
                 if score is not None:

@@ -347,3 +347,42 @@ def test_a_change_a_network_refuses_is_undone_for_every_network():
         first.train_step(X, y)
         alone.train_step(X, y)
     np.testing.assert_array_equal(first.params, alone.params)
+
+
+# -- the optimizer's state overflowing ---------------------------------------------
+@pytest.mark.parametrize("make", [bp.Adam, bp.RMSProp, bp.AdaGrad])
+def test_an_optimizer_state_that_overflows_stops_fit_and_is_undone(make):
+    """float32, inputs around 1e12: the squared gradients overflow the state
+    to inf, and the weights would stop moving with a finite loss."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), rng.normal(size=64)
+    n = bp.Sequential(bp.Dense(4, 8, activation="relu"), bp.Dense(8, 1), dtype="float32", seed=0)
+    n.fit(X, y, epochs=2, optimizer=make())                       # a healthy start
+    params, state = n.params.copy(), [s.copy() for s in n._opt_state]
+    steps = n.optimizer_steps
+    with pytest.warns(RuntimeWarning) as caught:
+        history = n.fit(X * 1e12, y, epochs=5)
+    message = str(caught[0].message)
+    assert message.startswith("training stopped at epoch 1: the optimizer's state "
+                              f"({make.__name__}")
+    assert "overflowed float32" in message and "train in float64" in message
+    assert "learning rate" not in message
+    assert len(history.epoch) == 1 and np.isfinite(history.history["loss"][0])
+    np.testing.assert_array_equal(n.params, params)
+    for kept, now in zip(state, n._opt_state):
+        np.testing.assert_array_equal(kept, now)
+    assert n.optimizer_steps == steps
+    n.optimizer.clip_norm = 1.0                                   # what the message offers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        n.fit(X * 1e12, y, epochs=2)
+    assert not np.array_equal(n.params, params)
+
+
+def test_a_state_overflow_in_float64_offers_no_float64():
+    X = np.full((8, 1), 1e160)
+    n = bp.Sequential(bp.Dense(1, 1, init="zeros"), seed=0)
+    n.layers[0].b[:] = 1e-5           # a residual of 1e-5, a weight gradient of 1e155
+    with pytest.warns(RuntimeWarning, match="overflowed float64") as caught:
+        n.fit(X, np.zeros(8), epochs=1, optimizer=bp.AdaGrad())
+    assert "train in float64" not in str(caught[0].message)
