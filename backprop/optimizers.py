@@ -12,6 +12,12 @@ parameter buffer (gradient clipping adds one pass, for the norm).  With
     RMSProp   s ← ρ·s + (1 − ρ)·ĝ² ;  w ← w − η·ĝ / (√s + ε)
     AdaGrad   s ← s + ĝ² ;  w ← w − η·ĝ / (√s + ε)
 
+The settings are kept in double precision and the same for either dtype: in
+float32, 1 − β and 1 − ρ are taken before rounding (a β of 0.99999999 rounds
+to 1, 1 − β does not), and an ε below the smallest normal number (1.2e-38)
+counts as that number.  Should the state overflow all the same (in float32,
+the square of a gradient above 1.8e19 does), fit stops and says so.
+
 >>> import backprop as bp
 >>> opt = bp.Adam(lr=1e-3)
 >>> # net.fit(X, y, optimizer=opt)      — a plain lr= means SGD
