@@ -18,6 +18,7 @@ import sys
 import time
 
 from ._validation import check_int, check_positive_float
+from .optimizers import Setting, boolean, non_negative, positive
 
 __all__ = ["Callback", "EarlyStopping", "LearningRateSchedule", "StepDecay",
            "ExponentialDecay", "InverseScaling", "CosineDecay", "ReduceLROnPlateau",
@@ -40,65 +41,95 @@ class Callback:
         """After the last epoch (or when training was stopped)."""
 
 
-def _monitor_mode(monitor: str) -> float:
-    """+1 where smaller is better (losses), -1 where larger is (accuracies)."""
-    return -1.0 if "accuracy" in monitor else 1.0
+# The settings of the callbacks below are checked whenever they are assigned,
+# at construction or after (see backprop.optimizers.Setting).
+def count(minimum: int):
+    """The check of a whole-number setting of at least `minimum`."""
+    return lambda owner, value, name: check_int(value, name, minimum)
 
 
-class _Monitor:
-    """Tracks the best value of logs[monitor] and how long ago it was."""
+def _monitor(owner, value, name):
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be the name of a figure such as 'val_loss', "
+                        f"got {value!r}")
+    return value
 
-    def __init__(self, monitor: str, min_delta: float):
-        self.monitor = monitor
-        self.min_delta = check_positive_float(min_delta, "min_delta", allow_zero=True)
-        self.sign = _monitor_mode(monitor)
 
-    def reset(self):
-        self.best = math.inf
-        self.wait = 0
+def _below_one(owner, value, name):
+    value = check_positive_float(value, name)
+    if not value < 1:
+        raise ValueError(f"{name} must be below 1, got {value}")
+    return value
 
-    def improved(self, logs: dict) -> bool:
+
+def _file(owner, value, name):
+    if value is not None and not callable(getattr(value, "write", None)):
+        raise TypeError(f"{name} must be a file open for writing (or None), got {value!r}")
+    return value
+
+
+def _every(owner, value, name):
+    return None if value is None else check_int(value, name)
+
+
+def _new_rate(rate, what: str) -> float:
+    """A learning rate a callback chose, checked: `what` names it."""
+    return check_positive_float(rate, f"the learning rate {what}")
+
+
+class _Monitored(Callback):
+    """Tracks the best value of logs[monitor] and how many epochs ago it was:
+    an epoch improves on it when it beats it by more than `min_delta`."""
+
+    monitor = Setting(_monitor)
+    min_delta = Setting(non_negative)
+    patience = Setting(count(0))
+
+    def on_train_begin(self, net, logs):
+        self._best, self._wait = math.inf, 0
+
+    def _improved(self, logs: dict) -> bool:
         """Record logs[monitor]; True when it beats the best by > min_delta."""
         if self.monitor not in logs:
             raise ValueError(f"monitor: {self.monitor!r} is not among this fit's figures "
                              f"({', '.join(sorted(logs))}); validation figures need "
                              "validation_data or validation_split")
-        value = self.sign * logs[self.monitor]
-        if value < self.best - self.min_delta:
-            self.best, self.wait = value, 0
+        # smaller is better for losses, larger for accuracies
+        value = (-1.0 if "accuracy" in self.monitor else 1.0) * logs[self.monitor]
+        if value < self._best - self.min_delta:
+            self._best, self._wait = value, 0
             return True
-        self.wait += 1
+        self._wait += 1
         return False
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(_Monitored):
     """Stop when `monitor` ('val_loss' by default; 'loss', 'accuracy',
     'val_accuracy') has not improved by more than `min_delta` for
     `patience` epochs, and put back the weights of the best epoch
     (`restore_best_weights`)."""
 
+    restore_best_weights = Setting(boolean)
+
     def __init__(self, monitor: str = "val_loss", patience: int = 5,
                  min_delta: float = 0.0, restore_best_weights: bool = True):
-        self.patience = check_int(patience, "patience", minimum=0)
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = min_delta
         self.restore_best_weights = restore_best_weights
-        self._monitor = _Monitor(monitor, min_delta)
         self.best_epoch = self.stopped_epoch = None
 
-    @property
-    def monitor(self) -> str:
-        return self._monitor.monitor
-
     def on_train_begin(self, net, logs):
-        self._monitor.reset()
+        super().on_train_begin(net, logs)
         self.best_epoch = self.stopped_epoch = None
         self._best_params = None
 
     def on_epoch_end(self, net, epoch, logs):
-        if self._monitor.improved(logs):
+        if self._improved(logs):
             self.best_epoch = epoch
             if self.restore_best_weights:
                 self._best_params = net.params.copy()
-        elif self._monitor.wait >= self.patience:
+        elif self._wait >= self.patience:
             self.stopped_epoch = epoch
             net.stop_training = True
 
@@ -110,13 +141,19 @@ class EarlyStopping(Callback):
 class LearningRateSchedule(Callback):
     """Sets the optimizer's learning rate before each epoch from
     `rate(epoch, initial_lr)`; the initial rate is the optimizer's when
-    training begins."""
+    training begins.  A rate that is not a finite number > 0 stops the fit
+    with a ValueError naming the schedule, before the epoch runs."""
 
     def on_train_begin(self, net, logs):
         self.initial_lr = net.optimizer.lr
 
     def on_epoch_begin(self, net, epoch, logs):
-        net.optimizer.lr = self.rate(epoch, self.initial_lr)
+        what = f"{type(self).__name__} gives for epoch {epoch}"
+        try:
+            rate = self.rate(epoch, self.initial_lr)
+        except OverflowError:
+            raise ValueError(f"the learning rate {what} is out of range") from None
+        net.optimizer.lr = _new_rate(rate, what)
 
     def on_train_end(self, net, logs):
         net.optimizer.lr = self.initial_lr
@@ -128,9 +165,12 @@ class LearningRateSchedule(Callback):
 class StepDecay(LearningRateSchedule):
     """η·γ^⌊(epoch − 1) / step_size⌋: multiply by `gamma` every `step_size` epochs."""
 
+    step_size = Setting(count(1))
+    gamma = Setting(positive)
+
     def __init__(self, step_size: int, gamma: float = 0.1):
-        self.step_size = check_int(step_size, "step_size")
-        self.gamma = check_positive_float(gamma, "gamma")
+        self.step_size = step_size
+        self.gamma = gamma
 
     def rate(self, epoch, initial_lr):
         return initial_lr * self.gamma ** ((epoch - 1) // self.step_size)
@@ -139,8 +179,10 @@ class StepDecay(LearningRateSchedule):
 class ExponentialDecay(LearningRateSchedule):
     """η·γ^(epoch − 1)."""
 
+    gamma = Setting(positive)
+
     def __init__(self, gamma: float):
-        self.gamma = check_positive_float(gamma, "gamma")
+        self.gamma = gamma
 
     def rate(self, epoch, initial_lr):
         return initial_lr * self.gamma ** (epoch - 1)
@@ -149,8 +191,10 @@ class ExponentialDecay(LearningRateSchedule):
 class InverseScaling(LearningRateSchedule):
     """η / epoch^power_t (scikit-learn's 'invscaling', counted in epochs)."""
 
+    power_t = Setting(non_negative)
+
     def __init__(self, power_t: float = 0.5):
-        self.power_t = check_positive_float(power_t, "power_t", allow_zero=True)
+        self.power_t = power_t
 
     def rate(self, epoch, initial_lr):
         return initial_lr / epoch ** self.power_t
@@ -158,43 +202,50 @@ class InverseScaling(LearningRateSchedule):
 
 class CosineDecay(LearningRateSchedule):
     """From η down to `min_lr` along half a cosine over `epochs` epochs:
-    min_lr + (η − min_lr)·(1 + cos(π·(epoch − 1)/epochs))/2."""
+    min_lr + (η − min_lr)·(1 + cos(π·(epoch − 1)/epochs))/2, and min_lr
+    after them (with min_lr = 0, a fit longer than `epochs` stops there)."""
+
+    epochs = Setting(count(1))
+    min_lr = Setting(non_negative)
 
     def __init__(self, epochs: int, min_lr: float = 0.0):
-        self.epochs = check_int(epochs, "epochs")
-        self.min_lr = check_positive_float(min_lr, "min_lr", allow_zero=True)
+        self.epochs = epochs
+        self.min_lr = min_lr
 
     def rate(self, epoch, initial_lr):
         t = min(epoch - 1, self.epochs) / self.epochs
         return self.min_lr + (initial_lr - self.min_lr) * (1 + math.cos(math.pi * t)) / 2
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(_Monitored):
     """Multiply the learning rate by `factor` when `monitor` has not improved
     by more than `min_delta` for `patience` epochs (never below `min_lr`)."""
 
+    factor = Setting(_below_one)
+    min_lr = Setting(non_negative)
+
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  min_delta: float = 1e-4, min_lr: float = 0.0):
-        self.factor = check_positive_float(factor, "factor")
-        if not self.factor < 1:
-            raise ValueError(f"factor must be below 1, got {factor}")
-        self.patience = check_int(patience, "patience", minimum=0)
-        self.min_lr = check_positive_float(min_lr, "min_lr", allow_zero=True)
-        self._monitor = _Monitor(monitor, min_delta)
-
-    def on_train_begin(self, net, logs):
-        self._monitor.reset()
+        self.monitor = monitor
+        self.factor = factor
+        self.patience = patience
+        self.min_delta = min_delta
+        self.min_lr = min_lr
 
     def on_epoch_end(self, net, epoch, logs):
-        if not self._monitor.improved(logs) and self._monitor.wait > self.patience:
-            net.optimizer.lr = max(net.optimizer.lr * self.factor, self.min_lr)
-            self._monitor.wait = 0
+        if not self._improved(logs) and self._wait > self.patience:
+            lr = max(net.optimizer.lr * self.factor, self.min_lr)
+            net.optimizer.lr = _new_rate(lr, f"ReduceLROnPlateau sets after epoch {epoch}")
+            self._wait = 0
 
 
 class ProgressBar(Callback):
     """A tqdm bar over the epochs showing the loss, the validation figures
     and samples per second; where the output is not a terminal, one plain
     line every `every` epochs (by default about 20 lines a fit)."""
+
+    file = Setting(_file)
+    every = Setting(_every)
 
     def __init__(self, file=None, every: int | None = None):
         self.file = file

@@ -180,6 +180,7 @@ class Sequential:
         self._engine.set_optimizer(**opt.settings(), state=self._opt_state[:opt.n_state],
                                    steps=steps)
         self._opt_fresh = False
+        _optimizers.attach(opt, self)        # (its later changes come here too)
 
     @property
     def optimizer_steps(self) -> int:
@@ -553,15 +554,14 @@ class Sequential:
         logs = {"epochs": epochs, "rows": rows}
         for callback in callbacks:
             callback.on_train_begin(self, logs)
-        kept = [self.params] + self._opt_state[:self._optimizer.n_state]
-        backup = [np.empty_like(a) for a in kept]
         try:
             for epoch in range(1, epochs + 1):
                 for callback in callbacks:
                     callback.on_epoch_begin(self, epoch, logs)
                 lr = self._optimizer.lr
-                for saved, current in zip(backup, kept):
-                    saved[...] = current
+                # (a callback may have changed the optimizer, or how much state it keeps)
+                kept = [self.params] + self._opt_state[:self._optimizer.n_state]
+                backup = [a.copy() for a in kept]
                 steps = self.optimizer_steps
                 try:
                     loss, right = run_epoch(epoch, lr)
@@ -572,12 +572,24 @@ class Sequential:
                 if self.is_classifier:
                     logs["accuracy"] = right
                 if not (math.isfinite(loss) and _ops.all_finite(self.params)):
+                    problem = (f"the loss became {loss} (the weights overflowed). The "
+                               f"learning rate (lr={lr}) is probably too large: try a "
+                               "smaller one.")
+                elif not all(_ops.all_finite(state) for state in kept[1:]):
+                    dtype = self.dtype.name
+                    problem = (f"the optimizer's state ({type(self._optimizer).__name__}'s "
+                               "running sums of the gradients or of their squares) overflowed "
+                               f"{dtype}, and the weights stopped moving. The gradients are "
+                               f"too large for {dtype}: scale the inputs (and targets) down, "
+                               "clip the gradients (clip_norm=…)"
+                               + (" or train in float64." if dtype == "float32" else "."))
+                else:
+                    problem = None
+                if problem:
                     self._restore(backup, kept, steps)
                     history.append(epoch, dict(logs, lr=lr))
-                    warnings.warn(f"training stopped at epoch {epoch}: the loss became "
-                                  f"{loss} (the weights overflowed). The network keeps "
-                                  f"its weights from before that epoch. The learning rate "
-                                  f"(lr={lr}) is probably too large: try a smaller one.",
+                    warnings.warn(f"training stopped at epoch {epoch}: {problem} The network "
+                                  "keeps its weights from before that epoch.",
                                   RuntimeWarning, stacklevel=3)
                     break
                 if score is not None:

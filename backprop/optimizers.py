@@ -12,11 +12,22 @@ parameter buffer (gradient clipping adds one pass, for the norm).  With
     RMSProp   s ← ρ·s + (1 − ρ)·ĝ² ;  w ← w − η·ĝ / (√s + ε)
     AdaGrad   s ← s + ĝ² ;  w ← w − η·ĝ / (√s + ε)
 
+The settings are kept in double precision and the same for either dtype: in
+float32, 1 − β and 1 − ρ are taken before rounding (a β of 0.99999999 rounds
+to 1, 1 − β does not), and an ε below the smallest normal number (1.2e-38)
+counts as that number.  Should the state overflow all the same (in float32,
+the square of a gradient above 1.8e19 does), fit stops and says so.
+
 >>> import backprop as bp
 >>> opt = bp.Adam(lr=1e-3)
 >>> # net.fit(X, y, optimizer=opt)      — a plain lr= means SGD
 """
 from __future__ import annotations
+
+import numbers
+import weakref
+
+import numpy as np
 
 from ._validation import check_positive_float
 
@@ -26,28 +37,148 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "get"]
 KIND_SGD, KIND_ADAM, KIND_RMSPROP, KIND_ADAGRAD = range(4)
 
 
-def _fraction(value, name: str) -> float:
+class Setting:
+    """An attribute checked on every assignment, by the constructor and
+    after it alike: `check(owner, value, name)` returns the value to keep or
+    raises ValueError/TypeError naming the setting, and the old value stays.
+    The value lives in the instance's __dict__ under the setting's own name,
+    so vars() of an optimizer is its constructor's arguments (what model
+    files keep)."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.name] = self.check(obj, value, self.name)
+
+
+# The networks each optimizer belongs to, in the order they took it, by id
+# (see Sequential._apply_optimizer); weak references both.
+_NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def attach(opt: "Optimizer", net) -> None:
+    """Record that `net` trains with `opt`: changes to opt's rule reach it."""
+    _NETWORKS.setdefault(opt, weakref.WeakValueDictionary())[id(net)] = net
+
+
+def _hand_on(opt: "Optimizer") -> None:
+    for net in list(_NETWORKS.get(opt, {}).values()):
+        if net.optimizer is opt:
+            net._apply_optimizer()
+
+
+class RuleSetting(Setting):
+    """A setting of the update rule, which a network's engine holds (all but
+    lr, which every update reads anew): a change reaches at once every
+    network the optimizer belongs to, so that train_step and apply_gradients
+    use it as fit does.  Should a network refuse it (e.g. while it trains in
+    another thread), the old value is put back everywhere and the error
+    raised."""
+
+    def __set__(self, opt, value):
+        old = opt.__dict__.get(self.name)
+        super().__set__(opt, value)
+        try:
+            _hand_on(opt)
+        except BaseException:
+            opt.__dict__[self.name] = old
+            _hand_on(opt)
+            raise
+
+
+def positive(owner, value, name: str) -> float:
+    return check_positive_float(value, name)
+
+
+def non_negative(owner, value, name: str) -> float:
+    return check_positive_float(value, name, allow_zero=True)
+
+
+def fraction(owner, value, name: str) -> float:
+    """A number in [0, 1): a decay rate."""
     value = check_positive_float(value, name, allow_zero=True)
     if not value < 1:
         raise ValueError(f"{name} must lie in [0, 1), got {value}")
     return value
 
 
+def boolean(owner, value, name: str) -> bool:
+    """True or False (numpy's too, and 1 or 0)."""
+    if not isinstance(value, (bool, np.bool_)) and not (
+            isinstance(value, numbers.Integral) and value in (0, 1)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _clip_norm(opt, value, name):
+    return None if value is None else check_positive_float(value, name)
+
+
+def _momentum(opt, value, name):
+    value = fraction(opt, value, name)
+    if value == 0 and opt.__dict__.get("nesterov"):
+        raise ValueError(f"{name}: nesterov=True needs a momentum > 0")
+    return value
+
+
+def _nesterov(opt, value, name):
+    if boolean(opt, value, name) and opt.momentum == 0:
+        raise ValueError(f"{name}=True needs a momentum > 0")
+    return bool(value)
+
+
+def _betas(opt, value, name):
+    if not (isinstance(value, (tuple, list)) or isinstance(value, np.ndarray) and value.ndim == 1):
+        raise TypeError(f"{name} must be a pair (β₁, β₂), got {value!r}")
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a pair (β₁, β₂), got {value!r}")
+    return fraction(opt, value[0], f"{name}[0]"), fraction(opt, value[1], f"{name}[1]")
+
+
 class Optimizer:
     """What every optimizer has: the learning rate `lr` (η), coupled L2
     regularisation `l2` (adds l2·w to the gradient), decoupled
     `weight_decay` (w ← w − η·wd·w) and `clip_norm` (rescale the whole
-    gradient to at most this Euclidean norm; None: no clipping)."""
+    gradient to at most this Euclidean norm; None: no clipping).
+
+    Settings can be changed after construction; each assignment is checked
+    as the constructor checks it (a bad value raises and the old one stays).
+    A change takes effect from the next update of every network that trains
+    with the optimizer."""
 
     kind = -1
     _n_state = 0
 
+    lr = Setting(positive)
+    l2 = RuleSetting(non_negative)
+    weight_decay = RuleSetting(non_negative)
+    clip_norm = RuleSetting(_clip_norm)
+
     def __init__(self, lr: float, *, l2: float = 0.0, weight_decay: float = 0.0,
                  clip_norm: float | None = None):
-        self.lr = check_positive_float(lr, "lr")
-        self.l2 = check_positive_float(l2, "l2", allow_zero=True)
-        self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
-        self.clip_norm = None if clip_norm is None else check_positive_float(clip_norm, "clip_norm")
+        self.lr = lr
+        self.l2 = l2
+        self.weight_decay = weight_decay
+        self.clip_norm = clip_norm
+
+    def __setattr__(self, name, value):
+        if not isinstance(getattr(type(self), name, None), Setting):
+            settings = ", ".join(vars(self))
+            raise AttributeError(f"{type(self).__name__} has no setting {name!r} "
+                                 f"(its settings: {settings})")
+        super().__setattr__(name, value)
 
     @property
     def n_state(self) -> int:
@@ -71,13 +202,13 @@ class SGD(Optimizer):
     Nesterov's look-ahead (`nesterov=True`) if asked."""
 
     kind = KIND_SGD
+    momentum = RuleSetting(_momentum)
+    nesterov = RuleSetting(_nesterov)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False, **kw):
         super().__init__(lr, **kw)
-        self.momentum = _fraction(momentum, "momentum")
-        if nesterov and self.momentum == 0:
-            raise ValueError("nesterov=True needs a momentum > 0")
-        self.nesterov = bool(nesterov)
+        self.momentum = momentum
+        self.nesterov = nesterov
 
     @property
     def n_state(self) -> int:
@@ -93,15 +224,13 @@ class Adam(Optimizer):
 
     kind = KIND_ADAM
     _n_state = 2
+    betas = RuleSetting(_betas)
+    eps = RuleSetting(positive)
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, **kw):
         super().__init__(lr, **kw)
-        try:
-            beta1, beta2 = betas
-        except (TypeError, ValueError):
-            raise ValueError(f"betas must be a pair (β₁, β₂), got {betas!r}") from None
-        self.betas = (_fraction(beta1, "betas[0]"), _fraction(beta2, "betas[1]"))
-        self.eps = check_positive_float(eps, "eps")
+        self.betas = betas
+        self.eps = eps
 
     def settings(self) -> dict:
         return dict(super().settings(), beta1=self.betas[0], beta2=self.betas[1], eps=self.eps)
@@ -121,11 +250,13 @@ class RMSProp(Optimizer):
 
     kind = KIND_RMSPROP
     _n_state = 1
+    rho = RuleSetting(fraction)
+    eps = RuleSetting(positive)
 
     def __init__(self, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-8, **kw):
         super().__init__(lr, **kw)
-        self.rho = _fraction(rho, "rho")
-        self.eps = check_positive_float(eps, "eps")
+        self.rho = rho
+        self.eps = eps
 
     def settings(self) -> dict:
         return dict(super().settings(), rho=self.rho, eps=self.eps)
@@ -137,10 +268,11 @@ class AdaGrad(Optimizer):
 
     kind = KIND_ADAGRAD
     _n_state = 1
+    eps = RuleSetting(positive)
 
     def __init__(self, lr: float = 0.01, eps: float = 1e-10, **kw):
         super().__init__(lr, **kw)
-        self.eps = check_positive_float(eps, "eps")
+        self.eps = eps
 
     def settings(self) -> dict:
         return dict(super().settings(), eps=self.eps)

@@ -26,6 +26,10 @@ from scipy.linalg.cython_blas cimport sgemm, dgemm
 cdef extern from "fastexp.h":
     float bp_expf(float x) noexcept nogil
 
+cdef extern from "float.h":
+    const float FLT_MIN
+    const double DBL_MIN
+
 cdef extern from "finite.h":
     bint bp_all_finite_f32(const float* x, Py_ssize_t n) noexcept nogil
     bint bp_all_finite_f64(const double* x, Py_ssize_t n) noexcept nogil
@@ -526,12 +530,25 @@ cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
     #            w ← w − η·(m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
     #   RMSProp  s ← ρs + (1 − ρ)ĝ² ;  w ← w − ηĝ / (√s + ε)
     #   AdaGrad  s ← s + ĝ² ;  w ← w − ηĝ / (√s + ε)
+    #
+    # The settings are doubles, rounded once to `real` here.  1 − β and 1 − ρ
+    # are taken in double before rounding: in float32 a β of 0.99999999
+    # rounds to 1, and 1 − β then to 0 (moments that never grow: steps of
+    # NaN, or none); rounded after, 1 − β keeps its value and β's own
+    # rounding errs by less than float32 resolves.  ε is at least the
+    # smallest normal number of `real`, so that a value that underflows
+    # (1e-50 in float32) cannot leave 0 / 0 where a gradient was always 0.
     cdef Py_ssize_t i
     cdef real scale = <real>clip_scale(o, w, g, n)
     cdef real lr = <real>o.lr, l2 = <real>o.l2, keep = <real>(1 - o.lr * o.weight_decay)
     cdef real mu = <real>o.momentum, eps = <real>o.eps
     cdef real b1 = <real>o.beta1, b2 = <real>o.beta2, rho = <real>o.rho
+    cdef real a1 = <real>(1 - o.beta1), a2 = <real>(1 - o.beta2), a_rho = <real>(1 - o.rho)
     cdef real c1, c2, gi
+    if real is float:
+        eps = max(eps, FLT_MIN)
+    else:
+        eps = max(eps, DBL_MIN)
     o.t += 1
     if o.kind == SGD and o.momentum == 0:
         for i in range(n):
@@ -547,13 +564,13 @@ cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
         c2 = <real>(1 / (1 - pow(o.beta2, <double>o.t)))         # 1 / (1 − β₂ᵗ)
         for i in range(n):
             gi = (g[i] + l2 * w[i]) * scale
-            s1[i] = b1 * s1[i] + (1 - b1) * gi
-            s2[i] = b2 * s2[i] + (1 - b2) * gi * gi
+            s1[i] = b1 * s1[i] + a1 * gi
+            s2[i] = b2 * s2[i] + a2 * gi * gi
             w[i] = w[i] * keep - c1 * s1[i] / (r_sqrt(s2[i] * c2) + eps)
     elif o.kind == RMSPROP:
         for i in range(n):
             gi = (g[i] + l2 * w[i]) * scale
-            s1[i] = rho * s1[i] + (1 - rho) * gi * gi
+            s1[i] = rho * s1[i] + a_rho * gi * gi
             w[i] = w[i] * keep - lr * gi / (r_sqrt(s1[i]) + eps)
     elif o.kind == ADAGRAD:
         for i in range(n):

@@ -161,3 +161,88 @@ def test_progress_bar_on_a_terminal():
     text = screen.getvalue()
     assert "5/5" in text and "epoch" in text                 # tqdm's bar over the epochs
     assert "val_loss" in text and "samples/s" in text
+
+
+# -- settings, and the rates the schedules give --------------------------------------
+@pytest.mark.parametrize("make,name,value,error", [
+    (lambda: cb.StepDecay(2), "step_size", 0, ValueError),
+    (lambda: cb.StepDecay(2), "step_size", 2.5, TypeError),
+    (lambda: cb.StepDecay(2), "gamma", -0.5, ValueError),
+    (lambda: cb.ExponentialDecay(0.9), "gamma", float("inf"), ValueError),
+    (lambda: cb.ExponentialDecay(0.9), "gamma", "0.5", TypeError),
+    (lambda: cb.InverseScaling(), "power_t", -1, ValueError),
+    (lambda: cb.CosineDecay(10), "epochs", True, TypeError),
+    (lambda: cb.CosineDecay(10), "min_lr", -1e-3, ValueError),
+    (lambda: cb.ReduceLROnPlateau(), "factor", 1.0, ValueError),
+    (lambda: cb.ReduceLROnPlateau(), "factor", 0, ValueError),
+    (lambda: cb.ReduceLROnPlateau(), "patience", -1, ValueError),
+    (lambda: cb.ReduceLROnPlateau(), "min_lr", float("nan"), ValueError),
+    (lambda: cb.ReduceLROnPlateau(), "monitor", None, TypeError),
+    (lambda: cb.EarlyStopping(), "min_delta", -1, ValueError),
+    (lambda: cb.EarlyStopping(), "restore_best_weights", "no", TypeError),
+    (lambda: cb.ProgressBar(), "every", 0, ValueError),
+    (lambda: cb.ProgressBar(), "file", "log.txt", TypeError),
+])
+def test_a_bad_setting_assigned_after_construction_is_refused(make, name, value, error):
+    callback = make()
+    before = getattr(callback, name)
+    with pytest.raises(error, match=name):
+        setattr(callback, name, value)
+    assert getattr(callback, name) == before
+
+
+def test_settings_assigned_after_construction_are_used():
+    X, y = bp.datasets.load_digits()
+    schedule = cb.StepDecay(3)
+    schedule.step_size, schedule.gamma = 2, 0.5
+    history = small_net().fit(X[:200], y[:200], epochs=5, lr=0.2, callbacks=[schedule])
+    assert history.history["lr"] == [0.2, 0.2, 0.1, 0.1, 0.05]
+    stopper = cb.EarlyStopping()
+    stopper.monitor, stopper.patience, stopper.min_delta = "loss", 1, 10.0
+    history = small_net().fit(X[:200], y[:200], epochs=10, lr=0.1, callbacks=[stopper])
+    assert stopper.stopped_epoch == 2 and len(history.epoch) == 2
+
+
+class Gives(cb.LearningRateSchedule):
+    """The initial rate, then `value` from the second epoch on (the issue's
+    case: a schedule that turns the rate negative)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def rate(self, epoch, initial_lr):
+        return initial_lr if epoch == 1 else self.value
+
+
+@pytest.mark.parametrize("schedule,epochs,error,match", [
+    (Gives(-0.1), 3, ValueError, "the learning rate Gives gives for epoch 2 must be a finite "
+                                 "number > 0, got -0.1"),
+    (Gives(0), 3, ValueError, "Gives gives for epoch 2 .* got 0.0"),
+    (Gives(math.inf), 3, ValueError, "Gives gives for epoch 2 .* got inf"),
+    (Gives(math.nan), 3, ValueError, "Gives gives for epoch 2 .* got nan"),
+    (Gives("0.1"), 3, TypeError, "Gives gives for epoch 2 must be a number, got str"),
+    (cb.ExponentialDecay(1e-200), 4, ValueError, "ExponentialDecay gives for epoch 3 .* got 0.0"),
+    (cb.InverseScaling(1e300), 3, ValueError, "the learning rate InverseScaling gives for "
+                                              "epoch 2 is out of range"),
+    (cb.StepDecay(1, gamma=1e-300), 4, ValueError, "StepDecay gives for epoch 3 .* got 0.0"),
+    (cb.CosineDecay(2), 4, ValueError, "CosineDecay gives for epoch 3 .* got 0.0"),  # at its end
+])
+def test_a_rate_that_is_not_finite_and_positive_stops_fit_before_its_epoch(schedule, epochs,
+                                                                          error, match):
+    X, y = bp.datasets.load_digits()
+    net, rec = small_net(), Record()
+    with pytest.raises(error, match=match):
+        net.fit(X[:200], y[:200], epochs=epochs, lr=0.1, callbacks=[rec, schedule])
+    assert len(rec.params) >= 1 and np.isfinite(net.params).all()
+    np.testing.assert_array_equal(net.params, rec.params[-1])      # no step was taken at it
+    assert net.optimizer.lr == 0.1                                   # given back
+
+
+def test_reduce_on_plateau_refuses_a_rate_that_underflows_to_0():
+    X, y = bp.datasets.load_digits()
+    net, rec = small_net(), Record()
+    plateau = cb.ReduceLROnPlateau(monitor="loss", factor=1e-300, patience=0, min_delta=10.0)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau sets after epoch 3 .* got 0.0"):
+        net.fit(X[:200], y[:200], epochs=6, lr=0.1, callbacks=[rec, plateau])
+    assert [log["lr"] for log in rec.logs] == [0.1, 0.1, 0.1 * 1e-300]
+    np.testing.assert_array_equal(net.params, rec.params[-1])

@@ -1,4 +1,7 @@
 """Every optimizer, step by step, against its formula written in numpy."""
+import copy
+import warnings
+
 import numpy as np
 import pytest
 
@@ -46,6 +49,9 @@ CASES = [
     ("rmsprop", {}), ("rmsprop", dict(rho=0.5)), ("adagrad", dict(eps=1e-10)),
     ("sgd", dict(l2=0.05)), ("sgd", dict(momentum=0.5, clip_norm=0.5)),
     ("adam", dict(l2=0.01, clip_norm=1.0)), ("rmsprop", dict(weight_decay=0.2, clip_norm=0.3)),
+    # decays within 1e-8 of 1: float32 rounds them to 1 (and 1 − β to 0 if taken there)
+    ("adam", dict(beta1=0.99999999)), ("adam", dict(beta2=0.99999999)),
+    ("rmsprop", dict(rho=0.99999999)), ("sgd", dict(momentum=0.99999999, nesterov=True)),
 ]
 
 
@@ -64,7 +70,46 @@ def test_kernel_matches_numpy_step_by_step(kind, kw, dtype):
         assert steps == k
         expect = numpy_steps(kind, w0, grads[:k], 0.05, **kw)
         tol = 2e-6 if dtype == np.float32 else 1e-13
-        np.testing.assert_allclose(w, expect, rtol=tol, atol=tol)
+        np.testing.assert_allclose(w, expect, rtol=tol, atol=tol * max(1, np.abs(expect).max()))
+
+
+@pytest.mark.parametrize("kind", ["adam", "rmsprop", "adagrad"])
+def test_an_eps_that_underflows_float32_never_divides_0_by_0(kind):
+    """eps=1e-50 is 0 in float32: a parameter whose gradient was always 0
+    must not take a step of 0 / 0."""
+    g = np.array([0.0, 1.5, 0.0, -0.25])
+    w = np.ones(4, np.float32)
+    s1, s2 = np.zeros_like(w), np.zeros_like(w)
+    steps = 0
+    for _ in range(3):
+        steps = _ops.optimizer_update(w, g.astype(np.float32), s1, s2, KINDS[kind], 0.05,
+                                      eps=1e-50, steps=steps)
+    expect = numpy_steps(kind, np.ones(4), [g] * 3, 0.05, eps=1e-50)
+    assert expect[0] == expect[2] == 1
+    np.testing.assert_allclose(w, expect, rtol=2e-6)
+
+
+@pytest.mark.parametrize("optimizer", [O.Adam(0.01, betas=(0.9, 0.99999999)),
+                                       O.Adam(0.01, betas=(0.99999999, 0.999)),
+                                       O.RMSProp(1e-4, rho=0.99999999),
+                                       O.Adam(0.01, eps=1e-50), O.RMSProp(0.01, eps=1e-50)])
+def test_float32_training_follows_float64_where_settings_round(optimizer):
+    """Settings that round to 1 (β, ρ) or to 0 (ε) in float32 train as in
+    float64: no NaN, no warning, weights that move as they do there.  (A
+    dead ReLU unit keeps some gradients at 0.)"""
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(64, 4)), rng.normal(size=64)
+    nets = [bp.Sequential(bp.Dense(4, 8, activation="relu"), bp.Dense(8, 1), dtype=dtype, seed=0)
+            for dtype in ("float32", "float64")]
+    for n in nets:
+        n.layers[0].b[:2] = -100                 # two units that never fire
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            n.fit(X, y, epochs=5, optimizer=copy.deepcopy(optimizer), shuffle=False)
+    start = bp.Sequential(bp.Dense(4, 8, activation="relu"), bp.Dense(8, 1), seed=0).params
+    moved = np.abs(nets[1].params - start)
+    assert moved.max() > 1e-3
+    np.testing.assert_allclose(nets[0].params, nets[1].params, rtol=0, atol=1e-4 * moved.max())
 
 
 def net(dtype="float64"):
@@ -166,3 +211,178 @@ def test_partial_fit_continues_where_fit_left_off():
         b.partial_fit(X[chunk], y[chunk])
         assert not np.array_equal(before, b.params)
     assert b.optimizer_steps == 2 * 57 + sum(-(-len(c) // 32) for c in chunks)
+
+
+# -- settings changed after construction -------------------------------------------
+@pytest.mark.parametrize("make,name,value,error", [
+    (O.SGD, "lr", -0.05, ValueError), (O.SGD, "lr", 0, ValueError),
+    (O.SGD, "lr", float("nan"), ValueError), (O.Adam, "lr", "0.1", TypeError),
+    (lambda: O.SGD(momentum=0.5), "momentum", 1.5, ValueError),
+    (O.SGD, "l2", -5, ValueError), (O.AdamW, "weight_decay", -100, ValueError),
+    (O.Adam, "eps", -1, ValueError), (O.RMSProp, "eps", 0.0, ValueError),
+    (O.Adam, "betas", (2, 0.5), ValueError), (O.Adam, "betas", (0.9,), ValueError),
+    (O.Adam, "betas", None, TypeError), (O.Adam, "betas", (0.9, True), TypeError),
+    (O.RMSProp, "rho", 1.0, ValueError), (O.AdaGrad, "clip_norm", 0, ValueError),
+    (O.SGD, "nesterov", True, ValueError), (O.SGD, "nesterov", "yes", TypeError),
+    (lambda: O.SGD(momentum=0.9, nesterov=True), "momentum", 0, ValueError),
+])
+def test_a_bad_setting_assigned_after_construction_is_refused(make, name, value, error):
+    opt = make()
+    before = dict(vars(opt))
+    with pytest.raises(error, match=name):
+        setattr(opt, name, value)
+    assert vars(opt) == before
+
+
+def test_fit_never_runs_with_a_refused_setting():
+    """The issue's case: lr = -0.05 trained the loss from 4 to 1e12."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), rng.normal(size=64)
+    n = bp.Sequential(bp.Dense(4, 8, activation="tanh"), bp.Dense(8, 1), seed=0)
+    n.optimizer = bp.SGD(0.05)
+    with pytest.raises(ValueError, match="lr"):
+        n.optimizer.lr = -0.05
+    history = n.fit(X, y, epochs=5)
+    assert history.history["lr"] == [0.05] * 5
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_settings_assigned_after_construction_train_as_given_to_it(tmp_path):
+    """Assigned settings reach fit, and a model file keeps them."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), rng.integers(0, 3, 64)
+    a, b = net(), net()
+    opt = bp.SGD(0.1)
+    opt.momentum, opt.nesterov, opt.l2, opt.clip_norm = 0.9, True, 0.01, 1.0
+    a.fit(X, y, epochs=3, optimizer=opt)
+    b.fit(X, y, epochs=3, optimizer=bp.SGD(0.1, momentum=0.9, nesterov=True, l2=0.01,
+                                           clip_norm=1.0))
+    np.testing.assert_array_equal(a.params, b.params)
+    adam = bp.Adam()
+    adam.betas, adam.eps = [0.5, 0.75], 1e-6               # (a list becomes a tuple)
+    a.fit(X, y, epochs=2, optimizer=adam)
+    b.fit(X, y, epochs=2, optimizer=bp.Adam(betas=(0.5, 0.75), eps=1e-6))
+    np.testing.assert_array_equal(a.params, b.params)
+    back = bp.load(a.save(tmp_path / "m"))
+    assert type(back.optimizer) is bp.Adam and vars(back.optimizer) == vars(adam)
+    assert vars(adam) == dict(lr=1e-3, l2=0.0, weight_decay=0.0, clip_norm=None,
+                              betas=(0.5, 0.75), eps=1e-6)
+
+
+def test_an_optimizer_has_no_attributes_but_its_settings():
+    """A misspelt setting is an error, not an attribute that does nothing
+    (and that a model file could not be read back with)."""
+    opt = bp.Adam()
+    with pytest.raises(AttributeError, match="learning_rate.*lr, l2, weight_decay"):
+        opt.learning_rate = 0.1
+    with pytest.raises(AttributeError):
+        opt.kind = O.KIND_SGD
+    assert "learning_rate" not in vars(opt) and opt.kind == O.KIND_ADAM
+
+
+def test_a_changed_setting_reaches_train_step_and_apply_gradients_at_once(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
+    a, b, c = net(), net(), net()
+    a.optimizer, b.optimizer = bp.SGD(0.1), bp.SGD(0.1, momentum=0.9, l2=0.01)
+    c.optimizer = bp.SGD(0.1)
+    a.optimizer.momentum = c.optimizer.momentum = 0.9
+    a.optimizer.l2 = c.optimizer.l2 = 0.01
+    for _ in range(3):
+        a.train_step(X, y)
+        b.train_step(X, y)
+        c.loss_and_grad(X, y)
+        c.apply_gradients()
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(c.params, b.params)
+    back = bp.load(a.save(tmp_path / "m"))          # (the velocity it now keeps is saved)
+    np.testing.assert_array_equal(back._opt_state[0], a._opt_state[0])
+
+
+def test_a_setting_changed_by_a_callback_takes_effect_from_the_next_epoch():
+    class MomentumAfterOne(bp.callbacks.Callback):
+        def on_epoch_end(self, net, epoch, logs):
+            net.optimizer.momentum = 0.9
+    X, y = bp.datasets.load_digits()
+    X, y = X[:200], y[:200]
+    a, b = net64(), net64()
+    a.fit(X, y, epochs=2, optimizer=bp.SGD(0.05), shuffle=False, callbacks=[MomentumAfterOne()])
+    b.fit(X, y, epochs=1, optimizer=bp.SGD(0.05), shuffle=False)
+    b.optimizer.momentum = 0.9
+    b.fit(X, y, epochs=1, shuffle=False)
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a._opt_state[0], b._opt_state[0])
+
+
+def net64():
+    return bp.Sequential(bp.Dense(64, 16, activation="relu"),
+                         bp.Dense(16, 10, activation="softmax"), loss="cross_entropy", seed=4)
+
+
+def test_a_change_a_network_refuses_is_undone_for_every_network():
+    """One optimizer, two networks; the second refuses the change (as an
+    engine busy in another thread does): neither keeps it."""
+    class Refusing:
+        def __init__(self, engine):
+            self.engine = engine
+
+        def __getattr__(self, name):
+            return getattr(self.engine, name)
+
+        def set_optimizer(self, **settings):
+            if settings["momentum"] == 0.5:
+                raise RuntimeError("busy")
+            self.engine.set_optimizer(**settings)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
+    opt = bp.SGD(0.1, momentum=0.9)
+    first, second, alone = net(), net(), net()
+    first.optimizer = second.optimizer = opt
+    alone.optimizer = bp.SGD(0.1, momentum=0.9)
+    second._engine = Refusing(second._engine)
+    with pytest.raises(RuntimeError, match="busy"):
+        opt.momentum = 0.5
+    assert opt.momentum == 0.9
+    for _ in range(2):
+        first.train_step(X, y)
+        alone.train_step(X, y)
+    np.testing.assert_array_equal(first.params, alone.params)
+
+
+# -- the optimizer's state overflowing ---------------------------------------------
+@pytest.mark.parametrize("make", [bp.Adam, bp.RMSProp, bp.AdaGrad])
+def test_an_optimizer_state_that_overflows_stops_fit_and_is_undone(make):
+    """float32, inputs around 1e12: the squared gradients overflow the state
+    to inf, and the weights would stop moving with a finite loss."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), rng.normal(size=64)
+    n = bp.Sequential(bp.Dense(4, 8, activation="relu"), bp.Dense(8, 1), dtype="float32", seed=0)
+    n.fit(X, y, epochs=2, optimizer=make())                       # a healthy start
+    params, state = n.params.copy(), [s.copy() for s in n._opt_state]
+    steps = n.optimizer_steps
+    with pytest.warns(RuntimeWarning) as caught:
+        history = n.fit(X * 1e12, y, epochs=5)
+    message = str(caught[0].message)
+    assert message.startswith("training stopped at epoch 1: the optimizer's state "
+                              f"({make.__name__}")
+    assert "overflowed float32" in message and "train in float64" in message
+    assert "learning rate" not in message
+    assert len(history.epoch) == 1 and np.isfinite(history.history["loss"][0])
+    np.testing.assert_array_equal(n.params, params)
+    for kept, now in zip(state, n._opt_state):
+        np.testing.assert_array_equal(kept, now)
+    assert n.optimizer_steps == steps
+    n.optimizer.clip_norm = 1.0                                   # what the message offers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        n.fit(X * 1e12, y, epochs=2)
+    assert not np.array_equal(n.params, params)
+
+
+def test_a_state_overflow_in_float64_offers_no_float64():
+    X = np.full((8, 1), 1e160)
+    n = bp.Sequential(bp.Dense(1, 1, init="zeros"), seed=0)
+    n.layers[0].b[:] = 1e-5           # a residual of 1e-5, a weight gradient of 1e155
+    with pytest.warns(RuntimeWarning, match="overflowed float64") as caught:
+        n.fit(X, np.zeros(8), epochs=1, optimizer=bp.AdaGrad())
+    assert "train in float64" not in str(caught[0].message)
