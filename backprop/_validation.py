@@ -46,7 +46,10 @@ def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
     if type(value) not in (float, int) and (isinstance(value, bool)
                                             or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:                 # an integer beyond the float range
+        value = math.inf
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = "≥ 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value}")

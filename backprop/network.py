@@ -154,8 +154,8 @@ class Sequential:
     def optimizer(self) -> _optimizers.Optimizer:
         """The update rule of fit and train_step (plain SGD, lr 0.01, until
         told otherwise).  Assigning another optimizer starts its state (the
-        momentum, Adam's moments) afresh; `fit` reads its settings again each
-        time, so changes to them take effect there."""
+        momentum, Adam's moments) afresh; changes to its settings take
+        effect from the next update."""
         return self._optimizer
 
     @optimizer.setter
@@ -168,6 +168,7 @@ class Sequential:
             self._opt_fresh = True
         self._apply_optimizer()
 
+    @_exclusive
     def _apply_optimizer(self, steps: int | None = None) -> None:
         """Hand the optimizer's current settings and state to the engine
         (with `steps` taken, if given)."""

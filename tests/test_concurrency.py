@@ -74,6 +74,7 @@ CALLS = {
     "pickle.dumps": lambda net: pickle.dumps(net),
     "optimizer = Adam()": lambda net: setattr(net, "optimizer", bp.Adam()),
     "optimizer = 'sgd'": lambda net: setattr(net, "optimizer", "sgd"),
+    "optimizer.momentum = …": lambda net: setattr(net.optimizer, "momentum", 0.5),
     "params = …": lambda net: setattr(net, "params", np.zeros(net.params.size)),
     "grads = …": lambda net: setattr(net, "grads", np.zeros(net.grads.size)),
     "layers[0].W = …": lambda net: setattr(net.layers[0], "W", np.zeros((4, 8))),
@@ -104,6 +105,7 @@ def test_a_call_from_another_thread_during_fit_raises_and_changes_nothing(name):
     net.fit(X, y, epochs=3, callbacks=[probe])
     assert isinstance(probe.raised, RuntimeError), (name, probe.raised)
     assert IN_USE in str(probe.raised)
+    assert net.optimizer.settings() == reference.optimizer.settings()   # (undone)
     # fit went on undisturbed: the same weights as without the other thread
     np.testing.assert_array_equal(net.params, reference.params)
     assert not net.exclusive().held

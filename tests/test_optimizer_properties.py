@@ -252,9 +252,6 @@ def test_callback_settings_assigned_after_construction(made, optimizer, dtype, d
         assert net.optimizer.lr == lr
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="check_positive_float (backprop/_validation.py) calls float() on "
-                          "integers beyond its range")
 @pytest.mark.parametrize("name", ["lr", "eps", "l2"])
 def test_an_integer_beyond_float_range_is_refused_naming_the_setting(name):
     opt = bp.Adam()
