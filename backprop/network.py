@@ -37,7 +37,6 @@ set_blas_thread_functions(*_threads.set_function_addresses())
 # floating-point operations (tens of milliseconds): Python sees Ctrl-C between
 # two stretches, after a whole batch, at a cost of a few µs per stretch.
 STRETCH_FLOPS = 2e9
-_WHOLE = [slice(None)]
 
 
 def _exclusive(method):
@@ -865,16 +864,21 @@ class Sequential:
                 return out
             X2, single = self._inputs(X)
             out = np.empty((X2.shape[0], self.n_outputs), self.dtype)
-            for rows in self._stretches(X2.shape[0]):
-                self._engine.forward(X2[rows], out[rows])
+            if self._one_stretch(X2):
+                self._engine.forward(X2, out)
+            else:
+                for rows in self._stretches(X2.shape[0]):
+                    self._engine.forward(X2[rows], out[rows])
             self._check_overflow(out, X2)
         return out[0] if single else out
+
+    def _one_stretch(self, X2) -> bool:
+        """Whether inference on X2 is at most one stretch of work."""
+        return 2.0 * self._macs * X2.shape[0] <= STRETCH_FLOPS
 
     def _stretches(self, n: int) -> list[slice]:
         """Slices of n rows for inference, each about STRETCH_FLOPS of work
         in whole chunks of the engine's: Python sees Ctrl-C between two."""
-        if 2.0 * self._macs * n <= STRETCH_FLOPS:
-            return _WHOLE
         chunk = self._engine.inference_rows(n)
         step = chunk * max(1, int(STRETCH_FLOPS // (2.0 * self._macs * chunk)))
         return [slice(i, i + step) for i in range(0, n, step)]
@@ -928,11 +932,15 @@ class Sequential:
 
     def _evaluate(self, X2, Y) -> dict:
         out = np.empty_like(Y)
-        total = 0.0
-        for rows in self._stretches(X2.shape[0]):
-            part = out[rows]
-            total += self._engine.evaluate(X2[rows], Y[rows], part) * part.shape[0]
-        result = {"loss": total / X2.shape[0]}
+        if self._one_stretch(X2):
+            loss = self._engine.evaluate(X2, Y, out)
+        else:
+            loss = 0.0
+            for rows in self._stretches(X2.shape[0]):
+                part = out[rows]
+                loss += self._engine.evaluate(X2[rows], Y[rows], part) * part.shape[0]
+            loss /= X2.shape[0]
+        result = {"loss": loss}
         self._check_overflow(out, X2)
         if self.loss.code == _losses.CROSS_ENTROPY:
             result["accuracy"] = float(np.mean(out.argmax(1) == Y.argmax(1)))
