@@ -10,7 +10,8 @@
 Reading uses numpy's loader with allow_pickle=False and json: a model file
 can hold numbers and text only, and loading one never runs code.  Writing
 goes to a temporary file that then replaces the target, so a crash midway
-leaves the previous file whole.
+leaves the previous file whole; the file's mode follows the umask, as for
+any file the user creates.
 """
 from __future__ import annotations
 
@@ -64,6 +65,20 @@ def state_of(net) -> dict:
     return arrays
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system shows it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save(net, path) -> str:
     """Write `net` to `path` (".npz" is added when missing); returns the path."""
     path = _npz_path(path)
@@ -72,6 +87,7 @@ def save(net, path) -> str:
     fd, tmp = tempfile.mkstemp(prefix=".backprop-", suffix=".npz.tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp, 0o666 & ~_umask())
             np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())

@@ -1,4 +1,5 @@
-"""Model files: round trips, exact resumption, atomic writes, hostile files."""
+"""Model files: round trips, exact resumption, atomic writes, file modes,
+hostile files."""
 import json
 import os
 
@@ -57,6 +58,39 @@ def test_saving_is_atomic(tmp_path, monkeypatch):
         net.save(path)
     assert path.read_bytes() == before                         # the old file is whole
     assert os.listdir(tmp_path) == ["model.npz"]               # and no temporary is left
+
+
+@pytest.fixture
+def umask():
+    """Sets the process's umask for the test; the old one is restored after."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600),
+                                       (0o002, 0o664)])
+def test_a_saved_file_follows_the_umask(tmp_path, umask, mask, mode):
+    net, _, _ = trained(bp.SGD(0.1), epochs=1)
+    umask(mask)
+    path = tmp_path / "model.npz"
+    net.save(path)
+    assert os.stat(path).st_mode & 0o777 == mode
+    os.chmod(path, 0o666)                          # overwriting sets the mode afresh
+    net.save(path)
+    assert os.stat(path).st_mode & 0o777 == mode
+    assert umask(0o022) == mask                    # saving left the umask alone
+
+
+def test_the_umask_is_read_also_without_proc(tmp_path, umask, monkeypatch):
+    def no_proc(*args, **kwargs):
+        raise FileNotFoundError("/proc/self/status")
+    monkeypatch.setattr(io, "open", no_proc, raising=False)
+    umask(0o037)
+    net, _, _ = trained(bp.SGD(0.1), epochs=1)
+    net.save(tmp_path / "model.npz")
+    assert os.stat(tmp_path / "model.npz").st_mode & 0o777 == 0o640
+    assert umask(0o022) == 0o037
 
 
 def write(path, meta=None, **arrays):
