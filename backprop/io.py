@@ -85,7 +85,13 @@ def _npz_path(path) -> str:
 
 def state_of(net) -> dict:
     """Everything about `net` as arrays: 'meta' (JSON text), 'params' and
-    'optimizer_state_<i>' (copies).  What `save` writes and pickling uses."""
+    'optimizer_state_<i>' (copies).  What `save` writes and pickling uses:
+    one snapshot, taken while no other thread can change the network."""
+    with net.exclusive():
+        return _snapshot(net)
+
+
+def _snapshot(net) -> dict:
     opt = net.optimizer
     rng_state = net._rng.bit_generator.state
     settings = {k: getattr(opt, k) for k in _SETTINGS[type(opt)]}
@@ -262,11 +268,11 @@ def _parse_meta(text: str) -> _Model:
                        f"supported (this backprop reads version {FORMAT_VERSION})")
     _fields(meta, "meta", _META_FIELDS)
     sizes, activations = _parse_layers(meta["layers"])
-    classes = meta["classes"]
-    if classes is not None and not (isinstance(classes, list) and len(classes) == sizes[-1]
+    classes = meta["classes"]          # (their number is the network's to check)
+    if classes is not None and not (isinstance(classes, list)
                                     and all(isinstance(c, str) for c in classes)):
-        raise _bad(f"meta.classes must be null or a list of {sizes[-1]} class names "
-                   f"(one per output unit), got {_show(classes)}")
+        raise _bad(f"meta.classes must be null or a list of class names, got "
+                   f"{_show(classes)}")
     return _Model(
         sizes, activations, _choice(meta["loss"], "meta.loss", _LOSSES),
         _choice(meta["dtype"], "meta.dtype", _DTYPES),
@@ -470,5 +476,6 @@ def _build(model: _Model, arrays: dict):
     net._apply_optimizer(steps=model.steps)
     with _field("meta.rng"):
         net._rng.bit_generator.state = model.rng
-    net.classes = model.classes
+    with _field("meta.classes"):
+        net.classes = model.classes
     return net

@@ -157,7 +157,7 @@ def nested(depth):
     (meta("layers.1.negative_slope", 0.5), r"meta.layers\[1\].negative_slope"),
     (meta("loss", "binary_cross_entropy"), "meta: loss='binary_cross_entropy' needs"),
     (meta("dtype", "float16"), "meta.dtype must be one of float32, float64"),
-    (meta("classes", ["a", "b"]), "meta.classes must be null or a list of 10"),
+    (meta("classes", ["a", "b"]), "meta.classes: classes must name 10 classes"),
     (meta("classes", list(range(10))), "meta.classes"),
     (meta("optimizer.class", "os.system"), "meta.optimizer.class must be one of"),
     (meta("optimizer.settings.lr", -1), "settings: lr must be a finite number > 0"),

@@ -208,8 +208,9 @@ def networks(draw):
              "cross_entropy": rng.integers(0, sizes[-1], 8),
              "binary_cross_entropy": rng.integers(0, 2, (8, sizes[-1]))}[loss]
         net.fit(rng.normal(size=(8, sizes[0])), y, epochs=1, batch_size=4)
-    if loss != "mse" and draw(st.booleans()):
-        net.classes = [f"class {i}" for i in range(sizes[-1])]
+    if draw(st.booleans()):
+        one_unit = loss == "binary_cross_entropy" and sizes[-1] == 1     # labels 0 and 1
+        net.classes = [f"class {i}" for i in range(2 if one_unit else sizes[-1])]
     return net
 
 
