@@ -258,6 +258,34 @@ def test_what_a_layer_is_built_of_cannot_be_reassigned(name):
         setattr(layer, name, getattr(layer, name))
 
 
+@pytest.mark.parametrize("name", ["name", "code", "default_init", "negative_slope"])
+def test_an_activation_cannot_be_changed_after_construction(name):
+    # The engine keeps the slope and code it was built with: a change would
+    # reach forward and the model file but not predict, and, on the shared
+    # built-in activations, every layer of that kind.
+    net = bp.Sequential(bp.Dense(2, 3, activation=bp.activations.LeakyReLU(0.1)),
+                        bp.Dense(3, 1), seed=0)
+    X = np.array([[-1.0, -2.0]])
+    for act in (net.layers[0].activation, bp.activations.get("relu")):
+        value = getattr(act, name)
+        with pytest.raises(AttributeError, match=name):
+            setattr(act, name, 0.9 if name == "negative_slope" else value)
+        with pytest.raises(AttributeError, match=name):
+            delattr(act, name)
+        assert getattr(act, name) == value
+    np.testing.assert_array_equal(net.forward(X)[0], net.predict_proba(X)[0])
+
+
+@pytest.mark.parametrize("name", ["name", "code", "output"])
+def test_a_loss_cannot_be_changed_after_construction(name):
+    net = small_net()
+    value = getattr(net.loss, name)
+    with pytest.raises(AttributeError, match=name):
+        setattr(net.loss, name, "mse" if name == "name" else 0)
+    assert getattr(net.loss, name) == value
+    assert bp.losses.get("cross_entropy").code == bp.losses.CROSS_ENTROPY
+
+
 def test_layers_is_a_tuple():
     net = small_net()
     with pytest.raises(AttributeError):
