@@ -217,6 +217,30 @@ def test_a_layer_of_a_network_that_is_gone_may_join_another():
 
 
 # -- assignments after construction --------------------------------------------
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "copy"])
+def test_a_copied_layer_is_independent_and_free(how):
+    # Taken inside fit (a callback keeping the best layer, say): the copy is a
+    # standalone layer with its own weights, free for any thread or network.
+    net = small_net()
+    layer = net.layers[0]
+    make = {"pickle": lambda: pickle.loads(pickle.dumps(layer)),
+            "deepcopy": lambda: copy.deepcopy(layer), "copy": lambda: copy.copy(layer)}[how]
+    with net.exclusive():
+        twin = make()
+    assert not twin._guard.held
+    assert not np.shares_memory(twin.W, net.params)
+    np.testing.assert_array_equal(twin.W, layer.W)
+    np.testing.assert_array_equal(twin.b, layer.b)
+    assert (twin.n_in, twin.n_out, twin.activation, twin.init, twin.dtype) == (
+        layer.n_in, layer.n_out, layer.activation, layer.init, layer.dtype)
+    outputs = []
+    other = threading.Thread(target=lambda: outputs.append(twin.forward(np.ones(4))))
+    other.start()
+    other.join()
+    assert len(outputs) == 1                # (a refused call would leave it empty)
+    bp.Sequential(twin, bp.Dense(8, 3, activation="softmax"), loss="cross_entropy")
+
+
 def test_assigning_params_copies_into_the_buffer(tmp_path):
     net = small_net()
     new = np.random.default_rng(5).normal(size=net.params.size)
