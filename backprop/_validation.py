@@ -94,3 +94,22 @@ def as_batch(x, name: str, dtype: np.dtype, n_features: int):
         raise ValueError(f"{name} must have {n_features} {what} (features), "
                          f"got shape {np.shape(x)}")
     return arr, single
+
+
+class Fixed:
+    """An object whose attributes its constructor sets once (through `_fix`)
+    and nothing changes or deletes afterwards: an activation or a loss, which
+    a network copies into its compiled engine when it is built and which
+    every layer of that kind shares.  A later change would reach some of a
+    network's paths and not others, and its model file but not its weights."""
+
+    def _fix(self, **values) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__}.{name} is fixed at construction: "
+                             "make a new one instead")
+
+    def __delattr__(self, name):
+        self.__setattr__(name, None)

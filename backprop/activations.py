@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _ops
-from ._validation import as_float_array, check_positive_float
+from ._validation import Fixed, as_float_array, check_positive_float
 
 __all__ = ["Activation", "LeakyReLU", "get", "identity", "sigmoid", "tanh",
            "relu", "leaky_relu", "softmax", "step", "NAMES"]
@@ -36,19 +36,18 @@ class NotDifferentiableError(ValueError):
     """Raised when a gradient is asked of the step activation."""
 
 
-class Activation:
+class Activation(Fixed):
     """One activation function: `f(z)`, its derivative and their kernels.
 
-    Attributes: `name`; `code` (the compiled core's number); `default_init`
-    (the weight initialisation that suits it); `negative_slope` (leaky_relu).
+    Attributes, fixed at construction: `name`; `code` (the compiled core's
+    number); `default_init` (the weight initialisation that suits it);
+    `negative_slope` (leaky_relu).
     """
 
     def __init__(self, name: str, code: int, default_init: str,
                  negative_slope: float = 0.0):
-        self.name = name
-        self.code = code
-        self.default_init = default_init
-        self.negative_slope = float(negative_slope)
+        self._fix(name=name, code=code, default_init=default_init,
+                  negative_slope=float(negative_slope))
 
     def __repr__(self) -> str:
         if self.code == LEAKY_RELU:

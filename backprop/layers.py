@@ -207,6 +207,14 @@ class Dense:
         _ops.dense_backward(self._dW, self._db, delta, self._x, self._W, dx)
         return dx
 
+    def __reduce__(self):
+        # Pickling and copy.copy/deepcopy give an independent standalone
+        # layer, as copy() does: never one on another network's buffers, one
+        # that belongs to that network, or one whose guard is held.
+        with self._guard:
+            return _rebuilt, (self.n_in, self.n_out, self.activation, self.init, self.seed,
+                              self.dtype.name, self._W.copy(), self._b.copy())
+
     def copy(self, dtype: str | np.dtype | None = None) -> "Dense":
         """An independent copy, optionally in another float dtype."""
         new = Dense(self.n_in, self.n_out, self.activation, init=self.init,
@@ -215,3 +223,10 @@ class Dense:
             new._W[...] = self._W
             new._b[...] = self._b
         return new
+
+
+def _rebuilt(n_in, n_out, activation, init, seed, dtype, W, b) -> Dense:
+    """An unpickled or copied Dense (see Dense.__reduce__)."""
+    layer = Dense(n_in, n_out, activation, init=init, seed=seed, dtype=dtype)
+    layer.W, layer.b = W, b
+    return layer

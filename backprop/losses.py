@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _ops
-from ._validation import as_float_array
+from ._validation import Fixed, as_float_array
 
 __all__ = ["Loss", "get", "mse", "binary_cross_entropy", "cross_entropy",
            "targets", "NAMES"]
@@ -33,17 +33,16 @@ __all__ = ["Loss", "get", "mse", "binary_cross_entropy", "cross_entropy",
 MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY = range(3)
 
 
-class Loss:
+class Loss(Fixed):
     """One loss: call it for the mean value, `gradient` for ∂L/∂a.
 
-    Attributes: `name`; `code` (the compiled core's number); `output`, the
-    name of the output activation it is fused with in a network (or None).
+    Attributes, fixed at construction: `name`; `code` (the compiled core's
+    number); `output`, the name of the output activation it is fused with in
+    a network (or None).
     """
 
     def __init__(self, name: str, code: int, output: str | None):
-        self.name = name
-        self.code = code
-        self.output = output
+        self._fix(name=name, code=code, output=output)
 
     def __repr__(self) -> str:
         return f"losses.{self.name}"

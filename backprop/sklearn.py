@@ -215,13 +215,15 @@ class _BaseMLP(BaseEstimator):
     def coefs_(self):
         """The weight matrices, layer by layer: W of shape (n_in, n_out)."""
         check_is_fitted(self, "net_")
-        return [layer.W.copy() for layer in self.net_.layers]
+        with self.net_.exclusive():     # one snapshot, never mid-step of a fit
+            return [layer.W.copy() for layer in self.net_.layers]
 
     @property
     def intercepts_(self):
         """The bias vectors, layer by layer."""
         check_is_fitted(self, "net_")
-        return [layer.b.copy() for layer in self.net_.layers]
+        with self.net_.exclusive():
+            return [layer.b.copy() for layer in self.net_.layers]
 
     def _outputs(self, X):
         check_is_fitted(self, "net_")

@@ -440,6 +440,12 @@ cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
     return result
 
 
+cdef inline char* data_of(cnp.ndarray arr) except? NULL:
+    # The data of a numpy array, read in C: unlike arr.ctypes.data, no
+    # Python code runs, so nothing (not even Ctrl-C) can interrupt it.
+    return <char*>cnp.PyArray_DATA(arr)
+
+
 IN_USE = ("this network is in use by another thread: use each network from one "
           "thread at a time (net.copy() gives another one)")
 
@@ -559,8 +565,8 @@ cdef class Engine:
         self.typenum = cnp.NPY_DOUBLE if self.dtype == np.float64 else cnp.NPY_FLOAT
         self.params = params
         self.grads = grads
-        self.plan.params = <char*><Py_ssize_t>params.ctypes.data
-        self.plan.grads = <char*><Py_ssize_t>grads.ctypes.data
+        self.plan.params = data_of(params)
+        self.plan.grads = data_of(grads)
         self.plan.capacity = 0
         self.plan.out_rows = 0
         self.reserve(capacity)
@@ -594,26 +600,30 @@ cdef class Engine:
             self.guard.release()
 
     cdef _grow(self, Py_ssize_t capacity, Py_ssize_t out_rows):
+        # Every array is made before the plan points into any of them, and
+        # the pointers go in without running Python code: an error or Ctrl-C
+        # while allocating leaves the plan as it was, never pointing into
+        # an array that is then freed.
         cdef int l, L = self.plan.n_layers
         if out_rows > self.plan.out_rows:
             outs = [np.zeros((out_rows, self.plan.size[l + 1]), self.dtype)
                     for l in range(L)]
             for l in range(L):
-                self.plan.out[l] = <char*><Py_ssize_t>outs[l].ctypes.data
+                self.plan.out[l] = data_of(outs[l])
             self._outs = outs
             self.plan.out_rows = out_rows
         if capacity > self.plan.capacity:
             work = [np.zeros((capacity, self.plan.size[l + 1]), self.dtype)
                     for l in range(L)]
+            work += [np.zeros((capacity, self.plan.size[0]), self.dtype),
+                     np.zeros((capacity, self.plan.size[L]), self.dtype),
+                     np.zeros(capacity, self.dtype)]
             for l in range(L):
-                self.plan.delta[l] = <char*><Py_ssize_t>work[l].ctypes.data
-            xbuf = np.zeros((capacity, self.plan.size[0]), self.dtype)
-            ybuf = np.zeros((capacity, self.plan.size[L]), self.dtype)
-            wbuf = np.zeros(capacity, self.dtype)
-            self.plan.xbuf = <char*><Py_ssize_t>xbuf.ctypes.data
-            self.plan.ybuf = <char*><Py_ssize_t>ybuf.ctypes.data
-            self.plan.wbuf = <char*><Py_ssize_t>wbuf.ctypes.data
-            self._work = work + [xbuf, ybuf, wbuf]
+                self.plan.delta[l] = data_of(work[l])
+            self.plan.xbuf = data_of(work[L])
+            self.plan.ybuf = data_of(work[L + 1])
+            self.plan.wbuf = data_of(work[L + 2])
+            self._work = work
             self.plan.capacity = capacity
 
     def set_optimizer(self, int kind, double momentum=0, bint nesterov=False,
@@ -632,10 +642,14 @@ cdef class Engine:
         if len(state) != needed:
             raise ValueError(f"this optimizer keeps {needed} state arrays, got {len(state)}")
         for arr in state:
-            if (arr.dtype != self.dtype or arr.shape != (self.plan.n_params,)
+            if (not isinstance(arr, np.ndarray) or arr.dtype != self.dtype or arr.shape != (self.plan.n_params,)
                     or not arr.flags.c_contiguous or not arr.flags.writeable):
                 raise ValueError(f"state arrays must be writeable, contiguous "
                                  f"{self.dtype} of shape ({self.plan.n_params},)")
+        cdef char* state1 = data_of(state[0]) if needed > 0 else NULL
+        cdef char* state2 = data_of(state[1]) if needed > 1 else NULL
+        # Between claim and release no Python code runs, so no error or
+        # Ctrl-C can leave the rule half swapped, or the guard held.
         self.guard.claim()              # never swap the rule under a running call
         self._state = state
         self.plan.opt.kind = kind
@@ -649,8 +663,8 @@ cdef class Engine:
         self.plan.opt.weight_decay = weight_decay
         self.plan.opt.clip_norm = clip_norm
         self.plan.opt.t = steps
-        self.plan.state1 = <char*><Py_ssize_t>state[0].ctypes.data if needed > 0 else NULL
-        self.plan.state2 = <char*><Py_ssize_t>state[1].ctypes.data if needed > 1 else NULL
+        self.plan.state1 = state1
+        self.plan.state2 = state2
         self.guard.release()
 
     @property

@@ -217,6 +217,30 @@ def test_a_layer_of_a_network_that_is_gone_may_join_another():
 
 
 # -- assignments after construction --------------------------------------------
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "copy"])
+def test_a_copied_layer_is_independent_and_free(how):
+    # Taken inside fit (a callback keeping the best layer, say): the copy is a
+    # standalone layer with its own weights, free for any thread or network.
+    net = small_net()
+    layer = net.layers[0]
+    make = {"pickle": lambda: pickle.loads(pickle.dumps(layer)),
+            "deepcopy": lambda: copy.deepcopy(layer), "copy": lambda: copy.copy(layer)}[how]
+    with net.exclusive():
+        twin = make()
+    assert not twin._guard.held
+    assert not np.shares_memory(twin.W, net.params)
+    np.testing.assert_array_equal(twin.W, layer.W)
+    np.testing.assert_array_equal(twin.b, layer.b)
+    assert (twin.n_in, twin.n_out, twin.activation, twin.init, twin.dtype) == (
+        layer.n_in, layer.n_out, layer.activation, layer.init, layer.dtype)
+    outputs = []
+    other = threading.Thread(target=lambda: outputs.append(twin.forward(np.ones(4))))
+    other.start()
+    other.join()
+    assert len(outputs) == 1                # (a refused call would leave it empty)
+    bp.Sequential(twin, bp.Dense(8, 3, activation="softmax"), loss="cross_entropy")
+
+
 def test_assigning_params_copies_into_the_buffer(tmp_path):
     net = small_net()
     new = np.random.default_rng(5).normal(size=net.params.size)
@@ -256,6 +280,34 @@ def test_what_a_layer_is_built_of_cannot_be_reassigned(name):
     layer = small_net().layers[0]
     with pytest.raises(AttributeError, match=name):
         setattr(layer, name, getattr(layer, name))
+
+
+@pytest.mark.parametrize("name", ["name", "code", "default_init", "negative_slope"])
+def test_an_activation_cannot_be_changed_after_construction(name):
+    # The engine keeps the slope and code it was built with: a change would
+    # reach forward and the model file but not predict, and, on the shared
+    # built-in activations, every layer of that kind.
+    net = bp.Sequential(bp.Dense(2, 3, activation=bp.activations.LeakyReLU(0.1)),
+                        bp.Dense(3, 1), seed=0)
+    X = np.array([[-1.0, -2.0]])
+    for act in (net.layers[0].activation, bp.activations.get("relu")):
+        value = getattr(act, name)
+        with pytest.raises(AttributeError, match=name):
+            setattr(act, name, 0.9 if name == "negative_slope" else value)
+        with pytest.raises(AttributeError, match=name):
+            delattr(act, name)
+        assert getattr(act, name) == value
+    np.testing.assert_array_equal(net.forward(X)[0], net.predict_proba(X)[0])
+
+
+@pytest.mark.parametrize("name", ["name", "code", "output"])
+def test_a_loss_cannot_be_changed_after_construction(name):
+    net = small_net()
+    value = getattr(net.loss, name)
+    with pytest.raises(AttributeError, match=name):
+        setattr(net.loss, name, "mse" if name == "name" else 0)
+    assert getattr(net.loss, name) == value
+    assert bp.losses.get("cross_entropy").code == bp.losses.CROSS_ENTROPY
 
 
 def test_layers_is_a_tuple():
@@ -405,3 +457,60 @@ def test_inference_in_stretches_equals_one_pass(monkeypatch):
     parts = net.evaluate(Xb, yb)
     assert parts["accuracy"] == whole_e["accuracy"]
     assert parts["loss"] == pytest.approx(whole_e["loss"], rel=1e-12)
+
+
+# -- Ctrl-C at any point of a call that changes the engine's plan -----------------
+def interrupted_at(k, call):
+    """Run call() with Ctrl-C (KeyboardInterrupt) raised at the k-th call of
+    a Python function inside it; False once call() makes fewer than k."""
+    import sys
+    seen = [0]
+
+    def tracer(frame, event, arg):
+        if event == "call":
+            seen[0] += 1
+            if seen[0] == k:
+                sys.settrace(None)
+                raise KeyboardInterrupt
+        return None
+    sys.settrace(tracer)
+    try:
+        call()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(None)
+    return seen[0] >= k     # (one that lands in a weakref callback is swallowed)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ctrl_c_anywhere_in_an_optimizer_swap_leaves_the_network_whole():
+    Xb, yb = data(8)
+    for k in range(1, 10_000):
+        net = small_net()
+        if not interrupted_at(k, lambda: setattr(net, "optimizer", bp.RMSProp())):
+            break
+        assert not net.exclusive().held, k
+        net.optimizer = bp.Adam()       # and the rule it takes from here on is whole
+        assert np.isfinite(net.train_step(Xb, yb))
+        assert np.isfinite(net.params).all()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ctrl_c_anywhere_in_a_workspace_growth_leaves_no_pointer_into_freed_memory():
+    # A plan left pointing into arrays freed after an interrupted growth would
+    # write the next small prediction into whatever the allocator put there:
+    # here, the arrays of sevens made right after, of the same size.
+    rows, width = 3000, 300
+    Xb = np.random.default_rng(0).normal(size=(rows, 4))
+    for k in range(1, 10_000):
+        net = bp.Sequential(bp.Dense(4, width, activation="tanh"),
+                            bp.Dense(width, width, activation="tanh"),
+                            bp.Dense(width, 2), seed=0)
+        before = net.predict(Xb[:3])
+        done = not interrupted_at(k, lambda: net.predict(Xb))
+        sevens = [np.full((rows, width), 7.0) for _ in range(4)]
+        np.testing.assert_array_equal(net.predict(Xb[:3]), before)
+        assert all((s == 7.0).all() for s in sevens), k
+        if done:
+            break

@@ -96,3 +96,30 @@ def test_bad_parameters(params, match):
     X_train, _, y_train, _ = digits()
     with pytest.raises(ValueError, match=match):
         MLPClassifier(**params).fit(X_train, y_train)
+
+
+@pytest.mark.parametrize("name", ["coefs_", "intercepts_"])
+def test_the_weights_are_read_as_one_snapshot(name):
+    # Read while another thread holds the network (as a fit does), they are
+    # refused, never copied layer by layer from different steps.
+    import threading
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 3)), rng.integers(0, 3, 30)
+    with pytest.warns(Warning):          # (two iterations do not converge)
+        est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold():
+        with est.net_.exclusive():
+            holding.set()
+            done.wait(10)
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match="in use by another thread"):
+            getattr(est, name)
+    finally:
+        done.set()
+        t.join()
+    assert len(getattr(est, name)) == 2
