@@ -23,7 +23,7 @@ import numpy as np
 cnp.import_array()
 
 from kernels cimport (
-    real, IDENTITY, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, all_finite, dense_forward,
+    real, IDENTITY, STEP, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, all_finite, dense_forward,
     dense_backward, dense_backward_sgd, act_backward, loss_forward_backward, Optimizer,
     optimizer_update, SGD, count_correct,
 )
@@ -459,7 +459,10 @@ cdef class Guard:
     RuntimeError(IN_USE) at once, it never waits.  fit holds its network's
     guard for the whole run, so its callbacks may still save or predict.
     Claims are made with the GIL held and take no Python calls, so the GIL
-    makes each one atomic.
+    makes each one atomic.  Between a claim and its release the engine runs
+    no Python code, or releases in a `finally`: an interrupt (Ctrl-C) can
+    land in any Python call, and must never leave the guard held.  A copy
+    or a pickle of a guard is a free one.
     """
     cdef int depth                 # nested claims by the owner (0: free)
     cdef unsigned long owner       # the owner's thread ident while depth > 0
@@ -487,6 +490,9 @@ cdef class Guard:
     def __exit__(self, *exc_info):
         self.release()
         return False
+
+    def __reduce__(self):
+        return Guard, ()
 
 
 cdef class Engine:
@@ -532,6 +538,8 @@ cdef class Engine:
         if self.dtype not in (np.float32, np.float64) or grads.dtype != self.dtype:
             raise TypeError("params and grads must share a float32 or float64 dtype")
         self.guard = Guard() if guard is None else guard
+        if not 0 <= loss <= CROSS_ENTROPY or any(not 0 <= act <= STEP for act in acts):
+            raise ValueError("acts and loss must be the core's codes")
         self.plan.n_layers = L
         self.plan.loss = loss
         self.plan.size = <Py_ssize_t*>malloc((L + 1) * sizeof(Py_ssize_t))

@@ -16,8 +16,15 @@ from kernels cimport (
     output_delta as k_output_delta, loss_value as k_loss_value,
     loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
     dense_backward as k_dense_backward, sgd_update as k_sgd_update,
-    Optimizer, optimizer_update as k_optimizer_update,
+    Optimizer, optimizer_update as k_optimizer_update, STEP, CROSS_ENTROPY, ADAGRAD,
 )
+
+
+cdef int known(str name, int code, int last) except -1:
+    # Raise unless `code` is one of the core's codes 0 … last for `name`.
+    if code < 0 or code > last:
+        raise ValueError(f"unknown {name} code {code} (the core's are 0 … {last})")
+    return 0
 
 
 cdef int fits(str name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t want_rows,
@@ -50,6 +57,7 @@ def exp(real[::1] x):
 
 def act_forward(real[:, ::1] a, int act, double slope=0.0, const real[::1] b=None):
     """a (rows, cols) ← f(a + b) in place; b (cols,) or None."""
+    known("act", act, STEP)
     cdef const real* bp = NULL if b is None else &b[0]
     fits("a", a.shape[0], a.shape[1], a.shape[0], a.shape[1])
     if b is not None:
@@ -61,6 +69,7 @@ def act_forward(real[:, ::1] a, int act, double slope=0.0, const real[::1] b=Non
 def act_backward(real[:, ::1] delta, const real[:, ::1] g, const real[:, ::1] a,
                  int act, double slope=0.0):
     """delta (rows, cols) ← g ⊙ f′(z), the derivative taken from a = f(z)."""
+    known("act", act, STEP)
     fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
     fits("g", g.shape[0], g.shape[1], a.shape[0], a.shape[1])
     with nogil:
@@ -73,6 +82,8 @@ def loss_forward_backward(int loss, int act, double slope, real[:, ::1] a,
                           const real[::1] w=None):
     """a: z → f(z) in place; delta ← ∂L/∂z; returns the mean loss, weighted
     by the sample weights w (rows,) if given."""
+    known("loss", loss, CROSS_ENTROPY)
+    known("act", act, STEP)
     cdef double value
     cdef const real* wp = NULL if w is None else &w[0]
     fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
@@ -89,6 +100,8 @@ def loss_forward_backward(int loss, int act, double slope, real[:, ::1] a,
 def output_delta(int loss, int act, double slope, real[:, ::1] delta,
                  const real[:, ::1] a, const real[:, ::1] y):
     """delta ← ∂L/∂z of the output layer, from its outputs a and targets y."""
+    known("loss", loss, CROSS_ENTROPY)
+    known("act", act, STEP)
     fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
     fits("y", y.shape[0], y.shape[1], a.shape[0], a.shape[1])
     with nogil:
@@ -98,6 +111,7 @@ def output_delta(int loss, int act, double slope, real[:, ::1] delta,
 
 def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps):
     """The mean loss of predictions p against targets y."""
+    known("loss", loss, CROSS_ENTROPY)
     cdef double value
     fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
     with nogil:
@@ -109,6 +123,7 @@ def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps)
 def loss_gradient(int loss, real[:, ::1] g, const real[:, ::1] p,
                   const real[:, ::1] y, double eps):
     """g ← ∂L/∂p of loss_value."""
+    known("loss", loss, CROSS_ENTROPY)
     fits("g", g.shape[0], g.shape[1], p.shape[0], p.shape[1])
     fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
     with nogil:
@@ -119,6 +134,7 @@ def loss_gradient(int loss, real[:, ::1] g, const real[:, ::1] p,
 def dense_forward(real[:, ::1] out, const real[:, ::1] x, const real[:, ::1] W,
                   const real[::1] b, int act, double slope=0.0):
     """out (rows, n_out) ← f(x @ W + b)."""
+    known("act", act, STEP)
     fits("x", x.shape[0], x.shape[1], x.shape[0], W.shape[0])
     fits("out", out.shape[0], out.shape[1], x.shape[0], W.shape[1])
     fits("b", b.shape[0], 1, W.shape[1], 1)
@@ -158,6 +174,7 @@ def optimizer_update(real[::1] w, const real[::1] g, real[::1] s1, real[::1] s2,
                      double clip_norm=0, long long steps=0):
     """One optimizer update of w from g with state s1, s2 (arrays of w's
     shape; unused ones may be any such array); returns the new step count."""
+    known("kind", kind, ADAGRAD)
     cdef Optimizer o
     o.kind, o.lr, o.momentum, o.nesterov = kind, lr, momentum, nesterov
     o.beta1, o.beta2, o.rho, o.eps = beta1, beta2, rho, eps

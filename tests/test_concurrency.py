@@ -514,3 +514,24 @@ def test_ctrl_c_anywhere_in_a_workspace_growth_leaves_no_pointer_into_freed_memo
         assert all((s == 7.0).all() for s in sevens), k
         if done:
             break
+
+
+def test_a_copy_of_a_held_guard_is_free():
+    net = small_net()
+    with net.exclusive():
+        twin = copy.deepcopy(net.exclusive())
+        assert net.exclusive().held and not twin.held
+    assert not pickle.loads(pickle.dumps(net.exclusive())).held
+
+
+@pytest.mark.parametrize("call", [
+    lambda: bp._ops.act_forward(np.ones((2, 2)), 99),
+    lambda: bp._ops.act_backward(np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 2)), -1),
+    lambda: bp._ops.loss_value(7, np.ones((2, 2)), np.ones((2, 2)), 1e-12),
+    lambda: bp._ops.dense_forward(np.ones((2, 3)), np.ones((2, 2)), np.ones((2, 3)),
+                                  np.ones(3), 12),
+    lambda: bp._ops.optimizer_update(*[np.ones(3)] * 4, kind=9, lr=0.1),
+])
+def test_the_kernels_refuse_codes_the_core_does_not_have(call):
+    with pytest.raises(ValueError, match="unknown .* code"):
+        call()
