@@ -433,7 +433,7 @@ def test_ctrl_c_lands_between_the_stretches_of_a_large_inference(call, monkeypat
     net = bp.Sequential(bp.Dense(64, 256, activation="relu"), bp.Dense(256, 10,
                         activation="softmax"), loss="cross_entropy", seed=0)
     rows = 40_000          # about 1.4 GFLOP: several stretches
-    monkeypatch.setattr(bp.network, "STRETCH_FLOPS", 1e8)
+    monkeypatch.setattr(bp.training, "STRETCH_FLOPS", 1e8)
     Xb = np.random.default_rng(0).normal(size=(rows, 64))
     assert len(net._stretches(rows)) > 3
     counting = CountingEngine(net._engine)
@@ -451,7 +451,7 @@ def test_inference_in_stretches_equals_one_pass(monkeypatch):
     net = small_net()
     Xb, yb = data(10_000)
     whole_p, whole_e = net.predict_proba(Xb), net.evaluate(Xb, yb)
-    monkeypatch.setattr(bp.network, "STRETCH_FLOPS", 1e3)
+    monkeypatch.setattr(bp.training, "STRETCH_FLOPS", 1e3)
     assert len(net._stretches(10_000)) > 1
     np.testing.assert_allclose(net.predict_proba(Xb), whole_p, rtol=1e-12)
     parts = net.evaluate(Xb, yb)

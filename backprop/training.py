@@ -1,0 +1,440 @@
+"""Training: fit and partial_fit, the epoch loop and its stretches, the
+return to the last finite state when an epoch diverges or fails, callbacks,
+and the plumbing that turns fit's arguments into a data source.
+
+`Trainer` is the part of a `Sequential` that trains it, kept apart from the
+model the way Keras keeps its trainer apart from its layers: the model holds
+the layers, the flat parameters and gradients, the optimizer and its state,
+the engine and inference; the trainer drives them.  An epoch goes to the
+compiled engine in stretches of whole batches (see STRETCH_FLOPS), so Python
+sees Ctrl-C between two of them.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import Iterable
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _ops, _sources
+from . import callbacks as _callbacks
+from . import losses as _losses
+from . import optimizers as _optimizers
+from ._validation import as_float_array, check_int, check_positive_float
+
+__all__ = ["Trainer", "History", "STRETCH_FLOPS"]
+
+# fit hands each epoch to the core in stretches of about this many
+# floating-point operations (tens of milliseconds): Python sees Ctrl-C between
+# two stretches, after a whole batch, at a cost of a few µs per stretch.
+STRETCH_FLOPS = 2e9
+
+
+def holding(method):
+    """Run `method` holding the network's guard (see Sequential.exclusive)."""
+    @functools.wraps(method)
+    def held(self, *args, **kwargs):
+        with self._guard:
+            return method(self, *args, **kwargs)
+    return held
+
+
+class History:
+    """What `fit` returns: `history` maps each figure ('loss', 'accuracy',
+    'val_loss', 'val_accuracy', 'lr') to its value in every epoch; `epoch`
+    lists the epoch numbers."""
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {"loss": []}
+        self.epoch: list[int] = []
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self) -> str:
+        last = self.history["loss"][-1] if self.epoch else None
+        return f"History(epochs={len(self.epoch)}, loss={last})"
+
+
+class Trainer:
+    """fit, partial_fit and what they need: a mixin of Sequential, whose
+    members it uses."""
+
+    @holding
+    def fit(self, X: ArrayLike | Iterable, y: ArrayLike | None = None, epochs: int = 1,
+            batch_size: int = 32,
+            lr: float | None = None, optimizer: _optimizers.Optimizer | str | None = None,
+            shuffle: bool = True, validation_data: tuple | None = None,
+            validation_split: float = 0.0, callbacks: list | None = None,
+            early_stopping: bool = False, patience: int = 5, min_delta: float = 0.0,
+            sample_weight: ArrayLike | None = None, class_weight: dict | str | None = None,
+            chunk_size: int | None = None, verbose: int = 0) -> History:
+        """Train by mini-batch gradient descent.
+
+        X (n, n_in); y: class labels (n,) or one-hot (n, k) for
+        cross_entropy, values for the other losses.  Each epoch visits every
+        row once, in a new seeded random order when `shuffle`, as one call
+        into the compiled core.
+
+        Data larger than memory: a memory-mapped X (numpy.load(path,
+        mmap_mode="r")) is read `chunk_size` rows at a time (by default about
+        64 MiB, rounded down to whole batches); each epoch visits the chunks
+        in a seeded random order and shuffles the rows within each.
+        chunk_size does the same for arrays in memory.  Or X is an iterable
+        of (X, y) or (X, y, sample_weight) batches and y is left out: each
+        epoch reads it anew (a generator feeds one epoch) and shuffles the
+        rows within each batch it gives.  Mini-batches do not cross chunks.
+
+        optimizer: an Optimizer or a name ('sgd', 'adam', 'adamw',
+            'rmsprop', 'adagrad'); it becomes the network's.  A plain `lr`
+            means SGD at that rate (the current SGD's, keeping its momentum).
+        validation_data: (X_val, y_val), scored after every epoch; or
+            validation_split: the fraction of the rows (chosen by the
+            network's seed) held out for it.
+        callbacks: Callback objects (see backprop.callbacks): schedules,
+            early stopping, your own.
+        early_stopping: stop once the validation loss (the training loss
+            without validation) has not improved by more than `min_delta` for
+            `patience` epochs, and restore the best weights.
+        sample_weight: (n,) weights ≥ 0; each row's loss counts w times
+            (the loss is 1/n Σ w_i ℓ_i).  class_weight: {label: weight}, or
+            'balanced' (n / (classes · rows of the class)); multiplies the
+            sample weights.
+        chunk_size: rows per chunk, see above.
+        verbose: 1 shows a progress bar (one line per few epochs when the
+            output is not a terminal).
+
+        Returns a History: history['loss'] (and 'accuracy' for classifiers,
+        'val_loss' and 'val_accuracy' with validation, 'lr') per epoch.
+
+        The network is this thread's while fit runs (see `exclusive`): calls
+        on it from other threads raise RuntimeError; callbacks, which run in
+        fit's thread, may use it.
+        """
+        self._require_trainable()
+        epochs = check_int(epochs, "epochs", minimum=0)
+        batch_size = check_int(batch_size, "batch_size")
+        self._set_optimizer_for_fit(optimizer, lr)
+        source, score = self._source(X, y, epochs, batch_size, chunk_size, sample_weight,
+                                     class_weight, validation_data, validation_split)
+        n = source.rows
+        batch_size = min(batch_size, n or batch_size)
+        engine = self._engine_for(batch_size if n else 1, True)   # (a stream: per batch)
+        callbacks = self._callbacks(callbacks, early_stopping, patience, min_delta,
+                                    verbose, score is not None)
+        # The core shuffles the rows of each chunk, seeded from the network's
+        # generator: one draw per fit, one seed per epoch.
+        base = int(self._rng.integers(2**62)) if shuffle else -1
+        # An epoch goes to the core in stretches of whole batches, each about
+        # STRETCH_FLOPS of work, so that Ctrl-C lands between two of them.
+        step_flops = self._engine_flops_per_row() * batch_size
+        stretch = batch_size * max(1, int(STRETCH_FLOPS // max(step_flops, 1.0)))
+
+        def run_epoch(epoch, lr):
+            return self._epoch(engine, source.chunks(base + epoch if shuffle else -1),
+                               batch_size, lr, stretch)
+        return self._run_epochs(epochs, n, callbacks, run_epoch, score)
+
+    def _run_epochs(self, epochs, rows, callbacks, run_epoch, score) -> History:
+        """The loop over the epochs of a fit around run_epoch(epoch, lr) →
+        (mean loss, accuracy): callbacks, history, validation figures from
+        score(), and the return to the last finite state when an epoch
+        diverges or meets bad data."""
+        history = History()
+        self.stop_training = False
+        logs = {"epochs": epochs, "rows": rows}
+        for callback in callbacks:
+            callback.on_train_begin(self, logs)
+        try:
+            for epoch in range(1, epochs + 1):
+                for callback in callbacks:
+                    callback.on_epoch_begin(self, epoch, logs)
+                lr = self._optimizer.lr
+                # (a callback may have changed the optimizer, or how much state it keeps)
+                kept = [self.params] + self._opt_state[:self._optimizer.n_state]
+                backup = [a.copy() for a in kept]
+                steps = self.optimizer_steps
+                try:
+                    loss, right = run_epoch(epoch, lr)
+                except Exception:        # bad data, a batch that failed to load: undone
+                    self._restore(backup, kept, steps)   # (Ctrl-C keeps the steps taken)
+                    raise
+                logs = {"loss": loss}
+                if self.is_classifier:
+                    logs["accuracy"] = right
+                if not (math.isfinite(loss) and _ops.all_finite(self.params)):
+                    problem = (f"the loss became {loss} (the weights overflowed). The "
+                               f"learning rate (lr={lr}) is probably too large: try a "
+                               "smaller one.")
+                elif not all(_ops.all_finite(state) for state in kept[1:]):
+                    dtype = self.dtype.name
+                    problem = (f"the optimizer's state ({type(self._optimizer).__name__}'s "
+                               "running sums of the gradients or of their squares) overflowed "
+                               f"{dtype}, and the weights stopped moving. The gradients are "
+                               f"too large for {dtype}: scale the inputs (and targets) down, "
+                               "clip the gradients (clip_norm=…)"
+                               + (" or train in float64." if dtype == "float32" else "."))
+                else:
+                    problem = None
+                if problem:
+                    self._restore(backup, kept, steps)
+                    history.append(epoch, dict(logs, lr=lr))
+                    warnings.warn(f"training stopped at epoch {epoch}: {problem} The network "
+                                  "keeps its weights from before that epoch.",
+                                  RuntimeWarning, stacklevel=3)
+                    break
+                if score is not None:
+                    logs.update(score())
+                logs["lr"] = lr
+                history.append(epoch, logs)
+                for callback in callbacks:
+                    callback.on_epoch_end(self, epoch, logs)
+                if self.stop_training:
+                    break
+        finally:                         # also when an error or Ctrl-C ends training
+            for callback in callbacks:
+                callback.on_train_end(self, logs)
+        return history
+
+    def _restore(self, backup, kept, steps) -> None:
+        for saved, current in zip(backup, kept):
+            current[...] = saved
+        self._apply_optimizer(steps)
+
+    def partial_fit(self, X: ArrayLike | Iterable, y: ArrayLike | None = None,
+                    batch_size: int = 32, shuffle: bool = True,
+                    callbacks: list | None = None, chunk_size: int | None = None) -> float:
+        """One more epoch over (X, y) — a chunk of a stream, new data for a
+        trained network, a memory-mapped array or an iterable of batches (see
+        fit) — with the current weights, optimizer and its state.  Returns
+        the epoch's mean training loss."""
+        history = self.fit(X, y, epochs=1, batch_size=batch_size, shuffle=shuffle,
+                           callbacks=callbacks, chunk_size=chunk_size)
+        return history.history["loss"][0]
+
+    @staticmethod
+    def _epoch(engine, chunks, batch_size, lr, stretch):
+        """One epoch over the chunks, each in stretches of `stretch` rows:
+        (mean loss, accuracy)."""
+        rows = 0
+        loss = right = 0.0
+        for X2, Y, weights, seed, order in chunks:
+            n = X2.shape[0]
+            engine.reserve(min(batch_size, n))     # (a stream's batches may be small)
+            if order is None and seed >= 0:
+                order = np.arange(n)
+            for first in range(0, n, stretch):
+                count = min(stretch, n - first)
+                loss += count * engine.train_epoch(X2, Y, order, min(batch_size, n), lr,
+                                                   seed if first == 0 else -1, weights,
+                                                   first, count)
+                right += count * engine.epoch_accuracy
+            rows += n
+        if rows == 0:
+            raise ValueError("X: the iterable of batches gave no rows")
+        return loss / rows, right / rows
+
+    def _engine_flops_per_row(self) -> float:
+        return 2.0 * (3 * self._macs - self.layers[0].n_in * self.layers[0].n_out)
+
+    def _set_optimizer_for_fit(self, optimizer, lr) -> None:
+        """fit's optimizer= and lr= (see fit), applied to the engine."""
+        if lr is not None:
+            lr = check_positive_float(lr, "lr")
+        if optimizer is not None:
+            if lr is not None and isinstance(optimizer, _optimizers.Optimizer):
+                raise ValueError("lr: give the learning rate to the optimizer "
+                                 f"({type(optimizer).__name__}(lr=…)), not beside it")
+            self.optimizer = _optimizers.get(optimizer, lr)
+        elif lr is not None and type(self._optimizer) is _optimizers.SGD:
+            self._optimizer.lr = lr
+        elif lr is not None:
+            self.optimizer = _optimizers.SGD(lr)
+        self._apply_optimizer()
+
+    def _source(self, X, y, epochs, batch_size, chunk_size, sample_weight, class_weight,
+                validation_data, validation_split):
+        """fit's data as a source of chunks (see backprop._sources), and a
+        function giving the validation figures after each epoch (or None)."""
+        if y is None and isinstance(X, np.ndarray):
+            raise TypeError("y is missing: fit(X, y) takes arrays, fit(batches) an "
+                            "iterable of (X, y) batches")
+        if y is not None and chunk_size is None and not isinstance(X, np.memmap):
+            return self._in_memory(X, y, sample_weight, class_weight, validation_data,
+                                   validation_split)
+        if validation_split:
+            raise ValueError("validation_split holds out rows of data in memory; with "
+                             "chunked or streamed data give validation_data")
+        score = self._scorer(validation_data, checked=False)
+        if y is None:
+            if sample_weight is not None:
+                raise ValueError("sample_weight: with an iterable of batches, give each "
+                                 "batch's weights as a triple (X, y, sample_weight)")
+            table = self._class_table(class_weight, None)
+            return _sources.Batches(self, X, table, epochs), score
+        return self._chunked(X, y, batch_size, chunk_size, sample_weight, class_weight), score
+
+    def _in_memory(self, X, y, sample_weight, class_weight, validation_data,
+                   validation_split):
+        """The source and scorer of fit for data converted in memory at once."""
+        X2, Y = self._data(X, y)
+        weights = None if sample_weight is None else self._check_sample_weight(
+            sample_weight, Y.shape[0])
+        table = self._class_table(class_weight, lambda: self._label_counts(Y))
+        weights = self._row_weights(weights, table, Y)
+        if self._scored_in_chunks(validation_data):
+            if validation_split:
+                raise ValueError("validation_data and validation_split: give one, not both")
+            return _sources.InMemory(X2, Y, weights), self._scorer(validation_data, False)
+        X2, Y, weights, validation = self._validation(X2, Y, weights, validation_data,
+                                                      validation_split)
+        return _sources.InMemory(X2, Y, weights), self._scorer(validation)
+
+    def _rows_to_read(self, X, y):
+        """X and y to be read some rows at a time (a chunk, a rank's share),
+        their shapes checked without reading a row; lists become arrays."""
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        if len(X.shape) != 2 or X.shape[1] != self.n_inputs:
+            raise ValueError(f"X must be a 2-D array with {self.n_inputs} columns, "
+                             f"got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError(f"X is empty (shape {X.shape})")
+        if not hasattr(y, "shape"):
+            y = np.asarray(y)
+        if len(y.shape) not in (1, 2) or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must have one row per sample ({X.shape[0]}), "
+                             f"got shape {y.shape}")
+        return X, y
+
+    def _chunked(self, X, y, batch_size, chunk_size, sample_weight, class_weight):
+        """The source of fit for arrays read a chunk at a time (memory maps)."""
+        X, y = self._rows_to_read(X, y)
+        if sample_weight is not None:
+            sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
+        rows = _sources.chunk_rows(chunk_size, batch_size, self.n_inputs, self.dtype.itemsize)
+        table = self._class_table(class_weight, lambda: sum(
+            self._label_counts(self._targets(y[i:i + rows], len(y[i:i + rows]), False))
+            for i in range(0, len(y), rows)))
+        return _sources.ChunkedArrays(self, X, y, sample_weight, table, rows)
+
+    def _check_sample_weight(self, sample_weight, n, name="sample_weight"):
+        weights = as_float_array(sample_weight, name, self.dtype, ndims=(1,))
+        if weights.shape[0] != n:
+            raise ValueError(f"{name} must have one entry per row ({n}), "
+                             f"got {weights.shape[0]}")
+        if (weights < 0).any():
+            raise ValueError(f"{name} must not be negative")
+        return weights
+
+    def _labels(self, Y):
+        """The class of each row of classification targets Y."""
+        return Y.argmax(1) if self.n_outputs > 1 else (Y[:, 0] >= 0.5).astype(np.int64)
+
+    def _label_counts(self, Y):
+        return np.bincount(self._labels(Y), minlength=max(self.n_outputs, 2))
+
+    def _class_table(self, class_weight, label_counts):
+        """class_weight as one weight per class (None without it);
+        label_counts() gives the rows per class, which 'balanced' needs (None:
+        not available)."""
+        if class_weight is None:
+            return None
+        if not self.is_classifier or (self.loss.code == _losses.BINARY_CROSS_ENTROPY
+                                      and self.n_outputs > 1):
+            raise ValueError("class_weight applies to cross_entropy and to one sigmoid output")
+        n_classes = max(self.n_outputs, 2)
+        if isinstance(class_weight, str) and class_weight == "balanced":
+            if label_counts is None:
+                raise ValueError("class_weight='balanced' needs every label before training; "
+                                 "with an iterable of batches give a dict {label: weight}")
+            counts = label_counts()
+            return np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+        if not isinstance(class_weight, dict):
+            raise TypeError("class_weight must be a dict {label: weight} or 'balanced'")
+        table = np.ones(n_classes)
+        for label, w in class_weight.items():
+            if not (isinstance(label, (int, np.integer)) and 0 <= label < n_classes):
+                raise ValueError(f"class_weight: no class {label!r} "
+                                 f"(labels are 0 … {n_classes - 1})")
+            table[label] = check_positive_float(w, f"class_weight[{label}]", allow_zero=True)
+        return table
+
+    def _row_weights(self, weights, table, Y):
+        """The sample weights times the class weights of the rows of Y."""
+        if table is None:
+            return weights
+        per_row = table[self._labels(Y)].astype(self.dtype)
+        return per_row if weights is None else weights * per_row
+
+    def _validation(self, X2, Y, weights, validation_data, validation_split):
+        """(X_train, Y_train, weights, (X_val, Y_val) or None) from fit's
+        arguments."""
+        if validation_data is not None and validation_split:
+            raise ValueError("validation_data and validation_split: give one, not both")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, y_val)")
+            Xv, single = self._inputs(validation_data[0], "validation_data[0]")
+            return X2, Y, weights, (Xv, self._targets(validation_data[1], Xv.shape[0], single))
+        if not validation_split:
+            return X2, Y, weights, None
+        fraction = check_positive_float(validation_split, "validation_split")
+        n_val = int(round(fraction * X2.shape[0]))
+        if not fraction < 1 or n_val < 1 or n_val >= X2.shape[0]:
+            raise ValueError(f"validation_split must leave rows on both sides, got "
+                             f"{validation_split} of {X2.shape[0]} rows")
+        rows = self._rng.permutation(X2.shape[0])
+        val, train = np.sort(rows[:n_val]), np.sort(rows[n_val:])
+        return (X2[train], Y[train], None if weights is None else weights[train],
+                (X2[val], Y[val]))
+
+    def _scorer(self, validation, checked: bool = True):
+        """The function that gives fit its validation figures, from a checked
+        (X_val, Y_val) (or, unless `checked`, fit's validation_data); None
+        without validation.  A memory-mapped X_val is scored a chunk at a
+        time (see evaluate)."""
+        if validation is None:
+            return None
+        if not checked and self._scored_in_chunks(validation):
+            Xv, yv = validation[0], np.asarray(validation[1])
+            if Xv.shape[1] != self.n_inputs or yv.ndim == 0 or len(yv) != len(Xv):
+                raise ValueError(f"validation_data must be (X_val, y_val) with {self.n_inputs} "
+                                 f"columns and one label per row, got shapes {Xv.shape} "
+                                 f"and {yv.shape}")
+            for rows in self._chunks_of(Xv):      # checked before training, as in memory
+                where = f"rows {rows.start}:{min(rows.stop, len(Xv))}"
+                X2, single = self._inputs(np.asarray(Xv[rows]), f"validation_data[0] {where}")
+                self._targets(yv[rows], X2.shape[0], single, f"validation_data[1] {where}")
+            return lambda: {f"val_{k}": v for k, v in self.evaluate(Xv, yv).items()}
+        if not checked:
+            validation = self._validation(None, None, None, validation, 0.0)[3]
+        return lambda: {f"val_{k}": v for k, v in self._evaluate(*validation).items()}
+
+    def _scored_in_chunks(self, validation_data) -> bool:
+        return (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2
+                and self._memory_mapped(validation_data[0]))
+
+    @staticmethod
+    def _memory_mapped(X) -> bool:
+        """A non-empty 2-D memory map: read in chunks by predict, evaluate and fit."""
+        return isinstance(X, np.memmap) and X.ndim == 2 and X.shape[0] > 0
+
+    @staticmethod
+    def _callbacks(callbacks, early_stopping, patience, min_delta, verbose, validation):
+        callbacks = list(callbacks or [])
+        for i, callback in enumerate(callbacks):
+            if not isinstance(callback, _callbacks.Callback):
+                raise TypeError(f"callbacks[{i}] must be a backprop.callbacks.Callback, "
+                                f"got {type(callback).__name__}")
+        if early_stopping:
+            callbacks.append(_callbacks.EarlyStopping(
+                "val_loss" if validation else "loss", patience, min_delta))
+        if verbose:
+            callbacks.append(_callbacks.ProgressBar())
+        return callbacks
