@@ -12,10 +12,110 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from ._validation import check_int
+from . import losses as _losses
+from ._validation import as_batch, as_float_array, check_int, check_positive_float
 
 # A chunk read from a memory-mapped array holds about this many bytes of X.
 CHUNK_BYTES = 64 * 2**20
+
+
+class Description(NamedTuple):
+    """What reading data for a network needs to know of it: the sizes of its
+    inputs and outputs, its float type and its loss.  Every check and
+    conversion of training data is one of its methods."""
+    n_inputs: int
+    n_outputs: int
+    dtype: np.dtype
+    loss: _losses.Loss
+
+    def inputs(self, X, name: str = "X"):
+        """X as a checked (rows, n_inputs) batch, and whether it was one sample."""
+        return as_batch(X, name, self.dtype, self.n_inputs)
+
+    def targets(self, y, n_rows: int, single: bool, name: str = "y") -> np.ndarray:
+        """y as checked (n_rows, n_outputs) targets for the loss."""
+        if single:  # the target of one sample: a label, a value or a vector
+            y = np.asarray(y)
+            y = y.reshape(1) if y.ndim == 0 else y.reshape(1, -1) if y.ndim == 1 else y
+        return _losses.targets(self.loss, y, n_rows, self.n_outputs, self.dtype, name)
+
+    def data(self, X, y):
+        """(X2, Y): inputs and targets, checked."""
+        X2, single = self.inputs(X)
+        return X2, self.targets(y, X2.shape[0], single)
+
+    def rows_to_read(self, X, y):
+        """X and y to be read some rows at a time (a chunk, a rank's share),
+        their shapes checked without reading a row; lists become arrays."""
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        if len(X.shape) != 2 or X.shape[1] != self.n_inputs:
+            raise ValueError(f"X must be a 2-D array with {self.n_inputs} columns, "
+                             f"got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError(f"X is empty (shape {X.shape})")
+        if not hasattr(y, "shape"):
+            y = np.asarray(y)
+        if len(y.shape) not in (1, 2) or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must have one row per sample ({X.shape[0]}), "
+                             f"got shape {y.shape}")
+        return X, y
+
+    def sample_weights(self, sample_weight, n: int, name: str = "sample_weight"):
+        """sample_weight as n checked weights ≥ 0."""
+        weights = as_float_array(sample_weight, name, self.dtype, ndims=(1,))
+        if weights.shape[0] != n:
+            raise ValueError(f"{name} must have one entry per row ({n}), "
+                             f"got {weights.shape[0]}")
+        if (weights < 0).any():
+            raise ValueError(f"{name} must not be negative")
+        return weights
+
+    def labels(self, Y) -> np.ndarray:
+        """The class of each row of classification targets Y."""
+        return Y.argmax(1) if self.n_outputs > 1 else (Y[:, 0] >= 0.5).astype(np.int64)
+
+    def label_counts(self, Y) -> np.ndarray:
+        return np.bincount(self.labels(Y), minlength=max(self.n_outputs, 2))
+
+    def class_table(self, class_weight, label_counts):
+        """class_weight as one weight per class (None without it);
+        label_counts() gives the rows per class, which 'balanced' needs (None:
+        not available)."""
+        if class_weight is None:
+            return None
+        if not self.loss.is_classification or (
+                self.loss.code == _losses.BINARY_CROSS_ENTROPY and self.n_outputs > 1):
+            raise ValueError("class_weight applies to cross_entropy and to one sigmoid output")
+        n_classes = max(self.n_outputs, 2)
+        if isinstance(class_weight, str) and class_weight == "balanced":
+            if label_counts is None:
+                raise ValueError("class_weight='balanced' needs every label before training; "
+                                 "with an iterable of batches give a dict {label: weight}")
+            counts = label_counts()
+            return np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+        if not isinstance(class_weight, dict):
+            raise TypeError("class_weight must be a dict {label: weight} or 'balanced'")
+        table = np.ones(n_classes)
+        for label, w in class_weight.items():
+            if not (isinstance(label, (int, np.integer)) and 0 <= label < n_classes):
+                raise ValueError(f"class_weight: no class {label!r} "
+                                 f"(labels are 0 … {n_classes - 1})")
+            table[label] = check_positive_float(w, f"class_weight[{label}]", allow_zero=True)
+        return table
+
+    def row_weights(self, weights, table, Y):
+        """The sample weights times the class weights of the rows of Y."""
+        if table is None:
+            return weights
+        per_row = table[self.labels(Y)].astype(self.dtype)
+        return per_row if weights is None else weights * per_row
+
+
+def describe(net) -> Description:
+    """The Description of a network (anything with n_inputs, n_outputs,
+    dtype and loss)."""
+    return Description(net.n_inputs, net.n_outputs, net.dtype, net.loss)
 
 
 class Chunk(NamedTuple):
@@ -58,8 +158,8 @@ class InMemory:
 class ChunkedArrays:
     """Arrays (typically memory-mapped) read `chunk_rows` rows at a time."""
 
-    def __init__(self, net, X, y, sample_weight, class_table, chunk_rows):
-        self._net, self._X, self._y = net, X, y
+    def __init__(self, about: Description, X, y, sample_weight, class_table, chunk_rows):
+        self._about, self._X, self._y = about, X, y
         self._weights, self._table = sample_weight, class_table
         self.rows = X.shape[0]
         self.chunk_rows = chunk_rows
@@ -68,10 +168,10 @@ class ChunkedArrays:
         for start, chunk_seed in chunk_order(self.rows, self.chunk_rows, seed):
             rows = slice(start, start + self.chunk_rows)
             where = f"rows {start}:{min(start + self.chunk_rows, self.rows)}"
-            X2, single = self._net._inputs(self._X[rows], f"X {where}")
-            Y = self._net._targets(self._y[rows], X2.shape[0], single, f"y {where}")
+            X2, single = self._about.inputs(self._X[rows], f"X {where}")
+            Y = self._about.targets(self._y[rows], X2.shape[0], single, f"y {where}")
             weights = None if self._weights is None else self._weights[rows]
-            yield Chunk(X2, Y, self._net._row_weights(weights, self._table, Y), chunk_seed)
+            yield Chunk(X2, Y, self._about.row_weights(weights, self._table, Y), chunk_seed)
 
 
 class Batches:
@@ -80,7 +180,7 @@ class Batches:
 
     rows = None
 
-    def __init__(self, net, batches, class_table, epochs: int):
+    def __init__(self, about: Description, batches, class_table, epochs: int):
         try:
             one_shot = iter(batches) is batches
         except TypeError:
@@ -90,7 +190,7 @@ class Batches:
             raise ValueError(f"X: a one-shot iterator (such as a generator) feeds one "
                              f"epoch, not epochs={epochs}; pass a list, or an object whose "
                              f"__iter__ starts the batches over")
-        self._net, self._batches, self._table = net, batches, class_table
+        self._about, self._batches, self._table = about, batches, class_table
 
     def chunks(self, seed: int) -> Iterator[Chunk]:
         rng = np.random.default_rng(seed) if seed >= 0 else None
@@ -99,12 +199,12 @@ class Batches:
                 raise TypeError(f"X: each batch must be a pair (X, y) or a triple "
                                 f"(X, y, sample_weight); batch {i} is a "
                                 f"{type(item).__name__}")
-            X2, single = self._net._inputs(item[0], f"batch {i}: X")
-            Y = self._net._targets(item[1], X2.shape[0], single, f"batch {i}: y")
+            X2, single = self._about.inputs(item[0], f"batch {i}: X")
+            Y = self._about.targets(item[1], X2.shape[0], single, f"batch {i}: y")
             weights = (None if len(item) == 2 else
-                       self._net._check_sample_weight(item[2], X2.shape[0],
-                                                      f"batch {i}: sample_weight"))
-            yield Chunk(X2, Y, self._net._row_weights(weights, self._table, Y),
+                       self._about.sample_weights(item[2], X2.shape[0],
+                                                  f"batch {i}: sample_weight"))
+            yield Chunk(X2, Y, self._about.row_weights(weights, self._table, Y),
                         -1 if rng is None else int(rng.integers(2**62)))
 
 

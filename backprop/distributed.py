@@ -201,9 +201,10 @@ def _plan(net, X, y, epochs, batch_size, lr, optimizer, sample_weight, validatio
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a backprop.Sequential, got {type(net).__name__}")
     net._require_trainable()
-    X, y = net._rows_to_read(X, y)
+    about = _sources.describe(net)
+    X, y = about.rows_to_read(X, y)
     n = X.shape[0]
-    weights = None if sample_weight is None else net._check_sample_weight(sample_weight, n)
+    weights = None if sample_weight is None else about.sample_weights(sample_weight, n)
     validation = None
     if validation_data is not None:            # this rank's share of the rows, checked
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -258,7 +259,7 @@ def _fit(net, plan, shuffle, comm, timeout) -> History:
                                for s, m in zip(range(0, len(rows_of_chunk), step), sizes)])
         if not len(mine):
             return None, None, None, sizes
-        X2, Y = net._data(X[mine], y[mine])
+        X2, Y = _sources.describe(net).data(X[mine], y[mine])
         return X2, Y, None if weights is None else weights[mine], sizes
 
     def run_epoch(epoch, lr):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _sources
 from . import activations as _activations
 from . import losses as _losses
 from .gradcheck import gradcheck
@@ -83,8 +84,9 @@ def explain(net, x, y) -> Explanation:
     """Trace backpropagation through `net` (a Sequential) for one sample x
     (n_in,) with target y (a class label, or the target vector)."""
     net._require_trainable()
-    x64 = np.asarray(net._inputs(x)[0][0], dtype=np.float64)
-    Y = net._targets(y, 1, True).astype(np.float64)[0]
+    about = _sources.describe(net)
+    x64 = np.asarray(about.inputs(x)[0][0], dtype=np.float64)
+    Y = about.targets(y, 1, True).astype(np.float64)[0]
     layers = net.layers
     # forward, keeping every z and a
     a_prevs, zs, outs = [], [], []

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _sources
 from . import losses as _losses
 from ._validation import check_positive_float
 from .layers import Dense
@@ -128,7 +129,7 @@ def _central(loss_of, values: np.ndarray, h: float) -> np.ndarray:
 
 
 def _check_network(net: Sequential, X, y, h):
-    X2, Y = net._data(X, y)
+    X2, Y = _sources.describe(net).data(X, y)
     net.loss_and_grad(X2, Y)
     analytic = net.grads.copy()
     numerical = _central(lambda: net.evaluate(X2, Y)["loss"], net.params, h)

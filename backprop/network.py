@@ -22,7 +22,7 @@ from . import activations as _activations
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._engine import Engine, Guard, set_blas_thread_functions
-from ._validation import (as_batch, as_float_array, check_dtype, check_int,
+from ._validation import (as_float_array, check_dtype, check_int,
                           check_positive_float)
 from .layers import Dense
 from . import training as _training
@@ -102,6 +102,7 @@ class Sequential(Trainer):
                 if layer.seed is None:
                     layer.reset_parameters(self._rng)
         self._bind_flat_buffers()
+        self._about = _sources.describe(self)     # what its data must look like
         self._macs = sum(layer.n_in * layer.n_out for layer in self.layers)
         self._trainable = all(layer.activation.differentiable for layer in self.layers)
         self._row_mode = self._one_row_mode()
@@ -320,19 +321,6 @@ class Sequential(Trainer):
         return "\n".join(rows)
 
     # -- input checks -----------------------------------------------------------
-    def _inputs(self, X, name="X"):
-        return as_batch(X, name, self.dtype, self.n_inputs)
-
-    def _data(self, X, y):
-        X2, single = self._inputs(X)
-        return X2, self._targets(y, X2.shape[0], single)
-
-    def _targets(self, y, n_rows, single, name="y"):
-        if single:  # the target of one sample: a label, a value or a vector
-            y = np.asarray(y)
-            y = y.reshape(1) if y.ndim == 0 else y.reshape(1, -1) if y.ndim == 1 else y
-        return _losses.targets(self.loss, y, n_rows, self.n_outputs, self.dtype, name)
-
     # -- the per-layer path, for learners and custom loops --------------------
     @_exclusive
     def forward(self, X: ArrayLike) -> np.ndarray:
@@ -357,7 +345,7 @@ class Sequential(Trainer):
         self._require_trainable()
         out = self.layers[-1]
         a = out._a
-        y2 = self._targets(y, a.shape[0], out._single)
+        y2 = self._about.targets(y, a.shape[0], out._single)
         delta = np.empty_like(a)
         _ops.output_delta(self.loss.code, out.activation.code,
                           out.activation.negative_slope, delta, a, y2)
@@ -410,7 +398,7 @@ class Sequential(Trainer):
         if value is not None:
             return value
         self._require_trainable()
-        X2, Y = self._data(X, y)
+        X2, Y = self._about.data(X, y)
         return self._engine_for(X2.shape[0], True).loss_and_grad(X2, Y)
 
     def train_step(self, X: ArrayLike, y: ArrayLike, lr: float | None = None) -> float:
@@ -424,7 +412,7 @@ class Sequential(Trainer):
             return value
         self._require_trainable()
         lr = check_positive_float(lr, "lr")
-        X2, Y = self._data(X, y)
+        X2, Y = self._about.data(X, y)
         return self._engine_for(X2.shape[0], True).train_step(X2, Y, lr)
 
     def apply_gradients(self, lr: float | None = None) -> None:
@@ -453,7 +441,7 @@ class Sequential(Trainer):
                 for rows in self._chunks_of(X):
                     out[rows] = self.predict_proba(np.asarray(X[rows]))
                 return out
-            X2, single = self._inputs(X)
+            X2, single = self._about.inputs(X)
             out = np.empty((X2.shape[0], self.n_outputs), self.dtype)
             if self._one_stretch(X2):
                 self._engine.forward(X2, out)
@@ -503,14 +491,14 @@ class Sequential(Trainer):
         """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers.
         A memory-mapped X is read a chunk at a time."""
         if not self._memory_mapped(X):
-            return self._evaluate(*self._data(X, y))
+            return self._evaluate(*self._about.data(X, y))
         if np.ndim(y) == 0 or len(y) != len(X):
             raise ValueError(f"y must have one row per sample ({len(X)}), got shape "
                              f"{np.shape(y)}")
         totals: dict[str, float] = {}
         for rows in self._chunks_of(X):
             count = len(X[rows])
-            for key, value in self._evaluate(*self._data(np.asarray(X[rows]), y[rows])).items():
+            for key, value in self._evaluate(*self._about.data(np.asarray(X[rows]), y[rows])).items():
                 totals[key] = totals.get(key, 0.0) + value * count
         return {key: value / len(X) for key, value in totals.items()}
 

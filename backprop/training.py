@@ -21,9 +21,8 @@ from numpy.typing import ArrayLike
 
 from . import _ops, _sources
 from . import callbacks as _callbacks
-from . import losses as _losses
 from . import optimizers as _optimizers
-from ._validation import as_float_array, check_int, check_positive_float
+from ._validation import check_int, check_positive_float
 
 __all__ = ["Trainer", "History", "STRETCH_FLOPS"]
 
@@ -275,18 +274,18 @@ class Trainer:
             if sample_weight is not None:
                 raise ValueError("sample_weight: with an iterable of batches, give each "
                                  "batch's weights as a triple (X, y, sample_weight)")
-            table = self._class_table(class_weight, None)
-            return _sources.Batches(self, X, table, epochs), score
+            table = self._about.class_table(class_weight, None)
+            return _sources.Batches(self._about, X, table, epochs), score
         return self._chunked(X, y, batch_size, chunk_size, sample_weight, class_weight), score
 
     def _in_memory(self, X, y, sample_weight, class_weight, validation_data,
                    validation_split):
         """The source and scorer of fit for data converted in memory at once."""
-        X2, Y = self._data(X, y)
-        weights = None if sample_weight is None else self._check_sample_weight(
+        X2, Y = self._about.data(X, y)
+        weights = None if sample_weight is None else self._about.sample_weights(
             sample_weight, Y.shape[0])
-        table = self._class_table(class_weight, lambda: self._label_counts(Y))
-        weights = self._row_weights(weights, table, Y)
+        table = self._about.class_table(class_weight, lambda: self._about.label_counts(Y))
+        weights = self._about.row_weights(weights, table, Y)
         if self._scored_in_chunks(validation_data):
             if validation_split:
                 raise ValueError("validation_data and validation_split: give one, not both")
@@ -295,82 +294,16 @@ class Trainer:
                                                       validation_split)
         return _sources.InMemory(X2, Y, weights), self._scorer(validation)
 
-    def _rows_to_read(self, X, y):
-        """X and y to be read some rows at a time (a chunk, a rank's share),
-        their shapes checked without reading a row; lists become arrays."""
-        if not hasattr(X, "shape"):
-            X = np.asarray(X)
-        if len(X.shape) != 2 or X.shape[1] != self.n_inputs:
-            raise ValueError(f"X must be a 2-D array with {self.n_inputs} columns, "
-                             f"got shape {X.shape}")
-        if X.shape[0] == 0:
-            raise ValueError(f"X is empty (shape {X.shape})")
-        if not hasattr(y, "shape"):
-            y = np.asarray(y)
-        if len(y.shape) not in (1, 2) or y.shape[0] != X.shape[0]:
-            raise ValueError(f"y must have one row per sample ({X.shape[0]}), "
-                             f"got shape {y.shape}")
-        return X, y
-
     def _chunked(self, X, y, batch_size, chunk_size, sample_weight, class_weight):
         """The source of fit for arrays read a chunk at a time (memory maps)."""
-        X, y = self._rows_to_read(X, y)
+        X, y = self._about.rows_to_read(X, y)
         if sample_weight is not None:
-            sample_weight = self._check_sample_weight(sample_weight, X.shape[0])
+            sample_weight = self._about.sample_weights(sample_weight, X.shape[0])
         rows = _sources.chunk_rows(chunk_size, batch_size, self.n_inputs, self.dtype.itemsize)
-        table = self._class_table(class_weight, lambda: sum(
-            self._label_counts(self._targets(y[i:i + rows], len(y[i:i + rows]), False))
+        table = self._about.class_table(class_weight, lambda: sum(
+            self._about.label_counts(self._about.targets(y[i:i + rows], len(y[i:i + rows]), False))
             for i in range(0, len(y), rows)))
-        return _sources.ChunkedArrays(self, X, y, sample_weight, table, rows)
-
-    def _check_sample_weight(self, sample_weight, n, name="sample_weight"):
-        weights = as_float_array(sample_weight, name, self.dtype, ndims=(1,))
-        if weights.shape[0] != n:
-            raise ValueError(f"{name} must have one entry per row ({n}), "
-                             f"got {weights.shape[0]}")
-        if (weights < 0).any():
-            raise ValueError(f"{name} must not be negative")
-        return weights
-
-    def _labels(self, Y):
-        """The class of each row of classification targets Y."""
-        return Y.argmax(1) if self.n_outputs > 1 else (Y[:, 0] >= 0.5).astype(np.int64)
-
-    def _label_counts(self, Y):
-        return np.bincount(self._labels(Y), minlength=max(self.n_outputs, 2))
-
-    def _class_table(self, class_weight, label_counts):
-        """class_weight as one weight per class (None without it);
-        label_counts() gives the rows per class, which 'balanced' needs (None:
-        not available)."""
-        if class_weight is None:
-            return None
-        if not self.is_classifier or (self.loss.code == _losses.BINARY_CROSS_ENTROPY
-                                      and self.n_outputs > 1):
-            raise ValueError("class_weight applies to cross_entropy and to one sigmoid output")
-        n_classes = max(self.n_outputs, 2)
-        if isinstance(class_weight, str) and class_weight == "balanced":
-            if label_counts is None:
-                raise ValueError("class_weight='balanced' needs every label before training; "
-                                 "with an iterable of batches give a dict {label: weight}")
-            counts = label_counts()
-            return np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
-        if not isinstance(class_weight, dict):
-            raise TypeError("class_weight must be a dict {label: weight} or 'balanced'")
-        table = np.ones(n_classes)
-        for label, w in class_weight.items():
-            if not (isinstance(label, (int, np.integer)) and 0 <= label < n_classes):
-                raise ValueError(f"class_weight: no class {label!r} "
-                                 f"(labels are 0 … {n_classes - 1})")
-            table[label] = check_positive_float(w, f"class_weight[{label}]", allow_zero=True)
-        return table
-
-    def _row_weights(self, weights, table, Y):
-        """The sample weights times the class weights of the rows of Y."""
-        if table is None:
-            return weights
-        per_row = table[self._labels(Y)].astype(self.dtype)
-        return per_row if weights is None else weights * per_row
+        return _sources.ChunkedArrays(self._about, X, y, sample_weight, table, rows)
 
     def _validation(self, X2, Y, weights, validation_data, validation_split):
         """(X_train, Y_train, weights, (X_val, Y_val) or None) from fit's
@@ -380,8 +313,8 @@ class Trainer:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
-            Xv, single = self._inputs(validation_data[0], "validation_data[0]")
-            return X2, Y, weights, (Xv, self._targets(validation_data[1], Xv.shape[0], single))
+            Xv, single = self._about.inputs(validation_data[0], "validation_data[0]")
+            return X2, Y, weights, (Xv, self._about.targets(validation_data[1], Xv.shape[0], single))
         if not validation_split:
             return X2, Y, weights, None
         fraction = check_positive_float(validation_split, "validation_split")
@@ -409,8 +342,8 @@ class Trainer:
                                  f"and {yv.shape}")
             for rows in self._chunks_of(Xv):      # checked before training, as in memory
                 where = f"rows {rows.start}:{min(rows.stop, len(Xv))}"
-                X2, single = self._inputs(np.asarray(Xv[rows]), f"validation_data[0] {where}")
-                self._targets(yv[rows], X2.shape[0], single, f"validation_data[1] {where}")
+                X2, single = self._about.inputs(np.asarray(Xv[rows]), f"validation_data[0] {where}")
+                self._about.targets(yv[rows], X2.shape[0], single, f"validation_data[1] {where}")
             return lambda: {f"val_{k}": v for k, v in self.evaluate(Xv, yv).items()}
         if not checked:
             validation = self._validation(None, None, None, validation, 0.0)[3]
