@@ -71,9 +71,14 @@ class Description(NamedTuple):
             raise ValueError(f"{name} must not be negative")
         return weights
 
-    def labels(self, Y) -> np.ndarray:
-        """The class of each row of classification targets Y."""
-        return Y.argmax(1) if self.n_outputs > 1 else (Y[:, 0] >= 0.5).astype(np.int64)
+    def labels(self, A) -> np.ndarray:
+        """The label rule of a classifier, for its outputs or its targets A
+        (…, n_outputs): the argmax for cross_entropy; for sigmoid outputs
+        [a ≥ ½] per output, one label a row when there is one output."""
+        if self.loss.code == _losses.CROSS_ENTROPY:
+            return np.argmax(A, axis=-1)
+        labels = (A >= 0.5).astype(np.int64)
+        return labels[..., 0] if self.n_outputs == 1 else labels
 
     def label_counts(self, Y) -> np.ndarray:
         return np.bincount(self.labels(Y), minlength=max(self.n_outputs, 2))

@@ -479,11 +479,8 @@ class Sequential(Trainer):
                 if label is not None:                # a batch of one: shape (1, …)
                     return np.asarray(label)[None]
         out = self.predict_proba(X)
-        if self.loss.code == _losses.CROSS_ENTROPY:
-            return np.argmax(out, axis=-1)
-        if self.loss.code == _losses.BINARY_CROSS_ENTROPY:
-            labels = (out >= 0.5).astype(np.int64)
-            return labels[..., 0] if self.n_outputs == 1 else labels
+        if self.is_classifier:
+            return self._about.labels(out)
         return out[..., 0] if self.n_outputs == 1 else out
 
     @_exclusive
@@ -521,10 +518,9 @@ class Sequential(Trainer):
             loss /= X2.shape[0]
         result = {"loss": loss}
         self._check_overflow(out, X2)
-        if self.loss.code == _losses.CROSS_ENTROPY:
-            result["accuracy"] = float(np.mean(out.argmax(1) == Y.argmax(1)))
-        elif self.loss.code == _losses.BINARY_CROSS_ENTROPY:
-            result["accuracy"] = float(np.mean((out >= 0.5) == (Y >= 0.5)))
+        if self.is_classifier:
+            about = self._about
+            result["accuracy"] = float(np.mean(about.labels(out) == about.labels(Y)))
         return result
 
     # -- copies and files --------------------------------------------------------
