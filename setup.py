@@ -14,7 +14,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["_ops", "_engine"]
+MODULES = ["_codes", "_ops", "_engine"]
 
 # -fno-trapping-math and -fno-math-errno (no FP traps, errno unread) let the
 # compiler vectorise loops with comparisons and selects; unlike -ffast-math

@@ -23,13 +23,19 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _ops
+from ._codes import ActivationCode
 from ._validation import Fixed, as_float_array, check_positive_float
 
 __all__ = ["Activation", "LeakyReLU", "get", "identity", "sigmoid", "tanh",
            "relu", "leaky_relu", "softmax", "step", "NAMES"]
 
-# The compiled core's codes (csrc/kernels.pxd).
-IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, STEP = range(7)
+IDENTITY = ActivationCode.IDENTITY
+SIGMOID = ActivationCode.SIGMOID
+TANH = ActivationCode.TANH
+RELU = ActivationCode.RELU
+LEAKY_RELU = ActivationCode.LEAKY_RELU
+SOFTMAX = ActivationCode.SOFTMAX
+STEP = ActivationCode.STEP
 
 
 class NotDifferentiableError(ValueError):
@@ -40,11 +46,11 @@ class Activation(Fixed):
     """One activation function: `f(z)`, its derivative and their kernels.
 
     Attributes, fixed at construction: `name`; `code` (the compiled core's
-    number); `default_init` (the weight initialisation that suits it);
+    ActivationCode); `default_init` (the weight initialisation that suits it);
     `negative_slope` (leaky_relu).
     """
 
-    def __init__(self, name: str, code: int, default_init: str,
+    def __init__(self, name: str, code: ActivationCode, default_init: str,
                  negative_slope: float = 0.0):
         self._fix(name=name, code=code, default_init=default_init,
                   negative_slope=float(negative_slope))

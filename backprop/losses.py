@@ -24,24 +24,26 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _ops
+from ._codes import LossCode
 from ._validation import Fixed, as_float_array
 
 __all__ = ["Loss", "get", "mse", "binary_cross_entropy", "cross_entropy",
            "targets", "NAMES"]
 
-# The compiled core's codes (csrc/kernels.pxd).
-MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY = range(3)
+MSE = LossCode.MSE
+BINARY_CROSS_ENTROPY = LossCode.BINARY_CROSS_ENTROPY
+CROSS_ENTROPY = LossCode.CROSS_ENTROPY
 
 
 class Loss(Fixed):
     """One loss: call it for the mean value, `gradient` for ∂L/∂a.
 
     Attributes, fixed at construction: `name`; `code` (the compiled core's
-    number); `output`, the name of the output activation it is fused with in
+    LossCode); `output`, the name of the output activation it is fused with in
     a network (or None).
     """
 
-    def __init__(self, name: str, code: int, output: str | None):
+    def __init__(self, name: str, code: LossCode, output: str | None):
         self._fix(name=name, code=code, output=output)
 
     def __repr__(self) -> str:

@@ -21,6 +21,7 @@ from . import _threads
 from . import activations as _activations
 from . import losses as _losses
 from . import optimizers as _optimizers
+from ._codes import PredictMode
 from ._engine import Engine, Guard, set_blas_thread_functions
 from ._validation import (as_float_array, check_dtype, check_int,
                           check_positive_float)
@@ -227,15 +228,16 @@ class Sequential(Trainer):
         waiting and without touching the network."""
         return self._guard
 
-    def _one_row_mode(self):
+    def _one_row_mode(self) -> PredictMode | None:
         """What `predict` returns for one row, as the engine's predict_row
-        mode: 1 argmax, 2 [p ≥ 0.5], 3 the value, 0 the outputs; None where
-        the engine has no shortcut (several sigmoid outputs)."""
+        mode; None where the engine has no shortcut (several sigmoid
+        outputs)."""
         if self.loss.code == _losses.CROSS_ENTROPY:
-            return 1
+            return PredictMode.ARGMAX
         if self.n_outputs > 1:
-            return 0 if self.loss.code == _losses.MSE else None
-        return 2 if self.loss.code == _losses.BINARY_CROSS_ENTROPY else 3
+            return PredictMode.OUTPUTS if self.loss.code == _losses.MSE else None
+        return (PredictMode.THRESHOLD if self.loss.code == _losses.BINARY_CROSS_ENTROPY
+                else PredictMode.VALUE)
 
     # -- threads ----------------------------------------------------------------
     @property
@@ -428,11 +430,11 @@ class Sequential(Trainer):
         """The output layer's activations: class probabilities for
         classifiers, values for regressors.  (rows, n_outputs), or (n_outputs,)
         for one sample."""
-        out = self._engine.predict_row(X, 0)          # one ready-made row
+        out = self._engine.predict_row(X, PredictMode.OUTPUTS)  # one ready-made row
         if out is not None:
             return out
         if type(X) is np.ndarray and X.ndim == 2 and X.shape[0] == 1:
-            out = self._engine.predict_row(X[0], 0)
+            out = self._engine.predict_row(X[0], PredictMode.OUTPUTS)
             if out is not None:
                 return out[None]
         with self._guard:

@@ -29,12 +29,15 @@ import weakref
 
 import numpy as np
 
+from ._codes import OptimizerKind
 from ._validation import check_positive_float
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "get"]
 
-# The compiled core's codes (csrc/kernels.pxd).
-KIND_SGD, KIND_ADAM, KIND_RMSPROP, KIND_ADAGRAD = range(4)
+KIND_SGD = OptimizerKind.SGD
+KIND_ADAM = OptimizerKind.ADAM
+KIND_RMSPROP = OptimizerKind.RMSPROP
+KIND_ADAGRAD = OptimizerKind.ADAGRAD
 
 
 class Setting:

@@ -22,10 +22,13 @@ import numpy as np
 
 cnp.import_array()
 
+from backprop._codes cimport (
+    IDENTITY, STEP, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, SGD, ADAM, RMSPROP, ADAGRAD,
+    ARGMAX, THRESHOLD, VALUE,
+)
 from kernels cimport (
-    real, IDENTITY, STEP, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, all_finite, dense_forward,
-    dense_backward, dense_backward_sgd, act_backward, loss_forward_backward, Optimizer,
-    optimizer_update, SGD, count_correct,
+    real, all_finite, dense_forward, dense_backward, dense_backward_sgd, act_backward,
+    loss_forward_backward, Optimizer, optimizer_update, count_correct,
 )
 
 
@@ -413,8 +416,7 @@ cdef double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,
 
 cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
                         int threads):
-    # The prediction for one row x (size[0],): mode 0 the outputs (a new
-    # array), 1 the argmax label, 2 the label [output ≥ 0.5], 3 the output.
+    # The prediction for one row x (size[0],) in a PredictMode.
     cdef Py_ssize_t j, best = 0, k = p.size[p.n_layers]
     cdef const real* out = <real*>p.out[p.n_layers - 1]
     cdef cnp.npy_intp dim = k
@@ -426,14 +428,14 @@ cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
         leave_threads()
     if not all_finite(out, k):          # finite inputs that overflow: the checked path explains
         return None
-    if mode == 1:
+    if mode == ARGMAX:
         for j in range(1, k):
             if out[j] > out[best]:
                 best = j
         return best
-    if mode == 2:
+    if mode == THRESHOLD:
         return 1 if out[0] >= 0.5 else 0
-    if mode == 3:
+    if mode == VALUE:
         return out[0]
     result = cnp.PyArray_SimpleNew(1, &dim, typenum)
     memcpy(cnp.PyArray_DATA(result), out, k * sizeof(real))
@@ -642,8 +644,8 @@ cdef class Engine:
         ADAGRAD) and its settings; `state`, the arrays it keeps (n_params,)
         each: one for SGD with momentum, RMSProp and AdaGrad, two for Adam;
         `steps`, the updates already taken (Adam's bias correction)."""
-        cdef int needed = (2 if kind == 1 else 0 if (kind == SGD and momentum == 0)
-                           else 1 if kind in (0, 2, 3) else -1)
+        cdef int needed = (2 if kind == ADAM else 0 if (kind == SGD and momentum == 0)
+                           else 1 if kind in (SGD, RMSPROP, ADAGRAD) else -1)
         if needed < 0:
             raise ValueError(f"unknown optimizer kind {kind}")
         state = list(state)
@@ -785,9 +787,10 @@ cdef class Engine:
             self.guard.release()
 
     def predict_row(self, x, int mode):
-        """The prediction for one ready-made sample x (n_in,): mode 0 the
-        outputs, 1 the argmax label, 2 the label [output ≥ 0.5], 3 the single
-        output's value; None when x must take the checked path."""
+        """The prediction for one ready-made sample x (n_in,) in a
+        PredictMode (backprop._codes): the outputs, the argmax label, the
+        label [output ≥ 0.5] or the single output's value; None when x must
+        take the checked path."""
         cdef const char* data = self.ready(x, 1, self.plan.size[0], self.typenum)
         if data == NULL:
             return None

@@ -16,8 +16,9 @@ from kernels cimport (
     output_delta as k_output_delta, loss_value as k_loss_value,
     loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
     dense_backward as k_dense_backward, sgd_update as k_sgd_update,
-    Optimizer, optimizer_update as k_optimizer_update, STEP, CROSS_ENTROPY, ADAGRAD,
+    Optimizer, optimizer_update as k_optimizer_update,
 )
+from backprop._codes cimport STEP, CROSS_ENTROPY, ADAGRAD
 
 
 cdef int known(str name, int code, int last) except -1:

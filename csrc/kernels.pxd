@@ -23,6 +23,11 @@
 from libc.math cimport exp, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf, pow
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+from backprop._codes cimport (
+    IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, STEP,
+    MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, SGD, ADAM, RMSPROP, ADAGRAD,
+)
+
 cdef extern from "fastexp.h":
     float bp_expf(float x) noexcept nogil
 
@@ -38,32 +43,8 @@ ctypedef fused real:
     float
     double
 
-# Activation codes; backprop/activations.py uses the same numbers.
-cdef enum:
-    IDENTITY = 0
-    SIGMOID = 1
-    TANH = 2
-    RELU = 3
-    LEAKY_RELU = 4
-    SOFTMAX = 5
-    STEP = 6
-
-# Loss codes; backprop/losses.py uses the same numbers.
-cdef enum:
-    MSE = 0
-    BINARY_CROSS_ENTROPY = 1
-    CROSS_ENTROPY = 2
-
-# Optimizer codes; backprop/optimizers.py uses the same numbers.
-cdef enum:
-    SGD = 0
-    ADAM = 1
-    RMSPROP = 2
-    ADAGRAD = 3
-
-
 cdef struct Optimizer:
-    int kind
+    int kind              # an OptimizerKind
     double lr             # η
     double momentum       # SGD: v ← μ·v + g
     bint nesterov         # SGD: step along g + μ·v rather than v

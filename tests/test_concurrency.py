@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import backprop as bp
+from backprop._codes import ActivationCode, LossCode, OptimizerKind
 from backprop.callbacks import Callback
 
 IN_USE = "in use by another thread"
@@ -525,12 +526,12 @@ def test_a_copy_of_a_held_guard_is_free():
 
 
 @pytest.mark.parametrize("call", [
-    lambda: bp._ops.act_forward(np.ones((2, 2)), 99),
+    lambda: bp._ops.act_forward(np.ones((2, 2)), len(ActivationCode)),
     lambda: bp._ops.act_backward(np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 2)), -1),
-    lambda: bp._ops.loss_value(7, np.ones((2, 2)), np.ones((2, 2)), 1e-12),
+    lambda: bp._ops.loss_value(len(LossCode), np.ones((2, 2)), np.ones((2, 2)), 1e-12),
     lambda: bp._ops.dense_forward(np.ones((2, 3)), np.ones((2, 2)), np.ones((2, 3)),
-                                  np.ones(3), 12),
-    lambda: bp._ops.optimizer_update(*[np.ones(3)] * 4, kind=9, lr=0.1),
+                                  np.ones(3), len(ActivationCode)),
+    lambda: bp._ops.optimizer_update(*[np.ones(3)] * 4, kind=len(OptimizerKind), lr=0.1),
 ])
 def test_the_kernels_refuse_codes_the_core_does_not_have(call):
     with pytest.raises(ValueError, match="unknown .* code"):

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 from backprop import _ops
+from backprop._codes import ActivationCode as Act, LossCode as Loss
 from backprop._engine import Engine
 
-IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, STEP = range(7)
-MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY = range(3)
+TRAINABLE = [code for code in Act if code != Act.STEP]
 
-ACT_NAMES = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax",
-             "step"]
-LOSS_NAMES = ["mse", "bce", "ce"]
+
+def name(code):
+    return code.name.lower()
+
 SLOPE = 0.1                          # leaky_relu's negative slope
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -42,27 +43,27 @@ def ref_act(z, code, slope=SLOPE):
     """f(z), row-wise for softmax."""
     z = np.asarray(z, np.float64)
     return {
-        IDENTITY: lambda: z.copy(),
-        SIGMOID: lambda: sigmoid(z),
-        TANH: lambda: np.tanh(z),
-        RELU: lambda: np.maximum(z, 0),
-        LEAKY_RELU: lambda: np.where(z > 0, z, slope * z),
-        SOFTMAX: lambda: softmax(z),
-        STEP: lambda: np.where(z >= 0, 1.0, 0.0),
+        Act.IDENTITY: lambda: z.copy(),
+        Act.SIGMOID: lambda: sigmoid(z),
+        Act.TANH: lambda: np.tanh(z),
+        Act.RELU: lambda: np.maximum(z, 0),
+        Act.LEAKY_RELU: lambda: np.where(z > 0, z, slope * z),
+        Act.SOFTMAX: lambda: softmax(z),
+        Act.STEP: lambda: np.where(z >= 0, 1.0, 0.0),
     }[code]()
 
 
 def ref_act_backward(g, a, code, slope=SLOPE):
     """g ⊙ f′(z), with f′ taken from the outputs a = f(z)."""
     g, a = np.asarray(g, np.float64), np.asarray(a, np.float64)
-    if code == SOFTMAX:
+    if code == Act.SOFTMAX:
         return a * (g - (g * a).sum(axis=1, keepdims=True))
     return g * {
-        IDENTITY: lambda: np.ones_like(a),
-        SIGMOID: lambda: a * (1 - a),
-        TANH: lambda: 1 - a * a,
-        RELU: lambda: np.where(a > 0, 1.0, 0.0),
-        LEAKY_RELU: lambda: np.where(a > 0, 1.0, slope),
+        Act.IDENTITY: lambda: np.ones_like(a),
+        Act.SIGMOID: lambda: a * (1 - a),
+        Act.TANH: lambda: 1 - a * a,
+        Act.RELU: lambda: np.where(a > 0, 1.0, 0.0),
+        Act.LEAKY_RELU: lambda: np.where(a > 0, 1.0, slope),
     }[code]()
 
 
@@ -70,11 +71,11 @@ def ref_loss_forward_backward(loss, act, slope, z, y):
     """(a = f(z), delta = ∂L/∂z, mean loss) from the logits z."""
     z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
     n = z.shape[0]
-    if loss == MSE:
+    if loss == Loss.MSE:
         a = ref_act(z, act, slope)
         return (a, ref_act_backward((a - y) / n, a, act, slope),
                 ((a - y) ** 2).sum() / (2 * n))
-    if loss == BINARY_CROSS_ENTROPY:
+    if loss == Loss.BINARY_CROSS_ENTROPY:
         a = sigmoid(z)
         value = (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum()
         return a, (a - y) / n, value / n
@@ -84,18 +85,18 @@ def ref_loss_forward_backward(loss, act, slope, z, y):
 
 def ref_output_delta(loss, act, slope, a, y):
     a, y = np.asarray(a, np.float64), np.asarray(y, np.float64)
-    if loss == MSE:
+    if loss == Loss.MSE:
         return ref_act_backward((a - y) / len(a), a, act, slope)
     return (a - y) / len(a)
 
 
 def ref_loss_value(loss, p, y, eps):
     p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
-    if loss == MSE:
+    if loss == Loss.MSE:
         return 0.5 * ((p - y) ** 2).sum() / len(p)
     q = np.clip(p, eps, 1 - eps)
     total = -(y * np.log(q)).sum()
-    if loss == BINARY_CROSS_ENTROPY:
+    if loss == Loss.BINARY_CROSS_ENTROPY:
         total -= ((1 - y) * np.log(1 - q)).sum()
     return total / len(p)
 
@@ -103,10 +104,10 @@ def ref_loss_value(loss, p, y, eps):
 def ref_loss_gradient(loss, p, y, eps):
     p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
     n = len(p)
-    if loss == MSE:
+    if loss == Loss.MSE:
         return (p - y) / n
     q = np.clip(p, eps, 1 - eps)
-    if loss == BINARY_CROSS_ENTROPY:
+    if loss == Loss.BINARY_CROSS_ENTROPY:
         return (q - y) / (q * (1 - q) * n)
     return -y / (q * n)
 
@@ -208,7 +209,7 @@ def rng():
 # ------------------------------------------------------------ activations ---
 
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
-@pytest.mark.parametrize("code", range(7), ids=ACT_NAMES)
+@pytest.mark.parametrize("code", list(Act), ids=name)
 def test_act_forward(code, with_bias, dtype, rng):
     z = logits(rng, dtype)
     b = normal(rng, z.shape[1], dtype) if with_bias else None
@@ -220,15 +221,15 @@ def test_act_forward(code, with_bias, dtype, rng):
 
 def test_act_forward_step_and_relu_at_zero(dtype):
     z = np.array([[-1e-30, 0.0, 1e-30]], dtype)
-    for code, expected in [(STEP, [0, 1, 1]), (RELU, [0, 0, 1e-30]),
-                           (LEAKY_RELU, [-SLOPE * 1e-30, 0, 1e-30])]:
+    for code, expected in [(Act.STEP, [0, 1, 1]), (Act.RELU, [0, 0, 1e-30]),
+                           (Act.LEAKY_RELU, [-SLOPE * 1e-30, 0, 1e-30])]:
         a = z.copy()
         _ops.act_forward(a, code, SLOPE)
         assert_close(a, [expected], dtype)
 
 
 @pytest.mark.parametrize("in_place", [False, True], ids=["out", "inplace"])
-@pytest.mark.parametrize("code", range(6), ids=ACT_NAMES[:6])
+@pytest.mark.parametrize("code", TRAINABLE, ids=name)
 def test_act_backward(code, in_place, dtype, rng):
     a = ref_act(logits(rng, dtype), code).astype(dtype)
     g = normal(rng, a.shape, dtype)
@@ -243,24 +244,24 @@ def test_act_backward(code, in_place, dtype, rng):
 
 # ----------------------------------------------------------------- losses ---
 
-@pytest.mark.parametrize("act", range(6), ids=ACT_NAMES[:6])
+@pytest.mark.parametrize("act", TRAINABLE, ids=name)
 def test_mse_forward_backward(act, dtype, rng):
     z = normal(rng, (6, 4), dtype, 2.0)
     y = normal(rng, (6, 4), dtype)
-    a_exp, delta_exp, value_exp = ref_loss_forward_backward(MSE, act, SLOPE, z, y)
+    a_exp, delta_exp, value_exp = ref_loss_forward_backward(Loss.MSE, act, SLOPE, z, y)
     a, delta = z.copy(), nans(z.shape, dtype)
-    value = _ops.loss_forward_backward(MSE, act, SLOPE, a, delta, y)
+    value = _ops.loss_forward_backward(Loss.MSE, act, SLOPE, a, delta, y)
     assert_close(a, a_exp, dtype)
     assert_close(delta, delta_exp, dtype)
     assert_close(value, value_exp, dtype)
 
 
 def test_mse_forward_with_step_value(dtype, rng):
-    # STEP is never trained through, but evaluate() still takes its loss.
+    # Step is never trained through, but evaluate() still takes its loss.
     z = normal(rng, (6, 4), dtype)
     y = (rng.random((6, 4)) < 0.5).astype(dtype)
     a = z.copy()
-    value = _ops.loss_forward_backward(MSE, STEP, 0.0, a, nans(z.shape, dtype), y)
+    value = _ops.loss_forward_backward(Loss.MSE, Act.STEP, 0.0, a, nans(z.shape, dtype), y)
     step = (z >= 0).astype(np.float64)
     assert_close(a, step, dtype)
     assert_close(value, ((step - y) ** 2).sum() / (2 * 6), dtype)
@@ -272,9 +273,9 @@ def test_bce_forward_backward(scale, dtype, rng):
     y = (rng.random((8, 5)) < 0.5).astype(dtype)
     y[-1] = rng.random(5)                       # soft targets too
     a_exp, delta_exp, value_exp = ref_loss_forward_backward(
-        BINARY_CROSS_ENTROPY, SIGMOID, 0.0, z, y)
+        Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID, 0.0, z, y)
     a, delta = z.copy(), nans(z.shape, dtype)
-    value = _ops.loss_forward_backward(BINARY_CROSS_ENTROPY, SIGMOID, 0.0,
+    value = _ops.loss_forward_backward(Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID, 0.0,
                                        a, delta, y)
     assert_close(a, a_exp, dtype)
     assert_close(delta, delta_exp, dtype)
@@ -286,7 +287,7 @@ def test_bce_extreme_by_hand(dtype):
     z = np.array([[1e4, -1e4, 1e4, -1e4]], dtype)
     y = np.array([[0, 1, 1, 0]], dtype)
     a, delta = z.copy(), nans(z.shape, dtype)
-    value = _ops.loss_forward_backward(BINARY_CROSS_ENTROPY, SIGMOID, 0.0,
+    value = _ops.loss_forward_backward(Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID, 0.0,
                                        a, delta, y)
     assert_close(value, 2e4, dtype)
     assert_close(a, [[1, 0, 1, 0]], dtype)
@@ -301,9 +302,9 @@ def test_ce_forward_backward(targets, scale, dtype, rng):
     z[1] -= 2 * scale + 1000                    # a row far below zero
     y = targets(rng, 8, 5, dtype)
     a_exp, delta_exp, value_exp = ref_loss_forward_backward(
-        CROSS_ENTROPY, SOFTMAX, 0.0, z, y)
+        Loss.CROSS_ENTROPY, Act.SOFTMAX, 0.0, z, y)
     a, delta = z.copy(), nans(z.shape, dtype)
-    value = _ops.loss_forward_backward(CROSS_ENTROPY, SOFTMAX, 0.0, a, delta, y)
+    value = _ops.loss_forward_backward(Loss.CROSS_ENTROPY, Act.SOFTMAX, 0.0, a, delta, y)
     assert_close(a, a_exp, dtype)
     assert_close(delta, delta_exp, dtype)
     assert_close(value, value_exp, dtype)
@@ -313,16 +314,16 @@ def test_ce_extreme_by_hand(dtype):
     z = np.array([[1e4, -1e4], [-1e4, 1e4]], dtype)
     y = np.array([[0, 1], [0, 1]], dtype)       # wrong by 2e4, then right
     a, delta = z.copy(), nans(z.shape, dtype)
-    value = _ops.loss_forward_backward(CROSS_ENTROPY, SOFTMAX, 0.0, a, delta, y)
+    value = _ops.loss_forward_backward(Loss.CROSS_ENTROPY, Act.SOFTMAX, 0.0, a, delta, y)
     assert_close(value, 2e4 / 2, dtype)
     assert_close(a, [[1, 0], [0, 1]], dtype)
     assert_close(delta, [[0.5, -0.5], [0, 0]], dtype)
 
 
-@pytest.mark.parametrize("loss, act", [(MSE, c) for c in range(6)]
-                         + [(BINARY_CROSS_ENTROPY, SIGMOID),
-                            (CROSS_ENTROPY, SOFTMAX)],
-                         ids=[f"mse-{ACT_NAMES[c]}" for c in range(6)]
+@pytest.mark.parametrize("loss, act", [(Loss.MSE, c) for c in TRAINABLE]
+                         + [(Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID),
+                            (Loss.CROSS_ENTROPY, Act.SOFTMAX)],
+                         ids=[f"mse-{name(c)}" for c in TRAINABLE]
                          + ["bce-sigmoid", "ce-softmax"])
 def test_output_delta(loss, act, dtype, rng):
     a = ref_act(normal(rng, (6, 4), dtype, 2.0), act).astype(dtype)
@@ -336,15 +337,15 @@ def probabilities_and_targets(loss, rng, dtype):
     """p in [0, 1] with exact 0s and 1s (clipped), and matching targets."""
     p = rng.uniform(0.01, 0.99, (6, 4))
     p[0, :3] = [0.0, 1.0, 1e-12]
-    y = {MSE: lambda: rng.standard_normal((6, 4)),
-         BINARY_CROSS_ENTROPY: lambda: (rng.random((6, 4)) < 0.5) * 1.0,
-         CROSS_ENTROPY: lambda: one_hot(rng, 6, 4, np.float64)}[loss]()
-    y[0, :2] = [1.0, 0.0] if loss == CROSS_ENTROPY else [1.0, 1.0]
+    y = {Loss.MSE: lambda: rng.standard_normal((6, 4)),
+         Loss.BINARY_CROSS_ENTROPY: lambda: (rng.random((6, 4)) < 0.5) * 1.0,
+         Loss.CROSS_ENTROPY: lambda: one_hot(rng, 6, 4, np.float64)}[loss]()
+    y[0, :2] = [1.0, 0.0] if loss == Loss.CROSS_ENTROPY else [1.0, 1.0]
     y[-1] = prob_rows(rng, 1, 4, np.float64)    # a soft row
     return np.ascontiguousarray(p, dtype), np.ascontiguousarray(y, dtype)
 
 
-@pytest.mark.parametrize("loss", range(3), ids=LOSS_NAMES)
+@pytest.mark.parametrize("loss", list(Loss), ids=name)
 def test_loss_value(loss, dtype, rng):
     eps = float(np.finfo(dtype).eps)
     p, y = probabilities_and_targets(loss, rng, dtype)
@@ -352,7 +353,7 @@ def test_loss_value(loss, dtype, rng):
     assert_close(value, ref_loss_value(loss, p, y, eps), dtype)
 
 
-@pytest.mark.parametrize("loss", range(3), ids=LOSS_NAMES)
+@pytest.mark.parametrize("loss", list(Loss), ids=name)
 def test_loss_gradient(loss, dtype, rng):
     eps = float(np.finfo(dtype).eps)
     p, y = probabilities_and_targets(loss, rng, dtype)
@@ -361,13 +362,13 @@ def test_loss_gradient(loss, dtype, rng):
     assert_close(g, ref_loss_gradient(loss, p, y, eps), dtype)
 
 
-@pytest.mark.parametrize("loss", [BINARY_CROSS_ENTROPY, CROSS_ENTROPY],
-                         ids=LOSS_NAMES[1:])
+@pytest.mark.parametrize("loss", [Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY],
+                         ids=name)
 def test_loss_value_matches_fused_loss(loss, dtype, rng):
     # −Σ y log f(z) on moderate logits is what the fused stable pass returns.
     z = normal(rng, (6, 4), dtype)
     y = prob_rows(rng, 6, 4, dtype)
-    act = SIGMOID if loss == BINARY_CROSS_ENTROPY else SOFTMAX
+    act = Act.SIGMOID if loss == Loss.BINARY_CROSS_ENTROPY else Act.SOFTMAX
     p = ref_act(z, act).astype(dtype)
     value = _ops.loss_value(loss, p, y, 1e-30)
     assert_close(value, ref_loss_forward_backward(loss, act, 0.0, z, y)[2], dtype)
@@ -387,7 +388,7 @@ def dense_inputs(rng, rows, n_in, n_out, dtype):
     return x, W, b
 
 
-@pytest.mark.parametrize("code", range(7), ids=ACT_NAMES)
+@pytest.mark.parametrize("code", list(Act), ids=name)
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 def test_dense_forward(shape, code, dtype, rng):
     x, W, b = dense_inputs(rng, *shape, dtype)
@@ -395,7 +396,7 @@ def test_dense_forward(shape, code, dtype, rng):
     expected = ref_act(z, code)
     out = nans((shape[0], shape[2]), dtype)
     assert _ops.dense_forward(out, x, W, b, code, SLOPE) is None
-    if code == STEP:                 # only where rounding cannot flip the sign
+    if code == Act.STEP:             # only where rounding cannot flip the sign
         keep = np.abs(z) > 1e-3
         assert keep.any()
         out, expected = out[keep], expected[keep]
@@ -428,9 +429,9 @@ def test_sgd_update(dtype, rng):
 # ----------------------------------------------------------------- engine ---
 
 # (sizes, acts, slopes, loss); the first is the network of the brief.
-NETS = [([4, 6, 3], [RELU, SOFTMAX], [0.0, 0.0], CROSS_ENTROPY),
-        ([4, 6, 3], [TANH, SIGMOID], [0.0, 0.0], BINARY_CROSS_ENTROPY),
-        ([4, 5, 6, 2], [LEAKY_RELU, SIGMOID, IDENTITY], [SLOPE, 0.0, 0.0], MSE)]
+NETS = [([4, 6, 3], [Act.RELU, Act.SOFTMAX], [0.0, 0.0], Loss.CROSS_ENTROPY),
+        ([4, 6, 3], [Act.TANH, Act.SIGMOID], [0.0, 0.0], Loss.BINARY_CROSS_ENTROPY),
+        ([4, 5, 6, 2], [Act.LEAKY_RELU, Act.SIGMOID, Act.IDENTITY], [SLOPE, 0.0, 0.0], Loss.MSE)]
 NET_IDS = ["relu-softmax-ce", "tanh-sigmoid-bce", "leaky-sigmoid-identity-mse"]
 CAPACITY = 8
 
@@ -440,9 +441,9 @@ def n_params(sizes):
 
 
 def targets_for(loss, rng, rows, cols, dtype):
-    if loss == CROSS_ENTROPY:
+    if loss == Loss.CROSS_ENTROPY:
         return one_hot(rng, rows, cols, dtype)
-    if loss == BINARY_CROSS_ENTROPY:
+    if loss == Loss.BINARY_CROSS_ENTROPY:
         return (rng.random((rows, cols)) < 0.5).astype(dtype)
     return normal(rng, (rows, cols), dtype)
 
@@ -486,7 +487,8 @@ def test_engine_forward(net, rows, dtype, rng):
 def test_engine_forward_brief_formula(dtype, rng):
     # The brief's network written out: softmax(relu(X @ W0 + b0) @ W1 + b1).
     params = normal(rng, 4 * 6 + 6 + 6 * 3 + 3, dtype)
-    engine = Engine(sizes=[4, 6, 3], acts=[3, 5], slopes=[0.0, 0.0], loss=2,
+    engine = Engine(sizes=[4, 6, 3], acts=[Act.RELU, Act.SOFTMAX], slopes=[0.0, 0.0],
+                    loss=Loss.CROSS_ENTROPY,
                     params=params, grads=np.zeros_like(params), capacity=8)
     p = params.astype(np.float64)
     W0, b0, W1, b1 = p[:24].reshape(4, 6), p[24:30], p[30:48].reshape(6, 3), p[48:]

@@ -8,6 +8,7 @@ import pytest
 import backprop as bp
 from backprop import _ops
 from backprop import optimizers as O
+from backprop._codes import OptimizerKind
 
 
 def numpy_steps(kind, w, grads, lr, momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
@@ -40,8 +41,7 @@ def numpy_steps(kind, w, grads, lr, momentum=0.0, nesterov=False, beta1=0.9, bet
     return w
 
 
-KINDS = {"sgd": O.KIND_SGD, "adam": O.KIND_ADAM, "rmsprop": O.KIND_RMSPROP,
-         "adagrad": O.KIND_ADAGRAD}
+KINDS = {kind.name.lower(): kind for kind in OptimizerKind}
 CASES = [
     ("sgd", {}), ("sgd", dict(momentum=0.9)), ("sgd", dict(momentum=0.9, nesterov=True)),
     ("adam", {}), ("adam", dict(beta1=0.5, beta2=0.9, eps=1e-6)),

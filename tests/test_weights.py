@@ -4,12 +4,14 @@ import pytest
 
 import backprop as bp
 from backprop import _ops
+from backprop._codes import ActivationCode as Act, LossCode as Loss
 
-MSE, BCE, CE = range(3)
+MSE, BCE, CE = Loss.MSE, Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("loss,act", [(MSE, 2), (BCE, 1), (CE, 5)])
+@pytest.mark.parametrize("loss,act", [(MSE, Act.TANH), (BCE, Act.SIGMOID),
+                                      (CE, Act.SOFTMAX)])
 def test_weighted_loss_kernel_matches_numpy(loss, act, dtype):
     rng = np.random.default_rng(0)
     z = rng.normal(size=(6, 3))
