@@ -439,7 +439,8 @@ def _info(args) -> int:
     print(f"backprop {__version__} ({os.path.dirname(os.path.abspath(__file__))})")
     print(f"python {platform.python_version()} ({platform.machine()}), "
           f"numpy {np.__version__}, scipy {scipy.__version__}")
-    print("compiled core: backprop._ops, backprop._engine (Cython, float32 and float64)")
+    print("compiled core: backprop._ops, backprop._engine, backprop._codes "
+          "(Cython, float32 and float64)")
     print(f"BLAS: {blas['config']} ({blas['library'] or 'not found'})")
     print(f"BLAS threads: {blas['threads']} (OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OPENBLAS_NUM_THREADS="
