@@ -27,104 +27,12 @@ from kernels cimport (
     dense_backward, dense_backward_sgd, act_backward, loss_forward_backward, Optimizer,
     optimizer_update, SGD, count_correct,
 )
-
-
-# The BLAS pool's thread count, read and set through the functions that
-# backprop._threads finds in scipy's OpenBLAS (NULL where there are none).
-ctypedef int (*get_threads_fn)() noexcept nogil
-ctypedef void (*set_threads_fn)(int) noexcept nogil
-cdef get_threads_fn blas_get_threads = NULL
-cdef set_threads_fn blas_set_threads = NULL
+from threads cimport set_thread_functions, enter_threads, product_threads, leave_threads
 
 
 def set_blas_thread_functions(size_t get_address, size_t set_address):
     """Install the C functions that read and set the BLAS thread count."""
-    global blas_get_threads, blas_set_threads
-    blas_get_threads = <get_threads_fn>get_address
-    blas_set_threads = <set_threads_fn>set_address
-
-
-# A spin lock around the bookkeeping of enter_threads and leave_threads (a
-# few instructions and the pool's resizing, never a product).  Without it a
-# call beginning while the last one ends can read the pool at that call's
-# reduced size, take it for the user's, and leave the pool there for good.
-cdef extern from *:
-    """
-    #include <sched.h>
-    static int backprop_threads_lock = 0;
-    static inline void backprop_lock_threads(void) {
-        while (__atomic_exchange_n(&backprop_threads_lock, 1, __ATOMIC_ACQUIRE))
-            while (__atomic_load_n(&backprop_threads_lock, __ATOMIC_RELAXED))
-                sched_yield();      /* the holder may be off its core */
-    }
-    static inline void backprop_unlock_threads(void) {
-        __atomic_store_n(&backprop_threads_lock, 0, __ATOMIC_RELEASE);
-    }
-    """
-    void lock_threads "backprop_lock_threads" () noexcept nogil
-    void unlock_threads "backprop_unlock_threads" () noexcept nogil
-
-# Engine calls running right now, in any thread, and the pool's size when the
-# first of them began (what the user set, or threadpoolctl, or the default);
-# both change only under the lock.
-cdef int running_calls = 0
-cdef int outer_threads = 0
-# The running call's thread count for large products, and whether it lets
-# each layer choose (see product_threads).
-cdef int call_threads = 0
-cdef bint per_product = False
-
-# A matrix product below this many floating-point operations runs on one
-# thread: handing half of it to a second thread costs about what it saves,
-# and on a busy machine far more (a 64-128-64-10 step at batch 64 took 16 ms
-# instead of 76 µs on two threads while the other core was busy).
-cdef double PRODUCT_THREAD_FLOPS = 4e6
-
-
-cdef inline void enter_threads(int want) noexcept nogil:
-    # Size the BLAS pool for a call that wants `want` threads (0: choose per
-    # product, up to the pool's size as the user set it).  While two engine
-    # calls run at once (networks trained in two Python threads), each runs
-    # on one thread: two threads each would oversubscribe the cores.
-    global running_calls, outer_threads, call_threads, per_product
-    cdef int running, target
-    if blas_get_threads == NULL or blas_set_threads == NULL:
-        return
-    lock_threads()
-    running_calls += 1
-    running = running_calls
-    if running == 1:
-        outer_threads = blas_get_threads()
-    target = 1 if running > 1 else (min(want, outer_threads) if want > 0 else outer_threads)
-    call_threads = target
-    per_product = want <= 0 and target > 1
-    if blas_get_threads() != target:
-        blas_set_threads(target)
-    unlock_threads()
-
-
-cdef inline void product_threads(double flops) noexcept nogil:
-    # Before a layer's products (each of `flops` operations): one thread for
-    # small products, the call's count for large ones.  No lock: while a call
-    # runs, no other reads or restores the pool's size from before.
-    cdef int t
-    if not per_product or blas_get_threads == NULL:
-        return
-    t = 1 if (flops < PRODUCT_THREAD_FLOPS or running_calls > 1) else call_threads
-    if blas_get_threads() != t:
-        blas_set_threads(t)
-
-
-cdef inline void leave_threads() noexcept nogil:
-    # The last call to finish gives the pool back its size from before.
-    global running_calls
-    if blas_get_threads == NULL or blas_set_threads == NULL:
-        return
-    lock_threads()
-    running_calls -= 1
-    if running_calls == 0 and blas_get_threads() != outer_threads:
-        blas_set_threads(outer_threads)
-    unlock_threads()
+    set_thread_functions(get_address, set_address)
 
 
 cdef struct Plan:
