@@ -6,11 +6,20 @@
 # lives in the flat parameter buffer) and a workspace allocated once, sized by
 # the largest batch it will see.  A forward pass, a training step (forward,
 # loss, backward, update) and a whole epoch (gather shuffled rows, step, step,
-# ...) are each one call that releases the GIL and allocates nothing.
+# ...) are each one call that releases the GIL and allocates nothing.  The
+# Guard marks a network as in use by one thread.
+#
+# This file holds the Engine and the Guard; the C code they call is shared
+# the way kernels.pxd is (inline functions compiled into this module):
+#
+#   threads.pxd   the BLAS pool's thread count during a call
+#   shuffle.pxd   the seeded random stream, the epoch's shuffle, the row gather
+#   plan.pxd      the Plan: the network's layout and its workspace
+#   epoch.pxd     forward, loss and gradient, update, step, epoch, inference
+#   ready.pxd     the fast path for ready-made input (train_step, one-row predict)
 
 from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
 from cpython.pythread cimport PyThread_get_thread_ident
 
 cimport numpy as cnp
@@ -25,7 +34,8 @@ from kernels cimport (
 from threads cimport set_thread_functions, enter_threads, leave_threads
 from shuffle cimport shuffle
 from plan cimport Plan
-from epoch cimport forward_rows, loss_and_grad, update, run_epoch, infer
+from epoch cimport loss_and_grad, update, run_epoch, infer
+from ready cimport ready, targets_ready, step_rows, predict_one
 
 
 def set_blas_thread_functions(size_t get_address, size_t set_address):
@@ -38,80 +48,6 @@ def shuffled(Py_ssize_t[::1] perm, unsigned long long seed):
     who want the same order)."""
     with nogil:
         shuffle(&perm[0], perm.shape[0], seed)
-
-
-# -- ready-made input -------------------------------------------------------
-# The checked path (the Python layer) converts and validates anything a user
-# passes.  Inputs that are already exactly what the core takes skip it: the
-# functions below only say yes or no, and on no the checked path runs and
-# explains.  This keeps a single train_step or one-row predict to a few µs.
-
-cdef bint copy_targets(real* out, const real* y, Py_ssize_t n,
-                       bint unit_range) noexcept nogil:
-    # out ← y, if every value is finite (and within [0, 1] when unit_range).
-    cdef Py_ssize_t i
-    for i in range(n):
-        if not isfinite(y[i]) or (unit_range and (y[i] < 0 or y[i] > 1)):
-            return False
-        out[i] = y[i]
-    return True
-
-
-cdef bint labels_to_targets(real* out, const long long* labels, Py_ssize_t rows,
-                            Py_ssize_t k, bint one_hot) noexcept nogil:
-    # out (rows, k) ← one-hot rows of the class labels (one_hot), or the 0/1
-    # labels themselves (k = 1); False if a label is out of range.
-    cdef Py_ssize_t i, j
-    for i in range(rows):
-        if labels[i] < 0 or labels[i] >= (k if one_hot else 2):
-            return False
-        if one_hot:
-            for j in range(k):
-                out[i * k + j] = 0
-            out[i * k + labels[i]] = 1
-        else:
-            out[i] = <real>labels[i]
-    return True
-
-
-cdef double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,
-                      bint do_update, int threads) noexcept nogil:
-    # loss_and_grad on x and the targets in p.ybuf, then the update.
-    enter_threads(threads)
-    cdef double value = loss_and_grad(x, <real*>p.ybuf, <real*>NULL, p, rows, NULL)
-    if do_update:
-        update(p, lr)
-    leave_threads()
-    return value
-
-
-cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
-                        int threads):
-    # The prediction for one row x (size[0],): mode 0 the outputs (a new
-    # array), 1 the argmax label, 2 the label [output ≥ 0.5], 3 the output.
-    cdef Py_ssize_t j, best = 0, k = p.size[p.n_layers]
-    cdef const real* out = <real*>p.out[p.n_layers - 1]
-    cdef cnp.npy_intp dim = k
-    if not all_finite(x, p.size[0]):
-        return None
-    with nogil:
-        enter_threads(threads)
-        forward_rows(x, p, 1, <real*>NULL, False)
-        leave_threads()
-    if not all_finite(out, k):          # finite inputs that overflow: the checked path explains
-        return None
-    if mode == 1:
-        for j in range(1, k):
-            if out[j] > out[best]:
-                best = j
-        return best
-    if mode == 2:
-        return 1 if out[0] >= 0.5 else 0
-    if mode == 3:
-        return out[0]
-    result = cnp.PyArray_SimpleNew(1, &dim, typenum)
-    memcpy(cnp.PyArray_DATA(result), out, k * sizeof(real))
-    return result
 
 
 cdef inline char* data_of(cnp.ndarray arr) except? NULL:
@@ -376,60 +312,11 @@ cdef class Engine:
         cdef Py_ssize_t limit = (16 << 20) // (width * self.dtype.itemsize)
         return max(1, min(n, 4096, limit))
 
-    cdef const char* ready(self, object arr, int ndim, Py_ssize_t cols,
-                           int typenum):
-        # The data of `arr` if it is an aligned, C-contiguous ndarray of
-        # `typenum`, `ndim`-D with `cols` columns (length, for 1-D) and at
-        # least one row; else NULL.
-        cdef cnp.ndarray a
-        if not cnp.PyArray_Check(arr):
-            return NULL
-        a = <cnp.ndarray>arr
-        if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim
-                or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a)
-                or cnp.PyArray_DIMS(a)[ndim - 1] != cols or cnp.PyArray_DIMS(a)[0] < 1):
-            return NULL
-        return <const char*>cnp.PyArray_DATA(a)
-
-    cdef bint targets_ready(self, object y, Py_ssize_t rows):
-        # Fill the workspace's targets from y if y is ready-made: class labels
-        # (int64, (rows,)) for cross-entropy or 0/1 labels for one sigmoid
-        # output, or finite floats of the engine's dtype, (rows, k) or (rows,)
-        # for k = 1, within [0, 1] for binary cross-entropy.
-        cdef Py_ssize_t k = self.plan.size[self.plan.n_layers]
-        cdef const char* data
-        cdef int loss = self.plan.loss
-        cdef bint is_double = self.typenum == cnp.NPY_DOUBLE
-        if loss == CROSS_ENTROPY or (loss == BINARY_CROSS_ENTROPY and k == 1):
-            data = self.ready(y, 1, rows, cnp.NPY_INT64)
-            if data != NULL:
-                if is_double:
-                    return labels_to_targets(<double*>self.plan.ybuf,
-                                             <const long long*>data, rows, k,
-                                             loss == CROSS_ENTROPY)
-                return labels_to_targets(<float*>self.plan.ybuf,
-                                         <const long long*>data, rows, k,
-                                         loss == CROSS_ENTROPY)
-            if loss == CROSS_ENTROPY:
-                return False
-        data = self.ready(y, 2, k, self.typenum)
-        if data == NULL and k == 1:
-            data = self.ready(y, 1, rows, self.typenum)
-        elif data != NULL and (<cnp.ndarray>y).shape[0] != rows:
-            data = NULL
-        if data == NULL:
-            return False
-        if is_double:
-            return copy_targets(<double*>self.plan.ybuf, <const double*>data,
-                                rows * k, loss == BINARY_CROSS_ENTROPY)
-        return copy_targets(<float*>self.plan.ybuf, <const float*>data, rows * k,
-                            loss == BINARY_CROSS_ENTROPY)
-
     def step_ready(self, X, y, double lr, bint update):
         """A training step (or, without update, the gradient only) on (X, y)
         if both are ready-made (see `ready`, `targets_ready`); returns the
         mean loss, or None when the checked path must convert or explain."""
-        cdef const char* x = self.ready(X, 2, self.plan.size[0], self.typenum)
+        cdef const char* x = ready(X, 2, self.plan.size[0], self.typenum)
         cdef Py_ssize_t rows
         cdef double value
         cdef int threads
@@ -440,7 +327,7 @@ cdef class Engine:
             return None
         self.guard.claim()                     # (targets_ready writes to the workspace)
         try:
-            if not self.targets_ready(y, rows):
+            if not targets_ready(&self.plan, self.typenum, y, rows):
                 return None
             threads = self.n_threads
             if self.typenum == cnp.NPY_DOUBLE:
@@ -462,7 +349,7 @@ cdef class Engine:
         """The prediction for one ready-made sample x (n_in,): mode 0 the
         outputs, 1 the argmax label, 2 the label [output ≥ 0.5], 3 the single
         output's value; None when x must take the checked path."""
-        cdef const char* data = self.ready(x, 1, self.plan.size[0], self.typenum)
+        cdef const char* data = ready(x, 1, self.plan.size[0], self.typenum)
         if data == NULL:
             return None
         self.guard.claim()
