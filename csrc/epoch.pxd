@@ -43,7 +43,7 @@ cdef inline double loss_and_grad(const real* x, const real* y, const real* sw, P
     # The output activations land in `last` (or the workspace when NULL).
     # With sgd_lr > 0 each layer instead takes its plain SGD step at that
     # rate as its gradient is found (dense_backward_sgd; grads then holds
-    # only the bias gradients).
+    # only the bias gradients), which update must then count.
     cdef int l, L = p.n_layers - 1
     cdef real* w = <real*>p.params
     cdef real* g = <real*>p.grads
@@ -80,9 +80,14 @@ cdef inline bint plain_sgd(const Plan* p) noexcept nogil:
             and p.opt.weight_decay == 0 and p.opt.clip_norm <= 0)
 
 
-cdef inline void update(Plan* p, real lr) noexcept nogil:
-    # The optimizer's step on the flat parameters, from the flat gradient.
+cdef inline void update(Plan* p, real lr, bint fused=False) noexcept nogil:
+    # The optimizer's step on the flat parameters, from the flat gradient;
+    # with `fused`, the plain SGD step loss_and_grad already took at rate lr.
+    # Either way the step is counted once (opt.t).
     p.opt.lr = lr
+    if fused:
+        p.opt.t += 1
+        return
     optimizer_update(&p.opt, <real*>p.params, <real*>p.grads, <real*>p.state1,
                      <real*>p.state2, p.n_params)
 
@@ -93,14 +98,9 @@ cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan
     # update, fused for plain SGD (grads then keeps no weight gradients,
     # which is why train_step, whose grads users read, does not fuse).
     # Returns the batch's mean loss.
-    cdef double value
-    if plain_sgd(p) and lr > 0:
-        value = loss_and_grad(x, y, sw, p, rows, NULL, lr)
-        p.opt.lr = lr
-        p.opt.t += 1
-        return value
-    value = loss_and_grad(x, y, sw, p, rows, NULL)
-    update(p, lr)
+    cdef bint fused = plain_sgd(p) and lr > 0
+    cdef double value = loss_and_grad(x, y, sw, p, rows, NULL, lr if fused else 0)
+    update(p, lr, fused)
     return value
 
 
