@@ -303,9 +303,8 @@ cdef class Engine:
 
     def inference_rows(self, Py_ssize_t n):
         """Rows of the inference chunk for n rows: all of them, up to 4,096
-        and up to what keeps the activations within 16 MiB (bigger products
-        use BLAS better; a 10,000-row predict of a 784-256-10 network took
-        42 ms in chunks of 128 rows, 32.6 ms in chunks of 1,024)."""
+        and up to what keeps the activations within 16 MiB: bigger products
+        use BLAS better (docs/performance.md)."""
         cdef Py_ssize_t l, width = 0
         for l in range(self.plan.n_layers):
             width += self.plan.size[l + 1]

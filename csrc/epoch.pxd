@@ -75,7 +75,7 @@ cdef inline double loss_and_grad(const real* x, const real* y, const real* sw, P
 cdef inline bint plain_sgd(const Plan* p) noexcept nogil:
     # SGD without momentum, L2, decay or clipping: its step can run inside
     # the backward pass (dense_backward_sgd), which saves a pass over the
-    # weights and over their gradient: 5–8 % of a W3 or W4 step.
+    # weights and one over their gradient.
     return (p.opt.kind == SGD and p.opt.momentum == 0 and p.opt.l2 == 0
             and p.opt.weight_decay == 0 and p.opt.clip_norm <= 0)
 

@@ -5,8 +5,7 @@
 # The checked path (the Python layer) converts and validates anything a user
 # passes.  Inputs that are already exactly what the core takes skip it: the
 # functions below only say yes or no (NULL, False or None), and on no the
-# checked path runs and explains.  This keeps a single train_step or one-row
-# predict to a few µs.
+# checked path runs and explains.
 
 from libc.math cimport isfinite
 from libc.string cimport memcpy
