@@ -9,14 +9,16 @@
 # ...) are each one call that releases the GIL and allocates nothing.  The
 # Guard marks a network as in use by one thread.
 #
-# This file holds the Engine and the Guard; the C code they call is shared
-# the way kernels.pxd is (inline functions compiled into this module):
+# This file holds the Engine and the Guard.  The C code they call is all
+# compiled into this one module: the .pxd files are inline functions,
+# cimported the way kernels.pxd is; the .pxi files are included as text, so
+# that their functions compile as if written here.
 #
 #   threads.pxd   the BLAS pool's thread count during a call
 #   shuffle.pxd   the seeded random stream, the epoch's shuffle, the row gather
 #   plan.pxd      the Plan: the network's layout and its workspace
-#   epoch.pxd     forward, loss and gradient, update, step, epoch, inference
-#   ready.pxd     the fast path for ready-made input (train_step, one-row predict)
+#   epoch.pxi     forward, loss and gradient, update, step, epoch, inference
+#   ready.pxi     the fast path for ready-made input (train_step, one-row predict)
 
 from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
@@ -34,8 +36,9 @@ from kernels cimport (
 from threads cimport set_thread_functions, enter_threads, leave_threads
 from shuffle cimport shuffle
 from plan cimport Plan
-from epoch cimport loss_and_grad, update, run_epoch, infer
-from ready cimport ready, targets_ready, step_rows, predict_one
+
+include "epoch.pxi"
+include "ready.pxi"
 
 
 def set_blas_thread_functions(size_t get_address, size_t set_address):

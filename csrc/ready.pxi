@@ -1,11 +1,8 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
-# cython: initializedcheck=False, cdivision=True
-#
 # Ready-made input: the fast path of a single train_step or one-row predict.
 # The checked path (the Python layer) converts and validates anything a user
 # passes.  Inputs that are already exactly what the core takes skip it: the
 # functions below only say yes or no (NULL, False or None), and on no the
-# checked path runs and explains.
+# checked path runs and explains.  Included into _engine.pyx (see there).
 
 from libc.math cimport isfinite
 from libc.string cimport memcpy
@@ -14,11 +11,10 @@ cimport numpy as cnp
 
 from kernels cimport real, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, all_finite
 from plan cimport Plan
-from epoch cimport forward_rows, loss_and_grad, update
 from threads cimport enter_threads, leave_threads
 
 
-cdef inline const char* ready(object arr, int ndim, Py_ssize_t cols, int typenum):
+cdef const char* ready(object arr, int ndim, Py_ssize_t cols, int typenum):
     # The data of `arr` if it is an aligned, C-contiguous ndarray of
     # `typenum`, `ndim`-D with `cols` columns (length, for 1-D) and at
     # least one row; else NULL.
@@ -33,8 +29,8 @@ cdef inline const char* ready(object arr, int ndim, Py_ssize_t cols, int typenum
     return <const char*>cnp.PyArray_DATA(a)
 
 
-cdef inline bint copy_targets(real* out, const real* y, Py_ssize_t n,
-                              bint unit_range) noexcept nogil:
+cdef bint copy_targets(real* out, const real* y, Py_ssize_t n,
+                       bint unit_range) noexcept nogil:
     # out ← y, if every value is finite (and within [0, 1] when unit_range).
     cdef Py_ssize_t i
     for i in range(n):
@@ -44,8 +40,8 @@ cdef inline bint copy_targets(real* out, const real* y, Py_ssize_t n,
     return True
 
 
-cdef inline bint labels_to_targets(real* out, const long long* labels, Py_ssize_t rows,
-                                   Py_ssize_t k, bint one_hot) noexcept nogil:
+cdef bint labels_to_targets(real* out, const long long* labels, Py_ssize_t rows,
+                            Py_ssize_t k, bint one_hot) noexcept nogil:
     # out (rows, k) ← one-hot rows of the class labels (one_hot), or the 0/1
     # labels themselves (k = 1); False if a label is out of range.
     cdef Py_ssize_t i, j
@@ -61,7 +57,7 @@ cdef inline bint labels_to_targets(real* out, const long long* labels, Py_ssize_
     return True
 
 
-cdef inline bint targets_ready(Plan* p, int typenum, object y, Py_ssize_t rows):
+cdef bint targets_ready(Plan* p, int typenum, object y, Py_ssize_t rows):
     # Fill the workspace's targets (p.ybuf) from y if y is ready-made: class
     # labels (int64, (rows,)) for cross-entropy or 0/1 labels for one sigmoid
     # output, or finite floats of `typenum`, (rows, k) or (rows,) for k = 1,
@@ -94,8 +90,8 @@ cdef inline bint targets_ready(Plan* p, int typenum, object y, Py_ssize_t rows):
                         loss == BINARY_CROSS_ENTROPY)
 
 
-cdef inline double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,
-                             bint do_update, int threads) noexcept nogil:
+cdef double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,
+                      bint do_update, int threads) noexcept nogil:
     # loss_and_grad on x (rows, size[0]) and the targets in p.ybuf, then the update.
     enter_threads(threads)
     cdef double value = loss_and_grad(x, <real*>p.ybuf, <real*>NULL, p, rows, NULL)
@@ -105,8 +101,8 @@ cdef inline double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,
     return value
 
 
-cdef inline object predict_one(const real* x, Plan* p, int mode, int typenum,
-                               int threads):
+cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
+                        int threads):
     # The prediction for one row x (size[0],): mode 0 the outputs (a new
     # array), 1 the argmax label, 2 the label [output ≥ 0.5], 3 the output.
     cdef Py_ssize_t j, best = 0, k = p.size[p.n_layers]

@@ -1,12 +1,9 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
-# cython: initializedcheck=False, cdivision=True
-#
 # A network's passes over a Plan, built from the kernels: the forward pass
 # (forward_rows), the loss and its gradient (loss_and_grad), the optimizer's
 # update (update), a training step (train_rows), an epoch of mini-batches
 # (run_epoch) and chunked inference (infer).  All run without the GIL and
 # allocate nothing; the caller brackets them with enter_threads and
-# leave_threads.
+# leave_threads.  Included into _engine.pyx (see there).
 
 from kernels cimport (
     real, IDENTITY, SGD, dense_forward, dense_backward, dense_backward_sgd,
@@ -17,8 +14,8 @@ from shuffle cimport gather_rows, prefetch_rows
 from threads cimport product_threads
 
 
-cdef inline void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
-                              bint logits) noexcept nogil:
+cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
+                       bint logits) noexcept nogil:
     # x (rows, size[0]) → out[l] = f(out[l − 1] @ W + b) for every layer.
     # The last layer writes into `last` when it is not NULL, and stops at
     # z (no activation) when `logits` is set, for the fused loss to finish.
@@ -36,8 +33,8 @@ cdef inline void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* las
         inp = out
 
 
-cdef inline double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
-                                 Py_ssize_t rows, real* last, real sgd_lr=0) noexcept nogil:
+cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
+                          Py_ssize_t rows, real* last, real sgd_lr=0) noexcept nogil:
     # IN x (rows, size[0]), y (rows, size[L + 1]), sw (rows,) sample weights
     # or NULL; OUT grads; returns the mean (weighted) loss.
     # The output activations land in `last` (or the workspace when NULL).
@@ -98,15 +95,19 @@ cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan
     # update, fused for plain SGD (grads then keeps no weight gradients,
     # which is why train_step, whose grads users read, does not fuse).
     # Returns the batch's mean loss.
-    cdef bint fused = plain_sgd(p) and lr > 0
-    cdef double value = loss_and_grad(x, y, sw, p, rows, NULL, lr if fused else 0)
-    update(p, lr, fused)
+    cdef double value
+    if plain_sgd(p) and lr > 0:
+        value = loss_and_grad(x, y, sw, p, rows, NULL, lr)
+        update(p, lr, True)
+        return value
+    value = loss_and_grad(x, y, sw, p, rows, NULL)
+    update(p, lr)
     return value
 
 
-cdef inline double run_epoch(const real* X, const real* Y, const real* W,
-                             const Py_ssize_t* perm, Py_ssize_t first, Py_ssize_t count,
-                             Py_ssize_t batch, real lr, Plan* p) noexcept nogil:
+cdef double run_epoch(const real* X, const real* Y, const real* W,
+                      const Py_ssize_t* perm, Py_ssize_t first, Py_ssize_t count,
+                      Py_ssize_t batch, real lr, Plan* p) noexcept nogil:
     # Mini-batch gradient descent over the rows first … first + count of an
     # epoch (all of it, or one stretch: fit hands the epoch over in stretches
     # so that Ctrl-C is seen between them) of X (n, size[0]) and
@@ -145,8 +146,8 @@ cdef inline double run_epoch(const real* X, const real* Y, const real* W,
     return total / count
 
 
-cdef inline double infer(const real* X, const real* Y, real* out, Py_ssize_t n,
-                         Plan* p) noexcept nogil:
+cdef double infer(const real* X, const real* Y, real* out, Py_ssize_t n,
+                  Plan* p) noexcept nogil:
     # out (n, size[L + 1]) ← the outputs for X (n, size[0]), in chunks of
     # out_rows rows.  With targets Y (not NULL) the last layer goes through
     # the fused loss (its δ lands in the training workspace, which then must
