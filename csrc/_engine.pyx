@@ -6,307 +6,45 @@
 # lives in the flat parameter buffer) and a workspace allocated once, sized by
 # the largest batch it will see.  A forward pass, a training step (forward,
 # loss, backward, update) and a whole epoch (gather shuffled rows, step, step,
-# ...) are each one call that releases the GIL and allocates nothing.
+# ...) are each one call that releases the GIL and allocates nothing.  The
+# Guard marks a network as in use by one thread.
+#
+# This file holds the Engine and the Guard.  The C code they call is all
+# compiled into this one module: the .pxd files are inline functions,
+# cimported the way kernels.pxd is; the .pxi files are included as text, so
+# that their functions compile as if written here.
+#
+#   threads.pxd   the BLAS pool's thread count during a call
+#   shuffle.pxd   the seeded random stream, the epoch's shuffle, the row gather
+#   plan.pxd      the Plan: the network's layout and its workspace
+#   epoch.pxi     forward, loss and gradient, update, step, epoch, inference
+#   ready.pxi     the fast path for ready-made input (train_step, one-row predict)
 
 from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
 from cpython.pythread cimport PyThread_get_thread_ident
 
 cimport numpy as cnp
-
-cdef extern from *:
-    void prefetch "__builtin_prefetch" (const void* address) noexcept nogil
 
 import numpy as np
 
 cnp.import_array()
 
 from backprop._codes cimport (
-    IDENTITY, STEP, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, SGD, ADAM, RMSPROP, ADAGRAD,
-    ARGMAX, THRESHOLD, VALUE,
+    STEP, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, SGD, ADAM, RMSPROP, ADAGRAD,
 )
-from kernels cimport (
-    real, all_finite, dense_forward, dense_backward, dense_backward_sgd, act_backward,
-    loss_forward_backward, Optimizer, optimizer_update, count_correct,
-)
+from kernels cimport real, all_finite, count_correct
+from threads cimport set_thread_functions, enter_threads, leave_threads
+from shuffle cimport shuffle
+from plan cimport Plan
 
-
-# The BLAS pool's thread count, read and set through the functions that
-# backprop._threads finds in scipy's OpenBLAS (NULL where there are none).
-ctypedef int (*get_threads_fn)() noexcept nogil
-ctypedef void (*set_threads_fn)(int) noexcept nogil
-cdef get_threads_fn blas_get_threads = NULL
-cdef set_threads_fn blas_set_threads = NULL
+include "epoch.pxi"
+include "ready.pxi"
 
 
 def set_blas_thread_functions(size_t get_address, size_t set_address):
     """Install the C functions that read and set the BLAS thread count."""
-    global blas_get_threads, blas_set_threads
-    blas_get_threads = <get_threads_fn>get_address
-    blas_set_threads = <set_threads_fn>set_address
-
-
-# A spin lock around the bookkeeping of enter_threads and leave_threads (a
-# few instructions and the pool's resizing, never a product).  Without it a
-# call beginning while the last one ends can read the pool at that call's
-# reduced size, take it for the user's, and leave the pool there for good.
-cdef extern from *:
-    """
-    #include <sched.h>
-    static int backprop_threads_lock = 0;
-    static inline void backprop_lock_threads(void) {
-        while (__atomic_exchange_n(&backprop_threads_lock, 1, __ATOMIC_ACQUIRE))
-            while (__atomic_load_n(&backprop_threads_lock, __ATOMIC_RELAXED))
-                sched_yield();      /* the holder may be off its core */
-    }
-    static inline void backprop_unlock_threads(void) {
-        __atomic_store_n(&backprop_threads_lock, 0, __ATOMIC_RELEASE);
-    }
-    """
-    void lock_threads "backprop_lock_threads" () noexcept nogil
-    void unlock_threads "backprop_unlock_threads" () noexcept nogil
-
-# Engine calls running right now, in any thread, and the pool's size when the
-# first of them began (what the user set, or threadpoolctl, or the default);
-# both change only under the lock.
-cdef int running_calls = 0
-cdef int outer_threads = 0
-# The running call's thread count for large products, and whether it lets
-# each layer choose (see product_threads).
-cdef int call_threads = 0
-cdef bint per_product = False
-
-# A matrix product below this many floating-point operations runs on one
-# thread: handing half of it to a second thread costs about what it saves,
-# and on a busy machine far more (a 64-128-64-10 step at batch 64 took 16 ms
-# instead of 76 µs on two threads while the other core was busy).
-cdef double PRODUCT_THREAD_FLOPS = 4e6
-
-
-cdef inline void enter_threads(int want) noexcept nogil:
-    # Size the BLAS pool for a call that wants `want` threads (0: choose per
-    # product, up to the pool's size as the user set it).  While two engine
-    # calls run at once (networks trained in two Python threads), each runs
-    # on one thread: two threads each would oversubscribe the cores.
-    global running_calls, outer_threads, call_threads, per_product
-    cdef int running, target
-    if blas_get_threads == NULL or blas_set_threads == NULL:
-        return
-    lock_threads()
-    running_calls += 1
-    running = running_calls
-    if running == 1:
-        outer_threads = blas_get_threads()
-    target = 1 if running > 1 else (min(want, outer_threads) if want > 0 else outer_threads)
-    call_threads = target
-    per_product = want <= 0 and target > 1
-    if blas_get_threads() != target:
-        blas_set_threads(target)
-    unlock_threads()
-
-
-cdef inline void product_threads(double flops) noexcept nogil:
-    # Before a layer's products (each of `flops` operations): one thread for
-    # small products, the call's count for large ones.  No lock: while a call
-    # runs, no other reads or restores the pool's size from before.
-    cdef int t
-    if not per_product or blas_get_threads == NULL:
-        return
-    t = 1 if (flops < PRODUCT_THREAD_FLOPS or running_calls > 1) else call_threads
-    if blas_get_threads() != t:
-        blas_set_threads(t)
-
-
-cdef inline void leave_threads() noexcept nogil:
-    # The last call to finish gives the pool back its size from before.
-    global running_calls
-    if blas_get_threads == NULL or blas_set_threads == NULL:
-        return
-    lock_threads()
-    running_calls -= 1
-    if running_calls == 0 and blas_get_threads() != outer_threads:
-        blas_set_threads(outer_threads)
-    unlock_threads()
-
-
-cdef struct Plan:
-    int n_layers
-    int loss
-    Py_ssize_t capacity        # rows a training step can take
-    Py_ssize_t out_rows        # rows the activations hold (≥ capacity): an inference chunk
-    Py_ssize_t n_params
-    Py_ssize_t* size           # (n_layers + 1,): size[l] → layer l → size[l + 1]
-    int* act                   # (n_layers,)
-    double* slope              # (n_layers,) leaky_relu's negative slope
-    Py_ssize_t* w_off          # (n_layers,) W of layer l: params[w_off[l]:], (size[l], size[l + 1])
-    Py_ssize_t* b_off          # (n_layers,) b of layer l: params[b_off[l]:], (size[l + 1],)
-    char* params               # (n_params,) the flat parameter buffer
-    char* grads                # (n_params,) its gradient, laid out the same way
-    char** out                 # (n_layers,) each (out_rows, size[l + 1]): a = f(z)
-    char** delta               # (n_layers,) each (capacity, size[l + 1]): ∂L/∂z
-    Optimizer opt              # the update rule and its settings (lr set per call)
-    Py_ssize_t correct         # right predictions in the last epoch (see count_correct)
-    char* state1               # (n_params,) or NULL: the optimizer's state,
-    char* state2               #   laid out like params
-    char* xbuf                 # (capacity, size[0]): the gathered input batch
-    char* ybuf                 # (capacity, size[n_layers]): the gathered targets
-    char* wbuf                 # (capacity,): the gathered sample weights
-
-
-cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
-                       bint logits) noexcept nogil:
-    # x (rows, size[0]) → out[l] = f(out[l − 1] @ W + b) for every layer.
-    # The last layer writes into `last` when it is not NULL, and stops at
-    # z (no activation) when `logits` is set, for the fused loss to finish.
-    cdef int l, L = p.n_layers - 1
-    cdef const real* inp = x
-    cdef real* out
-    cdef real* w = <real*>p.params
-    for l in range(p.n_layers):
-        out = last if (l == L and last != NULL) else <real*>p.out[l]
-        product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
-        dense_forward(out, inp, w + p.w_off[l], w + p.b_off[l], rows,
-                      p.size[l], p.size[l + 1],
-                      IDENTITY if (l == L and logits) else p.act[l],
-                      <real>p.slope[l])
-        inp = out
-
-
-cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
-                          Py_ssize_t rows, real* last, real sgd_lr=0) noexcept nogil:
-    # IN x (rows, size[0]), y (rows, size[L + 1]), sw (rows,) sample weights
-    # or NULL; OUT grads; returns the mean (weighted) loss.
-    # The output activations land in `last` (or the workspace when NULL).
-    # With sgd_lr > 0 each layer instead takes its plain SGD step at that
-    # rate as its gradient is found (dense_backward_sgd; grads then holds
-    # only the bias gradients).
-    cdef int l, L = p.n_layers - 1
-    cdef real* w = <real*>p.params
-    cdef real* g = <real*>p.grads
-    cdef real* top = last if last != NULL else <real*>p.out[L]
-    cdef double value
-    forward_rows(x, p, rows, last, True)
-    value = loss_forward_backward(p.loss, p.act[L], <real>p.slope[L], top,
-                                  <real*>p.delta[L], y, sw, rows, p.size[L + 1])
-    for l in range(L, -1, -1):
-        # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}); the first layer needs no dx.
-        product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
-        if sgd_lr > 0:
-            dense_backward_sgd(NULL if l == 0 else <real*>p.delta[l - 1],
-                               w + p.w_off[l], w + p.b_off[l], g + p.b_off[l],
-                               <real*>p.delta[l], x if l == 0 else <real*>p.out[l - 1],
-                               rows, p.size[l], p.size[l + 1], sgd_lr)
-        else:
-            dense_backward(NULL if l == 0 else <real*>p.delta[l - 1],
-                           g + p.w_off[l], g + p.b_off[l], <real*>p.delta[l],
-                           x if l == 0 else <real*>p.out[l - 1], w + p.w_off[l],
-                           rows, p.size[l], p.size[l + 1])
-        if l > 0:
-            act_backward(<real*>p.delta[l - 1], <real*>p.delta[l - 1],
-                         <real*>p.out[l - 1], rows, p.size[l], p.act[l - 1],
-                         <real>p.slope[l - 1])
-    return value
-
-
-cdef double infer(const real* X, const real* Y, real* out, Py_ssize_t n,
-                  Plan* p) noexcept nogil:
-    # out (n, size[L + 1]) ← the outputs for X (n, size[0]), in chunks of
-    # out_rows rows.  With targets Y (not NULL) the last layer goes through
-    # the fused loss (its δ lands in the training workspace, which then must
-    # hold out_rows rows too), and the mean loss is returned (else 0).
-    cdef Py_ssize_t k, start, rows, cap = p.capacity if Y != NULL else p.out_rows
-    cdef Py_ssize_t n_in = p.size[0], n_out = p.size[p.n_layers]
-    cdef int L = p.n_layers - 1
-    cdef double total = 0
-    for k in range((n + cap - 1) // cap):
-        start = k * cap
-        rows = min(cap, n - start)
-        forward_rows(X + start * n_in, p, rows, out + start * n_out, Y != NULL)
-        if Y != NULL:
-            total += rows * loss_forward_backward(
-                p.loss, p.act[L], <real>p.slope[L], out + start * n_out,
-                <real*>p.delta[L], Y + start * n_out, <real*>NULL, rows, n_out)
-    return total / n
-
-
-cdef inline void prefetch_rows(const char* base, const Py_ssize_t* perm,
-                               Py_ssize_t count, Py_ssize_t row_bytes) noexcept nogil:
-    # Ask for the rows perm[0 … count) of a row-major array to be brought into
-    # cache: shuffled rows lie far apart, and fetching them while the current
-    # batch computes hides the memory latency of the next gather.
-    cdef Py_ssize_t i, line
-    for i in range(count):
-        for line in range(0, row_bytes, 64):
-            prefetch(base + perm[i] * row_bytes + line)
-
-
-cdef inline void update(Plan* p, real lr) noexcept nogil:
-    # The optimizer's step on the flat parameters, from the flat gradient.
-    p.opt.lr = lr
-    optimizer_update(&p.opt, <real*>p.params, <real*>p.grads, <real*>p.state1,
-                     <real*>p.state2, p.n_params)
-
-
-cdef inline bint plain_sgd(const Plan* p) noexcept nogil:
-    # SGD without momentum, L2, decay or clipping: its step can run inside
-    # the backward pass (dense_backward_sgd), which saves a pass over the
-    # weights and over their gradient: 5–8 % of a W3 or W4 step.
-    return (p.opt.kind == SGD and p.opt.momentum == 0 and p.opt.l2 == 0
-            and p.opt.weight_decay == 0 and p.opt.clip_norm <= 0)
-
-
-cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan* p,
-                              Py_ssize_t rows, real lr) noexcept nogil:
-    # One training step inside an epoch: loss_and_grad and the optimizer's
-    # update, fused for plain SGD (grads then keeps no weight gradients,
-    # which is why train_step, whose grads users read, does not fuse).
-    # Returns the batch's mean loss.
-    cdef double value
-    if plain_sgd(p) and lr > 0:
-        value = loss_and_grad(x, y, sw, p, rows, NULL, lr)
-        p.opt.lr = lr
-        p.opt.t += 1
-        return value
-    value = loss_and_grad(x, y, sw, p, rows, NULL)
-    update(p, lr)
-    return value
-
-
-cdef inline unsigned long long splitmix64(unsigned long long* state) noexcept nogil:
-    # SplitMix64 (Steele, Lea and Flood, 2014): a fast, well-mixed 64-bit
-    # stream from a 64-bit state; plenty for shuffling rows.
-    cdef unsigned long long z
-    state[0] += 0x9E3779B97F4A7C15ULL
-    z = state[0]
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
-    return z ^ (z >> 31)
-
-
-cdef inline Py_ssize_t below(unsigned long long* state, Py_ssize_t bound) noexcept nogil:
-    # A uniform integer in [0, bound): Lemire's multiply-shift on 32 random
-    # bits, rejecting the few draws that would favour some values.
-    cdef unsigned long long m, threshold
-    if bound > 0xFFFFFFFFLL:                     # beyond 2^32 rows: bias < bound/2^64
-        return <Py_ssize_t>(splitmix64(state) % <unsigned long long>bound)
-    m = (splitmix64(state) >> 32) * <unsigned long long>bound
-    if (m & 0xFFFFFFFFULL) < <unsigned long long>bound:
-        threshold = (0x100000000ULL - <unsigned long long>bound) % <unsigned long long>bound
-        while (m & 0xFFFFFFFFULL) < threshold:
-            m = (splitmix64(state) >> 32) * <unsigned long long>bound
-    return <Py_ssize_t>(m >> 32)
-
-
-cdef void shuffle(Py_ssize_t* perm, Py_ssize_t n, unsigned long long seed) noexcept nogil:
-    # Fisher–Yates: every order of perm equally likely, fixed by the seed.
-    cdef unsigned long long state = seed
-    cdef Py_ssize_t i, j, keep
-    for i in range(n - 1, 0, -1):
-        j = below(&state, i + 1)
-        keep = perm[i]
-        perm[i] = perm[j]
-        perm[j] = keep
+    set_thread_functions(get_address, set_address)
 
 
 def shuffled(Py_ssize_t[::1] perm, unsigned long long seed):
@@ -314,132 +52,6 @@ def shuffled(Py_ssize_t[::1] perm, unsigned long long seed):
     who want the same order)."""
     with nogil:
         shuffle(&perm[0], perm.shape[0], seed)
-
-
-cdef inline void gather_rows(real* out, const real* src, const Py_ssize_t* perm,
-                             Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    # out (rows, cols) ← src[perm[i]] for each i: a plain loop, which the
-    # compiler vectorises, beats a memcpy call per short row.
-    cdef Py_ssize_t i, j
-    cdef const real* row
-    for i in range(rows):
-        row = src + perm[i] * cols
-        for j in range(cols):
-            out[i * cols + j] = row[j]
-
-
-cdef double run_epoch(const real* X, const real* Y, const real* W,
-                      const Py_ssize_t* perm, Py_ssize_t first, Py_ssize_t count,
-                      Py_ssize_t batch, real lr, Plan* p) noexcept nogil:
-    # Mini-batch gradient descent over the rows first … first + count of an
-    # epoch (all of it, or one stretch: fit hands the epoch over in stretches
-    # so that Ctrl-C is seen between them) of X (n, size[0]) and
-    # Y (n, size[L + 1]), with sample weights W (n,) or NULL, rows taken in
-    # the order perm (or as stored when perm is NULL).  Returns the mean
-    # training loss over those rows.
-    cdef Py_ssize_t k, start, i, rows
-    cdef Py_ssize_t n_in = p.size[0], n_out = p.size[p.n_layers]
-    cdef const real* xb
-    cdef const real* yb
-    cdef const real* wb = NULL
-    cdef double total = 0
-    cdef Py_ssize_t end = first + count
-    p.correct = 0
-    for k in range((count + batch - 1) // batch):
-        start = first + k * batch
-        rows = min(batch, end - start)
-        if perm == NULL:
-            xb = X + start * n_in
-            yb = Y + start * n_out
-            if W != NULL:
-                wb = W + start
-        else:
-            gather_rows(<real*>p.xbuf, X, perm + start, rows, n_in)
-            gather_rows(<real*>p.ybuf, Y, perm + start, rows, n_out)
-            xb = <real*>p.xbuf
-            yb = <real*>p.ybuf
-            if W != NULL:
-                gather_rows(<real*>p.wbuf, W, perm + start, rows, 1)
-                wb = <real*>p.wbuf
-            if start + rows < end:
-                prefetch_rows(<const char*>X, perm + start + rows,
-                              min(batch, end - start - rows), n_in * sizeof(real))
-        total += train_rows(xb, yb, wb, p, rows, lr) * rows
-        p.correct += count_correct(p.loss, <real*>p.out[p.n_layers - 1], yb, rows, n_out)
-    return total / count
-
-
-# -- ready-made input -------------------------------------------------------
-# The checked path (the Python layer) converts and validates anything a user
-# passes.  Inputs that are already exactly what the core takes skip it: the
-# functions below only say yes or no, and on no the checked path runs and
-# explains.  This keeps a single train_step or one-row predict to a few µs.
-
-cdef bint copy_targets(real* out, const real* y, Py_ssize_t n,
-                       bint unit_range) noexcept nogil:
-    # out ← y, if every value is finite (and within [0, 1] when unit_range).
-    cdef Py_ssize_t i
-    for i in range(n):
-        if not isfinite(y[i]) or (unit_range and (y[i] < 0 or y[i] > 1)):
-            return False
-        out[i] = y[i]
-    return True
-
-
-cdef bint labels_to_targets(real* out, const long long* labels, Py_ssize_t rows,
-                            Py_ssize_t k, bint one_hot) noexcept nogil:
-    # out (rows, k) ← one-hot rows of the class labels (one_hot), or the 0/1
-    # labels themselves (k = 1); False if a label is out of range.
-    cdef Py_ssize_t i, j
-    for i in range(rows):
-        if labels[i] < 0 or labels[i] >= (k if one_hot else 2):
-            return False
-        if one_hot:
-            for j in range(k):
-                out[i * k + j] = 0
-            out[i * k + labels[i]] = 1
-        else:
-            out[i] = <real>labels[i]
-    return True
-
-
-cdef double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,
-                      bint do_update, int threads) noexcept nogil:
-    # loss_and_grad on x and the targets in p.ybuf, then the update.
-    enter_threads(threads)
-    cdef double value = loss_and_grad(x, <real*>p.ybuf, <real*>NULL, p, rows, NULL)
-    if do_update:
-        update(p, lr)
-    leave_threads()
-    return value
-
-
-cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
-                        int threads):
-    # The prediction for one row x (size[0],) in a PredictMode.
-    cdef Py_ssize_t j, best = 0, k = p.size[p.n_layers]
-    cdef const real* out = <real*>p.out[p.n_layers - 1]
-    cdef cnp.npy_intp dim = k
-    if not all_finite(x, p.size[0]):
-        return None
-    with nogil:
-        enter_threads(threads)
-        forward_rows(x, p, 1, <real*>NULL, False)
-        leave_threads()
-    if not all_finite(out, k):          # finite inputs that overflow: the checked path explains
-        return None
-    if mode == ARGMAX:
-        for j in range(1, k):
-            if out[j] > out[best]:
-                best = j
-        return best
-    if mode == THRESHOLD:
-        return 1 if out[0] >= 0.5 else 0
-    if mode == VALUE:
-        return out[0]
-    result = cnp.PyArray_SimpleNew(1, &dim, typenum)
-    memcpy(cnp.PyArray_DATA(result), out, k * sizeof(real))
-    return result
 
 
 cdef inline char* data_of(cnp.ndarray arr) except? NULL:
@@ -695,69 +307,19 @@ cdef class Engine:
 
     def inference_rows(self, Py_ssize_t n):
         """Rows of the inference chunk for n rows: all of them, up to 4,096
-        and up to what keeps the activations within 16 MiB (bigger products
-        use BLAS better; a 10,000-row predict of a 784-256-10 network took
-        42 ms in chunks of 128 rows, 32.6 ms in chunks of 1,024)."""
+        and up to what keeps the activations within 16 MiB: bigger products
+        use BLAS better (docs/performance.md)."""
         cdef Py_ssize_t l, width = 0
         for l in range(self.plan.n_layers):
             width += self.plan.size[l + 1]
         cdef Py_ssize_t limit = (16 << 20) // (width * self.dtype.itemsize)
         return max(1, min(n, 4096, limit))
 
-    cdef const char* ready(self, object arr, int ndim, Py_ssize_t cols,
-                           int typenum):
-        # The data of `arr` if it is an aligned, C-contiguous ndarray of
-        # `typenum`, `ndim`-D with `cols` columns (length, for 1-D) and at
-        # least one row; else NULL.
-        cdef cnp.ndarray a
-        if not cnp.PyArray_Check(arr):
-            return NULL
-        a = <cnp.ndarray>arr
-        if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim
-                or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a)
-                or cnp.PyArray_DIMS(a)[ndim - 1] != cols or cnp.PyArray_DIMS(a)[0] < 1):
-            return NULL
-        return <const char*>cnp.PyArray_DATA(a)
-
-    cdef bint targets_ready(self, object y, Py_ssize_t rows):
-        # Fill the workspace's targets from y if y is ready-made: class labels
-        # (int64, (rows,)) for cross-entropy or 0/1 labels for one sigmoid
-        # output, or finite floats of the engine's dtype, (rows, k) or (rows,)
-        # for k = 1, within [0, 1] for binary cross-entropy.
-        cdef Py_ssize_t k = self.plan.size[self.plan.n_layers]
-        cdef const char* data
-        cdef int loss = self.plan.loss
-        cdef bint is_double = self.typenum == cnp.NPY_DOUBLE
-        if loss == CROSS_ENTROPY or (loss == BINARY_CROSS_ENTROPY and k == 1):
-            data = self.ready(y, 1, rows, cnp.NPY_INT64)
-            if data != NULL:
-                if is_double:
-                    return labels_to_targets(<double*>self.plan.ybuf,
-                                             <const long long*>data, rows, k,
-                                             loss == CROSS_ENTROPY)
-                return labels_to_targets(<float*>self.plan.ybuf,
-                                         <const long long*>data, rows, k,
-                                         loss == CROSS_ENTROPY)
-            if loss == CROSS_ENTROPY:
-                return False
-        data = self.ready(y, 2, k, self.typenum)
-        if data == NULL and k == 1:
-            data = self.ready(y, 1, rows, self.typenum)
-        elif data != NULL and (<cnp.ndarray>y).shape[0] != rows:
-            data = NULL
-        if data == NULL:
-            return False
-        if is_double:
-            return copy_targets(<double*>self.plan.ybuf, <const double*>data,
-                                rows * k, loss == BINARY_CROSS_ENTROPY)
-        return copy_targets(<float*>self.plan.ybuf, <const float*>data, rows * k,
-                            loss == BINARY_CROSS_ENTROPY)
-
     def step_ready(self, X, y, double lr, bint update):
         """A training step (or, without update, the gradient only) on (X, y)
         if both are ready-made (see `ready`, `targets_ready`); returns the
         mean loss, or None when the checked path must convert or explain."""
-        cdef const char* x = self.ready(X, 2, self.plan.size[0], self.typenum)
+        cdef const char* x = ready(X, 2, self.plan.size[0], self.typenum)
         cdef Py_ssize_t rows
         cdef double value
         cdef int threads
@@ -768,7 +330,7 @@ cdef class Engine:
             return None
         self.guard.claim()                     # (targets_ready writes to the workspace)
         try:
-            if not self.targets_ready(y, rows):
+            if not targets_ready(&self.plan, self.typenum, y, rows):
                 return None
             threads = self.n_threads
             if self.typenum == cnp.NPY_DOUBLE:
@@ -791,7 +353,7 @@ cdef class Engine:
         PredictMode (backprop._codes): the outputs, the argmax label, the
         label [output ≥ 0.5] or the single output's value; None when x must
         take the checked path."""
-        cdef const char* data = self.ready(x, 1, self.plan.size[0], self.typenum)
+        cdef const char* data = ready(x, 1, self.plan.size[0], self.typenum)
         if data == NULL:
             return None
         self.guard.claim()

@@ -1,0 +1,168 @@
+# A network's passes over a Plan, built from the kernels: the forward pass
+# (forward_rows), the loss and its gradient (loss_and_grad), the optimizer's
+# update (update), a training step (train_rows), an epoch of mini-batches
+# (run_epoch) and chunked inference (infer).  All run without the GIL and
+# allocate nothing; the caller brackets them with enter_threads and
+# leave_threads.  Included into _engine.pyx (see there).
+
+from backprop._codes cimport IDENTITY, SGD
+from kernels cimport (
+    real, dense_forward, dense_backward, dense_backward_sgd, act_backward,
+    loss_forward_backward, optimizer_update, count_correct,
+)
+from plan cimport Plan
+from shuffle cimport gather_rows, prefetch_rows
+from threads cimport product_threads
+
+
+cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
+                       bint logits) noexcept nogil:
+    # x (rows, size[0]) → out[l] = f(out[l − 1] @ W + b) for every layer.
+    # The last layer writes into `last` when it is not NULL, and stops at
+    # z (no activation) when `logits` is set, for the fused loss to finish.
+    cdef int l, L = p.n_layers - 1
+    cdef const real* inp = x
+    cdef real* out
+    cdef real* w = <real*>p.params
+    for l in range(p.n_layers):
+        out = last if (l == L and last != NULL) else <real*>p.out[l]
+        product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
+        dense_forward(out, inp, w + p.w_off[l], w + p.b_off[l], rows,
+                      p.size[l], p.size[l + 1],
+                      IDENTITY if (l == L and logits) else p.act[l],
+                      <real>p.slope[l])
+        inp = out
+
+
+cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
+                          Py_ssize_t rows, real* last, real sgd_lr=0) noexcept nogil:
+    # IN x (rows, size[0]), y (rows, size[L + 1]), sw (rows,) sample weights
+    # or NULL; OUT grads; returns the mean (weighted) loss.
+    # The output activations land in `last` (or the workspace when NULL).
+    # With sgd_lr > 0 each layer instead takes its plain SGD step at that
+    # rate as its gradient is found (dense_backward_sgd; grads then holds
+    # only the bias gradients), which update must then count.
+    cdef int l, L = p.n_layers - 1
+    cdef real* w = <real*>p.params
+    cdef real* g = <real*>p.grads
+    cdef real* top = last if last != NULL else <real*>p.out[L]
+    cdef double value
+    forward_rows(x, p, rows, last, True)
+    value = loss_forward_backward(p.loss, p.act[L], <real>p.slope[L], top,
+                                  <real*>p.delta[L], y, sw, rows, p.size[L + 1])
+    for l in range(L, -1, -1):
+        # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}); the first layer needs no dx.
+        product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
+        if sgd_lr > 0:
+            dense_backward_sgd(NULL if l == 0 else <real*>p.delta[l - 1],
+                               w + p.w_off[l], w + p.b_off[l], g + p.b_off[l],
+                               <real*>p.delta[l], x if l == 0 else <real*>p.out[l - 1],
+                               rows, p.size[l], p.size[l + 1], sgd_lr)
+        else:
+            dense_backward(NULL if l == 0 else <real*>p.delta[l - 1],
+                           g + p.w_off[l], g + p.b_off[l], <real*>p.delta[l],
+                           x if l == 0 else <real*>p.out[l - 1], w + p.w_off[l],
+                           rows, p.size[l], p.size[l + 1])
+        if l > 0:
+            act_backward(<real*>p.delta[l - 1], <real*>p.delta[l - 1],
+                         <real*>p.out[l - 1], rows, p.size[l], p.act[l - 1],
+                         <real>p.slope[l - 1])
+    return value
+
+
+cdef inline bint plain_sgd(const Plan* p) noexcept nogil:
+    # SGD without momentum, L2, decay or clipping: its step can run inside
+    # the backward pass (dense_backward_sgd), which saves a pass over the
+    # weights and one over their gradient.
+    return (p.opt.kind == SGD and p.opt.momentum == 0 and p.opt.l2 == 0
+            and p.opt.weight_decay == 0 and p.opt.clip_norm <= 0)
+
+
+cdef inline void update(Plan* p, real lr, bint fused=False) noexcept nogil:
+    # The optimizer's step on the flat parameters, from the flat gradient;
+    # with `fused`, the plain SGD step loss_and_grad already took at rate lr.
+    # Either way the step is counted once (opt.t).
+    p.opt.lr = lr
+    if fused:
+        p.opt.t += 1
+        return
+    optimizer_update(&p.opt, <real*>p.params, <real*>p.grads, <real*>p.state1,
+                     <real*>p.state2, p.n_params)
+
+
+cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan* p,
+                              Py_ssize_t rows, real lr) noexcept nogil:
+    # One training step inside an epoch: loss_and_grad and the optimizer's
+    # update, fused for plain SGD (grads then keeps no weight gradients,
+    # which is why train_step, whose grads users read, does not fuse).
+    # Returns the batch's mean loss.
+    cdef double value
+    if plain_sgd(p) and lr > 0:
+        value = loss_and_grad(x, y, sw, p, rows, NULL, lr)
+        update(p, lr, True)
+        return value
+    value = loss_and_grad(x, y, sw, p, rows, NULL)
+    update(p, lr)
+    return value
+
+
+cdef double run_epoch(const real* X, const real* Y, const real* W,
+                      const Py_ssize_t* perm, Py_ssize_t first, Py_ssize_t count,
+                      Py_ssize_t batch, real lr, Plan* p) noexcept nogil:
+    # Mini-batch gradient descent over the rows first … first + count of an
+    # epoch (all of it, or one stretch: fit hands the epoch over in stretches
+    # so that Ctrl-C is seen between them) of X (n, size[0]) and
+    # Y (n, size[L + 1]), with sample weights W (n,) or NULL, rows taken in
+    # the order perm (or as stored when perm is NULL).  Returns the mean
+    # training loss over those rows.
+    cdef Py_ssize_t k, start, i, rows
+    cdef Py_ssize_t n_in = p.size[0], n_out = p.size[p.n_layers]
+    cdef const real* xb
+    cdef const real* yb
+    cdef const real* wb = NULL
+    cdef double total = 0
+    cdef Py_ssize_t end = first + count
+    p.correct = 0
+    for k in range((count + batch - 1) // batch):
+        start = first + k * batch
+        rows = min(batch, end - start)
+        if perm == NULL:
+            xb = X + start * n_in
+            yb = Y + start * n_out
+            if W != NULL:
+                wb = W + start
+        else:
+            gather_rows(<real*>p.xbuf, X, perm + start, rows, n_in)
+            gather_rows(<real*>p.ybuf, Y, perm + start, rows, n_out)
+            xb = <real*>p.xbuf
+            yb = <real*>p.ybuf
+            if W != NULL:
+                gather_rows(<real*>p.wbuf, W, perm + start, rows, 1)
+                wb = <real*>p.wbuf
+            if start + rows < end:
+                prefetch_rows(<const char*>X, perm + start + rows,
+                              min(batch, end - start - rows), n_in * sizeof(real))
+        total += train_rows(xb, yb, wb, p, rows, lr) * rows
+        p.correct += count_correct(p.loss, <real*>p.out[p.n_layers - 1], yb, rows, n_out)
+    return total / count
+
+
+cdef double infer(const real* X, const real* Y, real* out, Py_ssize_t n,
+                  Plan* p) noexcept nogil:
+    # out (n, size[L + 1]) ← the outputs for X (n, size[0]), in chunks of
+    # out_rows rows.  With targets Y (not NULL) the last layer goes through
+    # the fused loss (its δ lands in the training workspace, which then must
+    # hold out_rows rows too), and the mean loss is returned (else 0).
+    cdef Py_ssize_t k, start, rows, cap = p.capacity if Y != NULL else p.out_rows
+    cdef Py_ssize_t n_in = p.size[0], n_out = p.size[p.n_layers]
+    cdef int L = p.n_layers - 1
+    cdef double total = 0
+    for k in range((n + cap - 1) // cap):
+        start = k * cap
+        rows = min(cap, n - start)
+        forward_rows(X + start * n_in, p, rows, out + start * n_out, Y != NULL)
+        if Y != NULL:
+            total += rows * loss_forward_backward(
+                p.loss, p.act[L], <real>p.slope[L], out + start * n_out,
+                <real*>p.delta[L], Y + start * n_out, <real*>NULL, rows, n_out)
+    return total / n

@@ -1,0 +1,34 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: initializedcheck=False, cdivision=True
+#
+# The plan of a network and its workspace, as the engine's C code sees them:
+# layer sizes and activations, where each W and b lives in the flat
+# parameter buffer, and raw pointers into buffers allocated once by the
+# Engine (Engine.reserve grows them, never during a call).  Every step,
+# epoch and prediction reads and writes only what a Plan points to.
+
+from kernels cimport Optimizer
+
+
+cdef struct Plan:
+    int n_layers
+    int loss
+    Py_ssize_t capacity        # rows a training step can take
+    Py_ssize_t out_rows        # rows the activations hold (≥ capacity): an inference chunk
+    Py_ssize_t n_params
+    Py_ssize_t* size           # (n_layers + 1,): size[l] → layer l → size[l + 1]
+    int* act                   # (n_layers,)
+    double* slope              # (n_layers,) leaky_relu's negative slope
+    Py_ssize_t* w_off          # (n_layers,) W of layer l: params[w_off[l]:], (size[l], size[l + 1])
+    Py_ssize_t* b_off          # (n_layers,) b of layer l: params[b_off[l]:], (size[l + 1],)
+    char* params               # (n_params,) the flat parameter buffer
+    char* grads                # (n_params,) its gradient, laid out the same way
+    char** out                 # (n_layers,) each (out_rows, size[l + 1]): a = f(z)
+    char** delta               # (n_layers,) each (capacity, size[l + 1]): ∂L/∂z
+    Optimizer opt              # the update rule and its settings (lr set per call)
+    Py_ssize_t correct         # right predictions in the last epoch (see count_correct)
+    char* state1               # (n_params,) or NULL: the optimizer's state,
+    char* state2               #   laid out like params
+    char* xbuf                 # (capacity, size[0]): the gathered input batch
+    char* ybuf                 # (capacity, size[n_layers]): the gathered targets
+    char* wbuf                 # (capacity,): the gathered sample weights

@@ -1,0 +1,110 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: initializedcheck=False, cdivision=True
+#
+# The BLAS pool's thread count during engine calls.  Every call is bracketed
+# by enter_threads and leave_threads, and each layer's products ask
+# product_threads first.  The state is C statics of the module that cimports
+# this file (only _engine does): the functions that read and set the pool's
+# size, and the count of engine calls running right now.
+
+cdef extern from *:
+    """
+    #include <sched.h>
+    typedef int (*backprop_get_threads_fn)(void);
+    typedef void (*backprop_set_threads_fn)(int);
+    /* found by backprop._threads in scipy's OpenBLAS; NULL where there are none */
+    static backprop_get_threads_fn backprop_blas_get_threads = NULL;
+    static backprop_set_threads_fn backprop_blas_set_threads = NULL;
+    /* engine calls running right now, in any thread, and the pool's size when
+       the first of them began (what the user set, or threadpoolctl, or the
+       default); both change only under the lock */
+    static int backprop_running_calls = 0;
+    static int backprop_outer_threads = 0;
+    /* the running call's thread count for large products, and whether it lets
+       each layer choose (see product_threads) */
+    static int backprop_call_threads = 0;
+    static int backprop_per_product = 0;
+    /* A product below this many floating-point operations runs on one thread:
+       handing half of it to a second thread costs about what it saves, and on
+       a busy machine far more (docs/performance.md, Threads). */
+    static const double backprop_product_thread_flops = 4e6;
+
+    /* A spin lock around the bookkeeping of enter_threads and leave_threads (a
+       few instructions and the pool's resizing, never a product).  Without it
+       a call beginning while the last one ends can read the pool at that
+       call's reduced size, take it for the user's, and leave the pool there
+       for good. */
+    static int backprop_threads_lock = 0;
+    static inline void backprop_lock_threads(void) {
+        while (__atomic_exchange_n(&backprop_threads_lock, 1, __ATOMIC_ACQUIRE))
+            while (__atomic_load_n(&backprop_threads_lock, __ATOMIC_RELAXED))
+                sched_yield();      /* the holder may be off its core */
+    }
+    static inline void backprop_unlock_threads(void) {
+        __atomic_store_n(&backprop_threads_lock, 0, __ATOMIC_RELEASE);
+    }
+    """
+    ctypedef int (*get_threads_fn "backprop_get_threads_fn")() noexcept nogil
+    ctypedef void (*set_threads_fn "backprop_set_threads_fn")(int) noexcept nogil
+    get_threads_fn blas_get_threads "backprop_blas_get_threads"
+    set_threads_fn blas_set_threads "backprop_blas_set_threads"
+    int running_calls "backprop_running_calls"
+    int outer_threads "backprop_outer_threads"
+    int call_threads "backprop_call_threads"
+    bint per_product "backprop_per_product"
+    const double PRODUCT_THREAD_FLOPS "backprop_product_thread_flops"
+    void lock_threads "backprop_lock_threads" () noexcept nogil
+    void unlock_threads "backprop_unlock_threads" () noexcept nogil
+
+
+cdef inline void set_thread_functions(size_t get_address, size_t set_address) noexcept nogil:
+    # Install the C functions that read and set the BLAS thread count.
+    global blas_get_threads, blas_set_threads
+    blas_get_threads = <get_threads_fn>get_address
+    blas_set_threads = <set_threads_fn>set_address
+
+
+cdef inline void enter_threads(int want) noexcept nogil:
+    # Size the BLAS pool for a call that wants `want` threads (0: choose per
+    # product, up to the pool's size as the user set it).  While two engine
+    # calls run at once (networks trained in two Python threads), each runs
+    # on one thread: two threads each would oversubscribe the cores.
+    global running_calls, outer_threads, call_threads, per_product
+    cdef int running, target
+    if blas_get_threads == NULL or blas_set_threads == NULL:
+        return
+    lock_threads()
+    running_calls += 1
+    running = running_calls
+    if running == 1:
+        outer_threads = blas_get_threads()
+    target = 1 if running > 1 else (min(want, outer_threads) if want > 0 else outer_threads)
+    call_threads = target
+    per_product = want <= 0 and target > 1
+    if blas_get_threads() != target:
+        blas_set_threads(target)
+    unlock_threads()
+
+
+cdef inline void product_threads(double flops) noexcept nogil:
+    # Before a layer's products (each of `flops` operations): one thread for
+    # small products, the call's count for large ones.  No lock: while a call
+    # runs, no other reads or restores the pool's size from before.
+    cdef int t
+    if not per_product or blas_get_threads == NULL:
+        return
+    t = 1 if (flops < PRODUCT_THREAD_FLOPS or running_calls > 1) else call_threads
+    if blas_get_threads() != t:
+        blas_set_threads(t)
+
+
+cdef inline void leave_threads() noexcept nogil:
+    # The last call to finish gives the pool back its size from before.
+    global running_calls
+    if blas_get_threads == NULL or blas_set_threads == NULL:
+        return
+    lock_threads()
+    running_calls -= 1
+    if running_calls == 0 and blas_get_threads() != outer_threads:
+        blas_set_threads(outer_threads)
+    unlock_threads()
