@@ -5,11 +5,12 @@ For each layer l, from the output back to the input:
     z_l = a_{l−1} @ W_l + b_l          a_l = f(z_l)
     δ_L = ∂C/∂z_L                      (a − y for softmax or sigmoid with
                                         cross-entropy; (a − y) ⊙ f′(z) for mse)
-    δ_l = (W_{l+1} @ δ_{l+1}) ⊙ f′(z_l)
+    δ_l = (δ_{l+1} @ W_{l+1}ᵀ) ⊙ f′(z_l)
     ∂C/∂W_l = a_{l−1} ⊗ δ_l            ∂C/∂b_l = δ_l
 
-`explain(net, x, y)` (also `net.explain(x, y)`) computes each of these with
-plain numpy, next to the formula, and checks every ∂C/∂W and ∂C/∂b against
+(the README's notation: rows are samples).  `explain(net, x, y)` (also
+`net.explain(x, y)`) is the plain-numpy reference of the compiled
+backward pass: it computes each of these next to the formula, and checks every ∂C/∂W and ∂C/∂b against
 central finite differences and against the compiled core's gradient.
 
 >>> import backprop as bp
@@ -113,7 +114,7 @@ def explain(net, x, y) -> Explanation:
                                  np.outer(a_prevs[i], delta), delta.copy()))
         if i > 0:
             below = layers[i - 1].activation
-            upstream = layers[i].W.astype(np.float64) @ delta          # W_{l+1} δ_{l+1}
+            upstream = delta @ layers[i].W.astype(np.float64).T        # δ_{l+1} @ W_{l+1}ᵀ
             delta = np.asarray(below.backward(outs[i - 1][None, :], upstream[None, :]))[0]
     traced = np.concatenate([np.concatenate([t.dW.ravel(), t.db]) for t in reversed(traces)])
     checked = gradcheck(net, x64[None, :], Y[None, :])
