@@ -27,6 +27,7 @@ point checked (at 1e200 it overflows); a smaller one measures rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -35,7 +36,10 @@ from . import _sources
 from . import losses as _losses
 from ._validation import check_positive_float
 from .layers import Dense
-from .network import Sequential
+from .training import Trainer
+
+if TYPE_CHECKING:
+    from .network import Sequential
 
 __all__ = ["gradcheck", "GradcheckResult"]
 
@@ -85,7 +89,7 @@ def gradcheck(model: Sequential | Dense, X: ArrayLike, y: ArrayLike, *,
                          f"got {h:g}")
     if atol is not None:
         atol = check_positive_float(atol, "atol")
-    if isinstance(model, Sequential):
+    if isinstance(model, Trainer):          # a network (Sequential)
         analytic, numerical, names = _check_network(model.copy("float64"), X, y, h)
     elif isinstance(model, Dense):
         analytic, numerical, names = _check_layer(model.copy("float64"), X, y,
@@ -128,7 +132,7 @@ def _central(loss_of, values: np.ndarray, h: float) -> np.ndarray:
     return grad
 
 
-def _check_network(net: Sequential, X, y, h):
+def _check_network(net: "Sequential", X, y, h):
     X2, Y = _sources.describe(net).data(X, y)
     net.loss_and_grad(X2, Y)
     analytic = net.grads.copy()

@@ -26,6 +26,7 @@ from ._engine import Engine, Guard, set_blas_thread_functions
 from ._validation import (as_float_array, check_dtype, check_int,
                           check_positive_float)
 from .layers import Dense
+from . import explain as _explain
 from . import training as _training
 from .training import History, Trainer, holding as _exclusive
 
@@ -366,8 +367,7 @@ class Sequential(Trainer):
         """The chain rule for one sample, layer by layer from the output:
         z, a, f′(z), δ and ∂C/∂W = a_prev ⊗ δ, each checked against finite
         differences (see backprop.explain).  print() it."""
-        from .explain import explain
-        return explain(self, x, y)
+        return _explain.explain(self, x, y)
 
     def step(self, lr: float) -> None:
         """One gradient-descent update: params ← params − lr · grads."""
