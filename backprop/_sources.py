@@ -157,7 +157,8 @@ class InMemory:
         self._order = np.arange(self.rows)
 
     def chunks(self, seed: int) -> Iterator[Chunk]:
-        yield Chunk(*self._data, seed, self._order if seed >= 0 else None)
+        X2, Y, weights = self._data
+        yield Chunk(X2, Y, weights, seed, self._order if seed >= 0 else None)
 
 
 class ChunkedArrays:

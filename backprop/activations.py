@@ -50,6 +50,11 @@ class Activation(Fixed):
     `negative_slope` (leaky_relu).
     """
 
+    name: str
+    code: ActivationCode
+    default_init: str
+    negative_slope: float
+
     def __init__(self, name: str, code: ActivationCode, default_init: str,
                  negative_slope: float = 0.0):
         self._fix(name=name, code=code, default_init=default_init,

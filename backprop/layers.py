@@ -89,7 +89,7 @@ class Dense:
         self._a: np.ndarray | None = None     # … and output
         self._single = False
         self._guard = Guard()                 # the network's, once in one
-        self._owner = None                    # a weak reference to that network
+        self._owner: weakref.ref | None = None   # a weak reference to that network
         self.reset_parameters(np.random.default_rng(seed))
 
     def __repr__(self) -> str:
@@ -178,6 +178,7 @@ class Dense:
             _ops.act_backward(delta, g, self._a, self.activation.code,
                               self.activation.negative_slope)
             dx = self._dense_backward(delta, need_dx=True)
+        assert dx is not None
         return dx[0] if self._single else dx
 
     def backward_delta(self, delta: ArrayLike, need_dx: bool = True) -> np.ndarray | None:

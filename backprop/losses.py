@@ -43,6 +43,10 @@ class Loss(Fixed):
     a network (or None).
     """
 
+    name: str
+    code: LossCode
+    output: str | None
+
     def __init__(self, name: str, code: LossCode, output: str | None):
         self._fix(name=name, code=code, output=output)
 

@@ -348,6 +348,7 @@ class Sequential(Trainer):
         self._require_trainable()
         out = self.layers[-1]
         a = out._a
+        assert a is not None                  # (checked above: the last forward's output)
         y2 = self._about.targets(y, a.shape[0], out._single)
         delta = np.empty_like(a)
         _ops.output_delta(self.loss.code, out.activation.code,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -63,6 +63,35 @@ class History:
 class Trainer:
     """fit, partial_fit and what they need: a mixin of Sequential, whose
     members it uses."""
+
+    if TYPE_CHECKING:               # what it uses of the model (backprop.network)
+        from ._engine import Engine
+
+        stop_training: bool
+        _about: _sources.Description
+        _optimizer: _optimizers.Optimizer
+        _opt_state: list[np.ndarray]
+        _rng: np.random.Generator
+        _macs: int
+
+        @property
+        def params(self) -> np.ndarray: ...
+        @property
+        def layers(self) -> tuple: ...
+        @property
+        def dtype(self) -> np.dtype: ...
+        @property
+        def n_inputs(self) -> int: ...
+        @property
+        def is_classifier(self) -> bool: ...
+        @property
+        def optimizer_steps(self) -> int: ...
+        def _require_trainable(self) -> None: ...
+        def _engine_for(self, rows: int, train: bool) -> Engine: ...
+        def _apply_optimizer(self, steps: int | None = None) -> None: ...
+        def _chunks_of(self, X) -> list[slice]: ...
+        def _evaluate(self, X2, Y) -> dict: ...
+        def evaluate(self, X, y) -> dict[str, float]: ...
 
     @holding
     def fit(self, X: ArrayLike | Iterable, y: ArrayLike | None = None, epochs: int = 1,
