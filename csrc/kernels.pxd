@@ -125,19 +125,31 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
 
 # ------------------------------------------------------------ activations ---
 
-cdef inline void softmax_row(real* a, Py_ssize_t cols) noexcept nogil:
-    # a (cols,): z → softmax(z) in place.  Shifting by the row maximum makes
-    # every exponent ≤ 0, so no term overflows and the sum is at least 1.
+cdef inline real row_max(const real* a, Py_ssize_t cols) noexcept nogil:
     cdef Py_ssize_t j
     cdef real m = a[0]
-    cdef double s = 0
     for j in range(1, cols):
         if a[j] > m:
             m = a[j]
+    return m
+
+
+cdef inline double exp_shifted(real* a, Py_ssize_t cols, real m) noexcept nogil:
+    # a (cols,): z → e^(z − m) in place; returns their sum s.  With m the row
+    # maximum every exponent is ≤ 0, so no term overflows and s ≥ 1.
+    cdef Py_ssize_t j
+    cdef double s = 0
     for j in range(cols):
         a[j] = r_exp(a[j] - m)
+    for j in range(cols):
         s += a[j]
-    cdef real inv = <real>(1 / s)
+    return s
+
+
+cdef inline void softmax_row(real* a, Py_ssize_t cols) noexcept nogil:
+    # a (cols,): z → softmax(z) = e^(z − m) / s in place (see exp_shifted).
+    cdef Py_ssize_t j
+    cdef real inv = <real>(1 / exp_shifted(a, cols, row_max(a, cols)))
     for j in range(cols):
         a[j] *= inv
 
@@ -286,18 +298,11 @@ cdef inline double softmax_ce_forward_backward(real* a, real* delta,
     for i in range(rows):
         r = a + i * cols
         t = y + i * cols
-        m = r[0]
-        for j in range(1, cols):
-            if r[j] > m:
-                m = r[j]
+        m = row_max(r, cols)
         cross = 0
         for j in range(cols):
             cross += t[j] * (<double>m - r[j])    # Σ y_j (m − z_j), while z is still here
-        for j in range(cols):
-            r[j] = r_exp(r[j] - m)
-        s = 0
-        for j in range(cols):
-            s += r[j]
+        s = exp_shifted(r, cols, m)
         if w == NULL:
             total += cross                        # + log s: Σ_j y_j (lse − z_j), as Σ y = 1
             product *= s
