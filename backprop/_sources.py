@@ -44,20 +44,21 @@ class Description(NamedTuple):
         X2, single = self.inputs(X)
         return X2, self.targets(y, X2.shape[0], single)
 
-    def rows_to_read(self, X, y):
+    def rows_to_read(self, X, y, names=("X", "y")):
         """X and y to be read some rows at a time (a chunk, a rank's share),
-        their shapes checked without reading a row; lists become arrays."""
+        their shapes checked without reading a row; lists become arrays.
+        `names`: what to call them in errors."""
         if not hasattr(X, "shape"):
             X = np.asarray(X)
         if len(X.shape) != 2 or X.shape[1] != self.n_inputs:
-            raise ValueError(f"X must be a 2-D array with {self.n_inputs} columns, "
+            raise ValueError(f"{names[0]} must be a 2-D array with {self.n_inputs} columns, "
                              f"got shape {X.shape}")
         if X.shape[0] == 0:
-            raise ValueError(f"X is empty (shape {X.shape})")
+            raise ValueError(f"{names[0]} is empty (shape {X.shape})")
         if not hasattr(y, "shape"):
             y = np.asarray(y)
         if len(y.shape) not in (1, 2) or y.shape[0] != X.shape[0]:
-            raise ValueError(f"y must have one row per sample ({X.shape[0]}), "
+            raise ValueError(f"{names[1]} must have one row per sample ({X.shape[0]}), "
                              f"got shape {y.shape}")
         return X, y
 

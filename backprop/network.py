@@ -492,9 +492,7 @@ class Sequential(Trainer):
         A memory-mapped X is read a chunk at a time."""
         if not self._memory_mapped(X):
             return self._evaluate(*self._about.data(X, y))
-        if np.ndim(y) == 0 or len(y) != len(X):
-            raise ValueError(f"y must have one row per sample ({len(X)}), got shape "
-                             f"{np.shape(y)}")
+        X, y = self._about.rows_to_read(X, y)
         totals: dict[str, float] = {}
         for rows in self._chunks_of(X):
             count = len(X[rows])

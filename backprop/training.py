@@ -310,14 +310,14 @@ class Trainer:
     def _in_memory(self, X, y, sample_weight, class_weight, validation_data,
                    validation_split):
         """The source and scorer of fit for data converted in memory at once."""
+        if validation_data is not None and validation_split:
+            raise ValueError("validation_data and validation_split: give one, not both")
         X2, Y = self._about.data(X, y)
         weights = None if sample_weight is None else self._about.sample_weights(
             sample_weight, Y.shape[0])
         table = self._about.class_table(class_weight, lambda: self._about.label_counts(Y))
         weights = self._about.row_weights(weights, table, Y)
         if self._scored_in_chunks(validation_data):
-            if validation_split:
-                raise ValueError("validation_data and validation_split: give one, not both")
             return _sources.InMemory(X2, Y, weights), self._scorer(validation_data, False)
         X2, Y, weights, validation = self._validation(X2, Y, weights, validation_data,
                                                       validation_split)
@@ -336,9 +336,7 @@ class Trainer:
 
     def _validation(self, X2, Y, weights, validation_data, validation_split):
         """(X_train, Y_train, weights, (X_val, Y_val) or None) from fit's
-        arguments."""
-        if validation_data is not None and validation_split:
-            raise ValueError("validation_data and validation_split: give one, not both")
+        arguments (at most one of validation_data and validation_split)."""
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
@@ -364,11 +362,8 @@ class Trainer:
         if validation is None:
             return None
         if not checked and self._scored_in_chunks(validation):
-            Xv, yv = validation[0], np.asarray(validation[1])
-            if Xv.shape[1] != self.n_inputs or yv.ndim == 0 or len(yv) != len(Xv):
-                raise ValueError(f"validation_data must be (X_val, y_val) with {self.n_inputs} "
-                                 f"columns and one label per row, got shapes {Xv.shape} "
-                                 f"and {yv.shape}")
+            Xv, yv = self._about.rows_to_read(*validation, names=("validation_data[0]",
+                                                                  "validation_data[1]"))
             for rows in self._chunks_of(Xv):      # checked before training, as in memory
                 where = f"rows {rows.start}:{min(rows.stop, len(Xv))}"
                 X2, single = self._about.inputs(np.asarray(Xv[rows]), f"validation_data[0] {where}")
