@@ -138,7 +138,9 @@ def test_cli_on_any_file_exits_cleanly(path, model, content, encoding, raw,
     1 or 2 with a message, never a traceback."""
     path.write_bytes(content.encode(encoding, errors="replace") if raw is None else raw)
     for argv in commands(str(path), model, options, proba):
-        run(*argv)
+        code, _, err = run(*argv)
+        assert code in (0, 1, 2) and "Traceback" not in err
+        assert code == 0 or "error: " in err.splitlines()[-1], err
 
 
 @given(lines=tables(), layout=LAYOUTS, options=train_options(), proba=st.booleans())

@@ -445,6 +445,8 @@ def test_a_hand_made_file_loads_whole_or_is_refused_by_name(net, data):
 def test_an_unedited_file_loads_whole(net):
     data = File(net).bytes()
     result, _ = peak_of_load(data)
+    assert isinstance(result, bp.Sequential), repr(result)
+    np.testing.assert_array_equal(result.params, net.params)
     expect_a_working_network(result, data)
 
 
