@@ -30,8 +30,9 @@ import numpy as np
 from . import __version__, activations, datasets
 from . import losses as _losses
 from . import optimizers as _optimizers
+from ._threads import blas_info
 from .layers import Dense
-from .network import Sequential
+from .network import Sequential, load
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -398,7 +399,6 @@ def _text(value) -> str:
 
 
 def _predict(args) -> int:
-    from .network import load
     try:
         net = load(args.model)
     except ValueError as exc:
@@ -434,7 +434,6 @@ def _info(args) -> int:
 
     import scipy
 
-    from ._threads import blas_info
     blas = blas_info()
     print(f"backprop {__version__} ({os.path.dirname(os.path.abspath(__file__))})")
     print(f"python {platform.python_version()} ({platform.machine()}), "
