@@ -83,8 +83,9 @@ class Explanation:
 
 def explain(net, x, y) -> Explanation:
     """Trace backpropagation through `net` (a Sequential) for one sample x
-    (n_in,) with target y (a class label, or the target vector)."""
-    net._require_trainable()
+    (n_in,) with target y (a class label, or the target vector).  Called by
+    Sequential.explain, which first checks that every activation has a
+    derivative."""
     about = _sources.describe(net)
     x64 = np.asarray(about.inputs(x)[0][0], dtype=np.float64)
     Y = about.targets(y, 1, True).astype(np.float64)[0]

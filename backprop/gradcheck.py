@@ -138,16 +138,7 @@ def _check_network(net: "Sequential", X, y, h):
     analytic = net.grads.copy()
     numerical = _central(lambda: net.evaluate(X2, Y)["loss"], net.params, h)
 
-    def names(i):
-        for k, layer in enumerate(net.layers):
-            if i < layer.W.size:
-                return f"layers[{k}].W[{i // layer.n_out}, {i % layer.n_out}]"
-            i -= layer.W.size
-            if i < layer.n_out:
-                return f"layers[{k}].b[{i}]"
-            i -= layer.n_out
-        raise IndexError(i)
-    return analytic, numerical, names
+    return analytic, numerical, net.layout.name
 
 
 def _check_layer(layer: Dense, X, y, loss: _losses.Loss, h):

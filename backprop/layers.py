@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import operator
 import weakref
+from typing import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -26,6 +27,7 @@ from . import _ops
 from . import activations as _activations
 from ._engine import Guard
 from . import initializers
+from .layout import Layout
 from ._validation import as_batch, as_float_array, check_dtype, check_int
 
 __all__ = ["Dense"]
@@ -136,12 +138,6 @@ class Dense:
             self._W[...] = W
             self._b[...] = 0
 
-    def _joinable(self, network) -> bool:
-        """Whether the layer may join `network`: it is in no other network
-        that is still alive."""
-        owner = self._owner() if self._owner is not None else None
-        return owner is None or owner is network
-
     def _bind(self, network, guard, W, b, dW, db) -> None:
         """Join `network`: move the parameters and gradients into the given
         views of its flat buffers (keeping their values) and share its guard."""
@@ -151,6 +147,12 @@ class Dense:
             self._W, self._b, self._dW, self._db = W, b, dW, db
             self._x = self._a = None
         self._guard, self._owner = guard, weakref.ref(network)
+
+    @property
+    def output(self) -> np.ndarray | None:
+        """a = f(z) of the last forward, as a batch (rows, n_out); None before
+        the first."""
+        return self._a
 
     # -- forward and backward -----------------------------------------------
     def forward(self, x: ArrayLike) -> np.ndarray:
@@ -224,6 +226,23 @@ class Dense:
             new._W[...] = self._W
             new._b[...] = self._b
         return new
+
+
+def join(layers: Sequence[Dense], network, guard, layout: Layout,
+         params: np.ndarray, grads: np.ndarray) -> None:
+    """Make `layers` the layers of `network`: each layer's W and b (and dW,
+    db) become views into the flat buffers `params` and `grads` (keeping
+    their values), placed by `layout`, and the layers share `guard`.  A layer
+    still in another live network is refused: its weights live in that
+    network's buffer."""
+    for i, layer in enumerate(layers):
+        owner = layer._owner() if layer._owner is not None else None
+        if owner is not None and owner is not network:
+            raise ValueError(f"layers[{i}] already belongs to another Sequential: its "
+                             "weights live in that network's buffer; give this one "
+                             "a copy (layer.copy())")
+    for layer, (W, b), (dW, db) in zip(layers, layout.views(params), layout.views(grads)):
+        layer._bind(network, guard, W, b, dW, db)
 
 
 def _rebuilt(n_in, n_out, activation, init, seed, dtype, W, b) -> Dense:

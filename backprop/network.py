@@ -25,7 +25,9 @@ from ._codes import PredictMode
 from ._engine import Engine, Guard, set_blas_thread_functions
 from ._validation import (as_float_array, check_dtype, check_int,
                           check_positive_float)
+from . import layers as _layers
 from .layers import Dense
+from .layout import Layout
 from . import explain as _explain
 from . import training as _training
 from .training import History, Trainer, holding as _exclusive
@@ -97,20 +99,21 @@ class Sequential(Trainer):
                              for layer in layers)
         self._guard = Guard()
         self._forward_outputs: tuple = ()     # each layer's output in the last forward
+        self._forward_single = False          # … which was of one sample
         self._seed = None if seed is None else check_int(seed, "seed", minimum=0)
         self._rng = np.random.default_rng(seed)
         if seed is not None:
             for layer in self.layers:
                 if layer.seed is None:
                     layer.reset_parameters(self._rng)
+        self._layout = Layout([self.layers[0].n_in] + [layer.n_out for layer in self.layers])
         self._bind_flat_buffers()
         self._about = _sources.describe(self)     # what its data must look like
         self._macs = sum(layer.n_in * layer.n_out for layer in self.layers)
         self._trainable = all(layer.activation.differentiable for layer in self.layers)
         self._row_mode = self._one_row_mode()
         self._engine = Engine(
-            [self.layers[0].n_in] + [layer.n_out for layer in self.layers],
-            [layer.activation.code for layer in self.layers],
+            self._layout, [layer.activation.code for layer in self.layers],
             [layer.activation.negative_slope for layer in self.layers],
             self.loss.code, self._params, self._grads, capacity=32, guard=self._guard)
         self.n_threads = n_threads
@@ -149,7 +152,13 @@ class Sequential(Trainer):
         self._engine.set_optimizer(**opt.settings(), state=self._opt_state[:opt.n_state],
                                    steps=steps)
         self._opt_fresh = False
-        _optimizers.attach(opt, self)        # (its later changes come here too)
+        _optimizers.attach(opt, self._optimizer_changed)   # (its later changes come here too)
+
+    def _optimizer_changed(self, opt: _optimizers.Optimizer) -> None:
+        """A setting of `opt` changed (see optimizers.attach): hand it to the
+        engine if opt is still this network's optimizer."""
+        if opt is self._optimizer:
+            self._apply_optimizer()
 
     @property
     def optimizer_steps(self) -> int:
@@ -157,31 +166,24 @@ class Sequential(Trainer):
         return self._engine.optimizer_steps
 
     def _bind_flat_buffers(self) -> None:
-        """One flat buffer for all parameters, one for all gradients; each
-        layer's W, b, dW and db become views into them, layer after layer."""
-        for i, layer in enumerate(self.layers):
-            if not layer._joinable(self):
-                raise ValueError(f"layers[{i}] already belongs to another Sequential: its "
-                                 "weights live in that network's buffer; give this one "
-                                 "a copy (layer.copy())")
-        n = sum(layer.n_params for layer in self.layers)
-        self._params = np.zeros(n, self.dtype)
-        self._grads = np.zeros(n, self.dtype)
-        off = 0
-        for layer in self.layers:
-            w_end = off + layer.n_in * layer.n_out
-            b_end = w_end + layer.n_out
-            shape = (layer.n_in, layer.n_out)
-            layer._bind(self, self._guard,
-                        self._params[off:w_end].reshape(shape), self._params[w_end:b_end],
-                        self._grads[off:w_end].reshape(shape), self._grads[w_end:b_end])
-            off = b_end
+        """One flat buffer for all parameters, one for all gradients, laid
+        out by self.layout; each layer's W, b, dW and db become views into
+        them (backprop.layers.join)."""
+        self._params = np.zeros(self._layout.n_params, self.dtype)
+        self._grads = np.zeros(self._layout.n_params, self.dtype)
+        _layers.join(self.layers, self, self._guard, self._layout, self._params, self._grads)
 
     # -- what the network is made of: fixed at construction ---------------------
     @property
     def layers(self) -> tuple[Dense, ...]:
         """The Dense layers, input first."""
         return self._layers
+
+    @property
+    def layout(self) -> Layout:
+        """Where each layer's W and b lie in `params` (and `grads`, and the
+        optimizer's state): see backprop.layout."""
+        return self._layout
 
     @property
     def loss(self) -> _losses.Loss:
@@ -332,7 +334,8 @@ class Sequential(Trainer):
         a = self.layers[0].forward(X)
         for layer in self.layers[1:]:
             a = layer.forward(a)
-        self._forward_outputs = tuple([layer._a for layer in self.layers])
+        self._forward_outputs = tuple([layer.output for layer in self.layers])
+        self._forward_single = np.ndim(a) == 1
         return a
 
     @_exclusive
@@ -342,14 +345,13 @@ class Sequential(Trainer):
         db) and returns it."""
         if not self._forward_outputs:
             raise RuntimeError("call forward(X) before backward(y)")
-        if any(layer._a is not a for layer, a in zip(self.layers, self._forward_outputs)):
+        if any(layer.output is not a for layer, a in zip(self.layers, self._forward_outputs)):
             raise RuntimeError("a layer ran forward on its own since the network's last "
                                "forward: call net.forward(X) again before backward(y)")
         self._require_trainable()
         out = self.layers[-1]
-        a = out._a
-        assert a is not None                  # (checked above: the last forward's output)
-        y2 = self._about.targets(y, a.shape[0], out._single)
+        a = self._forward_outputs[-1]
+        y2 = self._about.targets(y, a.shape[0], self._forward_single)
         delta = np.empty_like(a)
         _ops.output_delta(self.loss.code, out.activation.code,
                           out.activation.negative_slope, delta, a, y2)
@@ -359,7 +361,7 @@ class Sequential(Trainer):
             if i > 0:
                 below = self.layers[i - 1]
                 delta = np.empty_like(dx)
-                _ops.act_backward(delta, dx, below._a, below.activation.code,
+                _ops.act_backward(delta, dx, self._forward_outputs[i - 1], below.activation.code,
                                   below.activation.negative_slope)
         return self.grads
 
@@ -368,6 +370,7 @@ class Sequential(Trainer):
         """The chain rule for one sample, layer by layer from the output:
         z, a, f′(z), δ and ∂C/∂W = a_prev ⊗ δ, each checked against finite
         differences (see backprop.explain).  print() it."""
+        self._require_trainable()
         return _explain.explain(self, x, y)
 
     def step(self, lr: float) -> None:

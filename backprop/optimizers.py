@@ -66,20 +66,25 @@ class Setting:
         obj.__dict__[self.name] = self.check(obj, value, self.name)
 
 
-# The networks each optimizer belongs to, in the order they took it, by id
-# (see Sequential._apply_optimizer); weak references both.
-_NETWORKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# What to tell when each optimizer's rule changes: for every optimizer, the
+# bound methods given to attach (one per object, by id), held weakly, as the
+# optimizers themselves are.
+_LISTENERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def attach(opt: "Optimizer", net) -> None:
-    """Record that `net` trains with `opt`: changes to opt's rule reach it."""
-    _NETWORKS.setdefault(opt, weakref.WeakValueDictionary())[id(net)] = net
+def attach(opt: "Optimizer", on_change) -> None:
+    """Call on_change(opt), a bound method (a network's), whenever a setting
+    of opt's rule changes, for as long as the method's object lives."""
+    listeners = _LISTENERS.setdefault(opt, {})
+    key = id(on_change.__self__)
+    listeners[key] = weakref.WeakMethod(on_change, lambda _: listeners.pop(key, None))
 
 
 def _hand_on(opt: "Optimizer") -> None:
-    for net in list(_NETWORKS.get(opt, {}).values()):
-        if net.optimizer is opt:
-            net._apply_optimizer()
+    for ref in list(_LISTENERS.get(opt, {}).values()):
+        on_change = ref()
+        if on_change is not None:
+            on_change(opt)
 
 
 class RuleSetting(Setting):

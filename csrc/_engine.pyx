@@ -28,6 +28,8 @@ cimport numpy as cnp
 
 import numpy as np
 
+from backprop.layout import Layout
+
 cnp.import_array()
 
 from backprop._codes cimport (
@@ -112,10 +114,11 @@ cdef class Guard:
 cdef class Engine:
     """The compiled plan and workspace of one network.
 
-    Engine(sizes, acts, slopes, loss, params, grads, capacity, guard): sizes
-    has one entry more than acts and slopes; params and grads are the
-    network's flat float32 or float64 buffers, W of layer l at w_off[l]
-    (row-major) followed by b, layer after layer; guard, the network's Guard
+    Engine(layout, acts, slopes, loss, params, grads, capacity, guard):
+    layout, the network's backprop.layout.Layout (where each W and b lies in
+    the flat buffers), one layer for each entry of acts and slopes; params
+    and grads, the network's flat float32 or float64 buffers of that layout;
+    guard, the network's Guard
     (a new one when None), which every call claims.  Methods take
     C-contiguous arrays of that dtype; the Python layer validates everything
     first, and the engine re-checks shapes so that nothing can read past a
@@ -142,12 +145,14 @@ cdef class Engine:
         self.plan.out = NULL
         self.plan.delta = NULL
 
-    def __init__(self, sizes, acts, slopes, int loss, params, grads,
+    def __init__(self, layout, acts, slopes, int loss, params, grads,
                  Py_ssize_t capacity=256, Guard guard=None):
         cdef int l, L = len(acts)
-        cdef Py_ssize_t off = 0
-        if L < 1 or len(sizes) != L + 1 or len(slopes) != L:
-            raise ValueError("sizes must have one entry more than acts and slopes")
+        if not isinstance(layout, Layout):
+            raise TypeError(f"layout must be a backprop.layout.Layout, got {type(layout).__name__}")
+        sizes, w_off, b_off = layout.sizes, layout.w_offsets, layout.b_offsets
+        if L != layout.n_layers or len(slopes) != L:
+            raise ValueError("acts and slopes must have one entry for each layer of the layout")
         self.dtype = np.dtype(params.dtype)
         if self.dtype not in (np.float32, np.float64) or grads.dtype != self.dtype:
             raise TypeError("params and grads must share a float32 or float64 dtype")
@@ -169,21 +174,17 @@ cdef class Engine:
             raise MemoryError()
         for l in range(L + 1):
             self.plan.size[l] = sizes[l]
-            if sizes[l] < 1:
-                raise ValueError("every layer size must be at least 1")
         for l in range(L):
             self.plan.act[l] = acts[l]
             self.plan.slope[l] = slopes[l]
-            self.plan.w_off[l] = off
-            off += sizes[l] * sizes[l + 1]
-            self.plan.b_off[l] = off
-            off += sizes[l + 1]
-        if params.shape != (off,) or grads.shape != (off,):
-            raise ValueError(f"params and grads must have shape ({off},)")
+            self.plan.w_off[l] = w_off[l]
+            self.plan.b_off[l] = b_off[l]
+        if params.shape != (layout.n_params,) or grads.shape != (layout.n_params,):
+            raise ValueError(f"params and grads must have shape ({layout.n_params},)")
         if not (params.flags.c_contiguous and grads.flags.c_contiguous
                 and params.flags.writeable and grads.flags.writeable):
             raise ValueError("params and grads must be contiguous and writeable")
-        self.plan.n_params = off
+        self.plan.n_params = layout.n_params
         self.typenum = cnp.NPY_DOUBLE if self.dtype == np.float64 else cnp.NPY_FLOAT
         self.params = params
         self.grads = grads

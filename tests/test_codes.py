@@ -11,6 +11,7 @@ import backprop as bp
 from backprop import activations, losses
 from backprop._codes import ActivationCode, LossCode, OptimizerKind, PredictMode
 from backprop._engine import Engine
+from backprop.layout import Layout
 
 
 def test_every_activation_carries_the_core_code_of_its_name():
@@ -43,7 +44,7 @@ def test_every_optimizer_kind_has_its_optimizer():
 def test_each_predict_mode_returns_what_its_name_says(n_out, dtype):
     rng = np.random.default_rng(n_out)
     params = rng.normal(size=3 * n_out + n_out).astype(dtype)
-    engine = Engine(sizes=[3, n_out], acts=[ActivationCode.SIGMOID], slopes=[0.0],
+    engine = Engine(layout=Layout([3, n_out]), acts=[ActivationCode.SIGMOID], slopes=[0.0],
                     loss=LossCode.MSE, params=params, grads=np.zeros_like(params),
                     capacity=4)
     for x in rng.normal(size=(20, 3)).astype(dtype):

@@ -11,6 +11,7 @@ import pytest
 from backprop import _ops
 from backprop._codes import ActivationCode as Act, LossCode as Loss
 from backprop._engine import Engine
+from backprop.layout import Layout
 
 TRAINABLE = [code for code in Act if code != Act.STEP]
 
@@ -454,7 +455,7 @@ def net(request, dtype, rng):
     sizes, acts, slopes, loss = request.param
     params = normal(rng, n_params(sizes), dtype, 0.7)
     grads = nans(n_params(sizes), dtype)
-    engine = Engine(sizes=sizes, acts=acts, slopes=slopes, loss=loss,
+    engine = Engine(layout=Layout(sizes), acts=acts, slopes=slopes, loss=loss,
                     params=params, grads=grads, capacity=CAPACITY)
     X = normal(rng, (19, sizes[0]), dtype)
     Y = targets_for(loss, rng, 19, sizes[-1], dtype)
@@ -487,7 +488,7 @@ def test_engine_forward(net, rows, dtype, rng):
 def test_engine_forward_brief_formula(dtype, rng):
     # The brief's network written out: softmax(relu(X @ W0 + b0) @ W1 + b1).
     params = normal(rng, 4 * 6 + 6 + 6 * 3 + 3, dtype)
-    engine = Engine(sizes=[4, 6, 3], acts=[Act.RELU, Act.SOFTMAX], slopes=[0.0, 0.0],
+    engine = Engine(layout=Layout([4, 6, 3]), acts=[Act.RELU, Act.SOFTMAX], slopes=[0.0, 0.0],
                     loss=Loss.CROSS_ENTROPY,
                     params=params, grads=np.zeros_like(params), capacity=8)
     p = params.astype(np.float64)
@@ -563,7 +564,7 @@ def test_engine_train_epoch(net, shuffled, dtype, rng):
 
     # ... and the same as train_step on X[order] batches by hand.
     params2, grads2 = p0.copy(), np.zeros_like(p0)
-    by_hand = Engine(sizes=sizes, acts=acts, slopes=slopes, loss=loss,
+    by_hand = Engine(layout=Layout(sizes), acts=acts, slopes=slopes, loss=loss,
                      params=params2, grads=grads2, capacity=CAPACITY)
     total = 0.0
     for start in range(0, len(X), batch):
@@ -577,7 +578,7 @@ def test_engine_train_epoch_batch_not_dividing(dtype, rng):
     # batch 3 over 19 rows: six full batches and one of a single row.
     sizes, acts, slopes, loss = NETS[0]
     params = normal(rng, n_params(sizes), dtype, 0.7)
-    engine = Engine(sizes=sizes, acts=acts, slopes=slopes, loss=loss,
+    engine = Engine(layout=Layout(sizes), acts=acts, slopes=slopes, loss=loss,
                     params=params, grads=np.zeros_like(params), capacity=CAPACITY)
     X = normal(rng, (19, 4), dtype)
     Y = one_hot(rng, 19, 3, dtype)
