@@ -13,6 +13,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from . import losses as _losses
+from ._engine import shuffled
 from ._validation import as_batch, as_float_array, check_int, check_positive_float
 
 # A chunk read from a memory-mapped array holds about this many bytes of X.
@@ -128,8 +129,7 @@ class Chunk(NamedTuple):
     X: np.ndarray               # (rows, n_in) in the network's dtype, checked
     Y: np.ndarray               # (rows, n_out) targets
     weights: np.ndarray | None  # (rows,) sample weights, or None
-    seed: int                   # the core's shuffle seed for these rows (-1: keep their order)
-    order: np.ndarray | None = None   # the row order to shuffle (None: a new 0, 1, 2 …)
+    order: np.ndarray | None    # the order in which to visit its rows (None: as stored)
 
 
 def _seeds(seed: int, count: int) -> list[int]:
@@ -139,27 +139,72 @@ def _seeds(seed: int, count: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(count, np.uint64) >> 2]
 
 
-def chunk_order(rows: int, chunk_rows: int, seed: int) -> list[tuple[int, int]]:
-    """The chunks of an epoch in the order they are visited: (first row,
-    shuffle seed of its rows) each; in stored order when seed < 0."""
-    starts = np.arange(0, rows, chunk_rows)
-    if seed >= 0:
-        starts = np.random.default_rng(seed).permutation(starts)
-    return list(zip(starts.tolist(), _seeds(seed, len(starts))))
+def _shuffled_rows(count: int, seed: int) -> np.ndarray | None:
+    """0 … count − 1 in the seeded order of the core's shuffle (None: seed < 0)."""
+    if seed < 0:
+        return None
+    order = np.arange(count)
+    shuffled(order, seed)
+    return order
+
+
+class Order:
+    """The order in which each epoch visits the `rows` rows of a data set:
+    the one rule, used by fit's sources and by distributed training.
+
+    In one chunk (chunk_rows None), one permutation of every row, kept from
+    epoch to epoch and shuffled again in place by each epoch's seed.  In
+    chunks of `chunk_rows` rows, the chunks in a seeded random order and
+    the rows of each in an order of their own, drawn afresh each epoch.
+    A seed < 0 keeps everything in stored order."""
+
+    def __init__(self, rows: int, chunk_rows: int | None = None):
+        self.rows, self.chunk_rows = rows, chunk_rows
+        self._kept = np.arange(rows) if chunk_rows is None else None
+
+    def epoch(self, seed: int) -> Iterator[tuple[slice, np.ndarray | None]]:
+        """Each chunk of the epoch of this seed, in the order visited: its
+        rows, and the order of those rows (indices into the chunk; None:
+        as stored)."""
+        if self._kept is not None:
+            if seed >= 0:
+                shuffled(self._kept, seed)
+            yield slice(0, self.rows), self._kept if seed >= 0 else None
+            return
+        size = self.chunk_rows
+        assert size is not None
+        starts = np.arange(0, self.rows, size)
+        if seed >= 0:
+            starts = np.random.default_rng(seed).permutation(starts)
+        for first, chunk_seed in zip(starts.tolist(), _seeds(seed, len(starts))):
+            count = min(size, self.rows - first)
+            yield slice(first, first + count), _shuffled_rows(count, chunk_seed)
+
+    def rows_of(self, seed: int) -> Iterator[np.ndarray]:
+        """The rows of each chunk of the epoch, as indices into the whole
+        data set, in the order visited."""
+        for rows, order in self.epoch(seed):
+            yield rows.start + (np.arange(rows.stop - rows.start) if order is None else order)
 
 
 class InMemory:
     """Arrays already converted and checked: the whole data set is one chunk,
-    whose row order carries over from epoch to epoch (shuffled again each)."""
+    whose row order carries over from epoch to epoch (see Order)."""
 
     def __init__(self, X2, Y, weights):
         self.rows = X2.shape[0]
+        self.order = Order(self.rows)
         self._data = (X2, Y, weights)
-        self._order = np.arange(self.rows)
 
     def chunks(self, seed: int) -> Iterator[Chunk]:
         X2, Y, weights = self._data
-        yield Chunk(X2, Y, weights, seed, self._order if seed >= 0 else None)
+        for _, order in self.order.epoch(seed):
+            yield Chunk(X2, Y, weights, order)
+
+    def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(X, Y, weights) of the given rows."""
+        X2, Y, weights = self._data
+        return X2[rows], Y[rows], None if weights is None else weights[rows]
 
 
 class ChunkedArrays:
@@ -170,15 +215,21 @@ class ChunkedArrays:
         self._weights, self._table = sample_weight, class_table
         self.rows = X.shape[0]
         self.chunk_rows = chunk_rows
+        self.order = Order(self.rows, chunk_rows)
 
     def chunks(self, seed: int) -> Iterator[Chunk]:
-        for start, chunk_seed in chunk_order(self.rows, self.chunk_rows, seed):
-            rows = slice(start, start + self.chunk_rows)
-            where = f"rows {start}:{min(start + self.chunk_rows, self.rows)}"
-            X2, single = self._about.inputs(self._X[rows], f"X {where}")
-            Y = self._about.targets(self._y[rows], X2.shape[0], single, f"y {where}")
-            weights = None if self._weights is None else self._weights[rows]
-            yield Chunk(X2, Y, self._about.row_weights(weights, self._table, Y), chunk_seed)
+        for rows, order in self.order.epoch(seed):
+            yield Chunk(*self._read(rows, f"rows {rows.start}:{rows.stop}"), order)
+
+    def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(X, Y, weights) of the given rows, read, converted and checked."""
+        return self._read(rows, f"{len(rows)} rows from row {rows.min() if len(rows) else 0}")
+
+    def _read(self, rows, where: str):
+        X2, single = self._about.inputs(self._X[rows], f"X {where}")
+        Y = self._about.targets(self._y[rows], X2.shape[0], single, f"y {where}")
+        weights = None if self._weights is None else self._weights[rows]
+        return X2, Y, self._about.row_weights(weights, self._table, Y)
 
 
 class Batches:
@@ -212,7 +263,8 @@ class Batches:
                        self._about.sample_weights(item[2], X2.shape[0],
                                                   f"batch {i}: sample_weight"))
             yield Chunk(X2, Y, self._about.row_weights(weights, self._table, Y),
-                        -1 if rng is None else int(rng.integers(2**62)))
+                        _shuffled_rows(X2.shape[0],
+                                       -1 if rng is None else int(rng.integers(2**62))))
 
 
 def chunk_rows(chunk_size, batch_size: int, n_inputs: int, itemsize: int) -> int:

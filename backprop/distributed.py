@@ -40,11 +40,9 @@ except ImportError as exc:  # pragma: no cover - without the extra
     raise ImportError("backprop.distributed needs mpi4py and an MPI library: "
                       'pip install "backprop[mpi]"') from exc
 
-from . import _sources
-from . import losses as _losses
-from ._engine import shuffled
-from ._validation import check_int, check_positive_float
+from ._validation import check_positive_float
 from .network import History, Sequential
+from .training import EpochRunner, FitPlan
 
 __all__ = ["fit", "rank", "size", "broadcast_parameters", "allreduce_gradients",
            "threads_per_rank"]
@@ -110,9 +108,9 @@ def broadcast_parameters(net: Sequential, comm=None, root: int = 0,
     """Give every rank root's weights, optimizer state and step count."""
     comm = _comm(comm)
     steps = np.array([net.optimizer_steps], np.int64)
-    for array in [net.params, *net._opt_state[:net.optimizer.n_state], steps]:
+    for array in [net.params, *net.optimizer_state, steps]:
         _wait(comm.Ibcast(array, root=root), comm, timeout, "broadcasting the weights")
-    net._apply_optimizer(int(steps[0]))
+    net.optimizer_steps = int(steps[0])
 
 
 def _allreduce(comm, buffer, timeout, what) -> None:
@@ -157,143 +155,138 @@ def fit(net: Sequential, X, y, *, epochs: int = 1, batch_size: int = 32,
     Returns the History, the same on every rank.  When the arguments of a
     rank are refused, every rank raises (that rank its error, the others
     a RuntimeError saying which ranks).
+
+    This is Sequential.fit with an epoch runner of its own (see
+    backprop.training.EpochRunner): fit checks the arguments and sets up the
+    training as it always does, and the runner gives each rank its share of
+    every batch and sums the gradients.
     """
     comm = _comm(comm)
+    runner = _Runner(comm, 300.0, validation_data is not None)
     try:
-        timeout = check_positive_float(timeout, "timeout")
-        plan = _plan(net, X, y, epochs, batch_size, lr, optimizer, sample_weight,
-                     validation_data, callbacks, early_stopping, patience, min_delta,
-                     chunk_size, verbose, comm)
-        refused = None
-    except (ValueError, TypeError, RuntimeError) as exc:   # (RuntimeError: net in use)
-        plan, refused = None, exc
-    n = -1 if plan is None else plan["n"]
-    gathered = _gather(comm, [n, refused is not None], timeout if plan else 300.0)
-    if refused is not None:
-        raise refused
-    if gathered[:, 2].any():
-        raise RuntimeError(f"ranks {np.flatnonzero(gathered[:, 2]).tolist()} refused their "
-                           "arguments (their errors say why)")
-    if (gathered[:, 1] != n).any():
-        raise ValueError(f"X: every rank must pass the same rows; the ranks have "
-                         f"{gathered[:, 1].tolist()}")
-    threads = net.n_threads
-    if threads is None:
-        net.n_threads = _threads_per_rank(gathered)
-    try:
-        with net.exclusive():              # this thread's for the whole run, as in fit
-            return _fit(net, plan, shuffle, comm, timeout)
-    except Exception:
-        if comm.Get_size() == 1:
-            raise
-        _abort(comm, "training failed:\n" + traceback.format_exc())
-        raise                      # (not reached: _abort ends the process)
+        runner.timeout = check_positive_float(timeout, "timeout")
+        if not isinstance(net, Sequential):
+            raise TypeError(f"net must be a backprop.Sequential, got {type(net).__name__}")
+        me, ranks = comm.Get_rank(), comm.Get_size()
+        if validation_data is not None:         # this rank's share of the rows
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, y_val)")
+            Xv, yv = validation_data
+            if len(Xv) != len(yv):
+                raise ValueError(f"validation_data: X_val has {len(Xv)} rows, y_val {len(yv)}")
+            share = slice(me * len(Xv) // ranks, (me + 1) * len(Xv) // ranks)
+            runner.validation_rows = share.stop - share.start
+            validation_data = (Xv[share], yv[share]) if runner.validation_rows else None
+        return net.fit(X, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                       shuffle=shuffle, sample_weight=sample_weight,
+                       validation_data=validation_data, callbacks=callbacks,
+                       early_stopping=early_stopping, patience=patience, min_delta=min_delta,
+                       chunk_size=chunk_size, verbose=verbose if comm.Get_rank() == 0 else 0,
+                       runner=runner)
+    except Exception as exc:
+        if runner.started:                        # training failed: the job ends
+            runner.failed()
+        elif not runner.met and isinstance(exc, (ValueError, TypeError, RuntimeError)):
+            runner.meet(-1, refused=True)         # refused before training: every rank raises
+        raise                                     # (RuntimeError: the net is in use)
     finally:
-        net.n_threads = threads
+        runner.finish(net)
 
 
-def _plan(net, X, y, epochs, batch_size, lr, optimizer, sample_weight, validation_data,
-          callbacks, early_stopping, patience, min_delta, chunk_size, verbose, comm) -> dict:
-    """fit's arguments, checked on this rank before any rank starts."""
-    me, ranks = comm.Get_rank(), comm.Get_size()
-    epochs = check_int(epochs, "epochs", minimum=0)
-    batch_size = check_int(batch_size, "batch_size")
-    if not isinstance(net, Sequential):
-        raise TypeError(f"net must be a backprop.Sequential, got {type(net).__name__}")
-    net._require_trainable()
-    about = _sources.describe(net)
-    X, y = about.rows_to_read(X, y)
-    n = X.shape[0]
-    weights = None if sample_weight is None else about.sample_weights(sample_weight, n)
-    validation = None
-    if validation_data is not None:            # this rank's share of the rows, checked
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError("validation_data must be a pair (X_val, y_val)")
-        Xv, yv = validation_data
-        if len(Xv) != len(yv):
-            raise ValueError(f"validation_data: X_val has {len(Xv)} rows, y_val {len(yv)}")
-        share = slice(me * len(Xv) // ranks, (me + 1) * len(Xv) // ranks)
-        validation = (None if share.start == share.stop else
-                      net._validation(None, None, None, (Xv[share], yv[share]), 0.0)[3])
-    callbacks = net._callbacks(callbacks, early_stopping, patience, min_delta,
-                               verbose if me == 0 else 0, validation_data is not None)
-    chunked = chunk_size is not None or isinstance(X, np.memmap)
-    chunk = (_sources.chunk_rows(chunk_size, ranks * batch_size, net.n_inputs,
-                                 net.dtype.itemsize) if chunked else None)
-    net._set_optimizer_for_fit(optimizer, lr)
-    return {"n": n, "X": X, "y": y, "weights": weights, "epochs": epochs, "batch_size": batch_size,
-            "validation": validation, "scored": validation_data is not None,
-            "callbacks": callbacks, "chunk": chunk}
+class _Runner(EpochRunner):
+    """The epochs of fit over the ranks of `comm`: every global batch of
+    size × batch_size rows, in the order of backprop._sources.Order, is
+    shared out, each rank computes the gradient of its share, one Allreduce
+    sums the shares (weighted by their rows), and every replica takes the
+    same update."""
 
+    reads_rows = True               # each rank reads only its shares of the data
 
-def _fit(net, plan, shuffle, comm, timeout) -> History:
-    me, ranks, n = comm.Get_rank(), comm.Get_size(), plan["n"]
-    X, y, weights, chunk = plan["X"], plan["y"], plan["weights"], plan["chunk"]
-    broadcast_parameters(net, comm, timeout=timeout)
-    engine = net._engine_for(min(plan["batch_size"], n), True)
-    seed = np.array([net._rng.integers(2**62) if shuffle else -1], np.int64)
-    _wait(comm.Ibcast(seed, root=0), comm, timeout, "broadcasting the seed")
-    step = ranks * plan["batch_size"]
-    order = np.arange(n)
+    def __init__(self, comm, timeout: float, validating: bool):
+        self.comm, self.timeout, self._validating = comm, timeout, validating
+        self.me, self.ranks = comm.Get_rank(), comm.Get_size()
+        self.validation_rows = 0
+        self.classifies = False
+        self.met = self.started = False
+        self._threads: tuple | None = None        # (network, its own n_threads) to restore
 
-    def orders(epoch):
-        """The rows of each chunk in the order Sequential.fit visits them."""
-        epoch_seed = int(seed[0]) + epoch if shuffle else -1
-        if chunk is None:                         # in memory: kept from epoch to epoch
-            if shuffle:
-                shuffled(order, epoch_seed)
-            yield order
-            return
-        for first, chunk_seed in _sources.chunk_order(n, chunk, epoch_seed):
-            rows = np.arange(min(chunk, n - first))
-            if chunk_seed >= 0:
-                shuffled(rows, chunk_seed)
-            yield rows + first
+    def step_rows(self, batch_size: int) -> int:
+        return self.ranks * batch_size
 
-    def shares(rows_of_chunk):
-        """This rank's rows of each global batch of a chunk, read and
-        converted at once (each step then takes a view), and the size of
-        each global batch."""
-        sizes = [min(step, len(rows_of_chunk) - s) for s in range(0, len(rows_of_chunk), step)]
-        mine = np.concatenate([rows_of_chunk[s + me * m // ranks:s + (me + 1) * m // ranks]
-                               for s, m in zip(range(0, len(rows_of_chunk), step), sizes)])
-        if not len(mine):
-            return None, None, None, sizes
-        X2, Y = _sources.describe(net).data(X[mine], y[mine])
-        return X2, Y, None if weights is None else weights[mine], sizes
+    def validating(self, here: bool) -> bool:
+        return self._validating
 
-    def run_epoch(epoch, lr):
-        loss = correct = 0.0
-        for rows_of_chunk in orders(epoch):
-            X2, Y, w, sizes = shares(rows_of_chunk)
+    def meet(self, rows: int, refused: bool) -> np.ndarray:
+        """Every rank's rows and refusal, gathered (also by a rank whose
+        arguments were refused, so that every rank raises)."""
+        gathered = _gather(self.comm, [rows, refused], self.timeout)
+        self.met = True
+        if refused:
+            return gathered
+        if gathered[:, 2].any():
+            raise RuntimeError(f"ranks {np.flatnonzero(gathered[:, 2]).tolist()} refused "
+                               "their arguments (their errors say why)")
+        if (gathered[:, 1] != rows).any():
+            raise ValueError(f"X: every rank must pass the same rows; the ranks have "
+                             f"{gathered[:, 1].tolist()}")
+        return gathered
+
+    def start(self, net, plan: FitPlan) -> FitPlan:
+        gathered = self.meet(plan.source.rows, refused=False)
+        self.started, self.classifies = True, net.is_classifier
+        if net.n_threads is None:
+            self._threads = (net, None)
+            net.n_threads = _threads_per_rank(gathered)
+        broadcast_parameters(net, self.comm, timeout=self.timeout)
+        seed = np.array([plan.seed], np.int64)
+        _wait(self.comm.Ibcast(seed, root=0), self.comm, self.timeout, "broadcasting the seed")
+        return plan._replace(seed=int(seed[0]))
+
+    def epoch(self, net, plan: FitPlan, epoch: int, lr: float) -> tuple[float, float]:
+        me, ranks, engine = self.me, self.ranks, plan.engine
+        step = ranks * plan.batch_size
+        loss = right = 0.0
+        for rows in plan.source.order.rows_of(plan.seed + epoch if plan.seed >= 0 else -1):
+            starts = range(0, len(rows), step)
+            sizes = [min(step, len(rows) - s) for s in starts]      # the global batches
+            shares = [rows[s + me * m // ranks:s + (me + 1) * m // ranks]
+                      for s, m in zip(starts, sizes)]
+            mine = np.concatenate(shares)
+            X2, Y, w = plan.source.read(mine) if len(mine) else (None, None, None)
             first = 0
-            for m in sizes:                           # a global batch of m rows
-                count = (me + 1) * m // ranks - me * m // ranks    # this rank's share
+            for m, share in zip(sizes, shares):
+                count = len(share)
                 if count:
-                    rows = slice(first, first + count)
-                    value = engine.loss_and_grad(X2[rows], Y[rows],
-                                                 None if w is None else w[rows])
-                    loss += value * count
-                    correct += engine.batch_correct(Y[rows]) if net.is_classifier else 0
+                    part = slice(first, first + count)
+                    loss += count * engine.loss_and_grad(X2[part], Y[part],
+                                                         None if w is None else w[part])
+                    right += count * engine.batch_accuracy(Y[part])
                     first += count
                 else:
                     net.grads[...] = 0
-                allreduce_gradients(net, count / m, comm, timeout)
+                allreduce_gradients(net, count / m, self.comm, self.timeout)
                 engine.apply_update(lr)
-        loss, correct = _sum(comm, [loss, correct], timeout) / n
-        per_row = net.n_outputs if net.loss.code == _losses.BINARY_CROSS_ENTROPY else 1
-        return float(loss), float(correct) / per_row
+        loss, right = _sum(self.comm, [loss, right], self.timeout) / plan.source.rows
+        return float(loss), float(right)
 
-    def score():
-        return _score(net, plan["validation"], comm, timeout)
-    return net._run_epochs(plan["epochs"], n, plan["callbacks"], run_epoch,
-                           score if plan["scored"] else None)
+    def score(self, here):
+        if not self._validating:
+            return None
 
+        def score() -> dict:
+            """val_loss (and val_accuracy) over every rank's share of the rows."""
+            scores = here() if here is not None else {}
+            keys = ["val_loss"] + (["val_accuracy"] if self.classifies else [])
+            totals = _sum(self.comm, [scores.get(k, 0.0) * self.validation_rows for k in keys]
+                          + [self.validation_rows], self.timeout)
+            return {k: float(v / totals[-1]) for k, v in zip(keys, totals)}
+        return score
 
-def _score(net, validation, comm, timeout) -> dict:
-    """val_loss (and val_accuracy) over every rank's share of the rows."""
-    rows = 0 if validation is None else len(validation[0])
-    scores = net._evaluate(*validation) if rows else {}
-    keys = ["loss"] + (["accuracy"] if net.is_classifier else [])
-    totals = _sum(comm, [scores.get(k, 0.0) * rows for k in keys] + [rows], timeout)
-    return {f"val_{k}": float(v / totals[-1]) for k, v in zip(keys, totals)}
+    def failed(self) -> None:
+        """Training failed on this rank: end the job (alone, just raise)."""
+        if self.ranks > 1:
+            _abort(self.comm, "training failed:\n" + traceback.format_exc())
+
+    def finish(self, net) -> None:
+        if self._threads is not None:
+            net.n_threads = self._threads[1]

@@ -162,8 +162,23 @@ class Sequential(Trainer):
 
     @property
     def optimizer_steps(self) -> int:
-        """Updates the current optimizer has made."""
+        """Updates the current optimizer has made (Adam's bias correction
+        counts them).  Assigning sets the count, as when resuming."""
         return self._engine.optimizer_steps
+
+    @optimizer_steps.setter
+    def optimizer_steps(self, value: int) -> None:
+        self._apply_optimizer(steps=check_int(value, "optimizer_steps", minimum=0,
+                                                     maximum=2**63 - 1))
+
+    @property
+    def optimizer_state(self) -> tuple[np.ndarray, ...]:
+        """The arrays the optimizer keeps, laid out like params (none for
+        plain SGD; SGD with momentum its velocity; Adam its two moments;
+        RMSProp and AdaGrad their sums of squares).  They are the live
+        state: writing into them (to restore or share it) changes the next
+        update."""
+        return tuple(self._opt_state[:self._optimizer.n_state])
 
     def _bind_flat_buffers(self) -> None:
         """One flat buffer for all parameters, one for all gradients, laid

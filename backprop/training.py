@@ -14,17 +14,18 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _ops, _sources
+from ._engine import Engine
 from . import callbacks as _callbacks
 from . import optimizers as _optimizers
 from ._validation import check_int, check_positive_float
 
-__all__ = ["Trainer", "History", "STRETCH_FLOPS"]
+__all__ = ["Trainer", "History", "EpochRunner", "FitPlan", "STRETCH_FLOPS"]
 
 # fit hands each epoch to the core in stretches of about this many
 # floating-point operations (tens of milliseconds): Python sees Ctrl-C between
@@ -60,13 +61,72 @@ class History:
         return f"History(epochs={len(self.epoch)}, loss={last})"
 
 
+class FitPlan(NamedTuple):
+    """What fit has set up before its first epoch, for an EpochRunner."""
+    source: Any                 # the data: a source of backprop._sources (chunks, order, read)
+    batch_size: int             # rows of a step (of this process's share, for a runner that splits)
+    seed: int                   # the fit's shuffle seed: epoch e shuffles by seed + e (< 0: none)
+    engine: Engine              # the network's compiled engine, reserved for batch_size rows
+    stretch: int                # rows handed to the core at once (Ctrl-C is seen in between)
+
+
+class EpochRunner:
+    """How fit runs each epoch.  fit checks its arguments, sets up the
+    optimizer, the data source, callbacks and the shuffle seed, and calls
+    start once; then, for every epoch, epoch() and the validation figures of
+    score().  This one runs every epoch in this process, on the compiled
+    engine; backprop.distributed's runner splits every batch over MPI ranks
+    in the same order (see backprop._sources.Order)."""
+
+    # Whether the runner reads only the rows it trains on (each MPI rank its
+    # shares): fit then checks the shapes of X and y and converts no row
+    # before the runner asks for it (see backprop._sources.ChunkedArrays).
+    reads_rows = False
+
+    def step_rows(self, batch_size: int) -> int:
+        """Rows of one step over all workers (chunks hold whole steps)."""
+        return batch_size
+
+    def validating(self, here: bool) -> bool:
+        """Whether the epochs are scored on validation data (here: this
+        process has some)."""
+        return here
+
+    def start(self, net: "Trainer", plan: FitPlan) -> FitPlan:
+        """Called once before the first epoch; returns the plan to train by."""
+        return plan
+
+    def epoch(self, net: "Trainer", plan: FitPlan, epoch: int, lr: float) -> tuple[float, float]:
+        """Epoch number `epoch` at rate lr: (mean loss, accuracy)."""
+        seed = plan.seed + epoch if plan.seed >= 0 else -1
+        rows = 0
+        loss = right = 0.0
+        for X2, Y, weights, order in plan.source.chunks(seed):
+            n = X2.shape[0]
+            batch = min(plan.batch_size, n)
+            plan.engine.reserve(batch)             # (a stream's batches may be small)
+            for first in range(0, n, plan.stretch):
+                count = min(plan.stretch, n - first)
+                loss += count * plan.engine.train_epoch(X2, Y, order, batch, lr, -1, weights,
+                                                        first, count)
+                right += count * plan.engine.epoch_accuracy
+            rows += n
+        if rows == 0:
+            raise ValueError("X: the iterable of batches gave no rows")
+        return loss / rows, right / rows
+
+    def score(self, here: Callable[[], dict] | None) -> Callable[[], dict] | None:
+        """The function giving each epoch's validation figures, from the
+        one for this process's validation data (None: none here)."""
+        return here
+
+
+
 class Trainer:
     """fit, partial_fit and what they need: a mixin of Sequential, whose
     members it uses."""
 
     if TYPE_CHECKING:               # what it uses of the model (backprop.network)
-        from ._engine import Engine
-
         stop_training: bool
         _about: _sources.Description
         _optimizer: _optimizers.Optimizer
@@ -101,7 +161,8 @@ class Trainer:
             validation_split: float = 0.0, callbacks: list | None = None,
             early_stopping: bool = False, patience: int = 5, min_delta: float = 0.0,
             sample_weight: ArrayLike | None = None, class_weight: dict | str | None = None,
-            chunk_size: int | None = None, verbose: int = 0) -> History:
+            chunk_size: int | None = None, verbose: int = 0,
+            runner: EpochRunner | None = None) -> History:
         """Train by mini-batch gradient descent.
 
         X (n, n_in); y: class labels (n,) or one-hot (n, k) for
@@ -136,6 +197,9 @@ class Trainer:
         chunk_size: rows per chunk, see above.
         verbose: 1 shows a progress bar (one line per few epochs when the
             output is not a terminal).
+        runner: how each epoch runs, an EpochRunner; by default in this
+            process (backprop.distributed passes one that spreads every
+            batch over MPI ranks).
 
         Returns a History: history['loss'] (and 'accuracy' for classifiers,
         'val_loss' and 'val_accuracy' with validation, 'lr') per epoch.
@@ -147,26 +211,27 @@ class Trainer:
         self._require_trainable()
         epochs = check_int(epochs, "epochs", minimum=0)
         batch_size = check_int(batch_size, "batch_size")
+        runner = EpochRunner() if runner is None else runner
         self._set_optimizer_for_fit(optimizer, lr)
-        source, score = self._source(X, y, epochs, batch_size, chunk_size, sample_weight,
-                                     class_weight, validation_data, validation_split)
+        source, score = self._source(X, y, epochs, runner.step_rows(batch_size), chunk_size,
+                                     sample_weight, class_weight, validation_data,
+                                     validation_split, runner.reads_rows)
         n = source.rows
         batch_size = min(batch_size, n or batch_size)
         engine = self._engine_for(batch_size if n else 1, True)   # (a stream: per batch)
         callbacks = self._callbacks(callbacks, early_stopping, patience, min_delta,
-                                    verbose, score is not None)
+                                    verbose, runner.validating(score is not None))
         # The core shuffles the rows of each chunk, seeded from the network's
         # generator: one draw per fit, one seed per epoch.
-        base = int(self._rng.integers(2**62)) if shuffle else -1
+        seed = int(self._rng.integers(2**62)) if shuffle else -1
         # An epoch goes to the core in stretches of whole batches, each about
         # STRETCH_FLOPS of work, so that Ctrl-C lands between two of them.
         step_flops = self._engine_flops_per_row() * batch_size
         stretch = batch_size * max(1, int(STRETCH_FLOPS // max(step_flops, 1.0)))
-
-        def run_epoch(epoch, lr):
-            return self._epoch(engine, source.chunks(base + epoch if shuffle else -1),
-                               batch_size, lr, stretch)
-        return self._run_epochs(epochs, n, callbacks, run_epoch, score)
+        plan = runner.start(self, FitPlan(source, batch_size, seed, engine, stretch))
+        return self._run_epochs(epochs, n, callbacks,
+                                lambda epoch, lr: runner.epoch(self, plan, epoch, lr),
+                                runner.score(score))
 
     def _run_epochs(self, epochs, rows, callbacks, run_epoch, score) -> History:
         """The loop over the epochs of a fit around run_epoch(epoch, lr) →
@@ -245,28 +310,6 @@ class Trainer:
                            callbacks=callbacks, chunk_size=chunk_size)
         return history.history["loss"][0]
 
-    @staticmethod
-    def _epoch(engine, chunks, batch_size, lr, stretch):
-        """One epoch over the chunks, each in stretches of `stretch` rows:
-        (mean loss, accuracy)."""
-        rows = 0
-        loss = right = 0.0
-        for X2, Y, weights, seed, order in chunks:
-            n = X2.shape[0]
-            engine.reserve(min(batch_size, n))     # (a stream's batches may be small)
-            if order is None and seed >= 0:
-                order = np.arange(n)
-            for first in range(0, n, stretch):
-                count = min(stretch, n - first)
-                loss += count * engine.train_epoch(X2, Y, order, min(batch_size, n), lr,
-                                                   seed if first == 0 else -1, weights,
-                                                   first, count)
-                right += count * engine.epoch_accuracy
-            rows += n
-        if rows == 0:
-            raise ValueError("X: the iterable of batches gave no rows")
-        return loss / rows, right / rows
-
     def _engine_flops_per_row(self) -> float:
         return 2.0 * (3 * self._macs - self.layers[0].n_in * self.layers[0].n_out)
 
@@ -285,14 +328,17 @@ class Trainer:
             self.optimizer = _optimizers.SGD(lr)
         self._apply_optimizer()
 
-    def _source(self, X, y, epochs, batch_size, chunk_size, sample_weight, class_weight,
-                validation_data, validation_split):
-        """fit's data as a source of chunks (see backprop._sources), and a
-        function giving the validation figures after each epoch (or None)."""
+    def _source(self, X, y, epochs, step_rows, chunk_size, sample_weight, class_weight,
+                validation_data, validation_split, lazy=False):
+        """fit's data as a source of chunks (see backprop._sources; chunks
+        hold whole steps of step_rows rows; `lazy`: no row is read before it
+        is asked for), and a function giving the validation figures after
+        each epoch (or None)."""
         if y is None and isinstance(X, np.ndarray):
             raise TypeError("y is missing: fit(X, y) takes arrays, fit(batches) an "
                             "iterable of (X, y) batches")
-        if y is not None and chunk_size is None and not isinstance(X, np.memmap):
+        chunked = chunk_size is not None or isinstance(X, np.memmap)
+        if y is not None and not chunked and not lazy:
             return self._in_memory(X, y, sample_weight, class_weight, validation_data,
                                    validation_split)
         if validation_split:
@@ -305,7 +351,8 @@ class Trainer:
                                  "batch's weights as a triple (X, y, sample_weight)")
             table = self._about.class_table(class_weight, None)
             return _sources.Batches(self._about, X, table, epochs), score
-        return self._chunked(X, y, batch_size, chunk_size, sample_weight, class_weight), score
+        return self._chunked(X, y, step_rows, chunk_size, sample_weight, class_weight,
+                             chunked), score
 
     def _in_memory(self, X, y, sample_weight, class_weight, validation_data,
                    validation_split):
@@ -323,16 +370,20 @@ class Trainer:
                                                       validation_split)
         return _sources.InMemory(X2, Y, weights), self._scorer(validation)
 
-    def _chunked(self, X, y, batch_size, chunk_size, sample_weight, class_weight):
-        """The source of fit for arrays read a chunk at a time (memory maps)."""
+    def _chunked(self, X, y, step_rows, chunk_size, sample_weight, class_weight, chunked=True):
+        """The source of fit for arrays read some rows at a time: a chunk
+        at a time (memory maps, chunk_size), or (not `chunked`) in the order
+        of one chunk, only the rows asked for."""
         X, y = self._about.rows_to_read(X, y)
         if sample_weight is not None:
             sample_weight = self._about.sample_weights(sample_weight, X.shape[0])
-        rows = _sources.chunk_rows(chunk_size, batch_size, self.n_inputs, self.dtype.itemsize)
+        rows = (_sources.chunk_rows(chunk_size, step_rows, self.n_inputs, self.dtype.itemsize)
+                if chunked else len(y))
         table = self._about.class_table(class_weight, lambda: sum(
             self._about.label_counts(self._about.targets(y[i:i + rows], len(y[i:i + rows]), False))
             for i in range(0, len(y), rows)))
-        return _sources.ChunkedArrays(self._about, X, y, sample_weight, table, rows)
+        return _sources.ChunkedArrays(self._about, X, y, sample_weight, table,
+                                      rows if chunked else None)
 
     def _validation(self, X2, Y, weights, validation_data, validation_split):
         """(X_train, Y_train, weights, (X_val, Y_val) or None) from fit's

@@ -294,11 +294,15 @@ cdef class Engine:
     def epoch_accuracy(self):
         """The training accuracy of the last train_epoch, counted on each
         batch's outputs before its update (NaN for mse)."""
-        cdef Py_ssize_t k = self.plan.size[self.plan.n_layers]
+        return self._accuracy(self.plan.correct, self._epoch_rows)
+
+    cdef double _accuracy(self, Py_ssize_t correct, Py_ssize_t rows):
+        # The fraction of `rows` rows predicted right, from count_correct's
+        # count: of the rows (cross-entropy) or of every output (sigmoid).
         if self.plan.loss == CROSS_ENTROPY:
-            return <double>self.plan.correct / self._epoch_rows
+            return <double>correct / rows
         if self.plan.loss == BINARY_CROSS_ENTROPY:
-            return <double>self.plan.correct / (self._epoch_rows * k)
+            return <double>correct / (rows * self.plan.size[self.plan.n_layers])
         return float("nan")
 
     @property
@@ -438,8 +442,8 @@ cdef class Engine:
                 update(&self.plan, <float>lr)
         self.guard.release()
 
-    def batch_correct(self, const real[:, ::1] Y):
-        """Right predictions (see count_correct) of the last loss_and_grad or
+    def batch_accuracy(self, const real[:, ::1] Y):
+        """The accuracy (see epoch_accuracy) of the last loss_and_grad or
         train_step, whose targets were Y."""
         cdef Py_ssize_t k = self.plan.size[self.plan.n_layers]
         cdef bint is_double = real is double
@@ -448,8 +452,9 @@ cdef class Engine:
         if Y.shape[0] < 1 or Y.shape[0] > self.plan.capacity or Y.shape[1] != k:
             raise ValueError(f"Y must be a batch of at most {self.plan.capacity} rows "
                              f"and {k} columns")
-        return count_correct(self.plan.loss, <real*>self.plan.out[self.plan.n_layers - 1],
-                             &Y[0, 0], Y.shape[0], k)
+        return self._accuracy(count_correct(self.plan.loss,
+                                            <real*>self.plan.out[self.plan.n_layers - 1],
+                                            &Y[0, 0], Y.shape[0], k), Y.shape[0])
 
     def train_step(self, const real[:, ::1] X, const real[:, ::1] Y, double lr,
                    const real[::1] weights=None, bint update_params=True):
