@@ -35,75 +35,17 @@ from __future__ import annotations
 
 import numpy as np  # noqa: F401  (io.np: where callers and tests reach numpy's savez)
 
-from . import _format
 from ._format import FORMAT_VERSION
+from ._format import write as _write
+from .network import from_state, load, state_of  # noqa: F401  (from_state: for pickles)
 
 __all__ = ["save", "load", "FORMAT_VERSION"]
 
 # The format itself (its fields, checks, reading and the atomic write) is
-# backprop._format's; here a network becomes its arrays and back.
-
-
-def state_of(net) -> dict:
-    """Everything about `net` as arrays: 'meta' (JSON text), 'params' and
-    'optimizer_state_<i>' (copies).  What `save` writes and pickling uses:
-    one snapshot, taken while no other thread can change the network."""
-    with net.exclusive():
-        return _snapshot(net)
-
-
-def _snapshot(net) -> dict:
-    opt = net.optimizer
-    model = _format.Model(
-        sizes=[net.n_inputs] + [layer.n_out for layer in net.layers],
-        activations=[layer.activation for layer in net.layers],
-        loss=net.loss.name, dtype=net.dtype.name, seed=net.seed,
-        n_threads=net.n_threads, classes=net.classes, optimizer=opt,
-        steps=int(net.optimizer_steps), rng=net._rng.bit_generator.state)
-    return _format.arrays_of(model, net.params, net._opt_state[:opt.n_state])
+# backprop._format's; turning a network into its arrays and back is
+# Sequential's (backprop.network: state_of, from_state, load).
 
 
 def save(net, path) -> str:
     """Write `net` to `path` (".npz" is added when missing); returns the path."""
-    return _format.write(path, state_of(net))
-
-
-@_format.refusing
-def load(path):
-    """Read a network written by `save` (or `Sequential.save`) from a path or
-    a binary file: it predicts as the saved one did and resumes training
-    where that stopped.  Any other file raises a ValueError saying why."""
-    return _build(*_format.read(path))
-
-
-@_format.refusing
-def from_state(arrays: dict):
-    """The network that `state_of` described."""
-    return _build(_format.check(arrays), arrays)
-
-
-def _build(model: _format.Model, arrays: dict):
-    """The network `model` describes, with the weights and state of `arrays`
-    (checked against it)."""
-    from .layers import Dense
-    from .network import Sequential
-
-    sizes, dtype = model.sizes, model.dtype
-    with _format.field("meta"):
-        net = Sequential(*[Dense(a, b, act, init="zeros", dtype=dtype)
-                           for a, b, act in zip(sizes, sizes[1:], model.activations)],
-                         loss=model.loss, dtype=dtype, seed=model.seed)
-    with _format.field("meta.n_threads"):
-        net.n_threads = model.n_threads
-    net.params[...] = arrays["params"]
-    _format.check_params(net.params)
-    opt = net.optimizer = model.optimizer
-    for i, mine in enumerate(net._opt_state[:opt.n_state]):
-        mine[...] = arrays[_format.state_name(i)]
-        _format.check_state(opt, i, mine)
-    net._apply_optimizer(steps=model.steps)
-    with _format.field("meta.rng"):
-        net._rng.bit_generator.state = model.rng
-    with _format.field("meta.classes"):
-        net.classes = model.classes
-    return net
+    return _write(path, state_of(net))
