@@ -13,7 +13,8 @@ import pytest
 
 import backprop as bp
 import backprop.cli  # noqa: F401
-from backprop import _format, io
+from backprop import io
+from backprop import _format
 
 
 def trained(optimizer, epochs=3, seed=0):
