@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _ops, _sources
+from . import _format
 from . import _threads
 from . import activations as _activations
 from . import losses as _losses
@@ -547,8 +548,43 @@ class Sequential(Trainer):
     def __reduce__(self):
         # Pickling (joblib, multiprocessing, copy.deepcopy) goes through the
         # same arrays and JSON description as model files.
-        from .io import from_state, state_of
-        return from_state, (state_of(self),)
+        return from_state, (self._snapshot(),)
+
+    def _snapshot(self) -> dict:
+        """The model file's arrays of this network (copies), for a caller
+        that holds its guard."""
+        opt = self.optimizer
+        model = _format.Model(
+            sizes=[self.n_inputs] + [layer.n_out for layer in self.layers],
+            activations=[layer.activation for layer in self.layers],
+            loss=self.loss.name, dtype=self.dtype.name, seed=self.seed,
+            n_threads=self.n_threads, classes=self.classes, optimizer=opt,
+            steps=int(self.optimizer_steps), rng=self._rng.bit_generator.state)
+        return _format.arrays_of(model, self.params, self._opt_state[:opt.n_state])
+
+    @classmethod
+    def _from_record(cls, model: _format.Model, arrays: dict) -> Sequential:
+        """The network `model` describes, with the weights and state of
+        `arrays` (checked against it); a file's fault raises its ValueError."""
+        sizes, dtype = model.sizes, model.dtype
+        with _format.field("meta"):
+            net = cls(*[Dense(a, b, act, init="zeros", dtype=dtype)
+                        for a, b, act in zip(sizes, sizes[1:], model.activations)],
+                      loss=model.loss, dtype=dtype, seed=model.seed)
+        with _format.field("meta.n_threads"):
+            net.n_threads = model.n_threads
+        net.params[...] = arrays["params"]
+        _format.check_params(net.params)
+        opt = net.optimizer = model.optimizer
+        for i, mine in enumerate(net._opt_state[:opt.n_state]):
+            mine[...] = arrays[_format.state_name(i)]
+            _format.check_state(opt, i, mine)
+        net._apply_optimizer(steps=model.steps)
+        with _format.field("meta.rng"):
+            net._rng.bit_generator.state = model.rng
+        with _format.field("meta.classes"):
+            net.classes = model.classes
+        return net
 
     @_exclusive
     def copy(self, dtype: str | np.dtype | None = None) -> "Sequential":
@@ -565,11 +601,27 @@ class Sequential(Trainer):
         the architecture, the weights, the optimizer and its state, and the
         position of the random generator, so that `backprop.load` gives a
         network that predicts the same and resumes training exactly."""
-        from .io import save
-        return save(self, path)
+        return _format.write(path, self._snapshot())
 
 
+def state_of(net: Sequential) -> dict:
+    """Everything about `net` as arrays: 'meta' (JSON text), 'params' and
+    'optimizer_state_<i>' (copies).  What `save` writes and pickling uses:
+    one snapshot, taken while no other thread can change the network."""
+    with net.exclusive():
+        return net._snapshot()
+
+
+@_format.refusing
+def from_state(arrays: dict) -> Sequential:
+    """The network that `state_of` described."""
+    return Sequential._from_record(_format.check(arrays), arrays)
+
+
+@_format.refusing
 def load(path: str | os.PathLike) -> Sequential:
-    """Read a network written by `Sequential.save` (see backprop.io)."""
-    from .io import load as _load
-    return _load(path)
+    """Read a network written by `Sequential.save` (or `backprop.io.save`)
+    from a path or a binary file: it predicts as the saved one did and
+    resumes training where that stopped.  Any other file raises a ValueError
+    saying why (see backprop.io)."""
+    return Sequential._from_record(*_format.read(path))

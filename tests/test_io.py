@@ -1,8 +1,11 @@
 """Model files: round trips, exact resumption, atomic writes, file modes,
 hostile metadata."""
+import ast
 import functools
+import inspect
 import json
 import os
+import pickle
 import re
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 import backprop as bp
 import backprop.cli  # noqa: F401
 from backprop import io
+from backprop import _format
 
 
 def trained(optimizer, epochs=3, seed=0):
@@ -110,6 +114,37 @@ def test_the_umask_is_read_also_without_proc(tmp_path, umask, monkeypatch):
     assert os.stat(tmp_path / "model.npz").st_mode & 0o777 == 0o640
     assert umask(0o022) == 0o037
 
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o037, 0o077])
+def test_the_atomic_write_reads_the_umask_also_without_proc(tmp_path, umask, monkeypatch, mask):
+    # (the write, and so the reading of the umask, is backprop._format's)
+    def no_proc(*args, **kwargs):
+        raise FileNotFoundError("/proc/self/status")
+    monkeypatch.setattr(_format, "open", no_proc, raising=False)
+    umask(mask)
+    path = _format.write(tmp_path / "arrays", {"a": np.zeros(2)})
+    assert path.endswith("arrays.npz") and os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+    assert umask(0o022) == mask
+
+
+def test_pickles_name_the_network_module_and_older_ones_still_load():
+    net, X, _ = trained(bp.Adam(1e-3), epochs=1)
+    data = pickle.dumps(net)
+    assert b"backprop.network" in data and b"backprop.io" not in data
+    # A pickle as written before model files moved: it names backprop.io.from_state.
+    body = pickle.dumps(io.state_of(net), protocol=2)[2:-1]
+    older = b"\x80\x02cbackprop.io\nfrom_state\n" + body + b"\x85R."
+    for back in (pickle.loads(data), pickle.loads(older)):
+        np.testing.assert_array_equal(back.predict_proba(X), net.predict_proba(X))
+        assert str(io.state_of(back)["meta"]) == str(io.state_of(net)["meta"])
+
+
+def test_the_format_module_knows_no_network():
+    tree = ast.parse(inspect.getsource(_format))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.level == 1 for alias in node.names}
+    assert imported <= {"_ops", "_validation", "activations", "losses", "optimizers"}, imported
 
 def write(path, data, meta=None, **arrays):
     """A copy of the model file `data` with its metadata edited by `meta`

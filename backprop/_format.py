@@ -1,0 +1,445 @@
+"""The model file format, knowing nothing of networks: the metadata's fields
+and their strict parsing into a plain record (`Model`), the checks of an
+archive and of arrays against that record, reading the arrays, and the
+atomic write.  The loader's contract is in backprop.io's docstring; turning
+a network into a `Model` and its arrays, and back, is Sequential's
+(backprop.network).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+from numpy.lib import format as _npy
+
+from . import _ops
+from . import activations as _activations
+from . import losses as _losses
+from . import optimizers as _optimizers
+
+FORMAT_VERSION = 1
+_MAGIC = "backprop model"
+_META_FIELDS = ("format", "version", "layers", "loss", "dtype", "seed", "n_threads",
+                "classes", "optimizer", "optimizer_steps", "rng")
+_LAYER_FIELDS = ("n_in", "n_out", "activation", "negative_slope")
+_COMMON = ("lr", "l2", "weight_decay", "clip_norm")
+_SETTINGS = {        # each optimizer's settings, as its constructor takes them
+    _optimizers.SGD: _COMMON + ("momentum", "nesterov"),
+    _optimizers.Adam: _COMMON + ("betas", "eps"),
+    _optimizers.AdamW: _COMMON + ("betas", "eps"),
+    _optimizers.RMSProp: _COMMON + ("rho", "eps"),
+    _optimizers.AdaGrad: _COMMON + ("eps",),
+}
+_OPTIMIZERS = {cls.__name__: cls for cls in _SETTINGS}
+_SQUARES = {         # the state arrays that sum squares, by index
+    _optimizers.Adam: {1: "second moment"}, _optimizers.AdamW: {1: "second moment"},
+    _optimizers.RMSProp: {0: "mean square"}, _optimizers.AdaGrad: {0: "sum of squares"},
+}
+_ACTIVATIONS = tuple(n for n in _activations.NAMES if _activations.get(n).name == n)
+_LOSSES = tuple(n for n in _losses.NAMES if _losses.get(n).name == n)
+_DTYPES = ("float32", "float64")
+_META_BYTES = 4 << 20
+_MAX_RATIO, _RATIO_FROM = 100, 16 << 20
+_MAX_STEPS = 2 ** 62
+
+
+# -- the record ----------------------------------------------------------------
+class Model(NamedTuple):
+    """What the metadata describes: the layer sizes (inputs, then each
+    layer's outputs), their activations, the loss's and the dtype's names,
+    seed, threads, class names, the optimizer, its step count and the random
+    generator's state (as numpy's bit_generator.state)."""
+    sizes: list
+    activations: list
+    loss: str
+    dtype: str
+    seed: int | None
+    n_threads: int | None
+    classes: list | None
+    optimizer: _optimizers.Optimizer
+    steps: int
+    rng: Mapping
+
+    @property
+    def n_params(self) -> int:
+        return sum(a * b + b for a, b in zip(self.sizes, self.sizes[1:]))
+
+    @property
+    def array_names(self) -> list:
+        """The arrays (meta aside) that a file of this model holds."""
+        return ["params"] + [state_name(i) for i in range(self.optimizer.n_state)]
+
+
+def state_name(i: int) -> str:
+    """The member holding the optimizer's state buffer `i`."""
+    return f"optimizer_state_{i}"
+
+
+def arrays_of(model: Model, params: np.ndarray, states) -> dict:
+    """What a file of `model` holds, as arrays: 'meta' (JSON text), then
+    copies of `params` and of the optimizer's `states`."""
+    opt, rng = model.optimizer, model.rng
+    settings = {k: getattr(opt, k) for k in _SETTINGS[type(opt)]}
+    meta = {
+        "format": _MAGIC, "version": FORMAT_VERSION,
+        "layers": [{"n_in": a, "n_out": b, "activation": act.name,
+                    "negative_slope": act.negative_slope}
+                   for a, b, act in zip(model.sizes, model.sizes[1:], model.activations)],
+        "loss": model.loss, "dtype": model.dtype, "seed": model.seed,
+        "n_threads": model.n_threads,
+        "classes": None if model.classes is None else [str(c) for c in model.classes],
+        "optimizer": {"class": type(opt).__name__,
+                      "settings": {k: list(v) if isinstance(v, tuple) else v
+                                   for k, v in settings.items()}},
+        "optimizer_steps": int(model.steps),
+        "rng": {"bit_generator": rng["bit_generator"],
+                "state": {k: str(v) for k, v in rng["state"].items()},
+                "has_uint32": int(rng["has_uint32"]),
+                "uinteger": int(rng["uinteger"])},
+    }
+    arrays = {"meta": np.array(json.dumps(meta)), "params": params.copy()}
+    for i, state in enumerate(states):
+        arrays[state_name(i)] = state.copy()
+    return arrays
+
+
+# -- writing -------------------------------------------------------------------
+def _npz_path(path) -> str:
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system shows it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write(path, arrays: dict) -> str:
+    """Write `arrays` (from `arrays_of`) to `path` (".npz" is added when
+    missing) atomically: a temporary file, fsynced, renamed over the target,
+    its mode following the umask.  Returns the path."""
+    path = _npz_path(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".backprop-", suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.chmod(tmp, 0o666 & ~_umask())
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# -- refusals ------------------------------------------------------------------
+class _Refused(ValueError):
+    """A model file refused, with the reason."""
+
+
+def bad(why: str) -> _Refused:
+    return _Refused(f"path: not a usable backprop model file: {why}")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _show(value) -> str:
+    """A JSON value, briefly, for a message."""
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    return _short(repr(value))
+
+
+@contextlib.contextmanager
+def field(name: str, errors=(ValueError, TypeError, OverflowError)):
+    """Refuse the file, naming `name` (if any), when the block raises one of
+    `errors` (Exception: any, then named in the message too)."""
+    try:
+        yield
+    except _Refused:
+        raise
+    except errors as exc:
+        why = f"{type(exc).__name__}: {exc}" if errors is Exception else str(exc)
+        raise bad(_short(f"{name}: {why}" if name else why, 300)) from None
+
+
+def refusing(fn):
+    """`fn`, raising nothing but the ValueError of a refused file."""
+    @functools.wraps(fn)
+    def refusing(*args):
+        with field("", Exception):        # a damaged zip, a bare .npy, a missing file …
+            return fn(*args)
+    return refusing
+
+
+def _fields(obj, name: str, keys) -> dict:
+    """`obj`, a JSON object with exactly the fields `keys`."""
+    if not isinstance(obj, dict):
+        raise bad(f"{name} must be an object, got {_show(obj)}")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise bad(f"missing {', '.join(f'{name}.{k}' for k in missing)}")
+    extra = [k for k in obj if k not in keys]
+    if extra:
+        raise bad(f"{name}: unexpected field {_show(extra[0])}")
+    return obj
+
+
+def _integer(value, name: str, low: int, high: int | None = None) -> int:
+    """`value`, a JSON integer in low … high."""
+    if type(value) is not int or value < low or (high is not None and value > high):
+        bound = f"≥ {low}" if high is None else f"in {low} … {high}"
+        raise bad(f"{name} must be an integer {bound}, got {_show(value)}")
+    return value
+
+
+def _choice(value, name: str, choices):
+    if not (isinstance(value, str) and value in choices):
+        raise bad(f"{name} must be one of {', '.join(choices)}, got {_show(value)}")
+    return value
+
+
+def _decimal(value, name: str, bound: int) -> int:
+    """`value`, an integer in 0 … bound − 1 written in decimal digits."""
+    if not (isinstance(value, str) and value.isascii() and value.isdecimal()
+            and len(value) <= len(str(bound)) and str(int(value)) == value
+            and int(value) < bound):
+        raise bad(f"{name} must be a decimal integer below 2**{bound.bit_length() - 1} "
+                  f"in a string, got {_show(value)}")
+    return int(value)
+
+
+def _optional(value, check, *args):
+    return None if value is None else check(value, *args)
+
+
+# -- the metadata --------------------------------------------------------------
+def parse_meta(text: str) -> Model:
+    """The record of metadata `text`, every field checked."""
+    try:
+        meta = json.loads(text)
+    except RecursionError:
+        raise bad("meta: nested too deeply") from None
+    except ValueError as exc:
+        raise bad(f"meta is not valid JSON: {_short(str(exc), 200)}") from None
+    if not isinstance(meta, dict) or meta.get("format") != _MAGIC:
+        raise bad("no backprop header")
+    version = meta.get("version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise _Refused(f"path: model format version {_show(version)} is not "
+                      f"supported (this backprop reads version {FORMAT_VERSION})")
+    _fields(meta, "meta", _META_FIELDS)
+    sizes, activations = _parse_layers(meta["layers"])
+    classes = meta["classes"]          # (their number is the network's to check)
+    if classes is not None and not (isinstance(classes, list)
+                                    and all(isinstance(c, str) for c in classes)):
+        raise bad(f"meta.classes must be null or a list of class names, got "
+                  f"{_show(classes)}")
+    return Model(
+        sizes, activations, _choice(meta["loss"], "meta.loss", _LOSSES),
+        _choice(meta["dtype"], "meta.dtype", _DTYPES),
+        _optional(meta["seed"], _integer, "meta.seed", 0),
+        _optional(meta["n_threads"], _integer, "meta.n_threads", 1), classes,
+        _parse_optimizer(meta["optimizer"]),
+        _integer(meta["optimizer_steps"], "meta.optimizer_steps", 0, _MAX_STEPS),
+        _parse_rng(meta["rng"]))
+
+
+def _parse_layers(layers):
+    """The layer sizes (inputs, then each layer's outputs) and activations."""
+    if not (isinstance(layers, list) and layers):
+        raise bad(f"meta.layers must be a non-empty list, got {_show(layers)}")
+    sizes, activations = [], []
+    for i, layer in enumerate(layers):
+        name = f"meta.layers[{i}]"
+        _fields(layer, name, _LAYER_FIELDS)
+        n_in = _integer(layer["n_in"], f"{name}.n_in", 1)
+        if i and n_in != sizes[-1]:
+            raise bad(f"{name}.n_in is {n_in}: it does not connect to the {sizes[-1]} "
+                      f"outputs of meta.layers[{i - 1}]")
+        sizes[i:] = [n_in, _integer(layer["n_out"], f"{name}.n_out", 1)]
+        act = _choice(layer["activation"], f"{name}.activation", _ACTIVATIONS)
+        slope = layer["negative_slope"]
+        with field(f"{name}.negative_slope"):
+            if act == "leaky_relu":
+                activations.append(_activations.LeakyReLU(slope))
+            elif type(slope) in (int, float) and slope == 0:
+                activations.append(_activations.get(act))
+            else:
+                raise ValueError(f"must be 0 for {act}, got {_show(slope)}")
+    return sizes, activations
+
+
+def _parse_optimizer(meta) -> _optimizers.Optimizer:
+    _fields(meta, "meta.optimizer", ("class", "settings"))
+    cls = _OPTIMIZERS[_choice(meta["class"], "meta.optimizer.class", _OPTIMIZERS)]
+    name = "meta.optimizer.settings"
+    settings = dict(_fields(meta["settings"], name, _SETTINGS[cls]))
+    if "betas" in settings:
+        betas = settings["betas"]
+        if not (isinstance(betas, list) and len(betas) == 2):
+            raise bad(f"{name}.betas must be a pair of numbers, got {_show(betas)}")
+        settings["betas"] = tuple(betas)
+    if "nesterov" in settings and type(settings["nesterov"]) is not bool:
+        raise bad(f"{name}.nesterov must be true or false, got {_show(settings['nesterov'])}")
+    with field(name):
+        return cls(**settings)            # the constructor checks every value
+
+
+def _parse_rng(meta) -> dict:
+    name = "meta.rng"
+    _fields(meta, name, ("bit_generator", "state", "has_uint32", "uinteger"))
+    words = _fields(meta["state"], f"{name}.state", ("state", "inc"))
+    return {"bit_generator": _choice(meta["bit_generator"], f"{name}.bit_generator", ("PCG64",)),
+            "state": {k: _decimal(v, f"{name}.state.{k}", 2 ** 128) for k, v in words.items()},
+            "has_uint32": _integer(meta["has_uint32"], f"{name}.has_uint32", 0, 1),
+            "uinteger": _integer(meta["uinteger"], f"{name}.uinteger", 0, 2 ** 32 - 1)}
+
+
+# -- the arrays against the record ---------------------------------------------
+def _check_names(model: Model, names) -> None:
+    """Refuse unless `names` are the arrays (meta aside) that `model` keeps."""
+    opt = model.optimizer
+    expected = model.array_names
+    keeps = f": {type(opt).__name__} keeps {opt.n_state} state array{'s' * (opt.n_state != 1)}"
+    for name in expected:
+        if name not in names:
+            raise bad(f"missing {name}" + keeps * (name != "params"))
+    for name in sorted(names):
+        if name not in expected:
+            raise bad(f"unexpected member {_short(repr(name))}"
+                      + keeps * name.startswith("optimizer_state_"))
+
+
+def _check_array(model: Model, name: str, shape, dtype) -> None:
+    """Refuse unless array `name` has the shape and dtype `model` gives it."""
+    n = model.n_params
+    if shape != (n,):
+        of = f"layers of sizes {_short(str(model.sizes))}" if name == "params" else "the model"
+        raise bad(f"{name}: shape {_short(str(shape))} does not fit the {n} weights of {of}")
+    if getattr(dtype, "name", None) != model.dtype:       # (in either byte order)
+        raise bad(f"{name}: dtype {dtype} in a {model.dtype} model")
+
+
+def check_params(params: np.ndarray) -> None:
+    """Refuse weights (in the network's own buffer) that are not all finite."""
+    if not _ops.all_finite(params):
+        raise bad("params: the weights contain NaN or infinity")
+
+
+def check_state(optimizer: _optimizers.Optimizer, i: int, state: np.ndarray) -> None:
+    """Refuse the optimizer's state buffer `i` (in the network's own
+    buffer) unless finite, and ≥ 0 where it sums squares."""
+    name = state_name(i)
+    if not _ops.all_finite(state):
+        raise bad(f"{name} contains NaN or infinity")
+    squares = _SQUARES.get(type(optimizer), {})
+    if i in squares and state.min() < 0:
+        raise bad(f"{name}, {type(optimizer).__name__}'s {squares[i]}, must be ≥ 0; "
+                  f"it holds {state.min()}")
+
+
+def check(arrays: dict) -> Model:
+    """The record of `arrays` (as `arrays_of` gives them), checked: the
+    metadata, the names, and each array's shape and dtype."""
+    meta = arrays.get("meta")
+    if not (isinstance(meta, np.ndarray) and meta.shape == () and meta.dtype.kind == "U"):
+        raise bad("meta must be text")
+    model = parse_meta(str(meta))
+    _check_names(model, [name for name in arrays if name != "meta"])
+    for name in model.array_names:
+        _check_array(model, name, np.shape(arrays[name]), getattr(arrays[name], "dtype", None))
+    return model
+
+
+# -- reading -------------------------------------------------------------------
+def _header(zf: zipfile.ZipFile, name: str, file_size: int):
+    """Array `name` (member name.npy) opened at its data, and its header's
+    shape and dtype."""
+    info = zf.getinfo(f"{name}.npy")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise bad(f"{name}: compression method {info.compress_type} is not supported")
+    if info.compress_size > file_size:
+        raise bad(f"{name}: claims {info.compress_size} bytes in a file of {file_size}")
+    if info.file_size > max(_RATIO_FROM, _MAX_RATIO * info.compress_size):
+        raise bad(f"{name}: declares {info.file_size} bytes compressed into "
+                  f"{info.compress_size}, more than {_MAX_RATIO}-fold")
+    with field(name, Exception):          # a damaged member
+        fp = zf.open(info)
+        version = _npy.read_magic(fp)
+        if version not in ((1, 0), (2, 0)):
+            raise bad(f"{name}: .npy format version {version} is not supported")
+        read = _npy.read_array_header_1_0 if version == (1, 0) else _npy.read_array_header_2_0
+        shape, _fortran, dtype = read(fp)   # (a 1-D array reads alike in either order)
+    if dtype.hasobject:
+        raise bad(f"{name} holds Python objects, which need a pickle (backprop "
+                  "never unpickles)")
+    if fp.tell() + math.prod(shape) * dtype.itemsize != info.file_size:
+        raise bad(f"{name}: {info.file_size} bytes do not match the header's "
+                  f"shape {_short(str(shape))} of {dtype}")
+    return fp, shape, dtype
+
+
+def _data(name: str, fp, shape, dtype) -> np.ndarray:
+    """The array of member `name`, read from `fp` (at its data)."""
+    size = math.prod(shape) * dtype.itemsize
+    with field(name, Exception):
+        data = fp.read(size)
+    if len(data) != size:
+        raise bad(f"{name}: truncated")
+    return np.frombuffer(data, dtype).reshape(shape)
+
+
+@refusing
+def read(path) -> tuple[Model, dict]:
+    """The checked record of the model file at `path` (a path or a binary
+    file) and its arrays (meta aside), read only once their checks pass."""
+    with contextlib.ExitStack() as stack:
+        fh = path if hasattr(path, "read") else stack.enter_context(open(path, "rb"))
+        file_size = fh.seek(0, os.SEEK_END)
+        try:
+            zf = stack.enter_context(zipfile.ZipFile(fh))
+        except zipfile.BadZipFile as exc:
+            raise bad(f"not an .npz archive ({exc})") from None
+        names = set()
+        for name in zf.namelist():
+            if not name.endswith(".npy"):
+                raise bad(f"unexpected member {_short(repr(name))}: not an .npy array")
+            if name[:-4] in names:
+                raise bad(f"member {_short(repr(name))} appears twice")
+            names.add(name[:-4])
+        if "meta" not in names:
+            raise bad("missing meta")
+        if zf.getinfo("meta.npy").file_size > _META_BYTES:
+            raise bad(f"meta: more than {_META_BYTES} bytes")
+        fp, shape, dtype = _header(zf, "meta", file_size)
+        if shape != () or dtype.kind != "U":
+            raise bad(f"meta must be text, got shape {_short(str(shape))} of dtype {dtype}")
+        model = parse_meta(str(_data("meta", fp, shape, dtype)))
+        _check_names(model, names - {"meta"})
+        headers = {name: _header(zf, name, file_size) for name in model.array_names}
+        for name, (_, shape, dtype) in headers.items():
+            _check_array(model, name, shape, dtype)
+        return model, {name: _data(name, *h) for name, h in headers.items()}
