@@ -24,6 +24,7 @@ from . import _ops
 from . import activations as _activations
 from . import losses as _losses
 from . import optimizers as _optimizers
+from .layout import Layout
 
 FORMAT_VERSION = 1
 _MAGIC = "backprop model"
@@ -70,7 +71,7 @@ class Model(NamedTuple):
 
     @property
     def n_params(self) -> int:
-        return sum(a * b + b for a, b in zip(self.sizes, self.sizes[1:]))
+        return Layout(self.sizes).n_params
 
     @property
     def array_names(self) -> list:

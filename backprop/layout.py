@@ -21,6 +21,7 @@ the same network.
 """
 from __future__ import annotations
 
+import math
 import operator
 from typing import NamedTuple, Sequence
 
@@ -39,7 +40,7 @@ class Entry(NamedTuple):
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape))
+        return math.prod(self.shape)
 
     @property
     def slice(self) -> slice:
