@@ -51,7 +51,7 @@ class Settings:
     memory_workloads: tuple = ("W3", "W4")
 
     @classmethod
-    def make(cls, quick: bool, threads: int) -> "Settings":
+    def make(cls, quick: bool, threads: int) -> Settings:
         full = cls(threads=threads)
         if not quick:
             return full

@@ -2,10 +2,10 @@
 parameters, optimizer or workspace runs alone or raises the RuntimeError of
 a concurrent fit; and the per-layer path checks each backward call against
 the forward it follows."""
+import _thread
 import copy
 import pickle
 import threading
-import _thread
 
 import numpy as np
 import pytest

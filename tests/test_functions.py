@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import backprop as bp
 from backprop import activations as A
 from backprop import losses as L
 

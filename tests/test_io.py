@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import backprop as bp
-import backprop.cli  # noqa: F401
+import backprop.cli
 from backprop import io
 
 

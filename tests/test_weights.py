@@ -4,7 +4,8 @@ import pytest
 
 import backprop as bp
 from backprop import _ops
-from backprop._codes import ActivationCode as Act, LossCode as Loss
+from backprop._codes import ActivationCode as Act
+from backprop._codes import LossCode as Loss
 
 MSE, BCE, CE = Loss.MSE, Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY
 
