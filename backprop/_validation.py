@@ -65,7 +65,7 @@ def as_float_array(x, name: str, dtype: np.dtype, ndims=(1, 2),
     """
     try:
         arr = np.asarray(x)
-    except Exception as exc:  # ragged lists and the like
+    except Exception as exc:  # noqa: BLE001  (ragged lists and the like)
         raise TypeError(f"{name} must be an array of numbers: {exc}") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")

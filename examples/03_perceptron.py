@@ -64,8 +64,9 @@ def main(out: str = ".") -> dict:
                            seed=0)
     single.fit(X, y, epochs=3000, batch_size=4, lr=0.5)
     results["xor_trained_single_correct"] = int(np.sum(single.predict(X) == y))
-    plot.decision_boundary(single, X, y, ax=axes[1][0],
-                           title=f"XOR, one trained unit: {results['xor_trained_single_correct']}/4")
+    plot.decision_boundary(
+        single, X, y, ax=axes[1][0],
+        title=f"XOR, one trained unit: {results['xor_trained_single_correct']}/4")
     wired = two_layer_xor()
     results["xor_two_layers"] = np.array_equal(wired.predict(X), y)
     plot.decision_boundary(wired, X, y, ax=axes[1][1], title="XOR = AND(NAND, OR): two layers")
