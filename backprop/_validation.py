@@ -34,11 +34,12 @@ def check_int(value, name: str, minimum: int = 1, maximum: int | None = None) ->
     if type(value) is not int and (isinstance(value, bool)
                                    or not isinstance(value, numbers.Integral)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
+    number = int(value)     # (numbers.Integral declares no comparison with int)
+    if number < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
+    if maximum is not None and number > maximum:
         raise ValueError(f"{name} must be at most {maximum}, got {value}")
-    return int(value)
+    return number
 
 
 def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
