@@ -33,7 +33,7 @@ MAX_THREADS = 2**15
 def _find_blas():
     """(library path, get_num_threads, set_num_threads) of the BLAS that
     scipy.linalg.cython_blas uses, or None where it cannot be found."""
-    import scipy.linalg.cython_blas  # noqa: F401  (make sure it is loaded)
+    import scipy.linalg.cython_blas  # make sure it is loaded
 
     try:
         with open("/proc/self/maps") as maps:

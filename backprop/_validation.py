@@ -34,11 +34,12 @@ def check_int(value, name: str, minimum: int = 1, maximum: int | None = None) ->
     if type(value) is not int and (isinstance(value, bool)
                                    or not isinstance(value, numbers.Integral)):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
+    number = int(value)     # (numbers.Integral declares no comparison with int)
+    if number < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
+    if maximum is not None and number > maximum:
         raise ValueError(f"{name} must be at most {maximum}, got {value}")
-    return int(value)
+    return number
 
 
 def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
@@ -65,7 +66,7 @@ def as_float_array(x, name: str, dtype: np.dtype, ndims=(1, 2),
     """
     try:
         arr = np.asarray(x)
-    except Exception as exc:  # ragged lists and the like
+    except Exception as exc:  # noqa: BLE001  (ragged lists and the like)
         raise TypeError(f"{name} must be an array of numbers: {exc}") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")

@@ -205,7 +205,7 @@ class _BaseMLP(BaseEstimator):
         if stopper.stopped_epoch is None and self.n_iter_ == self.max_iter:
             warnings.warn(f"Stochastic optimizer: maximum iterations ({self.max_iter}) "
                           "reached and the optimization hasn't converged yet.",
-                          ConvergenceWarning)
+                          ConvergenceWarning, stacklevel=1)   # (the default, as scikit-learn's MLP)
         self.n_layers_ = len(net.layers) + 1
         self.n_outputs_ = n_out
         self.out_activation_ = "logistic" if output == "sigmoid" else output

@@ -85,8 +85,9 @@ _limits = []   # threadpoolctl limits kept alive for the whole run
 
 def set_threads(n: int) -> list[str]:
     """Use n threads everywhere that can be told; returns what was set."""
-    import backprop
     import scipy.linalg.blas  # noqa: F401  (load every BLAS before limiting them)
+
+    import backprop
     done = []
     tpc = optional("threadpoolctl")
     if tpc is not None:

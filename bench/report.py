@@ -69,7 +69,7 @@ def header(res):
 
 def training(res):
     rows, rows_flops = [], []
-    for name, w in res["training"].items():
+    for w in res["training"].values():
         s = w["systems"]
         ref = s.get(REF)
         rows.append([w["label"]] + [_time(s.get(k)) for k in ORDER]
@@ -86,7 +86,8 @@ def training(res):
           + [f"{p}/bp" for p in PEERS] + ["bp GFLOP/s", "bp % peak"], rows,
           ["backprop fit = time of net.fit(epochs=1, shuffle=True) / batches; "
            "train_step = one net.train_step call per pre-sliced batch",
-           f"a sample: as many back-to-back epochs as take ≥ {1e3 * res['settings']['min_sample']:g} ms "
+           "a sample: as many back-to-back epochs as take "
+           f"≥ {1e3 * res['settings']['min_sample']:g} ms "
            "(one for the large workloads), after a pause",
            f"sklearn = marginal cost of extra epochs: (t(max_iter={k2}) − t(max_iter=1)) / "
            f"({k2 - 1} · batches); W0 in sklearn is MLPRegressor (identity output)",

@@ -51,7 +51,7 @@ class Settings:
     memory_workloads: tuple = ("W3", "W4")
 
     @classmethod
-    def make(cls, quick: bool, threads: int) -> "Settings":
+    def make(cls, quick: bool, threads: int) -> Settings:
         full = cls(threads=threads)
         if not quick:
             return full
@@ -75,7 +75,7 @@ def _build_all(systems, notes, what, make):
     for s in systems:
         try:
             out[s.name] = make(s)
-        except Exception as exc:   # a peer must never stop the suite
+        except Exception as exc:   # noqa: BLE001  (a peer must never stop the suite)
             notes.append(f"{what} {s.title}: failed to build: {exc!r}")
     return out
 
@@ -105,8 +105,9 @@ def training(wls, systems, cfg, notes, progress) -> dict:
     for wl in wls:
         X, y = W.make_data(wl, wl.rows(cfg.quick))
         params = W.init_params(wl.sizes, wl.hidden, wl.dtype)
+        # (the samplers are made and run within this iteration)
         samplers = _build_all(systems, notes, wl.name, lambda s: s.step_sampler(
-            wl, X, y, params, min_time=cfg.min_sample, k1=1, k2=cfg.sklearn_k2))
+            wl, X, y, params, min_time=cfg.min_sample, k1=1, k2=cfg.sklearn_k2))  # noqa: B023
         stats = _guarded_interleave(samplers, cfg, notes, wl.name)
         results[wl.name] = {
             "label": wl.label, "sizes": wl.sizes, "batch": wl.batch, "dtype": wl.dtype,
@@ -149,7 +150,8 @@ def latency(systems, cfg, notes, progress) -> dict:
         X, y = W.make_data(wl, wl.rows(True))
         x = X[0].copy()
         models = _inference_models(systems, wl, X, y, notes, f"latency {name}")
-        samplers = {n: _calls(lambda s=s, m=m: s.predict_one(m, x), cfg.min_sample)
+        # (the samplers run within this iteration)
+        samplers = {n: _calls(lambda s=s, m=m: s.predict_one(m, x), cfg.min_sample)  # noqa: B023
                     for n, (s, m) in models.items()}
         stats = _guarded_interleave(samplers, cfg, notes, f"latency {name}")
         results[name] = {"label": wl.label, "min_sample_s": cfg.min_sample,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping
 
 __all__ = ["timed", "per_unit", "repeat", "autorange", "interleave", "Stats", "fmt_time"]
 
@@ -68,7 +68,7 @@ class Stats:
     samples: list       # in the order measured
 
     @classmethod
-    def of(cls, samples) -> "Stats":
+    def of(cls, samples) -> Stats:
         s = sorted(samples)
         if len(s) >= 4:
             q1, _, q3 = statistics.quantiles(s, n=4, method="inclusive")

@@ -28,7 +28,7 @@ cdef struct Plan:
     Optimizer opt              # the update rule and its settings (lr set per call)
     Py_ssize_t correct         # right predictions in the last epoch (see count_correct)
     char* state1               # (n_params,) or NULL: the optimizer's state,
-    char* state2               #   laid out like params
+    char* state2               # … laid out like params
     char* xbuf                 # (capacity, size[0]): the gathered input batch
     char* ybuf                 # (capacity, size[n_layers]): the gathered targets
     char* wbuf                 # (capacity,): the gathered sample weights

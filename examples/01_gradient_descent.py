@@ -12,10 +12,10 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from backprop import plot  # noqa: E402
+from backprop import plot
 
 RATES = {"too small (η = 0.02)": 0.02, "good (η = 0.3)": 0.3,
          "oscillating (η = 1.0)": 1.0, "diverging (η = 1.05)": 1.05}

@@ -14,10 +14,10 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from backprop import plot  # noqa: E402
+from backprop import plot
 
 
 def F(w):

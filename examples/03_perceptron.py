@@ -17,11 +17,11 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-import backprop as bp  # noqa: E402
-from backprop import plot  # noqa: E402
+import backprop as bp
+from backprop import plot
 
 GATES = {"AND": ([1.0, 1.0], -1.5), "OR": ([1.0, 1.0], -0.5), "NAND": ([-1.0, -1.0], 1.5)}
 
@@ -64,8 +64,9 @@ def main(out: str = ".") -> dict:
                            seed=0)
     single.fit(X, y, epochs=3000, batch_size=4, lr=0.5)
     results["xor_trained_single_correct"] = int(np.sum(single.predict(X) == y))
-    plot.decision_boundary(single, X, y, ax=axes[1][0],
-                           title=f"XOR, one trained unit: {results['xor_trained_single_correct']}/4")
+    plot.decision_boundary(
+        single, X, y, ax=axes[1][0],
+        title=f"XOR, one trained unit: {results['xor_trained_single_correct']}/4")
     wired = two_layer_xor()
     results["xor_two_layers"] = np.array_equal(wired.predict(X), y)
     plot.decision_boundary(wired, X, y, ax=axes[1][1], title="XOR = AND(NAND, OR): two layers")

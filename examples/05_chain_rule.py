@@ -9,11 +9,11 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-import backprop as bp  # noqa: E402
-from backprop import plot  # noqa: E402
+import backprop as bp
+from backprop import plot
 
 
 def main(out: str = "."):

@@ -12,11 +12,11 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-import backprop as bp  # noqa: E402
-from backprop import plot  # noqa: E402
+import backprop as bp
+from backprop import plot
 
 RATES = (0.002, 0.05, 0.5, 5.0)
 

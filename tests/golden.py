@@ -106,7 +106,8 @@ def runs(folder: Path):
 
     def partial():
         net = network("tanh", "cross_entropy", "float32")
-        return net.params, [net.partial_fit(X[i:i + 50], labels[i:i + 50]) for i in range(0, 200, 50)]
+        return net.params, [net.partial_fit(X[i:i + 50], labels[i:i + 50])
+                            for i in range(0, 200, 50)]
 
     def steps():
         net = network("sigmoid", "mse", "float64")

@@ -91,13 +91,15 @@ def test_fit_early_stopping_shortcut_watches_the_training_loss_without_validatio
     (cb.StepDecay(3, gamma=0.5), lambda e: 0.2 * 0.5 ** ((e - 1) // 3)),
     (cb.ExponentialDecay(0.9), lambda e: 0.2 * 0.9 ** (e - 1)),
     (cb.InverseScaling(0.5), lambda e: 0.2 / math.sqrt(e)),
-    (cb.CosineDecay(10, min_lr=0.01), lambda e: 0.01 + 0.19 * (1 + math.cos(math.pi * (e - 1) / 10)) / 2),
+    (cb.CosineDecay(10, min_lr=0.01),
+     lambda e: 0.01 + 0.19 * (1 + math.cos(math.pi * (e - 1) / 10)) / 2),
 ])
 def test_schedules_set_the_rate_of_every_epoch(schedule, formula):
     X, y = bp.datasets.load_digits()
     net = small_net()
     history = net.fit(X[:200], y[:200], epochs=10, lr=0.2, callbacks=[schedule])
-    np.testing.assert_allclose(history.history["lr"], [formula(e) for e in range(1, 11)], rtol=1e-15)
+    np.testing.assert_allclose(history.history["lr"], [formula(e) for e in range(1, 11)],
+                               rtol=1e-15)
     assert net.optimizer.lr == 0.2                        # given back at the end
 
 

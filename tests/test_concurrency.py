@@ -2,10 +2,10 @@
 parameters, optimizer or workspace runs alone or raises the RuntimeError of
 a concurrent fit; and the per-layer path checks each backward call against
 the forward it follows."""
+import _thread
 import copy
 import pickle
 import threading
-import _thread
 
 import numpy as np
 import pytest
@@ -489,7 +489,7 @@ def test_ctrl_c_anywhere_in_an_optimizer_swap_leaves_the_network_whole():
     Xb, yb = data(8)
     for k in range(1, 10_000):
         net = small_net()
-        if not interrupted_at(k, lambda: setattr(net, "optimizer", bp.RMSProp())):
+        if not interrupted_at(k, lambda: setattr(net, "optimizer", bp.RMSProp())):  # noqa: B023  (called now)
             break
         assert not net.exclusive().held, k
         net.optimizer = bp.Adam()       # and the rule it takes from here on is whole
@@ -509,7 +509,7 @@ def test_ctrl_c_anywhere_in_a_workspace_growth_leaves_no_pointer_into_freed_memo
                             bp.Dense(width, width, activation="tanh"),
                             bp.Dense(width, 2), seed=0)
         before = net.predict(Xb[:3])
-        done = not interrupted_at(k, lambda: net.predict(Xb))
+        done = not interrupted_at(k, lambda: net.predict(Xb))  # noqa: B023  (called now)
         sevens = [np.full((rows, width), 7.0) for _ in range(4)]
         np.testing.assert_array_equal(net.predict(Xb[:3]), before)
         assert all((s == 7.0).all() for s in sevens), k

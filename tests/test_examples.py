@@ -95,6 +95,7 @@ def test_cross_entropy_learns_faster_than_squared_error(tmp_path):
 
 def test_plot_names_the_extra_when_matplotlib_is_missing(monkeypatch):
     import sys
+
     from backprop import plot
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)   # as if not installed
     with pytest.raises(ImportError, match=r'pip install "backprop\[plot\]"'):

@@ -6,13 +6,15 @@ import backprop as bp
 
 
 @pytest.mark.parametrize("make,y", [
-    (lambda: bp.Sequential(bp.Dense(2, 3, activation="sigmoid"), bp.Dense(3, 1, activation="sigmoid"),
-                           loss="mse", seed=0), [1.0]),
+    (lambda: bp.Sequential(bp.Dense(2, 3, activation="sigmoid"),
+                           bp.Dense(3, 1, activation="sigmoid"), loss="mse", seed=0), [1.0]),
     (lambda: bp.Sequential(bp.Dense(3, 5, activation="relu"), bp.Dense(5, 4, activation="tanh"),
                            bp.Dense(4, 3, activation="softmax"), loss="cross_entropy", seed=2), 1),
-    (lambda: bp.Sequential(bp.Dense(3, 4, activation="leaky_relu"), bp.Dense(4, 2, activation="sigmoid"),
+    (lambda: bp.Sequential(bp.Dense(3, 4, activation="leaky_relu"),
+                           bp.Dense(4, 2, activation="sigmoid"),
                            loss="binary_cross_entropy", seed=3), [1.0, 0.0]),
-    (lambda: bp.Sequential(bp.Dense(3, 3, activation="softmax"), loss="mse", seed=4), [0.2, 0.3, 0.5]),
+    (lambda: bp.Sequential(bp.Dense(3, 3, activation="softmax"), loss="mse", seed=4),
+     [0.2, 0.3, 0.5]),
 ])
 def test_trace_matches_finite_differences_and_the_core(make, y):
     net = make()

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import backprop as bp
 from backprop import activations as A
 from backprop import losses as L
 
@@ -38,7 +37,8 @@ def test_activation_values(name, dtype):
 
 @pytest.mark.parametrize("name", DERIVATIVE)
 def test_activation_derivatives(name):
-    np.testing.assert_allclose(A.get(name).derivative(Z), DERIVATIVE[name](Z), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(A.get(name).derivative(Z), DERIVATIVE[name](Z),
+                               rtol=1e-12, atol=1e-15)
 
 
 def test_softmax_backward_is_the_jacobian_product():

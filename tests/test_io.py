@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import backprop as bp
-import backprop.cli  # noqa: F401
+import backprop.cli
 from backprop import io
 from backprop import _format
 
@@ -46,7 +46,8 @@ def test_a_loaded_model_predicts_the_same(tmp_path):
     net, X, y = trained(bp.Adam(1e-3))
     net.save(tmp_path / "m.npz")
     back = bp.load(tmp_path / "m.npz")
-    assert back.dtype == np.float32 and back.layers[0].activation.negative_slope == pytest.approx(0.1)
+    assert back.dtype == np.float32
+    assert back.layers[0].activation.negative_slope == pytest.approx(0.1)
     np.testing.assert_array_equal(back.predict_proba(X), net.predict_proba(X))
     assert back.evaluate(X, y) == net.evaluate(X, y)
 

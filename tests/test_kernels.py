@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from backprop import _ops
-from backprop._codes import ActivationCode as Act, LossCode as Loss
+from backprop._codes import ActivationCode as Act
+from backprop._codes import LossCode as Loss
 from backprop._engine import Engine
 from backprop.layout import Layout
 

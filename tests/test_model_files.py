@@ -101,7 +101,7 @@ def peak_of_load(data: bytes):
     try:
         try:
             result = bp.load(_io.BytesIO(data))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (the failure is the result)
             result = exc
         return result, tracemalloc.get_traced_memory()[1]
     finally:

@@ -154,7 +154,8 @@ def test_same_seed_same_training_bit_for_bit(dtype):
     X_train, _, y_train, _ = bp.datasets.load_digits(return_split=True)
 
     def run(seed):
-        net = bp.Sequential(bp.Dense(64, 16, activation="relu"), bp.Dense(16, 10, activation="softmax"),
+        net = bp.Sequential(bp.Dense(64, 16, activation="relu"),
+                            bp.Dense(16, 10, activation="softmax"),
                             loss="cross_entropy", dtype=dtype, seed=seed)
         start = net.params.copy()
         net.fit(X_train, y_train, epochs=3, batch_size=32, lr=0.1)
@@ -371,7 +372,7 @@ def test_ready_made_inputs_take_the_same_step(name, dtype):
 
 
 def test_ready_made_single_row_prediction_matches_batch():
-    for name, (make, loss) in NETS.items():
+    for make, loss in NETS.values():
         net = bp.Sequential(*make(), loss=loss, seed=0)
         X = np.random.default_rng(0).normal(size=(3, 3))
         # (a 1-row and a 3-row product: equal to rounding, not bit for bit)

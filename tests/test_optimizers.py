@@ -117,7 +117,8 @@ def net(dtype="float64"):
                          loss="cross_entropy", dtype=dtype, seed=0)
 
 
-@pytest.mark.parametrize("optimizer", [O.SGD(0.1, momentum=0.9), O.SGD(0.1, momentum=0.9, nesterov=True),
+@pytest.mark.parametrize("optimizer", [O.SGD(0.1, momentum=0.9),
+                                       O.SGD(0.1, momentum=0.9, nesterov=True),
                                        O.Adam(0.01), O.AdamW(0.01), O.RMSProp(0.01),
                                        O.AdaGrad(0.1), O.Adam(0.01, l2=0.01, clip_norm=0.5)])
 def test_network_training_follows_the_formula(optimizer):
@@ -163,7 +164,8 @@ def test_momentum_speeds_up_digits():
     X_train, X_test, y_train, y_test = bp.datasets.load_digits(return_split=True)
 
     def final_test_loss(optimizer, epochs=3):
-        n = bp.Sequential(bp.Dense(64, 32, activation="relu"), bp.Dense(32, 10, activation="softmax"),
+        n = bp.Sequential(bp.Dense(64, 32, activation="relu"),
+                          bp.Dense(32, 10, activation="softmax"),
                           loss="cross_entropy", seed=0)
         n.fit(X_train, y_train, epochs=epochs, batch_size=32, optimizer=optimizer)
         return n.evaluate(X_test, y_test)["loss"]
@@ -197,7 +199,8 @@ def test_bad_settings_are_refused(make, match):
 
 def test_partial_fit_continues_where_fit_left_off():
     X, y = bp.datasets.load_digits()
-    a, b = (bp.Sequential(bp.Dense(64, 16, activation="relu"), bp.Dense(16, 10, activation="softmax"),
+    a, b = (bp.Sequential(bp.Dense(64, 16, activation="relu"),
+                          bp.Dense(16, 10, activation="softmax"),
                           loss="cross_entropy", seed=4) for _ in range(2))
     a.fit(X, y, epochs=1, optimizer=bp.SGD(0.05, momentum=0.9))
     a.fit(X, y, epochs=1)

@@ -31,7 +31,7 @@ def arrays(draw, max_dims=3, max_side=6):
     sometimes read-only."""
     dtype = draw(DTYPES)
     shape = draw(hnp.array_shapes(min_dims=0, max_dims=max_dims, min_side=0, max_side=max_side))
-    if dtype == object:
+    if dtype is object:
         arr = np.empty(shape, dtype=object)
         arr[...] = draw(st.sampled_from([None, 1.5, "a"]))
     elif dtype == "U3":
@@ -39,7 +39,8 @@ def arrays(draw, max_dims=3, max_side=6):
     else:
         elements = None
         if np.dtype(dtype).kind == "f":
-            elements = st.floats(allow_nan=True, allow_infinity=True, width=np.dtype(dtype).itemsize * 8)
+            elements = st.floats(allow_nan=True, allow_infinity=True,
+                                 width=np.dtype(dtype).itemsize * 8)
         arr = draw(hnp.arrays(dtype, shape, elements=elements))
     view = draw(st.sampled_from(["c", "f", "reversed", "strided", "readonly"]))
     if view == "f":

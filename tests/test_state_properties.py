@@ -17,7 +17,7 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import backprop as bp  # noqa: E402
-import backprop.io  # noqa: E402,F401  (state_of, from_state)
+import backprop.io  # noqa: E402  (state_of, from_state)
 
 X = np.random.default_rng(0).normal(size=(24, 3))
 Y = np.random.default_rng(1).integers(0, 2, 24)

@@ -112,7 +112,7 @@ def test_batches_with_sample_weights(data):
 def test_a_generator_feeds_one_epoch(data):
     X, y = data
     net = make_net()
-    loss = net.partial_fit(((X[i:i + 100], y[i:i + 100]) for i in range(0, 1000, 100)))
+    loss = net.partial_fit((X[i:i + 100], y[i:i + 100]) for i in range(0, 1000, 100))
     assert np.isfinite(loss)
     with pytest.raises(ValueError, match="X: a one-shot iterator"):
         net.fit((b for b in [(X, y)]), epochs=2)

@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("sklearn")   # an optional extra; installed by the test extra
 
-import joblib  # noqa: E402
-from sklearn.model_selection import GridSearchCV  # noqa: E402
+import joblib
+from sklearn.model_selection import GridSearchCV
 
-import backprop as bp  # noqa: E402
-from backprop.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+import backprop as bp
+from backprop.sklearn import MLPClassifier, MLPRegressor
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

@@ -9,7 +9,8 @@ import backprop as bp
 
 
 def digits_net(seed=0, **kwargs):
-    return bp.Sequential(bp.Dense(64, 24, activation="relu"), bp.Dense(24, 10, activation="softmax"),
+    return bp.Sequential(bp.Dense(64, 24, activation="relu"),
+                         bp.Dense(24, 10, activation="softmax"),
                          loss="cross_entropy", dtype="float32", seed=seed, **kwargs)
 
 

@@ -4,7 +4,8 @@ import pytest
 
 import backprop as bp
 from backprop import _ops
-from backprop._codes import ActivationCode as Act, LossCode as Loss
+from backprop._codes import ActivationCode as Act
+from backprop._codes import LossCode as Loss
 
 MSE, BCE, CE = Loss.MSE, Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY
 
@@ -36,7 +37,8 @@ def test_weighted_loss_kernel_matches_numpy(loss, act, dtype):
 
 
 def digits_net(seed=0):
-    return bp.Sequential(bp.Dense(64, 16, activation="relu"), bp.Dense(16, 10, activation="softmax"),
+    return bp.Sequential(bp.Dense(64, 16, activation="relu"),
+                         bp.Dense(16, 10, activation="softmax"),
                          loss="cross_entropy", seed=seed)
 
 
@@ -65,7 +67,8 @@ def test_weights_of_one_change_nothing_and_zero_weights_drop_rows():
     b.fit(X, y, epochs=2, lr=0.1, sample_weight=np.ones(len(X)))
     np.testing.assert_array_equal(a.params, b.params)
     keep = y != 3
-    c.fit(X, y, epochs=1, lr=0.1, shuffle=False, sample_weight=keep.astype(float), batch_size=len(X))
+    c.fit(X, y, epochs=1, lr=0.1, shuffle=False, sample_weight=keep.astype(float),
+          batch_size=len(X))
     d.fit(X[keep], y[keep], epochs=1, lr=0.1 * keep.sum() / len(X), shuffle=False,
           batch_size=len(X))
     np.testing.assert_allclose(c.params, d.params, rtol=1e-10, atol=1e-13)
