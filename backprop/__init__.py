@@ -24,8 +24,15 @@ except ImportError as exc:  # pragma: no cover - only in an unbuilt source tree
         "another directory, or build in place with "
         "`python setup.py build_ext --inplace`.") from exc
 
-from . import activations, callbacks, datasets, initializers, losses, optimizers
-from . import io  # noqa: F401  (bp.io: model files' state_of, from_state, save)
+from . import (
+    activations,
+    callbacks,
+    datasets,
+    initializers,
+    io,  # noqa: F401  (bp.io: model files' state_of, from_state, save)
+    losses,
+    optimizers,
+)
 from ._threads import blas_info, get_num_threads, num_threads, set_num_threads
 from .gradcheck import GradcheckResult, gradcheck
 from .layers import Dense

@@ -8,7 +8,8 @@ its rows are shuffled by the core, so one chunk at a time is in memory.
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -219,7 +220,8 @@ class ChunkedArrays:
 
     def chunks(self, seed: int) -> Iterator[Chunk]:
         for rows, order in self.order.epoch(seed):
-            yield Chunk(*self._read(rows, f"rows {rows.start}:{rows.stop}"), order)
+            X2, Y, weights = self._read(rows, f"rows {rows.start}:{rows.stop}")
+            yield Chunk(X2, Y, weights, order)
 
     def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(X, Y, weights) of the given rows, read, converted and checked."""

@@ -252,7 +252,8 @@ class _Runner(EpochRunner):
             shares = [rows[s + me * m // ranks:s + (me + 1) * m // ranks]
                       for s, m in zip(starts, sizes)]
             mine = np.concatenate(shares)
-            X2, Y, w = plan.source.read(mine) if len(mine) else (None, None, None)
+            if len(mine):
+                X2, Y, w = plan.source.read(mine)
             first = 0
             for m, share in zip(sizes, shares):
                 count = len(share)

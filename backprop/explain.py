@@ -10,8 +10,8 @@ For each layer l, from the output back to the input:
 
 (the README's notation: rows are samples).  `explain(net, x, y)` (also
 `net.explain(x, y)`) is the plain-numpy reference of the compiled
-backward pass: it computes each of these next to the formula, and checks every ∂C/∂W and ∂C/∂b against
-central finite differences and against the compiled core's gradient.
+backward pass: it computes each of these next to the formula, and checks
+every ∂C/∂W and ∂C/∂b against central finite differences and against the compiled core's gradient.
 
 >>> import backprop as bp
 >>> X, y = bp.datasets.truth_table("xor")

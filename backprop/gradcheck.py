@@ -132,7 +132,7 @@ def _central(loss_of, values: np.ndarray, h: float) -> np.ndarray:
     return grad
 
 
-def _check_network(net: "Sequential", X, y, h):
+def _check_network(net: Sequential, X, y, h):
     X2, Y = _sources.describe(net).data(X, y)
     net.loss_and_grad(X2, Y)
     analytic = net.grads.copy()

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import operator
 import weakref
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _ops
+from . import _ops, initializers
 from . import activations as _activations
 from ._engine import Guard
-from . import initializers
-from .layout import Layout
 from ._validation import as_batch, as_float_array, check_dtype, check_int
+from .layout import Layout
 
 __all__ = ["Dense"]
 
@@ -218,7 +217,7 @@ class Dense:
             return _rebuilt, (self.n_in, self.n_out, self.activation, self.init, self.seed,
                               self.dtype.name, self._W.copy(), self._b.copy())
 
-    def copy(self, dtype: str | np.dtype | None = None) -> "Dense":
+    def copy(self, dtype: str | np.dtype | None = None) -> Dense:
         """An independent copy, optionally in another float dtype."""
         new = Dense(self.n_in, self.n_out, self.activation, init=self.init,
                     seed=self.seed, dtype=self.dtype if dtype is None else dtype)

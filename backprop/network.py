@@ -11,27 +11,25 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _ops, _sources
-from . import _format
-from . import _threads
+from . import _format, _ops, _sources, _threads
 from . import activations as _activations
+from . import explain as _explain
+from . import layers as _layers
 from . import losses as _losses
 from . import optimizers as _optimizers
+from . import training as _training
 from ._codes import PredictMode
 from ._engine import Engine, Guard, set_blas_thread_functions
-from ._validation import (as_float_array, check_dtype, check_int,
-                          check_positive_float)
-from . import layers as _layers
+from ._validation import as_float_array, check_dtype, check_int, check_positive_float
 from .layers import Dense
 from .layout import Layout
-from . import explain as _explain
-from . import training as _training
-from .training import History, Trainer, holding as _exclusive
+from .training import History, Trainer
+from .training import holding as _exclusive
 
 __all__ = ["Sequential", "History"]
 
@@ -511,13 +509,14 @@ class Sequential(Trainer):
         A memory-mapped X is read a chunk at a time."""
         if not self._memory_mapped(X):
             return self._evaluate(*self._about.data(X, y))
-        X, y = self._about.rows_to_read(X, y)
+        Xm, ym = self._about.rows_to_read(X, y)
         totals: dict[str, float] = {}
-        for rows in self._chunks_of(X):
-            count = len(X[rows])
-            for key, value in self._evaluate(*self._about.data(np.asarray(X[rows]), y[rows])).items():
+        for rows in self._chunks_of(Xm):
+            count = len(Xm[rows])
+            scores = self._evaluate(*self._about.data(np.asarray(Xm[rows]), ym[rows]))
+            for key, value in scores.items():
                 totals[key] = totals.get(key, 0.0) + value * count
-        return {key: value / len(X) for key, value in totals.items()}
+        return {key: value / len(Xm) for key, value in totals.items()}
 
     def _check_overflow(self, out, X2) -> None:
         """Finite inputs can still overflow the network's float type."""
@@ -587,7 +586,7 @@ class Sequential(Trainer):
         return net
 
     @_exclusive
-    def copy(self, dtype: str | np.dtype | None = None) -> "Sequential":
+    def copy(self, dtype: str | np.dtype | None = None) -> Sequential:
         """An independent copy (weights included), optionally in another dtype."""
         net = Sequential(*[layer.copy(dtype) for layer in self.layers],
                          loss=self.loss, dtype=dtype or self.dtype,

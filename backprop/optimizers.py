@@ -72,7 +72,7 @@ class Setting:
 _LISTENERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def attach(opt: "Optimizer", on_change) -> None:
+def attach(opt: Optimizer, on_change) -> None:
     """Call on_change(opt), a bound method (a network's), whenever a setting
     of opt's rule changes, for as long as the method's object lives."""
     listeners = _LISTENERS.setdefault(opt, {})
@@ -80,7 +80,7 @@ def attach(opt: "Optimizer", on_change) -> None:
     listeners[key] = weakref.WeakMethod(on_change, lambda _: listeners.pop(key, None))
 
 
-def _hand_on(opt: "Optimizer") -> None:
+def _hand_on(opt: Optimizer) -> None:
     for ref in list(_LISTENERS.get(opt, {}).values()):
         on_change = ref()
         if on_change is not None:

@@ -14,15 +14,16 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _ops, _sources
-from ._engine import Engine
 from . import callbacks as _callbacks
 from . import optimizers as _optimizers
+from ._engine import Engine
 from ._validation import check_int, check_positive_float
 
 __all__ = ["Trainer", "History", "EpochRunner", "FitPlan", "STRETCH_FLOPS"]
@@ -47,7 +48,7 @@ class History:
     'val_loss', 'val_accuracy', 'lr') to its value in every epoch; `epoch`
     lists the epoch numbers."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.history: dict[str, list[float]] = {"loss": []}
         self.epoch: list[int] = []
 
@@ -92,11 +93,11 @@ class EpochRunner:
         process has some)."""
         return here
 
-    def start(self, net: "Trainer", plan: FitPlan) -> FitPlan:
+    def start(self, net: Trainer, plan: FitPlan) -> FitPlan:
         """Called once before the first epoch; returns the plan to train by."""
         return plan
 
-    def epoch(self, net: "Trainer", plan: FitPlan, epoch: int, lr: float) -> tuple[float, float]:
+    def epoch(self, net: Trainer, plan: FitPlan, epoch: int, lr: float) -> tuple[float, float]:
         """Epoch number `epoch` at rate lr: (mean loss, accuracy)."""
         seed = plan.seed + epoch if plan.seed >= 0 else -1
         rows = 0
@@ -392,7 +393,8 @@ class Trainer:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             Xv, single = self._about.inputs(validation_data[0], "validation_data[0]")
-            return X2, Y, weights, (Xv, self._about.targets(validation_data[1], Xv.shape[0], single))
+            Yv = self._about.targets(validation_data[1], Xv.shape[0], single)
+            return X2, Y, weights, (Xv, Yv)
         if not validation_split:
             return X2, Y, weights, None
         fraction = check_positive_float(validation_split, "validation_split")
@@ -413,8 +415,8 @@ class Trainer:
         if validation is None:
             return None
         if not checked and self._scored_in_chunks(validation):
-            Xv, yv = self._about.rows_to_read(*validation, names=("validation_data[0]",
-                                                                  "validation_data[1]"))
+            Xv, yv = self._about.rows_to_read(validation[0], validation[1],
+                                              names=("validation_data[0]", "validation_data[1]"))
             for rows in self._chunks_of(Xv):      # checked before training, as in memory
                 where = f"rows {rows.start}:{min(rows.stop, len(Xv))}"
                 X2, single = self._about.inputs(np.asarray(Xv[rows]), f"validation_data[0] {where}")
@@ -429,7 +431,7 @@ class Trainer:
                 and self._memory_mapped(validation_data[0]))
 
     @staticmethod
-    def _memory_mapped(X) -> bool:
+    def _memory_mapped(X) -> TypeGuard[np.memmap]:
         """A non-empty 2-D memory map: read in chunks by predict, evaluate and fit."""
         return isinstance(X, np.memmap) and X.ndim == 2 and X.shape[0] > 0
 

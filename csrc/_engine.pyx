@@ -265,7 +265,8 @@ cdef class Engine:
         if len(state) != needed:
             raise ValueError(f"this optimizer keeps {needed} state arrays, got {len(state)}")
         for arr in state:
-            if (not isinstance(arr, np.ndarray) or arr.dtype != self.dtype or arr.shape != (self.plan.n_params,)
+            if (not isinstance(arr, np.ndarray) or arr.dtype != self.dtype
+                    or arr.shape != (self.plan.n_params,)
                     or not arr.flags.c_contiguous or not arr.flags.writeable):
                 raise ValueError(f"state arrays must be writeable, contiguous "
                                  f"{self.dtype} of shape ({self.plan.n_params},)")

@@ -13,8 +13,7 @@ import pytest
 
 import backprop as bp
 import backprop.cli
-from backprop import io
-from backprop import _format
+from backprop import _format, io
 
 
 def trained(optimizer, epochs=3, seed=0):
