@@ -16,6 +16,25 @@ from setuptools.command.build_ext import build_ext
 
 MODULES = ["_codes", "_ops", "_engine"]
 
+
+def write_code_stubs(pxd="csrc/backprop/_codes.pxd", pyi="backprop/_codes.pyi"):
+    """The type stub of backprop._codes, written from the one definition of
+    the core's codes (each `cpdef enum` becomes an IntEnum of its members)."""
+    lines = ["# Written by setup.py from csrc/backprop/_codes.pxd: edit that file.",
+             "from enum import IntEnum"]
+    with open(pxd, encoding="utf-8") as fh:
+        for line in fh:
+            code = line.split("#")[0].rstrip()
+            if code.startswith("cpdef enum "):
+                lines += ["", f"class {code.split()[2].rstrip(':')}(IntEnum):"]
+            elif code.startswith("    ") and code.strip():
+                lines.append(f"    {code.strip()} = ...")
+    with open(pyi, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+write_code_stubs()
+
 # -fno-trapping-math and -fno-math-errno (no FP traps, errno unread) let the
 # compiler vectorise loops with comparisons and selects; unlike -ffast-math
 # they change no result: inf and NaN still behave as IEEE 754 says.

@@ -169,8 +169,7 @@ class StepDecay(LearningRateSchedule):
     gamma = Setting(positive)
 
     def __init__(self, step_size: int, gamma: float = 0.1):
-        self.step_size = step_size
-        self.gamma = gamma
+        self.step_size, self.gamma = step_size, gamma
 
     def rate(self, epoch, initial_lr):
         return initial_lr * self.gamma ** ((epoch - 1) // self.step_size)
