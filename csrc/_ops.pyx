@@ -13,12 +13,15 @@
 from kernels cimport (
     real, r_exp, all_finite as k_all_finite, act_forward as k_act_forward, act_backward as k_act_backward,
     loss_forward_backward as k_loss_forward_backward,
-    output_delta as k_output_delta, loss_value as k_loss_value,
+    output_delta as k_output_delta, squared_error as k_squared_error,
+    loss_value as k_loss_value,
     loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
     dense_backward as k_dense_backward, sgd_update as k_sgd_update,
     Optimizer, optimizer_update as k_optimizer_update,
 )
-from backprop._codes cimport STEP, CROSS_ENTROPY, ADAGRAD
+from backprop._codes cimport STEP, MSE, CROSS_ENTROPY, ADAGRAD
+
+import numpy as np
 
 
 cdef int known(str name, int code, int last) except -1:
@@ -114,7 +117,14 @@ def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps)
     """The mean loss of predictions p against targets y."""
     known("loss", loss, CROSS_ENTROPY)
     cdef double value
+    cdef real[:, ::1] g
     fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
+    if loss == MSE:         # squared_error's value; its gradient goes unread
+        g = np.empty((p.shape[0], p.shape[1]), np.float32 if real is float else np.float64)
+        with nogil:
+            value = k_squared_error(&g[0, 0], &p[0, 0], &y[0, 0], <real*>NULL,
+                                    p.shape[0], p.shape[1])
+        return value
     with nogil:
         value = k_loss_value(loss, &p[0, 0], &y[0, 0], p.shape[0], p.shape[1],
                              <real>eps)
@@ -128,8 +138,12 @@ def loss_gradient(int loss, real[:, ::1] g, const real[:, ::1] p,
     fits("g", g.shape[0], g.shape[1], p.shape[0], p.shape[1])
     fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
     with nogil:
-        k_loss_gradient(loss, &g[0, 0], &p[0, 0], &y[0, 0], p.shape[0],
-                        p.shape[1], <real>eps)
+        if loss == MSE:     # squared_error's gradient; its value goes unread
+            k_squared_error(&g[0, 0], &p[0, 0], &y[0, 0], <real*>NULL, p.shape[0],
+                            p.shape[1])
+        else:
+            k_loss_gradient(loss, &g[0, 0], &p[0, 0], &y[0, 0], p.shape[0],
+                            p.shape[1], <real>eps)
 
 
 def dense_forward(real[:, ::1] out, const real[:, ::1] x, const real[:, ::1] W,

@@ -4,9 +4,13 @@
 # one home here, as a small `nogil` function over raw row-major buffers.
 #
 #   forward:   z = x @ W + b ;  a = f(z)          dense_forward, act_forward
-#   loss:      L(a, y), δ_out = ∂L/∂z_out         mse_forward_backward,
-#                                                 sigmoid_bce_forward_backward,
-#                                                 softmax_ce_forward_backward
+#   loss:      L(a, y), δ_out = ∂L/∂z_out         mse: squared_error, then act_backward
+#                                                 bce: sigmoid_bce_forward_backward
+#                                                 ce:  softmax_ce_forward_backward
+#                                                 (loss_forward_backward, output_delta)
+#   standalone L(p, y), ∂L/∂p                     mse: squared_error
+#                                                 bce, ce of clipped p: loss_value,
+#                                                 loss_gradient
 #   backward:  δ = g ⊙ f′(z)                      act_backward
 #              dW = xᵀ @ δ ; db = Σ_rows δ ;
 #              dx = δ @ Wᵀ                        dense_backward
@@ -230,13 +234,15 @@ cdef inline void act_backward(real* delta, const real* g, const real* a,
 # Every loss is summed over the outputs of a row and averaged over the rows,
 # so δ_out carries the factor 1/rows.  Each returns the mean loss.
 
-cdef inline double mse_forward_backward(real* delta, const real* a,
-                                        const real* y, const real* w,
-                                        Py_ssize_t rows, Py_ssize_t cols, int act,
-                                        real slope) noexcept nogil:
-    # IN a (rows, cols) = f(z), y (rows, cols), w (rows,) sample weights or
-    # NULL; OUT delta (rows, cols) = ∂C/∂z
-    # C = 1/(2n) Σ_i w_i ‖y_i − a_i‖² ;  ∂C/∂a_i = w_i (a_i − y_i)/n ;  δ = ∂C/∂a ⊙ f′(z).
+cdef inline double squared_error(real* g, const real* p, const real* y,
+                                 const real* w, Py_ssize_t rows,
+                                 Py_ssize_t cols) noexcept nogil:
+    # IN p (rows, cols) predictions, y (rows, cols) targets, w (rows,) sample
+    # weights or NULL; OUT g (rows, cols) = ∂C/∂p
+    # C = 1/(2n) Σ_i w_i ‖y_i − p_i‖² ;  ∂C/∂p_i = w_i (p_i − y_i)/n ;  returns C.
+    # The squared error's one home: the fused pass (loss_forward_backward,
+    # output_delta) follows it with act_backward for δ = ∂C/∂a ⊙ f′(z), and
+    # the standalone loss (losses.mse) takes it as it is.
     cdef Py_ssize_t i, j
     cdef double d, row, total = 0
     cdef real scale, inv_rows = <real>(1.0 / rows)
@@ -244,11 +250,10 @@ cdef inline double mse_forward_backward(real* delta, const real* a,
         scale = inv_rows if w == NULL else w[i] * inv_rows
         row = 0
         for j in range(cols):
-            d = <double>a[i * cols + j] - <double>y[i * cols + j]
+            d = <double>p[i * cols + j] - <double>y[i * cols + j]
             row += d * d
-            delta[i * cols + j] = <real>d * scale
+            g[i * cols + j] = <real>d * scale
         total += row if w == NULL else w[i] * row
-    act_backward(delta, delta, a, rows, cols, act, slope)
     return total / (2.0 * rows)
 
 
@@ -329,13 +334,17 @@ cdef inline double loss_forward_backward(int loss, int act, real slope,
     # OUT a = f(z); OUT delta = ∂L/∂z; returns the mean (weighted) loss
     # 1/n Σ_i w_i ℓ_i.
     # Cross-entropy comes with softmax and binary cross-entropy with sigmoid
-    # (the Python layer sees to it), each fused into one stable pass.
+    # (the Python layer sees to it), each fused into one stable pass; the
+    # squared error is squared_error's ∂C/∂a, then ⊙ f′(z) by act_backward.
+    cdef double value
     if loss == CROSS_ENTROPY:
         return softmax_ce_forward_backward(a, delta, y, w, rows, cols)
     if loss == BINARY_CROSS_ENTROPY:
         return sigmoid_bce_forward_backward(a, delta, y, w, rows, cols)
     act_forward(a, <real*>NULL, rows, cols, act, slope)
-    return mse_forward_backward(delta, a, y, w, rows, cols, act, slope)
+    value = squared_error(delta, a, y, w, rows, cols)
+    act_backward(delta, delta, a, rows, cols, act, slope)
+    return value
 
 
 cdef inline void output_delta(int loss, int act, real slope, real* delta,
@@ -348,7 +357,8 @@ cdef inline void output_delta(int loss, int act, real slope, real* delta,
     cdef Py_ssize_t i
     cdef real inv_rows = <real>(1.0 / rows)
     if loss == MSE:
-        mse_forward_backward(delta, a, y, <real*>NULL, rows, cols, act, slope)
+        squared_error(delta, a, y, <real*>NULL, rows, cols)
+        act_backward(delta, delta, a, rows, cols, act, slope)
         return
     for i in range(rows * cols):
         delta[i] = (a[i] - y[i]) * inv_rows
@@ -357,23 +367,20 @@ cdef inline void output_delta(int loss, int act, real slope, real* delta,
 cdef inline double loss_value(int loss, const real* p, const real* y,
                               Py_ssize_t rows, Py_ssize_t cols,
                               real eps) noexcept nogil:
-    # IN p (rows, cols) predictions, y (rows, cols) targets; returns mean loss.
-    #   mse                   1/(2n) Σ (y − p)²
+    # IN p (rows, cols) probabilities, y (rows, cols) targets; returns the
+    # mean loss of the standalone (unfused) cross-entropies:
     #   binary_cross_entropy  −1/n Σ [y log p + (1 − y) log(1 − p)]
     #   cross_entropy         −1/n Σ y log p
     # Probabilities are clipped to [eps, 1 − eps] so that log never sees 0.
+    # (The squared error is squared_error's.)
     cdef Py_ssize_t i
-    cdef double d, q, total = 0
+    cdef double q, total = 0
     for i in range(rows * cols):
-        if loss == MSE:
-            d = <double>p[i] - <double>y[i]
-            total += 0.5 * d * d
-        else:
-            q = min(max(<double>p[i], <double>eps), 1.0 - eps)
-            if y[i] != 0:
-                total -= y[i] * log(q)
-            if loss == BINARY_CROSS_ENTROPY and y[i] != 1:
-                total -= (1.0 - y[i]) * log(1.0 - q)
+        q = min(max(<double>p[i], <double>eps), 1.0 - eps)
+        if y[i] != 0:
+            total -= y[i] * log(q)
+        if loss == BINARY_CROSS_ENTROPY and y[i] != 1:
+            total -= (1.0 - y[i]) * log(1.0 - q)
     return total / rows
 
 
@@ -381,20 +388,17 @@ cdef inline void loss_gradient(int loss, real* g, const real* p, const real* y,
                                Py_ssize_t rows, Py_ssize_t cols,
                                real eps) noexcept nogil:
     # IN p (rows, cols), y (rows, cols); OUT g = ∂L/∂p of loss_value:
-    #   mse (p − y)/n ;  bce (p − y) / (p (1 − p) n) ;  ce −y / (p n)
+    #   bce (p − y) / (p (1 − p) n) ;  ce −y / (p n)
     # with p clipped as in loss_value (the unclipped formula, evaluated at
     # the clipped p, so the gradient still points the right way at 0 or 1).
     cdef Py_ssize_t i
     cdef double q
     for i in range(rows * cols):
-        if loss == MSE:
-            g[i] = <real>((<double>p[i] - y[i]) / rows)
+        q = min(max(<double>p[i], <double>eps), 1.0 - eps)
+        if loss == BINARY_CROSS_ENTROPY:
+            g[i] = <real>((q - y[i]) / (q * (1.0 - q) * rows))
         else:
-            q = min(max(<double>p[i], <double>eps), 1.0 - eps)
-            if loss == BINARY_CROSS_ENTROPY:
-                g[i] = <real>((q - y[i]) / (q * (1.0 - q) * rows))
-            else:
-                g[i] = <real>(-y[i] / (q * rows))
+            g[i] = <real>(-y[i] / (q * rows))
 
 
 cdef inline Py_ssize_t count_correct(int loss, const real* a, const real* y,

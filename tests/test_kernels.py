@@ -362,6 +362,18 @@ def test_loss_gradient(loss, dtype, rng):
     assert_close(g, ref_loss_gradient(loss, p, y, eps), dtype)
 
 
+def test_mse_standalone_is_the_fused_pass(dtype, rng):
+    # One home, squared_error: losses.mse's value and gradient are, bit for
+    # bit, what training's fused pass gives for an identity output.
+    p, y = normal(rng, (6, 4), dtype), normal(rng, (6, 4), dtype)
+    a, delta = p.copy(), nans(p.shape, dtype)
+    fused = _ops.loss_forward_backward(Loss.MSE, Act.IDENTITY, 0.0, a, delta, y)
+    g = nans(p.shape, dtype)
+    _ops.loss_gradient(Loss.MSE, g, p, y, 0.0)
+    assert _ops.loss_value(Loss.MSE, p, y, 0.0) == fused
+    np.testing.assert_array_equal(g, delta)
+
+
 @pytest.mark.parametrize("loss", [Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY],
                          ids=name)
 def test_loss_value_matches_fused_loss(loss, dtype, rng):
