@@ -16,10 +16,12 @@ from kernels cimport (
     output_delta as k_output_delta, squared_error as k_squared_error,
     loss_value as k_loss_value,
     loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
-    dense_backward as k_dense_backward, sgd_update as k_sgd_update,
+    dense_backward as k_dense_backward,
     Optimizer, optimizer_update as k_optimizer_update,
 )
-from backprop._codes cimport STEP, MSE, CROSS_ENTROPY, ADAGRAD
+from libc.string cimport memset
+
+from backprop._codes cimport STEP, MSE, CROSS_ENTROPY, SGD, ADAGRAD
 
 import numpy as np
 
@@ -176,10 +178,15 @@ def dense_backward(real[:, ::1] dW, real[::1] db, const real[:, ::1] delta,
 
 
 def sgd_update(real[::1] w, const real[::1] g, double lr):
-    """w ← w − lr · g over a flat buffer."""
+    """w ← w − lr · g over a flat buffer: optimizer_update's SGD, with every
+    other setting 0 (no momentum, so no state; ×1 and +0 leave w − lr · g
+    exact)."""
+    cdef Optimizer o
     fits("g", g.shape[0], 1, w.shape[0], 1)
+    memset(&o, 0, sizeof(o))
+    o.kind, o.lr = SGD, lr
     with nogil:
-        k_sgd_update(&w[0], &g[0], w.shape[0], <real>lr)
+        k_optimizer_update(&o, &w[0], &g[0], <real*>NULL, <real*>NULL, w.shape[0])
 
 
 def optimizer_update(real[::1] w, const real[::1] g, real[::1] s1, real[::1] s2,

@@ -14,7 +14,10 @@
 #   backward:  δ = g ⊙ f′(z)                      act_backward
 #              dW = xᵀ @ δ ; db = Σ_rows δ ;
 #              dx = δ @ Wᵀ                        dense_backward
-#   update:    w ← w − η · ∂L/∂w                  sgd_update
+#   update:    w ← w − η · ∂L/∂w (SGD), Adam,     optimizer_update: every rule (fit,
+#              RMSProp, AdaGrad                   train_step, net.step's plain SGD)
+#   fused:     dense_backward, then plain SGD     dense_backward_sgd, the fast twin
+#                                                 that fit runs for plain SGD
 #
 # Conventions.  Every buffer is C-contiguous and row-major; shapes are in the
 # one-line comment of each function as (rows, cols).  `# IN` buffers are read,
@@ -470,10 +473,12 @@ cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
                                     const real* delta, const real* x,
                                     Py_ssize_t rows, Py_ssize_t n_in,
                                     Py_ssize_t n_out, real lr) noexcept nogil:
-    # dense_backward and a plain SGD step in one: dx = δ @ Wᵀ (with W as it
-    # was), then W ← W − η · xᵀ @ δ as one product into W (BLAS's β = 1), so
-    # the weight gradient is never stored, zeroed or read back; db (n_out,)
-    # holds Σ_rows δ for b ← b − η · db.
+    # The fast twin of dense_backward followed by optimizer_update (SGD, no
+    # momentum, l2, decay or clipping), equal to it up to rounding (tests/
+    # test_kernels.py, test_fused_sgd_is_dense_backward_then_optimizer_update):
+    # dx = δ @ Wᵀ (with W as it was), then W ← W − η · xᵀ @ δ as one product
+    # into W (BLAS's β = 1), so the weight gradient is never stored, zeroed or
+    # read back; db (n_out,) holds Σ_rows δ for b ← b − η · db.
     cdef Py_ssize_t j
     if dx != NULL:
         input_gradient(dx, delta, W, rows, n_in, n_out)
@@ -485,14 +490,6 @@ cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
 
 
 # ------------------------------------------------------------- optimizers ---
-
-cdef inline void sgd_update(real* w, const real* g, Py_ssize_t n,
-                            real lr) noexcept nogil:
-    # w ← w − η · g over one flat parameter buffer.
-    cdef Py_ssize_t i
-    for i in range(n):
-        w[i] -= lr * g[i]
-
 
 cdef inline double clip_scale(const Optimizer* o, const real* w, const real* g,
                               Py_ssize_t n) noexcept nogil:
@@ -515,7 +512,8 @@ cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
     # mean square; sum of squares).  Every rule is one pass; gradient
     # clipping needs one more, before it, for the norm.  Per parameter, with
     # ĝ = (g + l2·w) · clip and w first decayed by η·wd:
-    #   SGD      v ← μv + ĝ ;  w ← w − η·(ĝ + μv if nesterov else v)   (μ = 0: w ← w − ηĝ)
+    #   SGD      v ← μv + ĝ ;  w ← w − η·(ĝ + μv if nesterov else v)
+    #            (μ = 0: w ← w − ηĝ, reading no state: s1, s2 may be NULL)
     #   Adam     m ← β₁m + (1 − β₁)ĝ ;  v ← β₂v + (1 − β₂)ĝ² ;
     #            w ← w − η·(m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
     #   RMSProp  s ← ρs + (1 − ρ)ĝ² ;  w ← w − ηĝ / (√s + ε)
