@@ -16,7 +16,7 @@ from kernels cimport (
     output_delta as k_output_delta, squared_error as k_squared_error,
     loss_value as k_loss_value,
     loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
-    dense_backward as k_dense_backward,
+    dense_backward as k_dense_backward, class_labels as k_class_labels,
     Optimizer, optimizer_update as k_optimizer_update,
 )
 from libc.string cimport memset
@@ -146,6 +146,27 @@ def loss_gradient(int loss, real[:, ::1] g, const real[:, ::1] p,
         else:
             k_loss_gradient(loss, &g[0, 0], &p[0, 0], &y[0, 0], p.shape[0],
                             p.shape[1], <real>eps)
+
+
+def labels(int loss, const real[:, ::1] A):
+    """The label rule of a classifier for its outputs or targets A (rows, k),
+    as int64: for cross-entropy the argmax of each row (the first of equal
+    maxima), (rows,); for binary cross-entropy [a ≥ ½] per output, (rows, k),
+    or (rows,) for k = 1."""
+    known("loss", loss, CROSS_ENTROPY)
+    if loss == MSE:
+        raise ValueError("mse has no label rule (labels are cross_entropy's or "
+                         "binary_cross_entropy's)")
+    cdef Py_ssize_t rows = A.shape[0], k = A.shape[1]
+    if k == 0:
+        raise ValueError("A has no columns")
+    cdef bint per_row = loss == CROSS_ENTROPY or k == 1
+    out = np.empty(rows if per_row else rows * k, np.int64)
+    cdef long long[::1] flat = out
+    if rows > 0:
+        with nogil:
+            k_class_labels(loss, &flat[0], &A[0, 0], rows, k)
+    return out if per_row else out.reshape(rows, k)
 
 
 def dense_forward(real[:, ::1] out, const real[:, ::1] x, const real[:, ::1] W,

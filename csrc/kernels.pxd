@@ -14,6 +14,8 @@
 #   backward:  δ = g ⊙ f′(z)                      act_backward
 #              dW = xᵀ @ δ ; db = Σ_rows δ ;
 #              dx = δ @ Wᵀ                        dense_backward
+#   labels:    ce: argmax_j a_j ; bce: [a ≥ ½]    row_argmax, threshold_label
+#                                                 (class_labels, count_correct)
 #   update:    w ← w − η · ∂L/∂w (SGD), Adam,     optimizer_update: every rule (fit,
 #              RMSProp, AdaGrad                   train_step, net.step's plain SGD)
 #   fused:     dense_backward, then plain SGD     dense_backward_sgd, the fast twin
@@ -404,24 +406,51 @@ cdef inline void loss_gradient(int loss, real* g, const real* p, const real* y,
             g[i] = <real>(-y[i] / (q * rows))
 
 
+# ----------------------------------------------------------------- labels ---
+# The label rule of a classifier, its one home: for cross-entropy (softmax
+# outputs) the row's argmax, the first of equal maxima as numpy's argmax;
+# for binary cross-entropy (sigmoid outputs) [a ≥ ½] per output.
+
+cdef inline Py_ssize_t row_argmax(const real* a, Py_ssize_t cols) noexcept nogil:
+    # IN a (cols,); the index of its largest value, the first of equals.
+    cdef Py_ssize_t j, best = 0
+    for j in range(1, cols):
+        if a[j] > a[best]:
+            best = j
+    return best
+
+
+cdef inline int threshold_label(real a) noexcept nogil:
+    # The label of one sigmoid output a: 1 if a ≥ ½, else 0.
+    return a >= 0.5
+
+
+cdef inline void class_labels(int loss, long long* labels, const real* a,
+                              Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    # IN a (rows, cols) outputs or targets; OUT labels: for cross-entropy
+    # (rows,), row_argmax of each row; else (rows, cols), threshold_label of
+    # each output.
+    cdef Py_ssize_t i
+    if loss == CROSS_ENTROPY:
+        for i in range(rows):
+            labels[i] = row_argmax(a + i * cols, cols)
+    else:
+        for i in range(rows * cols):
+            labels[i] = threshold_label(a[i])
+
+
 cdef inline Py_ssize_t count_correct(int loss, const real* a, const real* y,
                                      Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     # IN a (rows, cols) outputs, y (rows, cols) targets; the number of rows
-    # (cross-entropy: argmax a = argmax y) or of outputs (binary
-    # cross-entropy: [a ≥ ½] = [y ≥ ½]) predicted right; 0 for mse.
-    cdef Py_ssize_t i, j, best, label, right = 0
+    # (cross-entropy) or of outputs (binary cross-entropy) whose label
+    # (class_labels' rule) a gives right; 0 for mse.
+    cdef Py_ssize_t i, right = 0
     if loss == CROSS_ENTROPY:
         for i in range(rows):
-            best = label = 0
-            for j in range(1, cols):
-                if a[i * cols + j] > a[i * cols + best]:
-                    best = j
-                if y[i * cols + j] > y[i * cols + label]:
-                    label = j
-            right += best == label
+            right += row_argmax(a + i * cols, cols) == row_argmax(y + i * cols, cols)
     elif loss == BINARY_CROSS_ENTROPY:
         for i in range(rows * cols):
-            right += (a[i] >= 0.5) == (y[i] >= 0.5)
+            right += threshold_label(a[i]) == threshold_label(y[i])
     return right
 
 

@@ -389,6 +389,52 @@ def test_loss_value_matches_fused_loss(loss, dtype, rng):
     assert_close(value, ref_loss_forward_backward(loss, act, 0.0, z, y)[2], dtype)
 
 
+# ----------------------------------------------------------------- labels ---
+
+def ref_labels(loss, A):
+    """The label rule: the row's argmax for cross-entropy (numpy's: the first
+    of equal maxima); [a ≥ ½] per output for sigmoid outputs, one a row for one."""
+    if loss == Loss.CROSS_ENTROPY:
+        return np.argmax(A, axis=1)
+    labels = (np.asarray(A, np.float64) >= 0.5).astype(np.int64)
+    return labels[:, 0] if A.shape[1] == 1 else labels
+
+
+def outputs_with_ties(rng, rows, cols, dtype):
+    """Random outputs in [0, 1] with ties: equal maxima in a row (first,
+    middle, last), a constant row, and values of exactly ½ and next to it."""
+    A = rng.random((rows, cols))
+    A[0] = 0.25
+    A[1, [0, -1]] = 2.0
+    A[2, [cols // 2, cols - 1]] = 2.0
+    A[3, -1] = 0.5
+    A[4, :] = 0.5
+    A[5, 0] = np.nextafter(dtype(0.5), dtype(0))
+    return np.ascontiguousarray(A, dtype)
+
+
+@pytest.mark.parametrize("loss, cols", [(Loss.CROSS_ENTROPY, 1), (Loss.CROSS_ENTROPY, 5),
+                                        (Loss.BINARY_CROSS_ENTROPY, 1),
+                                        (Loss.BINARY_CROSS_ENTROPY, 4)],
+                         ids=["ce-1", "ce-5", "bce-1", "bce-4"])
+def test_labels(loss, cols, dtype, rng):
+    A = outputs_with_ties(rng, 40, cols, dtype)
+    labels = _ops.labels(loss, A)
+    expected = ref_labels(loss, A)
+    assert labels.dtype == np.int64 and labels.shape == expected.shape
+    np.testing.assert_array_equal(labels, expected)
+    assert _ops.labels(loss, A[:0]).shape == expected[:0].shape
+
+
+def test_labels_of_ties_and_half_by_hand(dtype):
+    A = np.array([[0.5, 0.5, 0.1], [0.1, 0.7, 0.7], [0.2, 0.1, 0.2]], dtype)
+    np.testing.assert_array_equal(_ops.labels(Loss.CROSS_ENTROPY, A), [0, 1, 0])
+    np.testing.assert_array_equal(_ops.labels(Loss.BINARY_CROSS_ENTROPY, A),
+                                  [[1, 1, 0], [0, 1, 1], [0, 0, 0]])
+    with pytest.raises(ValueError, match="mse has no label rule"):
+        _ops.labels(Loss.MSE, A)
+
+
 # ------------------------------------------------------------ dense layer ---
 
 SHAPES = [(7, 5, 3), (1, 5, 3), (7, 1, 3), (7, 5, 1), (1, 1, 1), (3, 8, 2),
