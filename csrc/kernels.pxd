@@ -68,33 +68,27 @@ cdef struct Optimizer:
 
 # ---------------------------------------------------------------- scalars ---
 
-cdef inline real r_exp(real x) noexcept nogil:
-    # float: a branch-free e^x that vectorises (fastexp.h); double: libm's.
+ctypedef float (*float_function)(float) noexcept nogil
+ctypedef double (*double_function)(double) noexcept nogil
+
+
+cdef inline real by_precision(float_function f, double_function d,
+                              real x) noexcept nogil:
+    # f(x) for float, d(x) for double: the one choice of a scalar function's
+    # float32 or float64 version.  Each call below passes constants, so the
+    # compiler calls (and inlines) the function itself: nothing is indirect.
     if real is float:
-        return bp_expf(x)
+        return f(x)
     else:
-        return exp(x)
+        return d(x)
 
 
-cdef inline real r_log1p(real x) noexcept nogil:
-    if real is float:
-        return log1pf(x)
-    else:
-        return log1p(x)
-
-
-cdef inline real r_sqrt(real x) noexcept nogil:
-    if real is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
-cdef inline real r_tanh(real x) noexcept nogil:
-    if real is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
+# The core's scalar functions, each as its float32 and float64 version: libm's,
+# but for e^x in float32, fastexp.h's branch-free one that vectorises.
+cdef inline real r_exp(real x) noexcept nogil: return by_precision(bp_expf, exp, x)
+cdef inline real r_log1p(real x) noexcept nogil: return by_precision(log1pf, log1p, x)
+cdef inline real r_sqrt(real x) noexcept nogil: return by_precision(sqrtf, sqrt, x)
+cdef inline real r_tanh(real x) noexcept nogil: return by_precision(tanhf, tanh, x)
 
 
 cdef inline bint all_finite(const real* x, Py_ssize_t n) noexcept nogil:
