@@ -496,9 +496,9 @@ cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
                                     const real* delta, const real* x,
                                     Py_ssize_t rows, Py_ssize_t n_in,
                                     Py_ssize_t n_out, real lr) noexcept nogil:
-    # The fast twin of dense_backward followed by optimizer_update (SGD, no
-    # momentum, l2, decay or clipping), equal to it up to rounding (tests/
-    # test_kernels.py, test_fused_sgd_is_dense_backward_then_optimizer_update):
+    # The fast twin of dense_backward followed by optimizer_update's plain
+    # SGD (no momentum, l2, decay or clipping), equal to them up to rounding
+    # (tests/test_kernels.py: test_fused_sgd_is_dense_backward_then_optimizer_update).
     # dx = δ @ Wᵀ (with W as it was), then W ← W − η · xᵀ @ δ as one product
     # into W (BLAS's β = 1), so the weight gradient is never stored, zeroed or
     # read back; db (n_out,) holds Σ_rows δ for b ← b − η · db.
