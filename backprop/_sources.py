@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _ops
 from . import losses as _losses
 from ._engine import shuffled
 from ._validation import as_batch, as_float_array, check_int, check_positive_float
@@ -77,11 +78,13 @@ class Description(NamedTuple):
     def labels(self, A) -> np.ndarray:
         """The label rule of a classifier, for its outputs or its targets A
         (…, n_outputs): the argmax for cross_entropy; for sigmoid outputs
-        [a ≥ ½] per output, one label a row when there is one output."""
-        if self.loss.code == _losses.CROSS_ENTROPY:
-            return np.argmax(A, axis=-1)
-        labels = (A >= 0.5).astype(np.int64)
-        return labels[..., 0] if self.n_outputs == 1 else labels
+        [a ≥ ½] per output, one label a row when there is one output.  (The
+        core's rule, _ops.labels, which training's accuracy counts by.)"""
+        A = np.asarray(A)
+        rows = np.ascontiguousarray(A.reshape(-1, A.shape[-1]),
+                                    A.dtype if A.dtype in (np.float32, np.float64) else np.float64)
+        labels = _ops.labels(self.loss.code, rows)
+        return labels.reshape(A.shape[:-1] + labels.shape[1:])[()]
 
     def label_counts(self, Y) -> np.ndarray:
         return np.bincount(self.labels(Y), minlength=max(self.n_outputs, 2))

@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 
-from . import __version__, activations, datasets
+from . import __version__, _ops, activations, datasets
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._threads import blas_info
@@ -391,7 +391,9 @@ def _predictions(net: Sequential, X: np.ndarray, model: str) -> np.ndarray:
                            f"class (cross_entropy or mse) or one sigmoid unit, not a "
                            f"{net.loss.name} model with {net.n_outputs}; use --proba to "
                            "print its outputs")
-    return np.asarray(names)[np.argmax(net.predict_proba(X), axis=1)]
+    labels = (net.predict(X) if net.is_classifier      # cross_entropy's own labels
+              else _ops.labels(_losses.CROSS_ENTROPY, net.predict_proba(X)))  # mse: the same rule
+    return np.asarray(names)[np.atleast_1d(labels)]
 
 
 def _text(value) -> str:

@@ -225,9 +225,12 @@ class _BaseMLP(BaseEstimator):
         with self.net_.exclusive():
             return [layer.b.copy() for layer in self.net_.layers]
 
-    def _outputs(self, X):
+    def _inputs(self, X):
         check_is_fitted(self, "net_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+
+    def _outputs(self, X):
+        X = self._inputs(X)
         return self.net_.predict_proba(X)
 
 
@@ -267,9 +270,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return np.log(np.clip(self.predict_proba(X), np.finfo(np.float64).tiny, None))
 
     def predict(self, X):
-        """Class labels, from `classes_`."""
-        check_is_fitted(self, "net_")
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        """Class labels, from `classes_`: the network's own label rule (the
+        argmax of the softmax; for two classes, the second when p ≥ ½)."""
+        X = self._inputs(X)
+        return self.classes_[self.net_.predict(X)]
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):

@@ -11,14 +11,20 @@
 # buffer.  The GIL is released around every kernel.
 
 from kernels cimport (
-    real, r_exp, all_finite as k_all_finite, act_forward as k_act_forward, act_backward as k_act_backward,
+    real, r_exp, all_finite as k_all_finite,
+    act_forward as k_act_forward, act_backward as k_act_backward,
     loss_forward_backward as k_loss_forward_backward,
-    output_delta as k_output_delta, loss_value as k_loss_value,
-    loss_gradient as k_loss_gradient, dense_forward as k_dense_forward,
-    dense_backward as k_dense_backward, sgd_update as k_sgd_update,
+    output_delta as k_output_delta, squared_error as k_squared_error,
+    loss_value as k_loss_value, loss_gradient as k_loss_gradient,
+    dense_forward as k_dense_forward,
+    dense_backward as k_dense_backward, class_labels as k_class_labels,
     Optimizer, optimizer_update as k_optimizer_update,
 )
-from backprop._codes cimport STEP, CROSS_ENTROPY, ADAGRAD
+from libc.string cimport memset
+
+from backprop._codes cimport STEP, MSE, CROSS_ENTROPY, SGD, ADAGRAD
+
+import numpy as np
 
 
 cdef int known(str name, int code, int last) except -1:
@@ -114,7 +120,14 @@ def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps)
     """The mean loss of predictions p against targets y."""
     known("loss", loss, CROSS_ENTROPY)
     cdef double value
+    cdef real[:, ::1] g
     fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
+    if loss == MSE:         # squared_error's value; its gradient goes unread
+        g = np.empty((p.shape[0], p.shape[1]), np.float32 if real is float else np.float64)
+        with nogil:
+            value = k_squared_error(&g[0, 0], &p[0, 0], &y[0, 0], <real*>NULL,
+                                    p.shape[0], p.shape[1])
+        return value
     with nogil:
         value = k_loss_value(loss, &p[0, 0], &y[0, 0], p.shape[0], p.shape[1],
                              <real>eps)
@@ -128,8 +141,33 @@ def loss_gradient(int loss, real[:, ::1] g, const real[:, ::1] p,
     fits("g", g.shape[0], g.shape[1], p.shape[0], p.shape[1])
     fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
     with nogil:
-        k_loss_gradient(loss, &g[0, 0], &p[0, 0], &y[0, 0], p.shape[0],
-                        p.shape[1], <real>eps)
+        if loss == MSE:     # squared_error's gradient; its value goes unread
+            k_squared_error(&g[0, 0], &p[0, 0], &y[0, 0], <real*>NULL, p.shape[0],
+                            p.shape[1])
+        else:
+            k_loss_gradient(loss, &g[0, 0], &p[0, 0], &y[0, 0], p.shape[0],
+                            p.shape[1], <real>eps)
+
+
+def labels(int loss, const real[:, ::1] A):
+    """The label rule of a classifier for its outputs or targets A (rows, k),
+    as int64: for cross-entropy the argmax of each row (the first of equal
+    maxima), (rows,); for binary cross-entropy [a ≥ ½] per output, (rows, k),
+    or (rows,) for k = 1."""
+    known("loss", loss, CROSS_ENTROPY)
+    if loss == MSE:
+        raise ValueError("mse has no label rule (labels are cross_entropy's or "
+                         "binary_cross_entropy's)")
+    cdef Py_ssize_t rows = A.shape[0], k = A.shape[1]
+    if k == 0:
+        raise ValueError("A has no columns")
+    cdef bint per_row = loss == CROSS_ENTROPY or k == 1
+    out = np.empty(rows if per_row else rows * k, np.int64)
+    cdef long long[::1] flat = out
+    if rows > 0:
+        with nogil:
+            k_class_labels(loss, &flat[0], &A[0, 0], rows, k)
+    return out if per_row else out.reshape(rows, k)
 
 
 def dense_forward(real[:, ::1] out, const real[:, ::1] x, const real[:, ::1] W,
@@ -162,10 +200,15 @@ def dense_backward(real[:, ::1] dW, real[::1] db, const real[:, ::1] delta,
 
 
 def sgd_update(real[::1] w, const real[::1] g, double lr):
-    """w ← w − lr · g over a flat buffer."""
+    """w ← w − lr · g over a flat buffer: optimizer_update's SGD, with every
+    other setting 0 (no momentum, so no state; ×1 and +0 leave w − lr · g
+    exact)."""
+    cdef Optimizer o
     fits("g", g.shape[0], 1, w.shape[0], 1)
+    memset(&o, 0, sizeof(o))
+    o.kind, o.lr = SGD, lr
     with nogil:
-        k_sgd_update(&w[0], &g[0], w.shape[0], <real>lr)
+        k_optimizer_update(&o, &w[0], &g[0], <real*>NULL, <real*>NULL, w.shape[0])
 
 
 def optimizer_update(real[::1] w, const real[::1] g, real[::1] s1, real[::1] s2,

@@ -72,8 +72,9 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
 
 cdef inline bint plain_sgd(const Plan* p) noexcept nogil:
     # SGD without momentum, L2, decay or clipping: its step can run inside
-    # the backward pass (dense_backward_sgd), which saves a pass over the
-    # weights and one over their gradient.
+    # the backward pass (dense_backward_sgd, the fast twin of dense_backward
+    # then optimizer_update), which saves a pass over the weights and one
+    # over their gradient.
     return (p.opt.kind == SGD and p.opt.momentum == 0 and p.opt.l2 == 0
             and p.opt.weight_decay == 0 and p.opt.clip_norm <= 0)
 

@@ -4,13 +4,22 @@
 # one home here, as a small `nogil` function over raw row-major buffers.
 #
 #   forward:   z = x @ W + b ;  a = f(z)          dense_forward, act_forward
-#   loss:      L(a, y), δ_out = ∂L/∂z_out         mse_forward_backward,
-#                                                 sigmoid_bce_forward_backward,
-#                                                 softmax_ce_forward_backward
+#   loss:      L(a, y), δ_out = ∂L/∂z_out         mse: squared_error, then act_backward
+#                                                 bce: sigmoid_bce_forward_backward
+#                                                 ce:  softmax_ce_forward_backward
+#                                                 (loss_forward_backward, output_delta)
+#   standalone L(p, y), ∂L/∂p                     mse: squared_error
+#                                                 bce, ce of clipped p: loss_value,
+#                                                 loss_gradient
 #   backward:  δ = g ⊙ f′(z)                      act_backward
 #              dW = xᵀ @ δ ; db = Σ_rows δ ;
 #              dx = δ @ Wᵀ                        dense_backward
-#   update:    w ← w − η · ∂L/∂w                  sgd_update
+#   labels:    ce: argmax_j a_j ; bce: [a ≥ ½]    row_argmax, threshold_label
+#                                                 (class_labels, count_correct)
+#   update:    w ← w − η · ∂L/∂w (SGD), Adam,     optimizer_update: every rule (fit,
+#              RMSProp, AdaGrad                   train_step, net.step's plain SGD)
+#   fused:     dense_backward, then plain SGD     dense_backward_sgd, the fast twin
+#                                                 that fit runs for plain SGD
 #
 # Conventions.  Every buffer is C-contiguous and row-major; shapes are in the
 # one-line comment of each function as (rows, cols).  `# IN` buffers are read,
@@ -59,33 +68,27 @@ cdef struct Optimizer:
 
 # ---------------------------------------------------------------- scalars ---
 
-cdef inline real r_exp(real x) noexcept nogil:
-    # float: a branch-free e^x that vectorises (fastexp.h); double: libm's.
+ctypedef float (*float_function)(float) noexcept nogil
+ctypedef double (*double_function)(double) noexcept nogil
+
+
+cdef inline real by_precision(float_function f, double_function d,
+                              real x) noexcept nogil:
+    # f(x) for float, d(x) for double: the one choice of a scalar function's
+    # float32 or float64 version.  Each call below passes constants, so the
+    # compiler calls (and inlines) the function itself: nothing is indirect.
     if real is float:
-        return bp_expf(x)
+        return f(x)
     else:
-        return exp(x)
+        return d(x)
 
 
-cdef inline real r_log1p(real x) noexcept nogil:
-    if real is float:
-        return log1pf(x)
-    else:
-        return log1p(x)
-
-
-cdef inline real r_sqrt(real x) noexcept nogil:
-    if real is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
-cdef inline real r_tanh(real x) noexcept nogil:
-    if real is float:
-        return tanhf(x)
-    else:
-        return tanh(x)
+# The core's scalar functions, each as its float32 and float64 version: libm's,
+# but for e^x in float32, fastexp.h's branch-free one that vectorises.
+cdef inline real r_exp(real x) noexcept nogil: return by_precision(bp_expf, exp, x)
+cdef inline real r_log1p(real x) noexcept nogil: return by_precision(log1pf, log1p, x)
+cdef inline real r_sqrt(real x) noexcept nogil: return by_precision(sqrtf, sqrt, x)
+cdef inline real r_tanh(real x) noexcept nogil: return by_precision(tanhf, tanh, x)
 
 
 cdef inline bint all_finite(const real* x, Py_ssize_t n) noexcept nogil:
@@ -230,13 +233,15 @@ cdef inline void act_backward(real* delta, const real* g, const real* a,
 # Every loss is summed over the outputs of a row and averaged over the rows,
 # so δ_out carries the factor 1/rows.  Each returns the mean loss.
 
-cdef inline double mse_forward_backward(real* delta, const real* a,
-                                        const real* y, const real* w,
-                                        Py_ssize_t rows, Py_ssize_t cols, int act,
-                                        real slope) noexcept nogil:
-    # IN a (rows, cols) = f(z), y (rows, cols), w (rows,) sample weights or
-    # NULL; OUT delta (rows, cols) = ∂C/∂z
-    # C = 1/(2n) Σ_i w_i ‖y_i − a_i‖² ;  ∂C/∂a_i = w_i (a_i − y_i)/n ;  δ = ∂C/∂a ⊙ f′(z).
+cdef inline double squared_error(real* g, const real* p, const real* y,
+                                 const real* w, Py_ssize_t rows,
+                                 Py_ssize_t cols) noexcept nogil:
+    # IN p (rows, cols) predictions, y (rows, cols) targets, w (rows,) sample
+    # weights or NULL; OUT g (rows, cols) = ∂C/∂p
+    # C = 1/(2n) Σ_i w_i ‖y_i − p_i‖² ;  ∂C/∂p_i = w_i (p_i − y_i)/n ;  returns C.
+    # The squared error's one home: the fused pass (loss_forward_backward,
+    # output_delta) follows it with act_backward for δ = ∂C/∂a ⊙ f′(z), and
+    # the standalone loss (losses.mse) takes it as it is.
     cdef Py_ssize_t i, j
     cdef double d, row, total = 0
     cdef real scale, inv_rows = <real>(1.0 / rows)
@@ -244,11 +249,10 @@ cdef inline double mse_forward_backward(real* delta, const real* a,
         scale = inv_rows if w == NULL else w[i] * inv_rows
         row = 0
         for j in range(cols):
-            d = <double>a[i * cols + j] - <double>y[i * cols + j]
+            d = <double>p[i * cols + j] - <double>y[i * cols + j]
             row += d * d
-            delta[i * cols + j] = <real>d * scale
+            g[i * cols + j] = <real>d * scale
         total += row if w == NULL else w[i] * row
-    act_backward(delta, delta, a, rows, cols, act, slope)
     return total / (2.0 * rows)
 
 
@@ -329,13 +333,17 @@ cdef inline double loss_forward_backward(int loss, int act, real slope,
     # OUT a = f(z); OUT delta = ∂L/∂z; returns the mean (weighted) loss
     # 1/n Σ_i w_i ℓ_i.
     # Cross-entropy comes with softmax and binary cross-entropy with sigmoid
-    # (the Python layer sees to it), each fused into one stable pass.
+    # (the Python layer sees to it), each fused into one stable pass; the
+    # squared error is squared_error's ∂C/∂a, then ⊙ f′(z) by act_backward.
+    cdef double value
     if loss == CROSS_ENTROPY:
         return softmax_ce_forward_backward(a, delta, y, w, rows, cols)
     if loss == BINARY_CROSS_ENTROPY:
         return sigmoid_bce_forward_backward(a, delta, y, w, rows, cols)
     act_forward(a, <real*>NULL, rows, cols, act, slope)
-    return mse_forward_backward(delta, a, y, w, rows, cols, act, slope)
+    value = squared_error(delta, a, y, w, rows, cols)
+    act_backward(delta, delta, a, rows, cols, act, slope)
+    return value
 
 
 cdef inline void output_delta(int loss, int act, real slope, real* delta,
@@ -348,7 +356,8 @@ cdef inline void output_delta(int loss, int act, real slope, real* delta,
     cdef Py_ssize_t i
     cdef real inv_rows = <real>(1.0 / rows)
     if loss == MSE:
-        mse_forward_backward(delta, a, y, <real*>NULL, rows, cols, act, slope)
+        squared_error(delta, a, y, <real*>NULL, rows, cols)
+        act_backward(delta, delta, a, rows, cols, act, slope)
         return
     for i in range(rows * cols):
         delta[i] = (a[i] - y[i]) * inv_rows
@@ -357,23 +366,20 @@ cdef inline void output_delta(int loss, int act, real slope, real* delta,
 cdef inline double loss_value(int loss, const real* p, const real* y,
                               Py_ssize_t rows, Py_ssize_t cols,
                               real eps) noexcept nogil:
-    # IN p (rows, cols) predictions, y (rows, cols) targets; returns mean loss.
-    #   mse                   1/(2n) Σ (y − p)²
+    # IN p (rows, cols) probabilities, y (rows, cols) targets; returns the
+    # mean loss of the standalone (unfused) cross-entropies:
     #   binary_cross_entropy  −1/n Σ [y log p + (1 − y) log(1 − p)]
     #   cross_entropy         −1/n Σ y log p
     # Probabilities are clipped to [eps, 1 − eps] so that log never sees 0.
+    # (The squared error is squared_error's.)
     cdef Py_ssize_t i
-    cdef double d, q, total = 0
+    cdef double q, total = 0
     for i in range(rows * cols):
-        if loss == MSE:
-            d = <double>p[i] - <double>y[i]
-            total += 0.5 * d * d
-        else:
-            q = min(max(<double>p[i], <double>eps), 1.0 - eps)
-            if y[i] != 0:
-                total -= y[i] * log(q)
-            if loss == BINARY_CROSS_ENTROPY and y[i] != 1:
-                total -= (1.0 - y[i]) * log(1.0 - q)
+        q = min(max(<double>p[i], <double>eps), 1.0 - eps)
+        if y[i] != 0:
+            total -= y[i] * log(q)
+        if loss == BINARY_CROSS_ENTROPY and y[i] != 1:
+            total -= (1.0 - y[i]) * log(1.0 - q)
     return total / rows
 
 
@@ -381,40 +387,64 @@ cdef inline void loss_gradient(int loss, real* g, const real* p, const real* y,
                                Py_ssize_t rows, Py_ssize_t cols,
                                real eps) noexcept nogil:
     # IN p (rows, cols), y (rows, cols); OUT g = ∂L/∂p of loss_value:
-    #   mse (p − y)/n ;  bce (p − y) / (p (1 − p) n) ;  ce −y / (p n)
+    #   bce (p − y) / (p (1 − p) n) ;  ce −y / (p n)
     # with p clipped as in loss_value (the unclipped formula, evaluated at
     # the clipped p, so the gradient still points the right way at 0 or 1).
     cdef Py_ssize_t i
     cdef double q
     for i in range(rows * cols):
-        if loss == MSE:
-            g[i] = <real>((<double>p[i] - y[i]) / rows)
+        q = min(max(<double>p[i], <double>eps), 1.0 - eps)
+        if loss == BINARY_CROSS_ENTROPY:
+            g[i] = <real>((q - y[i]) / (q * (1.0 - q) * rows))
         else:
-            q = min(max(<double>p[i], <double>eps), 1.0 - eps)
-            if loss == BINARY_CROSS_ENTROPY:
-                g[i] = <real>((q - y[i]) / (q * (1.0 - q) * rows))
-            else:
-                g[i] = <real>(-y[i] / (q * rows))
+            g[i] = <real>(-y[i] / (q * rows))
+
+
+# ----------------------------------------------------------------- labels ---
+# The label rule of a classifier, its one home: for cross-entropy (softmax
+# outputs) the row's argmax, the first of equal maxima as numpy's argmax;
+# for binary cross-entropy (sigmoid outputs) [a ≥ ½] per output.
+
+cdef inline Py_ssize_t row_argmax(const real* a, Py_ssize_t cols) noexcept nogil:
+    # IN a (cols,); the index of its largest value, the first of equals.
+    cdef Py_ssize_t j, best = 0
+    for j in range(1, cols):
+        if a[j] > a[best]:
+            best = j
+    return best
+
+
+cdef inline int threshold_label(real a) noexcept nogil:
+    # The label of one sigmoid output a: 1 if a ≥ ½, else 0.
+    return a >= 0.5
+
+
+cdef inline void class_labels(int loss, long long* labels, const real* a,
+                              Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    # IN a (rows, cols) outputs or targets; OUT labels: for cross-entropy
+    # (rows,), row_argmax of each row; else (rows, cols), threshold_label of
+    # each output.
+    cdef Py_ssize_t i
+    if loss == CROSS_ENTROPY:
+        for i in range(rows):
+            labels[i] = row_argmax(a + i * cols, cols)
+    else:
+        for i in range(rows * cols):
+            labels[i] = threshold_label(a[i])
 
 
 cdef inline Py_ssize_t count_correct(int loss, const real* a, const real* y,
                                      Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     # IN a (rows, cols) outputs, y (rows, cols) targets; the number of rows
-    # (cross-entropy: argmax a = argmax y) or of outputs (binary
-    # cross-entropy: [a ≥ ½] = [y ≥ ½]) predicted right; 0 for mse.
-    cdef Py_ssize_t i, j, best, label, right = 0
+    # (cross-entropy) or of outputs (binary cross-entropy) whose label
+    # (class_labels' rule) a gives right; 0 for mse.
+    cdef Py_ssize_t i, right = 0
     if loss == CROSS_ENTROPY:
         for i in range(rows):
-            best = label = 0
-            for j in range(1, cols):
-                if a[i * cols + j] > a[i * cols + best]:
-                    best = j
-                if y[i * cols + j] > y[i * cols + label]:
-                    label = j
-            right += best == label
+            right += row_argmax(a + i * cols, cols) == row_argmax(y + i * cols, cols)
     elif loss == BINARY_CROSS_ENTROPY:
         for i in range(rows * cols):
-            right += (a[i] >= 0.5) == (y[i] >= 0.5)
+            right += threshold_label(a[i]) == threshold_label(y[i])
     return right
 
 
@@ -466,10 +496,12 @@ cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
                                     const real* delta, const real* x,
                                     Py_ssize_t rows, Py_ssize_t n_in,
                                     Py_ssize_t n_out, real lr) noexcept nogil:
-    # dense_backward and a plain SGD step in one: dx = δ @ Wᵀ (with W as it
-    # was), then W ← W − η · xᵀ @ δ as one product into W (BLAS's β = 1), so
-    # the weight gradient is never stored, zeroed or read back; db (n_out,)
-    # holds Σ_rows δ for b ← b − η · db.
+    # The fast twin of dense_backward followed by optimizer_update's plain
+    # SGD (no momentum, l2, decay or clipping), equal to them up to rounding
+    # (tests/test_kernels.py: test_fused_sgd_is_dense_backward_then_optimizer_update).
+    # dx = δ @ Wᵀ (with W as it was), then W ← W − η · xᵀ @ δ as one product
+    # into W (BLAS's β = 1), so the weight gradient is never stored, zeroed or
+    # read back; db (n_out,) holds Σ_rows δ for b ← b − η · db.
     cdef Py_ssize_t j
     if dx != NULL:
         input_gradient(dx, delta, W, rows, n_in, n_out)
@@ -481,14 +513,6 @@ cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
 
 
 # ------------------------------------------------------------- optimizers ---
-
-cdef inline void sgd_update(real* w, const real* g, Py_ssize_t n,
-                            real lr) noexcept nogil:
-    # w ← w − η · g over one flat parameter buffer.
-    cdef Py_ssize_t i
-    for i in range(n):
-        w[i] -= lr * g[i]
-
 
 cdef inline double clip_scale(const Optimizer* o, const real* w, const real* g,
                               Py_ssize_t n) noexcept nogil:
@@ -511,7 +535,8 @@ cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
     # mean square; sum of squares).  Every rule is one pass; gradient
     # clipping needs one more, before it, for the norm.  Per parameter, with
     # ĝ = (g + l2·w) · clip and w first decayed by η·wd:
-    #   SGD      v ← μv + ĝ ;  w ← w − η·(ĝ + μv if nesterov else v)   (μ = 0: w ← w − ηĝ)
+    #   SGD      v ← μv + ĝ ;  w ← w − η·(ĝ + μv if nesterov else v)
+    #            (μ = 0: w ← w − ηĝ, reading no state: s1, s2 may be NULL)
     #   Adam     m ← β₁m + (1 − β₁)ĝ ;  v ← β₂v + (1 − β₂)ĝ² ;
     #            w ← w − η·(m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
     #   RMSProp  s ← ρs + (1 − ρ)ĝ² ;  w ← w − ηĝ / (√s + ε)

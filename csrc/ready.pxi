@@ -10,7 +10,7 @@ from libc.string cimport memcpy
 cimport numpy as cnp
 
 from backprop._codes cimport BINARY_CROSS_ENTROPY, CROSS_ENTROPY, ARGMAX, THRESHOLD, VALUE
-from kernels cimport real, all_finite
+from kernels cimport real, all_finite, row_argmax, threshold_label
 from plan cimport Plan
 from threads cimport enter_threads, leave_threads
 
@@ -105,7 +105,7 @@ cdef double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,
 cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
                         int threads):
     # The prediction for one row x (size[0],) in a PredictMode.
-    cdef Py_ssize_t j, best = 0, k = p.size[p.n_layers]
+    cdef Py_ssize_t k = p.size[p.n_layers]
     cdef const real* out = <real*>p.out[p.n_layers - 1]
     cdef cnp.npy_intp dim = k
     if not all_finite(x, p.size[0]):
@@ -117,12 +117,9 @@ cdef object predict_one(const real* x, Plan* p, int mode, int typenum,
     if not all_finite(out, k):          # finite inputs that overflow: the checked path explains
         return None
     if mode == ARGMAX:
-        for j in range(1, k):
-            if out[j] > out[best]:
-                best = j
-        return best
+        return row_argmax(out, k)
     if mode == THRESHOLD:
-        return 1 if out[0] >= 0.5 else 0
+        return threshold_label(out[0])
     if mode == VALUE:
         return out[0]
     result = cnp.PyArray_SimpleNew(1, &dim, typenum)

@@ -2,15 +2,19 @@
 
 The references below are written from the formulas in csrc/kernels.pxd, in
 float64 and independently of backprop: nothing in this file asks backprop for
-an expected value.  Each kernel runs in float32 and in float64; float32 results
-are compared with the float64 reference computed from the same float32 inputs.
+an expected value, except that a labelled fast twin is held against the
+reference it is the twin of.  Each kernel runs in float32 and in float64;
+float32 results are compared with the float64 reference computed from the
+same float32 inputs.
 """
 import numpy as np
 import pytest
 
+import backprop as bp
 from backprop import _ops
 from backprop._codes import ActivationCode as Act
 from backprop._codes import LossCode as Loss
+from backprop._codes import OptimizerKind as Opt
 from backprop._engine import Engine
 from backprop.layout import Layout
 
@@ -364,6 +368,18 @@ def test_loss_gradient(loss, dtype, rng):
     assert_close(g, ref_loss_gradient(loss, p, y, eps), dtype)
 
 
+def test_mse_standalone_is_the_fused_pass(dtype, rng):
+    # One home, squared_error: losses.mse's value and gradient are, bit for
+    # bit, what training's fused pass gives for an identity output.
+    p, y = normal(rng, (6, 4), dtype), normal(rng, (6, 4), dtype)
+    a, delta = p.copy(), nans(p.shape, dtype)
+    fused = _ops.loss_forward_backward(Loss.MSE, Act.IDENTITY, 0.0, a, delta, y)
+    g = nans(p.shape, dtype)
+    _ops.loss_gradient(Loss.MSE, g, p, y, 0.0)
+    assert _ops.loss_value(Loss.MSE, p, y, 0.0) == fused
+    np.testing.assert_array_equal(g, delta)
+
+
 @pytest.mark.parametrize("loss", [Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY],
                          ids=name)
 def test_loss_value_matches_fused_loss(loss, dtype, rng):
@@ -374,6 +390,52 @@ def test_loss_value_matches_fused_loss(loss, dtype, rng):
     p = ref_act(z, act).astype(dtype)
     value = _ops.loss_value(loss, p, y, 1e-30)
     assert_close(value, ref_loss_forward_backward(loss, act, 0.0, z, y)[2], dtype)
+
+
+# ----------------------------------------------------------------- labels ---
+
+def ref_labels(loss, A):
+    """The label rule: the row's argmax for cross-entropy (numpy's: the first
+    of equal maxima); [a ≥ ½] per output for sigmoid outputs, one a row for one."""
+    if loss == Loss.CROSS_ENTROPY:
+        return np.argmax(A, axis=1)
+    labels = (np.asarray(A, np.float64) >= 0.5).astype(np.int64)
+    return labels[:, 0] if A.shape[1] == 1 else labels
+
+
+def outputs_with_ties(rng, rows, cols, dtype):
+    """Random outputs in [0, 1] with ties: equal maxima in a row (first,
+    middle, last), a constant row, and values of exactly ½ and next to it."""
+    A = rng.random((rows, cols))
+    A[0] = 0.25
+    A[1, [0, -1]] = 2.0
+    A[2, [cols // 2, cols - 1]] = 2.0
+    A[3, -1] = 0.5
+    A[4, :] = 0.5
+    A[5, 0] = np.nextafter(dtype(0.5), dtype(0))
+    return np.ascontiguousarray(A, dtype)
+
+
+@pytest.mark.parametrize("loss, cols", [(Loss.CROSS_ENTROPY, 1), (Loss.CROSS_ENTROPY, 5),
+                                        (Loss.BINARY_CROSS_ENTROPY, 1),
+                                        (Loss.BINARY_CROSS_ENTROPY, 4)],
+                         ids=["ce-1", "ce-5", "bce-1", "bce-4"])
+def test_labels(loss, cols, dtype, rng):
+    A = outputs_with_ties(rng, 40, cols, dtype)
+    labels = _ops.labels(loss, A)
+    expected = ref_labels(loss, A)
+    assert labels.dtype == np.int64 and labels.shape == expected.shape
+    np.testing.assert_array_equal(labels, expected)
+    assert _ops.labels(loss, A[:0]).shape == expected[:0].shape
+
+
+def test_labels_of_ties_and_half_by_hand(dtype):
+    A = np.array([[0.5, 0.5, 0.1], [0.1, 0.7, 0.7], [0.2, 0.1, 0.2]], dtype)
+    np.testing.assert_array_equal(_ops.labels(Loss.CROSS_ENTROPY, A), [0, 1, 0])
+    np.testing.assert_array_equal(_ops.labels(Loss.BINARY_CROSS_ENTROPY, A),
+                                  [[1, 1, 0], [0, 1, 1], [0, 0, 0]])
+    with pytest.raises(ValueError, match="mse has no label rule"):
+        _ops.labels(Loss.MSE, A)
 
 
 # ------------------------------------------------------------ dense layer ---
@@ -421,11 +483,21 @@ def test_dense_backward(shape, with_dx, dtype, rng):
         assert_close(dx, d64 @ W.astype(np.float64).T, dtype)
 
 
-def test_sgd_update(dtype, rng):
-    w, g = normal(rng, 50, dtype), normal(rng, 50, dtype)
-    expected = w.astype(np.float64) - 0.05 * g
+def test_sgd_update_is_optimizer_update_sgd(dtype, rng):
+    # net.step's w ← w − η·g is optimizer_update's SGD with every other
+    # setting 0: ×1 and +0 are exact, so it is the numpy formula bit for bit
+    # (on the default build, which fuses no multiply-add into one rounding).
+    w, g = normal(rng, 60, dtype, 100.0), normal(rng, 60, dtype)
+    w[:6] = [0.0, -0.0, np.finfo(dtype).tiny, -np.finfo(dtype).max / 2, 1.0, -1.0]
+    g[:6] = [1.0, -0.0, 0.0, -1e3, np.finfo(dtype).tiny, 0.0]
+    lr = dtype(0.05)
+    expected = w - lr * g
+    by_rule, s = w.copy(), np.zeros_like(w)
     assert _ops.sgd_update(w, g, 0.05) is None
-    assert_close(w, expected, dtype)
+    np.testing.assert_array_equal(w, expected)
+    _ops.optimizer_update(by_rule, g, s, s, Opt.SGD, 0.05)
+    np.testing.assert_array_equal(w, by_rule)
+    assert not s.any()                           # no state read or written
 
 
 # ----------------------------------------------------------------- engine ---
@@ -588,6 +660,42 @@ def test_engine_train_epoch_batch_not_dividing(dtype, rng):
     value = engine.train_epoch(X, Y, perm, 3, 0.5)
     assert_close(value, ref_value, dtype)
     assert_close(engine.params, ref_params, dtype)
+
+
+# hidden activation, output activation, loss, outputs
+TWINS = [("tanh", "softmax", "cross_entropy", 3), ("relu", "sigmoid", "binary_cross_entropy", 2),
+         ("leaky_relu", "identity", "mse", 2), ("sigmoid", "tanh", "mse", 1)]
+
+
+@pytest.mark.parametrize("hidden, output, loss, k", TWINS, ids=[t[2] + "-" + t[0] for t in TWINS])
+def test_fused_sgd_is_dense_backward_then_optimizer_update(hidden, output, loss, k):
+    # The fast twin dense_backward_sgd (kernels.pxd), which fit runs for plain
+    # SGD, against its reference dense_backward followed by optimizer_update
+    # (SGD), which train_step runs (it never fuses): the same steps from the
+    # same start give the same parameters, to rounding.
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((24, 5))
+    y = (rng.integers(0, k, 24) if loss == "cross_entropy" else
+         (rng.random((24, k)) < 0.5) * 1.0 if loss == "binary_cross_entropy" else
+         rng.standard_normal((24, k)))
+
+    def network():
+        return bp.Sequential(bp.Dense(5, 7, activation=hidden), bp.Dense(7, 6, activation=hidden),
+                             bp.Dense(6, k, activation=output), loss=loss, dtype="float64",
+                             seed=3)
+
+    fused, unfused = network(), network()
+    start = fused.params.copy()
+    np.testing.assert_array_equal(unfused.params, start)
+    fused.fit(X, y, epochs=3, batch_size=len(X), shuffle=False, optimizer=bp.SGD(0.2))
+    unfused.optimizer = bp.SGD(0.2)
+    for _ in range(3):
+        unfused.train_step(X, y)
+    assert all(not layer.dW.any() for layer in fused.layers)    # the twin ran: no dW stored
+    assert all(layer.dW.any() for layer in unfused.layers)
+    assert not np.allclose(fused.params, start)
+    np.testing.assert_allclose(fused.params, unfused.params, rtol=1e-12,
+                               atol=1e-12 * np.abs(unfused.params).max())
 
 
 def test_engine_refuses_batches_past_capacity(net, dtype):

@@ -60,6 +60,19 @@ def test_binary_classifier_uses_one_logistic_unit():
     assert clf.predict_proba(X_test[:3] / 16).shape == (3, 2)
 
 
+def test_classifier_predicts_by_the_network_label_rule():
+    # One label rule, the core's: one logistic unit says the second class from
+    # p ≥ ½ on, so exactly ½ is the second class (the argmax of [1 − p, p]
+    # would pick the first); several classes take the argmax of the softmax.
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    for y in (["no", "yes", "yes", "no"], ["a", "b", "c", "a"]):
+        clf = MLPClassifier((3,), max_iter=200, random_state=0).fit(X, y)
+        np.testing.assert_array_equal(clf.predict(X), clf.classes_[clf.net_.predict(X)])
+        clf.net_.params = np.zeros_like(clf.net_.params)   # every output equal: ties
+        tie = clf.classes_[1] if len(clf.classes_) == 2 else clf.classes_[0]
+        np.testing.assert_array_equal(clf.predict(X), [tie] * 4)
+
+
 def test_regressor_and_grid_search_in_parallel():
     rng = np.random.default_rng(0)
     X = rng.uniform(-1, 1, (400, 3))
