@@ -216,7 +216,7 @@ cdef inline void act_backward(real* delta, const real* g, const real* a,
             delta[i] = g[i] if a[i] > 0 else 0
     elif act == LEAKY_RELU:
         for i in range(n):
-            delta[i] = g[i] if a[i] > 0 else slope * g[i]
+            delta[i] = g[i] * (1 if a[i] > 0 else slope)
     elif act == STEP:
         for i in range(n):
             delta[i] = 0
