@@ -7,6 +7,7 @@ BACKPROP_SYMBOLS=1 to keep symbols for profilers.
 Debug information is left out (-g0) and the modules are stripped, which keeps
 the wheel small.  The modules are cythonized and compiled in parallel.
 """
+
 import os
 
 import numpy
@@ -20,8 +21,10 @@ MODULES = ["_codes", "_ops", "_engine"]
 def write_code_stubs(pxd="csrc/backprop/_codes.pxd", pyi="backprop/_codes.pyi"):
     """The type stub of backprop._codes, written from the one definition of
     the core's codes (each `cpdef enum` becomes an IntEnum of its members)."""
-    lines = ["# Written by setup.py from csrc/backprop/_codes.pxd: edit that file.",
-             "from enum import IntEnum"]
+    lines = [
+        "# Written by setup.py from csrc/backprop/_codes.pxd: edit that file.",
+        "from enum import IntEnum",
+    ]
     with open(pxd, encoding="utf-8") as fh:
         for line in fh:
             code = line.split("#")[0].rstrip()

@@ -13,6 +13,7 @@ thin Python layer over them.
 >>> net.evaluate(X_test, y_test)["accuracy"] > 0.95
 True
 """
+
 from ._version import __version__
 
 try:
@@ -22,7 +23,8 @@ except ImportError as exc:  # pragma: no cover - only in an unbuilt source tree
         "backprop's compiled core is missing: this looks like the source folder, "
         "not an installed package. Install it with `pip install .` and run from "
         "another directory, or build in place with "
-        "`python setup.py build_ext --inplace`.") from exc
+        "`python setup.py build_ext --inplace`."
+    ) from exc
 
 from . import (
     activations,
@@ -39,8 +41,27 @@ from .layers import Dense
 from .network import History, Sequential, load
 from .optimizers import SGD, AdaGrad, Adam, AdamW, RMSProp
 
-__all__ = ["Dense", "Sequential", "History", "load", "gradcheck",
-           "SGD", "Adam", "AdamW", "RMSProp", "AdaGrad", "optimizers", "callbacks",
-           "GradcheckResult", "activations", "losses", "initializers",
-           "datasets", "get_num_threads", "set_num_threads", "num_threads",
-           "blas_info", "__version__"]
+__all__ = [
+    "Dense",
+    "Sequential",
+    "History",
+    "load",
+    "gradcheck",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RMSProp",
+    "AdaGrad",
+    "optimizers",
+    "callbacks",
+    "GradcheckResult",
+    "activations",
+    "losses",
+    "initializers",
+    "datasets",
+    "get_num_threads",
+    "set_num_threads",
+    "num_threads",
+    "blas_info",
+    "__version__",
+]

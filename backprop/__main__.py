@@ -1,4 +1,5 @@
 """python -m backprop …: the same as the `backprop` command."""
+
 import sys
 
 from .cli import main

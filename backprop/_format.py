@@ -5,6 +5,7 @@ atomic write.  The loader's contract is in backprop.io's docstring; turning
 a network into a `Model` and its arrays, and back, is Sequential's
 (backprop.network).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,11 +29,22 @@ from .layout import Layout
 
 FORMAT_VERSION = 1
 _MAGIC = "backprop model"
-_META_FIELDS = ("format", "version", "layers", "loss", "dtype", "seed", "n_threads",
-                "classes", "optimizer", "optimizer_steps", "rng")
+_META_FIELDS = (
+    "format",
+    "version",
+    "layers",
+    "loss",
+    "dtype",
+    "seed",
+    "n_threads",
+    "classes",
+    "optimizer",
+    "optimizer_steps",
+    "rng",
+)
 _LAYER_FIELDS = ("n_in", "n_out", "activation", "negative_slope")
 _COMMON = ("lr", "l2", "weight_decay", "clip_norm")
-_SETTINGS = {        # each optimizer's settings, as its constructor takes them
+_SETTINGS = {  # each optimizer's settings, as its constructor takes them
     _optimizers.SGD: _COMMON + ("momentum", "nesterov"),
     _optimizers.Adam: _COMMON + ("betas", "eps"),
     _optimizers.AdamW: _COMMON + ("betas", "eps"),
@@ -40,16 +52,18 @@ _SETTINGS = {        # each optimizer's settings, as its constructor takes them
     _optimizers.AdaGrad: _COMMON + ("eps",),
 }
 _OPTIMIZERS = {cls.__name__: cls for cls in _SETTINGS}
-_SQUARES = {         # the state arrays that sum squares, by index
-    _optimizers.Adam: {1: "second moment"}, _optimizers.AdamW: {1: "second moment"},
-    _optimizers.RMSProp: {0: "mean square"}, _optimizers.AdaGrad: {0: "sum of squares"},
+_SQUARES = {  # the state arrays that sum squares, by index
+    _optimizers.Adam: {1: "second moment"},
+    _optimizers.AdamW: {1: "second moment"},
+    _optimizers.RMSProp: {0: "mean square"},
+    _optimizers.AdaGrad: {0: "sum of squares"},
 }
 _ACTIVATIONS = tuple(n for n in _activations.NAMES if _activations.get(n).name == n)
 _LOSSES = tuple(n for n in _losses.NAMES if _losses.get(n).name == n)
 _DTYPES = ("float32", "float64")
 _META_BYTES = 4 << 20
 _MAX_RATIO, _RATIO_FROM = 100, 16 << 20
-_MAX_STEPS = 2 ** 62
+_MAX_STEPS = 2**62
 
 
 # -- the record ----------------------------------------------------------------
@@ -58,6 +72,7 @@ class Model(NamedTuple):
     layer's outputs), their activations, the loss's and the dtype's names,
     seed, threads, class names, the optimizer, its step count and the random
     generator's state (as numpy's bit_generator.state)."""
+
     sizes: list
     activations: list
     loss: str
@@ -90,21 +105,28 @@ def arrays_of(model: Model, params: np.ndarray, states) -> dict:
     opt, rng = model.optimizer, model.rng
     settings = {k: getattr(opt, k) for k in _SETTINGS[type(opt)]}
     meta = {
-        "format": _MAGIC, "version": FORMAT_VERSION,
-        "layers": [{"n_in": a, "n_out": b, "activation": act.name,
-                    "negative_slope": act.negative_slope}
-                   for a, b, act in zip(model.sizes, model.sizes[1:], model.activations)],
-        "loss": model.loss, "dtype": model.dtype, "seed": model.seed,
+        "format": _MAGIC,
+        "version": FORMAT_VERSION,
+        "layers": [
+            {"n_in": a, "n_out": b, "activation": act.name, "negative_slope": act.negative_slope}
+            for a, b, act in zip(model.sizes, model.sizes[1:], model.activations)
+        ],
+        "loss": model.loss,
+        "dtype": model.dtype,
+        "seed": model.seed,
         "n_threads": model.n_threads,
         "classes": None if model.classes is None else [str(c) for c in model.classes],
-        "optimizer": {"class": type(opt).__name__,
-                      "settings": {k: list(v) if isinstance(v, tuple) else v
-                                   for k, v in settings.items()}},
+        "optimizer": {
+            "class": type(opt).__name__,
+            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        },
         "optimizer_steps": int(model.steps),
-        "rng": {"bit_generator": rng["bit_generator"],
-                "state": {k: str(v) for k, v in rng["state"].items()},
-                "has_uint32": int(rng["has_uint32"]),
-                "uinteger": int(rng["uinteger"])},
+        "rng": {
+            "bit_generator": rng["bit_generator"],
+            "state": {k: str(v) for k, v in rng["state"].items()},
+            "has_uint32": int(rng["has_uint32"]),
+            "uinteger": int(rng["uinteger"]),
+        },
     }
     arrays = {"meta": np.array(json.dumps(meta)), "params": params.copy()}
     for i, state in enumerate(states):
@@ -163,7 +185,7 @@ def bad(why: str) -> _Refused:
 
 
 def _short(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _show(value) -> str:
@@ -188,10 +210,12 @@ def field(name: str, errors=(ValueError, TypeError, OverflowError)):
 
 def refusing(fn):
     """`fn`, raising nothing but the ValueError of a refused file."""
+
     @functools.wraps(fn)
     def refusing(*args):
-        with field("", Exception):        # a damaged zip, a bare .npy, a missing file …
+        with field("", Exception):  # a damaged zip, a bare .npy, a missing file …
             return fn(*args)
+
     return refusing
 
 
@@ -224,11 +248,18 @@ def _choice(value, name: str, choices):
 
 def _decimal(value, name: str, bound: int) -> int:
     """`value`, an integer in 0 … bound − 1 written in decimal digits."""
-    if not (isinstance(value, str) and value.isascii() and value.isdecimal()
-            and len(value) <= len(str(bound)) and str(int(value)) == value
-            and int(value) < bound):
-        raise bad(f"{name} must be a decimal integer below 2**{bound.bit_length() - 1} "
-                  f"in a string, got {_show(value)}")
+    if not (
+        isinstance(value, str)
+        and value.isascii()
+        and value.isdecimal()
+        and len(value) <= len(str(bound))
+        and str(int(value)) == value
+        and int(value) < bound
+    ):
+        raise bad(
+            f"{name} must be a decimal integer below 2**{bound.bit_length() - 1} "
+            f"in a string, got {_show(value)}"
+        )
     return int(value)
 
 
@@ -249,23 +280,29 @@ def parse_meta(text: str) -> Model:
         raise bad("no backprop header")
     version = meta.get("version")
     if type(version) is not int or version != FORMAT_VERSION:
-        raise _Refused(f"path: model format version {_show(version)} is not "
-                      f"supported (this backprop reads version {FORMAT_VERSION})")
+        raise _Refused(
+            f"path: model format version {_show(version)} is not "
+            f"supported (this backprop reads version {FORMAT_VERSION})"
+        )
     _fields(meta, "meta", _META_FIELDS)
     sizes, activations = _parse_layers(meta["layers"])
-    classes = meta["classes"]          # (their number is the network's to check)
-    if classes is not None and not (isinstance(classes, list)
-                                    and all(isinstance(c, str) for c in classes)):
-        raise bad(f"meta.classes must be null or a list of class names, got "
-                  f"{_show(classes)}")
+    classes = meta["classes"]  # (their number is the network's to check)
+    if classes is not None and not (
+        isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+    ):
+        raise bad(f"meta.classes must be null or a list of class names, got {_show(classes)}")
     return Model(
-        sizes, activations, _choice(meta["loss"], "meta.loss", _LOSSES),
+        sizes,
+        activations,
+        _choice(meta["loss"], "meta.loss", _LOSSES),
         _choice(meta["dtype"], "meta.dtype", _DTYPES),
         _optional(meta["seed"], _integer, "meta.seed", 0),
-        _optional(meta["n_threads"], _integer, "meta.n_threads", 1), classes,
+        _optional(meta["n_threads"], _integer, "meta.n_threads", 1),
+        classes,
         _parse_optimizer(meta["optimizer"]),
         _integer(meta["optimizer_steps"], "meta.optimizer_steps", 0, _MAX_STEPS),
-        _parse_rng(meta["rng"]))
+        _parse_rng(meta["rng"]),
+    )
 
 
 def _parse_layers(layers):
@@ -278,8 +315,10 @@ def _parse_layers(layers):
         _fields(layer, name, _LAYER_FIELDS)
         n_in = _integer(layer["n_in"], f"{name}.n_in", 1)
         if i and n_in != sizes[-1]:
-            raise bad(f"{name}.n_in is {n_in}: it does not connect to the {sizes[-1]} "
-                      f"outputs of meta.layers[{i - 1}]")
+            raise bad(
+                f"{name}.n_in is {n_in}: it does not connect to the {sizes[-1]} "
+                f"outputs of meta.layers[{i - 1}]"
+            )
         sizes[i:] = [n_in, _integer(layer["n_out"], f"{name}.n_out", 1)]
         act = _choice(layer["activation"], f"{name}.activation", _ACTIVATIONS)
         slope = layer["negative_slope"]
@@ -306,17 +345,19 @@ def _parse_optimizer(meta) -> _optimizers.Optimizer:
     if "nesterov" in settings and type(settings["nesterov"]) is not bool:
         raise bad(f"{name}.nesterov must be true or false, got {_show(settings['nesterov'])}")
     with field(name):
-        return cls(**settings)            # the constructor checks every value
+        return cls(**settings)  # the constructor checks every value
 
 
 def _parse_rng(meta) -> dict:
     name = "meta.rng"
     _fields(meta, name, ("bit_generator", "state", "has_uint32", "uinteger"))
     words = _fields(meta["state"], f"{name}.state", ("state", "inc"))
-    return {"bit_generator": _choice(meta["bit_generator"], f"{name}.bit_generator", ("PCG64",)),
-            "state": {k: _decimal(v, f"{name}.state.{k}", 2 ** 128) for k, v in words.items()},
-            "has_uint32": _integer(meta["has_uint32"], f"{name}.has_uint32", 0, 1),
-            "uinteger": _integer(meta["uinteger"], f"{name}.uinteger", 0, 2 ** 32 - 1)}
+    return {
+        "bit_generator": _choice(meta["bit_generator"], f"{name}.bit_generator", ("PCG64",)),
+        "state": {k: _decimal(v, f"{name}.state.{k}", 2**128) for k, v in words.items()},
+        "has_uint32": _integer(meta["has_uint32"], f"{name}.has_uint32", 0, 1),
+        "uinteger": _integer(meta["uinteger"], f"{name}.uinteger", 0, 2**32 - 1),
+    }
 
 
 # -- the arrays against the record ---------------------------------------------
@@ -330,8 +371,10 @@ def _check_names(model: Model, names) -> None:
             raise bad(f"missing {name}" + keeps * (name != "params"))
     for name in sorted(names):
         if name not in expected:
-            raise bad(f"unexpected member {_short(repr(name))}"
-                      + keeps * name.startswith("optimizer_state_"))
+            raise bad(
+                f"unexpected member {_short(repr(name))}"
+                + keeps * name.startswith("optimizer_state_")
+            )
 
 
 def _check_array(model: Model, name: str, shape, dtype) -> None:
@@ -340,7 +383,7 @@ def _check_array(model: Model, name: str, shape, dtype) -> None:
     if shape != (n,):
         of = f"layers of sizes {_short(str(model.sizes))}" if name == "params" else "the model"
         raise bad(f"{name}: shape {_short(str(shape))} does not fit the {n} weights of {of}")
-    if getattr(dtype, "name", None) != model.dtype:       # (in either byte order)
+    if getattr(dtype, "name", None) != model.dtype:  # (in either byte order)
         raise bad(f"{name}: dtype {dtype} in a {model.dtype} model")
 
 
@@ -358,8 +401,10 @@ def check_state(optimizer: _optimizers.Optimizer, i: int, state: np.ndarray) -> 
         raise bad(f"{name} contains NaN or infinity")
     squares = _SQUARES.get(type(optimizer), {})
     if i in squares and state.min() < 0:
-        raise bad(f"{name}, {type(optimizer).__name__}'s {squares[i]}, must be ≥ 0; "
-                  f"it holds {state.min()}")
+        raise bad(
+            f"{name}, {type(optimizer).__name__}'s {squares[i]}, must be ≥ 0; "
+            f"it holds {state.min()}"
+        )
 
 
 def check(arrays: dict) -> Model:
@@ -385,21 +430,24 @@ def _header(zf: zipfile.ZipFile, name: str, file_size: int):
     if info.compress_size > file_size:
         raise bad(f"{name}: claims {info.compress_size} bytes in a file of {file_size}")
     if info.file_size > max(_RATIO_FROM, _MAX_RATIO * info.compress_size):
-        raise bad(f"{name}: declares {info.file_size} bytes compressed into "
-                  f"{info.compress_size}, more than {_MAX_RATIO}-fold")
-    with field(name, Exception):          # a damaged member
+        raise bad(
+            f"{name}: declares {info.file_size} bytes compressed into "
+            f"{info.compress_size}, more than {_MAX_RATIO}-fold"
+        )
+    with field(name, Exception):  # a damaged member
         fp = zf.open(info)
         version = _npy.read_magic(fp)
         if version not in ((1, 0), (2, 0)):
             raise bad(f"{name}: .npy format version {version} is not supported")
         read = _npy.read_array_header_1_0 if version == (1, 0) else _npy.read_array_header_2_0
-        shape, _fortran, dtype = read(fp)   # (a 1-D array reads alike in either order)
+        shape, _fortran, dtype = read(fp)  # (a 1-D array reads alike in either order)
     if dtype.hasobject:
-        raise bad(f"{name} holds Python objects, which need a pickle (backprop "
-                  "never unpickles)")
+        raise bad(f"{name} holds Python objects, which need a pickle (backprop never unpickles)")
     if fp.tell() + math.prod(shape) * dtype.itemsize != info.file_size:
-        raise bad(f"{name}: {info.file_size} bytes do not match the header's "
-                  f"shape {_short(str(shape))} of {dtype}")
+        raise bad(
+            f"{name}: {info.file_size} bytes do not match the header's "
+            f"shape {_short(str(shape))} of {dtype}"
+        )
     return fp, shape, dtype
 
 

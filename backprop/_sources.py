@@ -6,6 +6,7 @@ the chunks in a new seeded order each epoch; an iterable of (X, y) batches is
 read in its own order.  Each chunk is converted and checked as it is read and
 its rows are shuffled by the core, so one chunk at a time is in memory.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ class Description(NamedTuple):
     """What reading data for a network needs to know of it: the sizes of its
     inputs and outputs, its float type and its loss.  Every check and
     conversion of training data is one of its methods."""
+
     n_inputs: int
     n_outputs: int
     dtype: np.dtype
@@ -54,23 +56,24 @@ class Description(NamedTuple):
         if not hasattr(X, "shape"):
             X = np.asarray(X)
         if len(X.shape) != 2 or X.shape[1] != self.n_inputs:
-            raise ValueError(f"{names[0]} must be a 2-D array with {self.n_inputs} columns, "
-                             f"got shape {X.shape}")
+            raise ValueError(
+                f"{names[0]} must be a 2-D array with {self.n_inputs} columns, got shape {X.shape}"
+            )
         if X.shape[0] == 0:
             raise ValueError(f"{names[0]} is empty (shape {X.shape})")
         if not hasattr(y, "shape"):
             y = np.asarray(y)
         if len(y.shape) not in (1, 2) or y.shape[0] != X.shape[0]:
-            raise ValueError(f"{names[1]} must have one row per sample ({X.shape[0]}), "
-                             f"got shape {y.shape}")
+            raise ValueError(
+                f"{names[1]} must have one row per sample ({X.shape[0]}), got shape {y.shape}"
+            )
         return X, y
 
     def sample_weights(self, sample_weight, n: int, name: str = "sample_weight"):
         """sample_weight as n checked weights ≥ 0."""
         weights = as_float_array(sample_weight, name, self.dtype, ndims=(1,))
         if weights.shape[0] != n:
-            raise ValueError(f"{name} must have one entry per row ({n}), "
-                             f"got {weights.shape[0]}")
+            raise ValueError(f"{name} must have one entry per row ({n}), got {weights.shape[0]}")
         if (weights < 0).any():
             raise ValueError(f"{name} must not be negative")
         return weights
@@ -81,8 +84,10 @@ class Description(NamedTuple):
         [a ≥ ½] per output, one label a row when there is one output.  (The
         core's rule, _ops.labels, which training's accuracy counts by.)"""
         A = np.asarray(A)
-        rows = np.ascontiguousarray(A.reshape(-1, A.shape[-1]),
-                                    A.dtype if A.dtype in (np.float32, np.float64) else np.float64)
+        rows = np.ascontiguousarray(
+            A.reshape(-1, A.shape[-1]),
+            A.dtype if A.dtype in (np.float32, np.float64) else np.float64,
+        )
         labels = _ops.labels(self.loss.code, rows)
         return labels.reshape(A.shape[:-1] + labels.shape[1:])[()]
 
@@ -96,13 +101,16 @@ class Description(NamedTuple):
         if class_weight is None:
             return None
         if not self.loss.is_classification or (
-                self.loss.code == _losses.BINARY_CROSS_ENTROPY and self.n_outputs > 1):
+            self.loss.code == _losses.BINARY_CROSS_ENTROPY and self.n_outputs > 1
+        ):
             raise ValueError("class_weight applies to cross_entropy and to one sigmoid output")
         n_classes = max(self.n_outputs, 2)
         if isinstance(class_weight, str) and class_weight == "balanced":
             if label_counts is None:
-                raise ValueError("class_weight='balanced' needs every label before training; "
-                                 "with an iterable of batches give a dict {label: weight}")
+                raise ValueError(
+                    "class_weight='balanced' needs every label before training; "
+                    "with an iterable of batches give a dict {label: weight}"
+                )
             counts = label_counts()
             return np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
         if not isinstance(class_weight, dict):
@@ -110,8 +118,9 @@ class Description(NamedTuple):
         table = np.ones(n_classes)
         for label, w in class_weight.items():
             if not (isinstance(label, (int, np.integer)) and 0 <= label < n_classes):
-                raise ValueError(f"class_weight: no class {label!r} "
-                                 f"(labels are 0 … {n_classes - 1})")
+                raise ValueError(
+                    f"class_weight: no class {label!r} (labels are 0 … {n_classes - 1})"
+                )
             table[label] = check_positive_float(w, f"class_weight[{label}]", allow_zero=True)
         return table
 
@@ -130,10 +139,10 @@ def describe(net) -> Description:
 
 
 class Chunk(NamedTuple):
-    X: np.ndarray               # (rows, n_in) in the network's dtype, checked
-    Y: np.ndarray               # (rows, n_out) targets
+    X: np.ndarray  # (rows, n_in) in the network's dtype, checked
+    Y: np.ndarray  # (rows, n_out) targets
     weights: np.ndarray | None  # (rows,) sample weights, or None
-    order: np.ndarray | None    # the order in which to visit its rows (None: as stored)
+    order: np.ndarray | None  # the order in which to visit its rows (None: as stored)
 
 
 def _seeds(seed: int, count: int) -> list[int]:
@@ -247,29 +256,40 @@ class Batches:
         try:
             one_shot = iter(batches) is batches
         except TypeError:
-            raise TypeError(f"X: without y, X must be an iterable of (X, y) batches, "
-                            f"got {type(batches).__name__}") from None
+            raise TypeError(
+                f"X: without y, X must be an iterable of (X, y) batches, "
+                f"got {type(batches).__name__}"
+            ) from None
         if one_shot and epochs > 1:
-            raise ValueError(f"X: a one-shot iterator (such as a generator) feeds one "
-                             f"epoch, not epochs={epochs}; pass a list, or an object whose "
-                             f"__iter__ starts the batches over")
+            raise ValueError(
+                f"X: a one-shot iterator (such as a generator) feeds one "
+                f"epoch, not epochs={epochs}; pass a list, or an object whose "
+                f"__iter__ starts the batches over"
+            )
         self._about, self._batches, self._table = about, batches, class_table
 
     def chunks(self, seed: int) -> Iterator[Chunk]:
         rng = np.random.default_rng(seed) if seed >= 0 else None
         for i, item in enumerate(self._batches):
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                raise TypeError(f"X: each batch must be a pair (X, y) or a triple "
-                                f"(X, y, sample_weight); batch {i} is a "
-                                f"{type(item).__name__}")
+                raise TypeError(
+                    f"X: each batch must be a pair (X, y) or a triple "
+                    f"(X, y, sample_weight); batch {i} is a "
+                    f"{type(item).__name__}"
+                )
             X2, single = self._about.inputs(item[0], f"batch {i}: X")
             Y = self._about.targets(item[1], X2.shape[0], single, f"batch {i}: y")
-            weights = (None if len(item) == 2 else
-                       self._about.sample_weights(item[2], X2.shape[0],
-                                                  f"batch {i}: sample_weight"))
-            yield Chunk(X2, Y, self._about.row_weights(weights, self._table, Y),
-                        _shuffled_rows(X2.shape[0],
-                                       -1 if rng is None else int(rng.integers(2**62))))
+            weights = (
+                None
+                if len(item) == 2
+                else self._about.sample_weights(item[2], X2.shape[0], f"batch {i}: sample_weight")
+            )
+            yield Chunk(
+                X2,
+                Y,
+                self._about.row_weights(weights, self._table, Y),
+                _shuffled_rows(X2.shape[0], -1 if rng is None else int(rng.integers(2**62))),
+            )
 
 
 def chunk_rows(chunk_size, batch_size: int, n_inputs: int, itemsize: int) -> int:

@@ -14,6 +14,7 @@ The engine adds two rules of its own: a matrix product too small for a
 second thread to pay off runs on one, and while networks train in several
 Python threads at once each runs on one (see `Sequential.n_threads`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,15 +38,18 @@ def _find_blas():
 
     try:
         with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()
-                     and "/" in line}
+            paths = {
+                line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line
+            }
     except OSError:
         return None
     import scipy
+
     scipy_root = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
     # Prefer scipy's own bundled copy over numpy's (which uses 64-bit ints).
-    paths = sorted(paths, key=lambda p: (not os.path.abspath(p).startswith(scipy_root)
-                                         or "numpy" in p, p))
+    paths = sorted(
+        paths, key=lambda p: (not os.path.abspath(p).startswith(scipy_root) or "numpy" in p, p)
+    )
     for path in paths:
         try:
             lib = ctypes.CDLL(path)
@@ -105,8 +109,7 @@ def num_threads(n: int):
 def blas_info() -> dict:
     """Which BLAS the core calls, its configuration and thread count."""
     if not _BLAS:
-        return {"library": None, "config": "unknown (thread count not controllable)",
-                "threads": 1}
+        return {"library": None, "config": "unknown (thread count not controllable)", "threads": 1}
     config = _BLAS[3]().decode() if _BLAS[3] is not None else ""
     return {"library": _BLAS[0], "config": config, "threads": get_num_threads()}
 
@@ -115,5 +118,7 @@ def set_function_addresses():
     """The C addresses of (get, set) for the compiled engine, or (0, 0)."""
     if not _BLAS:
         return 0, 0
-    return (ctypes.cast(_BLAS[1], ctypes.c_void_p).value,
-            ctypes.cast(_BLAS[2], ctypes.c_void_p).value)
+    return (
+        ctypes.cast(_BLAS[1], ctypes.c_void_p).value,
+        ctypes.cast(_BLAS[2], ctypes.c_void_p).value,
+    )

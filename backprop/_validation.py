@@ -5,6 +5,7 @@ into C-contiguous float32/float64 arrays here, or raises a ValueError or
 TypeError that names the argument and says what was expected.  The compiled
 core then trusts what it is given.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,10 +32,11 @@ def check_dtype(dtype, name: str = "dtype") -> np.dtype:
 def check_int(value, name: str, minimum: int = 1, maximum: int | None = None) -> int:
     """A whole number (bool excluded) no smaller than `minimum` and, if
     given, no larger than `maximum`."""
-    if type(value) is not int and (isinstance(value, bool)
-                                   or not isinstance(value, numbers.Integral)):
+    if type(value) is not int and (
+        isinstance(value, bool) or not isinstance(value, numbers.Integral)
+    ):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    number = int(value)     # (numbers.Integral declares no comparison with int)
+    number = int(value)  # (numbers.Integral declares no comparison with int)
     if number < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
     if maximum is not None and number > maximum:
@@ -44,12 +46,13 @@ def check_int(value, name: str, minimum: int = 1, maximum: int | None = None) ->
 
 def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
     """A finite real number > 0 (or ≥ 0 with allow_zero)."""
-    if type(value) not in (float, int) and (isinstance(value, bool)
-                                            or not isinstance(value, numbers.Real)):
+    if type(value) not in (float, int) and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real)
+    ):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     try:
         value = float(value)
-    except OverflowError:                 # an integer beyond the float range
+    except OverflowError:  # an integer beyond the float range
         value = math.inf
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = "≥ 0" if allow_zero else "> 0"
@@ -57,8 +60,9 @@ def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
     return value
 
 
-def as_float_array(x, name: str, dtype: np.dtype, ndims=(1, 2),
-                   allow_empty: bool = False) -> np.ndarray:
+def as_float_array(
+    x, name: str, dtype: np.dtype, ndims=(1, 2), allow_empty: bool = False
+) -> np.ndarray:
     """`x` as a C-contiguous array of `dtype`, finite, of one of `ndims`.
 
     Real numbers of any width (bool, integers, float16 …) are converted;
@@ -75,7 +79,7 @@ def as_float_array(x, name: str, dtype: np.dtype, ndims=(1, 2),
         raise ValueError(f"{name} must be {want}, got {arr.ndim}-D with shape {arr.shape}")
     if arr.size == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    arr = np.asarray(arr, dtype=dtype, order="C")   # (ascontiguousarray makes 0-D 1-D)
+    arr = np.asarray(arr, dtype=dtype, order="C")  # (ascontiguousarray makes 0-D 1-D)
     if not _ops.all_finite(arr.reshape(-1)):
         raise ValueError(f"{name} contains NaN or infinity")
     return arr
@@ -92,8 +96,9 @@ def as_batch(x, name: str, dtype: np.dtype, n_features: int):
         arr = arr.reshape(1, -1)
     if arr.shape[1] != n_features:
         what = "length" if single else "columns"
-        raise ValueError(f"{name} must have {n_features} {what} (features), "
-                         f"got shape {np.shape(x)}")
+        raise ValueError(
+            f"{name} must have {n_features} {what} (features), got shape {np.shape(x)}"
+        )
     return arr, single
 
 
@@ -109,8 +114,9 @@ class Fixed:
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
-        raise AttributeError(f"{type(self).__name__}.{name} is fixed at construction: "
-                             "make a new one instead")
+        raise AttributeError(
+            f"{type(self).__name__}.{name} is fixed at construction: make a new one instead"
+        )
 
     def __delattr__(self, name):
         self.__setattr__(name, None)

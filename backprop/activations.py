@@ -17,6 +17,7 @@ knows its derivative, taken from the outputs a (so z need not be kept):
 >>> activations.relu([-1.0, 2.0])
 array([0., 2.])
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,19 @@ from . import _ops
 from ._codes import ActivationCode
 from ._validation import Fixed, as_float_array, check_positive_float
 
-__all__ = ["Activation", "LeakyReLU", "get", "identity", "sigmoid", "tanh",
-           "relu", "leaky_relu", "softmax", "step", "NAMES"]
+__all__ = [
+    "Activation",
+    "LeakyReLU",
+    "get",
+    "identity",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "softmax",
+    "step",
+    "NAMES",
+]
 
 IDENTITY = ActivationCode.IDENTITY
 SIGMOID = ActivationCode.SIGMOID
@@ -55,10 +67,12 @@ class Activation(Fixed):
     default_init: str
     negative_slope: float
 
-    def __init__(self, name: str, code: ActivationCode, default_init: str,
-                 negative_slope: float = 0.0):
-        self._fix(name=name, code=code, default_init=default_init,
-                  negative_slope=float(negative_slope))
+    def __init__(
+        self, name: str, code: ActivationCode, default_init: str, negative_slope: float = 0.0
+    ):
+        self._fix(
+            name=name, code=code, default_init=default_init, negative_slope=float(negative_slope)
+        )
 
     def __repr__(self) -> str:
         if self.code == LEAKY_RELU:
@@ -66,8 +80,11 @@ class Activation(Fixed):
         return f"activations.{self.name}"
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, Activation) and self.code == other.code
-                and self.negative_slope == other.negative_slope)
+        return (
+            isinstance(other, Activation)
+            and self.code == other.code
+            and self.negative_slope == other.negative_slope
+        )
 
     def __hash__(self) -> int:
         return hash((self.code, self.negative_slope))
@@ -83,7 +100,8 @@ class Activation(Fixed):
                 f"cannot backpropagate through the step activation{where}: its "
                 "derivative is 0 everywhere (and undefined at 0), so no "
                 "gradient reaches the weights. Use 'sigmoid' or 'tanh' to "
-                "train; 'step' is for fixed-weight perceptrons.")
+                "train; 'step' is for fixed-weight perceptrons."
+            )
 
     def __call__(self, z: ArrayLike) -> np.ndarray | float:
         """a = f(z) for a scalar, a vector (softmax over it) or a batch
@@ -103,20 +121,20 @@ class Activation(Fixed):
         a_arr = _float(a, "a")
         g_arr = _float(grad, "grad", a_arr.dtype)
         if a_arr.shape != g_arr.shape:
-            raise ValueError(f"grad must have the shape of a {a_arr.shape}, "
-                             f"got {g_arr.shape}")
+            raise ValueError(f"grad must have the shape of a {a_arr.shape}, got {g_arr.shape}")
         a2 = np.array(a_arr, ndmin=2)
         delta = np.empty_like(a2)
-        _ops.act_backward(delta, np.array(g_arr, ndmin=2), a2, self.code,
-                          self.negative_slope)
+        _ops.act_backward(delta, np.array(g_arr, ndmin=2), a2, self.code, self.negative_slope)
         return _shaped(delta, a_arr)
 
     def derivative(self, z: ArrayLike) -> np.ndarray | float:
         """f′(z) element by element (not for softmax, whose derivative is a
         Jacobian: use `backward`)."""
         if self.code == SOFTMAX:
-            raise ValueError("softmax has no element-wise derivative; use "
-                             "softmax.backward(a, grad) for the Jacobian product")
+            raise ValueError(
+                "softmax has no element-wise derivative; use "
+                "softmax.backward(a, grad) for the Jacobian product"
+            )
         a = self(z)
         return self.backward(a, np.ones_like(a))
 
@@ -135,8 +153,7 @@ leaky_relu = LeakyReLU(0.01)
 softmax = Activation("softmax", SOFTMAX, "xavier")
 step = Activation("step", STEP, "xavier")
 
-_BY_NAME = {a.name: a for a in (identity, sigmoid, tanh, relu, leaky_relu,
-                                softmax, step)}
+_BY_NAME = {a.name: a for a in (identity, sigmoid, tanh, relu, leaky_relu, softmax, step)}
 _BY_NAME["linear"] = identity
 NAMES = tuple(sorted(_BY_NAME))
 
@@ -147,8 +164,9 @@ def get(activation: str | Activation) -> Activation:
         return activation
     if isinstance(activation, str) and activation.lower() in _BY_NAME:
         return _BY_NAME[activation.lower()]
-    raise ValueError(f"activation must be one of {', '.join(NAMES)} or an "
-                     f"Activation, got {activation!r}")
+    raise ValueError(
+        f"activation must be one of {', '.join(NAMES)} or an Activation, got {activation!r}"
+    )
 
 
 def _float(x, name, dtype=None):

@@ -11,6 +11,7 @@ learning-rate schedules and the progress bar are callbacks themselves:
     net.fit(X, y, epochs=100, validation_split=0.2,
             callbacks=[bp.callbacks.CosineDecay(100), bp.callbacks.EarlyStopping(patience=5)])
 """
+
 from __future__ import annotations
 
 import math
@@ -20,9 +21,17 @@ import time
 from ._validation import check_int, check_positive_float
 from .optimizers import Setting, boolean, non_negative, positive
 
-__all__ = ["Callback", "EarlyStopping", "LearningRateSchedule", "StepDecay",
-           "ExponentialDecay", "InverseScaling", "CosineDecay", "ReduceLROnPlateau",
-           "ProgressBar"]
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "LearningRateSchedule",
+    "StepDecay",
+    "ExponentialDecay",
+    "InverseScaling",
+    "CosineDecay",
+    "ReduceLROnPlateau",
+    "ProgressBar",
+]
 
 
 class Callback:
@@ -50,8 +59,7 @@ def count(minimum: int):
 
 def _monitor(owner, value, name):
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be the name of a figure such as 'val_loss', "
-                        f"got {value!r}")
+        raise TypeError(f"{name} must be the name of a figure such as 'val_loss', got {value!r}")
     return value
 
 
@@ -91,9 +99,11 @@ class _Monitored(Callback):
     def _improved(self, logs: dict) -> bool:
         """Record logs[monitor]; True when it beats the best by > min_delta."""
         if self.monitor not in logs:
-            raise ValueError(f"monitor: {self.monitor!r} is not among this fit's figures "
-                             f"({', '.join(sorted(logs))}); validation figures need "
-                             "validation_data or validation_split")
+            raise ValueError(
+                f"monitor: {self.monitor!r} is not among this fit's figures "
+                f"({', '.join(sorted(logs))}); validation figures need "
+                "validation_data or validation_split"
+            )
         # smaller is better for losses, larger for accuracies
         value = (-1.0 if "accuracy" in self.monitor else 1.0) * logs[self.monitor]
         if value < self._best - self.min_delta:
@@ -111,8 +121,13 @@ class EarlyStopping(_Monitored):
 
     restore_best_weights = Setting(boolean)
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 5,
-                 min_delta: float = 0.0, restore_best_weights: bool = True):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        restore_best_weights: bool = True,
+    ):
         self.monitor = monitor
         self.patience = patience
         self.min_delta = min_delta
@@ -196,7 +211,7 @@ class InverseScaling(LearningRateSchedule):
         self.power_t = power_t
 
     def rate(self, epoch, initial_lr):
-        return initial_lr / epoch ** self.power_t
+        return initial_lr / epoch**self.power_t
 
 
 class CosineDecay(LearningRateSchedule):
@@ -223,8 +238,14 @@ class ReduceLROnPlateau(_Monitored):
     factor = Setting(_below_one)
     min_lr = Setting(non_negative)
 
-    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
-                 min_delta: float = 1e-4, min_lr: float = 0.0):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 1e-4,
+        min_lr: float = 0.0,
+    ):
         self.monitor = monitor
         self.factor = factor
         self.patience = patience
@@ -258,8 +279,10 @@ class ProgressBar(Callback):
         self._bar = None
         if getattr(self._file, "isatty", lambda: False)():
             from tqdm import tqdm
-            self._bar = tqdm(total=self._epochs, file=self._file, unit="epoch",
-                             dynamic_ncols=True, leave=True)
+
+            self._bar = tqdm(
+                total=self._epochs, file=self._file, unit="epoch", dynamic_ncols=True, leave=True
+            )
 
     def _figures(self, logs) -> str:
         keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs]
@@ -267,7 +290,7 @@ class ProgressBar(Callback):
 
     def on_epoch_end(self, net, epoch, logs):
         figures = self._figures(logs)
-        if self._rows is not None:       # (unknown for an iterable of batches)
+        if self._rows is not None:  # (unknown for an iterable of batches)
             rate = self._rows * epoch / max(time.perf_counter() - self._start, 1e-9)
             figures += f"  {rate:,.0f} samples/s"
         if self._bar is not None:
@@ -277,8 +300,7 @@ class ProgressBar(Callback):
         every = self.every or max(1, self._epochs // 20)
         if epoch % every == 0 or epoch in (1, self._epochs) or net.stop_training:
             width = len(str(self._epochs))
-            print(f"epoch {epoch:>{width}}/{self._epochs}  {figures}", file=self._file,
-                  flush=True)
+            print(f"epoch {epoch:>{width}}/{self._epochs}  {figures}", file=self._file, flush=True)
 
     def on_train_end(self, net, logs):
         if self._bar is not None:

@@ -13,6 +13,7 @@ byte-order mark, with any line ends; blank lines are skipped.  Exit codes:
 0 success, 1 the run failed (bad file, bad data), 2 bad command-line
 options, 130 interrupted (Ctrl-C).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 class CommandError(Exception):
     """A failure to report in one line, with exit code 1."""
+
     code = EXIT_FAILED
 
 
 class UsageError(CommandError):
     """An option that does not suit the data or the machine: exit code 2."""
+
     code = EXIT_USAGE
 
 
@@ -53,6 +56,7 @@ def _at_least(minimum):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
+
     return integer
 
 
@@ -83,63 +87,109 @@ def _momentum(text):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backprop",
-        description="Train small neural networks by backpropagation, in compiled code.")
+        description="Train small neural networks by backpropagation, in compiled code.",
+    )
     parser.add_argument("--version", action="version", version=f"backprop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser(
-        "train", help="train a network on embedded data or a CSV file",
+        "train",
+        help="train a network on embedded data or a CSV file",
         description="Train a multi-layer perceptron and report the loss of every epoch "
-                    "and the final test accuracy.")
-    train.add_argument("--data", default="digits", metavar="digits|xor|spirals|FILE.csv",
-                       help="digits: 8×8 handwritten digits (default); xor: the XOR "
-                            "truth table; spirals: two interleaved spirals; or a CSV "
-                            "file of numbers with the class label in one column")
-    train.add_argument("--label-column", default="-1", metavar="INDEX|NAME",
-                       help="the CSV column holding the label (default: the last)")
-    train.add_argument("--hidden", type=_positive_int, nargs="*", default=None,
-                       metavar="UNITS",
-                       help="hidden layer sizes (default: 32 for digits and CSV files, "
-                            "4 for xor, 32 32 for spirals)")
-    train.add_argument("--activation", default=None, choices=[
-        n for n in activations.NAMES if n not in ("softmax", "step", "linear")],
-        help="hidden activation (default: relu; tanh for xor)")
-    train.add_argument("--optimizer", default="sgd",
-                       choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"])
-    train.add_argument("--lr", type=_positive_float, default=None,
-                       help="learning rate η (default: 0.1 for sgd, 0.5 for xor, "
-                            "the optimizer's own otherwise)")
-    train.add_argument("--momentum", type=_momentum, default=None,
-                       help="SGD's momentum (default: 0)")
-    train.add_argument("--epochs", type=_positive_int, default=None,
-                       help="passes over the training data (default: 30; 2000 for xor, "
-                            "300 for spirals)")
+        "and the final test accuracy.",
+    )
+    train.add_argument(
+        "--data",
+        default="digits",
+        metavar="digits|xor|spirals|FILE.csv",
+        help="digits: 8×8 handwritten digits (default); xor: the XOR "
+        "truth table; spirals: two interleaved spirals; or a CSV "
+        "file of numbers with the class label in one column",
+    )
+    train.add_argument(
+        "--label-column",
+        default="-1",
+        metavar="INDEX|NAME",
+        help="the CSV column holding the label (default: the last)",
+    )
+    train.add_argument(
+        "--hidden",
+        type=_positive_int,
+        nargs="*",
+        default=None,
+        metavar="UNITS",
+        help="hidden layer sizes (default: 32 for digits and CSV files, "
+        "4 for xor, 32 32 for spirals)",
+    )
+    train.add_argument(
+        "--activation",
+        default=None,
+        choices=[n for n in activations.NAMES if n not in ("softmax", "step", "linear")],
+        help="hidden activation (default: relu; tanh for xor)",
+    )
+    train.add_argument(
+        "--optimizer", default="sgd", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"]
+    )
+    train.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="learning rate η (default: 0.1 for sgd, 0.5 for xor, the optimizer's own otherwise)",
+    )
+    train.add_argument(
+        "--momentum", type=_momentum, default=None, help="SGD's momentum (default: 0)"
+    )
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="passes over the training data (default: 30; 2000 for xor, 300 for spirals)",
+    )
     train.add_argument("--batch-size", type=_positive_int, default=32)
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     train.add_argument("--seed", type=_at_least(0), default=0)
-    train.add_argument("--test-size", type=_fraction, default=0.2,
-                       help="fraction held out for testing (not for xor)")
-    train.add_argument("--validation-split", type=_fraction, default=None,
-                       help="fraction of the training rows scored after every epoch")
-    train.add_argument("--early-stopping", action="store_true",
-                       help="stop when the validation loss stops improving; keep the best")
+    train.add_argument(
+        "--test-size",
+        type=_fraction,
+        default=0.2,
+        help="fraction held out for testing (not for xor)",
+    )
+    train.add_argument(
+        "--validation-split",
+        type=_fraction,
+        default=None,
+        help="fraction of the training rows scored after every epoch",
+    )
+    train.add_argument(
+        "--early-stopping",
+        action="store_true",
+        help="stop when the validation loss stops improving; keep the best",
+    )
     train.add_argument("--patience", type=_positive_int, default=5)
     train.add_argument("--save", metavar="MODEL.npz", help="write the trained model here")
     train.add_argument("--quiet", action="store_true", help="print only the result")
 
-    predict = sub.add_parser("predict", help="predict with a saved model",
-                             description="Print one prediction per row of a CSV file: the class "
-                                         "name, for a model with class names, or the label "
-                                         "or output values.")
+    predict = sub.add_parser(
+        "predict",
+        help="predict with a saved model",
+        description="Print one prediction per row of a CSV file: the class "
+        "name, for a model with class names, or the label "
+        "or output values.",
+    )
     predict.add_argument("model", help="a model file written by train --save")
-    predict.add_argument("data", help="a CSV file of feature rows (a header line is "
-                                      "recognised; a label column, if any, is dropped "
-                                      "when it has one column too many)")
-    predict.add_argument("--proba", action="store_true",
-                         help="print the output probabilities instead of labels")
+    predict.add_argument(
+        "data",
+        help="a CSV file of feature rows (a header line is "
+        "recognised; a label column, if any, is dropped "
+        "when it has one column too many)",
+    )
+    predict.add_argument(
+        "--proba", action="store_true", help="print the output probabilities instead of labels"
+    )
 
-    bench = sub.add_parser("bench", help="run the benchmark suite (from a source checkout)",
-                           add_help=False)
+    bench = sub.add_parser(
+        "bench", help="run the benchmark suite (from a source checkout)", add_help=False
+    )
     bench.add_argument("args", nargs=argparse.REMAINDER)
 
     sub.add_parser("info", help="version, build, BLAS and threads of this installation")
@@ -156,25 +206,29 @@ DEFAULTS = {  # hidden, activation, epochs, lr
 
 def _line_of(data: bytes, offset: int) -> int:
     """The line (from 1, after LF, CRLF or CR line ends) of a byte that is not a line end."""
-    return len(data[:offset + 1].splitlines())
+    return len(data[: offset + 1].splitlines())
 
 
 def _decode(data: bytes, path: str) -> str:
     """The text of a CSV file: UTF-8, with or without a byte-order mark."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise CommandError(f'{path} is UTF-16 text (Excel\'s "Unicode Text"): save it as '
-                           f'"CSV UTF-8"')
+        raise CommandError(
+            f'{path} is UTF-16 text (Excel\'s "Unicode Text"): save it as "CSV UTF-8"'
+        )
     nul = data.find(b"\0")
     if nul >= 0:
-        raise CommandError(f"{path}, line {_line_of(data, nul)}: a NUL byte; this is not "
-                           f"a text file")
+        raise CommandError(
+            f"{path}, line {_line_of(data, nul)}: a NUL byte; this is not a text file"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CommandError(f"{path}, line {_line_of(data, exc.start)}: byte "
-                           f"0x{data[exc.start]:02x} is not UTF-8; save the file as UTF-8 "
-                           f'(Excel: "CSV UTF-8")') from None
-    return text.lstrip("\ufeff")                # the byte-order mark, if any (or two)
+        raise CommandError(
+            f"{path}, line {_line_of(data, exc.start)}: byte "
+            f"0x{data[exc.start]:02x} is not UTF-8; save the file as UTF-8 "
+            f'(Excel: "CSV UTF-8")'
+        ) from None
+    return text.lstrip("\ufeff")  # the byte-order mark, if any (or two)
 
 
 def _is_number(cell: str) -> bool:
@@ -190,8 +244,10 @@ def _is_header(first, second) -> bool:
     no number at all in a file of one row."""
     if second is None:
         return not any(_is_number(cell) for cell in first)
-    return any(cell.strip() and not _is_number(cell) and _is_number(below)
-               for cell, below in zip(first, second))
+    return any(
+        cell.strip() and not _is_number(cell) and _is_number(below)
+        for cell, below in zip(first, second)
+    )
 
 
 def read_csv(path: str):
@@ -216,8 +272,7 @@ def read_csv(path: str):
         raise CommandError(f"{path} holds no rows")
     for row, line in zip(rows, lines):
         if len(row) != len(rows[0]):
-            raise CommandError(f"{path}, line {line}: {len(row)} columns, "
-                               f"expected {len(rows[0])}")
+            raise CommandError(f"{path}, line {line}: {len(row)} columns, expected {len(rows[0])}")
     if not _is_header(rows[0], rows[1] if len(rows) > 1 else None):
         return None, rows, lines
     if len(rows) < 2:
@@ -229,8 +284,9 @@ def _numbers(rows, lines, path: str) -> np.ndarray:
     try:
         values = np.array([[float(cell) for cell in row] for row in rows], dtype=np.float64)
     except ValueError:
-        line, cell = next((line, cell) for row, line in zip(rows, lines)
-                          for cell in row if not _is_number(cell))
+        line, cell = next(
+            (line, cell) for row, line in zip(rows, lines) for cell in row if not _is_number(cell)
+        )
         raise CommandError(f"{path}, line {line}: {cell.strip()!r} is not a number") from None
     if not np.isfinite(values).all():
         row = int(np.argwhere(~np.isfinite(values))[0][0])
@@ -243,8 +299,9 @@ def load_csv(path: str, label_column: str):
     header, rows, lines = read_csv(path)
     width = len(rows[0])
     if width < 2:
-        raise CommandError(f"{path} needs at least one feature column and a label column, "
-                           f"separated by commas")
+        raise CommandError(
+            f"{path} needs at least one feature column and a label column, separated by commas"
+        )
     if header and label_column.strip() in header:
         col = header.index(label_column.strip())
     else:
@@ -252,15 +309,16 @@ def load_csv(path: str, label_column: str):
             col = int(label_column)
         except ValueError:
             where = "" if header else " (it has no header line)"
-            raise UsageError(f"--label-column {label_column!r}: no such column in "
-                             f"{path}{where}") from None
+            raise UsageError(
+                f"--label-column {label_column!r}: no such column in {path}{where}"
+            ) from None
         if not -width <= col < width:
             raise UsageError(f"--label-column {col}: {path} has {width} columns")
         col %= width
     labels = [row[col].strip() for row in rows]
     if "" in labels:
         raise CommandError(f"{path}, line {lines[labels.index('')]}: no label")
-    X = _numbers([row[:col] + row[col + 1:] for row in rows], lines, path)
+    X = _numbers([row[:col] + row[col + 1 :] for row in rows], lines, path)
     classes, y = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise CommandError(f"{path}: the label column holds a single class")
@@ -278,8 +336,9 @@ def standardize_into_first_layer(net: Sequential, mean: np.ndarray, std: np.ndar
 
 def _check_split(option: str, value: float, kept: int, held: int, what: str) -> None:
     if kept < 1 or held < 1:
-        raise UsageError(f"{option} {value:g} leaves {kept} training and {held} {what} "
-                         f"rows of {kept + held}")
+        raise UsageError(
+            f"{option} {value:g} leaves {kept} training and {held} {what} rows of {kept + held}"
+        )
 
 
 def _network(sizes, activation: str, args) -> Sequential:
@@ -287,14 +346,16 @@ def _network(sizes, activation: str, args) -> Sequential:
     is a bad --hidden."""
     n_weights = sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
     try:
-        if n_weights * 8 > sys.maxsize:        # more bytes than an array can have
+        if n_weights * 8 > sys.maxsize:  # more bytes than an array can have
             raise MemoryError
         layers = [Dense(a, b, activation=activation) for a, b in zip(sizes[:-2], sizes[1:-1])]
         layers.append(Dense(sizes[-2], sizes[-1], activation="softmax"))
         return Sequential(*layers, loss="cross_entropy", dtype=args.dtype, seed=args.seed)
     except MemoryError:
-        raise UsageError(f"--hidden {' '.join(map(str, sizes[1:-1]))}: {n_weights:,} "
-                         f"weights do not fit in memory") from None
+        raise UsageError(
+            f"--hidden {' '.join(map(str, sizes[1:-1]))}: {n_weights:,} "
+            f"weights do not fit in memory"
+        ) from None
 
 
 def _train(args) -> int:
@@ -308,12 +369,14 @@ def _train(args) -> int:
     classes = None
     if kind == "digits":
         X_train, X_test, y_train, y_test = datasets.load_digits(
-            return_split=True, test_size=args.test_size, seed=args.seed, scale=None)
+            return_split=True, test_size=args.test_size, seed=args.seed, scale=None
+        )
         source = "digits (8×8 handwritten, 1,797 samples, embedded)"
     elif kind == "spirals":
         X, y = datasets.make_spirals(400, seed=args.seed)
         X_train, X_test, y_train, y_test = datasets.train_test_split(
-            X, y, test_size=args.test_size, seed=args.seed)
+            X, y, test_size=args.test_size, seed=args.seed
+        )
         source = "two spirals (400 points, seeded)"
     elif kind == "xor":
         X_train, y_train = datasets.truth_table("xor")
@@ -322,15 +385,16 @@ def _train(args) -> int:
     else:
         X, y, classes = load_csv(args.data, args.label_column)
         X_train, X_test, y_train, y_test = datasets.train_test_split(
-            X, y, test_size=args.test_size, seed=args.seed,
-            stratify=np.bincount(y).min() >= 2)
+            X, y, test_size=args.test_size, seed=args.seed, stratify=np.bincount(y).min() >= 2
+        )
         source = f"{args.data} ({len(X)} rows, {X.shape[1]} features, {len(classes)} classes)"
     if kind != "xor":
         _check_split("--test-size", args.test_size, len(X_train), len(X_test), "test")
     if args.validation_split:
         held = int(round(args.validation_split * len(X_train)))
-        _check_split("--validation-split", args.validation_split, len(X_train) - held, held,
-                     "validation")
+        _check_split(
+            "--validation-split", args.validation_split, len(X_train) - held, held, "validation"
+        )
     # Standardise with the training rows; folded into the first layer afterwards.
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
@@ -348,13 +412,21 @@ def _train(args) -> int:
     if not args.quiet:
         print(f"data: {source}; {len(X_train)} training rows, {len(X_test)} test rows")
         print(net.summary())
-        print(f"optimizer: {optimizer}; batch size {args.batch_size}, {epochs} epochs, "
-              f"seed {args.seed}")
+        print(
+            f"optimizer: {optimizer}; batch size {args.batch_size}, {epochs} epochs, "
+            f"seed {args.seed}"
+        )
     start = time.perf_counter()
-    history = net.fit((X_train - mean) / std, y_train, epochs=epochs,
-                      batch_size=args.batch_size, optimizer=optimizer,
-                      validation_split=args.validation_split or 0.0,
-                      early_stopping=args.early_stopping, patience=args.patience)
+    history = net.fit(
+        (X_train - mean) / std,
+        y_train,
+        epochs=epochs,
+        batch_size=args.batch_size,
+        optimizer=optimizer,
+        validation_split=args.validation_split or 0.0,
+        early_stopping=args.early_stopping,
+        patience=args.patience,
+    )
     seconds = time.perf_counter() - start
     standardize_into_first_layer(net, mean, std)
     if not args.quiet:
@@ -362,14 +434,20 @@ def _train(args) -> int:
         every = max(1, len(history.epoch) // 30)
         for i, epoch in enumerate(history.epoch):
             if epoch % every == 0 or epoch in (1, history.epoch[-1]):
-                extra = "".join(f"  {k} {history.history[k][i]:.6f}"
-                                for k in ("val_loss", "val_accuracy") if k in history.history)
-                print(f"epoch {epoch:>{width}}/{epochs}  loss "
-                      f"{history.history['loss'][i]:.6f}{extra}")
+                extra = "".join(
+                    f"  {k} {history.history[k][i]:.6f}"
+                    for k in ("val_loss", "val_accuracy")
+                    if k in history.history
+                )
+                print(
+                    f"epoch {epoch:>{width}}/{epochs}  loss {history.history['loss'][i]:.6f}{extra}"
+                )
     train_acc = net.evaluate(X_train, y_train)["accuracy"]
     result = net.evaluate(X_test, y_test)
-    print(f"trained in {seconds * 1e3:.1f} ms; train accuracy {train_acc:.4f}; "
-          f"test loss {result['loss']:.4f}, test accuracy {result['accuracy']:.4f}")
+    print(
+        f"trained in {seconds * 1e3:.1f} ms; train accuracy {train_acc:.4f}; "
+        f"test loss {result['loss']:.4f}, test accuracy {result['accuracy']:.4f}"
+    )
     if args.save:
         try:
             print(f"saved {net.save(args.save)}")
@@ -385,14 +463,19 @@ def _predictions(net: Sequential, X: np.ndarray, model: str) -> np.ndarray:
     if names is None:
         return np.atleast_1d(net.predict(X))
     if net.n_outputs == 1 and net.loss.code == _losses.BINARY_CROSS_ENTROPY:
-        return np.asarray(names)[np.atleast_1d(net.predict(X))]     # label 0 or 1
+        return np.asarray(names)[np.atleast_1d(net.predict(X))]  # label 0 or 1
     if net.n_outputs < 2 or net.loss.code == _losses.BINARY_CROSS_ENTROPY:
-        raise CommandError(f"{model}: class names label a model with one output unit per "
-                           f"class (cross_entropy or mse) or one sigmoid unit, not a "
-                           f"{net.loss.name} model with {net.n_outputs}; use --proba to "
-                           "print its outputs")
-    labels = (net.predict(X) if net.is_classifier      # cross_entropy's own labels
-              else _ops.labels(_losses.CROSS_ENTROPY, net.predict_proba(X)))  # mse: the same rule
+        raise CommandError(
+            f"{model}: class names label a model with one output unit per "
+            f"class (cross_entropy or mse) or one sigmoid unit, not a "
+            f"{net.loss.name} model with {net.n_outputs}; use --proba to "
+            "print its outputs"
+        )
+    labels = (
+        net.predict(X)
+        if net.is_classifier  # cross_entropy's own labels
+        else _ops.labels(_losses.CROSS_ENTROPY, net.predict_proba(X))
+    )  # mse: the same rule
     return np.asarray(names)[np.atleast_1d(labels)]
 
 
@@ -406,12 +489,13 @@ def _predict(args) -> int:
     except ValueError as exc:
         raise CommandError(str(exc).replace("path:", f"{args.model}:", 1)) from None
     _, rows, lines = read_csv(args.data)
-    if len(rows[0]) == net.n_inputs + 1:          # a labelled file: drop the last column
+    if len(rows[0]) == net.n_inputs + 1:  # a labelled file: drop the last column
         rows = [row[:-1] for row in rows]
     X = _numbers(rows, lines, args.data)
     if X.shape[1] != net.n_inputs:
-        raise CommandError(f"{args.data} has {X.shape[1]} feature columns; the model "
-                           f"takes {net.n_inputs}")
+        raise CommandError(
+            f"{args.data} has {X.shape[1]} feature columns; the model takes {net.n_inputs}"
+        )
     values = net.predict_proba(X) if args.proba else _predictions(net, X, args.model)
     for row in values:
         sys.stdout.write((",".join(map(_text, row)) if np.ndim(row) else _text(row)) + "\n")
@@ -426,8 +510,10 @@ def _bench(bench_args) -> int:
                 root = candidate
                 break
         else:
-            raise CommandError("bench/ ships with the source repository: run "
-                               "`backprop bench` from a checkout of it")
+            raise CommandError(
+                "bench/ ships with the source repository: run "
+                "`backprop bench` from a checkout of it"
+            )
     return subprocess.call([sys.executable, "-m", "bench", *bench_args], cwd=root)
 
 
@@ -438,14 +524,20 @@ def _info(args) -> int:
 
     blas = blas_info()
     print(f"backprop {__version__} ({os.path.dirname(os.path.abspath(__file__))})")
-    print(f"python {platform.python_version()} ({platform.machine()}), "
-          f"numpy {np.__version__}, scipy {scipy.__version__}")
-    print("compiled core: backprop._ops, backprop._engine, backprop._codes "
-          "(Cython, float32 and float64)")
+    print(
+        f"python {platform.python_version()} ({platform.machine()}), "
+        f"numpy {np.__version__}, scipy {scipy.__version__}"
+    )
+    print(
+        "compiled core: backprop._ops, backprop._engine, backprop._codes "
+        "(Cython, float32 and float64)"
+    )
     print(f"BLAS: {blas['config']} ({blas['library'] or 'not found'})")
-    print(f"BLAS threads: {blas['threads']} (OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OPENBLAS_NUM_THREADS="
-          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; cores {os.cpu_count()})")
+    print(
+        f"BLAS threads: {blas['threads']} (OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, OPENBLAS_NUM_THREADS="
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; cores {os.cpu_count()})"
+    )
     return EXIT_OK
 
 
@@ -454,7 +546,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def _run(argv) -> int:
-    if argv[:1] == ["bench"]:          # everything after it belongs to python -m bench
+    if argv[:1] == ["bench"]:  # everything after it belongs to python -m bench
         return _bench(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
@@ -482,7 +574,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("backprop: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:             # e.g. `backprop predict … | head`: stop quietly
+    except BrokenPipeError:  # e.g. `backprop predict … | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILED

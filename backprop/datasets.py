@@ -7,6 +7,7 @@
 - `make_spirals`: two interleaved spirals, a classic non-linear problem.
 - `train_test_split`: a seeded, stratified split.
 """
+
 from __future__ import annotations
 
 from importlib import resources
@@ -18,8 +19,14 @@ from ._validation import check_dtype, check_int, check_positive_float
 __all__ = ["load_digits", "truth_table", "make_spirals", "train_test_split", "GATES"]
 
 
-def load_digits(*, return_split: bool = False, test_size: float = 0.2,
-                seed: int = 0, scale: str | None = "standard", dtype="float64"):
+def load_digits(
+    *,
+    return_split: bool = False,
+    test_size: float = 0.2,
+    seed: int = 0,
+    scale: str | None = "standard",
+    dtype="float64",
+):
     """The handwritten digits: X (1797, 64), y (1797,) with labels 0–9.
 
     scale: 'standard' (default) gives every pixel mean 0 and variance 1 —
@@ -38,38 +45,37 @@ def load_digits(*, return_split: bool = False, test_size: float = 0.2,
             y = data["target"].astype(np.int64)
     if scale == "unit":
         X /= 16
-    parts = (train_test_split(X, y, test_size=test_size, seed=seed)
-             if return_split else (X, X, y, y))
+    parts = train_test_split(X, y, test_size=test_size, seed=seed) if return_split else (X, X, y, y)
     if scale == "standard":
         mean, std = parts[0].mean(axis=0), parts[0].std(axis=0)
-        std[std == 0] = 1          # pixels that are always blank stay 0
+        std[std == 0] = 1  # pixels that are always blank stay 0
         parts = ((parts[0] - mean) / std, (parts[1] - mean) / std) + parts[2:]
-    X_train, X_test, y_train, y_test = (p.astype(dtype) if p.dtype.kind == "f" else p
-                                        for p in parts)
+    X_train, X_test, y_train, y_test = (
+        p.astype(dtype) if p.dtype.kind == "f" else p for p in parts
+    )
     if return_split:
         return X_train, X_test, y_train, y_test
     return X_train, y_train
 
 
-def train_test_split(X, y, *, test_size: float = 0.2, seed: int = 0,
-                     stratify: bool = True):
+def train_test_split(X, y, *, test_size: float = 0.2, seed: int = 0, stratify: bool = True):
     """X_train, X_test, y_train, y_test: a seeded split that holds out
     `test_size` (a fraction in (0, 1)) of the rows — of each class when
     `stratify` (y holding class labels)."""
     X, y = np.asarray(X), np.asarray(y)
     if X.shape[0] != y.shape[0]:
-        raise ValueError(f"X and y must have the same number of rows, got "
-                         f"{X.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            f"X and y must have the same number of rows, got {X.shape[0]} and {y.shape[0]}"
+        )
     test_size = check_positive_float(test_size, "test_size")
     if not test_size < 1:
         raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size}")
     rng = np.random.default_rng(seed)
-    groups = ([np.flatnonzero(y == c) for c in np.unique(y)] if stratify
-              else [np.arange(y.shape[0])])
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(y.shape[0])]
     test = []
     for rows in groups:
         rows = rng.permutation(rows)
-        test.append(rows[:int(round(test_size * rows.size))])
+        test.append(rows[: int(round(test_size * rows.size))])
     test_rows = np.sort(np.concatenate(test))
     train_rows = np.setdiff1d(np.arange(y.shape[0]), test_rows)
     train_rows = rng.permutation(train_rows)
@@ -95,8 +101,9 @@ def truth_table(gate: str, dtype="float64"):
     return X, np.array(GATES[gate.lower()], dtype=np.int64)
 
 
-def make_spirals(n_samples: int = 200, *, noise: float = 0.1, turns: float = 1.5,
-                 seed: int = 0, dtype="float64"):
+def make_spirals(
+    n_samples: int = 200, *, noise: float = 0.1, turns: float = 1.5, seed: int = 0, dtype="float64"
+):
     """Two interleaved spirals in the plane: X (n_samples, 2), y (n_samples,)
     with labels 0 and 1 (half each, the odd one to class 0).  `noise` is the
     standard deviation of Gaussian jitter; `turns` how often each spiral
@@ -109,11 +116,13 @@ def make_spirals(n_samples: int = 200, *, noise: float = 0.1, turns: float = 1.5
     n0 = n_samples - n1
     points, labels = [], []
     for label, n in ((0, n0), (1, n1)):
-        t = np.sqrt(rng.uniform(0.0, 1.0, n)) * turns * 2 * np.pi   # angle
-        r = t / (turns * 2 * np.pi)                                 # radius in (0, 1]
+        t = np.sqrt(rng.uniform(0.0, 1.0, n)) * turns * 2 * np.pi  # angle
+        r = t / (turns * 2 * np.pi)  # radius in (0, 1]
         phase = label * np.pi
-        points.append(np.column_stack([r * np.cos(t + phase), r * np.sin(t + phase)])
-                      + rng.normal(0.0, noise, (n, 2)))
+        points.append(
+            np.column_stack([r * np.cos(t + phase), r * np.sin(t + phase)])
+            + rng.normal(0.0, noise, (n, 2))
+        )
         labels.append(np.full(n, label))
     X = np.concatenate(points).astype(check_dtype(dtype))
     y = np.concatenate(labels).astype(np.int64)

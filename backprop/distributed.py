@@ -24,6 +24,7 @@ error anywhere end the job at once.
 
 Needs mpi4py and an MPI library: pip install "backprop[mpi]".
 """
+
 from __future__ import annotations
 
 import os
@@ -37,15 +38,15 @@ import numpy as np
 try:
     from mpi4py import MPI
 except ImportError as exc:  # pragma: no cover - without the extra
-    raise ImportError("backprop.distributed needs mpi4py and an MPI library: "
-                      'pip install "backprop[mpi]"') from exc
+    raise ImportError(
+        'backprop.distributed needs mpi4py and an MPI library: pip install "backprop[mpi]"'
+    ) from exc
 
 from ._validation import check_positive_float
 from .network import History, Sequential
 from .training import EpochRunner, FitPlan
 
-__all__ = ["fit", "rank", "size", "broadcast_parameters", "allreduce_gradients",
-           "threads_per_rank"]
+__all__ = ["fit", "rank", "size", "broadcast_parameters", "allreduce_gradients", "threads_per_rank"]
 
 
 def _comm(comm):
@@ -88,23 +89,28 @@ def _wait(request, comm, timeout: float, what: str) -> None:
     while not request.Test():
         waited = time.monotonic() - start
         if waited > timeout:
-            _abort(comm, f"waited {waited:.0f} s for the other ranks ({what}): a rank "
-                         "failed or left. Ending the job.")
-        if waited > 0.01:          # past a step's usual skew: stop spinning
+            _abort(
+                comm,
+                f"waited {waited:.0f} s for the other ranks ({what}): a rank "
+                "failed or left. Ending the job.",
+            )
+        if waited > 0.01:  # past a step's usual skew: stop spinning
             time.sleep(0.0005)
 
 
 def _abort(comm, message: str) -> None:
     """Print why, then end every rank of the job."""
-    print(f"backprop.distributed, rank {comm.Get_rank()} of {comm.Get_size()}: {message}",
-          file=sys.stderr, flush=True)
-    time.sleep(0.2)                # (time for the launcher to pass the message on)
+    print(
+        f"backprop.distributed, rank {comm.Get_rank()} of {comm.Get_size()}: {message}",
+        file=sys.stderr,
+        flush=True,
+    )
+    time.sleep(0.2)  # (time for the launcher to pass the message on)
     comm.Abort(1)
-    os._exit(1)                    # (should Abort return, as it can)
+    os._exit(1)  # (should Abort return, as it can)
 
 
-def broadcast_parameters(net: Sequential, comm=None, root: int = 0,
-                         timeout: float = 300.0) -> None:
+def broadcast_parameters(net: Sequential, comm=None, root: int = 0, timeout: float = 300.0) -> None:
     """Give every rank root's weights, optimizer state and step count."""
     comm = _comm(comm)
     steps = np.array([net.optimizer_steps], np.int64)
@@ -119,8 +125,9 @@ def _allreduce(comm, buffer, timeout, what) -> None:
         _wait(comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM), comm, timeout, what)
 
 
-def allreduce_gradients(net: Sequential, weight: float = 1.0, comm=None,
-                        timeout: float = 300.0) -> None:
+def allreduce_gradients(
+    net: Sequential, weight: float = 1.0, comm=None, timeout: float = 300.0
+) -> None:
     """net.grads ← Σ over ranks of weight · net.grads, in place.  With each
     rank's weight its share of the batch's rows, the sum is the gradient of
     the mean loss over the whole batch."""
@@ -136,12 +143,27 @@ def _sum(comm, values, timeout) -> np.ndarray:
     return buf
 
 
-def fit(net: Sequential, X, y, *, epochs: int = 1, batch_size: int = 32,
-        lr: float | None = None, optimizer=None, shuffle: bool = True,
-        sample_weight=None, validation_data: tuple | None = None,
-        callbacks: list | None = None, early_stopping: bool = False, patience: int = 5,
-        min_delta: float = 0.0, chunk_size: int | None = None, verbose: int = 0,
-        comm=None, timeout: float = 300.0) -> History:
+def fit(
+    net: Sequential,
+    X,
+    y,
+    *,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float | None = None,
+    optimizer=None,
+    shuffle: bool = True,
+    sample_weight=None,
+    validation_data: tuple | None = None,
+    callbacks: list | None = None,
+    early_stopping: bool = False,
+    patience: int = 5,
+    min_delta: float = 0.0,
+    chunk_size: int | None = None,
+    verbose: int = 0,
+    comm=None,
+    timeout: float = 300.0,
+) -> History:
     """Train `net` data-parallel on every rank of `comm` (COMM_WORLD).
 
     Call it on every rank with the same arguments.  X (n, n_in) and y as for
@@ -168,7 +190,7 @@ def fit(net: Sequential, X, y, *, epochs: int = 1, batch_size: int = 32,
         if not isinstance(net, Sequential):
             raise TypeError(f"net must be a backprop.Sequential, got {type(net).__name__}")
         me, ranks = comm.Get_rank(), comm.Get_size()
-        if validation_data is not None:         # this rank's share of the rows
+        if validation_data is not None:  # this rank's share of the rows
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             Xv, yv = validation_data
@@ -177,18 +199,30 @@ def fit(net: Sequential, X, y, *, epochs: int = 1, batch_size: int = 32,
             share = slice(me * len(Xv) // ranks, (me + 1) * len(Xv) // ranks)
             runner.validation_rows = share.stop - share.start
             validation_data = (Xv[share], yv[share]) if runner.validation_rows else None
-        return net.fit(X, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                       shuffle=shuffle, sample_weight=sample_weight,
-                       validation_data=validation_data, callbacks=callbacks,
-                       early_stopping=early_stopping, patience=patience, min_delta=min_delta,
-                       chunk_size=chunk_size, verbose=verbose if comm.Get_rank() == 0 else 0,
-                       runner=runner)
+        return net.fit(
+            X,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            optimizer=optimizer,
+            shuffle=shuffle,
+            sample_weight=sample_weight,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            early_stopping=early_stopping,
+            patience=patience,
+            min_delta=min_delta,
+            chunk_size=chunk_size,
+            verbose=verbose if comm.Get_rank() == 0 else 0,
+            runner=runner,
+        )
     except Exception as exc:
-        if runner.started:                        # training failed: the job ends
+        if runner.started:  # training failed: the job ends
             runner.failed()
         elif not runner.met and isinstance(exc, (ValueError, TypeError, RuntimeError)):
-            runner.meet(-1, refused=True)         # refused before training: every rank raises
-        raise                                     # (RuntimeError: the net is in use)
+            runner.meet(-1, refused=True)  # refused before training: every rank raises
+        raise  # (RuntimeError: the net is in use)
     finally:
         runner.finish(net)
 
@@ -200,7 +234,7 @@ class _Runner(EpochRunner):
     sums the shares (weighted by their rows), and every replica takes the
     same update."""
 
-    reads_rows = True               # each rank reads only its shares of the data
+    reads_rows = True  # each rank reads only its shares of the data
 
     def __init__(self, comm, timeout: float, validating: bool):
         self.comm, self.timeout, self._validating = comm, timeout, validating
@@ -208,7 +242,7 @@ class _Runner(EpochRunner):
         self.validation_rows = 0
         self.classifies = False
         self.met = self.started = False
-        self._threads: tuple | None = None        # (network, its own n_threads) to restore
+        self._threads: tuple | None = None  # (network, its own n_threads) to restore
 
     def step_rows(self, batch_size: int) -> int:
         return self.ranks * batch_size
@@ -224,11 +258,14 @@ class _Runner(EpochRunner):
         if refused:
             return gathered
         if gathered[:, 2].any():
-            raise RuntimeError(f"ranks {np.flatnonzero(gathered[:, 2]).tolist()} refused "
-                               "their arguments (their errors say why)")
+            raise RuntimeError(
+                f"ranks {np.flatnonzero(gathered[:, 2]).tolist()} refused "
+                "their arguments (their errors say why)"
+            )
         if (gathered[:, 1] != rows).any():
-            raise ValueError(f"X: every rank must pass the same rows; the ranks have "
-                             f"{gathered[:, 1].tolist()}")
+            raise ValueError(
+                f"X: every rank must pass the same rows; the ranks have {gathered[:, 1].tolist()}"
+            )
         return gathered
 
     def start(self, net, plan: FitPlan) -> FitPlan:
@@ -248,9 +285,10 @@ class _Runner(EpochRunner):
         loss = right = 0.0
         for rows in plan.source.order.rows_of(plan.seed + epoch if plan.seed >= 0 else -1):
             starts = range(0, len(rows), step)
-            sizes = [min(step, len(rows) - s) for s in starts]      # the global batches
-            shares = [rows[s + me * m // ranks:s + (me + 1) * m // ranks]
-                      for s, m in zip(starts, sizes)]
+            sizes = [min(step, len(rows) - s) for s in starts]  # the global batches
+            shares = [
+                rows[s + me * m // ranks : s + (me + 1) * m // ranks] for s, m in zip(starts, sizes)
+            ]
             mine = np.concatenate(shares)
             if len(mine):
                 X2, Y, w = plan.source.read(mine)
@@ -259,8 +297,9 @@ class _Runner(EpochRunner):
                 count = len(share)
                 if count:
                     part = slice(first, first + count)
-                    loss += count * engine.loss_and_grad(X2[part], Y[part],
-                                                         None if w is None else w[part])
+                    loss += count * engine.loss_and_grad(
+                        X2[part], Y[part], None if w is None else w[part]
+                    )
                     right += count * engine.batch_accuracy(Y[part])
                     first += count
                 else:
@@ -278,9 +317,13 @@ class _Runner(EpochRunner):
             """val_loss (and val_accuracy) over every rank's share of the rows."""
             scores = here() if here is not None else {}
             keys = ["val_loss"] + (["val_accuracy"] if self.classifies else [])
-            totals = _sum(self.comm, [scores.get(k, 0.0) * self.validation_rows for k in keys]
-                          + [self.validation_rows], self.timeout)
+            totals = _sum(
+                self.comm,
+                [scores.get(k, 0.0) * self.validation_rows for k in keys] + [self.validation_rows],
+                self.timeout,
+            )
             return {k: float(v / totals[-1]) for k, v in zip(keys, totals)}
+
         return score
 
     def failed(self) -> None:

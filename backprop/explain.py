@@ -19,6 +19,7 @@ every ∂C/∂W and ∂C/∂b against central finite differences and against the
 ...                     bp.Dense(2, 1, activation="sigmoid"), loss="mse", seed=0)
 >>> print(net.explain(X[1], y[1]))          # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,15 +37,16 @@ __all__ = ["explain", "Explanation", "LayerTrace"]
 @dataclass
 class LayerTrace:
     """One layer of the trace (shapes for n_in inputs and n_out units)."""
+
     index: int
     activation: str
-    a_prev: np.ndarray        # (n_in,)  the layer's input a_{l−1}
-    z: np.ndarray             # (n_out,) z = a_prev @ W + b
-    a: np.ndarray             # (n_out,) a = f(z)
+    a_prev: np.ndarray  # (n_in,)  the layer's input a_{l−1}
+    z: np.ndarray  # (n_out,) z = a_prev @ W + b
+    a: np.ndarray  # (n_out,) a = f(z)
     fprime: np.ndarray | None  # (n_out,) f′(z); None for softmax (a Jacobian)
-    delta: np.ndarray         # (n_out,) δ = ∂C/∂z
-    dW: np.ndarray            # (n_in, n_out) ∂C/∂W = a_prev ⊗ δ
-    db: np.ndarray            # (n_out,) ∂C/∂b = δ
+    delta: np.ndarray  # (n_out,) δ = ∂C/∂z
+    dW: np.ndarray  # (n_in, n_out) ∂C/∂W = a_prev ⊗ δ
+    db: np.ndarray  # (n_out,) ∂C/∂b = δ
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Explanation:
     loss `C`, and the checks: the largest relative error of the traced
     gradient against finite differences (`max_rel_error_numerical`) and
     against the compiled core (`max_rel_error_core`)."""
+
     layers: list
     loss: float
     loss_name: str
@@ -61,8 +64,10 @@ class Explanation:
 
     def __str__(self) -> str:
         def fmt(v) -> str:
-            return np.array2string(np.asarray(v), precision=5, suppress_small=True,
-                                   max_line_width=100)
+            return np.array2string(
+                np.asarray(v), precision=5, suppress_small=True, max_line_width=100
+            )
+
         lines = [f"loss C = {self.loss:.6g} ({self.loss_name}); traced from the output back:"]
         for t in self.layers:
             lines.append(f"layer {t.index} ({t.activation}):")
@@ -75,9 +80,11 @@ class Explanation:
             lines.append("  ∂C/∂W = a_prev ⊗ δ =")
             lines += ["    " + row for row in fmt(t.dW).splitlines()]
             lines.append(f"  ∂C/∂b = δ       = {fmt(t.db)}")
-        lines.append(f"check: largest relative error against finite differences "
-                     f"{self.max_rel_error_numerical:.2e}, against the compiled core "
-                     f"{self.max_rel_error_core:.2e}")
+        lines.append(
+            f"check: largest relative error against finite differences "
+            f"{self.max_rel_error_numerical:.2e}, against the compiled core "
+            f"{self.max_rel_error_core:.2e}"
+        )
         return "\n".join(lines)
 
 
@@ -105,17 +112,31 @@ def explain(net, x, y) -> Explanation:
     out_act = layers[-1].activation
     if net.loss.code == _losses.MSE:
         delta = np.asarray(out_act.backward(outs[-1][None, :], (outs[-1] - Y)[None, :]))[0]
-    else:                           # softmax + cross-entropy, sigmoid + binary cross-entropy
+    else:  # softmax + cross-entropy, sigmoid + binary cross-entropy
         delta = outs[-1] - Y
     for i in range(len(layers) - 1, -1, -1):
         act = layers[i].activation
-        fprime = (None if act.code == _activations.SOFTMAX else
-                  np.asarray(act.backward(outs[i][None, :], np.ones((1, outs[i].size))))[0])
-        traces.append(LayerTrace(i, act.name, a_prevs[i], zs[i], outs[i], fprime, delta,
-                                 np.outer(a_prevs[i], delta), delta.copy()))
+        fprime = (
+            None
+            if act.code == _activations.SOFTMAX
+            else np.asarray(act.backward(outs[i][None, :], np.ones((1, outs[i].size))))[0]
+        )
+        traces.append(
+            LayerTrace(
+                i,
+                act.name,
+                a_prevs[i],
+                zs[i],
+                outs[i],
+                fprime,
+                delta,
+                np.outer(a_prevs[i], delta),
+                delta.copy(),
+            )
+        )
         if i > 0:
             below = layers[i - 1].activation
-            upstream = delta @ layers[i].W.astype(np.float64).T        # δ_{l+1} @ W_{l+1}ᵀ
+            upstream = delta @ layers[i].W.astype(np.float64).T  # δ_{l+1} @ W_{l+1}ᵀ
             delta = np.asarray(below.backward(outs[i - 1][None, :], upstream[None, :]))[0]
     traced = np.concatenate([np.concatenate([t.dW.ravel(), t.db]) for t in reversed(traces)])
     checked = gradcheck(net, x64[None, :], Y[None, :])
@@ -125,5 +146,7 @@ def explain(net, x, y) -> Explanation:
     def rel(a, b):
         scale = max(1e-4 * float(np.abs(b).max(initial=0.0)), 1e-12)
         return float(np.max(np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), scale)))
-    return Explanation(traces, loss, net.loss.name, rel(traced, checked.numerical),
-                       rel(traced, core.grads))
+
+    return Explanation(
+        traces, loss, net.loss.name, rel(traced, checked.numerical), rel(traced, core.grads)
+    )

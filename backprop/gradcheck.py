@@ -24,6 +24,7 @@ the default, 1e-4); outside them the check could no longer tell a right
 gradient from a wrong one.  A larger step samples the loss far from the
 point checked (at 1e200 it overflows); a smaller one measures rounding.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["gradcheck", "GradcheckResult"]
 
-MIN_STEP, MAX_STEP = 1e-8, 0.1      # the range of h (see above)
+MIN_STEP, MAX_STEP = 1e-8, 0.1  # the range of h (see above)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class GradcheckResult:
     ('layers[1].W[3, 0]', 'x[0, 2]', …) at which it occurred; n_checked: how
     many partial derivatives were compared; analytic and numerical: the two
     gradients, flat, in the order checked."""
+
     max_rel_error: float
     where: str
     n_checked: int
@@ -62,13 +64,21 @@ class GradcheckResult:
         return self.max_rel_error
 
     def __repr__(self) -> str:
-        return (f"GradcheckResult(max_rel_error={self.max_rel_error:.3e}, "
-                f"where={self.where!r}, n_checked={self.n_checked})")
+        return (
+            f"GradcheckResult(max_rel_error={self.max_rel_error:.3e}, "
+            f"where={self.where!r}, n_checked={self.n_checked})"
+        )
 
 
-def gradcheck(model: Sequential | Dense, X: ArrayLike, y: ArrayLike, *,
-              loss: str | _losses.Loss = "mse", h: float = 1e-4,
-              atol: float | None = None) -> GradcheckResult:
+def gradcheck(
+    model: Sequential | Dense,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    loss: str | _losses.Loss = "mse",
+    h: float = 1e-4,
+    atol: float | None = None,
+) -> GradcheckResult:
     """Check the analytic gradients of a Sequential or a Dense layer against
     central finite differences, in float64 (a float32 model is copied).
 
@@ -84,32 +94,34 @@ def gradcheck(model: Sequential | Dense, X: ArrayLike, y: ArrayLike, *,
     """
     h = check_positive_float(h, "h")
     if not MIN_STEP <= h <= MAX_STEP:
-        raise ValueError(f"h must lie in [{MIN_STEP:g}, {MAX_STEP:g}]: a larger step "
-                         f"samples the loss far away, a smaller one measures rounding; "
-                         f"got {h:g}")
+        raise ValueError(
+            f"h must lie in [{MIN_STEP:g}, {MAX_STEP:g}]: a larger step "
+            f"samples the loss far away, a smaller one measures rounding; "
+            f"got {h:g}"
+        )
     if atol is not None:
         atol = check_positive_float(atol, "atol")
-    if isinstance(model, Trainer):          # a network (Sequential)
+    if isinstance(model, Trainer):  # a network (Sequential)
         analytic, numerical, names = _check_network(model.copy("float64"), X, y, h)
     elif isinstance(model, Dense):
-        analytic, numerical, names = _check_layer(model.copy("float64"), X, y,
-                                                  _losses.get(loss), h)
+        analytic, numerical, names = _check_layer(model.copy("float64"), X, y, _losses.get(loss), h)
     else:
-        raise TypeError(f"model must be a Sequential or a Dense layer, got "
-                        f"{type(model).__name__}")
+        raise TypeError(f"model must be a Sequential or a Dense layer, got {type(model).__name__}")
     finite = np.isfinite(analytic) & np.isfinite(numerical)
     if not finite.all():
         where = names(int(np.argmin(finite)))
-        raise ValueError(f"the loss or its gradient is not finite at {where} or up to "
-                         f"±{h:g} from it: the model overflows there, so its gradient "
-                         f"cannot be checked")
+        raise ValueError(
+            f"the loss or its gradient is not finite at {where} or up to "
+            f"±{h:g} from it: the model overflows there, so its gradient "
+            f"cannot be checked"
+        )
     if atol is None:
         atol = max(1e-4 * float(np.max(np.abs(analytic), initial=0.0)), 1e-12)
     rel = np.abs(analytic - numerical) / np.maximum(
-        np.maximum(np.abs(analytic), np.abs(numerical)), atol)
+        np.maximum(np.abs(analytic), np.abs(numerical)), atol
+    )
     worst = int(np.argmax(rel))
-    return GradcheckResult(float(rel[worst]), names(worst), rel.size,
-                           analytic, numerical)
+    return GradcheckResult(float(rel[worst]), names(worst), rel.size, analytic, numerical)
 
 
 def _central(loss_of, values: np.ndarray, h: float) -> np.ndarray:
@@ -151,9 +163,10 @@ def _check_layer(layer: Dense, X, y, loss: _losses.Loss, h):
 
     def loss_of():
         return loss(layer.forward(x), y2)
-    numerical = np.concatenate([_central(loss_of, layer.W, h),
-                                _central(loss_of, layer.b, h),
-                                _central(loss_of, x, h)])
+
+    numerical = np.concatenate(
+        [_central(loss_of, layer.W, h), _central(loss_of, layer.b, h), _central(loss_of, x, h)]
+    )
     n_w, n_b = layer.W.size, layer.b.size
 
     def names(i):
@@ -163,4 +176,5 @@ def _check_layer(layer: Dense, X, y, loss: _losses.Loss, h):
             return f"b[{i - n_w}]"
         i -= n_w + n_b
         return f"x[{i // x.shape[1]}, {i % x.shape[1]}]"
+
     return analytic, numerical, names

@@ -11,6 +11,7 @@
 Biases start at 0.  Each activation names its default: he for relu and
 leaky_relu, xavier for the others.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,9 @@ __all__ = ["initialize", "NAMES"]
 
 
 def _uniform(limit):
-    return lambda rng, n_in, n_out: rng.uniform(-limit(n_in, n_out), limit(n_in, n_out),
-                                                size=(n_in, n_out))
+    return lambda rng, n_in, n_out: rng.uniform(
+        -limit(n_in, n_out), limit(n_in, n_out), size=(n_in, n_out)
+    )
 
 
 def _normal(std):

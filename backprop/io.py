@@ -31,6 +31,7 @@ runs code.  `save` writes a temporary file, fsyncs it and renames it over
 the target, so a crash midway leaves the previous file whole; the file's
 mode follows the umask, as for any file the user creates.
 """
+
 from __future__ import annotations
 
 import numpy as np  # noqa: F401  (io.np: where callers and tests reach numpy's savez)

@@ -14,6 +14,7 @@ BLAS products and one reduction).
 >>> layer.dW.shape, dx.shape
 ((2, 3), (2,))
 """
+
 from __future__ import annotations
 
 import operator
@@ -65,37 +66,47 @@ class Dense:
     n_out = _fixed("n_out", "Outputs (units) of the layer.")
     activation = _fixed("activation", "The Activation f of a = f(x @ W + b).")
     init = _fixed("init", "The weight initialisation scheme.")
-    seed = _fixed("seed", "The seed of the initial weights (None: drawn by the network, "
-                  "or unseeded).")
+    seed = _fixed(
+        "seed", "The seed of the initial weights (None: drawn by the network, or unseeded)."
+    )
     dtype = _fixed("dtype", "The layer's float dtype.")
     dW = _fixed("dW", "∂L/∂W from the last backward (None before the first).")
     db = _fixed("db", "∂L/∂b from the last backward (None before the first).")
 
-    def __init__(self, n_in: int, n_out: int,
-                 activation: str | _activations.Activation = "identity", *,
-                 init: str | None = None, seed: int | np.random.Generator | None = None,
-                 dtype: str | np.dtype = "float64"):
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        activation: str | _activations.Activation = "identity",
+        *,
+        init: str | None = None,
+        seed: int | np.random.Generator | None = None,
+        dtype: str | np.dtype = "float64",
+    ):
         self._n_in = check_int(n_in, "n_in")
         self._n_out = check_int(n_out, "n_out")
         self._activation = _activations.get(activation)
-        self._init = initializers.check_init(init if init is not None
-                                             else self._activation.default_init)
+        self._init = initializers.check_init(
+            init if init is not None else self._activation.default_init
+        )
         self._dtype = check_dtype(dtype)
         self._seed = seed
         self._W = np.zeros((self._n_in, self._n_out), self._dtype)
         self._b = np.zeros(self._n_out, self._dtype)
         self._dW: np.ndarray | None = None
         self._db: np.ndarray | None = None
-        self._x: np.ndarray | None = None     # the last forward's input …
-        self._a: np.ndarray | None = None     # … and output
+        self._x: np.ndarray | None = None  # the last forward's input …
+        self._a: np.ndarray | None = None  # … and output
         self._single = False
-        self._guard = Guard()                 # the network's, once in one
-        self._owner: weakref.ref | None = None   # a weak reference to that network
+        self._guard = Guard()  # the network's, once in one
+        self._owner: weakref.ref | None = None  # a weak reference to that network
         self.reset_parameters(np.random.default_rng(seed))
 
     def __repr__(self) -> str:
-        return (f"Dense({self.n_in}, {self.n_out}, activation={self.activation.name!r}, "
-                f"dtype={self.dtype.name!r})")
+        return (
+            f"Dense({self.n_in}, {self.n_out}, activation={self.activation.name!r}, "
+            f"dtype={self.dtype.name!r})"
+        )
 
     # -- parameters ----------------------------------------------------------
     @property
@@ -176,8 +187,9 @@ class Dense:
             self.activation.require_gradient(" (layer activation)")
             g = self._like_output(grad, "grad")
             delta = np.empty_like(g)
-            _ops.act_backward(delta, g, self._a, self.activation.code,
-                              self.activation.negative_slope)
+            _ops.act_backward(
+                delta, g, self._a, self.activation.code, self.activation.negative_slope
+            )
             dx = self._dense_backward(delta, need_dx=True)
         assert dx is not None
         return dx[0] if self._single else dx
@@ -198,8 +210,10 @@ class Dense:
         shape = self._a.shape
         if arr.shape != shape and not (self._single and arr.shape == shape[1:]):
             want = shape[1:] if self._single else shape
-            raise ValueError(f"{name} must have the shape of the last forward's output "
-                             f"{want}, got {np.shape(value)}")
+            raise ValueError(
+                f"{name} must have the shape of the last forward's output "
+                f"{want}, got {np.shape(value)}"
+            )
         return arr.reshape(shape)
 
     def _dense_backward(self, delta: np.ndarray, need_dx: bool) -> np.ndarray | None:
@@ -214,21 +228,36 @@ class Dense:
         # layer, as copy() does: never one on another network's buffers, one
         # that belongs to that network, or one whose guard is held.
         with self._guard:
-            return _rebuilt, (self.n_in, self.n_out, self.activation, self.init, self.seed,
-                              self.dtype.name, self._W.copy(), self._b.copy())
+            return _rebuilt, (
+                self.n_in,
+                self.n_out,
+                self.activation,
+                self.init,
+                self.seed,
+                self.dtype.name,
+                self._W.copy(),
+                self._b.copy(),
+            )
 
     def copy(self, dtype: str | np.dtype | None = None) -> Dense:
         """An independent copy, optionally in another float dtype."""
-        new = Dense(self.n_in, self.n_out, self.activation, init=self.init,
-                    seed=self.seed, dtype=self.dtype if dtype is None else dtype)
+        new = Dense(
+            self.n_in,
+            self.n_out,
+            self.activation,
+            init=self.init,
+            seed=self.seed,
+            dtype=self.dtype if dtype is None else dtype,
+        )
         with self._guard:
             new._W[...] = self._W
             new._b[...] = self._b
         return new
 
 
-def join(layers: Sequence[Dense], network, guard, layout: Layout,
-         params: np.ndarray, grads: np.ndarray) -> None:
+def join(
+    layers: Sequence[Dense], network, guard, layout: Layout, params: np.ndarray, grads: np.ndarray
+) -> None:
     """Make `layers` the layers of `network`: each layer's W and b (and dW,
     db) become views into the flat buffers `params` and `grads` (keeping
     their values), placed by `layout`, and the layers share `guard`.  A layer
@@ -237,9 +266,11 @@ def join(layers: Sequence[Dense], network, guard, layout: Layout,
     for i, layer in enumerate(layers):
         owner = layer._owner() if layer._owner is not None else None
         if owner is not None and owner is not network:
-            raise ValueError(f"layers[{i}] already belongs to another Sequential: its "
-                             "weights live in that network's buffer; give this one "
-                             "a copy (layer.copy())")
+            raise ValueError(
+                f"layers[{i}] already belongs to another Sequential: its "
+                "weights live in that network's buffer; give this one "
+                "a copy (layer.copy())"
+            )
     for layer, (W, b), (dW, db) in zip(layers, layout.views(params), layout.views(grads)):
         layer._bind(network, guard, W, b, dW, db)
 

@@ -19,6 +19,7 @@ the same network.
 >>> layout.name(7)
 'layers[0].b[1]'
 """
+
 from __future__ import annotations
 
 import math
@@ -34,6 +35,7 @@ __all__ = ["Layout", "Entry"]
 class Entry(NamedTuple):
     """One array in the flat buffer: layer `layer`'s "W" or "b", of `shape`,
     at positions offset … offset + size − 1."""
+
     layer: int
     name: str
     shape: tuple[int, ...]

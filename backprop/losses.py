@@ -18,6 +18,7 @@ epsilon), so that log never sees 0.
 >>> losses.mse([[0.5]], [[1.0]])
 0.125
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,7 @@ from . import _ops
 from ._codes import LossCode
 from ._validation import Fixed, as_float_array
 
-__all__ = ["Loss", "get", "mse", "binary_cross_entropy", "cross_entropy",
-           "targets", "NAMES"]
+__all__ = ["Loss", "get", "mse", "binary_cross_entropy", "cross_entropy", "targets", "NAMES"]
 
 MSE = LossCode.MSE
 BINARY_CROSS_ENTROPY = LossCode.BINARY_CROSS_ENTROPY
@@ -86,10 +86,14 @@ binary_cross_entropy = Loss("binary_cross_entropy", BINARY_CROSS_ENTROPY, "sigmo
 cross_entropy = Loss("cross_entropy", CROSS_ENTROPY, "softmax")
 
 _BY_NAME = {
-    "mse": mse, "mean_squared_error": mse, "squared_error": mse,
-    "binary_cross_entropy": binary_cross_entropy, "bce": binary_cross_entropy,
+    "mse": mse,
+    "mean_squared_error": mse,
+    "squared_error": mse,
+    "binary_cross_entropy": binary_cross_entropy,
+    "bce": binary_cross_entropy,
     "log_loss": binary_cross_entropy,
-    "cross_entropy": cross_entropy, "categorical_cross_entropy": cross_entropy,
+    "cross_entropy": cross_entropy,
+    "categorical_cross_entropy": cross_entropy,
 }
 NAMES = ("mse", "binary_cross_entropy", "cross_entropy")
 
@@ -103,8 +107,7 @@ def get(loss: str | Loss) -> Loss:
     raise ValueError(f"loss must be one of {', '.join(NAMES)}, got {loss!r}")
 
 
-def targets(loss: Loss, y, n_rows: int, n_outputs: int, dtype,
-            name: str = "y") -> np.ndarray:
+def targets(loss: Loss, y, n_rows: int, n_outputs: int, dtype, name: str = "y") -> np.ndarray:
     """The targets y as a (n_rows, n_outputs) array of `dtype` for `loss`.
 
     cross_entropy takes class labels 0 … n_outputs−1 (shape (n,)) or rows of
@@ -118,24 +121,27 @@ def targets(loss: Loss, y, n_rows: int, n_outputs: int, dtype,
     if arr.ndim == 0 or arr.ndim > 2:
         raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
     if arr.shape[0] != n_rows:
-        raise ValueError(f"{name} must have one row per sample ({n_rows}), "
-                         f"got {arr.shape[0]}")
+        raise ValueError(f"{name} must have one row per sample ({n_rows}), got {arr.shape[0]}")
     if loss.code == CROSS_ENTROPY and arr.ndim == 1:
         return _one_hot(arr, n_outputs, dtype, name)
     if arr.ndim == 1:
         if n_outputs != 1:
-            raise ValueError(f"{name} must have shape ({n_rows}, {n_outputs}) "
-                             f"for {n_outputs} outputs, got {arr.shape}")
+            raise ValueError(
+                f"{name} must have shape ({n_rows}, {n_outputs}) "
+                f"for {n_outputs} outputs, got {arr.shape}"
+            )
         arr = arr.reshape(-1, 1)
     if arr.shape[1] != n_outputs:
         raise ValueError(f"{name} must have {n_outputs} columns, got shape {arr.shape}")
     out = as_float_array(arr, name, np.dtype(dtype))
     if loss.code != MSE and (out.min() < 0 or out.max() > 1):
         raise ValueError(f"{name} must lie in [0, 1] for {loss.name}")
-    if loss.code == CROSS_ENTROPY and not np.allclose(out.sum(axis=1), 1,
-                                                      atol=1e-3 if dtype == np.float32 else 1e-6):
-        raise ValueError(f"each row of {name} must sum to 1 (one-hot or class "
-                         "probabilities) for cross_entropy")
+    if loss.code == CROSS_ENTROPY and not np.allclose(
+        out.sum(axis=1), 1, atol=1e-3 if dtype == np.float32 else 1e-6
+    ):
+        raise ValueError(
+            f"each row of {name} must sum to 1 (one-hot or class probabilities) for cross_entropy"
+        )
     return out
 
 
@@ -147,8 +153,10 @@ def _one_hot(labels, n_classes: int, dtype, name: str) -> np.ndarray:
         raise TypeError(f"{name} must hold class labels 0 … {n_classes - 1}, got booleans")
     labels = labels.astype(np.int64)
     if labels.min() < 0 or labels.max() >= n_classes:
-        raise ValueError(f"{name} must hold class labels in 0 … {n_classes - 1}, "
-                         f"got values from {labels.min()} to {labels.max()}")
+        raise ValueError(
+            f"{name} must hold class labels in 0 … {n_classes - 1}, "
+            f"got values from {labels.min()} to {labels.max()}"
+        )
     out = np.zeros((labels.shape[0], n_classes), dtype)
     out[np.arange(labels.shape[0]), labels] = 1
     return out

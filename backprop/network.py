@@ -7,6 +7,7 @@ laid out the same way.  `fit` hands whole epochs to the compiled engine:
 shuffled rows are gathered, and forward, loss, backward and the update
 w ← w − η·∂L/∂w run for every batch without returning to Python.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -48,18 +49,23 @@ def _check_stack(layers, loss) -> None:
         raise ValueError("layers: the same Dense object appears twice")
     for i in range(1, len(layers)):
         if layers[i].n_in != layers[i - 1].n_out:
-            raise ValueError(f"layers[{i}] takes {layers[i].n_in} inputs but "
-                             f"layers[{i - 1}] gives {layers[i - 1].n_out} outputs")
+            raise ValueError(
+                f"layers[{i}] takes {layers[i].n_in} inputs but "
+                f"layers[{i - 1}] gives {layers[i - 1].n_out} outputs"
+            )
     for i, layer in enumerate(layers[:-1]):
         if layer.activation.code == _activations.SOFTMAX:
             raise ValueError(f"layers[{i}]: softmax is for the output layer only")
     out = layers[-1]
     if loss.output is not None and out.activation.name != loss.output:
-        raise ValueError(f"loss={loss.name!r} needs a {loss.output} output layer, "
-                         f"got {out.activation.name!r}")
+        raise ValueError(
+            f"loss={loss.name!r} needs a {loss.output} output layer, got {out.activation.name!r}"
+        )
     if loss.code == _losses.CROSS_ENTROPY and out.n_out < 2:
-        raise ValueError("loss='cross_entropy' needs at least 2 output units; for two "
-                         "classes with one unit use sigmoid with binary_cross_entropy")
+        raise ValueError(
+            "loss='cross_entropy' needs at least 2 output units; for two "
+            "classes with one unit use sigmoid with binary_cross_entropy"
+        )
 
 
 class Sequential(Trainer):
@@ -86,19 +92,25 @@ class Sequential(Trainer):
         Python threads at once run on one BLAS thread each.
     """
 
-    def __init__(self, *layers: Dense, loss: str | _losses.Loss = "mse",
-                 dtype: str | np.dtype | None = None, seed: int | None = None,
-                 n_threads: int | None = None):
+    def __init__(
+        self,
+        *layers: Dense,
+        loss: str | _losses.Loss = "mse",
+        dtype: str | np.dtype | None = None,
+        seed: int | None = None,
+        n_threads: int | None = None,
+    ):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         self._loss = _losses.get(loss)
         _check_stack(layers, self._loss)
         self._dtype = check_dtype(layers[0].dtype if dtype is None else dtype)
-        self._layers = tuple(layer if layer.dtype == self._dtype else layer.copy(self._dtype)
-                             for layer in layers)
+        self._layers = tuple(
+            layer if layer.dtype == self._dtype else layer.copy(self._dtype) for layer in layers
+        )
         self._guard = Guard()
-        self._forward_outputs: tuple = ()     # each layer's output in the last forward
-        self._forward_single = False          # … which was of one sample
+        self._forward_outputs: tuple = ()  # each layer's output in the last forward
+        self._forward_single = False  # … which was of one sample
         self._seed = None if seed is None else check_int(seed, "seed", minimum=0)
         self._rng = np.random.default_rng(seed)
         if seed is not None:
@@ -107,14 +119,20 @@ class Sequential(Trainer):
                     layer.reset_parameters(self._rng)
         self._layout = Layout([self.layers[0].n_in] + [layer.n_out for layer in self.layers])
         self._bind_flat_buffers()
-        self._about = _sources.describe(self)     # what its data must look like
+        self._about = _sources.describe(self)  # what its data must look like
         self._macs = sum(layer.n_in * layer.n_out for layer in self.layers)
         self._trainable = all(layer.activation.differentiable for layer in self.layers)
         self._row_mode = self._one_row_mode()
         self._engine = Engine(
-            self._layout, [layer.activation.code for layer in self.layers],
+            self._layout,
+            [layer.activation.code for layer in self.layers],
             [layer.activation.negative_slope for layer in self.layers],
-            self.loss.code, self._params, self._grads, capacity=32, guard=self._guard)
+            self.loss.code,
+            self._params,
+            self._grads,
+            capacity=32,
+            guard=self._guard,
+        )
         self.n_threads = n_threads
         self.optimizer = _optimizers.SGD(0.01)
         self._classes: list[str] | None = None
@@ -143,15 +161,17 @@ class Sequential(Trainer):
         """Hand the optimizer's current settings and state to the engine
         (with `steps` taken, if given)."""
         opt = self._optimizer
-        if len(self._opt_state) < opt.n_state:      # e.g. momentum set after the fact
-            self._opt_state += [np.zeros_like(self.params)
-                                for _ in range(opt.n_state - len(self._opt_state))]
+        if len(self._opt_state) < opt.n_state:  # e.g. momentum set after the fact
+            self._opt_state += [
+                np.zeros_like(self.params) for _ in range(opt.n_state - len(self._opt_state))
+            ]
         if steps is None:
             steps = 0 if self._opt_fresh else self._engine.optimizer_steps
-        self._engine.set_optimizer(**opt.settings(), state=self._opt_state[:opt.n_state],
-                                   steps=steps)
+        self._engine.set_optimizer(
+            **opt.settings(), state=self._opt_state[: opt.n_state], steps=steps
+        )
         self._opt_fresh = False
-        _optimizers.attach(opt, self._optimizer_changed)   # (its later changes come here too)
+        _optimizers.attach(opt, self._optimizer_changed)  # (its later changes come here too)
 
     def _optimizer_changed(self, opt: _optimizers.Optimizer) -> None:
         """A setting of `opt` changed (see optimizers.attach): hand it to the
@@ -167,8 +187,9 @@ class Sequential(Trainer):
 
     @optimizer_steps.setter
     def optimizer_steps(self, value: int) -> None:
-        self._apply_optimizer(steps=check_int(value, "optimizer_steps", minimum=0,
-                                                     maximum=2**63 - 1))
+        self._apply_optimizer(
+            steps=check_int(value, "optimizer_steps", minimum=0, maximum=2**63 - 1)
+        )
 
     @property
     def optimizer_state(self) -> tuple[np.ndarray, ...]:
@@ -177,7 +198,7 @@ class Sequential(Trainer):
         RMSProp and AdaGrad their sums of squares).  They are the live
         state: writing into them (to restore or share it) changes the next
         update."""
-        return tuple(self._opt_state[:self._optimizer.n_state])
+        return tuple(self._opt_state[: self._optimizer.n_state])
 
     def _bind_flat_buffers(self) -> None:
         """One flat buffer for all parameters, one for all gradients, laid
@@ -253,8 +274,11 @@ class Sequential(Trainer):
             return PredictMode.ARGMAX
         if self.n_outputs > 1:
             return PredictMode.OUTPUTS if self.loss.code == _losses.MSE else None
-        return (PredictMode.THRESHOLD if self.loss.code == _losses.BINARY_CROSS_ENTROPY
-                else PredictMode.VALUE)
+        return (
+            PredictMode.THRESHOLD
+            if self.loss.code == _losses.BINARY_CROSS_ENTROPY
+            else PredictMode.VALUE
+        )
 
     # -- threads ----------------------------------------------------------------
     @property
@@ -311,32 +335,38 @@ class Sequential(Trainer):
         names = list(value)
         for i, name in enumerate(names):
             if not isinstance(name, (str, numbers.Real)) or isinstance(name, bool):
-                raise TypeError(f"classes[{i}] must be a string or a number, "
-                                f"got {type(name).__name__}")
+                raise TypeError(
+                    f"classes[{i}] must be a string or a number, got {type(name).__name__}"
+                )
         names = [str(name) for name in names]
-        want = (2 if self.n_outputs == 1 and self.loss.code == _losses.BINARY_CROSS_ENTROPY
-                else self.n_outputs)
+        want = (
+            2
+            if self.n_outputs == 1 and self.loss.code == _losses.BINARY_CROSS_ENTROPY
+            else self.n_outputs
+        )
         if len(names) != want:
-            raise ValueError(f"classes must name {want} class{'es' if want > 1 else ''} "
-                             f"for {self.n_outputs} {self.loss.name} "
-                             f"output{'s' if self.n_outputs > 1 else ''}, got {len(names)}")
+            raise ValueError(
+                f"classes must name {want} class{'es' if want > 1 else ''} "
+                f"for {self.n_outputs} {self.loss.name} "
+                f"output{'s' if self.n_outputs > 1 else ''}, got {len(names)}"
+            )
         if len(set(names)) != len(names):
             raise ValueError("classes must be distinct")
         self._classes = names
 
     def __repr__(self) -> str:
         inner = ",\n    ".join(repr(layer) for layer in self.layers)
-        return (f"Sequential(\n    {inner},\n    loss={self.loss.name!r}, "
-                f"dtype={self.dtype.name!r})")
+        return f"Sequential(\n    {inner},\n    loss={self.loss.name!r}, dtype={self.dtype.name!r})"
 
     def summary(self) -> str:
         """A table of the layers and their parameter counts."""
         rows = [f"{'layer':<8}{'shape':<14}{'activation':<12}{'params':>10}"]
         for i, layer in enumerate(self.layers):
-            rows.append(f"{i:<8}{f'{layer.n_in} → {layer.n_out}':<14}"
-                        f"{layer.activation.name:<12}{layer.n_params:>10,}")
-        rows.append(f"loss {self.loss.name}, {self.params.size:,} parameters, "
-                    f"{self.dtype.name}")
+            rows.append(
+                f"{i:<8}{f'{layer.n_in} → {layer.n_out}':<14}"
+                f"{layer.activation.name:<12}{layer.n_params:>10,}"
+            )
+        rows.append(f"loss {self.loss.name}, {self.params.size:,} parameters, {self.dtype.name}")
         return "\n".join(rows)
 
     # -- input checks -----------------------------------------------------------
@@ -360,23 +390,31 @@ class Sequential(Trainer):
         if not self._forward_outputs:
             raise RuntimeError("call forward(X) before backward(y)")
         if any(layer.output is not a for layer, a in zip(self.layers, self._forward_outputs)):
-            raise RuntimeError("a layer ran forward on its own since the network's last "
-                               "forward: call net.forward(X) again before backward(y)")
+            raise RuntimeError(
+                "a layer ran forward on its own since the network's last "
+                "forward: call net.forward(X) again before backward(y)"
+            )
         self._require_trainable()
         out = self.layers[-1]
         a = self._forward_outputs[-1]
         y2 = self._about.targets(y, a.shape[0], self._forward_single)
         delta = np.empty_like(a)
-        _ops.output_delta(self.loss.code, out.activation.code,
-                          out.activation.negative_slope, delta, a, y2)
+        _ops.output_delta(
+            self.loss.code, out.activation.code, out.activation.negative_slope, delta, a, y2
+        )
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             dx = layer.backward_delta(delta, need_dx=i > 0)
             if i > 0:
                 below = self.layers[i - 1]
                 delta = np.empty_like(dx)
-                _ops.act_backward(delta, dx, self._forward_outputs[i - 1], below.activation.code,
-                                  below.activation.negative_slope)
+                _ops.act_backward(
+                    delta,
+                    dx,
+                    self._forward_outputs[i - 1],
+                    below.activation.code,
+                    below.activation.negative_slope,
+                )
         return self.grads
 
     @_exclusive
@@ -428,7 +466,7 @@ class Sequential(Trainer):
         if lr is None:
             lr = self._optimizer.lr
         value = self._engine.step_ready(*self._cast(X, y), lr, True) if self._trainable else None
-        if value is not None:       # X and y were ready-made: no conversion
+        if value is not None:  # X and y were ready-made: no conversion
             return value
         self._require_trainable()
         lr = check_positive_float(lr, "lr")
@@ -440,8 +478,9 @@ class Sequential(Trainer):
         (at `lr` if given): the second half of train_step, for gradients
         from loss_and_grad that were then changed — averaged across
         processes by backprop.distributed, for instance."""
-        self._engine.apply_update(check_positive_float(
-            self._optimizer.lr if lr is None else lr, "lr"))
+        self._engine.apply_update(
+            check_positive_float(self._optimizer.lr if lr is None else lr, "lr")
+        )
 
     # -- inference -------------------------------------------------------------
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
@@ -456,7 +495,7 @@ class Sequential(Trainer):
             if out is not None:
                 return out[None]
         with self._guard:
-            if self._memory_mapped(X):                # read a chunk at a time
+            if self._memory_mapped(X):  # read a chunk at a time
                 out = np.empty((X.shape[0], self.n_outputs), self.dtype)
                 for rows in self._chunks_of(X):
                     out[rows] = self.predict_proba(np.asarray(X[rows]))
@@ -490,13 +529,13 @@ class Sequential(Trainer):
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Class labels for classifiers (argmax of softmax; sigmoid ≥ 0.5),
         values for regressors (shape (rows,) when there is one output)."""
-        if self._row_mode is not None:               # one ready-made row
+        if self._row_mode is not None:  # one ready-made row
             label = self._engine.predict_row(X, self._row_mode)
             if label is not None:
                 return label
             if type(X) is np.ndarray and X.shape[:1] == (1,) and X.ndim == 2:
                 label = self._engine.predict_row(X[0], self._row_mode)
-                if label is not None:                # a batch of one: shape (1, …)
+                if label is not None:  # a batch of one: shape (1, …)
                     return np.asarray(label)[None]
         out = self.predict_proba(X)
         if self.is_classifier:
@@ -521,9 +560,11 @@ class Sequential(Trainer):
     def _check_overflow(self, out, X2) -> None:
         """Finite inputs can still overflow the network's float type."""
         if not _ops.all_finite(out.reshape(-1)):
-            raise ValueError(f"X: the network's outputs overflow {self.dtype.name} for these "
-                             f"inputs (up to {np.abs(X2).max():.3g} in size); scale the "
-                             "inputs down, or use dtype='float64'")
+            raise ValueError(
+                f"X: the network's outputs overflow {self.dtype.name} for these "
+                f"inputs (up to {np.abs(X2).max():.3g} in size); scale the "
+                "inputs down, or use dtype='float64'"
+            )
 
     def _evaluate(self, X2, Y) -> dict:
         out = np.empty_like(Y)
@@ -556,10 +597,16 @@ class Sequential(Trainer):
         model = _format.Model(
             sizes=[self.n_inputs] + [layer.n_out for layer in self.layers],
             activations=[layer.activation for layer in self.layers],
-            loss=self.loss.name, dtype=self.dtype.name, seed=self.seed,
-            n_threads=self.n_threads, classes=self.classes, optimizer=opt,
-            steps=int(self.optimizer_steps), rng=self._rng.bit_generator.state)
-        return _format.arrays_of(model, self.params, self._opt_state[:opt.n_state])
+            loss=self.loss.name,
+            dtype=self.dtype.name,
+            seed=self.seed,
+            n_threads=self.n_threads,
+            classes=self.classes,
+            optimizer=opt,
+            steps=int(self.optimizer_steps),
+            rng=self._rng.bit_generator.state,
+        )
+        return _format.arrays_of(model, self.params, self._opt_state[: opt.n_state])
 
     @classmethod
     def _from_record(cls, model: _format.Model, arrays: dict) -> Sequential:
@@ -567,15 +614,21 @@ class Sequential(Trainer):
         `arrays` (checked against it); a file's fault raises its ValueError."""
         sizes, dtype = model.sizes, model.dtype
         with _format.field("meta"):
-            net = cls(*[Dense(a, b, act, init="zeros", dtype=dtype)
-                        for a, b, act in zip(sizes, sizes[1:], model.activations)],
-                      loss=model.loss, dtype=dtype, seed=model.seed)
+            net = cls(
+                *[
+                    Dense(a, b, act, init="zeros", dtype=dtype)
+                    for a, b, act in zip(sizes, sizes[1:], model.activations)
+                ],
+                loss=model.loss,
+                dtype=dtype,
+                seed=model.seed,
+            )
         with _format.field("meta.n_threads"):
             net.n_threads = model.n_threads
         net.params[...] = arrays["params"]
         _format.check_params(net.params)
         opt = net.optimizer = model.optimizer
-        for i, mine in enumerate(net._opt_state[:opt.n_state]):
+        for i, mine in enumerate(net._opt_state[: opt.n_state]):
             mine[...] = arrays[_format.state_name(i)]
             _format.check_state(opt, i, mine)
         net._apply_optimizer(steps=model.steps)
@@ -588,9 +641,12 @@ class Sequential(Trainer):
     @_exclusive
     def copy(self, dtype: str | np.dtype | None = None) -> Sequential:
         """An independent copy (weights included), optionally in another dtype."""
-        net = Sequential(*[layer.copy(dtype) for layer in self.layers],
-                         loss=self.loss, dtype=dtype or self.dtype,
-                         n_threads=self.n_threads)
+        net = Sequential(
+            *[layer.copy(dtype) for layer in self.layers],
+            loss=self.loss,
+            dtype=dtype or self.dtype,
+            n_threads=self.n_threads,
+        )
         net._seed = self._seed
         return net
 

@@ -22,6 +22,7 @@ the square of a gradient above 1.8e19 does), fit stops and says so.
 >>> opt = bp.Adam(lr=1e-3)
 >>> # net.fit(X, y, optimizer=opt)      — a plain lr= means SGD
 """
+
 from __future__ import annotations
 
 import numbers
@@ -125,7 +126,8 @@ def fraction(owner, value, name: str) -> float:
 def boolean(owner, value, name: str) -> bool:
     """True or False (numpy's too, and 1 or 0)."""
     if not isinstance(value, (bool, np.bool_)) and not (
-            isinstance(value, numbers.Integral) and value in (0, 1)):
+        isinstance(value, numbers.Integral) and value in (0, 1)
+    ):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
@@ -174,8 +176,14 @@ class Optimizer:
     weight_decay = RuleSetting(non_negative)
     clip_norm = RuleSetting(_clip_norm)
 
-    def __init__(self, lr: float, *, l2: float = 0.0, weight_decay: float = 0.0,
-                 clip_norm: float | None = None):
+    def __init__(
+        self,
+        lr: float,
+        *,
+        l2: float = 0.0,
+        weight_decay: float = 0.0,
+        clip_norm: float | None = None,
+    ):
         self.lr = lr
         self.l2 = l2
         self.weight_decay = weight_decay
@@ -184,8 +192,9 @@ class Optimizer:
     def __setattr__(self, name, value):
         if not isinstance(getattr(type(self), name, None), Setting):
             settings = ", ".join(vars(self))
-            raise AttributeError(f"{type(self).__name__} has no setting {name!r} "
-                                 f"(its settings: {settings})")
+            raise AttributeError(
+                f"{type(self).__name__} has no setting {name!r} (its settings: {settings})"
+            )
         super().__setattr__(name, value)
 
     @property
@@ -195,13 +204,19 @@ class Optimizer:
 
     def settings(self) -> dict:
         """The keyword arguments of the engine's set_optimizer (all but state)."""
-        return dict(kind=self.kind, l2=self.l2, weight_decay=self.weight_decay,
-                    clip_norm=self.clip_norm or 0.0)
+        return dict(
+            kind=self.kind,
+            l2=self.l2,
+            weight_decay=self.weight_decay,
+            clip_norm=self.clip_norm or 0.0,
+        )
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
-                         if not (k in ("l2", "weight_decay") and v == 0 or
-                                 k == "clip_norm" and v is None))
+        args = ", ".join(
+            f"{k}={v!r}"
+            for k, v in vars(self).items()
+            if not (k in ("l2", "weight_decay") and v == 0 or k == "clip_norm" and v is None)
+        )
         return f"{type(self).__name__}({args})"
 
 
@@ -247,8 +262,14 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (default 0.01)."""
 
-    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, **kw):
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        **kw,
+    ):
         super().__init__(lr, betas, eps, weight_decay=weight_decay, **kw)
 
 
@@ -286,8 +307,7 @@ class AdaGrad(Optimizer):
         return dict(super().settings(), eps=self.eps)
 
 
-_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp,
-            "adagrad": AdaGrad}
+_BY_NAME = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSProp, "adagrad": AdaGrad}
 
 
 def get(optimizer, lr: float | None = None) -> Optimizer:
@@ -297,5 +317,6 @@ def get(optimizer, lr: float | None = None) -> Optimizer:
     if isinstance(optimizer, str) and optimizer.lower() in _BY_NAME:
         cls = _BY_NAME[optimizer.lower()]
         return cls() if lr is None else cls(lr=lr)
-    raise ValueError(f"optimizer must be one of {', '.join(_BY_NAME)} or an "
-                     f"Optimizer, got {optimizer!r}")
+    raise ValueError(
+        f"optimizer must be one of {', '.join(_BY_NAME)} or an Optimizer, got {optimizer!r}"
+    )

@@ -4,6 +4,7 @@ Needs matplotlib, the optional extra `plot` (pip install "backprop[plot]").
 Each function draws on the given matplotlib Axes (a new figure when none is
 given) and returns the Axes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,10 @@ def _pyplot():
     try:
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError('backprop.plot needs matplotlib, the optional extra "plot": '
-                          'pip install "backprop[plot]" (or matplotlib)') from None
+        raise ImportError(
+            'backprop.plot needs matplotlib, the optional extra "plot": '
+            'pip install "backprop[plot]" (or matplotlib)'
+        ) from None
     return plt
 
 
@@ -47,12 +50,14 @@ def decision_boundary(net, X, y, ax=None, resolution: int = 200, title: str = ""
     ax = _axes(ax)
     pad = 0.1 * (X.max(0) - X.min(0)) + 0.1
     lo, hi = X.min(0) - pad, X.max(0) + pad
-    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution),
-                         np.linspace(lo[1], hi[1], resolution))
+    gx, gy = np.meshgrid(
+        np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution)
+    )
     labels = np.asarray(net.predict(np.column_stack([gx.ravel(), gy.ravel()])))
     ax.contourf(gx, gy, labels.reshape(gx.shape).astype(float), alpha=0.3, cmap="coolwarm")
-    ax.scatter(X[:, 0], X[:, 1], c=np.asarray(y, dtype=float), cmap="coolwarm",
-               edgecolors="k", s=40)
+    ax.scatter(
+        X[:, 0], X[:, 1], c=np.asarray(y, dtype=float), cmap="coolwarm", edgecolors="k", s=40
+    )
     ax.set(xlabel="x₁", ylabel="x₂", title=title)
     return ax
 

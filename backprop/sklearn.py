@@ -23,6 +23,7 @@ Differences: 'lbfgs' is not offered (backprop trains by mini-batch
 gradient descent); alpha, the L2 penalty α/2·‖W‖² per sample, also reaches
 the biases.  Requires scikit-learn (pip install "backprop[sklearn]").
 """
+
 from __future__ import annotations
 
 import warnings
@@ -36,8 +37,9 @@ try:
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:  # pragma: no cover - only without the optional extra
-    raise ImportError("backprop.sklearn needs scikit-learn: pip install "
-                      "'backprop[sklearn]' (or scikit-learn)") from exc
+    raise ImportError(
+        "backprop.sklearn needs scikit-learn: pip install 'backprop[sklearn]' (or scikit-learn)"
+    ) from exc
 
 from . import callbacks as _callbacks
 from . import optimizers as _optimizers
@@ -47,8 +49,14 @@ from .network import Sequential
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid",
-                "tanh": "tanh", "relu": "relu", "leaky_relu": "leaky_relu"}
+_ACTIVATIONS = {
+    "identity": "identity",
+    "logistic": "sigmoid",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+}
 
 
 class _AdaptiveRate(_callbacks.Callback):
@@ -74,13 +82,34 @@ class _AdaptiveRate(_callbacks.Callback):
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share."""
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False,
-                 momentum=0.9, nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, dtype="float64", n_threads=None):
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        dtype="float64",
+        n_threads=None,
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -111,28 +140,35 @@ class _BaseMLP(BaseEstimator):
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if np.isscalar(sizes) else list(sizes)
         if any(not isinstance(s, (int, np.integer)) or s < 1 for s in sizes):
-            raise ValueError(f"hidden_layer_sizes must hold positive integers, got "
-                             f"{self.hidden_layer_sizes!r}")
+            raise ValueError(
+                f"hidden_layer_sizes must hold positive integers, got {self.hidden_layer_sizes!r}"
+            )
         if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}, got "
-                             f"{self.activation!r}")
+            raise ValueError(
+                f"activation must be one of {', '.join(_ACTIVATIONS)}, got {self.activation!r}"
+            )
         if self.solver not in ("sgd", "adam", "adamw", "rmsprop", "adagrad"):
-            raise ValueError(f"solver {self.solver!r} is not supported: choose 'sgd', "
-                             "'adam', 'adamw', 'rmsprop' or 'adagrad'")
+            raise ValueError(
+                f"solver {self.solver!r} is not supported: choose 'sgd', "
+                "'adam', 'adamw', 'rmsprop' or 'adagrad'"
+            )
         if self.learning_rate not in ("constant", "invscaling", "adaptive"):
-            raise ValueError(f"learning_rate must be 'constant', 'invscaling' or "
-                             f"'adaptive', got {self.learning_rate!r}")
+            raise ValueError(
+                f"learning_rate must be 'constant', 'invscaling' or "
+                f"'adaptive', got {self.learning_rate!r}"
+            )
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
             raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
         if not 0 <= self.alpha < np.inf:
             raise ValueError(f"alpha must be a number ≥ 0, got {self.alpha!r}")
         if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must lie in (0, 1), got "
-                             f"{self.validation_fraction!r}")
+            raise ValueError(
+                f"validation_fraction must lie in (0, 1), got {self.validation_fraction!r}"
+            )
         if self.n_threads is not None:
             try:
-                check_threads(self.n_threads, "n_threads")     # the network's own check
-            except TypeError as exc:    # reported as ValueError, like the other parameters
+                check_threads(self.n_threads, "n_threads")  # the network's own check
+            except TypeError as exc:  # reported as ValueError, like the other parameters
                 raise ValueError(str(exc)) from None
         return [int(s) for s in sizes]
 
@@ -140,16 +176,21 @@ class _BaseMLP(BaseEstimator):
         if self.batch_size == "auto":
             return min(200, n)
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be 'auto' or a positive integer, got "
-                             f"{self.batch_size!r}")
+            raise ValueError(
+                f"batch_size must be 'auto' or a positive integer, got {self.batch_size!r}"
+            )
         return min(int(self.batch_size), n)
 
     def _optimizer(self, batch):
         l2 = self.alpha / batch
         lr = self.learning_rate_init
         if self.solver == "sgd":
-            return _optimizers.SGD(lr, momentum=self.momentum,
-                                   nesterov=self.nesterovs_momentum and self.momentum > 0, l2=l2)
+            return _optimizers.SGD(
+                lr,
+                momentum=self.momentum,
+                nesterov=self.nesterovs_momentum and self.momentum > 0,
+                l2=l2,
+            )
         if self.solver == "rmsprop":
             return _optimizers.RMSProp(lr, eps=self.epsilon, l2=l2)
         if self.solver == "adagrad":
@@ -158,10 +199,13 @@ class _BaseMLP(BaseEstimator):
         return cls(lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon, l2=l2)
 
     def _new_network(self, n_in, n_out, output, loss, hidden):
-        seed = (self.random_state if isinstance(self.random_state, (int, np.integer))
-                else np.random.default_rng(self.random_state).integers(2**31)
-                if self.random_state is None else
-                self.random_state.randint(2**31))
+        seed = (
+            self.random_state
+            if isinstance(self.random_state, (int, np.integer))
+            else np.random.default_rng(self.random_state).integers(2**31)
+            if self.random_state is None
+            else self.random_state.randint(2**31)
+        )
         sizes = [n_in] + hidden
         act = _ACTIVATIONS[self.activation]
         layers = [Dense(a, b, activation=act) for a, b in zip(sizes, sizes[1:])]
@@ -182,16 +226,28 @@ class _BaseMLP(BaseEstimator):
         elif self.learning_rate == "adaptive" and self.solver == "sgd":
             callbacks.append(_AdaptiveRate(self.tol))
         stopper = _callbacks.EarlyStopping(
-            monitor="val_accuracy" if (self.early_stopping and loss != "mse") else
-            "val_loss" if self.early_stopping else "loss",
-            patience=self.n_iter_no_change, min_delta=self.tol,
-            restore_best_weights=self.early_stopping)
+            monitor="val_accuracy"
+            if (self.early_stopping and loss != "mse")
+            else "val_loss"
+            if self.early_stopping
+            else "loss",
+            patience=self.n_iter_no_change,
+            min_delta=self.tol,
+            restore_best_weights=self.early_stopping,
+        )
         callbacks.append(stopper)
         validation = self.validation_fraction if self.early_stopping else 0.0
-        history = net.fit(X, Y, epochs=self.max_iter, batch_size=batch,
-                          optimizer=self._optimizer(batch), shuffle=self.shuffle,
-                          validation_split=validation, callbacks=callbacks,
-                          verbose=int(bool(self.verbose)))
+        history = net.fit(
+            X,
+            Y,
+            epochs=self.max_iter,
+            batch_size=batch,
+            optimizer=self._optimizer(batch),
+            shuffle=self.shuffle,
+            validation_split=validation,
+            callbacks=callbacks,
+            verbose=int(bool(self.verbose)),
+        )
         losses = history.history["loss"]
         self.loss_curve_ = list(self.loss_curve_) + [float(v) for v in losses]
         self.n_iter_ = len(losses)
@@ -200,12 +256,16 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping:
             key = "val_accuracy" if loss != "mse" else "val_loss"
             self.validation_scores_ = [float(v) for v in history.history[key]]
-            self.best_validation_score_ = (max(self.validation_scores_) if loss != "mse"
-                                           else min(self.validation_scores_))
+            self.best_validation_score_ = (
+                max(self.validation_scores_) if loss != "mse" else min(self.validation_scores_)
+            )
         if stopper.stopped_epoch is None and self.n_iter_ == self.max_iter:
-            warnings.warn(f"Stochastic optimizer: maximum iterations ({self.max_iter}) "
-                          "reached and the optimization hasn't converged yet.",
-                          ConvergenceWarning, stacklevel=1)   # (the default, as scikit-learn's MLP)
+            warnings.warn(
+                f"Stochastic optimizer: maximum iterations ({self.max_iter}) "
+                "reached and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=1,
+            )  # (the default, as scikit-learn's MLP)
         self.n_layers_ = len(net.layers) + 1
         self.n_outputs_ = n_out
         self.out_activation_ = "logistic" if output == "sigmoid" else output
@@ -215,7 +275,7 @@ class _BaseMLP(BaseEstimator):
     def coefs_(self):
         """The weight matrices, layer by layer: W of shape (n_in, n_out)."""
         check_is_fitted(self, "net_")
-        with self.net_.exclusive():     # one snapshot, never mid-step of a fit
+        with self.net_.exclusive():  # one snapshot, never mid-step of a fit
             return [layer.W.copy() for layer in self.net_.layers]
 
     @property
@@ -239,8 +299,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     several classes, one sigmoid unit with binary cross-entropy for two."""
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), y_numeric=False,
-                             reset=not (self.warm_start and hasattr(self, "net_")))
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            dtype=(np.float64, np.float32),
+            y_numeric=False,
+            reset=not (self.warm_start and hasattr(self, "net_")),
+        )
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if self.warm_start and hasattr(self, "classes_"):
@@ -250,12 +316,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._binarizer.classes_
         if len(self.classes_) < 2:
-            raise ValueError(f"MLPClassifier needs samples of at least 2 classes; got 1 "
-                             f"class: {self.classes_[0]!r}")
+            raise ValueError(
+                f"MLPClassifier needs samples of at least 2 classes; got 1 "
+                f"class: {self.classes_[0]!r}"
+            )
         labels = np.searchsorted(self.classes_, y)
         if len(self.classes_) == 2:
-            return self._train(X, labels.astype(np.float64), 1, "sigmoid",
-                               "binary_cross_entropy")
+            return self._train(X, labels.astype(np.float64), 1, "sigmoid", "binary_cross_entropy")
         return self._train(X, labels, len(self.classes_), "softmax", "cross_entropy")
 
     def predict_proba(self, X):
@@ -286,9 +353,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return tags
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), y_numeric=True,
-                             multi_output=True,
-                             reset=not (self.warm_start and hasattr(self, "net_")))
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            dtype=(np.float64, np.float32),
+            y_numeric=True,
+            multi_output=True,
+            reset=not (self.warm_start and hasattr(self, "net_")),
+        )
         self._y_1d = y.ndim == 1
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         return self._train(X, Y.astype(np.float64), Y.shape[1], "identity", "mse")

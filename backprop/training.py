@@ -9,6 +9,7 @@ the engine and inference; the trainer drives them.  An epoch goes to the
 compiled engine in stretches of whole batches (see STRETCH_FLOPS), so Python
 sees Ctrl-C between two of them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,10 +37,12 @@ STRETCH_FLOPS = 2e9
 
 def holding(method):
     """Run `method` holding the network's guard (see Sequential.exclusive)."""
+
     @functools.wraps(method)
     def held(self, *args, **kwargs):
         with self._guard:
             return method(self, *args, **kwargs)
+
     return held
 
 
@@ -64,11 +67,12 @@ class History:
 
 class FitPlan(NamedTuple):
     """What fit has set up before its first epoch, for an EpochRunner."""
-    source: Any                 # the data: a source of backprop._sources (chunks, order, read)
-    batch_size: int             # rows of a step (of this process's share, for a runner that splits)
-    seed: int                   # the fit's shuffle seed: epoch e shuffles by seed + e (< 0: none)
-    engine: Engine              # the network's compiled engine, reserved for batch_size rows
-    stretch: int                # rows handed to the core at once (Ctrl-C is seen in between)
+
+    source: Any  # the data: a source of backprop._sources (chunks, order, read)
+    batch_size: int  # rows of a step (of this process's share, for a runner that splits)
+    seed: int  # the fit's shuffle seed: epoch e shuffles by seed + e (< 0: none)
+    engine: Engine  # the network's compiled engine, reserved for batch_size rows
+    stretch: int  # rows handed to the core at once (Ctrl-C is seen in between)
 
 
 class EpochRunner:
@@ -105,11 +109,12 @@ class EpochRunner:
         for X2, Y, weights, order in plan.source.chunks(seed):
             n = X2.shape[0]
             batch = min(plan.batch_size, n)
-            plan.engine.reserve(batch)             # (a stream's batches may be small)
+            plan.engine.reserve(batch)  # (a stream's batches may be small)
             for first in range(0, n, plan.stretch):
                 count = min(plan.stretch, n - first)
-                loss += count * plan.engine.train_epoch(X2, Y, order, batch, lr, -1, weights,
-                                                        first, count)
+                loss += count * plan.engine.train_epoch(
+                    X2, Y, order, batch, lr, -1, weights, first, count
+                )
                 right += count * plan.engine.epoch_accuracy
             rows += n
         if rows == 0:
@@ -122,12 +127,11 @@ class EpochRunner:
         return here
 
 
-
 class Trainer:
     """fit, partial_fit and what they need: a mixin of Sequential, whose
     members it uses."""
 
-    if TYPE_CHECKING:               # what it uses of the model (backprop.network)
+    if TYPE_CHECKING:  # what it uses of the model (backprop.network)
         stop_training: bool
         _about: _sources.Description
         _optimizer: _optimizers.Optimizer
@@ -155,15 +159,27 @@ class Trainer:
         def evaluate(self, X, y) -> dict[str, float]: ...
 
     @holding
-    def fit(self, X: ArrayLike | Iterable, y: ArrayLike | None = None, epochs: int = 1,
-            batch_size: int = 32,
-            lr: float | None = None, optimizer: _optimizers.Optimizer | str | None = None,
-            shuffle: bool = True, validation_data: tuple | None = None,
-            validation_split: float = 0.0, callbacks: list | None = None,
-            early_stopping: bool = False, patience: int = 5, min_delta: float = 0.0,
-            sample_weight: ArrayLike | None = None, class_weight: dict | str | None = None,
-            chunk_size: int | None = None, verbose: int = 0,
-            runner: EpochRunner | None = None) -> History:
+    def fit(
+        self,
+        X: ArrayLike | Iterable,
+        y: ArrayLike | None = None,
+        epochs: int = 1,
+        batch_size: int = 32,
+        lr: float | None = None,
+        optimizer: _optimizers.Optimizer | str | None = None,
+        shuffle: bool = True,
+        validation_data: tuple | None = None,
+        validation_split: float = 0.0,
+        callbacks: list | None = None,
+        early_stopping: bool = False,
+        patience: int = 5,
+        min_delta: float = 0.0,
+        sample_weight: ArrayLike | None = None,
+        class_weight: dict | str | None = None,
+        chunk_size: int | None = None,
+        verbose: int = 0,
+        runner: EpochRunner | None = None,
+    ) -> History:
         """Train by mini-batch gradient descent.
 
         X (n, n_in); y: class labels (n,) or one-hot (n, k) for
@@ -214,14 +230,29 @@ class Trainer:
         batch_size = check_int(batch_size, "batch_size")
         runner = EpochRunner() if runner is None else runner
         self._set_optimizer_for_fit(optimizer, lr)
-        source, score = self._source(X, y, epochs, runner.step_rows(batch_size), chunk_size,
-                                     sample_weight, class_weight, validation_data,
-                                     validation_split, runner.reads_rows)
+        source, score = self._source(
+            X,
+            y,
+            epochs,
+            runner.step_rows(batch_size),
+            chunk_size,
+            sample_weight,
+            class_weight,
+            validation_data,
+            validation_split,
+            runner.reads_rows,
+        )
         n = source.rows
         batch_size = min(batch_size, n or batch_size)
-        engine = self._engine_for(batch_size if n else 1, True)   # (a stream: per batch)
-        callbacks = self._callbacks(callbacks, early_stopping, patience, min_delta,
-                                    verbose, runner.validating(score is not None))
+        engine = self._engine_for(batch_size if n else 1, True)  # (a stream: per batch)
+        callbacks = self._callbacks(
+            callbacks,
+            early_stopping,
+            patience,
+            min_delta,
+            verbose,
+            runner.validating(score is not None),
+        )
         # The core shuffles the rows of each chunk, seeded from the network's
         # generator: one draw per fit, one seed per epoch.
         seed = int(self._rng.integers(2**62)) if shuffle else -1
@@ -230,9 +261,13 @@ class Trainer:
         step_flops = self._engine_flops_per_row() * batch_size
         stretch = batch_size * max(1, int(STRETCH_FLOPS // max(step_flops, 1.0)))
         plan = runner.start(self, FitPlan(source, batch_size, seed, engine, stretch))
-        return self._run_epochs(epochs, n, callbacks,
-                                lambda epoch, lr: runner.epoch(self, plan, epoch, lr),
-                                runner.score(score))
+        return self._run_epochs(
+            epochs,
+            n,
+            callbacks,
+            lambda epoch, lr: runner.epoch(self, plan, epoch, lr),
+            runner.score(score),
+        )
 
     def _run_epochs(self, epochs, rows, callbacks, run_epoch, score) -> History:
         """The loop over the epochs of a fit around run_epoch(epoch, lr) →
@@ -250,37 +285,44 @@ class Trainer:
                     callback.on_epoch_begin(self, epoch, logs)
                 lr = self._optimizer.lr
                 # (a callback may have changed the optimizer, or how much state it keeps)
-                kept = [self.params] + self._opt_state[:self._optimizer.n_state]
+                kept = [self.params] + self._opt_state[: self._optimizer.n_state]
                 backup = [a.copy() for a in kept]
                 steps = self.optimizer_steps
                 try:
                     loss, right = run_epoch(epoch, lr)
-                except Exception:        # bad data, a batch that failed to load: undone
-                    self._restore(backup, kept, steps)   # (Ctrl-C keeps the steps taken)
+                except Exception:  # bad data, a batch that failed to load: undone
+                    self._restore(backup, kept, steps)  # (Ctrl-C keeps the steps taken)
                     raise
                 logs = {"loss": loss}
                 if self.is_classifier:
                     logs["accuracy"] = right
                 if not (math.isfinite(loss) and _ops.all_finite(self.params)):
-                    problem = (f"the loss became {loss} (the weights overflowed). The "
-                               f"learning rate (lr={lr}) is probably too large: try a "
-                               "smaller one.")
+                    problem = (
+                        f"the loss became {loss} (the weights overflowed). The "
+                        f"learning rate (lr={lr}) is probably too large: try a "
+                        "smaller one."
+                    )
                 elif not all(_ops.all_finite(state) for state in kept[1:]):
                     dtype = self.dtype.name
-                    problem = (f"the optimizer's state ({type(self._optimizer).__name__}'s "
-                               "running sums of the gradients or of their squares) overflowed "
-                               f"{dtype}, and the weights stopped moving. The gradients are "
-                               f"too large for {dtype}: scale the inputs (and targets) down, "
-                               "clip the gradients (clip_norm=…)"
-                               + (" or train in float64." if dtype == "float32" else "."))
+                    problem = (
+                        f"the optimizer's state ({type(self._optimizer).__name__}'s "
+                        "running sums of the gradients or of their squares) overflowed "
+                        f"{dtype}, and the weights stopped moving. The gradients are "
+                        f"too large for {dtype}: scale the inputs (and targets) down, "
+                        "clip the gradients (clip_norm=…)"
+                        + (" or train in float64." if dtype == "float32" else ".")
+                    )
                 else:
                     problem = None
                 if problem:
                     self._restore(backup, kept, steps)
                     history.append(epoch, dict(logs, lr=lr))
-                    warnings.warn(f"training stopped at epoch {epoch}: {problem} The network "
-                                  "keeps its weights from before that epoch.",
-                                  RuntimeWarning, stacklevel=3)
+                    warnings.warn(
+                        f"training stopped at epoch {epoch}: {problem} The network "
+                        "keeps its weights from before that epoch.",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
                     break
                 if score is not None:
                     logs.update(score())
@@ -290,7 +332,7 @@ class Trainer:
                     callback.on_epoch_end(self, epoch, logs)
                 if self.stop_training:
                     break
-        finally:                         # also when an error or Ctrl-C ends training
+        finally:  # also when an error or Ctrl-C ends training
             for callback in callbacks:
                 callback.on_train_end(self, logs)
         return history
@@ -300,15 +342,28 @@ class Trainer:
             current[...] = saved
         self._apply_optimizer(steps)
 
-    def partial_fit(self, X: ArrayLike | Iterable, y: ArrayLike | None = None,
-                    batch_size: int = 32, shuffle: bool = True,
-                    callbacks: list | None = None, chunk_size: int | None = None) -> float:
+    def partial_fit(
+        self,
+        X: ArrayLike | Iterable,
+        y: ArrayLike | None = None,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        callbacks: list | None = None,
+        chunk_size: int | None = None,
+    ) -> float:
         """One more epoch over (X, y) — a chunk of a stream, new data for a
         trained network, a memory-mapped array or an iterable of batches (see
         fit) — with the current weights, optimizer and its state.  Returns
         the epoch's mean training loss."""
-        history = self.fit(X, y, epochs=1, batch_size=batch_size, shuffle=shuffle,
-                           callbacks=callbacks, chunk_size=chunk_size)
+        history = self.fit(
+            X,
+            y,
+            epochs=1,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            callbacks=callbacks,
+            chunk_size=chunk_size,
+        )
         return history.history["loss"][0]
 
     def _engine_flops_per_row(self) -> float:
@@ -320,8 +375,10 @@ class Trainer:
             lr = check_positive_float(lr, "lr")
         if optimizer is not None:
             if lr is not None and isinstance(optimizer, _optimizers.Optimizer):
-                raise ValueError("lr: give the learning rate to the optimizer "
-                                 f"({type(optimizer).__name__}(lr=…)), not beside it")
+                raise ValueError(
+                    "lr: give the learning rate to the optimizer "
+                    f"({type(optimizer).__name__}(lr=…)), not beside it"
+                )
             self.optimizer = _optimizers.get(optimizer, lr)
         elif lr is not None and type(self._optimizer) is _optimizers.SGD:
             self._optimizer.lr = lr
@@ -329,46 +386,65 @@ class Trainer:
             self.optimizer = _optimizers.SGD(lr)
         self._apply_optimizer()
 
-    def _source(self, X, y, epochs, step_rows, chunk_size, sample_weight, class_weight,
-                validation_data, validation_split, lazy=False):
+    def _source(
+        self,
+        X,
+        y,
+        epochs,
+        step_rows,
+        chunk_size,
+        sample_weight,
+        class_weight,
+        validation_data,
+        validation_split,
+        lazy=False,
+    ):
         """fit's data as a source of chunks (see backprop._sources; chunks
         hold whole steps of step_rows rows; `lazy`: no row is read before it
         is asked for), and a function giving the validation figures after
         each epoch (or None)."""
         if y is None and isinstance(X, np.ndarray):
-            raise TypeError("y is missing: fit(X, y) takes arrays, fit(batches) an "
-                            "iterable of (X, y) batches")
+            raise TypeError(
+                "y is missing: fit(X, y) takes arrays, fit(batches) an iterable of (X, y) batches"
+            )
         chunked = chunk_size is not None or isinstance(X, np.memmap)
         if y is not None and not chunked and not lazy:
-            return self._in_memory(X, y, sample_weight, class_weight, validation_data,
-                                   validation_split)
+            return self._in_memory(
+                X, y, sample_weight, class_weight, validation_data, validation_split
+            )
         if validation_split:
-            raise ValueError("validation_split holds out rows of data in memory; with "
-                             "chunked or streamed data give validation_data")
+            raise ValueError(
+                "validation_split holds out rows of data in memory; with "
+                "chunked or streamed data give validation_data"
+            )
         score = self._scorer(validation_data, checked=False)
         if y is None:
             if sample_weight is not None:
-                raise ValueError("sample_weight: with an iterable of batches, give each "
-                                 "batch's weights as a triple (X, y, sample_weight)")
+                raise ValueError(
+                    "sample_weight: with an iterable of batches, give each "
+                    "batch's weights as a triple (X, y, sample_weight)"
+                )
             table = self._about.class_table(class_weight, None)
             return _sources.Batches(self._about, X, table, epochs), score
-        return self._chunked(X, y, step_rows, chunk_size, sample_weight, class_weight,
-                             chunked), score
+        return self._chunked(
+            X, y, step_rows, chunk_size, sample_weight, class_weight, chunked
+        ), score
 
-    def _in_memory(self, X, y, sample_weight, class_weight, validation_data,
-                   validation_split):
+    def _in_memory(self, X, y, sample_weight, class_weight, validation_data, validation_split):
         """The source and scorer of fit for data converted in memory at once."""
         if validation_data is not None and validation_split:
             raise ValueError("validation_data and validation_split: give one, not both")
         X2, Y = self._about.data(X, y)
-        weights = None if sample_weight is None else self._about.sample_weights(
-            sample_weight, Y.shape[0])
+        weights = (
+            None if sample_weight is None else self._about.sample_weights(sample_weight, Y.shape[0])
+        )
         table = self._about.class_table(class_weight, lambda: self._about.label_counts(Y))
         weights = self._about.row_weights(weights, table, Y)
         if self._scored_in_chunks(validation_data):
             return _sources.InMemory(X2, Y, weights), self._scorer(validation_data, False)
-        X2, Y, weights, validation = self._validation(X2, Y, weights, validation_data,
-                                                      validation_split)
+        X2, Y, weights, validation = self._validation(
+            X2, Y, weights, validation_data, validation_split
+        )
         return _sources.InMemory(X2, Y, weights), self._scorer(validation)
 
     def _chunked(self, X, y, step_rows, chunk_size, sample_weight, class_weight, chunked=True):
@@ -378,13 +454,23 @@ class Trainer:
         X, y = self._about.rows_to_read(X, y)
         if sample_weight is not None:
             sample_weight = self._about.sample_weights(sample_weight, X.shape[0])
-        rows = (_sources.chunk_rows(chunk_size, step_rows, self.n_inputs, self.dtype.itemsize)
-                if chunked else len(y))
-        table = self._about.class_table(class_weight, lambda: sum(
-            self._about.label_counts(self._about.targets(y[i:i + rows], len(y[i:i + rows]), False))
-            for i in range(0, len(y), rows)))
-        return _sources.ChunkedArrays(self._about, X, y, sample_weight, table,
-                                      rows if chunked else None)
+        rows = (
+            _sources.chunk_rows(chunk_size, step_rows, self.n_inputs, self.dtype.itemsize)
+            if chunked
+            else len(y)
+        )
+        table = self._about.class_table(
+            class_weight,
+            lambda: sum(
+                self._about.label_counts(
+                    self._about.targets(y[i : i + rows], len(y[i : i + rows]), False)
+                )
+                for i in range(0, len(y), rows)
+            ),
+        )
+        return _sources.ChunkedArrays(
+            self._about, X, y, sample_weight, table, rows if chunked else None
+        )
 
     def _validation(self, X2, Y, weights, validation_data, validation_split):
         """(X_train, Y_train, weights, (X_val, Y_val) or None) from fit's
@@ -400,12 +486,13 @@ class Trainer:
         fraction = check_positive_float(validation_split, "validation_split")
         n_val = int(round(fraction * X2.shape[0]))
         if not fraction < 1 or n_val < 1 or n_val >= X2.shape[0]:
-            raise ValueError(f"validation_split must leave rows on both sides, got "
-                             f"{validation_split} of {X2.shape[0]} rows")
+            raise ValueError(
+                f"validation_split must leave rows on both sides, got "
+                f"{validation_split} of {X2.shape[0]} rows"
+            )
         rows = self._rng.permutation(X2.shape[0])
         val, train = np.sort(rows[:n_val]), np.sort(rows[n_val:])
-        return (X2[train], Y[train], None if weights is None else weights[train],
-                (X2[val], Y[val]))
+        return (X2[train], Y[train], None if weights is None else weights[train], (X2[val], Y[val]))
 
     def _scorer(self, validation, checked: bool = True):
         """The function that gives fit its validation figures, from a checked
@@ -415,9 +502,10 @@ class Trainer:
         if validation is None:
             return None
         if not checked and self._scored_in_chunks(validation):
-            Xv, yv = self._about.rows_to_read(validation[0], validation[1],
-                                              names=("validation_data[0]", "validation_data[1]"))
-            for rows in self._chunks_of(Xv):      # checked before training, as in memory
+            Xv, yv = self._about.rows_to_read(
+                validation[0], validation[1], names=("validation_data[0]", "validation_data[1]")
+            )
+            for rows in self._chunks_of(Xv):  # checked before training, as in memory
                 where = f"rows {rows.start}:{min(rows.stop, len(Xv))}"
                 X2, single = self._about.inputs(np.asarray(Xv[rows]), f"validation_data[0] {where}")
                 self._about.targets(yv[rows], X2.shape[0], single, f"validation_data[1] {where}")
@@ -427,8 +515,11 @@ class Trainer:
         return lambda: {f"val_{k}": v for k, v in self._evaluate(*validation).items()}
 
     def _scored_in_chunks(self, validation_data) -> bool:
-        return (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2
-                and self._memory_mapped(validation_data[0]))
+        return (
+            isinstance(validation_data, (tuple, list))
+            and len(validation_data) == 2
+            and self._memory_mapped(validation_data[0])
+        )
 
     @staticmethod
     def _memory_mapped(X) -> TypeGuard[np.memmap]:
@@ -440,11 +531,14 @@ class Trainer:
         callbacks = list(callbacks or [])
         for i, callback in enumerate(callbacks):
             if not isinstance(callback, _callbacks.Callback):
-                raise TypeError(f"callbacks[{i}] must be a backprop.callbacks.Callback, "
-                                f"got {type(callback).__name__}")
+                raise TypeError(
+                    f"callbacks[{i}] must be a backprop.callbacks.Callback, "
+                    f"got {type(callback).__name__}"
+                )
         if early_stopping:
-            callbacks.append(_callbacks.EarlyStopping(
-                "val_loss" if validation else "loss", patience, min_delta))
+            callbacks.append(
+                _callbacks.EarlyStopping("val_loss" if validation else "loss", patience, min_delta)
+            )
         if verbose:
             callbacks.append(_callbacks.ProgressBar())
         return callbacks

@@ -13,6 +13,7 @@ The standalone scripts `python -m bench.memory`, `python -m bench.threads`
 and `python -m bench.distributed` measure allocation inside training, GIL
 release, and data-parallel training on 1 and 2 MPI ranks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,15 +33,25 @@ SECTIONS = ["training", "latency", "throughput", "digits", "memory"]
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="few repetitions and small epochs: a smoke run")
-    p.add_argument("--workloads", default=",".join(w.name for w in W.WORKLOADS),
-                   help="comma-separated training workloads (default: all, W0–W5)")
-    p.add_argument("--sections", default=",".join(SECTIONS),
-                   help=f"comma-separated sections (default: {','.join(SECTIONS)})")
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                   help="threads for every system (default: the cores this process "
-                        "may use, %(default)s here)")
+    p.add_argument(
+        "--quick", action="store_true", help="few repetitions and small epochs: a smoke run"
+    )
+    p.add_argument(
+        "--workloads",
+        default=",".join(w.name for w in W.WORKLOADS),
+        help="comma-separated training workloads (default: all, W0–W5)",
+    )
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections (default: {','.join(SECTIONS)})",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="threads for every system (default: the cores this process may use, %(default)s here)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     try:
@@ -50,8 +61,9 @@ def parse_args(argv=None):
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
-        p.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from "
-                f"{', '.join(SECTIONS)}")
+        p.error(
+            f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}"
+        )
     if args.threads < 1:
         p.error("--threads must be at least 1")
     return args
@@ -62,14 +74,18 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     load = OtherLoad()
     notes: list[str] = []
-    systems = available_systems(notes)          # imports the peers that exist
+    systems = available_systems(notes)  # imports the peers that exist
     cfg = suite.Settings.make(args.quick, args.threads)
 
     def progress(msg):
         print(f"[{time.perf_counter() - start:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
-    res = {"threads": set_threads(args.threads), "machine": facts(),
-           "settings": asdict(cfg), "notes": notes}
+    res = {
+        "threads": set_threads(args.threads),
+        "machine": facts(),
+        "settings": asdict(cfg),
+        "notes": notes,
+    }
     dtypes = sorted({w.dtype for w in args.workloads}) if "training" in args.sections else []
     res["gemm_peak"] = suite.peaks(cfg, dtypes)
     progress("GEMM peak: done")

@@ -13,6 +13,7 @@ of S bytes over N hosts moves 2(N−1)/N·S through each host's link, so with
 the per-rank compute time c of a weak-scaling step and the measured
 bandwidth b, a step on N hosts takes about c + 2(N−1)/N·S/b.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,16 +33,17 @@ from .report import table
 from .timing import fmt_time
 
 WORKLOADS = ("W3", "W4")
-STEPS = {"W3": 40, "W4": 12}          # steps per timed epoch
+STEPS = {"W3": 40, "W4": 12}  # steps per timed epoch
 PROBE_BYTES = 4 * 2**20
-ETHERNET_10G = 1.25e9                 # bytes/s of a 10 Gb/s link, for the projection
+ETHERNET_10G = 1.25e9  # bytes/s of a 10 Gb/s link, for the projection
 
 
 def _allreduce_seconds(dist, comm, buffer, repeats: int) -> float:
     """Median seconds of one in-place Allreduce of `buffer` across `comm`."""
     from mpi4py import MPI
+
     times = []
-    time.sleep(0.2)          # (let the BLAS threads of the training stop spinning)
+    time.sleep(0.2)  # (let the BLAS threads of the training stop spinning)
     for _ in range(repeats + 2):
         comm.Barrier()
         start = time.perf_counter()
@@ -61,6 +63,7 @@ def _timing(module, name: str):
             return original(*args, **kwargs)
         finally:
             total[0] += time.perf_counter() - start
+
     setattr(module, name, timed)
     try:
         yield total
@@ -72,6 +75,7 @@ def worker(quick: bool) -> None:
     """One run under mpiexec: rank 0 prints a JSON line of its timings."""
     import backprop as bp
     from backprop import distributed as dist
+
     comm = dist.MPI.COMM_WORLD
     ranks = comm.Get_size()
     result = {"ranks": ranks, "threads": dist.threads_per_rank(comm), "workloads": {}}
@@ -81,19 +85,31 @@ def worker(quick: bool) -> None:
         entry = {"flops": wl.flops_per_step()}
         for scaling, per_rank in (("strong", wl.batch // ranks), ("weak", wl.batch)):
             X, y = W.make_data(wl, per_rank * ranks * steps, seed=1)
-            net = bp.Sequential(*[bp.Dense(a, b, activation=wl.hidden if i < len(wl.layers) - 1
-                                           else "softmax", dtype=wl.dtype)
-                                  for i, (a, b) in enumerate(wl.layers)],
-                                loss="cross_entropy", dtype=wl.dtype, seed=0)
-            dist.fit(net, X, y, epochs=1, batch_size=per_rank, lr=wl.lr)     # warm-up
+            net = bp.Sequential(
+                *[
+                    bp.Dense(
+                        a,
+                        b,
+                        activation=wl.hidden if i < len(wl.layers) - 1 else "softmax",
+                        dtype=wl.dtype,
+                    )
+                    for i, (a, b) in enumerate(wl.layers)
+                ],
+                loss="cross_entropy",
+                dtype=wl.dtype,
+                seed=0,
+            )
+            dist.fit(net, X, y, epochs=1, batch_size=per_rank, lr=wl.lr)  # warm-up
             comm.Barrier()
             start = time.perf_counter()
             with _timing(dist, "allreduce_gradients") as reducing:
                 dist.fit(net, X, y, epochs=1, batch_size=per_rank, lr=wl.lr)
             seconds = comm.allreduce(time.perf_counter() - start, op=dist.MPI.MAX)
-            entry[scaling] = {"step": seconds / steps, "rows": per_rank * ranks,
-                              "in_step": (comm.allreduce(reducing[0]) / ranks / steps
-                                          if ranks > 1 else 0.0)}
+            entry[scaling] = {
+                "step": seconds / steps,
+                "rows": per_rank * ranks,
+                "in_step": (comm.allreduce(reducing[0]) / ranks / steps if ranks > 1 else 0.0),
+            }
         grads = np.zeros_like(net.grads)
         entry["allreduce"] = _allreduce_seconds(dist, comm, grads, 30) if ranks > 1 else 0.0
         entry["bytes"] = grads.nbytes
@@ -105,14 +121,20 @@ def worker(quick: bool) -> None:
 
 
 def launch(ranks: int, quick: bool) -> dict:
-    mpiexec = (shutil.which("mpiexec", path=os.path.dirname(sys.executable))
-               or shutil.which("mpiexec"))
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which(
+        "mpiexec"
+    )
     if mpiexec is None:
         raise SystemExit('mpiexec not found: pip install "backprop[mpi]"')
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "bench.distributed", "--worker"]
-    out = subprocess.run(command + (["--quick"] if quick else []), cwd=root,
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        command + (["--quick"] if quick else []),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -139,29 +161,59 @@ def report(runs: dict[int, list[dict]]) -> dict:
                 step = _median(results, "workloads", name, scaling, "step")
                 reduce = _median(results, "workloads", name, scaling, "in_step")
                 batch = entry[scaling]["rows"]
-                speedup = one[scaling] / step * (batch / W.get(name).batch if scaling == "weak"
-                                                 else 1)
+                speedup = (
+                    one[scaling] / step * (batch / W.get(name).batch if scaling == "weak" else 1)
+                )
                 multi = ranks > 1
-                rows.append([f"{name} {scaling}", ranks, results[0]["threads"], batch,
-                             fmt_time(step), f"{speedup:.2f}×", f"{batch / step:,.0f}",
-                             fmt_time(reduce) if multi else "–",
-                             f"{100 * reduce / step:.0f} %" if multi else "–",
-                             fmt_time(apart) if multi else "–"])
-                summary[f"{name} {scaling} {ranks}"] = {"step": step, "speedup": speedup,
-                                                        "allreduce": reduce,
-                                                        "allreduce_apart": apart}
-    table("Data-parallel training (backprop.distributed), one host",
-          ["workload", "ranks", "threads/rank", "global batch", "time per step",
-           "speed-up", "samples/s", "Allreduce", "share", "apart"], rows,
-          ["speed-up: samples/s over those of 1 rank; strong: the workload's batch split "
-           "across the ranks, weak: the workload's batch on each rank",
-           "Allreduce: time per step in the gradient's Allreduce during fit (waiting for "
-           "the slower rank included), its share of the step, and the same Allreduce "
-           "timed apart"])
+                rows.append(
+                    [
+                        f"{name} {scaling}",
+                        ranks,
+                        results[0]["threads"],
+                        batch,
+                        fmt_time(step),
+                        f"{speedup:.2f}×",
+                        f"{batch / step:,.0f}",
+                        fmt_time(reduce) if multi else "–",
+                        f"{100 * reduce / step:.0f} %" if multi else "–",
+                        fmt_time(apart) if multi else "–",
+                    ]
+                )
+                summary[f"{name} {scaling} {ranks}"] = {
+                    "step": step,
+                    "speedup": speedup,
+                    "allreduce": reduce,
+                    "allreduce_apart": apart,
+                }
+    table(
+        "Data-parallel training (backprop.distributed), one host",
+        [
+            "workload",
+            "ranks",
+            "threads/rank",
+            "global batch",
+            "time per step",
+            "speed-up",
+            "samples/s",
+            "Allreduce",
+            "share",
+            "apart",
+        ],
+        rows,
+        [
+            "speed-up: samples/s over those of 1 rank; strong: the workload's batch split "
+            "across the ranks, weak: the workload's batch on each rank",
+            "Allreduce: time per step in the gradient's Allreduce during fit (waiting for "
+            "the slower rank included), its share of the step, and the same Allreduce "
+            "timed apart",
+        ],
+    )
     probe = _median(runs[2], "probe")
-    bandwidth = PROBE_BYTES / probe            # algorithm bandwidth of the 2-rank ring
-    print(f"\n  4 MB float32 Allreduce, 2 local ranks: {fmt_time(probe)} "
-          f"({bandwidth / 1e9:.2f} GB/s per rank)")
+    bandwidth = PROBE_BYTES / probe  # algorithm bandwidth of the 2-rank ring
+    print(
+        f"\n  4 MB float32 Allreduce, 2 local ranks: {fmt_time(probe)} "
+        f"({bandwidth / 1e9:.2f} GB/s per rank)"
+    )
     rows = []
     for name in WORKLOADS:
         compute = _median(runs[1], "workloads", name, "weak", "step")
@@ -172,18 +224,24 @@ def report(runs: dict[int, list[dict]]) -> dict:
                 step = compute + 2 * (hosts - 1) / hosts * size / link
                 cells += [fmt_time(step), f"{hosts * compute / step:.1f}×"]
             rows.append(cells)
-    table("Projection to more hosts (weak scaling: the workload's batch on each host)",
-          ["workload", "hosts", "step, measured b", "speed-up", "step, 10 GbE", "speed-up"],
-          rows, ["step ≈ c + 2(N−1)/N · S / b; c: a 1-rank step (this machine, both cores), "
-                 "S: the gradient's bytes, b: the Allreduce bandwidth measured here between "
-                 "2 local ranks, or 1.25 GB/s for a 10 Gb/s Ethernet link (assumed)"])
+    table(
+        "Projection to more hosts (weak scaling: the workload's batch on each host)",
+        ["workload", "hosts", "step, measured b", "speed-up", "step, 10 GbE", "speed-up"],
+        rows,
+        [
+            "step ≈ c + 2(N−1)/N · S / b; c: a 1-rank step (this machine, both cores), "
+            "S: the gradient's bytes, b: the Allreduce bandwidth measured here between "
+            "2 local ranks, or 1.25 GB/s for a 10 Gb/s Ethernet link (assumed)"
+        ],
+    )
     summary["probe"] = probe
     return summary
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.distributed",
-                                description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.distributed", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--reps", type=int, default=3, help="runs at each rank count (default 3)")
     p.add_argument("--quick", action="store_true", help="fewer steps, one run each")
     p.add_argument("--json", metavar="PATH", help="write the runs and the summary as JSON")
@@ -193,7 +251,7 @@ def main(argv=None) -> None:
         return worker(args.quick)
     runs: dict[int, list[dict]] = {1: [], 2: []}
     for _ in range(1 if args.quick else args.reps):
-        for ranks in runs:                      # interleaved: 1, 2, 1, 2 …
+        for ranks in runs:  # interleaved: 1, 2, 1, 2 …
             runs[ranks].append(launch(ranks, args.quick))
     summary = report(runs)
     if args.json:

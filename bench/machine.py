@@ -12,6 +12,7 @@
   matrices, in FLOP/s.  FLOPs of a training step divided by this is the
   shortest a step could take if it were nothing but large matrix products.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,7 +53,7 @@ class OtherLoad:
     def _busy() -> float:
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
         return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
     @staticmethod
@@ -80,7 +81,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-_limits = []   # threadpoolctl limits kept alive for the whole run
+_limits = []  # threadpoolctl limits kept alive for the whole run
 
 
 def set_threads(n: int) -> list[str]:
@@ -88,6 +89,7 @@ def set_threads(n: int) -> list[str]:
     import scipy.linalg.blas  # noqa: F401  (load every BLAS before limiting them)
 
     import backprop
+
     done = []
     tpc = optional("threadpoolctl")
     if tpc is not None:
@@ -111,45 +113,64 @@ def blas_description() -> list[str]:
     """One line per BLAS/OpenMP library loaded, with its thread count."""
     tpc = optional("threadpoolctl")
     if tpc is not None:
-        return [f"{i.get('internal_api')} {i.get('version') or ''} "
-                f"{i.get('architecture') or ''} threads={i.get('num_threads')} "
-                f"{os.path.basename(i.get('filepath', ''))}".replace("  ", " ")
-                for i in tpc.threadpool_info()]
+        return [
+            f"{i.get('internal_api')} {i.get('version') or ''} "
+            f"{i.get('architecture') or ''} threads={i.get('num_threads')} "
+            f"{os.path.basename(i.get('filepath', ''))}".replace("  ", " ")
+            for i in tpc.threadpool_info()
+        ]
     import scipy
+
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         scipy.show_config()
-    lines = [line.strip() for line in buf.getvalue().splitlines()
-             if "name" in line or "openblas configuration" in line]
-    return list(dict.fromkeys(lines))     # unique, in order
+    lines = [
+        line.strip()
+        for line in buf.getvalue().splitlines()
+        if "name" in line or "openblas configuration" in line
+    ]
+    return list(dict.fromkeys(lines))  # unique, in order
 
 
 def facts() -> dict:
     """Machine facts for the report header (and the JSON)."""
     import scipy
-    versions = {"python": platform.python_version(), "numpy": np.__version__,
-                "scipy": scipy.__version__}
+
+    versions = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
     import backprop
+
     versions["backprop"] = backprop.__version__
-    for name, module in (("torch", "torch"), ("scikit-learn", "sklearn"),
-                         ("threadpoolctl", "threadpoolctl")):
+    for name, module in (
+        ("torch", "torch"),
+        ("scikit-learn", "sklearn"),
+        ("threadpoolctl", "threadpoolctl"),
+    ):
         mod = optional(module)
         versions[name] = getattr(mod, "__version__", None) if mod else None
-    return {"cpu": cpu_model(), "cores": os.cpu_count(),
-            "load_average": os.getloadavg(), "platform": platform.platform(),
-            "versions": versions, "blas": blas_description(),
-            "command": " ".join([os.path.basename(sys.executable), "-m", "bench"]
-                                + sys.argv[1:])}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "blas": blas_description(),
+        "command": " ".join([os.path.basename(sys.executable), "-m", "bench"] + sys.argv[1:]),
+    }
 
 
 def gemm_peak(dtype, n: int = 2048, repeats: int = 5) -> float:
     """Best FLOP/s of C = A @ B with scipy.linalg.blas.{s,d}gemm on n×n
     Fortran-ordered matrices, C preallocated and overwritten (no copies)."""
     from scipy.linalg import blas
+
     dtype = np.dtype(dtype)
     gemm = blas.sgemm if dtype == np.float32 else blas.dgemm
     rng = np.random.default_rng(0)
     a, b = (np.asfortranarray(rng.standard_normal((n, n)), dtype) for _ in range(2))
     c = np.zeros((n, n), dtype, order="F")
     best = min(timed(gemm, 1.0, a, b, 0.0, c, 0, 0, 1) for _ in range(repeats))
-    return 2.0 * n ** 3 / best
+    return 2.0 * n**3 / best

@@ -17,6 +17,7 @@ calls show the same peak as 100 and no growth; what `fit` does allocate is
 once per call or epoch (the one-hot targets, the finiteness check, the
 shuffled order).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,12 @@ def measure(fn) -> dict:
     fn()
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"traced_growth": current - start, "traced_peak": peak - start,
-            "rss_before": before, "rss_after": after}
+    return {
+        "traced_growth": current - start,
+        "traced_peak": peak - start,
+        "rss_before": before,
+        "rss_after": after,
+    }
 
 
 def main(argv=None) -> None:
@@ -70,6 +75,7 @@ def main(argv=None) -> None:
             for i in range(n):
                 xb, yb = batches[i % len(batches)]
                 net.train_step(xb, yb, wl.lr)
+
         return run
 
     def fit(epochs):
@@ -79,29 +85,52 @@ def main(argv=None) -> None:
         def run():
             for _ in range(n):
                 net.predict(x_row)
+
         return run
 
-    phases = [("train_step", 100, steps(100)), ("train_step", 10_000, steps(10_000)),
-              ("fit (1 epoch)", 100, fit(1)), ("fit (100 epochs)", 10_000, fit(100)),
-              ("predict one row", 100, predicts(100)),
-              ("predict one row", 10_000, predicts(10_000))]
-    for _, _, fn in phases:          # warm-up: workspace, caches, lazy imports
+    phases = [
+        ("train_step", 100, steps(100)),
+        ("train_step", 10_000, steps(10_000)),
+        ("fit (1 epoch)", 100, fit(1)),
+        ("fit (100 epochs)", 10_000, fit(100)),
+        ("predict one row", 100, predicts(100)),
+        ("predict one row", 10_000, predicts(10_000)),
+    ]
+    for _, _, fn in phases:  # warm-up: workspace, caches, lazy imports
         fn()
     rows = []
     for name, calls, fn in phases:
         r = measure(fn)
-        rows.append([name, f"{calls:,}", _kib(r["traced_growth"]), _kib(r["traced_peak"]),
-                     _mib(r["rss_before"]), _mib(r["rss_after"]),
-                     _kib(r["rss_after"] - r["rss_before"])])
-    threads = ("backprop.set_num_threads(1)" if hasattr(bp, "set_num_threads")
-               else "default threads")
-    table(f"backprop memory inside training and prediction: {wl.label}, "
-          f"{X.shape[0]} rows, {threads}",
-          ["what", "steps/calls", "traced growth", "traced peak", "RSS before",
-           "RSS after", "RSS growth"], rows,
-          ["traced growth: tracemalloc current after − before (memory kept: a leak if > 0)",
-           "traced peak: tracemalloc peak − current before (largest transient allocation)",
-           "RSS from /proc/self/statm around a separate, untraced run of the same calls"])
+        rows.append(
+            [
+                name,
+                f"{calls:,}",
+                _kib(r["traced_growth"]),
+                _kib(r["traced_peak"]),
+                _mib(r["rss_before"]),
+                _mib(r["rss_after"]),
+                _kib(r["rss_after"] - r["rss_before"]),
+            ]
+        )
+    threads = "backprop.set_num_threads(1)" if hasattr(bp, "set_num_threads") else "default threads"
+    table(
+        f"backprop memory inside training and prediction: {wl.label}, {X.shape[0]} rows, {threads}",
+        [
+            "what",
+            "steps/calls",
+            "traced growth",
+            "traced peak",
+            "RSS before",
+            "RSS after",
+            "RSS growth",
+        ],
+        rows,
+        [
+            "traced growth: tracemalloc current after − before (memory kept: a leak if > 0)",
+            "traced peak: tracemalloc peak − current before (largest transient allocation)",
+            "RSS from /proc/self/statm around a separate, untraced run of the same calls",
+        ],
+    )
 
 
 if __name__ == "__main__":

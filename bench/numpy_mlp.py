@@ -17,6 +17,7 @@ the habits that make numpy fast:
 differences in float64 and returns the largest relative error (the test
 suite can call it).
 """
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -31,8 +32,9 @@ class NumpyMLP:
     'softmax' (cross-entropy, targets one-hot) or 'sigmoid' (MSE).
     `params`: optional starting [(W, b), …]; otherwise small random weights."""
 
-    def __init__(self, sizes, hidden="relu", output="softmax", dtype="float32",
-                 params=None, seed=0):
+    def __init__(
+        self, sizes, hidden="relu", output="softmax", dtype="float32", params=None, seed=0
+    ):
         if hidden not in ("relu", "tanh") or output not in ("softmax", "sigmoid"):
             raise ValueError("hidden must be relu/tanh, output softmax/sigmoid")
         self.sizes, self.hidden, self.output = tuple(sizes), hidden, output
@@ -45,14 +47,12 @@ class NumpyMLP:
         self.W, self.b, self.dW, self.db = [], [], [], []
         off = 0
         for n_in, n_out in shapes:
-            for flat, Ws, bs in ((self.params, self.W, self.b),
-                                 (self.grads, self.dW, self.db)):
-                Ws.append(flat[off:off + n_in * n_out].reshape(n_in, n_out))
-                bs.append(flat[off + n_in * n_out:off + n_in * n_out + n_out])
+            for flat, Ws, bs in ((self.params, self.W, self.b), (self.grads, self.dW, self.db)):
+                Ws.append(flat[off : off + n_in * n_out].reshape(n_in, n_out))
+                bs.append(flat[off + n_in * n_out : off + n_in * n_out + n_out])
             off += n_in * n_out + n_out
         if params is None:
-            params = [(self._rng.normal(0, np.sqrt(2 / a), (a, b)), np.zeros(b))
-                      for a, b in shapes]
+            params = [(self._rng.normal(0, np.sqrt(2 / a), (a, b)), np.zeros(b)) for a, b in shapes]
         for l, (W, b) in enumerate(params):
             self.W[l][...] = W
             self.b[l][...] = b
@@ -66,21 +66,30 @@ class NumpyMLP:
         if rows > self._capacity:
             cap, dt, outs = rows, self.dtype, self.sizes[1:]
             self._work = SimpleNamespace(
-                a=[np.empty((cap, k), dt) for k in outs],        # activations
-                d=[np.empty((cap, k), dt) for k in outs],        # ∂L/∂z
-                m=[np.empty((cap, k), bool if self.hidden == "relu" else dt)
-                   for k in outs[:-1]],                          # f′ of hidden layers
-                x=np.empty((cap, self.sizes[0]), dt),            # gathered batch
+                a=[np.empty((cap, k), dt) for k in outs],  # activations
+                d=[np.empty((cap, k), dt) for k in outs],  # ∂L/∂z
+                m=[
+                    np.empty((cap, k), bool if self.hidden == "relu" else dt) for k in outs[:-1]
+                ],  # f′ of hidden layers
+                x=np.empty((cap, self.sizes[0]), dt),  # gathered batch
                 y=np.empty((cap, self.sizes[-1]), dt),
                 tmp=np.empty((cap, self.sizes[-1]), dt),
-                col=np.empty((cap, 1), dt), col2=np.empty((cap, 1), dt))
+                col=np.empty((cap, 1), dt),
+                col2=np.empty((cap, 1), dt),
+            )
             self._capacity, self._views = cap, {}
         if rows not in self._views:
             w = self._work
             self._views[rows] = SimpleNamespace(
-                a=[v[:rows] for v in w.a], d=[v[:rows] for v in w.d],
-                m=[v[:rows] for v in w.m], x=w.x[:rows], y=w.y[:rows],
-                tmp=w.tmp[:rows], col=w.col[:rows], col2=w.col2[:rows])
+                a=[v[:rows] for v in w.a],
+                d=[v[:rows] for v in w.d],
+                m=[v[:rows] for v in w.m],
+                x=w.x[:rows],
+                y=w.y[:rows],
+                tmp=w.tmp[:rows],
+                col=w.col[:rows],
+                col2=w.col2[:rows],
+            )
         return self._views[rows]
 
     def targets(self, y) -> np.ndarray:
@@ -109,7 +118,7 @@ class NumpyMLP:
                     np.tanh(z, out=z)
             inp = z
         z, rows = buf.a[last], x.shape[0]
-        if self.output == "sigmoid":            # a = 1 / (1 + e^−z)
+        if self.output == "sigmoid":  # a = 1 / (1 + e^−z)
             np.negative(z, out=z)
             np.exp(z, out=z)
             z += 1
@@ -118,17 +127,17 @@ class NumpyMLP:
                 return 0.0
             np.subtract(z, Y, out=buf.tmp)
             return 0.5 * float(np.vdot(buf.tmp, buf.tmp)) / rows
-        np.max(z, axis=1, keepdims=True, out=buf.col)     # s = z − max z
+        np.max(z, axis=1, keepdims=True, out=buf.col)  # s = z − max z
         z -= buf.col
-        if Y is not None:                                  # s_y (one-hot Y)
+        if Y is not None:  # s_y (one-hot Y)
             np.multiply(z, Y, out=buf.tmp)
             np.sum(buf.tmp, axis=1, keepdims=True, out=buf.col2)
         np.exp(z, out=z)
         np.sum(z, axis=1, keepdims=True, out=buf.col)
-        z /= buf.col                                       # p = e^s / Σ e^s
+        z /= buf.col  # p = e^s / Σ e^s
         if Y is None:
             return 0.0
-        np.log(buf.col, out=buf.col)                       # −log p_y = log Σ e^s − s_y
+        np.log(buf.col, out=buf.col)  # −log p_y = log Σ e^s − s_y
         return float(buf.col.sum() - buf.col2.sum()) / rows
 
     def loss_and_grad(self, x, Y, buf=None) -> float:
@@ -139,17 +148,17 @@ class NumpyMLP:
         loss = self._forward(x, buf, Y)
         last = len(self.W) - 1
         a, d = buf.a[last], buf.d[last]
-        np.subtract(a, Y, out=d)                 # softmax + CE: δ = (p − y)/n
-        if self.output == "sigmoid":             # sigmoid + MSE: δ = (a − y)·a(1 − a)/n
+        np.subtract(a, Y, out=d)  # softmax + CE: δ = (p − y)/n
+        if self.output == "sigmoid":  # sigmoid + MSE: δ = (a − y)·a(1 − a)/n
             np.subtract(1, a, out=buf.tmp)
             buf.tmp *= a
             d *= buf.tmp
         d *= 1.0 / rows
         for l in range(last, -1, -1):
             inp = x if l == 0 else buf.a[l - 1]
-            np.matmul(inp.T, buf.d[l], out=self.dW[l])     # dW = a_prevᵀ δ
-            np.sum(buf.d[l], axis=0, out=self.db[l])       # db = Σ δ
-            if l > 0:                                      # δ_prev = (δ Wᵀ) ⊙ f′
+            np.matmul(inp.T, buf.d[l], out=self.dW[l])  # dW = a_prevᵀ δ
+            np.sum(buf.d[l], axis=0, out=self.db[l])  # db = Σ δ
+            if l > 0:  # δ_prev = (δ Wᵀ) ⊙ f′
                 prev, m = buf.d[l - 1], buf.m[l - 1]
                 np.matmul(buf.d[l], self.W[l].T, out=prev)
                 if self.hidden == "relu":
@@ -177,7 +186,7 @@ class NumpyMLP:
         order = self._rng.permutation(n)
         total = 0.0
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             buf = self._buffers(idx.shape[0])
             np.take(X, idx, axis=0, out=buf.x)
             np.take(Y, idx, axis=0, out=buf.y)
@@ -209,14 +218,15 @@ def check_gradients(h: float = 1e-5, atol: float = 1e-8, seed: int = 0) -> float
     A correct gradient gives about 1e-9 or less."""
     rng = np.random.default_rng(seed)
     worst = 0.0
-    for sizes, hidden, output in (((5, 6, 4, 3), "relu", "softmax"),
-                                  ((2, 4, 1), "tanh", "sigmoid")):
+    for sizes, hidden, output in (
+        ((5, 6, 4, 3), "relu", "softmax"),
+        ((2, 4, 1), "tanh", "sigmoid"),
+    ):
         net = NumpyMLP(sizes, hidden, output, "float64", seed=seed)
-        for b in net.b:      # non-zero biases keep every ReLU input off its kink at 0
+        for b in net.b:  # non-zero biases keep every ReLU input off its kink at 0
             b[...] = rng.normal(0, 0.1, b.shape)
         x = rng.standard_normal((7, sizes[0]))
-        y = (rng.integers(0, sizes[-1], 7) if output == "softmax"
-             else rng.uniform(0, 1, 7))
+        y = rng.integers(0, sizes[-1], 7) if output == "softmax" else rng.uniform(0, 1, 7)
         Y = net.targets(y)
         net.loss_and_grad(x, Y)
         analytic = net.grads.copy()

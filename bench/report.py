@@ -3,6 +3,7 @@
 Every function here reads the same dict that --json writes, so a saved run
 can be printed again: `python -m bench.report results.json`.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ def table(title, headers, rows, legend=()):
     widths = [max(len(r[i]) for r in [headers] + rows) for i in range(len(headers))]
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
     out = ["", title, line(headers), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in rows] + [f"  {text}" for text in legend]
     print("\n".join(out))
@@ -46,23 +49,31 @@ def _ratio(systems, peer, ref=REF):
 def header(res):
     m = res["machine"]
     print(f"command: {m['command']}")
-    print(f"machine: {m['cpu']}, {m['cores']} cores, load average "
-          f"{' '.join(f'{x:.2f}' for x in m['load_average'])} at start; {m['platform']}")
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores, load average "
+        f"{' '.join(f'{x:.2f}' for x in m['load_average'])} at start; {m['platform']}"
+    )
     print("versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v))
     for line in m["blas"]:
         print(f"BLAS: {line}")
     print("threads: " + "; ".join(res["threads"]))
     cfg = res["settings"]
-    print(f"settings: {'quick' if cfg['quick'] else 'full'} run, {cfg['reps']} measured "
-          f"repetitions after {cfg['warmup']} warm-up, systems interleaved in rotating order, "
-          f"{cfg['settle']} s pause before each sample (idle BLAS threads stop spinning)")
+    print(
+        f"settings: {'quick' if cfg['quick'] else 'full'} run, {cfg['reps']} measured "
+        f"repetitions after {cfg['warmup']} warm-up, systems interleaved in rotating order, "
+        f"{cfg['settle']} s pause before each sample (idle BLAS threads stop spinning)"
+    )
     if res["gemm_peak"]:
         start = res.get("gemm_peak_start", res["gemm_peak"])
-        print("GEMM peak (scipy BLAS, "
-              f"{cfg['gemm_n']}² matrices, best of {cfg['gemm_repeats']} at the start and "
-              "at the end): " + ", ".join(
-                  f"{dt} {v / 1e9:.1f} GFLOP/s (start {start[dt] / 1e9:.1f})"
-                  for dt, v in res["gemm_peak"].items()))
+        print(
+            "GEMM peak (scipy BLAS, "
+            f"{cfg['gemm_n']}² matrices, best of {cfg['gemm_repeats']} at the start and "
+            "at the end): "
+            + ", ".join(
+                f"{dt} {v / 1e9:.1f} GFLOP/s (start {start[dt] / 1e9:.1f})"
+                for dt, v in res["gemm_peak"].items()
+            )
+        )
     for note in res["notes"]:
         print(f"note: {note}")
 
@@ -72,75 +83,129 @@ def training(res):
     for w in res["training"].values():
         s = w["systems"]
         ref = s.get(REF)
-        rows.append([w["label"]] + [_time(s.get(k)) for k in ORDER]
-                    + [fmt_time(w["limit_s"])] + [_ratio(s, p) for p in PEERS]
-                    + ([f"{ref['gflops']:.1f}", f"{ref['pct_peak']:.0f}%"] if ref else ["–", "–"]))
-        rows_flops.append([w["label"], f"{w['flops_per_step'] / 1e6:.3g}"]
-                          + [f"{s[k]['gflops']:.2f} ({s[k]['pct_peak']:.0f}%)"
-                             if k in s and s[k]["median"] > 0 else "–" for k in ORDER])
+        rows.append(
+            [w["label"]]
+            + [_time(s.get(k)) for k in ORDER]
+            + [fmt_time(w["limit_s"])]
+            + [_ratio(s, p) for p in PEERS]
+            + ([f"{ref['gflops']:.1f}", f"{ref['pct_peak']:.0f}%"] if ref else ["–", "–"])
+        )
+        rows_flops.append(
+            [w["label"], f"{w['flops_per_step'] / 1e6:.3g}"]
+            + [
+                f"{s[k]['gflops']:.2f} ({s[k]['pct_peak']:.0f}%)"
+                if k in s and s[k]["median"] > 0
+                else "–"
+                for k in ORDER
+            ]
+        )
     reps = res["settings"]["reps"]
     k2 = res["settings"]["sklearn_k2"]
-    table("Training: time per step (median ±½IQR over "
-          f"{reps} repetitions)",
-          ["workload"] + [TITLES[k] for k in ORDER] + ["limit"]
-          + [f"{p}/bp" for p in PEERS] + ["bp GFLOP/s", "bp % peak"], rows,
-          ["backprop fit = time of net.fit(epochs=1, shuffle=True) / batches; "
-           "train_step = one net.train_step call per pre-sliced batch",
-           "a sample: as many back-to-back epochs as take "
-           f"≥ {1e3 * res['settings']['min_sample']:g} ms "
-           "(one for the large workloads), after a pause",
-           f"sklearn = marginal cost of extra epochs: (t(max_iter={k2}) − t(max_iter=1)) / "
-           f"({k2 - 1} · batches); W0 in sklearn is MLPRegressor (identity output)",
-           "limit = the step's matrix-product FLOPs / the GEMM peak of its dtype; "
-           "peer/bp = peer's median / backprop fit's median (> 1: backprop faster)"])
-    table("Training: achieved GFLOP/s (percent of the GEMM peak of the dtype)",
-          ["workload", "MFLOP/step"] + [TITLES[k] for k in ORDER], rows_flops,
-          ["FLOPs per step: forward 2·B·n_in·n_out per layer, weight gradient the same, "
-           "input gradient the same except the first layer"])
+    table(
+        f"Training: time per step (median ±½IQR over {reps} repetitions)",
+        ["workload"]
+        + [TITLES[k] for k in ORDER]
+        + ["limit"]
+        + [f"{p}/bp" for p in PEERS]
+        + ["bp GFLOP/s", "bp % peak"],
+        rows,
+        [
+            "backprop fit = time of net.fit(epochs=1, shuffle=True) / batches; "
+            "train_step = one net.train_step call per pre-sliced batch",
+            "a sample: as many back-to-back epochs as take "
+            f"≥ {1e3 * res['settings']['min_sample']:g} ms "
+            "(one for the large workloads), after a pause",
+            f"sklearn = marginal cost of extra epochs: (t(max_iter={k2}) − t(max_iter=1)) / "
+            f"({k2 - 1} · batches); W0 in sklearn is MLPRegressor (identity output)",
+            "limit = the step's matrix-product FLOPs / the GEMM peak of its dtype; "
+            "peer/bp = peer's median / backprop fit's median (> 1: backprop faster)",
+        ],
+    )
+    table(
+        "Training: achieved GFLOP/s (percent of the GEMM peak of the dtype)",
+        ["workload", "MFLOP/step"] + [TITLES[k] for k in ORDER],
+        rows_flops,
+        [
+            "FLOPs per step: forward 2·B·n_in·n_out per layer, weight gradient the same, "
+            "input gradient the same except the first layer"
+        ],
+    )
 
 
 def latency(res):
     rows = []
     for w in res["latency"].values():
         s = w["systems"]
-        rows.append([w["label"]] + [_time(s.get(k)) for k in ORDER if k != "backprop_step"]
-                    + [_ratio(s, p) for p in PEERS])
+        rows.append(
+            [w["label"]]
+            + [_time(s.get(k)) for k in ORDER if k != "backprop_step"]
+            + [_ratio(s, p) for p in PEERS]
+        )
         min_ms = 1e3 * w["min_sample_s"]
-    table("Single-row predict latency (median ±½IQR of per-sample means, "
-          f"≥ {min_ms:g} ms of back-to-back calls a sample)",
-          ["network", "backprop", "numpy", "torch", "sklearn"]
-          + [f"{p}/bp" for p in PEERS], rows,
-          ["backprop net.predict(x) with x 1-D; numpy forward on a (1, n) view into "
-           "preallocated buffers; torch under no_grad; sklearn predict(x.reshape(1, -1))",
-           "networks trained one epoch first (numpy and torch given backprop's weights)"])
+    table(
+        "Single-row predict latency (median ±½IQR of per-sample means, "
+        f"≥ {min_ms:g} ms of back-to-back calls a sample)",
+        ["network", "backprop", "numpy", "torch", "sklearn"] + [f"{p}/bp" for p in PEERS],
+        rows,
+        [
+            "backprop net.predict(x) with x 1-D; numpy forward on a (1, n) view into "
+            "preallocated buffers; torch under no_grad; sklearn predict(x.reshape(1, -1))",
+            "networks trained one epoch first (numpy and torch given backprop's weights)",
+        ],
+    )
 
 
 def throughput(res):
     t = res["throughput"]
     s = t["systems"]
-    rows = [[TITLES[k] if k != REF else "backprop", _time({**s[k], **{
-        q: s[k][q] * t["rows"] for q in ("median", "q1", "q3")}}),
-             f"{s[k]['rows_per_s']:,.0f}", _ratio(s, k),
-             "–" if s[k]["agree_with_backprop"] is None
-             else f"{100 * s[k]['agree_with_backprop']:.1f}%"]
-            for k in ORDER if k in s]
-    table(f"Batch inference: {t['label']} network, {t['rows']:,} rows in one predict call",
-          ["system", f"time / {t['rows']:,} rows", "rows/s", "time/bp", "same labels as bp"],
-          rows, ["backprop's network was trained one epoch (batch 128, 1,024 rows) and its "
-                 "weights copied into numpy's and torch's, so their labels should agree; "
-                 "sklearn's network is its own (fitted one epoch)"])
+    rows = [
+        [
+            TITLES[k] if k != REF else "backprop",
+            _time({**s[k], **{q: s[k][q] * t["rows"] for q in ("median", "q1", "q3")}}),
+            f"{s[k]['rows_per_s']:,.0f}",
+            _ratio(s, k),
+            "–"
+            if s[k]["agree_with_backprop"] is None
+            else f"{100 * s[k]['agree_with_backprop']:.1f}%",
+        ]
+        for k in ORDER
+        if k in s
+    ]
+    table(
+        f"Batch inference: {t['label']} network, {t['rows']:,} rows in one predict call",
+        ["system", f"time / {t['rows']:,} rows", "rows/s", "time/bp", "same labels as bp"],
+        rows,
+        [
+            "backprop's network was trained one epoch (batch 128, 1,024 rows) and its "
+            "weights copied into numpy's and torch's, so their labels should agree; "
+            "sklearn's network is its own (fitted one epoch)"
+        ],
+    )
 
 
 def digits(res):
     d = res["digits"]
     s = d["systems"]
-    rows = [[TITLES[k] if k != REF else "backprop", _time(s[k]),
-             f"{s[k]['test_accuracy']:.4f}", _ratio(s, k)] for k in ORDER if k in s]
-    table(f"Digits end to end: 64-32-10 ReLU/softmax, {d['epochs']} epochs, batch "
-          f"{d['batch']}, lr {d['lr']}, {d['train_rows']} train / {d['test_rows']} test rows",
-          ["system", "wall time (build + train)", "test accuracy", "time/bp"], rows,
-          ["backprop net.fit(epochs=…) once; numpy and torch loop over epochs; "
-           "sklearn MLPClassifier(max_iter=epochs)"])
+    rows = [
+        [
+            TITLES[k] if k != REF else "backprop",
+            _time(s[k]),
+            f"{s[k]['test_accuracy']:.4f}",
+            _ratio(s, k),
+        ]
+        for k in ORDER
+        if k in s
+    ]
+    table(
+        f"Digits end to end: 64-32-10 ReLU/softmax, {d['epochs']} epochs, batch "
+        f"{d['batch']}, lr {d['lr']}, {d['train_rows']} train / {d['test_rows']} test rows",
+        ["system", "wall time (build + train)", "test accuracy", "time/bp"],
+        rows,
+        [
+            "backprop net.fit(epochs=…) once; numpy and torch loop over epochs; "
+            "sklearn MLPClassifier(max_iter=epochs)"
+        ],
+    )
 
 
 def memory(res):
@@ -149,24 +214,40 @@ def memory(res):
         for k in ORDER:
             if k in w["systems"]:
                 m = w["systems"][k]
-                rows.append([w["label"], TITLES[k] if k != REF else "backprop",
-                             f"{m['peak_rss_growth'] / 2**20:.2f} MiB"
-                             + ("" if m["peak_reset"] else " (*)"),
-                             f"{m['tracemalloc_peak'] / 2**20:.2f} MiB"
-                             + (" (†)" if k == "torch" else ""),
-                             f"{m['param_bytes'] / 2**20:.2f} MiB",
-                             f"{m['data_bytes'] / 2**20:.2f} MiB"])
-    table("Memory of one training run (build + 1 epoch), a fresh subprocess per system",
-          ["workload", "system", "peak RSS growth", "tracemalloc peak", "parameters",
-           "data (not counted)"], rows,
-          ["peak RSS growth: the RSS high-water mark VmHWM after the run (reset through "
-           "/proc/self/clear_refs just before) minus the RSS before; the data and a "
-           "warm-up on a tiny network come first",
-           "tracemalloc peak: a second run under tracemalloc (memory allocated "
-           "through Python and numpy)",
-           "(†) torch's tensors are allocated outside Python's allocators: "
-           "tracemalloc does not see them",
-           "(*) high-water mark could not be reset: growth since process start"])
+                rows.append(
+                    [
+                        w["label"],
+                        TITLES[k] if k != REF else "backprop",
+                        f"{m['peak_rss_growth'] / 2**20:.2f} MiB"
+                        + ("" if m["peak_reset"] else " (*)"),
+                        f"{m['tracemalloc_peak'] / 2**20:.2f} MiB"
+                        + (" (†)" if k == "torch" else ""),
+                        f"{m['param_bytes'] / 2**20:.2f} MiB",
+                        f"{m['data_bytes'] / 2**20:.2f} MiB",
+                    ]
+                )
+    table(
+        "Memory of one training run (build + 1 epoch), a fresh subprocess per system",
+        [
+            "workload",
+            "system",
+            "peak RSS growth",
+            "tracemalloc peak",
+            "parameters",
+            "data (not counted)",
+        ],
+        rows,
+        [
+            "peak RSS growth: the RSS high-water mark VmHWM after the run (reset through "
+            "/proc/self/clear_refs just before) minus the RSS before; the data and a "
+            "warm-up on a tiny network come first",
+            "tracemalloc peak: a second run under tracemalloc (memory allocated "
+            "through Python and numpy)",
+            "(†) torch's tensors are allocated outside Python's allocators: "
+            "tracemalloc does not see them",
+            "(*) high-water mark could not be reset: growth since process start",
+        ],
+    )
 
 
 def print_all(res):
@@ -175,10 +256,12 @@ def print_all(res):
         if res.get(name):
             globals()[name](res)
     if "elapsed_s" in res:
-        print(f"\ntotal time: {res['elapsed_s']:.1f} s; load average at the end "
-              f"{' '.join(f'{x:.2f}' for x in res['load_average_end'])}; other processes "
-              f"used {100 * res['other_load']:.1f}% of the CPUs during the run"
-              + (" (a busy machine: expect noise)" if res["other_load"] > 0.05 else ""))
+        print(
+            f"\ntotal time: {res['elapsed_s']:.1f} s; load average at the end "
+            f"{' '.join(f'{x:.2f}' for x in res['load_average_end'])}; other processes "
+            f"used {100 * res['other_load']:.1f}% of the CPUs during the run"
+            + (" (a busy machine: expect noise)" if res["other_load"] > 0.05 else "")
+        )
 
 
 if __name__ == "__main__":

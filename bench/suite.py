@@ -16,6 +16,7 @@
   before, minus the RSS before; ru_maxrss would not do: after fork + exec it
   keeps the parent's peak) and the tracemalloc peak of a second, traced run.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,11 +40,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class Settings:
     quick: bool = False
     threads: int = 2
-    reps: int = 7              # measured repetitions (after `warmup`)
+    reps: int = 7  # measured repetitions (after `warmup`)
     warmup: int = 1
-    settle: float = 0.2        # seconds of pause before each sample (see timing)
-    min_sample: float = 0.05   # seconds a sample lasts at least (timing.autorange)
-    sklearn_k2: int = 4        # sklearn's marginal cost: max_iter 1 → k2
+    settle: float = 0.2  # seconds of pause before each sample (see timing)
+    min_sample: float = 0.05  # seconds a sample lasts at least (timing.autorange)
+    sklearn_k2: int = 4  # sklearn's marginal cost: max_iter 1 → k2
     gemm_n: int = 2048
     gemm_repeats: int = 5
     throughput_rows: int = 10_000
@@ -57,9 +58,18 @@ class Settings:
             return full
         # (the pause stays: without it another pool's spinning threads made a
         # W3 step 20× slower here)
-        return replace(full, quick=True, reps=3, settle=0.1, min_sample=0.005,
-                       gemm_n=1024, gemm_repeats=2, throughput_rows=2_000,
-                       digits_epochs=3, memory_workloads=("W3",))
+        return replace(
+            full,
+            quick=True,
+            reps=3,
+            settle=0.1,
+            min_sample=0.005,
+            gemm_n=1024,
+            gemm_repeats=2,
+            throughput_rows=2_000,
+            digits_epochs=3,
+            memory_workloads=("W3",),
+        )
 
 
 def _guarded_interleave(samplers, cfg, notes, what):
@@ -75,7 +85,7 @@ def _build_all(systems, notes, what, make):
     for s in systems:
         try:
             out[s.name] = make(s)
-        except Exception as exc:   # noqa: BLE001  (a peer must never stop the suite)
+        except Exception as exc:  # noqa: BLE001  (a peer must never stop the suite)
             notes.append(f"{what} {s.title}: failed to build: {exc!r}")
     return out
 
@@ -105,15 +115,27 @@ def training(wls, systems, cfg, notes, progress) -> dict:
     for wl in wls:
         X, y = W.make_data(wl, wl.rows(cfg.quick))
         params = W.init_params(wl.sizes, wl.hidden, wl.dtype)
-        # (the samplers are made and run within this iteration)
-        samplers = _build_all(systems, notes, wl.name, lambda s: s.step_sampler(
-            wl, X, y, params, min_time=cfg.min_sample, k1=1, k2=cfg.sklearn_k2))  # noqa: B023
+        samplers = _build_all(
+            systems,
+            notes,
+            wl.name,
+            lambda s, wl=wl, X=X, y=y, params=params: s.step_sampler(
+                wl, X, y, params, min_time=cfg.min_sample, k1=1, k2=cfg.sklearn_k2
+            ),
+        )
         stats = _guarded_interleave(samplers, cfg, notes, wl.name)
         results[wl.name] = {
-            "label": wl.label, "sizes": wl.sizes, "batch": wl.batch, "dtype": wl.dtype,
-            "rows": X.shape[0], "batches": -(-X.shape[0] // wl.batch), "lr": wl.lr,
-            "note": wl.note, "flops_per_step": wl.flops_per_step(),
-            "systems": {name: st.to_dict() for name, st in stats.items()}}
+            "label": wl.label,
+            "sizes": wl.sizes,
+            "batch": wl.batch,
+            "dtype": wl.dtype,
+            "rows": X.shape[0],
+            "batches": -(-X.shape[0] // wl.batch),
+            "lr": wl.lr,
+            "note": wl.note,
+            "flops_per_step": wl.flops_per_step(),
+            "systems": {name: st.to_dict() for name, st in stats.items()},
+        }
         progress(f"training {wl.label}: done")
     return results
 
@@ -126,7 +148,7 @@ def _calls(fn, min_time):
 
 
 def _inference_systems(systems):
-    return [s for s in systems if s.name != "backprop_step"]   # same model as fit
+    return [s for s in systems if s.name != "backprop_step"]  # same model as fit
 
 
 def _inference_models(systems, wl, X, y, notes, what):
@@ -137,9 +159,10 @@ def _inference_models(systems, wl, X, y, notes, what):
 
     def make(s):
         model = s.inference_model(wl, X, y, weights[0])
-        if s.name == "backprop_fit":            # first in ALL_SYSTEMS
+        if s.name == "backprop_fit":  # first in ALL_SYSTEMS
             weights[0] = s.weights(model)
         return s, model
+
     return _build_all(_inference_systems(systems), notes, what, make)
 
 
@@ -151,11 +174,16 @@ def latency(systems, cfg, notes, progress) -> dict:
         x = X[0].copy()
         models = _inference_models(systems, wl, X, y, notes, f"latency {name}")
         # (the samplers run within this iteration)
-        samplers = {n: _calls(lambda s=s, m=m: s.predict_one(m, x), cfg.min_sample)  # noqa: B023
-                    for n, (s, m) in models.items()}
+        samplers = {
+            n: _calls(lambda s=s, m=m: s.predict_one(m, x), cfg.min_sample)  # noqa: B023
+            for n, (s, m) in models.items()
+        }
         stats = _guarded_interleave(samplers, cfg, notes, f"latency {name}")
-        results[name] = {"label": wl.label, "min_sample_s": cfg.min_sample,
-                         "systems": {n: st.to_dict() for n, st in stats.items()}}
+        results[name] = {
+            "label": wl.label,
+            "min_sample_s": cfg.min_sample,
+            "systems": {n: st.to_dict() for n, st in stats.items()},
+        }
     progress("single-row latency: done")
     return results
 
@@ -163,19 +191,28 @@ def latency(systems, cfg, notes, progress) -> dict:
 def throughput(systems, cfg, notes, progress) -> dict:
     wl = W.get("W3")
     X, y = W.make_data(wl, cfg.throughput_rows, seed=1)
-    models = _inference_models(systems, wl, X[:wl.batch * 8], y[:wl.batch * 8],
-                               notes, "throughput")
-    samplers = {n: per_unit(lambda s=s, m=m: s.predict(m, X), X.shape[0])
-                for n, (s, m) in models.items()}
+    models = _inference_models(
+        systems, wl, X[: wl.batch * 8], y[: wl.batch * 8], notes, "throughput"
+    )
+    samplers = {
+        n: per_unit(lambda s=s, m=m: s.predict(m, X), X.shape[0]) for n, (s, m) in models.items()
+    }
     stats = _guarded_interleave(samplers, cfg, notes, "throughput")
     labels = {n: np.asarray(s.predict(m, X)) for n, (s, m) in models.items()}
     ref = labels.get("backprop_fit")
     progress("batch throughput: done")
-    return {"label": wl.label, "rows": X.shape[0],
-            "systems": {n: {**st.to_dict(), "rows_per_s": 1 / st.median,
-                            "agree_with_backprop": (None if ref is None else
-                                                    float(np.mean(labels[n] == ref)))}
-                        for n, st in stats.items()}}
+    return {
+        "label": wl.label,
+        "rows": X.shape[0],
+        "systems": {
+            n: {
+                **st.to_dict(),
+                "rows_per_s": 1 / st.median,
+                "agree_with_backprop": (None if ref is None else float(np.mean(labels[n] == ref))),
+            }
+            for n, st in stats.items()
+        },
+    }
 
 
 DIGITS = W.Workload("digits", (64, 32, 10), 32, "float32", 0, lr=0.1)
@@ -183,16 +220,17 @@ DIGITS = W.Workload("digits", (64, 32, 10), 32, "float32", 0, lr=0.1)
 
 def digits(systems, cfg, notes, progress) -> dict:
     import backprop as bp
-    X_train, X_test, y_train, y_test = bp.datasets.load_digits(return_split=True,
-                                                               dtype="float32")
+
+    X_train, X_test, y_train, y_test = bp.datasets.load_digits(return_split=True, dtype="float32")
     params = W.init_params(DIGITS.sizes, DIGITS.hidden, DIGITS.dtype)
-    last = {}                                   # each system's latest model
+    last = {}  # each system's latest model
 
     def sampler(s):
         def train():
-            last[s.name] = s.train(DIGITS, X_train, y_train, params,
-                                   cfg.digits_epochs, DIGITS.lr)
+            last[s.name] = s.train(DIGITS, X_train, y_train, params, cfg.digits_epochs, DIGITS.lr)
+
         return lambda: timed(train)
+
     samplers = _build_all(_inference_systems(systems), notes, "digits", sampler)
     stats = _guarded_interleave(samplers, cfg, notes, "digits")
     out = {}
@@ -201,12 +239,18 @@ def digits(systems, cfg, notes, progress) -> dict:
         acc = float(np.mean(np.asarray(s.predict(last[name], X_test)) == y_test))
         out[name] = {**st.to_dict(), "test_accuracy": acc}
     progress("digits end to end: done")
-    return {"epochs": cfg.digits_epochs, "batch": DIGITS.batch, "lr": DIGITS.lr,
-            "train_rows": X_train.shape[0], "test_rows": X_test.shape[0],
-            "systems": out}
+    return {
+        "epochs": cfg.digits_epochs,
+        "batch": DIGITS.batch,
+        "lr": DIGITS.lr,
+        "train_rows": X_train.shape[0],
+        "test_rows": X_test.shape[0],
+        "systems": out,
+    }
 
 
 # -- memory: one subprocess per system and workload -------------------------------
+
 
 def _reset_peak_rss() -> bool:
     """Reset the kernel's RSS high-water mark (Linux ≥ 4.0); False if not allowed."""
@@ -233,7 +277,7 @@ def memory_child(system_name: str, workload: str, quick: bool, threads: int) -> 
     RSS, then a second one under tracemalloc."""
     system = next(s for s in ALL_SYSTEMS if s.name == system_name)
     if system.requires:
-        __import__(system.requires)          # so that threadpoolctl sees its libraries
+        __import__(system.requires)  # so that threadpoolctl sees its libraries
     set_threads(threads)
     wl = W.get(workload)
     X, y = W.make_data(wl, wl.rows(quick))
@@ -241,12 +285,12 @@ def memory_child(system_name: str, workload: str, quick: bool, threads: int) -> 
 
     def run():
         system.train(wl, X, y, params, 1, wl.lr)
+
     # A warm-up on a tiny network first, so that lazy imports and first-use
     # set-up (thread pools, BLAS buffers) are not counted as the training's
     # memory, while no freed blocks of the measured sizes are left to reuse.
     tiny = replace(wl, sizes=(wl.sizes[0], 2, wl.sizes[-1]), batch=4)
-    system.train(tiny, X[:8], y[:8], W.init_params(tiny.sizes, tiny.hidden, tiny.dtype),
-                 1, wl.lr)
+    system.train(tiny, X[:8], y[:8], W.init_params(tiny.sizes, tiny.hidden, tiny.dtype), 1, wl.lr)
     before = rss_bytes()
     reset = _reset_peak_rss()
     seconds = timed(run)
@@ -255,21 +299,38 @@ def memory_child(system_name: str, workload: str, quick: bool, threads: int) -> 
     run()
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return {"rss_before": before, "peak_rss_growth": peak - before,
-            "peak_reset": reset, "tracemalloc_peak": traced_peak,
-            "seconds": seconds, "data_bytes": X.nbytes + y.nbytes,
-            "param_bytes": sum(Wt.nbytes + b.nbytes for Wt, b in params)}
+    return {
+        "rss_before": before,
+        "peak_rss_growth": peak - before,
+        "peak_reset": reset,
+        "tracemalloc_peak": traced_peak,
+        "seconds": seconds,
+        "data_bytes": X.nbytes + y.nbytes,
+        "param_bytes": sum(Wt.nbytes + b.nbytes for Wt, b in params),
+    }
 
 
 def memory(systems, cfg, notes, progress) -> dict:
     results = {}
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
     for workload in cfg.memory_workloads:
         rows = {}
         for s in _inference_systems(systems):
-            cmd = [sys.executable, "-m", "bench.suite", "memory-child", s.name,
-                   workload, "1" if cfg.quick else "0", str(cfg.threads)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.suite",
+                "memory-child",
+                s.name,
+                workload,
+                "1" if cfg.quick else "0",
+                str(cfg.threads),
+            ]
             proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 tail = (proc.stderr.strip().splitlines() or ["?"])[-1]

@@ -22,6 +22,7 @@ workloads) divided by their number of batches.
                   of more epochs, (t(max_iter=k2) − t(max_iter=k1)) /
                   ((k2 − k1)·batches), fresh fits each.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -38,9 +39,10 @@ __all__ = ["System", "ALL_SYSTEMS", "available_systems"]
 
 class System:
     """Base: back-to-back epochs timed per sample; override what differs."""
-    name = ""            # key in results and JSON
-    title = ""           # column title
-    requires: str | None = None   # importable module needed, if any
+
+    name = ""  # key in results and JSON
+    title = ""  # column title
+    requires: str | None = None  # importable module needed, if any
 
     def missing(self) -> str | None:
         """Why this system cannot run here, or None."""
@@ -82,22 +84,29 @@ class System:
 
 # -- backprop ------------------------------------------------------------------
 
+
 class BackpropFit(System):
     name, title = "backprop_fit", "backprop fit"
 
     def build(self, wl, X, y, params, lr=None):
         import backprop as bp
+
         acts = [wl.hidden] * (len(wl.sizes) - 2) + [wl.output]
-        layers = [bp.Dense(n_in, n_out, activation=act, dtype=wl.dtype)
-                  for (n_in, n_out), act in zip(wl.layers, acts)]
-        net = bp.Sequential(*layers, dtype=wl.dtype, seed=0,
-                            loss="cross_entropy" if wl.is_classifier else "mse")
+        layers = [
+            bp.Dense(n_in, n_out, activation=act, dtype=wl.dtype)
+            for (n_in, n_out), act in zip(wl.layers, acts)
+        ]
+        net = bp.Sequential(
+            *layers, dtype=wl.dtype, seed=0, loss="cross_entropy" if wl.is_classifier else "mse"
+        )
         for layer, (W, b) in zip(net.layers, params):
             layer.W, layer.b = W, b
-        batches = [(X[i:i + wl.batch], y[i:i + wl.batch])
-                   for i in range(0, X.shape[0], wl.batch)]
-        return SimpleNamespace(net=net, X=X, y=y, batch=wl.batch,
-                               lr=wl.lr if lr is None else lr, batches=batches)
+        batches = [
+            (X[i : i + wl.batch], y[i : i + wl.batch]) for i in range(0, X.shape[0], wl.batch)
+        ]
+        return SimpleNamespace(
+            net=net, X=X, y=y, batch=wl.batch, lr=wl.lr if lr is None else lr, batches=batches
+        )
 
     def epoch(self, m) -> None:
         m.net.fit(m.X, m.y, epochs=1, batch_size=m.batch, lr=m.lr, shuffle=True)
@@ -135,13 +144,15 @@ class BackpropStep(BackpropFit):
 
 # -- numpy -----------------------------------------------------------------------
 
+
 class Numpy(System):
     name, title = "numpy", "numpy"
 
     def build(self, wl, X, y, params, lr=None):
         mlp = NumpyMLP(wl.sizes, wl.hidden, wl.output, wl.dtype, params=params)
-        return SimpleNamespace(mlp=mlp, X=X, Y=mlp.targets(y), batch=wl.batch,
-                               lr=wl.lr if lr is None else lr)
+        return SimpleNamespace(
+            mlp=mlp, X=X, Y=mlp.targets(y), batch=wl.batch, lr=wl.lr if lr is None else lr
+        )
 
     def epoch(self, m) -> None:
         m.mlp.train_epoch(m.X, m.Y, m.batch, m.lr)
@@ -155,12 +166,14 @@ class Numpy(System):
 
 # -- PyTorch -----------------------------------------------------------------------
 
+
 class Torch(System):
     name, title, requires = "torch", "torch", "torch"
 
     def build(self, wl, X, y, params, lr=None):
         import torch
         from torch import nn
+
         torch.manual_seed(0)
         dtype = getattr(torch, wl.dtype)
         hidden = nn.ReLU if wl.hidden == "relu" else nn.Tanh
@@ -172,25 +185,33 @@ class Torch(System):
                 lin.bias.copy_(torch.from_numpy(b))
             mods += [lin, hidden()] if i < len(params) - 1 else [lin]
         if wl.is_classifier:
-            loss_fn = nn.CrossEntropyLoss()         # softmax + cross-entropy on logits
+            loss_fn = nn.CrossEntropyLoss()  # softmax + cross-entropy on logits
             yt = torch.from_numpy(y)
         else:
-            mods.append(nn.Sigmoid())               # C = 1/(2n) Σ‖y − a‖²
+            mods.append(nn.Sigmoid())  # C = 1/(2n) Σ‖y − a‖²
+
             def loss_fn(out, target):
                 return nn.functional.mse_loss(out, target, reduction="sum") * (0.5 / out.shape[0])
+
             yt = torch.from_numpy(np.ascontiguousarray(y.reshape(-1, 1), wl.dtype))
         model = nn.Sequential(*mods)
-        opt = torch.optim.SGD(model.parameters(), lr=wl.lr if lr is None else lr,
-                              momentum=0)
-        return SimpleNamespace(model=model, opt=opt, loss_fn=loss_fn, torch=torch,
-                               X=torch.from_numpy(X), y=yt, batch=wl.batch,
-                               gen=torch.Generator().manual_seed(0))
+        opt = torch.optim.SGD(model.parameters(), lr=wl.lr if lr is None else lr, momentum=0)
+        return SimpleNamespace(
+            model=model,
+            opt=opt,
+            loss_fn=loss_fn,
+            torch=torch,
+            X=torch.from_numpy(X),
+            y=yt,
+            batch=wl.batch,
+            gen=torch.Generator().manual_seed(0),
+        )
 
     def epoch(self, m) -> None:
         n, total = m.X.shape[0], 0.0
         order = m.torch.randperm(n, generator=m.gen)
         for start in range(0, n, m.batch):
-            idx = order[start:start + m.batch]
+            idx = order[start : start + m.batch]
             m.opt.zero_grad()
             loss = m.loss_fn(m.model(m.X[idx]), m.y[idx])
             loss.backward()
@@ -211,20 +232,34 @@ class Torch(System):
 
 # -- scikit-learn --------------------------------------------------------------------
 
+
 class Sklearn(System):
     name, title, requires = "sklearn", "sklearn", "sklearn"
 
     def _estimator(self, wl, max_iter, lr):
         from sklearn.neural_network import MLPClassifier, MLPRegressor
+
         cls = MLPClassifier if wl.is_classifier else MLPRegressor
-        return cls(hidden_layer_sizes=wl.sizes[1:-1], activation=wl.hidden,
-                   solver="sgd", alpha=0.0, batch_size=wl.batch,
-                   learning_rate="constant", learning_rate_init=lr, momentum=0.0,
-                   nesterovs_momentum=False, shuffle=True, tol=0.0,
-                   n_iter_no_change=10 ** 9, max_iter=max_iter, random_state=0)
+        return cls(
+            hidden_layer_sizes=wl.sizes[1:-1],
+            activation=wl.hidden,
+            solver="sgd",
+            alpha=0.0,
+            batch_size=wl.batch,
+            learning_rate="constant",
+            learning_rate_init=lr,
+            momentum=0.0,
+            nesterovs_momentum=False,
+            shuffle=True,
+            tol=0.0,
+            n_iter_no_change=10**9,
+            max_iter=max_iter,
+            random_state=0,
+        )
 
     def _fit(self, wl, X, y, max_iter, lr):
         from sklearn.exceptions import ConvergenceWarning
+
         est = self._estimator(wl, max_iter, lr)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -238,7 +273,7 @@ class Sklearn(System):
         return self._fit(wl, X, y, epochs, lr)
 
     def inference_model(self, wl, X, y, params):
-        return self._fit(wl, X, y, 1, wl.lr)     # its own weights: it must fit
+        return self._fit(wl, X, y, 1, wl.lr)  # its own weights: it must fit
 
     def step_sampler(self, wl, X, y, params, k1=1, k2=3, **options):
         n_batches = -(-X.shape[0] // wl.batch)
@@ -247,6 +282,7 @@ class Sklearn(System):
             short = timed(self._fit, wl, X, y, k1, wl.lr)
             long = timed(self._fit, wl, X, y, k2, wl.lr)
             return (long - short) / ((k2 - k1) * n_batches)
+
         return sample
 
     def predict(self, est, X):

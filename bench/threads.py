@@ -9,6 +9,7 @@ interleaved (timing.interleave), with backprop.set_num_threads(1) where it
 exists so that each training keeps to one core.  speed-up = sequential /
 threaded; the ideal is (t_a + t_b) / max(t_a, t_b), 2 for equal halves.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ from .report import table
 from .systems import BackpropFit
 from .timing import fmt_time, interleave, timed
 
-EPOCHS = {"W2": 60, "W3": 6}     # about half a second each, one thread
+EPOCHS = {"W2": 60, "W3": 6}  # about half a second each, one thread
 
 
 def trainer(name: str, epochs: int, seed: int):
@@ -51,26 +52,46 @@ def main(argv=None) -> None:
         bp.set_num_threads(1)
     rows = []
     for a, b in (("W2", "W2"), ("W3", "W3"), ("W2", "W3")):
-        fa, fb = (trainer(n, max(1, int(EPOCHS[n] * scale)), seed)
-                  for seed, n in enumerate((a, b)))
-        # (interleave runs the lambdas now, within this iteration)
-        stats = interleave({"a": lambda: timed(fa), "b": lambda: timed(fb),  # noqa: B023
-                            "sequential": lambda: timed(lambda: (fa(), fb())),  # noqa: B023
-                            "threaded": lambda: timed(in_threads, (fa, fb))}, reps)  # noqa: B023
+        fa, fb = (trainer(n, max(1, int(EPOCHS[n] * scale)), seed) for seed, n in enumerate((a, b)))
+        stats = interleave(
+            {
+                "a": lambda fa=fa: timed(fa),
+                "b": lambda fb=fb: timed(fb),
+                "sequential": lambda fa=fa, fb=fb: timed(lambda: (fa(), fb())),
+                "threaded": lambda fa=fa, fb=fb: timed(in_threads, (fa, fb)),
+            },
+            reps,
+        )
         ta, tb = stats["a"].median, stats["b"].median
         seq, par = stats["sequential"], stats["threaded"]
-        rows.append([f"{a} + {b}", fmt_time(ta), fmt_time(tb),
-                     fmt_time(seq.median, seq.spread), fmt_time(par.median, par.spread),
-                     f"{seq.median / par.median:.2f}×", f"{(ta + tb) / max(ta, tb):.2f}×"])
-    threads = ("backprop.set_num_threads(1)" if hasattr(bp, "set_num_threads")
-               else "default threads (no backprop.set_num_threads)")
-    table(f"Two independent trainings: sequential vs two Python threads ({threads}, "
-          f"median ±½IQR of {reps})",
-          ["pair", "a alone", "b alone", "sequential", "2 threads", "speed-up", "ideal"],
-          rows, ["each training: fit for "
-                 f"{', '.join(f'{k} {int(v * scale) or 1} epochs' for k, v in EPOCHS.items())}"
-                 f" on its own random data (W2 {W.get('W2').rows()} rows,"
-                 f" W3 {W.get('W3').rows()} rows)"])
+        rows.append(
+            [
+                f"{a} + {b}",
+                fmt_time(ta),
+                fmt_time(tb),
+                fmt_time(seq.median, seq.spread),
+                fmt_time(par.median, par.spread),
+                f"{seq.median / par.median:.2f}×",
+                f"{(ta + tb) / max(ta, tb):.2f}×",
+            ]
+        )
+    threads = (
+        "backprop.set_num_threads(1)"
+        if hasattr(bp, "set_num_threads")
+        else "default threads (no backprop.set_num_threads)"
+    )
+    table(
+        f"Two independent trainings: sequential vs two Python threads ({threads}, "
+        f"median ±½IQR of {reps})",
+        ["pair", "a alone", "b alone", "sequential", "2 threads", "speed-up", "ideal"],
+        rows,
+        [
+            "each training: fit for "
+            f"{', '.join(f'{k} {int(v * scale) or 1} epochs' for k, v in EPOCHS.items())}"
+            f" on its own random data (W2 {W.get('W2').rows()} rows,"
+            f" W3 {W.get('W3').rows()} rows)"
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ enough.  The result for each system is a `Stats`: the median of the samples
 with the quartiles and the extremes.  A short pause before each sample
 keeps one system's idle-spinning threads from slowing the next.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,9 +38,11 @@ def per_unit(fn: Callable[[], object], units: int) -> Callable[[], float]:
 
 def repeat(fn: Callable[[], object], n: int) -> Callable[[], None]:
     """fn called n times back to back, as one function."""
+
     def run():
         for _ in range(n):
             fn()
+
     return run
 
 
@@ -59,13 +62,14 @@ def autorange(fn: Callable[[], object], min_time: float) -> int:
 @dataclass
 class Stats:
     """Summary of one system's samples (seconds per unit)."""
+
     median: float
     q1: float
     q3: float
     min: float
     max: float
     n: int
-    samples: list       # in the order measured
+    samples: list  # in the order measured
 
     @classmethod
     def of(cls, samples) -> Stats:
@@ -85,9 +89,13 @@ class Stats:
         return asdict(self)
 
 
-def interleave(samplers: Mapping[str, Callable[[], float]], reps: int,
-               warmup: int = 1, errors: dict | None = None,
-               settle: float = 0.0) -> dict[str, Stats]:
+def interleave(
+    samplers: Mapping[str, Callable[[], float]],
+    reps: int,
+    warmup: int = 1,
+    errors: dict | None = None,
+    settle: float = 0.0,
+) -> dict[str, Stats]:
     """Run each sampler `warmup + reps` times, systems interleaved in a
     rotating order; return the Stats of the last `reps` samples of each.
     A sampler that raises is dropped from the run, its error recorded in

@@ -9,6 +9,7 @@ and fewer on W4/W5, so that one measurement (one epoch) stays well under a
 couple of seconds.  `init_params` draws one set of starting weights that
 every system given weights from outside (backprop, numpy, torch) starts from.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -21,13 +22,13 @@ __all__ = ["Workload", "WORKLOADS", "get", "make_data", "init_params"]
 @dataclass(frozen=True)
 class Workload:
     name: str
-    sizes: tuple[int, ...]          # input, hidden…, output
+    sizes: tuple[int, ...]  # input, hidden…, output
     batch: int
-    dtype: str                      # 'float32' or 'float64'
-    n_batches: int                  # batches per epoch in a full run
+    dtype: str  # 'float32' or 'float64'
+    n_batches: int  # batches per epoch in a full run
     lr: float = 0.01
-    hidden: str = "relu"            # 'relu' or 'tanh'
-    output: str = "softmax"         # 'softmax' (cross-entropy) or 'sigmoid' (MSE)
+    hidden: str = "relu"  # 'relu' or 'tanh'
+    output: str = "softmax"  # 'softmax' (cross-entropy) or 'sigmoid' (MSE)
     note: str = field(default="", compare=False)
 
     @property
@@ -57,8 +58,17 @@ class Workload:
 
 
 WORKLOADS = [
-    Workload("W0", (2, 4, 1), 4, "float64", 64, lr=0.5, hidden="tanh",
-             output="sigmoid", note="XOR, the four rows repeated"),
+    Workload(
+        "W0",
+        (2, 4, 1),
+        4,
+        "float64",
+        64,
+        lr=0.5,
+        hidden="tanh",
+        output="sigmoid",
+        note="XOR, the four rows repeated",
+    ),
     Workload("W1", (64, 32, 10), 32, "float32", 64),
     Workload("W2", (64, 128, 64, 10), 64, "float32", 64),
     Workload("W3", (784, 256, 10), 128, "float32", 50),
@@ -71,8 +81,7 @@ def get(name: str) -> Workload:
     for wl in WORKLOADS:
         if wl.name.lower() == name.strip().lower():
             return wl
-    raise KeyError(f"unknown workload {name!r}; choose from "
-                   f"{', '.join(w.name for w in WORKLOADS)}")
+    raise KeyError(f"unknown workload {name!r}; choose from {', '.join(w.name for w in WORKLOADS)}")
 
 
 def make_data(wl: Workload, rows: int, seed: int = 0):

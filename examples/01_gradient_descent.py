@@ -7,6 +7,7 @@ The gradient is F′(w) = 2w, so one step w ← w − η·2w multiplies w by
 
     python examples/01_gradient_descent.py [OUTPUT_DIR]     → gradient_descent.png
 """
+
 import sys
 
 import matplotlib
@@ -17,19 +18,23 @@ import numpy as np
 
 from backprop import plot
 
-RATES = {"too small (η = 0.02)": 0.02, "good (η = 0.3)": 0.3,
-         "oscillating (η = 1.0)": 1.0, "diverging (η = 1.05)": 1.05}
+RATES = {
+    "too small (η = 0.02)": 0.02,
+    "good (η = 0.3)": 0.3,
+    "oscillating (η = 1.0)": 1.0,
+    "diverging (η = 1.05)": 1.05,
+}
 
 
 def F(w):
-    return w ** 2
+    return w**2
 
 
 def descend(w0: float, lr: float, steps: int) -> np.ndarray:
     """The points w₀, w₁, … of gradient descent on F."""
     path = [w0]
     for _ in range(steps):
-        path.append(path[-1] - lr * 2 * path[-1])      # w ← w − η·F′(w)
+        path.append(path[-1] - lr * 2 * path[-1])  # w ← w − η·F′(w)
     return np.array(path)
 
 

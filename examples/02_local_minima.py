@@ -9,6 +9,7 @@ at the same minimum.
 
     python examples/02_local_minima.py [OUTPUT_DIR]          → local_minima.png
 """
+
 import sys
 
 import matplotlib
@@ -21,11 +22,11 @@ from backprop import plot
 
 
 def F(w):
-    return w ** 4 - 3 * w ** 2 + w
+    return w**4 - 3 * w**2 + w
 
 
 def dF(w):
-    return 4 * w ** 3 - 6 * w + 1
+    return 4 * w**3 - 6 * w + 1
 
 
 def descend(grad, w0: float, lr: float = 0.02, steps: int = 200) -> np.ndarray:
@@ -41,10 +42,20 @@ def main(out: str = ".") -> dict:
     convex = {w0: descend(lambda w: 2 * w, w0)[-1] for w0 in starts}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for w0 in starts:
-        plot.descent_path(F, descend(dF, w0), ax=left, xs=np.linspace(-2.2, 2.2, 400),
-                          label=f"from {w0:+.1f} → {ends[w0]:+.2f}")
-        plot.descent_path(lambda w: w ** 2, descend(lambda w: 2 * w, w0), ax=right,
-                          xs=np.linspace(-2.2, 2.2, 400), label=f"from {w0:+.1f}")
+        plot.descent_path(
+            F,
+            descend(dF, w0),
+            ax=left,
+            xs=np.linspace(-2.2, 2.2, 400),
+            label=f"from {w0:+.1f} → {ends[w0]:+.2f}",
+        )
+        plot.descent_path(
+            lambda w: w**2,
+            descend(lambda w: 2 * w, w0),
+            ax=right,
+            xs=np.linspace(-2.2, 2.2, 400),
+            label=f"from {w0:+.1f}",
+        )
     left.set_title("non-convex F(w) = w⁴ − 3w² + w")
     right.set_title("convex F(w) = w²")
     plot.save(fig, f"{out}/local_minima.png")

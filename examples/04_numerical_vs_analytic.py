@@ -9,6 +9,7 @@ time per full gradient as the number of weights grows.
 
     python examples/04_numerical_vs_analytic.py [OUTPUT_DIR]  → numerical_vs_analytic.png
 """
+
 import sys
 import time
 
@@ -28,19 +29,24 @@ def main(out: str = ".") -> list:
     X, y = X[:16], y[:16]
     rows = []
     for hidden in (2, 4, 8, 16, 32, 64):
-        net = bp.Sequential(bp.Dense(64, hidden, activation="tanh"),
-                            bp.Dense(hidden, 10, activation="softmax"),
-                            loss="cross_entropy", seed=0)
+        net = bp.Sequential(
+            bp.Dense(64, hidden, activation="tanh"),
+            bp.Dense(hidden, 10, activation="softmax"),
+            loss="cross_entropy",
+            seed=0,
+        )
         start = time.perf_counter()
-        check = bp.gradcheck(net, X, y)           # numerical (and one analytic) gradient
+        check = bp.gradcheck(net, X, y)  # numerical (and one analytic) gradient
         numerical = time.perf_counter() - start
         start = time.perf_counter()
         for _ in range(100):
             net.loss_and_grad(X, y)
         analytic = (time.perf_counter() - start) / 100
         rows.append((net.params.size, check.max_rel_error, numerical, analytic))
-        print(f"{net.params.size:6d} weights: relative error {check.max_rel_error:.1e}, "
-              f"numerical {numerical * 1e3:8.2f} ms, backpropagation {analytic * 1e6:6.1f} µs")
+        print(
+            f"{net.params.size:6d} weights: relative error {check.max_rel_error:.1e}, "
+            f"numerical {numerical * 1e3:8.2f} ms, backpropagation {analytic * 1e6:6.1f} µs"
+        )
     n, err, num, ana = map(np.array, zip(*rows))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.loglog(n, num, "o-", label="numerical (central differences)")

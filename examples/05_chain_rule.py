@@ -4,6 +4,7 @@ one sample, layer by layer from the output back, with every weight gradient
 
     python examples/05_chain_rule.py [OUTPUT_DIR]             → chain_rule.png
 """
+
 import sys
 
 import matplotlib
@@ -17,8 +18,12 @@ from backprop import plot
 
 
 def main(out: str = "."):
-    net = bp.Sequential(bp.Dense(2, 3, activation="sigmoid"),
-                        bp.Dense(3, 1, activation="sigmoid"), loss="mse", seed=1)
+    net = bp.Sequential(
+        bp.Dense(2, 3, activation="sigmoid"),
+        bp.Dense(3, 1, activation="sigmoid"),
+        loss="mse",
+        seed=1,
+    )
     x, y = np.array([1.0, 0.0]), np.array([1.0])
     trace = net.explain(x, y)
     print(trace)
@@ -27,9 +32,11 @@ def main(out: str = "."):
     index = np.arange(check.n_checked)
     ax.bar(index - 0.2, check.analytic, width=0.4, label="backpropagation (analytic)")
     ax.bar(index + 0.2, check.numerical, width=0.4, label="finite differences (numerical)")
-    ax.set(xlabel="parameter (W₁, b₁, W₂, b₂ flattened)", ylabel="∂C/∂w",
-           title=f"Two ways to the same gradient: largest relative gap "
-                 f"{check.max_rel_error:.1e}")
+    ax.set(
+        xlabel="parameter (W₁, b₁, W₂, b₂ flattened)",
+        ylabel="∂C/∂w",
+        title=f"Two ways to the same gradient: largest relative gap {check.max_rel_error:.1e}",
+    )
     ax.legend()
     plot.save(fig, f"{out}/chain_rule.png")
     return trace

@@ -7,6 +7,7 @@ the loss jump about (and, larger still, diverge).
 
     python examples/07_digits_training_curves.py [OUTPUT_DIR]  → digits_training.png
 """
+
 import sys
 
 import matplotlib
@@ -26,14 +27,20 @@ def main(out: str = ".") -> dict:
     _, raw_test, _, _ = bp.datasets.load_digits(return_split=True, seed=0, scale=None)
     histories, accuracy, nets = {}, {}, {}
     for lr in RATES:
-        net = bp.Sequential(bp.Dense(64, 32, activation="relu"),
-                            bp.Dense(32, 10, activation="softmax"),
-                            loss="cross_entropy", dtype="float32", seed=0)
+        net = bp.Sequential(
+            bp.Dense(64, 32, activation="relu"),
+            bp.Dense(32, 10, activation="softmax"),
+            loss="cross_entropy",
+            dtype="float32",
+            seed=0,
+        )
         histories[f"lr = {lr}"] = net.fit(X_train, y_train, epochs=30, batch_size=32, lr=lr)
         accuracy[lr] = net.evaluate(X_test, y_test)["accuracy"]
         nets[lr] = net
-        print(f"lr {lr:6}: final training loss {histories[f'lr = {lr}'].history['loss'][-1]:.4f}, "
-              f"test accuracy {accuracy[lr]:.4f}")
+        print(
+            f"lr {lr:6}: final training loss {histories[f'lr = {lr}'].history['loss'][-1]:.4f}, "
+            f"test accuracy {accuracy[lr]:.4f}"
+        )
     best = max(accuracy, key=accuracy.get)
     wrong = np.flatnonzero(nets[best].predict(X_test) != y_test)
     fig = plt.figure(figsize=(12, 4.5))
@@ -44,8 +51,10 @@ def main(out: str = ".") -> dict:
         ax.imshow(raw_test[i].reshape(8, 8), cmap="gray_r")
         ax.set_title(f"{y_test[i]} → {nets[best].predict(X_test[i])}", fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"digits, 64-32-10: best lr {best} reaches test accuracy {accuracy[best]:.3f}; "
-                 "right: misclassified (true → predicted)")
+    fig.suptitle(
+        f"digits, 64-32-10: best lr {best} reaches test accuracy {accuracy[best]:.3f}; "
+        "right: misclassified (true → predicted)"
+    )
     plot.save(fig, f"{out}/digits_training.png")
     return {"accuracy": accuracy, "histories": histories, "wrong": wrong}
 

@@ -8,6 +8,7 @@ same learning rate, same seed.
 
     python examples/08_mse_vs_cross_entropy.py [OUTPUT_DIR]    → mse_vs_cross_entropy.png
 """
+
 import sys
 
 import matplotlib
@@ -22,27 +23,33 @@ from backprop import plot
 
 def train(output: str, loss: str, data, epochs: int = 15):
     X_train, X_test, y_train, y_test = data
-    net = bp.Sequential(bp.Dense(64, 32, activation="relu"), bp.Dense(32, 10, activation=output),
-                        loss=loss, seed=0)
+    net = bp.Sequential(
+        bp.Dense(64, 32, activation="relu"), bp.Dense(32, 10, activation=output), loss=loss, seed=0
+    )
     targets = np.eye(10)[y_train] if loss == "mse" else y_train
     accuracy = []
 
     class Score(bp.callbacks.Callback):
         def on_epoch_end(self, net, epoch, logs):
             accuracy.append(float(np.mean(net.predict_proba(X_test).argmax(1) == y_test)))
+
     net.fit(X_train, targets, epochs=epochs, batch_size=32, lr=0.1, callbacks=[Score()])
     return np.array(accuracy)
 
 
 def main(out: str = ".") -> dict:
     data = bp.datasets.load_digits(return_split=True, seed=0)
-    curves = {"squared error (sigmoid outputs)": train("sigmoid", "mse", data),
-              "cross-entropy (softmax outputs)": train("softmax", "cross_entropy", data)}
+    curves = {
+        "squared error (sigmoid outputs)": train("sigmoid", "mse", data),
+        "cross-entropy (softmax outputs)": train("softmax", "cross_entropy", data),
+    }
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, acc in curves.items():
         ax.plot(np.arange(1, len(acc) + 1), acc, "o-", label=label)
-        print(f"{label}: test accuracy after epochs 1, 3, 15: {acc[0]:.3f}, {acc[2]:.3f}, "
-              f"{acc[-1]:.3f}")
+        print(
+            f"{label}: test accuracy after epochs 1, 3, 15: {acc[0]:.3f}, {acc[2]:.3f}, "
+            f"{acc[-1]:.3f}"
+        )
     ax.set(xlabel="epoch", ylabel="test accuracy", title="digits, same network and lr = 0.1")
     ax.legend()
     plot.save(fig, f"{out}/mse_vs_cross_entropy.png")

@@ -11,6 +11,7 @@ except ImportError:  # the property tests skip themselves without hypothesis
     pass
 else:
     for _name, _cases in (("default", 150), ("campaign", 25_000)):
-        settings.register_profile(_name, max_examples=_cases, deadline=None,
-                                  suppress_health_check=[HealthCheck.too_slow])
+        settings.register_profile(
+            _name, max_examples=_cases, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
     settings.load_profile("default")

@@ -11,6 +11,7 @@ stored numbers: another BLAS kernel or thread count rounds differently.
     python tests/golden.py write before.npz      # with the old build installed
     python tests/golden.py compare before.npz    # with the new one: exit 1 on any difference
 """
+
 from __future__ import annotations
 
 import itertools
@@ -23,8 +24,12 @@ import numpy as np
 import backprop as bp
 
 HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu"]
-HEADS = {"mse": ("identity", 3), "binary_cross_entropy": ("sigmoid", 1),
-         "binary_cross_entropy_multi": ("sigmoid", 3), "cross_entropy": ("softmax", 3)}
+HEADS = {
+    "mse": ("identity", 3),
+    "binary_cross_entropy": ("sigmoid", 1),
+    "binary_cross_entropy_multi": ("sigmoid", 3),
+    "cross_entropy": ("softmax", 3),
+}
 OPTIMIZERS = {
     "sgd": lambda: bp.SGD(0.05),
     "sgd_momentum": lambda: bp.SGD(0.05, momentum=0.9),
@@ -47,9 +52,14 @@ def problem(n=200, n_in=6, seed=0):
 def network(hidden, head, dtype, seed=0):
     out_act, n_out = HEADS[head]
     loss = "binary_cross_entropy" if head.startswith("binary") else head
-    return bp.Sequential(bp.Dense(6, 8, activation=hidden), bp.Dense(8, 5, activation=hidden),
-                         bp.Dense(5, n_out, activation=out_act), loss=loss, dtype=dtype,
-                         seed=seed)
+    return bp.Sequential(
+        bp.Dense(6, 8, activation=hidden),
+        bp.Dense(8, 5, activation=hidden),
+        bp.Dense(5, n_out, activation=out_act),
+        loss=loss,
+        dtype=dtype,
+        seed=seed,
+    )
 
 
 def targets(head, labels, X):
@@ -72,30 +82,57 @@ def runs(folder: Path):
 
     for hidden, head, dtype in itertools.product(HIDDEN, HEADS, ["float32", "float64"]):
         y = targets(head, labels, X)
-        yield (f"net/{hidden}/{head}/{dtype}",
-               lambda h=hidden, k=head, d=dtype, y=y: fitted(network(h, k, d), X, y, epochs=4,
-                                                             batch_size=16, lr=0.05))
+        yield (
+            f"net/{hidden}/{head}/{dtype}",
+            lambda h=hidden, k=head, d=dtype, y=y: fitted(
+                network(h, k, d), X, y, epochs=4, batch_size=16, lr=0.05
+            ),
+        )
     for (name, make), dtype in itertools.product(OPTIMIZERS.items(), ["float32", "float64"]):
-        yield (f"optimizer/{name}/{dtype}",
-               lambda m=make, d=dtype: fitted(network("tanh", "cross_entropy", d), X, labels,
-                                              epochs=4, batch_size=16, optimizer=m()))
+        yield (
+            f"optimizer/{name}/{dtype}",
+            lambda m=make, d=dtype: fitted(
+                network("tanh", "cross_entropy", d),
+                X,
+                labels,
+                epochs=4,
+                batch_size=16,
+                optimizer=m(),
+            ),
+        )
     X_file = folder / "X.npy"
     np.save(X_file, X)
     for source, shuffle, weighted, dtype in itertools.product(
-            ["memory", "memmap", "chunked", "stream"], [False, True], [False, True],
-            ["float32", "float64"]):
+        ["memory", "memmap", "chunked", "stream"],
+        [False, True],
+        [False, True],
+        ["float32", "float64"],
+    ):
+
         def run(source=source, shuffle=shuffle, weighted=weighted, dtype=dtype):
             net = network("relu", "cross_entropy", dtype)
             w = weights if weighted else None
             if source == "stream":
-                batches = [(X[i:i + 40], labels[i:i + 40]) + ((w[i:i + 40],) if weighted else ())
-                           for i in range(0, len(X), 40)]
-                return fitted(net, batches, epochs=3, batch_size=16, shuffle=shuffle,
-                              optimizer=bp.Adam(0.01))
+                batches = [
+                    (X[i : i + 40], labels[i : i + 40]) + ((w[i : i + 40],) if weighted else ())
+                    for i in range(0, len(X), 40)
+                ]
+                return fitted(
+                    net, batches, epochs=3, batch_size=16, shuffle=shuffle, optimizer=bp.Adam(0.01)
+                )
             data = np.load(X_file, mmap_mode="r") if source == "memmap" else X
-            return fitted(net, data, labels, epochs=3, batch_size=16, shuffle=shuffle,
-                          sample_weight=w, optimizer=bp.Adam(0.01),
-                          chunk_size=48 if source == "chunked" else None)
+            return fitted(
+                net,
+                data,
+                labels,
+                epochs=3,
+                batch_size=16,
+                shuffle=shuffle,
+                sample_weight=w,
+                optimizer=bp.Adam(0.01),
+                chunk_size=48 if source == "chunked" else None,
+            )
+
         yield f"source/{source}/shuffle={shuffle}/weights={weighted}/{dtype}", run
 
     def split_calls():
@@ -106,20 +143,29 @@ def runs(folder: Path):
 
     def partial():
         net = network("tanh", "cross_entropy", "float32")
-        return net.params, [net.partial_fit(X[i:i + 50], labels[i:i + 50])
-                            for i in range(0, 200, 50)]
+        return net.params, [
+            net.partial_fit(X[i : i + 50], labels[i : i + 50]) for i in range(0, 200, 50)
+        ]
 
     def steps():
         net = network("sigmoid", "mse", "float64")
         net.optimizer = bp.SGD(0.05, momentum=0.5)
         Y = targets("mse", labels, X)
-        return net.params, [net.train_step(X[i:i + 20], Y[i:i + 20]) for i in range(0, 200, 20)]
+        return net.params, [net.train_step(X[i : i + 20], Y[i : i + 20]) for i in range(0, 200, 20)]
 
     def validated():
         net = network("relu", "cross_entropy", "float32")
-        history = net.fit(X, labels, epochs=6, validation_split=0.25, early_stopping=True,
-                          patience=2, class_weight="balanced", optimizer=bp.RMSProp(0.01),
-                          callbacks=[bp.callbacks.ExponentialDecay(0.9)])
+        history = net.fit(
+            X,
+            labels,
+            epochs=6,
+            validation_split=0.25,
+            early_stopping=True,
+            patience=2,
+            class_weight="balanced",
+            optimizer=bp.RMSProp(0.01),
+            callbacks=[bp.callbacks.ExponentialDecay(0.9)],
+        )
         return net.params, history.history["loss"] + history.history["val_loss"]
 
     yield "calls/split", split_calls
@@ -148,11 +194,15 @@ def main(argv: list[str]) -> int:
         print(f"wrote {len(results) // 2} configurations to {argv[1]}")
         return 0
     before = dict(np.load(argv[1]))
-    differ = sorted(k for k in set(before) | set(results)
-                    if k not in before or k not in results
-                    or before[k].dtype != results[k].dtype
-                    or before[k].shape != results[k].shape
-                    or not np.array_equal(before[k], results[k], equal_nan=True))
+    differ = sorted(
+        k
+        for k in set(before) | set(results)
+        if k not in before
+        or k not in results
+        or before[k].dtype != results[k].dtype
+        or before[k].shape != results[k].shape
+        or not np.array_equal(before[k], results[k], equal_nan=True)
+    )
     for key in differ:
         print(f"differs: {key}")
     print(f"{len(results) // 2} configurations, {len(differ)} arrays differ")

@@ -1,5 +1,6 @@
 """The benchmark suite runs, as a user runs it, and its numpy peer is right.
 (Speed is shown by bench/, never asserted here.)"""
+
 import json
 import os
 import subprocess
@@ -15,8 +16,8 @@ def test_numpy_peer_gradients_match_finite_differences():
     try:
         from bench.numpy_mlp import check_gradients
     finally:
-        if ROOT in sys.path:        # (bench takes the root off the path itself when
-            sys.path.remove(ROOT)   # backprop there is an unbuilt source folder)
+        if ROOT in sys.path:  # (bench takes the root off the path itself when
+            sys.path.remove(ROOT)  # backprop there is an unbuilt source folder)
     assert check_gradients() < 1e-6
 
 
@@ -24,9 +25,23 @@ def test_numpy_peer_gradients_match_finite_differences():
 def test_quick_bench_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--sections", "training,latency,digits",
-         "--workloads", "W0,W1", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--sections",
+            "training,latency,digits",
+            "--workloads",
+            "W0,W1",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Training: time per step" in result.stdout
     data = json.loads(out.read_text())
@@ -36,7 +51,7 @@ def test_quick_bench_runs_and_writes_json(tmp_path):
             timing = workload["systems"][system]
             assert 0 < timing["min"] <= timing["median"] <= timing["max"]
     digits = data["digits"]["systems"]
-    assert digits["backprop_fit"]["test_accuracy"] > 0.85        # 3 epochs in a quick run
+    assert digits["backprop_fit"]["test_accuracy"] > 0.85  # 3 epochs in a quick run
     assert digits["numpy"]["test_accuracy"] > 0.85
 
 
@@ -44,8 +59,13 @@ def test_quick_bench_runs_and_writes_json(tmp_path):
 def test_distributed_bench_runs_at_one_and_two_ranks(tmp_path):
     pytest.importorskip("mpi4py")
     out = tmp_path / "distributed.json"
-    result = subprocess.run([sys.executable, "-m", "bench.distributed", "--quick", "--json",
-                             str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.distributed", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Projection to more hosts" in result.stdout
     data = json.loads(out.read_text())

@@ -1,5 +1,6 @@
 """Validation, early stopping, learning-rate schedules, progress and the
 callback protocol."""
+
 import io
 import math
 
@@ -15,9 +16,12 @@ def digits():
 
 
 def small_net(seed=0, hidden=32):
-    return bp.Sequential(bp.Dense(64, hidden, activation="relu"),
-                         bp.Dense(hidden, 10, activation="softmax"),
-                         loss="cross_entropy", seed=seed)
+    return bp.Sequential(
+        bp.Dense(64, hidden, activation="relu"),
+        bp.Dense(hidden, 10, activation="softmax"),
+        loss="cross_entropy",
+        seed=seed,
+    )
 
 
 class Record(cb.Callback):
@@ -37,8 +41,9 @@ class Record(cb.Callback):
 def test_validation_figures_are_the_evaluation_after_each_epoch():
     X_train, X_test, y_train, y_test = digits()
     net, rec = small_net(), Record()
-    history = net.fit(X_train, y_train, epochs=4, lr=0.1, validation_data=(X_test, y_test),
-                      callbacks=[rec])
+    history = net.fit(
+        X_train, y_train, epochs=4, lr=0.1, validation_data=(X_test, y_test), callbacks=[rec]
+    )
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
     assert all(len(v) == 4 for v in history.history.values())
     final = net.evaluate(X_test, y_test)
@@ -65,11 +70,18 @@ def test_validation_split_holds_out_rows_by_the_seed():
 
 def test_early_stopping_stops_and_restores_the_best_weights():
     X_train, X_test, y_train, y_test = digits()
-    X_small, y_small = X_train[:60], y_train[:60]          # a tiny set: it overfits
+    X_small, y_small = X_train[:60], y_train[:60]  # a tiny set: it overfits
     net, rec = small_net(1, hidden=128), Record()
     stopper = cb.EarlyStopping(patience=3)
-    history = net.fit(X_small, y_small, epochs=500, batch_size=8, lr=0.1,
-                      validation_data=(X_test, y_test), callbacks=[rec, stopper])
+    history = net.fit(
+        X_small,
+        y_small,
+        epochs=500,
+        batch_size=8,
+        lr=0.1,
+        validation_data=(X_test, y_test),
+        callbacks=[rec, stopper],
+    )
     val = history.history["val_loss"]
     assert len(val) < 500 and stopper.stopped_epoch == len(val)
     best = int(np.argmin(val))
@@ -80,27 +92,35 @@ def test_early_stopping_stops_and_restores_the_best_weights():
 
 def test_fit_early_stopping_shortcut_watches_the_training_loss_without_validation():
     X, y = bp.datasets.truth_table("xor")
-    net = bp.Sequential(bp.Dense(2, 4, activation="tanh"), bp.Dense(4, 1, activation="sigmoid"),
-                        loss="mse", seed=0)
-    history = net.fit(X, y, epochs=10_000, batch_size=4, lr=0.5, early_stopping=True,
-                      patience=2, min_delta=1e-3)
+    net = bp.Sequential(
+        bp.Dense(2, 4, activation="tanh"), bp.Dense(4, 1, activation="sigmoid"), loss="mse", seed=0
+    )
+    history = net.fit(
+        X, y, epochs=10_000, batch_size=4, lr=0.5, early_stopping=True, patience=2, min_delta=1e-3
+    )
     assert len(history.epoch) < 10_000
 
 
-@pytest.mark.parametrize("schedule,formula", [
-    (cb.StepDecay(3, gamma=0.5), lambda e: 0.2 * 0.5 ** ((e - 1) // 3)),
-    (cb.ExponentialDecay(0.9), lambda e: 0.2 * 0.9 ** (e - 1)),
-    (cb.InverseScaling(0.5), lambda e: 0.2 / math.sqrt(e)),
-    (cb.CosineDecay(10, min_lr=0.01),
-     lambda e: 0.01 + 0.19 * (1 + math.cos(math.pi * (e - 1) / 10)) / 2),
-])
+@pytest.mark.parametrize(
+    "schedule,formula",
+    [
+        (cb.StepDecay(3, gamma=0.5), lambda e: 0.2 * 0.5 ** ((e - 1) // 3)),
+        (cb.ExponentialDecay(0.9), lambda e: 0.2 * 0.9 ** (e - 1)),
+        (cb.InverseScaling(0.5), lambda e: 0.2 / math.sqrt(e)),
+        (
+            cb.CosineDecay(10, min_lr=0.01),
+            lambda e: 0.01 + 0.19 * (1 + math.cos(math.pi * (e - 1) / 10)) / 2,
+        ),
+    ],
+)
 def test_schedules_set_the_rate_of_every_epoch(schedule, formula):
     X, y = bp.datasets.load_digits()
     net = small_net()
     history = net.fit(X[:200], y[:200], epochs=10, lr=0.2, callbacks=[schedule])
-    np.testing.assert_allclose(history.history["lr"], [formula(e) for e in range(1, 11)],
-                               rtol=1e-15)
-    assert net.optimizer.lr == 0.2                        # given back at the end
+    np.testing.assert_allclose(
+        history.history["lr"], [formula(e) for e in range(1, 11)], rtol=1e-15
+    )
+    assert net.optimizer.lr == 0.2  # given back at the end
 
 
 def test_the_schedule_reaches_the_core():
@@ -126,6 +146,7 @@ def test_a_callback_can_stop_training():
     class StopAtThree(cb.Callback):
         def on_epoch_end(self, net, epoch, logs):
             net.stop_training = epoch == 3
+
     X, y = bp.datasets.truth_table("xor")
     net = bp.Sequential(bp.Dense(2, 1, activation="sigmoid"), loss="mse")
     assert net.fit(X, y, epochs=100, callbacks=[StopAtThree()]).epoch == [1, 2, 3]
@@ -156,35 +177,45 @@ def test_progress_bar_on_a_terminal():
     class Terminal(io.StringIO):
         def isatty(self):
             return True
+
     X, y = bp.datasets.load_digits()
     screen = Terminal()
-    small_net().fit(X[:300], y[:300], epochs=5, lr=0.1, validation_split=0.2,
-                    callbacks=[cb.ProgressBar(file=screen)])
+    small_net().fit(
+        X[:300],
+        y[:300],
+        epochs=5,
+        lr=0.1,
+        validation_split=0.2,
+        callbacks=[cb.ProgressBar(file=screen)],
+    )
     text = screen.getvalue()
-    assert "5/5" in text and "epoch" in text                 # tqdm's bar over the epochs
+    assert "5/5" in text and "epoch" in text  # tqdm's bar over the epochs
     assert "val_loss" in text and "samples/s" in text
 
 
 # -- settings, and the rates the schedules give --------------------------------------
-@pytest.mark.parametrize("make,name,value,error", [
-    (lambda: cb.StepDecay(2), "step_size", 0, ValueError),
-    (lambda: cb.StepDecay(2), "step_size", 2.5, TypeError),
-    (lambda: cb.StepDecay(2), "gamma", -0.5, ValueError),
-    (lambda: cb.ExponentialDecay(0.9), "gamma", float("inf"), ValueError),
-    (lambda: cb.ExponentialDecay(0.9), "gamma", "0.5", TypeError),
-    (lambda: cb.InverseScaling(), "power_t", -1, ValueError),
-    (lambda: cb.CosineDecay(10), "epochs", True, TypeError),
-    (lambda: cb.CosineDecay(10), "min_lr", -1e-3, ValueError),
-    (lambda: cb.ReduceLROnPlateau(), "factor", 1.0, ValueError),
-    (lambda: cb.ReduceLROnPlateau(), "factor", 0, ValueError),
-    (lambda: cb.ReduceLROnPlateau(), "patience", -1, ValueError),
-    (lambda: cb.ReduceLROnPlateau(), "min_lr", float("nan"), ValueError),
-    (lambda: cb.ReduceLROnPlateau(), "monitor", None, TypeError),
-    (lambda: cb.EarlyStopping(), "min_delta", -1, ValueError),
-    (lambda: cb.EarlyStopping(), "restore_best_weights", "no", TypeError),
-    (lambda: cb.ProgressBar(), "every", 0, ValueError),
-    (lambda: cb.ProgressBar(), "file", "log.txt", TypeError),
-])
+@pytest.mark.parametrize(
+    "make,name,value,error",
+    [
+        (lambda: cb.StepDecay(2), "step_size", 0, ValueError),
+        (lambda: cb.StepDecay(2), "step_size", 2.5, TypeError),
+        (lambda: cb.StepDecay(2), "gamma", -0.5, ValueError),
+        (lambda: cb.ExponentialDecay(0.9), "gamma", float("inf"), ValueError),
+        (lambda: cb.ExponentialDecay(0.9), "gamma", "0.5", TypeError),
+        (lambda: cb.InverseScaling(), "power_t", -1, ValueError),
+        (lambda: cb.CosineDecay(10), "epochs", True, TypeError),
+        (lambda: cb.CosineDecay(10), "min_lr", -1e-3, ValueError),
+        (lambda: cb.ReduceLROnPlateau(), "factor", 1.0, ValueError),
+        (lambda: cb.ReduceLROnPlateau(), "factor", 0, ValueError),
+        (lambda: cb.ReduceLROnPlateau(), "patience", -1, ValueError),
+        (lambda: cb.ReduceLROnPlateau(), "min_lr", float("nan"), ValueError),
+        (lambda: cb.ReduceLROnPlateau(), "monitor", None, TypeError),
+        (lambda: cb.EarlyStopping(), "min_delta", -1, ValueError),
+        (lambda: cb.EarlyStopping(), "restore_best_weights", "no", TypeError),
+        (lambda: cb.ProgressBar(), "every", 0, ValueError),
+        (lambda: cb.ProgressBar(), "file", "log.txt", TypeError),
+    ],
+)
 def test_a_bad_setting_assigned_after_construction_is_refused(make, name, value, error):
     callback = make()
     before = getattr(callback, name)
@@ -216,28 +247,50 @@ class Gives(cb.LearningRateSchedule):
         return initial_lr if epoch == 1 else self.value
 
 
-@pytest.mark.parametrize("schedule,epochs,error,match", [
-    (Gives(-0.1), 3, ValueError, "the learning rate Gives gives for epoch 2 must be a finite "
-                                 "number > 0, got -0.1"),
-    (Gives(0), 3, ValueError, "Gives gives for epoch 2 .* got 0.0"),
-    (Gives(math.inf), 3, ValueError, "Gives gives for epoch 2 .* got inf"),
-    (Gives(math.nan), 3, ValueError, "Gives gives for epoch 2 .* got nan"),
-    (Gives("0.1"), 3, TypeError, "Gives gives for epoch 2 must be a number, got str"),
-    (cb.ExponentialDecay(1e-200), 4, ValueError, "ExponentialDecay gives for epoch 3 .* got 0.0"),
-    (cb.InverseScaling(1e300), 3, ValueError, "the learning rate InverseScaling gives for "
-                                              "epoch 2 is out of range"),
-    (cb.StepDecay(1, gamma=1e-300), 4, ValueError, "StepDecay gives for epoch 3 .* got 0.0"),
-    (cb.CosineDecay(2), 4, ValueError, "CosineDecay gives for epoch 3 .* got 0.0"),  # at its end
-])
-def test_a_rate_that_is_not_finite_and_positive_stops_fit_before_its_epoch(schedule, epochs,
-                                                                          error, match):
+@pytest.mark.parametrize(
+    "schedule,epochs,error,match",
+    [
+        (
+            Gives(-0.1),
+            3,
+            ValueError,
+            "the learning rate Gives gives for epoch 2 must be a finite number > 0, got -0.1",
+        ),
+        (Gives(0), 3, ValueError, "Gives gives for epoch 2 .* got 0.0"),
+        (Gives(math.inf), 3, ValueError, "Gives gives for epoch 2 .* got inf"),
+        (Gives(math.nan), 3, ValueError, "Gives gives for epoch 2 .* got nan"),
+        (Gives("0.1"), 3, TypeError, "Gives gives for epoch 2 must be a number, got str"),
+        (
+            cb.ExponentialDecay(1e-200),
+            4,
+            ValueError,
+            "ExponentialDecay gives for epoch 3 .* got 0.0",
+        ),
+        (
+            cb.InverseScaling(1e300),
+            3,
+            ValueError,
+            "the learning rate InverseScaling gives for epoch 2 is out of range",
+        ),
+        (cb.StepDecay(1, gamma=1e-300), 4, ValueError, "StepDecay gives for epoch 3 .* got 0.0"),
+        (
+            cb.CosineDecay(2),
+            4,
+            ValueError,
+            "CosineDecay gives for epoch 3 .* got 0.0",
+        ),  # at its end
+    ],
+)
+def test_a_rate_that_is_not_finite_and_positive_stops_fit_before_its_epoch(
+    schedule, epochs, error, match
+):
     X, y = bp.datasets.load_digits()
     net, rec = small_net(), Record()
     with pytest.raises(error, match=match):
         net.fit(X[:200], y[:200], epochs=epochs, lr=0.1, callbacks=[rec, schedule])
     assert len(rec.params) >= 1 and np.isfinite(net.params).all()
-    np.testing.assert_array_equal(net.params, rec.params[-1])      # no step was taken at it
-    assert net.optimizer.lr == 0.1                                   # given back
+    np.testing.assert_array_equal(net.params, rec.params[-1])  # no step was taken at it
+    assert net.optimizer.lr == 0.1  # given back
 
 
 def test_reduce_on_plateau_refuses_a_rate_that_underflows_to_0():

@@ -1,5 +1,6 @@
 """The command line, run as a user runs it (a separate process), and through
 main() for the many small cases."""
+
 import codecs
 import os
 import re
@@ -29,15 +30,14 @@ def run(*args):
     # From a neutral directory, so that the working directory plays no part.
     argv, env = command(*args)
     with tempfile.TemporaryDirectory() as cwd:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=cwd,
-                              env=env)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 
 def call(capsys, *args):
     """(exit code, stdout, stderr) of main(args), in this process."""
     try:
         code = main(list(args))
-    except SystemExit as exc:                     # argparse: bad options
+    except SystemExit as exc:  # argparse: bad options
         code = exc.code
     out, err = capsys.readouterr()
     assert "Traceback" not in err
@@ -61,15 +61,18 @@ def test_train_xor():
     assert "test accuracy 1.0000" in result.stdout
 
 
-@pytest.mark.parametrize("args,code,message", [
-    (("train", "--lr", "-1"), 2, "must be a finite number > 0"),
-    (("train", "--data", "mnist.csv"), 1, "cannot read mnist.csv"),
-    (("train", "--optimizer", "lbfgs"), 2, "invalid choice"),
-    (("predict", "missing.npz", "x.csv"), 1, "missing.npz: not a usable backprop model"),
-    (("train", "--epochs", "0"), 2, "must be at least 1"),
-    (("train", "--test-size", "2"), 2, "must lie in (0, 1)"),
-    ((), 2, "usage"),
-])
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (("train", "--lr", "-1"), 2, "must be a finite number > 0"),
+        (("train", "--data", "mnist.csv"), 1, "cannot read mnist.csv"),
+        (("train", "--optimizer", "lbfgs"), 2, "invalid choice"),
+        (("predict", "missing.npz", "x.csv"), 1, "missing.npz: not a usable backprop model"),
+        (("train", "--epochs", "0"), 2, "must be at least 1"),
+        (("train", "--test-size", "2"), 2, "must lie in (0, 1)"),
+        ((), 2, "usage"),
+    ],
+)
 def test_bad_options_exit_2(args, code, message):
     result = run(*args)
     assert result.returncode == code
@@ -85,15 +88,29 @@ def test_csv_train_save_and_predict(tmp_path):
     """A labelled CSV with a header and named classes: train, save, predict
     raw rows; the model file carries the standardisation and class names."""
     X, y = bp.datasets.make_spirals(300, noise=0.05, seed=2)
-    X = X * 50 + 100                                # far from standardised
+    X = X * 50 + 100  # far from standardised
     names = np.array(["left", "right"])[y]
     lines = ["a,b,arm"] + [f"{p:.6f},{q:.6f},{n}" for (p, q), n in zip(X, names)]
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "rows.csv").write_text("\n".join(f"{p:.6f},{q:.6f}" for p, q in X[:40]) + "\n")
     model = tmp_path / "model.npz"
-    result = run("train", "--data", str(tmp_path / "train.csv"), "--hidden", "32", "32",
-                 "--epochs", "300", "--optimizer", "adam", "--lr", "0.01", "--save", str(model),
-                 "--quiet")
+    result = run(
+        "train",
+        "--data",
+        str(tmp_path / "train.csv"),
+        "--hidden",
+        "32",
+        "32",
+        "--epochs",
+        "300",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.01",
+        "--save",
+        str(model),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert f"saved {model}" in result.stdout
     predicted = run("predict", str(model), str(tmp_path / "rows.csv"))
@@ -121,13 +138,18 @@ def test_bad_csv_files(tmp_path):
 def test_bench_subcommand_runs_the_suite():
     # As a user runs it: the installed `backprop` command, in a checkout.
     import shutil
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = shutil.which("backprop", path=os.path.dirname(sys.executable))
     if command is None or not os.path.isdir(os.path.join(root, "bench")):
         pytest.skip("needs the installed `backprop` command and a checkout with bench/")
-    result = subprocess.run([command, "bench", "--quick", "--sections", "digits",
-                             "--threads", "1"],
-                            capture_output=True, text=True, timeout=600, cwd=root)
+    result = subprocess.run(
+        [command, "bench", "--quick", "--sections", "digits", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Digits end to end" in result.stdout
 
@@ -160,15 +182,18 @@ def linear_model(path, n_out, classes, loss="mse"):
     return str(path)
 
 
-@pytest.mark.parametrize("variant", [
-    dict(bom=True),
-    dict(bom=True, newline="\r\n", end="\r\n"),
-    dict(newline="\r\n", end=""),
-    dict(newline="\r", end="\r"),
-    dict(end=""),
-    dict(newline="\n\n", end="\n\n\n"),             # blank lines
-    dict(newline="\n \r\n", end=" \n"),              # blank lines, blanks and mixed ends
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(bom=True),
+        dict(bom=True, newline="\r\n", end="\r\n"),
+        dict(newline="\r\n", end=""),
+        dict(newline="\r", end="\r"),
+        dict(end=""),
+        dict(newline="\n\n", end="\n\n\n"),  # blank lines
+        dict(newline="\n \r\n", end=" \n"),  # blank lines, blanks and mixed ends
+    ],
+)
 @pytest.mark.parametrize("header", [None, ("x", "y", "label")])
 def test_csv_encoding_variants_read_as_plain_utf8(tmp_path, capsys, variant, header):
     """A byte-order mark, CRLF or CR line ends, a missing final newline and
@@ -188,7 +213,7 @@ def test_bom_csv_label_column_by_name_and_first_column(tmp_path, capsys):
     assert "(40 rows, 2 features, 2 classes)" in by_name
     assert trained(capsys, bom, "--label-column", "0") == by_name
     plain = write(tmp_path / "bom.csv", ROWS, header=("x", "y", "label"))
-    assert trained(capsys, plain) == by_name     # the same table, label last
+    assert trained(capsys, plain) == by_name  # the same table, label last
 
 
 def test_first_row_with_a_class_name_is_data(tmp_path, capsys):
@@ -199,8 +224,7 @@ def test_first_row_with_a_class_name_is_data(tmp_path, capsys):
 @pytest.mark.parametrize("encoding", ["latin-1", "cp1252"])
 @pytest.mark.parametrize("where", ["header", "label"])
 def test_csv_not_utf8_names_the_file_and_line(tmp_path, capsys, encoding, where):
-    rows = [r[:2] + ("café" if where == "label" and i == 3 else r[2],)
-            for i, r in enumerate(ROWS)]
+    rows = [r[:2] + ("café" if where == "label" and i == 3 else r[2],) for i, r in enumerate(ROWS)]
     header = ("x", "y", "catégorie" if where == "header" else "label")
     path = write(tmp_path / "latin.csv", rows, header=header, encoding=encoding)
     code, _, err = call(capsys, "train", "--data", path)
@@ -209,10 +233,13 @@ def test_csv_not_utf8_names_the_file_and_line(tmp_path, capsys, encoding, where)
     assert f"{path}, line {line}: byte 0xe9 is not UTF-8" in err and "CSV UTF-8" in err
 
 
-@pytest.mark.parametrize("encoding,message", [
-    ("utf-16", 'is UTF-16 text (Excel\'s "Unicode Text")'),
-    ("utf-16-le", "line 1: a NUL byte"),
-])
+@pytest.mark.parametrize(
+    "encoding,message",
+    [
+        ("utf-16", 'is UTF-16 text (Excel\'s "Unicode Text")'),
+        ("utf-16-le", "line 1: a NUL byte"),
+    ],
+)
 def test_utf16_csv_is_refused_with_a_message(tmp_path, capsys, encoding, message):
     path = write(tmp_path / "unicode.txt", ROWS, header=("x", "y", "label"), encoding=encoding)
     model = linear_model(tmp_path / "m.npz", 2, None)
@@ -243,15 +270,23 @@ def test_label_column_not_in_the_file_is_a_bad_option(tmp_path, capsys):
 
 def test_predict_reads_bom_and_crlf_files_as_plain_ones(tmp_path, capsys):
     model = str(tmp_path / "m.npz")
-    call(capsys, "train", "--data", write(tmp_path / "t.csv", ROWS), "--epochs", "30",
-         "--save", model, "--quiet")
+    call(
+        capsys,
+        "train",
+        "--data",
+        write(tmp_path / "t.csv", ROWS),
+        "--epochs",
+        "30",
+        "--save",
+        model,
+        "--quiet",
+    )
     rows = [r[:2] for r in ROWS]
     code, plain, err = call(capsys, "predict", model, write(tmp_path / "p.csv", rows))
     assert code == 0, err
     assert len(plain.split()) == 40 and set(plain.split()) <= {"yes", "no"}
     for variant in (dict(bom=True), dict(bom=True, header=("x", "y"), newline="\r\n")):
-        code, out, err = call(capsys, "predict", model, write(tmp_path / "p.csv", rows,
-                                                               **variant))
+        code, out, err = call(capsys, "predict", model, write(tmp_path / "p.csv", rows, **variant))
         assert code == 0 and out == plain, err
 
 
@@ -289,12 +324,15 @@ def test_validation_split_leaving_no_rows_is_a_bad_option(capsys):
     assert "--validation-split 0.999 leaves 0 training and 320 validation rows of 320" in err
 
 
-@pytest.mark.parametrize("args,message", [
-    (("--optimizer", "adam", "--momentum", "0.5"), "--momentum applies to --optimizer sgd"),
-    (("--momentum", "1"), "argument --momentum: must lie in [0, 1)"),
-    (("--momentum", "nan"), "argument --momentum: must lie in [0, 1)"),
-    (("--seed", "-1"), "argument --seed: must be at least 0"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--optimizer", "adam", "--momentum", "0.5"), "--momentum applies to --optimizer sgd"),
+        (("--momentum", "1"), "argument --momentum: must lie in [0, 1)"),
+        (("--momentum", "nan"), "argument --momentum: must lie in [0, 1)"),
+        (("--seed", "-1"), "argument --seed: must be at least 0"),
+    ],
+)
 def test_other_bad_training_options_exit_2(capsys, args, message):
     code, _, err = call(capsys, "train", "--data", "xor", *args)
     assert code == 2 and message in err
@@ -317,8 +355,11 @@ def test_predict_with_a_one_output_mse_model(tmp_path, capsys):
     assert code == 0 and out.split() == ["1.5", "0.5"]
     model = linear_model(tmp_path / "b.npz", 1, ["price"])
     code, _, err = call(capsys, "predict", model, rows)
-    assert code == 1 and f"{model}: class names label a model with one output unit per " \
-                         "class" in err and "--proba" in err
+    assert (
+        code == 1
+        and f"{model}: class names label a model with one output unit per class" in err
+        and "--proba" in err
+    )
 
 
 def test_predict_with_a_multi_label_model(tmp_path, capsys):
@@ -338,35 +379,41 @@ def test_predict_with_a_multi_label_model(tmp_path, capsys):
 def test_ctrl_c_during_train_prints_interrupted_and_exits_130():
     argv, env = command("train", "--data", "spirals", "--epochs", "100000000")
     with tempfile.TemporaryDirectory() as cwd:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
-                                # as at a terminal, even if this process ignores Ctrl-C
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            # as at a terminal, even if this process ignores Ctrl-C
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
-            for line in proc.stdout:                # training starts after this line
+            for line in proc.stdout:  # training starts after this line
                 if line.startswith("optimizer:"):
                     break
-            time.sleep(0.5)                         # well into training
+            time.sleep(0.5)  # well into training
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=60)
         finally:
             proc.kill()
     assert proc.returncode == 130
     assert err == "backprop: interrupted\n"
-    assert out == ""                               # no epochs, no result
+    assert out == ""  # no epochs, no result
 
 
-def test_ctrl_c_during_predict_prints_interrupted_and_exits_130(tmp_path, capsys,
-                                                                 monkeypatch):
+def test_ctrl_c_during_predict_prints_interrupted_and_exits_130(tmp_path, capsys, monkeypatch):
     model = linear_model(tmp_path / "m.npz", 3, ["a", "b", "c"])
     rows = write(tmp_path / "rows.csv", [(1, 0)])
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(bp.Sequential, "predict_proba", interrupted)
     try:
         result = call(capsys, "predict", model, rows)
-    except KeyboardInterrupt:                      # not to end the test session
+    except KeyboardInterrupt:  # not to end the test session
         pytest.fail("Ctrl-C escaped main()")
     assert result == (130, "", "backprop: interrupted\n")
 
@@ -375,4 +422,4 @@ def test_warnings_are_one_line_messages(capsys):
     code, _, err = call(capsys, "train", "--data", "xor", "--lr", "1e300", "--epochs", "3")
     assert code == 0
     assert err.startswith("backprop: warning: training stopped at epoch 1")
-    assert "net.fit(" not in err                   # no source line
+    assert "net.fit(" not in err  # no source line

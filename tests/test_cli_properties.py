@@ -7,6 +7,7 @@ The suite runs a short campaign; a long one runs with:
 
     pytest tests/test_cli_properties.py --hypothesis-profile=campaign
 """
+
 import codecs
 import contextlib
 import io
@@ -24,8 +25,9 @@ from backprop import cli  # noqa: E402
 # Values for each option of `train`, good and bad; absurd sizes fail fast, and
 # no epoch count makes an example slow.
 TRAIN_OPTIONS = {
-    "--hidden": st.lists(st.sampled_from(["1", "3", "0", "-2", "x", "100000000000",
-                                          "1" + "0" * 30]), max_size=2),
+    "--hidden": st.lists(
+        st.sampled_from(["1", "3", "0", "-2", "x", "100000000000", "1" + "0" * 30]), max_size=2
+    ),
     "--epochs": st.sampled_from(["1", "2", "0", "-1", "x"]),
     "--lr": st.sampled_from(["0.1", "-1", "0", "nan", "inf", "1e300", "x"]),
     "--batch-size": st.sampled_from(["1", "2", "0", "1000000000000"]),
@@ -56,9 +58,12 @@ def train_options(draw):
 FINITE = st.sampled_from(["0", "1", "2.5", "-3", " 7 ", "1e-3", "+4"])
 NUMBER = FINITE | st.sampled_from(["nan", "inf", "1e400"])
 WORD = st.sampled_from(["x", "label", "café", "日本", "a b", "\ufeff1", '"1,5"', '"q""uote"'])
-CELL = st.one_of(NUMBER, WORD, st.sampled_from(["", "  "]),
-                 st.text(st.characters(exclude_characters='\r\n"\0',
-                                       exclude_categories=["Cs"]), max_size=4))
+CELL = st.one_of(
+    NUMBER,
+    WORD,
+    st.sampled_from(["", "  "]),
+    st.text(st.characters(exclude_characters='\r\n"\0', exclude_categories=["Cs"]), max_size=4),
+)
 
 
 @st.composite
@@ -67,24 +72,29 @@ def tables(draw):
     header, with blank lines), or rows of arbitrary cells."""
     if draw(st.booleans()):
         width = draw(st.integers(2, 4))
-        rows = draw(st.lists(st.lists(FINITE, min_size=width - 1, max_size=width - 1),
-                             min_size=4, max_size=16))
-        labels = draw(st.lists(st.sampled_from(["0", "1", "a", "b", "é"]), min_size=len(rows),
-                               max_size=len(rows)))
+        rows = draw(
+            st.lists(
+                st.lists(FINITE, min_size=width - 1, max_size=width - 1), min_size=4, max_size=16
+            )
+        )
+        labels = draw(
+            st.lists(
+                st.sampled_from(["0", "1", "a", "b", "é"]), min_size=len(rows), max_size=len(rows)
+            )
+        )
         lines = [",".join([*row, label]) for row, label in zip(rows, labels)]
         if draw(st.booleans()):
             lines.insert(0, ",".join(draw(st.lists(WORD, min_size=width, max_size=width))))
     else:
-        lines = [",".join(row) for row in draw(st.lists(st.lists(CELL, max_size=4),
-                                                        max_size=8))]
+        lines = [",".join(row) for row in draw(st.lists(st.lists(CELL, max_size=4), max_size=8))]
     for _ in range(draw(st.integers(0, 2))):
         lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["", " ", ","])))
     return lines
 
 
-LAYOUTS = st.fixed_dictionaries({"bom": st.booleans(),
-                                 "newline": st.sampled_from(["\n", "\r\n", "\r"]),
-                                 "final": st.booleans()})
+LAYOUTS = st.fixed_dictionaries(
+    {"bom": st.booleans(), "newline": st.sampled_from(["\n", "\r\n", "\r"]), "final": st.booleans()}
+)
 
 
 def encode(lines, *, bom=False, newline="\n", final=True, encoding="utf-8"):
@@ -99,7 +109,7 @@ def run(*argv):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = cli.main(list(argv))
-        except SystemExit as exc:                 # argparse: bad options
+        except SystemExit as exc:  # argparse: bad options
             code = exc.code
     assert code in (0, 1, 2), code
     assert "Traceback" not in err.getvalue()
@@ -125,15 +135,20 @@ def path(tmp_path_factory):
 
 def commands(path, model, options, proba):
     """argv of `train` on the file with these options, and of `predict` on it."""
-    return (["train", "--data", path, "--epochs", "1", *options],
-            ["predict", model, path, *(["--proba"] if proba else [])])
+    return (
+        ["train", "--data", path, "--epochs", "1", *options],
+        ["predict", model, path, *(["--proba"] if proba else [])],
+    )
 
 
-@given(content=st.one_of(tables().map("\n".join), st.text(max_size=200)),
-       encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "cp1252", "utf-16"]),
-       raw=st.none() | st.binary(max_size=200), options=train_options(), proba=st.booleans())
-def test_cli_on_any_file_exits_cleanly(path, model, content, encoding, raw,
-                                       options, proba):
+@given(
+    content=st.one_of(tables().map("\n".join), st.text(max_size=200)),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "cp1252", "utf-16"]),
+    raw=st.none() | st.binary(max_size=200),
+    options=train_options(),
+    proba=st.booleans(),
+)
+def test_cli_on_any_file_exits_cleanly(path, model, content, encoding, raw, options, proba):
     """Any text in any encoding, or any bytes, and any options: exit code 0,
     1 or 2 with a message, never a traceback."""
     path.write_bytes(content.encode(encoding, errors="replace") if raw is None else raw)
@@ -154,14 +169,21 @@ def test_layout_changes_nothing(path, model, lines, layout, options, proba):
         assert run(*argv) == plain
 
 
-LATIN = st.sampled_from(["é", "ü", "ß", "Ä", "ñ", "ø"])   # bytes ≥ 0xC0 in Latin-1
+LATIN = st.sampled_from(["é", "ü", "ß", "Ä", "ñ", "ø"])  # bytes ≥ 0xC0 in Latin-1
 
 
-@given(lines=tables(), at=st.integers(0), char=LATIN, layout=LAYOUTS,
-       encoding=st.sampled_from(["latin-1", "cp1252"]), options=train_options(),
-       proba=st.booleans())
-def test_latin1_bytes_are_named_by_file_and_line(path, model, lines, at, char, layout,
-                                                 encoding, options, proba):
+@given(
+    lines=tables(),
+    at=st.integers(0),
+    char=LATIN,
+    layout=LAYOUTS,
+    encoding=st.sampled_from(["latin-1", "cp1252"]),
+    options=train_options(),
+    proba=st.booleans(),
+)
+def test_latin1_bytes_are_named_by_file_and_line(
+    path, model, lines, at, char, layout, encoding, options, proba
+):
     """A Latin-1 or cp1252 file with a non-ASCII character: exit code 1 with
     a message naming the file and the line of the first one, unless the
     options alone were already bad (exit code 2)."""

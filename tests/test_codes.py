@@ -1,6 +1,7 @@
 """The core's codes (backprop._codes) are the only ones: every activation,
 loss and optimizer carries the core's member of its own name, and the
 engine's predict modes do what their names say."""
+
 import ast
 import pathlib
 
@@ -44,9 +45,15 @@ def test_every_optimizer_kind_has_its_optimizer():
 def test_each_predict_mode_returns_what_its_name_says(n_out, dtype):
     rng = np.random.default_rng(n_out)
     params = rng.normal(size=3 * n_out + n_out).astype(dtype)
-    engine = Engine(layout=Layout([3, n_out]), acts=[ActivationCode.SIGMOID], slopes=[0.0],
-                    loss=LossCode.MSE, params=params, grads=np.zeros_like(params),
-                    capacity=4)
+    engine = Engine(
+        layout=Layout([3, n_out]),
+        acts=[ActivationCode.SIGMOID],
+        slopes=[0.0],
+        loss=LossCode.MSE,
+        params=params,
+        grads=np.zeros_like(params),
+        capacity=4,
+    )
     for x in rng.normal(size=(20, 3)).astype(dtype):
         out = np.empty((1, n_out), dtype)
         engine.forward(x.reshape(1, 3), out)
@@ -59,8 +66,15 @@ def test_each_predict_mode_returns_what_its_name_says(n_out, dtype):
 
 def test_the_stub_names_every_member_of_every_code():
     stub = ast.parse((pathlib.Path(bp.__file__).parent / "_codes.pyi").read_text())
-    declared = {node.name: [target.id for item in node.body if isinstance(item, ast.Assign)
-                            for target in item.targets]
-                for node in stub.body if isinstance(node, ast.ClassDef)}
+    declared = {
+        node.name: [
+            target.id
+            for item in node.body
+            if isinstance(item, ast.Assign)
+            for target in item.targets
+        ]
+        for node in stub.body
+        if isinstance(node, ast.ClassDef)
+    }
     codes = [ActivationCode, LossCode, OptimizerKind, PredictMode]
     assert declared == {code.__name__: list(code.__members__) for code in codes}

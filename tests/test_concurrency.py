@@ -2,6 +2,7 @@
 parameters, optimizer or workspace runs alone or raises the RuntimeError of
 a concurrent fit; and the per-layer path checks each backward call against
 the forward it follows."""
+
 import _thread
 import copy
 import pickle
@@ -18,9 +19,13 @@ IN_USE = "in use by another thread"
 
 
 def small_net(seed=0, dtype="float64"):
-    return bp.Sequential(bp.Dense(4, 8, activation="tanh"),
-                         bp.Dense(8, 3, activation="softmax"),
-                         loss="cross_entropy", dtype=dtype, seed=seed)
+    return bp.Sequential(
+        bp.Dense(4, 8, activation="tanh"),
+        bp.Dense(8, 3, activation="softmax"),
+        loss="cross_entropy",
+        dtype=dtype,
+        seed=seed,
+    )
 
 
 def data(rows=64, seed=1):
@@ -42,8 +47,9 @@ class FromAnotherThread(Callback):
         def run():
             try:
                 self.returned = self.call(net)
-            except BaseException as exc:         # noqa: BLE001 (kept for the test)
+            except BaseException as exc:  # noqa: BLE001 (kept for the test)
                 self.raised = exc
+
         t = threading.Thread(target=run)
         t.start()
         t.join()
@@ -84,7 +90,8 @@ CALLS = {
     "layers[1].backward": lambda net: net.layers[1].backward(np.ones(3)),
     "layers[1].backward_delta": lambda net: net.layers[1].backward_delta(np.ones((3, 3))),
     "layers[0].reset_parameters": lambda net: net.layers[0].reset_parameters(
-        np.random.default_rng(0)),
+        np.random.default_rng(0)
+    ),
     "layers[0].copy": lambda net: net.layers[0].copy(),
     "with exclusive()": lambda net: net.exclusive().__enter__(),
     "gradcheck": lambda net: bp.gradcheck(net, X[:4], y[:4]),
@@ -106,7 +113,7 @@ def test_a_call_from_another_thread_during_fit_raises_and_changes_nothing(name):
     net.fit(X, y, epochs=3, callbacks=[probe])
     assert isinstance(probe.raised, RuntimeError), (name, probe.raised)
     assert IN_USE in str(probe.raised)
-    assert net.optimizer.settings() == reference.optimizer.settings()   # (undone)
+    assert net.optimizer.settings() == reference.optimizer.settings()  # (undone)
     # fit went on undisturbed: the same weights as without the other thread
     np.testing.assert_array_equal(net.params, reference.params)
     assert not net.exclusive().held
@@ -122,6 +129,7 @@ def test_the_same_calls_from_fits_own_thread_work():
             seen["proba"] = net.predict_proba(X[:2])
             seen["copy"] = net.copy()
             seen["pickle"] = pickle.loads(pickle.dumps(net))
+
     net.fit(X, y, epochs=2, callbacks=[Uses()])
     assert seen["proba"].shape == (2, 3)
     assert isinstance(seen["copy"], bp.Sequential)
@@ -148,8 +156,9 @@ def test_swapping_the_optimizer_during_fit_never_crashes():
     def train():
         try:
             net.fit(Xb, yb, epochs=20, batch_size=1, lr=1e-3)
-        except BaseException as exc:        # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
+
     t = threading.Thread(target=train)
     t.start()
     refused = 0
@@ -175,6 +184,7 @@ def test_a_save_during_fit_is_refused_not_torn(tmp_path):
     def train():
         net.fit(Xb[:64], Yb[:64], epochs=50, batch_size=1, lr=1e-3)
         done.set()
+
     t = threading.Thread(target=train)
     t.start()
     outcomes = set()
@@ -212,6 +222,7 @@ def test_a_layer_of_a_network_that_is_gone_may_join_another():
     net = bp.Sequential(layer)
     del net
     import gc
+
     gc.collect()
     again = bp.Sequential(layer)
     np.testing.assert_array_equal(again.layers[0].W, W)
@@ -224,8 +235,11 @@ def test_a_copied_layer_is_independent_and_free(how):
     # standalone layer with its own weights, free for any thread or network.
     net = small_net()
     layer = net.layers[0]
-    make = {"pickle": lambda: pickle.loads(pickle.dumps(layer)),
-            "deepcopy": lambda: copy.deepcopy(layer), "copy": lambda: copy.copy(layer)}[how]
+    make = {
+        "pickle": lambda: pickle.loads(pickle.dumps(layer)),
+        "deepcopy": lambda: copy.deepcopy(layer),
+        "copy": lambda: copy.copy(layer),
+    }[how]
     with net.exclusive():
         twin = make()
     assert not twin._guard.held
@@ -233,12 +247,17 @@ def test_a_copied_layer_is_independent_and_free(how):
     np.testing.assert_array_equal(twin.W, layer.W)
     np.testing.assert_array_equal(twin.b, layer.b)
     assert (twin.n_in, twin.n_out, twin.activation, twin.init, twin.dtype) == (
-        layer.n_in, layer.n_out, layer.activation, layer.init, layer.dtype)
+        layer.n_in,
+        layer.n_out,
+        layer.activation,
+        layer.init,
+        layer.dtype,
+    )
     outputs = []
     other = threading.Thread(target=lambda: outputs.append(twin.forward(np.ones(4))))
     other.start()
     other.join()
-    assert len(outputs) == 1                # (a refused call would leave it empty)
+    assert len(outputs) == 1  # (a refused call would leave it empty)
     bp.Sequential(twin, bp.Dense(8, 3, activation="softmax"), loss="cross_entropy")
 
 
@@ -258,9 +277,16 @@ def test_assigning_params_copies_into_the_buffer(tmp_path):
     np.testing.assert_array_equal(bp.load(tmp_path / "m.npz").params, net.params)
 
 
-@pytest.mark.parametrize("value, error", [
-    (np.zeros(3), ValueError), (np.zeros((67, 1)), ValueError), ("abc", TypeError),
-    (np.full(67, np.nan), ValueError), (None, TypeError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (np.zeros(3), ValueError),
+        (np.zeros((67, 1)), ValueError),
+        ("abc", TypeError),
+        (np.full(67, np.nan), ValueError),
+        (None, TypeError),
+    ],
+)
 def test_assigning_bad_params_is_refused_and_changes_nothing(value, error):
     net = small_net()
     before = net.params.copy()
@@ -288,8 +314,9 @@ def test_an_activation_cannot_be_changed_after_construction(name):
     # The engine keeps the slope and code it was built with: a change would
     # reach forward and the model file but not predict, and, on the shared
     # built-in activations, every layer of that kind.
-    net = bp.Sequential(bp.Dense(2, 3, activation=bp.activations.LeakyReLU(0.1)),
-                        bp.Dense(3, 1), seed=0)
+    net = bp.Sequential(
+        bp.Dense(2, 3, activation=bp.activations.LeakyReLU(0.1)), bp.Dense(3, 1), seed=0
+    )
     X = np.array([[-1.0, -2.0]])
     for act in (net.layers[0].activation, bp.activations.get("relu")):
         value = getattr(act, name)
@@ -317,9 +344,16 @@ def test_layers_is_a_tuple():
         net.layers.append(bp.Dense(3, 3))
 
 
-@pytest.mark.parametrize("value, error", [
-    (["a", "b"], ValueError), (["a", "a", "b"], ValueError), ("abc", TypeError),
-    (5, TypeError), ([["a"], "b", "c"], TypeError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (["a", "b"], ValueError),
+        (["a", "a", "b"], ValueError),
+        ("abc", TypeError),
+        (5, TypeError),
+        ([["a"], "b", "c"], TypeError),
+    ],
+)
 def test_class_names_must_fit_the_outputs(value, error):
     net = small_net()
     with pytest.raises(error, match="classes"):
@@ -335,7 +369,7 @@ def test_class_names_of_one_sigmoid_output_and_of_mse_outputs():
     assert net.classes == ["no", "yes"]
     with pytest.raises(ValueError, match="classes must name 2 classes"):
         net.classes = ["yes"]
-    mse = bp.Sequential(bp.Dense(4, 3, activation="sigmoid"))    # one-hot targets
+    mse = bp.Sequential(bp.Dense(4, 3, activation="sigmoid"))  # one-hot targets
     mse.classes = ["a", "b", "c"]
     with pytest.raises(ValueError, match="classes must name 1 class"):
         bp.Sequential(bp.Dense(4, 1)).classes = ["a", "b"]
@@ -351,11 +385,14 @@ def test_seed_must_be_a_whole_number():
 def test_backward_delta_is_checked_against_the_last_forward():
     layer = bp.Dense(4, 3)
     layer.forward(np.ones((5000, 4)))
-    with pytest.raises(ValueError, match=r"delta must have the shape of the last forward's "
-                                         r"output \(5000, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"delta must have the shape of the last forward's "
+        r"output \(5000, 3\)",
+    ):
         layer.backward_delta(np.ones((1, 3)))
     with pytest.raises(ValueError, match="delta"):
-        layer.backward_delta(np.ones((5000, 2)))      # a wrong width
+        layer.backward_delta(np.ones((5000, 2)))  # a wrong width
     with pytest.raises(RuntimeError, match="forward"):
         bp.Dense(4, 3).backward_delta(np.ones((1, 3)))
 
@@ -400,8 +437,12 @@ def test_a_bad_memory_mapped_validation_set_is_refused_before_training(tmp_path)
     np.testing.assert_array_equal(net.params, before)
     assert net.optimizer_steps == 0
     with pytest.raises(ValueError, match=r"validation_data\[1\]"):
-        net.fit(X, y, epochs=2, validation_data=(np.load(tmp_path / "xv.npy", mmap_mode="r")
-                                                 [:7], np.full(7, 5)))
+        net.fit(
+            X,
+            y,
+            epochs=2,
+            validation_data=(np.load(tmp_path / "xv.npy", mmap_mode="r")[:7], np.full(7, 5)),
+        )
     np.testing.assert_array_equal(net.params, before)
 
 
@@ -431,9 +472,13 @@ class CountingEngine:
 
 @pytest.mark.parametrize("call", ["predict", "predict_proba", "evaluate"])
 def test_ctrl_c_lands_between_the_stretches_of_a_large_inference(call, monkeypatch):
-    net = bp.Sequential(bp.Dense(64, 256, activation="relu"), bp.Dense(256, 10,
-                        activation="softmax"), loss="cross_entropy", seed=0)
-    rows = 40_000          # about 1.4 GFLOP: several stretches
+    net = bp.Sequential(
+        bp.Dense(64, 256, activation="relu"),
+        bp.Dense(256, 10, activation="softmax"),
+        loss="cross_entropy",
+        seed=0,
+    )
+    rows = 40_000  # about 1.4 GFLOP: several stretches
     monkeypatch.setattr(bp.training, "STRETCH_FLOPS", 1e8)
     Xb = np.random.default_rng(0).normal(size=(rows, 64))
     assert len(net._stretches(rows)) > 3
@@ -442,9 +487,9 @@ def test_ctrl_c_lands_between_the_stretches_of_a_large_inference(call, monkeypat
     args = (Xb, np.zeros(rows, np.int64)) if call == "evaluate" else (Xb,)
     with pytest.raises(KeyboardInterrupt):
         getattr(net, call)(*args)
-    assert counting.calls == 1          # stopped after the stretch it was in
+    assert counting.calls == 1  # stopped after the stretch it was in
     monkeypatch.undo()
-    assert not net.exclusive().held     # and the network is free again
+    assert not net.exclusive().held  # and the network is free again
     assert net.predict(Xb[:3]).shape == (3,)
 
 
@@ -465,6 +510,7 @@ def interrupted_at(k, call):
     """Run call() with Ctrl-C (KeyboardInterrupt) raised at the k-th call of
     a Python function inside it; False once call() makes fewer than k."""
     import sys
+
     seen = [0]
 
     def tracer(frame, event, arg):
@@ -474,6 +520,7 @@ def interrupted_at(k, call):
                 sys.settrace(None)
                 raise KeyboardInterrupt
         return None
+
     sys.settrace(tracer)
     try:
         call()
@@ -481,7 +528,7 @@ def interrupted_at(k, call):
         pass
     finally:
         sys.settrace(None)
-    return seen[0] >= k     # (one that lands in a weakref callback is swallowed)
+    return seen[0] >= k  # (one that lands in a weakref callback is swallowed)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -492,7 +539,7 @@ def test_ctrl_c_anywhere_in_an_optimizer_swap_leaves_the_network_whole():
         if not interrupted_at(k, lambda: setattr(net, "optimizer", bp.RMSProp())):  # noqa: B023  (called now)
             break
         assert not net.exclusive().held, k
-        net.optimizer = bp.Adam()       # and the rule it takes from here on is whole
+        net.optimizer = bp.Adam()  # and the rule it takes from here on is whole
         assert np.isfinite(net.train_step(Xb, yb))
         assert np.isfinite(net.params).all()
 
@@ -505,9 +552,12 @@ def test_ctrl_c_anywhere_in_a_workspace_growth_leaves_no_pointer_into_freed_memo
     rows, width = 3000, 300
     Xb = np.random.default_rng(0).normal(size=(rows, 4))
     for k in range(1, 10_000):
-        net = bp.Sequential(bp.Dense(4, width, activation="tanh"),
-                            bp.Dense(width, width, activation="tanh"),
-                            bp.Dense(width, 2), seed=0)
+        net = bp.Sequential(
+            bp.Dense(4, width, activation="tanh"),
+            bp.Dense(width, width, activation="tanh"),
+            bp.Dense(width, 2),
+            seed=0,
+        )
         before = net.predict(Xb[:3])
         done = not interrupted_at(k, lambda: net.predict(Xb))  # noqa: B023  (called now)
         sevens = [np.full((rows, width), 7.0) for _ in range(4)]
@@ -525,14 +575,18 @@ def test_a_copy_of_a_held_guard_is_free():
     assert not pickle.loads(pickle.dumps(net.exclusive())).held
 
 
-@pytest.mark.parametrize("call", [
-    lambda: bp._ops.act_forward(np.ones((2, 2)), len(ActivationCode)),
-    lambda: bp._ops.act_backward(np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 2)), -1),
-    lambda: bp._ops.loss_value(len(LossCode), np.ones((2, 2)), np.ones((2, 2)), 1e-12),
-    lambda: bp._ops.dense_forward(np.ones((2, 3)), np.ones((2, 2)), np.ones((2, 3)),
-                                  np.ones(3), len(ActivationCode)),
-    lambda: bp._ops.optimizer_update(*[np.ones(3)] * 4, kind=len(OptimizerKind), lr=0.1),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: bp._ops.act_forward(np.ones((2, 2)), len(ActivationCode)),
+        lambda: bp._ops.act_backward(np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 2)), -1),
+        lambda: bp._ops.loss_value(len(LossCode), np.ones((2, 2)), np.ones((2, 2)), 1e-12),
+        lambda: bp._ops.dense_forward(
+            np.ones((2, 3)), np.ones((2, 2)), np.ones((2, 3)), np.ones(3), len(ActivationCode)
+        ),
+        lambda: bp._ops.optimizer_update(*[np.ones(3)] * 4, kind=len(OptimizerKind), lr=0.1),
+    ],
+)
 def test_the_kernels_refuse_codes_the_core_does_not_have(call):
     with pytest.raises(ValueError, match="unknown .* code"):
         call()

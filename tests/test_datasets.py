@@ -26,15 +26,19 @@ def test_digits_split_is_stratified_fixed_and_leak_free():
     assert counts.min() >= 34 and counts.max() <= 37
     again = datasets.load_digits(return_split=True, seed=0)
     np.testing.assert_array_equal(again[1], X_test)
-    np.testing.assert_allclose(X_train.mean(0), 0, atol=1e-12)      # training statistics only
+    np.testing.assert_allclose(X_train.mean(0), 0, atol=1e-12)  # training statistics only
     assert np.abs(X_test.mean(0)).max() > 1e-3
     raw_train, raw_test, _, _ = datasets.load_digits(return_split=True, seed=0, scale=None)
     assert not (raw_train[:, None, :] == raw_test[None, :, :]).all(-1).any(1).all()
 
 
 def test_truth_tables():
-    for gate, expect in [("and", [0, 0, 0, 1]), ("or", [0, 1, 1, 1]),
-                         ("nand", [1, 1, 1, 0]), ("xor", [0, 1, 1, 0])]:
+    for gate, expect in [
+        ("and", [0, 0, 0, 1]),
+        ("or", [0, 1, 1, 1]),
+        ("nand", [1, 1, 1, 0]),
+        ("xor", [0, 1, 1, 0]),
+    ]:
         X, y = datasets.truth_table(gate)
         assert X.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
         assert y.tolist() == expect

@@ -1,5 +1,6 @@
 """Data-parallel training over MPI.  The collective tests (tests/mpi/) run
 here under `mpiexec -n 2` and `-n 3`; a failing rank must end the job."""
+
 import os
 import shutil
 import subprocess
@@ -14,8 +15,7 @@ import backprop as bp
 
 dist = pytest.importorskip("backprop.distributed")
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi")
-MPIEXEC = (shutil.which("mpiexec", path=os.path.dirname(sys.executable))
-           or shutil.which("mpiexec"))
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 
 def mpiexec(ranks, *args, timeout=300):
@@ -24,22 +24,28 @@ def mpiexec(ranks, *args, timeout=300):
     if MPIEXEC is None:
         pytest.fail("mpiexec is missing: install the test extra (it brings the mpich wheel)")
     start = time.monotonic()
-    result = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, *args],
-                            capture_output=True, text=True, timeout=timeout,
-                            cwd=tempfile.gettempdir())
+    result = subprocess.run(
+        [MPIEXEC, "-n", str(ranks), sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tempfile.gettempdir(),
+    )
     return result, time.monotonic() - start
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_collectives_under_mpiexec(ranks, tmp_path):
-    result, _ = mpiexec(ranks, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        "--rootdir", str(tmp_path), HERE)
+    result, _ = mpiexec(
+        ranks, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), HERE
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count(" passed") == ranks and "skipped" not in result.stdout
 
 
-@pytest.mark.parametrize("how, message", [
-    ("nan", "training failed"), ("leave", "a rank failed or left"), ("kill", "")])
+@pytest.mark.parametrize(
+    "how, message", [("nan", "training failed"), ("leave", "a rank failed or left"), ("kill", "")]
+)
 def test_a_failing_rank_ends_the_job(how, message):
     result, seconds = mpiexec(2, os.path.join(HERE, "failing_rank.py"), how, timeout=120)
     assert result.returncode != 0
@@ -65,8 +71,12 @@ def test_arguments_are_checked():
 def test_apply_gradients_is_the_second_half_of_train_step():
     X = np.random.default_rng(0).normal(size=(32, 4))
     y = (X[:, 0] > 0).astype(int)
-    a = bp.Sequential(bp.Dense(4, 6, activation="tanh"), bp.Dense(6, 2, activation="softmax"),
-                      loss="cross_entropy", seed=0)
+    a = bp.Sequential(
+        bp.Dense(4, 6, activation="tanh"),
+        bp.Dense(6, 2, activation="softmax"),
+        loss="cross_entropy",
+        seed=0,
+    )
     a.optimizer = bp.Adam(0.01)
     b = a.copy()
     b.optimizer = bp.Adam(0.01)

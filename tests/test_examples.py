@@ -1,11 +1,12 @@
 """Every example runs headless, writes its figure, and shows what it claims."""
+
 import os
 import runpy
 
 import numpy as np
 import pytest
 
-pytest.importorskip("matplotlib")        # the optional extra "plot"; in the test extra
+pytest.importorskip("matplotlib")  # the optional extra "plot"; in the test extra
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
@@ -18,11 +19,11 @@ def run(name, out):
 def test_gradient_descent_on_w_squared(tmp_path):
     paths = run("01_gradient_descent.py", tmp_path)
     assert (tmp_path / "gradient_descent.png").stat().st_size > 10_000
-    for lr, path in paths.items():                 # w_k = w₀ (1 − 2η)^k exactly
+    for lr, path in paths.items():  # w_k = w₀ (1 − 2η)^k exactly
         np.testing.assert_allclose(path, (1 - 2 * lr) ** np.arange(len(path)), rtol=1e-12)
-    assert abs(paths[0.3][-1]) < 1e-6 < 0.3 < abs(paths[0.02][-1]) < 1   # good vs too small
-    assert np.all(np.abs(paths[1.0]) == 1)                               # oscillates
-    assert abs(paths[1.05][-1]) > 5 * abs(paths[1.05][0])                # diverges
+    assert abs(paths[0.3][-1]) < 1e-6 < 0.3 < abs(paths[0.02][-1]) < 1  # good vs too small
+    assert np.all(np.abs(paths[1.0]) == 1)  # oscillates
+    assert abs(paths[1.05][-1]) > 5 * abs(paths[1.05][0])  # diverges
 
 
 def test_where_descent_ends_depends_on_the_start(tmp_path):
@@ -31,7 +32,7 @@ def test_where_descent_ends_depends_on_the_start(tmp_path):
     ends = result["non_convex"]
     assert ends[-2.0] == pytest.approx(-1.3008, abs=1e-3) == ends[-0.5]
     assert ends[2.0] == pytest.approx(1.1309, abs=1e-3) == ends[0.5]
-    assert all(abs(w) < 1e-3 for w in result["convex"].values())         # one minimum
+    assert all(abs(w) < 1e-3 for w in result["convex"].values())  # one minimum
 
 
 def test_chain_rule_trace(tmp_path, capsys):
@@ -43,6 +44,7 @@ def test_chain_rule_trace(tmp_path, capsys):
 
 def test_plot_needs_two_columns_for_a_boundary():
     from backprop import plot
+
     with pytest.raises(ValueError, match="two columns"):
         plot.decision_boundary(None, np.zeros((3, 3)), [0, 1, 0])
 
@@ -50,9 +52,9 @@ def test_plot_needs_two_columns_for_a_boundary():
 def test_perceptron(tmp_path):
     r = run("03_perceptron.py", tmp_path)
     assert (tmp_path / "perceptron.png").stat().st_size > 10_000
-    assert r["AND"] and r["OR"] and r["NAND"]                   # one unit each
-    assert r["xor_single_units"] == 0                           # no single unit computes XOR
-    assert r["xor_trained_single_correct"] <= 3                 # a trained one fails too
+    assert r["AND"] and r["OR"] and r["NAND"]  # one unit each
+    assert r["xor_single_units"] == 0  # no single unit computes XOR
+    assert r["xor_trained_single_correct"] <= 3  # a trained one fails too
     assert r["xor_two_layers"] and r["xor_trained_two_layers"]  # two layers do
 
 
@@ -60,9 +62,9 @@ def test_numerical_and_analytic_gradients(tmp_path):
     rows = run("04_numerical_vs_analytic.py", tmp_path)
     assert (tmp_path / "numerical_vs_analytic.png").stat().st_size > 10_000
     weights, errors, numerical, analytic = map(np.array, zip(*rows))
-    assert errors.max() < 1e-6                                  # they agree
-    assert np.all(numerical > 100 * analytic)                   # backpropagation is cheaper …
-    assert numerical[-1] / numerical[0] > 5                     # … and the numerical cost grows
+    assert errors.max() < 1e-6  # they agree
+    assert np.all(numerical > 100 * analytic)  # backpropagation is cheaper …
+    assert numerical[-1] / numerical[0] > 5  # … and the numerical cost grows
 
 
 def test_binary_classifier(tmp_path):
@@ -75,14 +77,14 @@ def test_binary_classifier(tmp_path):
 
 
 def test_digits_training_curves(tmp_path):
-    with pytest.warns(RuntimeWarning, match="too large"):     # lr 5 diverges, as shown
+    with pytest.warns(RuntimeWarning, match="too large"):  # lr 5 diverges, as shown
         r = run("07_digits_training_curves.py", tmp_path)
     assert (tmp_path / "digits_training.png").stat().st_size > 10_000
     acc = r["accuracy"]
     assert acc[0.5] > 0.95 and acc[0.05] > 0.95 and acc[0.002] < acc[0.05]
     losses = {k: v.history["loss"] for k, v in r["histories"].items()}
-    assert losses["lr = 0.002"][-1] > 10 * losses["lr = 0.05"][-1]   # too small learns slowly
-    assert not np.isfinite(losses["lr = 5.0"][-1])                   # too large diverges
+    assert losses["lr = 0.002"][-1] > 10 * losses["lr = 0.05"][-1]  # too small learns slowly
+    assert not np.isfinite(losses["lr = 5.0"][-1])  # too large diverges
     assert 0 < len(r["wrong"]) < 20
 
 
@@ -97,6 +99,7 @@ def test_plot_names_the_extra_when_matplotlib_is_missing(monkeypatch):
     import sys
 
     from backprop import plot
-    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)   # as if not installed
+
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # as if not installed
     with pytest.raises(ImportError, match=r'pip install "backprop\[plot\]"'):
         plot.loss_curves({"a": [1.0, 0.5]})

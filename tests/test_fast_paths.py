@@ -6,6 +6,7 @@ it, the fast path refuses it (and the checked path then explains).
 
 A long campaign: pytest tests/test_fast_paths.py --hypothesis-profile=campaign
 """
+
 import numpy as np
 import pytest
 
@@ -17,32 +18,49 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 import backprop as bp  # noqa: E402
 
 ROWS = 5
-HEADS = {   # loss: (output activation, outputs)
-    "mse": ("identity", 2), "binary_cross_entropy": ("sigmoid", 1),
-    "binary_cross_entropy ": ("sigmoid", 3), "cross_entropy": ("softmax", 3)}
+HEADS = {  # loss: (output activation, outputs)
+    "mse": ("identity", 2),
+    "binary_cross_entropy": ("sigmoid", 1),
+    "binary_cross_entropy ": ("sigmoid", 3),
+    "cross_entropy": ("softmax", 3),
+}
 
 
 def net_of(loss, dtype):
     activation, k = HEADS[loss]
-    return bp.Sequential(bp.Dense(3, 4, activation="tanh"), bp.Dense(4, k, activation=activation),
-                         loss=loss.strip(), dtype=dtype, seed=0)
+    return bp.Sequential(
+        bp.Dense(3, 4, activation="tanh"),
+        bp.Dense(4, k, activation=activation),
+        loss=loss.strip(),
+        dtype=dtype,
+        seed=0,
+    )
 
 
 TARGETS = st.one_of(
-    hnp.arrays(np.int64, st.sampled_from([(ROWS,), (ROWS, 1), (ROWS, 3), (ROWS - 1,)]),
-               elements=st.integers(-2, 4)),
-    hnp.arrays(st.sampled_from([np.float32, np.float64]),
-               st.sampled_from([(ROWS,), (ROWS, 1), (ROWS, 2), (ROWS, 3), (ROWS + 1, 3)]),
-               elements=st.one_of(st.floats(-0.5, 1.5, width=32), st.sampled_from(
-                   [0.0, 1.0, np.nan, np.inf, -np.inf, 1 / 3]))))
+    hnp.arrays(
+        np.int64,
+        st.sampled_from([(ROWS,), (ROWS, 1), (ROWS, 3), (ROWS - 1,)]),
+        elements=st.integers(-2, 4),
+    ),
+    hnp.arrays(
+        st.sampled_from([np.float32, np.float64]),
+        st.sampled_from([(ROWS,), (ROWS, 1), (ROWS, 2), (ROWS, 3), (ROWS + 1, 3)]),
+        elements=st.one_of(
+            st.floats(-0.5, 1.5, width=32),
+            st.sampled_from([0.0, 1.0, np.nan, np.inf, -np.inf, 1 / 3]),
+        ),
+    ),
+)
 
 
-@given(loss=st.sampled_from(sorted(HEADS)), dtype=st.sampled_from(["float32", "float64"]),
-       y=TARGETS)
+@given(
+    loss=st.sampled_from(sorted(HEADS)), dtype=st.sampled_from(["float32", "float64"]), y=TARGETS
+)
 def test_the_fast_path_takes_only_what_the_checked_path_takes_and_agrees(loss, dtype, y):
     fast, checked = net_of(loss, dtype), net_of(loss, dtype)
     X = np.random.default_rng(0).normal(size=(ROWS, 3)).astype(dtype)
-    value = fast._engine.step_ready(X, y, 0.0, False)       # None: not taken
+    value = fast._engine.step_ready(X, y, 0.0, False)  # None: not taken
     try:
         expected = checked.loss_and_grad(X.tolist(), y.tolist())
     except (ValueError, TypeError):

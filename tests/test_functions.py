@@ -1,4 +1,5 @@
 """The activations and losses as plain functions on numpy arrays."""
+
 import numpy as np
 import pytest
 
@@ -12,8 +13,10 @@ REFERENCE = {
     "tanh": np.tanh,
     "relu": lambda z: np.maximum(z, 0),
     "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
-    "softmax": lambda z: np.exp(z - z.max(-1, keepdims=True))
-    / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True),
+    "softmax": lambda z: (
+        np.exp(z - z.max(-1, keepdims=True))
+        / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
+    ),
     "step": lambda z: (z >= 0).astype(float),
 }
 DERIVATIVE = {
@@ -31,14 +34,19 @@ def test_activation_values(name, dtype):
     z = Z.astype(dtype)
     out = A.get(name)(z)
     assert out.dtype == dtype and out.shape == z.shape
-    np.testing.assert_allclose(out, REFERENCE[name](Z), rtol=1e-6 if dtype == np.float32 else 1e-14,
-                               atol=1e-7 if dtype == np.float32 else 1e-15)
+    np.testing.assert_allclose(
+        out,
+        REFERENCE[name](Z),
+        rtol=1e-6 if dtype == np.float32 else 1e-14,
+        atol=1e-7 if dtype == np.float32 else 1e-15,
+    )
 
 
 @pytest.mark.parametrize("name", DERIVATIVE)
 def test_activation_derivatives(name):
-    np.testing.assert_allclose(A.get(name).derivative(Z), DERIVATIVE[name](Z),
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        A.get(name).derivative(Z), DERIVATIVE[name](Z), rtol=1e-12, atol=1e-15
+    )
 
 
 def test_softmax_backward_is_the_jacobian_product():
@@ -65,8 +73,9 @@ def test_extreme_inputs_stay_finite(dtype):
         out = A.get(name)(z)
         assert np.isfinite(out).all(), name
     z64 = z.astype(np.float64)
-    stable = np.where(z64 >= 0, 1 / (1 + np.exp(-np.abs(z64))),
-                      np.exp(-np.abs(z64)) / (1 + np.exp(-np.abs(z64))))
+    stable = np.where(
+        z64 >= 0, 1 / (1 + np.exp(-np.abs(z64))), np.exp(-np.abs(z64)) / (1 + np.exp(-np.abs(z64)))
+    )
     np.testing.assert_allclose(A.sigmoid(z), stable.astype(dtype), rtol=1e-6, atol=0)
     assert A.sigmoid(z)[0, 0] == 0 and A.sigmoid(z)[0, -1] == 1
     np.testing.assert_allclose(A.softmax(z)[0], [0, 0, 0, 0, 1], atol=1e-30)
@@ -107,7 +116,7 @@ def test_mse_is_half_the_mean_squared_norm():
     """C = 1/(2n) Σ‖y − a‖², n the number of samples (rows)."""
     a, y = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0, 0.0], [0.0, 4.0]])
     assert L.mse(a, y) == (4 + 9) / (2 * 2)
-    assert L.mse([0.5, 1.5], [1.0, 1.0]) == (0.25 + 0.25) / 4      # 1-D: one output
+    assert L.mse([0.5, 1.5], [1.0, 1.0]) == (0.25 + 0.25) / 4  # 1-D: one output
 
 
 @pytest.mark.parametrize("loss", [L.mse, L.binary_cross_entropy, L.cross_entropy])

@@ -1,4 +1,5 @@
 """Every analytic gradient against central finite differences, in float64."""
+
 import numpy as np
 import pytest
 
@@ -8,7 +9,9 @@ TOL = 1e-6
 HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu"]
 # Every output activation with every loss it pairs with.
 PAIRS = [(act, "mse") for act in HIDDEN + ["softmax"]] + [
-    ("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy")]
+    ("sigmoid", "binary_cross_entropy"),
+    ("softmax", "cross_entropy"),
+]
 
 
 def targets(loss, rows, k, rng):
@@ -25,7 +28,7 @@ def test_single_layer(act, loss):
     X = rng.normal(size=(6, 4))
     y = targets(loss, 6, 3, rng)
     result = bp.gradcheck(bp.Dense(4, 3, activation=act, seed=1), X, y, loss=loss)
-    assert result.n_checked == 4 * 3 + 3 + 6 * 4      # W, b and the input x
+    assert result.n_checked == 4 * 3 + 3 + 6 * 4  # W, b and the input x
     assert result.max_rel_error < TOL, result
 
 
@@ -35,8 +38,13 @@ def test_three_layer_network(act, loss, hidden):
     rng = np.random.default_rng(5)
     X = rng.normal(size=(7, 3))
     y = targets(loss, 7, 4, rng)
-    net = bp.Sequential(bp.Dense(3, 6, activation=hidden), bp.Dense(6, 5, activation=hidden),
-                        bp.Dense(5, 4, activation=act), loss=loss, seed=2)
+    net = bp.Sequential(
+        bp.Dense(3, 6, activation=hidden),
+        bp.Dense(6, 5, activation=hidden),
+        bp.Dense(5, 4, activation=act),
+        loss=loss,
+        seed=2,
+    )
     result = bp.gradcheck(net, X, y)
     assert result.n_checked == net.params.size
     assert result.max_rel_error < TOL, result
@@ -44,12 +52,17 @@ def test_three_layer_network(act, loss, hidden):
 
 def test_float32_network_is_checked_in_float64():
     rng = np.random.default_rng(0)
-    net = bp.Sequential(bp.Dense(3, 5, activation="tanh"), bp.Dense(5, 2, activation="softmax"),
-                        loss="cross_entropy", dtype="float32", seed=0)
+    net = bp.Sequential(
+        bp.Dense(3, 5, activation="tanh"),
+        bp.Dense(5, 2, activation="softmax"),
+        loss="cross_entropy",
+        dtype="float32",
+        seed=0,
+    )
     result = bp.gradcheck(net, rng.normal(size=(4, 3)), [0, 1, 1, 0])
     assert result.analytic.dtype == np.float64
     assert result.max_rel_error < TOL
-    assert net.dtype == np.float32                     # the model itself is untouched
+    assert net.dtype == np.float32  # the model itself is untouched
 
 
 def test_gradcheck_detects_a_wrong_gradient():
@@ -82,13 +95,18 @@ def test_nearly_zero_entries_of_a_trained_network_are_no_false_alarm():
     rounding noise is judged on the gradient's scale (atol), not as a
     relative error of a tiny number."""
     X_train, X_test, y_train, y_test = bp.datasets.load_digits(return_split=True, seed=0)
-    net = bp.Sequential(bp.Dense(64, 32, activation="relu"), bp.Dense(32, 10, activation="softmax"),
-                        loss="cross_entropy", dtype="float32", seed=0)
+    net = bp.Sequential(
+        bp.Dense(64, 32, activation="relu"),
+        bp.Dense(32, 10, activation="softmax"),
+        loss="cross_entropy",
+        dtype="float32",
+        seed=0,
+    )
     net.fit(X_train, y_train, epochs=40, batch_size=32, lr=0.1)
     result = bp.gradcheck(net, X_test[:4], y_test[:4])
     assert np.abs(result.analytic).min() < 1e-8 < 0.1 < np.abs(result.analytic).max()
     assert result.max_rel_error < TOL, result
-    strict = bp.gradcheck(net, X_test[:4], y_test[:4], atol=1e-15)   # a floor of one's own
+    strict = bp.gradcheck(net, X_test[:4], y_test[:4], atol=1e-15)  # a floor of one's own
     assert strict.max_rel_error > result.max_rel_error
 
 
@@ -113,10 +131,10 @@ def test_a_loss_that_overflows_is_an_error_not_nan():
     """Where the loss is not finite, at the point checked or a step away,
     the differences are inf or NaN: an error naming where, never a NaN."""
     layer = bp.Dense(1, 1, activation="identity", seed=0)
-    layer.W[...] = 1.3e154                # the loss (1.3e154 · x)² is finite at x = 1 …
+    layer.W[...] = 1.3e154  # the loss (1.3e154 · x)² is finite at x = 1 …
     with pytest.raises(ValueError, match=r"not finite at x\[0, 0\]"):
-        bp.gradcheck(layer, [[1.0]], [[0.0]])         # … and overflows a step of x away
+        bp.gradcheck(layer, [[1.0]], [[0.0]])  # … and overflows a step of x away
     net = bp.Sequential(bp.Dense(2, 3, activation="identity"), bp.Dense(3, 1), seed=0)
-    net.layers[0].W[...] = 1e200          # overflows everywhere
+    net.layers[0].W[...] = 1e200  # overflows everywhere
     with pytest.raises(ValueError, match=r"not finite at layers\[\d\]"):
         bp.gradcheck(net, [[0.5, -1.0]], [0.2])

@@ -7,6 +7,7 @@ reference it is the twin of.  Each kernel runs in float32 and in float64;
 float32 results are compared with the float64 reference computed from the
 same float32 inputs.
 """
+
 import numpy as np
 import pytest
 
@@ -24,14 +25,16 @@ TRAINABLE = [code for code in Act if code != Act.STEP]
 def name(code):
     return code.name.lower()
 
-SLOPE = 0.1                          # leaky_relu's negative slope
+
+SLOPE = 0.1  # leaky_relu's negative slope
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 # ------------------------------------------------------- numpy references ---
 
+
 def sigmoid(z):
-    e = np.exp(-np.abs(z))           # never overflows
+    e = np.exp(-np.abs(z))  # never overflows
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
@@ -64,13 +67,16 @@ def ref_act_backward(g, a, code, slope=SLOPE):
     g, a = np.asarray(g, np.float64), np.asarray(a, np.float64)
     if code == Act.SOFTMAX:
         return a * (g - (g * a).sum(axis=1, keepdims=True))
-    return g * {
-        Act.IDENTITY: lambda: np.ones_like(a),
-        Act.SIGMOID: lambda: a * (1 - a),
-        Act.TANH: lambda: 1 - a * a,
-        Act.RELU: lambda: np.where(a > 0, 1.0, 0.0),
-        Act.LEAKY_RELU: lambda: np.where(a > 0, 1.0, slope),
-    }[code]()
+    return (
+        g
+        * {
+            Act.IDENTITY: lambda: np.ones_like(a),
+            Act.SIGMOID: lambda: a * (1 - a),
+            Act.TANH: lambda: 1 - a * a,
+            Act.RELU: lambda: np.where(a > 0, 1.0, 0.0),
+            Act.LEAKY_RELU: lambda: np.where(a > 0, 1.0, slope),
+        }[code]()
+    )
 
 
 def ref_loss_forward_backward(loss, act, slope, z, y):
@@ -79,8 +85,7 @@ def ref_loss_forward_backward(loss, act, slope, z, y):
     n = z.shape[0]
     if loss == Loss.MSE:
         a = ref_act(z, act, slope)
-        return (a, ref_act_backward((a - y) / n, a, act, slope),
-                ((a - y) ** 2).sum() / (2 * n))
+        return (a, ref_act_backward((a - y) / n, a, act, slope), ((a - y) ** 2).sum() / (2 * n))
     if loss == Loss.BINARY_CROSS_ENTROPY:
         a = sigmoid(z)
         value = (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum()
@@ -120,12 +125,13 @@ def ref_loss_gradient(loss, p, y, eps):
 
 # --- a whole network: flat params hold W0 (row-major), b0, W1, b1, ...
 
+
 def split_params(flat, sizes):
     layers, off = [], 0
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        W = flat[off:off + n_in * n_out].reshape(n_in, n_out)
+        W = flat[off : off + n_in * n_out].reshape(n_in, n_out)
         off += n_in * n_out
-        layers.append((W, flat[off:off + n_out]))
+        layers.append((W, flat[off : off + n_out]))
         off += n_out
     assert off == flat.size
     return layers
@@ -147,19 +153,18 @@ def ref_net_loss_and_grad(flat, sizes, acts, slopes, loss, X, Y):
         z = x @ W + b
         if l < len(layers) - 1:
             x = ref_act(z, acts[l], slopes[l])
-    out, delta, value = ref_loss_forward_backward(loss, acts[-1], slopes[-1],
-                                                  z, Y)
+    out, delta, value = ref_loss_forward_backward(loss, acts[-1], slopes[-1], z, Y)
     grads = []
     for l in range(len(layers) - 1, -1, -1):
         W = layers[l][0]
         grads = [(inputs[l].T @ delta).ravel(), delta.sum(axis=0)] + grads
         if l > 0:
-            delta = ref_act_backward(delta @ W.T, inputs[l], acts[l - 1],
-                                     slopes[l - 1])
+            delta = ref_act_backward(delta @ W.T, inputs[l], acts[l - 1], slopes[l - 1])
     return value, np.concatenate(grads), out
 
 
 # ---------------------------------------------------------------- helpers ---
+
 
 def assert_close(actual, expected, dtype):
     """actual ≈ expected to the dtype's rtol; the absolute floor is that rtol
@@ -214,6 +219,7 @@ def rng():
 
 # ------------------------------------------------------------ activations ---
 
+
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
 @pytest.mark.parametrize("code", list(Act), ids=name)
 def test_act_forward(code, with_bias, dtype, rng):
@@ -227,8 +233,11 @@ def test_act_forward(code, with_bias, dtype, rng):
 
 def test_act_forward_step_and_relu_at_zero(dtype):
     z = np.array([[-1e-30, 0.0, 1e-30]], dtype)
-    for code, expected in [(Act.STEP, [0, 1, 1]), (Act.RELU, [0, 0, 1e-30]),
-                           (Act.LEAKY_RELU, [-SLOPE * 1e-30, 0, 1e-30])]:
+    for code, expected in [
+        (Act.STEP, [0, 1, 1]),
+        (Act.RELU, [0, 0, 1e-30]),
+        (Act.LEAKY_RELU, [-SLOPE * 1e-30, 0, 1e-30]),
+    ]:
         a = z.copy()
         _ops.act_forward(a, code, SLOPE)
         assert_close(a, [expected], dtype)
@@ -249,6 +258,7 @@ def test_act_backward(code, in_place, dtype, rng):
 
 
 # ----------------------------------------------------------------- losses ---
+
 
 @pytest.mark.parametrize("act", TRAINABLE, ids=name)
 def test_mse_forward_backward(act, dtype, rng):
@@ -277,12 +287,12 @@ def test_mse_forward_with_step_value(dtype, rng):
 def test_bce_forward_backward(scale, dtype, rng):
     z = np.ascontiguousarray(rng.uniform(-scale, scale, (8, 5)), dtype=dtype)
     y = (rng.random((8, 5)) < 0.5).astype(dtype)
-    y[-1] = rng.random(5)                       # soft targets too
+    y[-1] = rng.random(5)  # soft targets too
     a_exp, delta_exp, value_exp = ref_loss_forward_backward(
-        Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID, 0.0, z, y)
+        Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID, 0.0, z, y
+    )
     a, delta = z.copy(), nans(z.shape, dtype)
-    value = _ops.loss_forward_backward(Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID, 0.0,
-                                       a, delta, y)
+    value = _ops.loss_forward_backward(Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID, 0.0, a, delta, y)
     assert_close(a, a_exp, dtype)
     assert_close(delta, delta_exp, dtype)
     assert_close(value, value_exp, dtype)
@@ -293,8 +303,7 @@ def test_bce_extreme_by_hand(dtype):
     z = np.array([[1e4, -1e4, 1e4, -1e4]], dtype)
     y = np.array([[0, 1, 1, 0]], dtype)
     a, delta = z.copy(), nans(z.shape, dtype)
-    value = _ops.loss_forward_backward(Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID, 0.0,
-                                       a, delta, y)
+    value = _ops.loss_forward_backward(Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID, 0.0, a, delta, y)
     assert_close(value, 2e4, dtype)
     assert_close(a, [[1, 0, 1, 0]], dtype)
     assert_close(delta, [[1, -1, 0, 0]], dtype)
@@ -304,11 +313,12 @@ def test_bce_extreme_by_hand(dtype):
 @pytest.mark.parametrize("targets", [one_hot, prob_rows], ids=["onehot", "soft"])
 def test_ce_forward_backward(targets, scale, dtype, rng):
     z = np.ascontiguousarray(rng.uniform(-scale, scale, (8, 5)), dtype=dtype)
-    z[0] = z[0, 0]                              # a row of ties
-    z[1] -= 2 * scale + 1000                    # a row far below zero
+    z[0] = z[0, 0]  # a row of ties
+    z[1] -= 2 * scale + 1000  # a row far below zero
     y = targets(rng, 8, 5, dtype)
     a_exp, delta_exp, value_exp = ref_loss_forward_backward(
-        Loss.CROSS_ENTROPY, Act.SOFTMAX, 0.0, z, y)
+        Loss.CROSS_ENTROPY, Act.SOFTMAX, 0.0, z, y
+    )
     a, delta = z.copy(), nans(z.shape, dtype)
     value = _ops.loss_forward_backward(Loss.CROSS_ENTROPY, Act.SOFTMAX, 0.0, a, delta, y)
     assert_close(a, a_exp, dtype)
@@ -318,7 +328,7 @@ def test_ce_forward_backward(targets, scale, dtype, rng):
 
 def test_ce_extreme_by_hand(dtype):
     z = np.array([[1e4, -1e4], [-1e4, 1e4]], dtype)
-    y = np.array([[0, 1], [0, 1]], dtype)       # wrong by 2e4, then right
+    y = np.array([[0, 1], [0, 1]], dtype)  # wrong by 2e4, then right
     a, delta = z.copy(), nans(z.shape, dtype)
     value = _ops.loss_forward_backward(Loss.CROSS_ENTROPY, Act.SOFTMAX, 0.0, a, delta, y)
     assert_close(value, 2e4 / 2, dtype)
@@ -326,11 +336,12 @@ def test_ce_extreme_by_hand(dtype):
     assert_close(delta, [[0.5, -0.5], [0, 0]], dtype)
 
 
-@pytest.mark.parametrize("loss, act", [(Loss.MSE, c) for c in TRAINABLE]
-                         + [(Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID),
-                            (Loss.CROSS_ENTROPY, Act.SOFTMAX)],
-                         ids=[f"mse-{name(c)}" for c in TRAINABLE]
-                         + ["bce-sigmoid", "ce-softmax"])
+@pytest.mark.parametrize(
+    "loss, act",
+    [(Loss.MSE, c) for c in TRAINABLE]
+    + [(Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID), (Loss.CROSS_ENTROPY, Act.SOFTMAX)],
+    ids=[f"mse-{name(c)}" for c in TRAINABLE] + ["bce-sigmoid", "ce-softmax"],
+)
 def test_output_delta(loss, act, dtype, rng):
     a = ref_act(normal(rng, (6, 4), dtype, 2.0), act).astype(dtype)
     y = prob_rows(rng, 6, 4, dtype)
@@ -343,11 +354,13 @@ def probabilities_and_targets(loss, rng, dtype):
     """p in [0, 1] with exact 0s and 1s (clipped), and matching targets."""
     p = rng.uniform(0.01, 0.99, (6, 4))
     p[0, :3] = [0.0, 1.0, 1e-12]
-    y = {Loss.MSE: lambda: rng.standard_normal((6, 4)),
-         Loss.BINARY_CROSS_ENTROPY: lambda: (rng.random((6, 4)) < 0.5) * 1.0,
-         Loss.CROSS_ENTROPY: lambda: one_hot(rng, 6, 4, np.float64)}[loss]()
+    y = {
+        Loss.MSE: lambda: rng.standard_normal((6, 4)),
+        Loss.BINARY_CROSS_ENTROPY: lambda: (rng.random((6, 4)) < 0.5) * 1.0,
+        Loss.CROSS_ENTROPY: lambda: one_hot(rng, 6, 4, np.float64),
+    }[loss]()
     y[0, :2] = [1.0, 0.0] if loss == Loss.CROSS_ENTROPY else [1.0, 1.0]
-    y[-1] = prob_rows(rng, 1, 4, np.float64)    # a soft row
+    y[-1] = prob_rows(rng, 1, 4, np.float64)  # a soft row
     return np.ascontiguousarray(p, dtype), np.ascontiguousarray(y, dtype)
 
 
@@ -380,8 +393,7 @@ def test_mse_standalone_is_the_fused_pass(dtype, rng):
     np.testing.assert_array_equal(g, delta)
 
 
-@pytest.mark.parametrize("loss", [Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY],
-                         ids=name)
+@pytest.mark.parametrize("loss", [Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY], ids=name)
 def test_loss_value_matches_fused_loss(loss, dtype, rng):
     # −Σ y log f(z) on moderate logits is what the fused stable pass returns.
     z = normal(rng, (6, 4), dtype)
@@ -393,6 +405,7 @@ def test_loss_value_matches_fused_loss(loss, dtype, rng):
 
 
 # ----------------------------------------------------------------- labels ---
+
 
 def ref_labels(loss, A):
     """The label rule: the row's argmax for cross-entropy (numpy's: the first
@@ -416,10 +429,16 @@ def outputs_with_ties(rng, rows, cols, dtype):
     return np.ascontiguousarray(A, dtype)
 
 
-@pytest.mark.parametrize("loss, cols", [(Loss.CROSS_ENTROPY, 1), (Loss.CROSS_ENTROPY, 5),
-                                        (Loss.BINARY_CROSS_ENTROPY, 1),
-                                        (Loss.BINARY_CROSS_ENTROPY, 4)],
-                         ids=["ce-1", "ce-5", "bce-1", "bce-4"])
+@pytest.mark.parametrize(
+    "loss, cols",
+    [
+        (Loss.CROSS_ENTROPY, 1),
+        (Loss.CROSS_ENTROPY, 5),
+        (Loss.BINARY_CROSS_ENTROPY, 1),
+        (Loss.BINARY_CROSS_ENTROPY, 4),
+    ],
+    ids=["ce-1", "ce-5", "bce-1", "bce-4"],
+)
 def test_labels(loss, cols, dtype, rng):
     A = outputs_with_ties(rng, 40, cols, dtype)
     labels = _ops.labels(loss, A)
@@ -432,16 +451,16 @@ def test_labels(loss, cols, dtype, rng):
 def test_labels_of_ties_and_half_by_hand(dtype):
     A = np.array([[0.5, 0.5, 0.1], [0.1, 0.7, 0.7], [0.2, 0.1, 0.2]], dtype)
     np.testing.assert_array_equal(_ops.labels(Loss.CROSS_ENTROPY, A), [0, 1, 0])
-    np.testing.assert_array_equal(_ops.labels(Loss.BINARY_CROSS_ENTROPY, A),
-                                  [[1, 1, 0], [0, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(
+        _ops.labels(Loss.BINARY_CROSS_ENTROPY, A), [[1, 1, 0], [0, 1, 1], [0, 0, 0]]
+    )
     with pytest.raises(ValueError, match="mse has no label rule"):
         _ops.labels(Loss.MSE, A)
 
 
 # ------------------------------------------------------------ dense layer ---
 
-SHAPES = [(7, 5, 3), (1, 5, 3), (7, 1, 3), (7, 5, 1), (1, 1, 1), (3, 8, 2),
-          (64, 100, 70)]
+SHAPES = [(7, 5, 3), (1, 5, 3), (7, 1, 3), (7, 5, 1), (1, 1, 1), (3, 8, 2), (64, 100, 70)]
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
 
 
@@ -460,7 +479,7 @@ def test_dense_forward(shape, code, dtype, rng):
     expected = ref_act(z, code)
     out = nans((shape[0], shape[2]), dtype)
     assert _ops.dense_forward(out, x, W, b, code, SLOPE) is None
-    if code == Act.STEP:             # only where rounding cannot flip the sign
+    if code == Act.STEP:  # only where rounding cannot flip the sign
         keep = np.abs(z) > 1e-3
         assert keep.any()
         out, expected = out[keep], expected[keep]
@@ -497,15 +516,17 @@ def test_sgd_update_is_optimizer_update_sgd(dtype, rng):
     np.testing.assert_array_equal(w, expected)
     _ops.optimizer_update(by_rule, g, s, s, Opt.SGD, 0.05)
     np.testing.assert_array_equal(w, by_rule)
-    assert not s.any()                           # no state read or written
+    assert not s.any()  # no state read or written
 
 
 # ----------------------------------------------------------------- engine ---
 
 # (sizes, acts, slopes, loss); the first is the network of the brief.
-NETS = [([4, 6, 3], [Act.RELU, Act.SOFTMAX], [0.0, 0.0], Loss.CROSS_ENTROPY),
-        ([4, 6, 3], [Act.TANH, Act.SIGMOID], [0.0, 0.0], Loss.BINARY_CROSS_ENTROPY),
-        ([4, 5, 6, 2], [Act.LEAKY_RELU, Act.SIGMOID, Act.IDENTITY], [SLOPE, 0.0, 0.0], Loss.MSE)]
+NETS = [
+    ([4, 6, 3], [Act.RELU, Act.SOFTMAX], [0.0, 0.0], Loss.CROSS_ENTROPY),
+    ([4, 6, 3], [Act.TANH, Act.SIGMOID], [0.0, 0.0], Loss.BINARY_CROSS_ENTROPY),
+    ([4, 5, 6, 2], [Act.LEAKY_RELU, Act.SIGMOID, Act.IDENTITY], [SLOPE, 0.0, 0.0], Loss.MSE),
+]
 NET_IDS = ["relu-softmax-ce", "tanh-sigmoid-bce", "leaky-sigmoid-identity-mse"]
 CAPACITY = 8
 
@@ -528,8 +549,15 @@ def net(request, dtype, rng):
     sizes, acts, slopes, loss = request.param
     params = normal(rng, n_params(sizes), dtype, 0.7)
     grads = nans(n_params(sizes), dtype)
-    engine = Engine(layout=Layout(sizes), acts=acts, slopes=slopes, loss=loss,
-                    params=params, grads=grads, capacity=CAPACITY)
+    engine = Engine(
+        layout=Layout(sizes),
+        acts=acts,
+        slopes=slopes,
+        loss=loss,
+        params=params,
+        grads=grads,
+        capacity=CAPACITY,
+    )
     X = normal(rng, (19, sizes[0]), dtype)
     Y = targets_for(loss, rng, 19, sizes[-1], dtype)
     return engine, (sizes, acts, slopes, loss), X, Y
@@ -539,11 +567,11 @@ def test_engine_shares_buffers(net):
     engine, (sizes, *_), _, _ = net
     assert engine.capacity == CAPACITY
     assert engine.params.shape == engine.grads.shape == (n_params(sizes),)
-    engine.params[:] = 0.25          # the engine must read the caller's buffer
+    engine.params[:] = 0.25  # the engine must read the caller's buffer
     X = np.zeros((1, sizes[0]), engine.dtype)
     out = nans((1, sizes[-1]), engine.dtype)
     engine.forward(X, out)
-    assert not np.allclose(out, 0)   # biases of 0.25 reached the outputs
+    assert not np.allclose(out, 0)  # biases of 0.25 reached the outputs
 
 
 @pytest.mark.parametrize("rows", [5, CAPACITY, 20], ids=["5", "cap", "20"])
@@ -553,17 +581,24 @@ def test_engine_forward(net, rows, dtype, rng):
     out = nans((rows, sizes[-1]), dtype)
     params_before = engine.params.copy()
     engine.forward(X, out)
-    assert_close(out, ref_net_forward(engine.params.astype(np.float64), sizes, acts,
-                               slopes, X), dtype)
+    assert_close(
+        out, ref_net_forward(engine.params.astype(np.float64), sizes, acts, slopes, X), dtype
+    )
     np.testing.assert_array_equal(engine.params, params_before)
 
 
 def test_engine_forward_brief_formula(dtype, rng):
     # The brief's network written out: softmax(relu(X @ W0 + b0) @ W1 + b1).
     params = normal(rng, 4 * 6 + 6 + 6 * 3 + 3, dtype)
-    engine = Engine(layout=Layout([4, 6, 3]), acts=[Act.RELU, Act.SOFTMAX], slopes=[0.0, 0.0],
-                    loss=Loss.CROSS_ENTROPY,
-                    params=params, grads=np.zeros_like(params), capacity=8)
+    engine = Engine(
+        layout=Layout([4, 6, 3]),
+        acts=[Act.RELU, Act.SOFTMAX],
+        slopes=[0.0, 0.0],
+        loss=Loss.CROSS_ENTROPY,
+        params=params,
+        grads=np.zeros_like(params),
+        capacity=8,
+    )
     p = params.astype(np.float64)
     W0, b0, W1, b1 = p[:24].reshape(4, 6), p[24:30], p[30:48].reshape(6, 3), p[48:]
     X = normal(rng, (20, 4), dtype)
@@ -574,10 +609,9 @@ def test_engine_forward_brief_formula(dtype, rng):
 
 def test_engine_evaluate(net, dtype):
     engine, (sizes, acts, slopes, loss), X, Y = net
-    out = nans(Y.shape, dtype)       # 19 rows: more than the capacity
+    out = nans(Y.shape, dtype)  # 19 rows: more than the capacity
     value = engine.evaluate(X, Y, out)
-    ref_value, _, ref_out = ref_net_loss_and_grad(engine.params, sizes, acts,
-                                                  slopes, loss, X, Y)
+    ref_value, _, ref_out = ref_net_loss_and_grad(engine.params, sizes, acts, slopes, loss, X, Y)
     assert_close(out, ref_out, dtype)
     assert_close(value, ref_value, dtype)
 
@@ -587,8 +621,7 @@ def test_engine_loss_and_grad(net, dtype):
     X, Y = X[:CAPACITY].copy(), Y[:CAPACITY].copy()
     params_before = engine.params.copy()
     value = engine.loss_and_grad(X, Y)
-    ref_value, ref_grads, _ = ref_net_loss_and_grad(params_before, sizes, acts,
-                                                    slopes, loss, X, Y)
+    ref_value, ref_grads, _ = ref_net_loss_and_grad(params_before, sizes, acts, slopes, loss, X, Y)
     assert_close(value, ref_value, dtype)
     assert_close(engine.grads, ref_grads, dtype)
     np.testing.assert_array_equal(engine.params, params_before)
@@ -600,8 +633,7 @@ def test_engine_train_step(net, dtype):
     lr = 0.3
     p0 = engine.params.astype(np.float64)
     value = engine.train_step(X, Y, lr)
-    ref_value, ref_grads, _ = ref_net_loss_and_grad(p0, sizes, acts, slopes,
-                                                    loss, X, Y)
+    ref_value, ref_grads, _ = ref_net_loss_and_grad(p0, sizes, acts, slopes, loss, X, Y)
     assert_close(value, ref_value, dtype)
     assert_close(engine.grads, ref_grads, dtype)
     assert_close(engine.params, p0 - lr * ref_grads, dtype)
@@ -613,9 +645,8 @@ def ref_epoch(params, spec, X, Y, order, batch, lr):
     sizes, acts, slopes, loss = spec
     p, total = np.asarray(params, np.float64).copy(), 0.0
     for start in range(0, len(order), batch):
-        rows = order[start:start + batch]
-        value, grads, _ = ref_net_loss_and_grad(p, sizes, acts, slopes, loss,
-                                                X[rows], Y[rows])
+        rows = order[start : start + batch]
+        value, grads, _ = ref_net_loss_and_grad(p, sizes, acts, slopes, loss, X[rows], Y[rows])
         p -= lr * grads
         total += value * len(rows)
     return p, total / len(order)
@@ -625,7 +656,7 @@ def ref_epoch(params, spec, X, Y, order, batch, lr):
 def test_engine_train_epoch(net, shuffled, dtype, rng):
     engine, spec, X, Y = net
     sizes, acts, slopes, loss = spec
-    batch, lr = CAPACITY, 0.2        # 19 rows: batches of 8, 8 and 3
+    batch, lr = CAPACITY, 0.2  # 19 rows: batches of 8, 8 and 3
     perm = rng.permutation(len(X)).astype(np.intp) if shuffled else None
     order = perm if shuffled else np.arange(len(X))
     p0 = engine.params.copy()
@@ -637,11 +668,18 @@ def test_engine_train_epoch(net, shuffled, dtype, rng):
 
     # ... and the same as train_step on X[order] batches by hand.
     params2, grads2 = p0.copy(), np.zeros_like(p0)
-    by_hand = Engine(layout=Layout(sizes), acts=acts, slopes=slopes, loss=loss,
-                     params=params2, grads=grads2, capacity=CAPACITY)
+    by_hand = Engine(
+        layout=Layout(sizes),
+        acts=acts,
+        slopes=slopes,
+        loss=loss,
+        params=params2,
+        grads=grads2,
+        capacity=CAPACITY,
+    )
     total = 0.0
     for start in range(0, len(X), batch):
-        rows = order[start:start + batch]
+        rows = order[start : start + batch]
         total += by_hand.train_step(X[rows], Y[rows], lr) * len(rows)
     assert_close(engine.params, params2, dtype)
     assert_close(value, total / len(X), dtype)
@@ -651,8 +689,15 @@ def test_engine_train_epoch_batch_not_dividing(dtype, rng):
     # batch 3 over 19 rows: six full batches and one of a single row.
     sizes, acts, slopes, loss = NETS[0]
     params = normal(rng, n_params(sizes), dtype, 0.7)
-    engine = Engine(layout=Layout(sizes), acts=acts, slopes=slopes, loss=loss,
-                    params=params, grads=np.zeros_like(params), capacity=CAPACITY)
+    engine = Engine(
+        layout=Layout(sizes),
+        acts=acts,
+        slopes=slopes,
+        loss=loss,
+        params=params,
+        grads=np.zeros_like(params),
+        capacity=CAPACITY,
+    )
     X = normal(rng, (19, 4), dtype)
     Y = one_hot(rng, 19, 3, dtype)
     perm = rng.permutation(19).astype(np.intp)
@@ -663,8 +708,12 @@ def test_engine_train_epoch_batch_not_dividing(dtype, rng):
 
 
 # hidden activation, output activation, loss, outputs
-TWINS = [("tanh", "softmax", "cross_entropy", 3), ("relu", "sigmoid", "binary_cross_entropy", 2),
-         ("leaky_relu", "identity", "mse", 2), ("sigmoid", "tanh", "mse", 1)]
+TWINS = [
+    ("tanh", "softmax", "cross_entropy", 3),
+    ("relu", "sigmoid", "binary_cross_entropy", 2),
+    ("leaky_relu", "identity", "mse", 2),
+    ("sigmoid", "tanh", "mse", 1),
+]
 
 
 @pytest.mark.parametrize("hidden, output, loss, k", TWINS, ids=[t[2] + "-" + t[0] for t in TWINS])
@@ -675,14 +724,23 @@ def test_fused_sgd_is_dense_backward_then_optimizer_update(hidden, output, loss,
     # same start give the same parameters, to rounding.
     rng = np.random.default_rng(11)
     X = rng.standard_normal((24, 5))
-    y = (rng.integers(0, k, 24) if loss == "cross_entropy" else
-         (rng.random((24, k)) < 0.5) * 1.0 if loss == "binary_cross_entropy" else
-         rng.standard_normal((24, k)))
+    y = (
+        rng.integers(0, k, 24)
+        if loss == "cross_entropy"
+        else (rng.random((24, k)) < 0.5) * 1.0
+        if loss == "binary_cross_entropy"
+        else rng.standard_normal((24, k))
+    )
 
     def network():
-        return bp.Sequential(bp.Dense(5, 7, activation=hidden), bp.Dense(7, 6, activation=hidden),
-                             bp.Dense(6, k, activation=output), loss=loss, dtype="float64",
-                             seed=3)
+        return bp.Sequential(
+            bp.Dense(5, 7, activation=hidden),
+            bp.Dense(7, 6, activation=hidden),
+            bp.Dense(6, k, activation=output),
+            loss=loss,
+            dtype="float64",
+            seed=3,
+        )
 
     fused, unfused = network(), network()
     start = fused.params.copy()
@@ -691,18 +749,19 @@ def test_fused_sgd_is_dense_backward_then_optimizer_update(hidden, output, loss,
     unfused.optimizer = bp.SGD(0.2)
     for _ in range(3):
         unfused.train_step(X, y)
-    assert all(not layer.dW.any() for layer in fused.layers)    # the twin ran: no dW stored
+    assert all(not layer.dW.any() for layer in fused.layers)  # the twin ran: no dW stored
     assert all(layer.dW.any() for layer in unfused.layers)
     assert not np.allclose(fused.params, start)
-    np.testing.assert_allclose(fused.params, unfused.params, rtol=1e-12,
-                               atol=1e-12 * np.abs(unfused.params).max())
+    np.testing.assert_allclose(
+        fused.params, unfused.params, rtol=1e-12, atol=1e-12 * np.abs(unfused.params).max()
+    )
 
 
 def test_engine_refuses_batches_past_capacity(net, dtype):
     engine, (sizes, *_), X, Y = net
     p0 = engine.params.copy()
     with pytest.raises(ValueError):
-        engine.train_step(X, Y, 0.1)                 # 19 rows > capacity 8
+        engine.train_step(X, Y, 0.1)  # 19 rows > capacity 8
     with pytest.raises(ValueError):
         engine.loss_and_grad(X, Y)
     with pytest.raises(ValueError):
@@ -716,12 +775,17 @@ def test_engine_refuses_batches_past_capacity(net, dtype):
 
 # ------------------------------------------------- the core's exponential ---
 
+
 def test_float32_exp_is_within_2_ulp_everywhere():
     """fastexp.h against double-precision exp, over every float32 in the
     range where e^x is a normal float, plus the edges."""
     bits = np.arange(int(np.float32(-87.33).view(np.uint32)), 0x80000000, -1021)
-    x = np.concatenate([bits.astype(np.uint32).view(np.float32),   # -87.33 … -0, every 1021st
-                        np.linspace(0, 88.37, 200_001, dtype=np.float32)])
+    x = np.concatenate(
+        [
+            bits.astype(np.uint32).view(np.float32),  # -87.33 … -0, every 1021st
+            np.linspace(0, 88.37, 200_001, dtype=np.float32),
+        ]
+    )
     got = x.copy()
     _ops.exp(got)
     exact = np.exp(x.astype(np.float64))
@@ -737,20 +801,22 @@ def test_float64_exp_is_libm():
     x = np.linspace(-700, 700, 10001)
     got = x.copy()
     _ops.exp(got)
-    np.testing.assert_allclose(got, np.exp(x), rtol=2.3e-16, atol=0)     # within 1 ulp
+    np.testing.assert_allclose(got, np.exp(x), rtol=2.3e-16, atol=0)  # within 1 ulp
 
 
 # ---------------------------------------------------------------- shuffle ---
 
+
 def test_shuffle_is_a_seeded_uniform_permutation():
     from backprop._engine import shuffled
+
     counts = {}
     for seed in range(60_000):
         perm = np.arange(3)
         shuffled(perm, seed)
         counts[tuple(perm)] = counts.get(tuple(perm), 0) + 1
-    assert len(counts) == 6                                   # every order occurs …
-    assert all(abs(c - 10_000) < 500 for c in counts.values())   # … about equally (σ ≈ 91)
+    assert len(counts) == 6  # every order occurs …
+    assert all(abs(c - 10_000) < 500 for c in counts.values())  # … about equally (σ ≈ 91)
     a, b, c = np.arange(1000), np.arange(1000), np.arange(1000)
     shuffled(a, 7), shuffled(b, 7), shuffled(c, 8)
     np.testing.assert_array_equal(a, b)
@@ -762,7 +828,7 @@ def test_shuffle_is_a_seeded_uniform_permutation():
         p = np.arange(10)
         shuffled(p, 10**6 + seed)
         hits[np.arange(10), p] += 1
-    assert np.abs(hits - 2000).max() < 250                    # σ ≈ 42
+    assert np.abs(hits - 2000).max() < 250  # σ ≈ 42
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -777,4 +843,4 @@ def test_all_finite_finds_every_nan_and_inf(dtype):
                 y[where] = bad
                 assert not _ops.all_finite(y), (n, bad, where)
     tiny = np.array([np.finfo(dtype).tiny / 2, -0.0, np.finfo(dtype).max], dtype)
-    assert _ops.all_finite(tiny)                  # subnormals, -0 and the largest float are finite
+    assert _ops.all_finite(tiny)  # subnormals, -0 and the largest float are finite

@@ -1,5 +1,6 @@
 """The flat parameter layout: one object, used by the network's views, the
 engine, gradcheck's names and model files."""
+
 import numpy as np
 import pytest
 
@@ -16,7 +17,11 @@ def test_offsets_follow_w_then_b_layer_after_layer():
     assert layout.b_offsets == (12, 21)
     assert layout.n_params == 23
     assert [(e.layer, e.name, e.shape, e.offset) for e in layout.entries] == [
-        (0, "W", (4, 3), 0), (0, "b", (3,), 12), (1, "W", (3, 2), 15), (1, "b", (2,), 21)]
+        (0, "W", (4, 3), 0),
+        (0, "b", (3,), 12),
+        (1, "W", (3, 2), 15),
+        (1, "b", (2,), 21),
+    ]
 
 
 def test_views_are_row_major_windows_of_the_flat_buffer():
@@ -28,24 +33,35 @@ def test_views_are_row_major_windows_of_the_flat_buffer():
     np.testing.assert_array_equal(W1, [[9], [10], [11]])
     np.testing.assert_array_equal(b1, [12])
     W0[1, 2] = -1
-    assert flat[5] == -1                       # a view, not a copy
+    assert flat[5] == -1  # a view, not a copy
 
 
 def test_names_count_through_every_entry():
     layout = Layout([2, 3, 1])
     names = [layout.name(i) for i in range(layout.n_params)]
-    assert names[:7] == ["layers[0].W[0, 0]", "layers[0].W[0, 1]", "layers[0].W[0, 2]",
-                         "layers[0].W[1, 0]", "layers[0].W[1, 1]", "layers[0].W[1, 2]",
-                         "layers[0].b[0]"]
-    assert names[9:] == ["layers[1].W[0, 0]", "layers[1].W[1, 0]", "layers[1].W[2, 0]",
-                         "layers[1].b[0]"]
+    assert names[:7] == [
+        "layers[0].W[0, 0]",
+        "layers[0].W[0, 1]",
+        "layers[0].W[0, 2]",
+        "layers[0].W[1, 0]",
+        "layers[0].W[1, 1]",
+        "layers[0].W[1, 2]",
+        "layers[0].b[0]",
+    ]
+    assert names[9:] == [
+        "layers[1].W[0, 0]",
+        "layers[1].W[1, 0]",
+        "layers[1].W[2, 0]",
+        "layers[1].b[0]",
+    ]
     with pytest.raises(IndexError, match="i must lie in 0 … 12"):
         layout.name(13)
 
 
 def test_a_network_lays_out_its_layers_by_its_layout():
-    net = bp.Sequential(bp.Dense(5, 4, "tanh"), bp.Dense(4, 3, "softmax"),
-                        loss="cross_entropy", seed=0)
+    net = bp.Sequential(
+        bp.Dense(5, 4, "tanh"), bp.Dense(4, 3, "softmax"), loss="cross_entropy", seed=0
+    )
     assert net.layout == Layout([5, 4, 3])
     for entry in net.layout.entries:
         layer = net.layers[entry.layer]
@@ -62,11 +78,14 @@ def test_gradcheck_names_entries_by_the_layout():
     assert result.where in {net.layout.name(i) for i in range(net.layout.n_params)}
 
 
-@pytest.mark.parametrize("sizes, error, match", [
-    ([3], ValueError, "at least two sizes"),
-    ([3, 0], ValueError, "each at least 1"),
-    ([3, 2.5], TypeError, "whole numbers"),
-])
+@pytest.mark.parametrize(
+    "sizes, error, match",
+    [
+        ([3], ValueError, "at least two sizes"),
+        ([3, 0], ValueError, "each at least 1"),
+        ([3, 2.5], TypeError, "whole numbers"),
+    ],
+)
 def test_bad_sizes_are_refused(sizes, error, match):
     with pytest.raises(error, match=match):
         Layout(sizes)
@@ -80,8 +99,13 @@ def test_a_layout_cannot_be_changed():
 
 def test_the_engine_takes_a_layout_and_buffers_of_its_size():
     params = np.zeros(Layout([3, 2]).n_params)
-    common = dict(acts=[ActivationCode.IDENTITY], slopes=[0.0], loss=LossCode.MSE,
-                  params=params, grads=np.zeros_like(params))
+    common = dict(
+        acts=[ActivationCode.IDENTITY],
+        slopes=[0.0],
+        loss=LossCode.MSE,
+        params=params,
+        grads=np.zeros_like(params),
+    )
     with pytest.raises(TypeError, match="layout must be a backprop.layout.Layout"):
         Engine([3, 2], **common)
     with pytest.raises(ValueError, match=r"params and grads must have shape \(12,\)"):

@@ -1,5 +1,6 @@
 """Sequential: learning known problems, the compiled engine against the
 per-layer path, determinism, prediction, files and bad input."""
+
 import numpy as np
 import pytest
 
@@ -7,8 +8,13 @@ import backprop as bp
 
 
 def xor_net(seed=0, dtype="float64"):
-    return bp.Sequential(bp.Dense(2, 4, activation="tanh"), bp.Dense(4, 1, activation="sigmoid"),
-                         loss="mse", dtype=dtype, seed=seed)
+    return bp.Sequential(
+        bp.Dense(2, 4, activation="tanh"),
+        bp.Dense(4, 1, activation="sigmoid"),
+        loss="mse",
+        dtype=dtype,
+        seed=seed,
+    )
 
 
 # -- known outcomes --------------------------------------------------------------
@@ -20,8 +26,9 @@ def test_two_layers_learn_xor():
     np.testing.assert_array_equal(net.predict(X) > 0.5, y == 1)
 
 
-@pytest.mark.parametrize("loss,act", [("binary_cross_entropy", "sigmoid"), ("mse", "sigmoid"),
-                                      ("mse", "identity")])
+@pytest.mark.parametrize(
+    "loss,act", [("binary_cross_entropy", "sigmoid"), ("mse", "sigmoid"), ("mse", "identity")]
+)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_one_layer_cannot_learn_xor(loss, act, seed):
     """XOR is not linearly separable: whatever a single unit learns, at
@@ -43,8 +50,13 @@ def test_one_layer_learns_separable_gates(gate):
 
 def test_digits_reach_95_percent():
     X_train, X_test, y_train, y_test = bp.datasets.load_digits(return_split=True, seed=0)
-    net = bp.Sequential(bp.Dense(64, 32, activation="relu"), bp.Dense(32, 10, activation="softmax"),
-                        loss="cross_entropy", dtype="float32", seed=0)
+    net = bp.Sequential(
+        bp.Dense(64, 32, activation="relu"),
+        bp.Dense(32, 10, activation="softmax"),
+        loss="cross_entropy",
+        dtype="float32",
+        seed=0,
+    )
     history = net.fit(X_train, y_train, epochs=30, batch_size=32, lr=0.1)
     losses = history.history["loss"]
     assert len(losses) == 30 and losses[-1] < losses[0] / 10
@@ -55,8 +67,13 @@ def test_digits_reach_95_percent():
 
 def test_spirals_need_a_hidden_layer():
     X, y = bp.datasets.make_spirals(300, noise=0.05, seed=0)
-    deep = bp.Sequential(bp.Dense(2, 32, activation="relu"), bp.Dense(32, 32, activation="relu"),
-                         bp.Dense(32, 2, activation="softmax"), loss="cross_entropy", seed=0)
+    deep = bp.Sequential(
+        bp.Dense(2, 32, activation="relu"),
+        bp.Dense(32, 32, activation="relu"),
+        bp.Dense(32, 2, activation="softmax"),
+        loss="cross_entropy",
+        seed=0,
+    )
     deep.fit(X, y, epochs=400, batch_size=16, lr=0.1)
     flat = bp.Sequential(bp.Dense(2, 2, activation="softmax"), loss="cross_entropy", seed=0)
     flat.fit(X, y, epochs=400, batch_size=16, lr=0.1)
@@ -67,10 +84,18 @@ def test_spirals_need_a_hidden_layer():
 # -- one engine, two paths ------------------------------------------------------------
 NETS = {
     "mse-tanh": (lambda: [bp.Dense(3, 5, activation="tanh"), bp.Dense(5, 2)], "mse"),
-    "bce": (lambda: [bp.Dense(3, 5, activation="relu"), bp.Dense(5, 2, activation="sigmoid")],
-            "binary_cross_entropy"),
-    "ce": (lambda: [bp.Dense(3, 6, activation="leaky_relu"), bp.Dense(6, 4, activation="sigmoid"),
-                    bp.Dense(4, 3, activation="softmax")], "cross_entropy"),
+    "bce": (
+        lambda: [bp.Dense(3, 5, activation="relu"), bp.Dense(5, 2, activation="sigmoid")],
+        "binary_cross_entropy",
+    ),
+    "ce": (
+        lambda: [
+            bp.Dense(3, 6, activation="leaky_relu"),
+            bp.Dense(6, 4, activation="sigmoid"),
+            bp.Dense(4, 3, activation="softmax"),
+        ],
+        "cross_entropy",
+    ),
     "mse-softmax": (lambda: [bp.Dense(3, 3, activation="softmax")], "mse"),
 }
 
@@ -91,15 +116,15 @@ def test_engine_matches_per_layer_path(name, dtype):
     net = bp.Sequential(*make(), loss=loss, dtype=dtype, seed=1)
     X, y = data_for(loss, 9, net.n_outputs, np.random.default_rng(0))
     tol = 1e-5 if dtype == "float32" else 1e-12
-    out = net.forward(X)                                      # layer by layer
+    out = net.forward(X)  # layer by layer
     np.testing.assert_allclose(net.predict_proba(X), out, rtol=tol, atol=tol)
     per_layer = net.backward(y).copy()
-    value = net.loss_and_grad(X, y)                            # compiled, fused
+    value = net.loss_and_grad(X, y)  # compiled, fused
     np.testing.assert_allclose(net.grads, per_layer, rtol=tol * 10, atol=tol)
     np.testing.assert_allclose(value, bp.losses.get(loss)(out, y), rtol=tol * 10)
     # The layer views see the same numbers as the flat buffer.
     assert np.shares_memory(net.layers[0].dW, net.grads)
-    np.testing.assert_array_equal(net.layers[-1].db, net.grads[-net.n_outputs:])
+    np.testing.assert_array_equal(net.layers[-1].db, net.grads[-net.n_outputs :])
 
 
 def test_train_step_is_forward_backward_step():
@@ -119,8 +144,8 @@ def test_fit_without_shuffle_is_plain_minibatch_sgd():
     a, b = (bp.Sequential(*NETS["mse-tanh"][0](), seed=4) for _ in range(2))
     a.fit(X, y, epochs=2, batch_size=4, lr=0.05, shuffle=False)
     for _ in range(2):
-        for start in (0, 4, 8):                                # the last batch is short
-            b.train_step(X[start:start + 4], y[start:start + 4], lr=0.05)
+        for start in (0, 4, 8):  # the last batch is short
+            b.train_step(X[start : start + 4], y[start : start + 4], lr=0.05)
     np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-14)
 
 
@@ -129,13 +154,21 @@ def test_fit_with_plain_sgd_steps_inside_the_backward_pass():
     # gradient goes straight into W); train_step computes grads first.
     rng = np.random.default_rng(5)
     X, y = rng.normal(size=(50, 6)).astype(np.float32), rng.integers(0, 3, 50)
-    a, b = (bp.Sequential(bp.Dense(6, 8, activation="relu"), bp.Dense(8, 5, activation="tanh"),
-                          bp.Dense(5, 3, activation="softmax"), loss="cross_entropy",
-                          dtype="float32", seed=1) for _ in range(2))
+    a, b = (
+        bp.Sequential(
+            bp.Dense(6, 8, activation="relu"),
+            bp.Dense(8, 5, activation="tanh"),
+            bp.Dense(5, 3, activation="softmax"),
+            loss="cross_entropy",
+            dtype="float32",
+            seed=1,
+        )
+        for _ in range(2)
+    )
     a.fit(X, y, epochs=3, batch_size=8, lr=0.1, shuffle=False)
     for _ in range(3):
         for start in range(0, 50, 8):
-            b.train_step(X[start:start + 8], y[start:start + 8], lr=0.1)
+            b.train_step(X[start : start + 8], y[start : start + 8], lr=0.1)
     np.testing.assert_allclose(a.params, b.params, rtol=1e-5, atol=1e-6)
     assert a.optimizer_steps == b.optimizer_steps == 21
 
@@ -144,7 +177,9 @@ def test_fit_loss_is_the_mean_over_the_epoch():
     X, y = data_for("mse", 12, 2, np.random.default_rng(3))
     a, b = (bp.Sequential(*NETS["mse-tanh"][0](), seed=4) for _ in range(2))
     fitted = a.fit(X, y, epochs=1, batch_size=5, lr=0.05, shuffle=False).history["loss"][0]
-    steps = [b.train_step(X[s:s + 5], y[s:s + 5], lr=0.05) * len(X[s:s + 5]) for s in (0, 5, 10)]
+    steps = [
+        b.train_step(X[s : s + 5], y[s : s + 5], lr=0.05) * len(X[s : s + 5]) for s in (0, 5, 10)
+    ]
     assert fitted == pytest.approx(sum(steps) / 12, rel=1e-12)
 
 
@@ -154,9 +189,13 @@ def test_same_seed_same_training_bit_for_bit(dtype):
     X_train, _, y_train, _ = bp.datasets.load_digits(return_split=True)
 
     def run(seed):
-        net = bp.Sequential(bp.Dense(64, 16, activation="relu"),
-                            bp.Dense(16, 10, activation="softmax"),
-                            loss="cross_entropy", dtype=dtype, seed=seed)
+        net = bp.Sequential(
+            bp.Dense(64, 16, activation="relu"),
+            bp.Dense(16, 10, activation="softmax"),
+            loss="cross_entropy",
+            dtype=dtype,
+            seed=seed,
+        )
         start = net.params.copy()
         net.fit(X_train, y_train, epochs=3, batch_size=32, lr=0.1)
         return start, net.params.copy()
@@ -186,7 +225,7 @@ def test_predict_shapes_and_single_samples():
     assert net.predict(X[0]) == proba[0].argmax()
     out = net.forward(X[0])
     assert out.shape == (3,)
-    grads = net.backward(1).copy()                  # label of the one sample
+    grads = net.backward(1).copy()  # label of the one sample
     assert net.loss_and_grad(X[:1], [1]) > 0
     np.testing.assert_allclose(grads, net.grads, rtol=1e-12, atol=1e-15)
 
@@ -224,9 +263,13 @@ def test_one_hot_and_label_targets_agree():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    net = bp.Sequential(bp.Dense(3, 5, activation=bp.activations.LeakyReLU(0.2)),
-                        bp.Dense(5, 2, activation="softmax"), loss="cross_entropy",
-                        dtype="float32", seed=0)
+    net = bp.Sequential(
+        bp.Dense(3, 5, activation=bp.activations.LeakyReLU(0.2)),
+        bp.Dense(5, 2, activation="softmax"),
+        loss="cross_entropy",
+        dtype="float32",
+        seed=0,
+    )
     net.fit(*data_for("cross_entropy", 20, 2, np.random.default_rng(0)), epochs=2)
     net.save(tmp_path / "model.npz")
     back = bp.load(tmp_path / "model.npz")
@@ -256,12 +299,13 @@ def test_divergence_stops_and_keeps_the_last_finite_weights():
     class Keep(bp.callbacks.Callback):
         def on_epoch_begin(self, net, epoch, logs):
             self.before = net.params.copy()
+
     keep = Keep()
     with pytest.warns(RuntimeWarning, match="learning rate .* too large"):
         history = net.fit(X, y, epochs=50, lr=10.0, optimizer=None, callbacks=[keep])
     assert len(history.epoch) < 50 and not np.isfinite(history.history["loss"][-1])
     assert np.isfinite(net.params).all()
-    np.testing.assert_array_equal(net.params, keep.before)     # from before the bad epoch
+    np.testing.assert_array_equal(net.params, keep.before)  # from before the bad epoch
     assert np.isfinite(net.predict(X)).all()
 
 
@@ -269,11 +313,11 @@ def test_divergence_with_adam_restores_its_state_too():
     X = np.random.default_rng(0).normal(size=(32, 3))
     net = bp.Sequential(bp.Dense(3, 4), bp.Dense(4, 1), seed=0)
     opt = bp.Adam(lr=1e-2)
-    net.fit(X, X[:, 0], epochs=3, optimizer=opt)                 # a healthy start
+    net.fit(X, X[:, 0], epochs=3, optimizer=opt)  # a healthy start
     params, state = net.params.copy(), [s.copy() for s in net._opt_state]
     steps = net.optimizer_steps
     with pytest.warns(RuntimeWarning, match="training stopped at epoch 1"):
-        net.fit(X, np.full(32, 1e160), epochs=5)                 # (1e160)² overflows
+        net.fit(X, np.full(32, 1e160), epochs=5)  # (1e160)² overflows
     np.testing.assert_array_equal(net.params, params)
     for kept, now in zip(state, net._opt_state):
         np.testing.assert_array_equal(kept, now)
@@ -286,50 +330,66 @@ def test_layers_must_connect():
         bp.Sequential(bp.Dense(2, 3), bp.Dense(4, 1))
 
 
-@pytest.mark.parametrize("layers,loss,match", [
-    (lambda: [bp.Dense(2, 3, activation="relu")], "cross_entropy", "softmax output"),
-    (lambda: [bp.Dense(2, 1, activation="tanh")], "binary_cross_entropy", "sigmoid output"),
-    (lambda: [bp.Dense(2, 1, activation="softmax")], "cross_entropy", "at least 2"),
-    (lambda: [bp.Dense(2, 3, activation="softmax"), bp.Dense(3, 2)], "mse", "output layer only"),
-    (lambda: [bp.Dense(2, 3)], "hinge", "loss must be one of"),
-    (lambda: [], "mse", "at least one"),
-])
+@pytest.mark.parametrize(
+    "layers,loss,match",
+    [
+        (lambda: [bp.Dense(2, 3, activation="relu")], "cross_entropy", "softmax output"),
+        (lambda: [bp.Dense(2, 1, activation="tanh")], "binary_cross_entropy", "sigmoid output"),
+        (lambda: [bp.Dense(2, 1, activation="softmax")], "cross_entropy", "at least 2"),
+        (
+            lambda: [bp.Dense(2, 3, activation="softmax"), bp.Dense(3, 2)],
+            "mse",
+            "output layer only",
+        ),
+        (lambda: [bp.Dense(2, 3)], "hinge", "loss must be one of"),
+        (lambda: [], "mse", "at least one"),
+    ],
+)
 def test_bad_network_definitions(layers, loss, match):
     with pytest.raises(ValueError, match=match):
         bp.Sequential(*layers(), loss=loss)
 
 
 def test_training_through_step_is_refused():
-    net = bp.Sequential(bp.Dense(2, 2, activation="step"), bp.Dense(2, 1, activation="sigmoid"),
-                        loss="binary_cross_entropy")
+    net = bp.Sequential(
+        bp.Dense(2, 2, activation="step"),
+        bp.Dense(2, 1, activation="sigmoid"),
+        loss="binary_cross_entropy",
+    )
     X, y = bp.datasets.truth_table("xor")
-    assert net.predict(X).shape == (4,)                 # forward works
+    assert net.predict(X).shape == (4,)  # forward works
     with pytest.raises(ValueError, match="step"):
         net.fit(X, y)
 
 
-@pytest.mark.parametrize("y,exc,match", [
-    (np.array([0, 1, 2, 3, 4, 5]), ValueError, r"class labels in 0 … 2"),
-    (np.array([0, 1, -1, 0, 1, 0]), ValueError, "class labels"),
-    (np.array([0, 1, 2]), ValueError, "one row per sample"),
-    (np.array([0.5, 1, 2, 0, 1, 0]), ValueError, "whole class labels"),
-    (np.array(["a"] * 6), TypeError, "numbers"),
-    (np.ones((6, 3)), ValueError, "sum to 1"),
-    (np.ones((6, 2)) / 2, ValueError, "3 columns"),
-])
+@pytest.mark.parametrize(
+    "y,exc,match",
+    [
+        (np.array([0, 1, 2, 3, 4, 5]), ValueError, r"class labels in 0 … 2"),
+        (np.array([0, 1, -1, 0, 1, 0]), ValueError, "class labels"),
+        (np.array([0, 1, 2]), ValueError, "one row per sample"),
+        (np.array([0.5, 1, 2, 0, 1, 0]), ValueError, "whole class labels"),
+        (np.array(["a"] * 6), TypeError, "numbers"),
+        (np.ones((6, 3)), ValueError, "sum to 1"),
+        (np.ones((6, 2)) / 2, ValueError, "3 columns"),
+    ],
+)
 def test_bad_classification_targets(y, exc, match):
     net = bp.Sequential(*NETS["ce"][0](), loss="cross_entropy")
     with pytest.raises(exc, match=match):
         net.fit(np.zeros((6, 3)), y)
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    (dict(lr=-0.1), ValueError, "lr"),
-    (dict(lr=float("nan")), ValueError, "lr"),
-    (dict(epochs=-1), ValueError, "epochs"),
-    (dict(epochs=1.5), TypeError, "epochs"),
-    (dict(batch_size=0), ValueError, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(lr=-0.1), ValueError, "lr"),
+        (dict(lr=float("nan")), ValueError, "lr"),
+        (dict(epochs=-1), ValueError, "epochs"),
+        (dict(epochs=1.5), TypeError, "epochs"),
+        (dict(batch_size=0), ValueError, "batch_size"),
+    ],
+)
 def test_bad_fit_arguments(kwargs, exc, match):
     net = bp.Sequential(bp.Dense(3, 1))
     with pytest.raises(exc, match=match):
@@ -364,8 +424,8 @@ def test_ready_made_inputs_take_the_same_step(name, dtype):
     X, y = data_for(loss, 6, a.n_outputs, np.random.default_rng(4))
     X = X.astype(dtype)
     y = y.astype(np.int64) if loss == "cross_entropy" else y.astype(dtype)
-    assert a._engine.step_ready(X, y, 0.1, True) is not None      # the fast path is taken
-    b.train_step(X.tolist(), y.tolist(), lr=0.1)                   # the checked path
+    assert a._engine.step_ready(X, y, 0.1, True) is not None  # the fast path is taken
+    b.train_step(X.tolist(), y.tolist(), lr=0.1)  # the checked path
     np.testing.assert_array_equal(a.params, b.params)
     assert a.loss_and_grad(X, y) == b.loss_and_grad(X.tolist(), y.tolist())
     np.testing.assert_array_equal(a.grads, b.grads)
@@ -399,10 +459,12 @@ def test_ready_made_inputs_are_still_checked():
 
 
 def test_other_widths_are_cast_and_batches_of_one_keep_their_shape():
-    a, b = (bp.Sequential(*NETS["ce"][0](), loss="cross_entropy", dtype="float32", seed=1)
-            for _ in range(2))
+    a, b = (
+        bp.Sequential(*NETS["ce"][0](), loss="cross_entropy", dtype="float32", seed=1)
+        for _ in range(2)
+    )
     X, y = data_for("cross_entropy", 6, 3, np.random.default_rng(4))
-    a.train_step(X, y.astype(np.int32), lr=0.1)                  # float64 X, int32 labels
+    a.train_step(X, y.astype(np.int32), lr=0.1)  # float64 X, int32 labels
     b.train_step(X.astype(np.float32), y.astype(np.int64), lr=0.1)
     np.testing.assert_array_equal(a.params, b.params)
     one = X[:1].astype(np.float32)
@@ -414,13 +476,21 @@ def test_finite_inputs_that_overflow_the_network_are_refused():
     """Found by the property tests: float32 inputs near 3e38 overflow x·W,
     and the outputs would be NaN: each call returns finite values or raises
     an error naming X."""
-    net = bp.Sequential(bp.Dense(3, 4, activation="relu"), bp.Dense(4, 3, activation="softmax"),
-                        loss="cross_entropy", dtype="float32", seed=0)
+    net = bp.Sequential(
+        bp.Dense(3, 4, activation="relu"),
+        bp.Dense(4, 3, activation="softmax"),
+        loss="cross_entropy",
+        dtype="float32",
+        seed=0,
+    )
     x = np.full(3, 2.1433564e38, np.float32)
     with pytest.raises(ValueError, match="X: the network's outputs overflow float32"):
         net.predict_proba(x)
-    for call in (lambda: net.predict(x), lambda: net.predict_proba(x[None]),
-                 lambda: net.evaluate(x[None], [0])):
+    for call in (
+        lambda: net.predict(x),
+        lambda: net.predict_proba(x[None]),
+        lambda: net.evaluate(x[None], [0]),
+    ):
         try:
             result = call()
         except ValueError as exc:
@@ -428,5 +498,8 @@ def test_finite_inputs_that_overflow_the_network_are_refused():
         else:
             values = list(result.values()) if isinstance(result, dict) else result
             assert np.isfinite(np.asarray(values, dtype=float)).all()
-    assert np.isfinite(bp.Sequential(*[la.copy("float64") for la in net.layers],
-                                     loss="cross_entropy").predict_proba(x)).all()
+    assert np.isfinite(
+        bp.Sequential(
+            *[la.copy("float64") for la in net.layers], loss="cross_entropy"
+        ).predict_proba(x)
+    ).all()

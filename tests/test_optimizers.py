@@ -1,4 +1,5 @@
 """Every optimizer, step by step, against its formula written in numpy."""
+
 import copy
 import warnings
 
@@ -11,8 +12,21 @@ from backprop import optimizers as O
 from backprop._codes import OptimizerKind
 
 
-def numpy_steps(kind, w, grads, lr, momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
-                rho=0.9, eps=1e-8, l2=0.0, weight_decay=0.0, clip_norm=0.0):
+def numpy_steps(
+    kind,
+    w,
+    grads,
+    lr,
+    momentum=0.0,
+    nesterov=False,
+    beta1=0.9,
+    beta2=0.999,
+    rho=0.9,
+    eps=1e-8,
+    l2=0.0,
+    weight_decay=0.0,
+    clip_norm=0.0,
+):
     """The update rules, in float64, applied to the successive gradients."""
     w = w.astype(np.float64).copy()
     s1, s2 = np.zeros_like(w), np.zeros_like(w)
@@ -30,7 +44,7 @@ def numpy_steps(kind, w, grads, lr, momentum=0.0, nesterov=False, beta1=0.9, bet
         elif kind == "adam":
             s1 = beta1 * s1 + (1 - beta1) * g
             s2 = beta2 * s2 + (1 - beta2) * g * g
-            m_hat, v_hat = s1 / (1 - beta1 ** t), s2 / (1 - beta2 ** t)
+            m_hat, v_hat = s1 / (1 - beta1**t), s2 / (1 - beta2**t)
             w = w - lr * m_hat / (np.sqrt(v_hat) + eps)
         elif kind == "rmsprop":
             s1 = rho * s1 + (1 - rho) * g * g
@@ -43,15 +57,24 @@ def numpy_steps(kind, w, grads, lr, momentum=0.0, nesterov=False, beta1=0.9, bet
 
 KINDS = {kind.name.lower(): kind for kind in OptimizerKind}
 CASES = [
-    ("sgd", {}), ("sgd", dict(momentum=0.9)), ("sgd", dict(momentum=0.9, nesterov=True)),
-    ("adam", {}), ("adam", dict(beta1=0.5, beta2=0.9, eps=1e-6)),
-    ("adam", dict(weight_decay=0.1)),                                       # AdamW
-    ("rmsprop", {}), ("rmsprop", dict(rho=0.5)), ("adagrad", dict(eps=1e-10)),
-    ("sgd", dict(l2=0.05)), ("sgd", dict(momentum=0.5, clip_norm=0.5)),
-    ("adam", dict(l2=0.01, clip_norm=1.0)), ("rmsprop", dict(weight_decay=0.2, clip_norm=0.3)),
+    ("sgd", {}),
+    ("sgd", dict(momentum=0.9)),
+    ("sgd", dict(momentum=0.9, nesterov=True)),
+    ("adam", {}),
+    ("adam", dict(beta1=0.5, beta2=0.9, eps=1e-6)),
+    ("adam", dict(weight_decay=0.1)),  # AdamW
+    ("rmsprop", {}),
+    ("rmsprop", dict(rho=0.5)),
+    ("adagrad", dict(eps=1e-10)),
+    ("sgd", dict(l2=0.05)),
+    ("sgd", dict(momentum=0.5, clip_norm=0.5)),
+    ("adam", dict(l2=0.01, clip_norm=1.0)),
+    ("rmsprop", dict(weight_decay=0.2, clip_norm=0.3)),
     # decays within 1e-8 of 1: float32 rounds them to 1 (and 1 − β to 0 if taken there)
-    ("adam", dict(beta1=0.99999999)), ("adam", dict(beta2=0.99999999)),
-    ("rmsprop", dict(rho=0.99999999)), ("sgd", dict(momentum=0.99999999, nesterov=True)),
+    ("adam", dict(beta1=0.99999999)),
+    ("adam", dict(beta2=0.99999999)),
+    ("rmsprop", dict(rho=0.99999999)),
+    ("sgd", dict(momentum=0.99999999, nesterov=True)),
 ]
 
 
@@ -65,8 +88,9 @@ def test_kernel_matches_numpy_step_by_step(kind, kw, dtype):
     s1, s2 = np.zeros_like(w), np.zeros_like(w)
     steps = 0
     for k, g in enumerate(grads, start=1):
-        steps = _ops.optimizer_update(w, g.astype(dtype), s1, s2, KINDS[kind], 0.05,
-                                      steps=steps, **kw)
+        steps = _ops.optimizer_update(
+            w, g.astype(dtype), s1, s2, KINDS[kind], 0.05, steps=steps, **kw
+        )
         assert steps == k
         expect = numpy_steps(kind, w0, grads[:k], 0.05, **kw)
         tol = 2e-6 if dtype == np.float32 else 1e-13
@@ -82,27 +106,36 @@ def test_an_eps_that_underflows_float32_never_divides_0_by_0(kind):
     s1, s2 = np.zeros_like(w), np.zeros_like(w)
     steps = 0
     for _ in range(3):
-        steps = _ops.optimizer_update(w, g.astype(np.float32), s1, s2, KINDS[kind], 0.05,
-                                      eps=1e-50, steps=steps)
+        steps = _ops.optimizer_update(
+            w, g.astype(np.float32), s1, s2, KINDS[kind], 0.05, eps=1e-50, steps=steps
+        )
     expect = numpy_steps(kind, np.ones(4), [g] * 3, 0.05, eps=1e-50)
     assert expect[0] == expect[2] == 1
     np.testing.assert_allclose(w, expect, rtol=2e-6)
 
 
-@pytest.mark.parametrize("optimizer", [O.Adam(0.01, betas=(0.9, 0.99999999)),
-                                       O.Adam(0.01, betas=(0.99999999, 0.999)),
-                                       O.RMSProp(1e-4, rho=0.99999999),
-                                       O.Adam(0.01, eps=1e-50), O.RMSProp(0.01, eps=1e-50)])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        O.Adam(0.01, betas=(0.9, 0.99999999)),
+        O.Adam(0.01, betas=(0.99999999, 0.999)),
+        O.RMSProp(1e-4, rho=0.99999999),
+        O.Adam(0.01, eps=1e-50),
+        O.RMSProp(0.01, eps=1e-50),
+    ],
+)
 def test_float32_training_follows_float64_where_settings_round(optimizer):
     """Settings that round to 1 (β, ρ) or to 0 (ε) in float32 train as in
     float64: no NaN, no warning, weights that move as they do there.  (A
     dead ReLU unit keeps some gradients at 0.)"""
     rng = np.random.default_rng(2)
     X, y = rng.normal(size=(64, 4)), rng.normal(size=64)
-    nets = [bp.Sequential(bp.Dense(4, 8, activation="relu"), bp.Dense(8, 1), dtype=dtype, seed=0)
-            for dtype in ("float32", "float64")]
+    nets = [
+        bp.Sequential(bp.Dense(4, 8, activation="relu"), bp.Dense(8, 1), dtype=dtype, seed=0)
+        for dtype in ("float32", "float64")
+    ]
     for n in nets:
-        n.layers[0].b[:2] = -100                 # two units that never fire
+        n.layers[0].b[:2] = -100  # two units that never fire
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             n.fit(X, y, epochs=5, optimizer=copy.deepcopy(optimizer), shuffle=False)
@@ -113,14 +146,27 @@ def test_float32_training_follows_float64_where_settings_round(optimizer):
 
 
 def net(dtype="float64"):
-    return bp.Sequential(bp.Dense(4, 8, activation="tanh"), bp.Dense(8, 3, activation="softmax"),
-                         loss="cross_entropy", dtype=dtype, seed=0)
+    return bp.Sequential(
+        bp.Dense(4, 8, activation="tanh"),
+        bp.Dense(8, 3, activation="softmax"),
+        loss="cross_entropy",
+        dtype=dtype,
+        seed=0,
+    )
 
 
-@pytest.mark.parametrize("optimizer", [O.SGD(0.1, momentum=0.9),
-                                       O.SGD(0.1, momentum=0.9, nesterov=True),
-                                       O.Adam(0.01), O.AdamW(0.01), O.RMSProp(0.01),
-                                       O.AdaGrad(0.1), O.Adam(0.01, l2=0.01, clip_norm=0.5)])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        O.SGD(0.1, momentum=0.9),
+        O.SGD(0.1, momentum=0.9, nesterov=True),
+        O.Adam(0.01),
+        O.AdamW(0.01),
+        O.RMSProp(0.01),
+        O.AdaGrad(0.1),
+        O.Adam(0.01, l2=0.01, clip_norm=0.5),
+    ],
+)
 def test_network_training_follows_the_formula(optimizer):
     """Three train_steps of a network equal the numpy rule applied to the
     three gradients the network reports."""
@@ -138,20 +184,32 @@ def test_network_training_follows_the_formula(optimizer):
     s = optimizer.settings()
     kw = {k: v for k, v in s.items() if k != "kind"}
     kind = {v: k for k, v in KINDS.items()}[s["kind"]]
-    np.testing.assert_allclose(a.params, numpy_steps(kind, w0, grads, optimizer.lr, **kw),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        a.params, numpy_steps(kind, w0, grads, optimizer.lr, **kw), rtol=1e-12, atol=1e-14
+    )
     assert a.optimizer_steps == 3
 
 
 def test_fit_with_adam_learns_xor_and_keeps_state_between_calls():
     X, y = bp.datasets.truth_table("xor")
-    a = bp.Sequential(bp.Dense(2, 8, activation="tanh"), bp.Dense(8, 1, activation="sigmoid"),
-                      loss="binary_cross_entropy", seed=0)
+    a = bp.Sequential(
+        bp.Dense(2, 8, activation="tanh"),
+        bp.Dense(8, 1, activation="sigmoid"),
+        loss="binary_cross_entropy",
+        seed=0,
+    )
     a.fit(X, y, epochs=300, batch_size=4, optimizer=bp.Adam(lr=0.05))
     np.testing.assert_array_equal(a.predict(X), y)
     # one fit of 20 epochs = two fits of 10 with the same optimizer object
-    b, c = (bp.Sequential(bp.Dense(2, 8, activation="tanh"), bp.Dense(8, 1, activation="sigmoid"),
-                          loss="binary_cross_entropy", seed=1) for _ in range(2))
+    b, c = (
+        bp.Sequential(
+            bp.Dense(2, 8, activation="tanh"),
+            bp.Dense(8, 1, activation="sigmoid"),
+            loss="binary_cross_entropy",
+            seed=1,
+        )
+        for _ in range(2)
+    )
     b.fit(X, y, epochs=20, batch_size=4, optimizer=bp.Adam(lr=0.05), shuffle=False)
     opt = bp.Adam(lr=0.05)
     c.fit(X, y, epochs=10, batch_size=4, optimizer=opt, shuffle=False)
@@ -164,11 +222,15 @@ def test_momentum_speeds_up_digits():
     X_train, X_test, y_train, y_test = bp.datasets.load_digits(return_split=True)
 
     def final_test_loss(optimizer, epochs=3):
-        n = bp.Sequential(bp.Dense(64, 32, activation="relu"),
-                          bp.Dense(32, 10, activation="softmax"),
-                          loss="cross_entropy", seed=0)
+        n = bp.Sequential(
+            bp.Dense(64, 32, activation="relu"),
+            bp.Dense(32, 10, activation="softmax"),
+            loss="cross_entropy",
+            seed=0,
+        )
         n.fit(X_train, y_train, epochs=epochs, batch_size=32, optimizer=optimizer)
         return n.evaluate(X_test, y_test)["loss"]
+
     assert final_test_loss(bp.SGD(0.01, momentum=0.9)) < final_test_loss(bp.SGD(0.01))
 
 
@@ -185,13 +247,20 @@ def test_plain_lr_means_sgd():
         n.fit(np.ones((4, 4)), y, lr=0.1, optimizer=bp.Adam())
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: bp.SGD(lr=0), "lr"), (lambda: bp.SGD(momentum=1.0), "momentum"),
-    (lambda: bp.SGD(nesterov=True), "nesterov"), (lambda: bp.Adam(betas=(0.9,)), "betas"),
-    (lambda: bp.Adam(betas=(0.9, 1.5)), r"betas\[1\]"), (lambda: bp.RMSProp(rho=-0.1), "rho"),
-    (lambda: bp.AdaGrad(eps=0), "eps"), (lambda: bp.Adam(clip_norm=0), "clip_norm"),
-    (lambda: O.get("lbfgs"), "optimizer must be one of"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: bp.SGD(lr=0), "lr"),
+        (lambda: bp.SGD(momentum=1.0), "momentum"),
+        (lambda: bp.SGD(nesterov=True), "nesterov"),
+        (lambda: bp.Adam(betas=(0.9,)), "betas"),
+        (lambda: bp.Adam(betas=(0.9, 1.5)), r"betas\[1\]"),
+        (lambda: bp.RMSProp(rho=-0.1), "rho"),
+        (lambda: bp.AdaGrad(eps=0), "eps"),
+        (lambda: bp.Adam(clip_norm=0), "clip_norm"),
+        (lambda: O.get("lbfgs"), "optimizer must be one of"),
+    ],
+)
 def test_bad_settings_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -199,16 +268,22 @@ def test_bad_settings_are_refused(make, match):
 
 def test_partial_fit_continues_where_fit_left_off():
     X, y = bp.datasets.load_digits()
-    a, b = (bp.Sequential(bp.Dense(64, 16, activation="relu"),
-                          bp.Dense(16, 10, activation="softmax"),
-                          loss="cross_entropy", seed=4) for _ in range(2))
+    a, b = (
+        bp.Sequential(
+            bp.Dense(64, 16, activation="relu"),
+            bp.Dense(16, 10, activation="softmax"),
+            loss="cross_entropy",
+            seed=4,
+        )
+        for _ in range(2)
+    )
     a.fit(X, y, epochs=1, optimizer=bp.SGD(0.05, momentum=0.9))
     a.fit(X, y, epochs=1)
     b.fit(X, y, epochs=1, optimizer=bp.SGD(0.05, momentum=0.9))
     loss = b.partial_fit(X, y)
     np.testing.assert_array_equal(a.params, b.params)
     assert loss > 0 and b.optimizer_steps == 2 * 57
-    chunks = np.array_split(np.arange(len(X)), 4)            # a stream in chunks
+    chunks = np.array_split(np.arange(len(X)), 4)  # a stream in chunks
     for chunk in chunks:
         before = b.params.copy()
         b.partial_fit(X[chunk], y[chunk])
@@ -217,18 +292,29 @@ def test_partial_fit_continues_where_fit_left_off():
 
 
 # -- settings changed after construction -------------------------------------------
-@pytest.mark.parametrize("make,name,value,error", [
-    (O.SGD, "lr", -0.05, ValueError), (O.SGD, "lr", 0, ValueError),
-    (O.SGD, "lr", float("nan"), ValueError), (O.Adam, "lr", "0.1", TypeError),
-    (lambda: O.SGD(momentum=0.5), "momentum", 1.5, ValueError),
-    (O.SGD, "l2", -5, ValueError), (O.AdamW, "weight_decay", -100, ValueError),
-    (O.Adam, "eps", -1, ValueError), (O.RMSProp, "eps", 0.0, ValueError),
-    (O.Adam, "betas", (2, 0.5), ValueError), (O.Adam, "betas", (0.9,), ValueError),
-    (O.Adam, "betas", None, TypeError), (O.Adam, "betas", (0.9, True), TypeError),
-    (O.RMSProp, "rho", 1.0, ValueError), (O.AdaGrad, "clip_norm", 0, ValueError),
-    (O.SGD, "nesterov", True, ValueError), (O.SGD, "nesterov", "yes", TypeError),
-    (lambda: O.SGD(momentum=0.9, nesterov=True), "momentum", 0, ValueError),
-])
+@pytest.mark.parametrize(
+    "make,name,value,error",
+    [
+        (O.SGD, "lr", -0.05, ValueError),
+        (O.SGD, "lr", 0, ValueError),
+        (O.SGD, "lr", float("nan"), ValueError),
+        (O.Adam, "lr", "0.1", TypeError),
+        (lambda: O.SGD(momentum=0.5), "momentum", 1.5, ValueError),
+        (O.SGD, "l2", -5, ValueError),
+        (O.AdamW, "weight_decay", -100, ValueError),
+        (O.Adam, "eps", -1, ValueError),
+        (O.RMSProp, "eps", 0.0, ValueError),
+        (O.Adam, "betas", (2, 0.5), ValueError),
+        (O.Adam, "betas", (0.9,), ValueError),
+        (O.Adam, "betas", None, TypeError),
+        (O.Adam, "betas", (0.9, True), TypeError),
+        (O.RMSProp, "rho", 1.0, ValueError),
+        (O.AdaGrad, "clip_norm", 0, ValueError),
+        (O.SGD, "nesterov", True, ValueError),
+        (O.SGD, "nesterov", "yes", TypeError),
+        (lambda: O.SGD(momentum=0.9, nesterov=True), "momentum", 0, ValueError),
+    ],
+)
 def test_a_bad_setting_assigned_after_construction_is_refused(make, name, value, error):
     opt = make()
     before = dict(vars(opt))
@@ -258,18 +344,20 @@ def test_settings_assigned_after_construction_train_as_given_to_it(tmp_path):
     opt = bp.SGD(0.1)
     opt.momentum, opt.nesterov, opt.l2, opt.clip_norm = 0.9, True, 0.01, 1.0
     a.fit(X, y, epochs=3, optimizer=opt)
-    b.fit(X, y, epochs=3, optimizer=bp.SGD(0.1, momentum=0.9, nesterov=True, l2=0.01,
-                                           clip_norm=1.0))
+    b.fit(
+        X, y, epochs=3, optimizer=bp.SGD(0.1, momentum=0.9, nesterov=True, l2=0.01, clip_norm=1.0)
+    )
     np.testing.assert_array_equal(a.params, b.params)
     adam = bp.Adam()
-    adam.betas, adam.eps = [0.5, 0.75], 1e-6               # (a list becomes a tuple)
+    adam.betas, adam.eps = [0.5, 0.75], 1e-6  # (a list becomes a tuple)
     a.fit(X, y, epochs=2, optimizer=adam)
     b.fit(X, y, epochs=2, optimizer=bp.Adam(betas=(0.5, 0.75), eps=1e-6))
     np.testing.assert_array_equal(a.params, b.params)
     back = bp.load(a.save(tmp_path / "m"))
     assert type(back.optimizer) is bp.Adam and vars(back.optimizer) == vars(adam)
-    assert vars(adam) == dict(lr=1e-3, l2=0.0, weight_decay=0.0, clip_norm=None,
-                              betas=(0.5, 0.75), eps=1e-6)
+    assert vars(adam) == dict(
+        lr=1e-3, l2=0.0, weight_decay=0.0, clip_norm=None, betas=(0.5, 0.75), eps=1e-6
+    )
 
 
 def test_an_optimizer_has_no_attributes_but_its_settings():
@@ -298,7 +386,7 @@ def test_a_changed_setting_reaches_train_step_and_apply_gradients_at_once(tmp_pa
         c.apply_gradients()
     np.testing.assert_array_equal(a.params, b.params)
     np.testing.assert_array_equal(c.params, b.params)
-    back = bp.load(a.save(tmp_path / "m"))          # (the velocity it now keeps is saved)
+    back = bp.load(a.save(tmp_path / "m"))  # (the velocity it now keeps is saved)
     np.testing.assert_array_equal(back._opt_state[0], a._opt_state[0])
 
 
@@ -306,6 +394,7 @@ def test_a_setting_changed_by_a_callback_takes_effect_from_the_next_epoch():
     class MomentumAfterOne(bp.callbacks.Callback):
         def on_epoch_end(self, net, epoch, logs):
             net.optimizer.momentum = 0.9
+
     X, y = bp.datasets.load_digits()
     X, y = X[:200], y[:200]
     a, b = net64(), net64()
@@ -318,13 +407,18 @@ def test_a_setting_changed_by_a_callback_takes_effect_from_the_next_epoch():
 
 
 def net64():
-    return bp.Sequential(bp.Dense(64, 16, activation="relu"),
-                         bp.Dense(16, 10, activation="softmax"), loss="cross_entropy", seed=4)
+    return bp.Sequential(
+        bp.Dense(64, 16, activation="relu"),
+        bp.Dense(16, 10, activation="softmax"),
+        loss="cross_entropy",
+        seed=4,
+    )
 
 
 def test_a_change_a_network_refuses_is_undone_for_every_network():
     """One optimizer, two networks; the second refuses the change (as an
     engine busy in another thread does): neither keeps it."""
+
     class Refusing:
         def __init__(self, engine):
             self.engine = engine
@@ -336,6 +430,7 @@ def test_a_change_a_network_refuses_is_undone_for_every_network():
             if settings["momentum"] == 0.5:
                 raise RuntimeError("busy")
             self.engine.set_optimizer(**settings)
+
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
     opt = bp.SGD(0.1, momentum=0.9)
@@ -360,14 +455,15 @@ def test_an_optimizer_state_that_overflows_stops_fit_and_is_undone(make):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(64, 4)), rng.normal(size=64)
     n = bp.Sequential(bp.Dense(4, 8, activation="relu"), bp.Dense(8, 1), dtype="float32", seed=0)
-    n.fit(X, y, epochs=2, optimizer=make())                       # a healthy start
+    n.fit(X, y, epochs=2, optimizer=make())  # a healthy start
     params, state = n.params.copy(), [s.copy() for s in n._opt_state]
     steps = n.optimizer_steps
     with pytest.warns(RuntimeWarning) as caught:
         history = n.fit(X * 1e12, y, epochs=5)
     message = str(caught[0].message)
-    assert message.startswith("training stopped at epoch 1: the optimizer's state "
-                              f"({make.__name__}")
+    assert message.startswith(
+        f"training stopped at epoch 1: the optimizer's state ({make.__name__}"
+    )
     assert "overflowed float32" in message and "train in float64" in message
     assert "learning rate" not in message
     assert len(history.epoch) == 1 and np.isfinite(history.history["loss"][0])
@@ -375,7 +471,7 @@ def test_an_optimizer_state_that_overflows_stops_fit_and_is_undone(make):
     for kept, now in zip(state, n._opt_state):
         np.testing.assert_array_equal(kept, now)
     assert n.optimizer_steps == steps
-    n.optimizer.clip_norm = 1.0                                   # what the message offers
+    n.optimizer.clip_norm = 1.0  # what the message offers
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         n.fit(X * 1e12, y, epochs=2)
@@ -385,7 +481,7 @@ def test_an_optimizer_state_that_overflows_stops_fit_and_is_undone(make):
 def test_a_state_overflow_in_float64_offers_no_float64():
     X = np.full((8, 1), 1e160)
     n = bp.Sequential(bp.Dense(1, 1, init="zeros"), seed=0)
-    n.layers[0].b[:] = 1e-5           # a residual of 1e-5, a weight gradient of 1e155
+    n.layers[0].b[:] = 1e-5  # a residual of 1e-5, a weight gradient of 1e155
     with pytest.warns(RuntimeWarning, match="overflowed float64") as caught:
         n.fit(X, np.zeros(8), epochs=1, optimizer=bp.AdaGrad())
     assert "train in float64" not in str(caught[0].message)

@@ -7,6 +7,7 @@ The suite runs a short campaign; a long one (the "campaign" profile,
 
     pytest tests/test_properties.py --hypothesis-profile=campaign
 """
+
 import numpy as np
 import pytest
 
@@ -20,8 +21,21 @@ import backprop as bp  # noqa: E402
 # The profiles ("default": 150 cases a property, "campaign": 25,000) are
 # registered in conftest.py, before pytest reads --hypothesis-profile.
 
-DTYPES = st.sampled_from([np.bool_, np.int8, np.int32, np.int64, np.uint16, np.float16,
-                          np.float32, np.float64, np.complex64, object, "U3"])
+DTYPES = st.sampled_from(
+    [
+        np.bool_,
+        np.int8,
+        np.int32,
+        np.int64,
+        np.uint16,
+        np.float16,
+        np.float32,
+        np.float64,
+        np.complex64,
+        object,
+        "U3",
+    ]
+)
 
 
 @st.composite
@@ -39,8 +53,9 @@ def arrays(draw, max_dims=3, max_side=6):
     else:
         elements = None
         if np.dtype(dtype).kind == "f":
-            elements = st.floats(allow_nan=True, allow_infinity=True,
-                                 width=np.dtype(dtype).itemsize * 8)
+            elements = st.floats(
+                allow_nan=True, allow_infinity=True, width=np.dtype(dtype).itemsize * 8
+            )
         arr = draw(hnp.arrays(dtype, shape, elements=elements))
     view = draw(st.sampled_from(["c", "f", "reversed", "strided", "readonly"]))
     if view == "f":
@@ -56,8 +71,11 @@ def arrays(draw, max_dims=3, max_side=6):
 
 
 def finite_real(a):
-    return (a.dtype.kind in "biuf" and a.size > 0
-            and np.isfinite(a.astype(np.float64, copy=False)).all())
+    return (
+        a.dtype.kind in "biuf"
+        and a.size > 0
+        and np.isfinite(a.astype(np.float64, copy=False)).all()
+    )
 
 
 def expect_named_error(exc, *names):
@@ -81,19 +99,24 @@ def test_dense_forward(x):
 
 @given(X=arrays(), y=arrays(max_dims=2))
 def test_network_fit_predict_evaluate(X, y):
-    net = bp.Sequential(bp.Dense(3, 4, activation="relu"), bp.Dense(4, 3, activation="softmax"),
-                        loss="cross_entropy", dtype="float32", seed=0)
+    net = bp.Sequential(
+        bp.Dense(3, 4, activation="relu"),
+        bp.Dense(4, 3, activation="softmax"),
+        loss="cross_entropy",
+        dtype="float32",
+        seed=0,
+    )
     before = net.params.copy()
     try:
         net.fit(X, y, epochs=1, batch_size=2)
     except (ValueError, TypeError) as exc:
         expect_named_error(exc, "X", "y")
-        np.testing.assert_array_equal(net.params, before)       # nothing half-done
+        np.testing.assert_array_equal(net.params, before)  # nothing half-done
     else:
         assert np.isfinite(net.params).all()
         try:
             assert net.evaluate(X, y)["accuracy"] >= 0
-        except ValueError as exc:                 # huge inputs can overflow float32
+        except ValueError as exc:  # huge inputs can overflow float32
             expect_named_error(exc, "X")
     try:
         p = net.predict_proba(X)
@@ -103,11 +126,18 @@ def test_network_fit_predict_evaluate(X, y):
         assert np.isfinite(p).all() and np.allclose(p.sum(-1), 1, atol=1e-5)
 
 
-@given(batches=st.lists(st.tuples(arrays(max_dims=2), arrays(max_dims=2)), max_size=3),
-       chunk_size=st.one_of(st.none(), st.integers(-2, 5)))
+@given(
+    batches=st.lists(st.tuples(arrays(max_dims=2), arrays(max_dims=2)), max_size=3),
+    chunk_size=st.one_of(st.none(), st.integers(-2, 5)),
+)
 def test_fit_on_batches_or_chunks(batches, chunk_size):
-    net = bp.Sequential(bp.Dense(3, 4, activation="relu"), bp.Dense(4, 3, activation="softmax"),
-                        loss="cross_entropy", dtype="float32", seed=0)
+    net = bp.Sequential(
+        bp.Dense(3, 4, activation="relu"),
+        bp.Dense(4, 3, activation="softmax"),
+        loss="cross_entropy",
+        dtype="float32",
+        seed=0,
+    )
     hypothesis.assume(batches or chunk_size is None)
     before = net.params.copy()
     try:
@@ -117,13 +147,15 @@ def test_fit_on_batches_or_chunks(batches, chunk_size):
             net.fit(*batches[0], epochs=2, batch_size=2, chunk_size=chunk_size)
     except (ValueError, TypeError) as exc:
         expect_named_error(exc, "X", "y", "chunk_size")
-        np.testing.assert_array_equal(net.params, before)       # nothing half-done
+        np.testing.assert_array_equal(net.params, before)  # nothing half-done
     else:
         assert np.isfinite(net.params).all()
 
 
-@given(z=arrays(), name=st.sampled_from(["identity", "sigmoid", "tanh", "relu", "leaky_relu",
-                                         "softmax", "step"]))
+@given(
+    z=arrays(),
+    name=st.sampled_from(["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softmax", "step"]),
+)
 def test_activations(z, name):
     act = bp.activations.get(name)
     try:
@@ -135,8 +167,11 @@ def test_activations(z, name):
     assert np.shape(a) == z.shape
 
 
-@given(p=arrays(max_dims=2), y=arrays(max_dims=2),
-       name=st.sampled_from(["mse", "binary_cross_entropy", "cross_entropy"]))
+@given(
+    p=arrays(max_dims=2),
+    y=arrays(max_dims=2),
+    name=st.sampled_from(["mse", "binary_cross_entropy", "cross_entropy"]),
+)
 def test_losses(p, y, name):
     loss = bp.losses.get(name)
     try:
@@ -145,7 +180,7 @@ def test_losses(p, y, name):
         expect_named_error(exc, "y_pred", "y_true")
         return
     huge = max(np.abs(p.astype(np.float64)).max(), np.abs(y.astype(np.float64)).max()) > 1e150
-    assert value >= 0 and (np.isfinite(value) or huge)      # (1e160)² is inf in float64
+    assert value >= 0 and (np.isfinite(value) or huge)  # (1e160)² is inf in float64
 
 
 @given(data=st.binary(max_size=2000))

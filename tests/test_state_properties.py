@@ -6,6 +6,7 @@ call raises an error naming what is wrong.
 
 A long campaign: pytest tests/test_state_properties.py --hypothesis-profile=campaign
 """
+
 import io
 import threading
 
@@ -24,8 +25,13 @@ Y = np.random.default_rng(1).integers(0, 2, 24)
 
 
 def net_of(dtype):
-    return bp.Sequential(bp.Dense(3, 5, activation="relu"), bp.Dense(5, 2, activation="softmax"),
-                         loss="cross_entropy", dtype=dtype, seed=0)
+    return bp.Sequential(
+        bp.Dense(3, 5, activation="relu"),
+        bp.Dense(5, 2, activation="softmax"),
+        loss="cross_entropy",
+        dtype=dtype,
+        seed=0,
+    )
 
 
 def assert_whole(net):
@@ -41,29 +47,61 @@ def assert_whole(net):
     off = 0
     for layer in net.layers:
         assert np.shares_memory(layer.W, net.params) and np.shares_memory(layer.b, net.params)
-        np.testing.assert_array_equal(layer.W.ravel(), net.params[off:off + layer.W.size])
+        np.testing.assert_array_equal(layer.W.ravel(), net.params[off : off + layer.W.size])
         off += layer.W.size + layer.b.size
     assert off == net.params.size
 
 
 VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**70, 2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
     st.lists(st.one_of(st.integers(-3, 3), st.text(max_size=2)), max_size=4),
-    st.sampled_from(["float32", "float64", "relu", "mse", "adam", bp.Dense(3, 5),
-                     np.zeros(27), np.ones(27, np.float32), np.zeros((3, 5)), np.zeros(5),
-                     np.full(27, np.nan), np.zeros(26), bp.SGD(0.1), bp.Adam(),
-                     np.arange(27.0)[::-1], (bp.Dense(3, 5), bp.Dense(5, 2))]))
+    st.sampled_from(
+        [
+            "float32",
+            "float64",
+            "relu",
+            "mse",
+            "adam",
+            bp.Dense(3, 5),
+            np.zeros(27),
+            np.ones(27, np.float32),
+            np.zeros((3, 5)),
+            np.zeros(5),
+            np.full(27, np.nan),
+            np.zeros(26),
+            bp.SGD(0.1),
+            bp.Adam(),
+            np.arange(27.0)[::-1],
+            (bp.Dense(3, 5), bp.Dense(5, 2)),
+        ]
+    ),
+)
 
-NET_ATTRIBUTES = ["layers", "loss", "dtype", "seed", "params", "grads", "optimizer",
-                  "n_threads", "classes", "stop_training"]
-LAYER_ATTRIBUTES = ["n_in", "n_out", "activation", "init", "dtype", "W", "b", "dW", "db",
-                    "seed"]
+NET_ATTRIBUTES = [
+    "layers",
+    "loss",
+    "dtype",
+    "seed",
+    "params",
+    "grads",
+    "optimizer",
+    "n_threads",
+    "classes",
+    "stop_training",
+]
+LAYER_ATTRIBUTES = ["n_in", "n_out", "activation", "init", "dtype", "W", "b", "dW", "db", "seed"]
 
 
-@given(dtype=st.sampled_from(["float32", "float64"]),
-       where=st.sampled_from(["net"] + [f"layers[{i}]" for i in range(2)]),
-       data=st.data(), value=VALUES)
+@given(
+    dtype=st.sampled_from(["float32", "float64"]),
+    where=st.sampled_from(["net"] + [f"layers[{i}]" for i in range(2)]),
+    data=st.data(),
+    value=VALUES,
+)
 def test_assignments_after_construction_keep_the_network_whole(dtype, where, data, value):
     net = net_of(dtype)
     target = net if where == "net" else net.layers[int(where[-2])]
@@ -71,7 +109,7 @@ def test_assignments_after_construction_keep_the_network_whole(dtype, where, dat
     before = net.params.copy()
     try:
         setattr(target, name, value)
-    except AttributeError as exc:          # fixed at construction
+    except AttributeError as exc:  # fixed at construction
         assert name in str(exc)
         np.testing.assert_array_equal(net.params, before)
     except (ValueError, TypeError) as exc:
@@ -107,9 +145,12 @@ SECOND = {
 }
 
 
-@given(dtype=st.sampled_from(["float32", "float64"]),
-       calls=st.lists(st.sampled_from(sorted(SECOND)), min_size=1, max_size=12),
-       epochs=st.integers(1, 6), batch=st.sampled_from([1, 4, 24]))
+@given(
+    dtype=st.sampled_from(["float32", "float64"]),
+    calls=st.lists(st.sampled_from(sorted(SECOND)), min_size=1, max_size=12),
+    epochs=st.integers(1, 6),
+    batch=st.sampled_from([1, 4, 24]),
+)
 def test_calls_from_a_second_thread_run_alone_or_raise(dtype, calls, epochs, batch):
     net = net_of(dtype)
     outcomes = []
@@ -122,12 +163,13 @@ def test_calls_from_a_second_thread_run_alone_or_raise(dtype, calls, epochs, bat
             except RuntimeError as exc:
                 assert "in use by another thread" in str(exc), exc
                 outcomes.append("refused")
+
     t = threading.Thread(target=second)
     t.start()
     try:
         net.fit(X, Y, epochs=epochs, batch_size=batch)
         fit_ran = True
-    except RuntimeError as exc:              # the second thread held it first
+    except RuntimeError as exc:  # the second thread held it first
         assert "in use by another thread" in str(exc), exc
         fit_ran = False
     t.join()

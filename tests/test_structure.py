@@ -12,6 +12,7 @@ The compiled modules (_ops, _engine, _codes) have no Python source: they are
 leaves of the import graph.  Imports under `if TYPE_CHECKING:` never run and
 are left out.  Each failure lists the offending places as file:line.
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,7 +34,7 @@ ALLOWED_ATTRIBUTES = {"_asdict", "_replace", "_make", "_fields", "_field_default
 
 @dataclass(frozen=True)
 class Module:
-    name: str          # dotted: backprop, backprop.network, …
+    name: str  # dotted: backprop, backprop.network, …
     path: Path
     tree: ast.Module
 
@@ -56,8 +57,10 @@ def _module_name(path: Path) -> str:
 def _read_modules() -> dict[str, Module]:
     paths = sorted(PACKAGE_DIR.rglob("*.py"))
     assert paths, f"no Python source of backprop in {PACKAGE_DIR}"
-    return {_module_name(p): Module(_module_name(p), p, ast.parse(p.read_text("utf-8"), str(p)))
-            for p in paths}
+    return {
+        _module_name(p): Module(_module_name(p), p, ast.parse(p.read_text("utf-8"), str(p)))
+        for p in paths
+    }
 
 
 MODULES = _read_modules()
@@ -77,8 +80,9 @@ KNOWN_MODULES = set(MODULES) | _compiled_modules()
 
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
-    return ((isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-            or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _walk(node: ast.AST, in_function: bool = False):
@@ -91,8 +95,9 @@ def _walk(node: ast.AST, in_function: bool = False):
                 yield other, in_function
                 yield from _walk(other, in_function)
             continue
-        inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                   ast.Lambda))
+        inside = in_function or isinstance(
+            child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+        )
         yield from _walk(child, inside)
 
 
@@ -104,7 +109,7 @@ def _base_of(module: Module, node: ast.ImportFrom) -> str | None:
     if not module.is_package:
         package.pop()
     if node.level > 1:
-        package = package[:-(node.level - 1)]
+        package = package[: -(node.level - 1)]
     return ".".join(package + ([node.module] if node.module else []))
 
 
@@ -199,7 +204,7 @@ def _cycle_in(graph: dict[str, list[Edge]], component: set[str], start: str) -> 
                     paths[edge.target] = paths[name] + [edge]
                     following.append(edge.target)
         frontier = following
-    raise AssertionError(f"no cycle through {start}")   # a component has one
+    raise AssertionError(f"no cycle through {start}")  # a component has one
 
 
 def _report(title: str, lines: list[str]) -> str:
@@ -216,9 +221,11 @@ def test_no_import_cycle_among_the_modules():
     at import) form no cycle: each module can be understood and loaded
     after the ones it imports."""
     cycles = _cycles(_module_level_graph())
-    lines = [" -> ".join([cycle[0].source] + [e.target for e in cycle])
-             + "".join(f"\n      {e.where} imports {e.target}" for e in cycle)
-             for cycle in cycles]
+    lines = [
+        " -> ".join([cycle[0].source] + [e.target for e in cycle])
+        + "".join(f"\n      {e.where} imports {e.target}" for e in cycle)
+        for cycle in cycles
+    ]
     assert not cycles, _report("import cycles", lines)
 
 
@@ -229,9 +236,12 @@ def test_no_backprop_import_inside_a_function():
     third-party ones (matplotlib, scikit-learn, mpi4py, threadpoolctl …),
     imported where they are needed so that backprop loads without them, and
     the standard library."""
-    found = [f"{module.where(node)}: {ast.unparse(node)}"
-             for module in MODULES.values()
-             for node, in_function in _import_edges(module) if in_function]
+    found = [
+        f"{module.where(node)}: {ast.unparse(node)}"
+        for module in MODULES.values()
+        for node, in_function in _import_edges(module)
+        if in_function
+    ]
     assert not found, _report("imports of backprop modules inside functions", found)
 
 
@@ -284,16 +294,19 @@ def _assigned_names(statement: ast.stmt) -> set[str]:
         return set()
     names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
     if "__slots__" in names and statement.value is not None:
-        names |= {n.value for n in ast.walk(statement.value)
-                  if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        names |= {
+            n.value
+            for n in ast.walk(statement.value)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        }
     return names
 
 
 def _is_self(node: ast.expr) -> bool:
     """self, cls, or super() (the same object)."""
-    return ((isinstance(node, ast.Name) and node.id in ("self", "cls"))
-            or (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                and node.func.id == "super"))
+    return (isinstance(node, ast.Name) and node.id in ("self", "cls")) or (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+    )
 
 
 def _private_reads(module: Module):
@@ -301,9 +314,13 @@ def _private_reads(module: Module):
     own = _defined_members(module)
     for node, _ in _walk(module.tree):
         if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
-            if (_is_private(node.attr) and not _is_self(node.value) and node.attr not in own
-                    and node.attr not in ALLOWED_ATTRIBUTES
-                    and ast.unparse(node) not in ALLOWED_QUALIFIED):
+            if (
+                _is_private(node.attr)
+                and not _is_self(node.value)
+                and node.attr not in own
+                and node.attr not in ALLOWED_ATTRIBUTES
+                and ast.unparse(node) not in ALLOWED_QUALIFIED
+            ):
                 yield node, ast.unparse(node)
         elif isinstance(node, ast.ImportFrom) and _in_package(_base_of(module, node)):
             base = _base_of(module, node)
@@ -319,6 +336,9 @@ def test_no_module_reads_another_modules_private_members():
     and super() are the object's own.  Modules named with an underscore
     (_ops, _sources …) are the package's private modules, free to import
     inside backprop: it is their underscored members that count."""
-    found = [f"{module.where(node)}: {what}"
-             for module in MODULES.values() for node, what in _private_reads(module)]
+    found = [
+        f"{module.where(node)}: {what}"
+        for module in MODULES.values()
+        for node, what in _private_reads(module)
+    ]
     assert not found, _report("reads of other modules' private members", found)

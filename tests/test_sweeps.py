@@ -2,6 +2,7 @@
 n_jobs in joblib's processes and on a Dask cluster finds what the serial
 search finds, score for score, and a model in a worker with n_threads=1
 trains on one BLAS thread."""
+
 import contextlib
 import os
 import runpy
@@ -11,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn")   # an optional extra; installed by the test extra
+pytest.importorskip("sklearn")  # an optional extra; installed by the test extra
 
 import joblib
 from sklearn.model_selection import GridSearchCV
@@ -21,8 +22,9 @@ from backprop.sklearn import MLPClassifier, MLPRegressor
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "examples", "09_sweep.py")
+EXAMPLE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "09_sweep.py"
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,7 +46,7 @@ def sweeps():
 
 def test_grid_search_in_two_processes_matches_one_at_a_time(sweeps):
     serial, parallel = sweeps["serial"], sweeps["joblib"]
-    assert np.ptp(serial["mean_test_score"]) > 0.01          # the settings differ …
+    assert np.ptp(serial["mean_test_score"]) > 0.01  # the settings differ …
     np.testing.assert_array_equal(parallel["mean_test_score"], serial["mean_test_score"])
     assert parallel["best_params"] == serial["best_params"]  # … and both runs agree
     assert parallel["test_score"] == serial["test_score"] > 0.95
@@ -65,8 +67,10 @@ def helper_thread_cpu() -> float:
     ticks = 0
     for tid in os.listdir("/proc/self/task"):
         if int(tid) not in python_threads:
-            with contextlib.suppress(FileNotFoundError), \
-                    open(f"/proc/self/task/{tid}/stat") as stat:
+            with (
+                contextlib.suppress(FileNotFoundError),
+                open(f"/proc/self/task/{tid}/stat") as stat,
+            ):
                 ticks += sum(map(int, stat.read().rsplit(")", 1)[1].split()[11:13]))
     return ticks / os.sysconf("SC_CLK_TCK")
 
@@ -77,7 +81,7 @@ class HelperThreadCPU(MLPClassifier):
 
     def fit(self, X, y):
         with bp.num_threads(2):
-            time.sleep(0.5)     # BLAS's idle threads spin a moment (~0.1 s) before sleeping
+            time.sleep(0.5)  # BLAS's idle threads spin a moment (~0.1 s) before sleeping
             before = helper_thread_cpu()
             super().fit(X, y)
             self.helper_cpu_ = helper_thread_cpu() - before
@@ -90,15 +94,24 @@ class HelperThreadCPU(MLPClassifier):
 def test_each_model_in_a_dask_worker_trains_on_one_blas_thread():
     distributed = pytest.importorskip("dask.distributed")
     X, y = bp.datasets.load_digits()
-    search = GridSearchCV(HelperThreadCPU((512,), max_iter=30, random_state=0),
-                          {"n_threads": [1, 2]}, cv=2, refit=False, error_score="raise")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster), joblib.parallel_backend("dask"):
+    search = GridSearchCV(
+        HelperThreadCPU((512,), max_iter=30, random_state=0),
+        {"n_threads": [1, 2]},
+        cv=2,
+        refit=False,
+        error_score="raise",
+    )
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+        joblib.parallel_backend("dask"),
+    ):
         search.fit(X, y)
     one, two = search.cv_results_["mean_test_score"]
-    assert two > 0.02        # a second thread shows as helper CPU time …
-    assert one < 0.01        # … and with n_threads=1 the helpers did nothing
+    assert two > 0.02  # a second thread shows as helper CPU time …
+    assert one < 0.01  # … and with n_threads=1 the helpers did nothing
 
 
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])

@@ -1,4 +1,5 @@
 """Thread settings, and training in several Python threads at once."""
+
 import re
 import threading
 
@@ -9,9 +10,14 @@ import backprop as bp
 
 
 def digits_net(seed=0, **kwargs):
-    return bp.Sequential(bp.Dense(64, 24, activation="relu"),
-                         bp.Dense(24, 10, activation="softmax"),
-                         loss="cross_entropy", dtype="float32", seed=seed, **kwargs)
+    return bp.Sequential(
+        bp.Dense(64, 24, activation="relu"),
+        bp.Dense(24, 10, activation="softmax"),
+        loss="cross_entropy",
+        dtype="float32",
+        seed=seed,
+        **kwargs,
+    )
 
 
 def test_thread_count_can_be_set_and_restored():
@@ -29,10 +35,10 @@ def test_thread_count_can_be_set_and_restored():
 def test_training_leaves_the_pool_as_it_was():
     X, y = bp.datasets.load_digits()
     with bp.num_threads(2):
-        digits_net().fit(X, y, epochs=1)              # small: runs on one thread inside
+        digits_net().fit(X, y, epochs=1)  # small: runs on one thread inside
         assert bp.get_num_threads() == 2
     with bp.num_threads(1):
-        digits_net(n_threads=2).fit(X, y, epochs=1)    # never more than the pool allows
+        digits_net(n_threads=2).fit(X, y, epochs=1)  # never more than the pool allows
         assert bp.get_num_threads() == 1
 
 
@@ -50,7 +56,7 @@ def test_n_threads_is_checked():
     with pytest.raises(ValueError, match="n_threads"):
         net.n_threads = 2**31
     assert net.n_threads == 2
-    assert digits_net(n_threads=np.int32(2**15)).n_threads == 2**15     # runs on ≤ the pool
+    assert digits_net(n_threads=np.int32(2**15)).n_threads == 2**15  # runs on ≤ the pool
 
 
 def test_thread_counts_beyond_an_int_are_refused_not_wrapped():
@@ -59,7 +65,7 @@ def test_thread_counts_beyond_an_int_are_refused_not_wrapped():
     pool keeps its size."""
     with bp.num_threads(2):
         before = bp.get_num_threads()
-        for huge in (2**15 + 1, 2**31, 2**32 + 1, 2**64, -2**32 + 1):
+        for huge in (2**15 + 1, 2**31, 2**32 + 1, 2**64, -(2**32) + 1):
             with pytest.raises(ValueError, match=r"\bn must be"):
                 bp.set_num_threads(huge)
             assert bp.get_num_threads() == before
@@ -89,9 +95,10 @@ def test_networks_trained_in_threads_match_sequential_training():
     for net in alone:
         net.fit(X, y, epochs=3, batch_size=16, lr=0.05)
     together = [digits_net(seed) for seed in range(4)]
-    threads = [threading.Thread(target=net.fit, args=(X, y),
-                                kwargs=dict(epochs=3, batch_size=16, lr=0.05))
-               for net in together]
+    threads = [
+        threading.Thread(target=net.fit, args=(X, y), kwargs=dict(epochs=3, batch_size=16, lr=0.05))
+        for net in together
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -118,8 +125,15 @@ def test_networks_trained_in_threads_give_the_pool_back_its_size():
         if bp.get_num_threads() != 2:
             pytest.skip("the BLAS pool's size cannot be set here")
         for repetition in range(80):
-            nets = [bp.Sequential(bp.Dense(4, 3, activation="tanh"), bp.Dense(3, 1), seed=i,
-                                  n_threads=1 if i % 2 else None) for i in range(4)]
+            nets = [
+                bp.Sequential(
+                    bp.Dense(4, 3, activation="tanh"),
+                    bp.Dense(3, 1),
+                    seed=i,
+                    n_threads=1 if i % 2 else None,
+                )
+                for i in range(4)
+            ]
             threads = [threading.Thread(target=train, args=(net,)) for net in nets]
             for t in threads:
                 t.start()
@@ -157,9 +171,11 @@ def test_ctrl_c_stops_training_after_the_current_batch(tmp_path):
         "    stopped = time.perf_counter()\n"
         "    print('stopped', np.isfinite(net.params).all(), flush=True)\n"
         "    net.partial_fit(X[:64], y[:64])\n"
-        "    print('continued', net.evaluate(X[:500], y[:500])['accuracy'] > 0.3, flush=True)\n")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
+        "    print('continued', net.evaluate(X[:500], y[:500])['accuracy'] > 0.3, flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     epoch = float(proc.stdout.readline().split()[-1])
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
@@ -168,8 +184,8 @@ def test_ctrl_c_stops_training_after_the_current_batch(tmp_path):
     waited = time.monotonic() - sent
     assert proc.stdout.readline().strip() == "continued True"
     proc.wait(timeout=60)
-    assert epoch > 1.0                        # a long epoch …
-    assert waited < epoch / 2                 # … interrupted well before its end
+    assert epoch > 1.0  # a long epoch …
+    assert waited < epoch / 2  # … interrupted well before its end
 
 
 def test_one_network_from_two_threads_at_once_is_refused_not_corrupted():
@@ -177,7 +193,7 @@ def test_one_network_from_two_threads_at_once_is_refused_not_corrupted():
     raises a clear error (the engine admits one call at a time and never
     reallocates under a running one); the network stays finite and works."""
     X, y = bp.datasets.load_digits()
-    X = np.ascontiguousarray(np.tile(X, (20, 1)))      # epochs long enough to overlap
+    X = np.ascontiguousarray(np.tile(X, (20, 1)))  # epochs long enough to overlap
     y = np.tile(y, 20)
     net = digits_net()
     errors, done = [], []
@@ -197,4 +213,4 @@ def test_one_network_from_two_threads_at_once_is_refused_not_corrupted():
     assert errors, "the calls should have overlapped"
     assert all("in use by another thread" in e for e in errors)
     assert done and np.isfinite(net.params).all()
-    assert net.evaluate(X[:500], y[:500])["accuracy"] > 0.8       # still a working network
+    assert net.evaluate(X[:500], y[:500])["accuracy"] > 0.8  # still a working network

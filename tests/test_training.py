@@ -1,6 +1,7 @@
 """The trainer's parts that other code plugs into: the row order of an
 epoch (backprop._sources.Order), epoch runners, and the optimizer's state
 as the network shows it."""
+
 import numpy as np
 import pytest
 
@@ -11,8 +12,9 @@ from backprop.training import EpochRunner
 
 
 def net(seed=0):
-    return bp.Sequential(bp.Dense(4, 8, "tanh"), bp.Dense(8, 3, "softmax"),
-                         loss="cross_entropy", seed=seed)
+    return bp.Sequential(
+        bp.Dense(4, 8, "tanh"), bp.Dense(8, 3, "softmax"), loss="cross_entropy", seed=seed
+    )
 
 
 def data(n=50):
@@ -25,8 +27,8 @@ def test_one_chunk_keeps_its_permutation_and_shuffles_it_again_each_epoch():
     order = Order(10)
     expected = np.arange(10)
     for seed in (5, 6, 7):
-        shuffled(expected, seed)                 # the core's shuffle, applied in turn
-        (rows, got), = order.epoch(seed)
+        shuffled(expected, seed)  # the core's shuffle, applied in turn
+        ((rows, got),) = order.epoch(seed)
         assert rows == slice(0, 10)
         np.testing.assert_array_equal(got, expected)
 
@@ -36,11 +38,11 @@ def test_chunks_visit_every_row_once_and_whole_chunks_together():
     for seed in (1, 2):
         chunks = list(order.rows_of(seed))
         assert sorted(len(c) for c in chunks) == [3, 5, 5, 5, 5]
-        assert all(c.max() - c.min() < 5 and (c.min() % 5 == 0 or len(c) == 3)
-                   for c in chunks)
+        assert all(c.max() - c.min() < 5 and (c.min() % 5 == 0 or len(c) == 3) for c in chunks)
         np.testing.assert_array_equal(np.sort(np.concatenate(chunks)), np.arange(23))
-    assert [c.tolist() for c in order.rows_of(-1)] == [list(range(i, min(i + 5, 23)))
-                                                       for i in range(0, 23, 5)]
+    assert [c.tolist() for c in order.rows_of(-1)] == [
+        list(range(i, min(i + 5, 23))) for i in range(0, 23, 5)
+    ]
 
 
 class Counting(EpochRunner):
@@ -67,9 +69,9 @@ def test_fit_visits_rows_in_the_order_it_describes():
     runner = Counting()
     a.fit(X, y, epochs=1, batch_size=1, lr=0.1, runner=runner)
     b.optimizer = bp.SGD(0.1)
-    (_, rows), = Order(12).epoch(runner.seed + 1)
+    ((_, rows),) = Order(12).epoch(runner.seed + 1)
     for i in rows:
-        b.train_step(X[i:i + 1], y[i:i + 1])
+        b.train_step(X[i : i + 1], y[i : i + 1])
     np.testing.assert_allclose(a.params, b.params, rtol=1e-12, atol=1e-14)
 
 
@@ -79,8 +81,12 @@ def test_a_runner_of_ones_own_runs_every_epoch_of_fit():
     runner = Counting()
     history = a.fit(X, y, epochs=3, batch_size=8, lr=0.05, runner=runner)
     expected = b.fit(X, y, epochs=3, batch_size=8, lr=0.05)
-    assert runner.calls == [("start", 8, 50), ("epoch", 1, 0.05), ("epoch", 2, 0.05),
-                            ("epoch", 3, 0.05)]
+    assert runner.calls == [
+        ("start", 8, 50),
+        ("epoch", 1, 0.05),
+        ("epoch", 2, 0.05),
+        ("epoch", 3, 0.05),
+    ]
     np.testing.assert_array_equal(a.params, b.params)
     assert history.history == expected.history
 
@@ -88,7 +94,7 @@ def test_a_runner_of_ones_own_runs_every_epoch_of_fit():
 def test_optimizer_state_is_the_live_state_and_steps_can_be_set():
     X, y = data()
     a = net()
-    assert a.optimizer_state == ()                      # plain SGD keeps none
+    assert a.optimizer_state == ()  # plain SGD keeps none
     a.optimizer = bp.Adam(1e-2)
     a.fit(X, y, epochs=1, batch_size=10)
     m, v = a.optimizer_state
@@ -101,12 +107,11 @@ def test_optimizer_state_is_the_live_state_and_steps_can_be_set():
     b.optimizer_steps = a.optimizer_steps
     a.fit(X, y, epochs=1, batch_size=10, shuffle=False)
     b.fit(X, y, epochs=1, batch_size=10, shuffle=False)
-    np.testing.assert_array_equal(a.params, b.params)     # the same next updates
+    np.testing.assert_array_equal(a.params, b.params)  # the same next updates
     assert b.optimizer_steps == 10
 
 
-@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError),
-                                          (2**63, ValueError)])
+@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), (2**63, ValueError)])
 def test_bad_step_counts_are_refused(value, error):
     with pytest.raises(error, match="optimizer_steps"):
         net().optimizer_steps = value

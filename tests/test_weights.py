@@ -1,4 +1,5 @@
 """Sample and class weights: the loss 1/n Σ w_i ℓ_i and its gradient."""
+
 import numpy as np
 import pytest
 
@@ -11,8 +12,7 @@ MSE, BCE, CE = Loss.MSE, Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("loss,act", [(MSE, Act.TANH), (BCE, Act.SIGMOID),
-                                      (CE, Act.SOFTMAX)])
+@pytest.mark.parametrize("loss,act", [(MSE, Act.TANH), (BCE, Act.SIGMOID), (CE, Act.SOFTMAX)])
 def test_weighted_loss_kernel_matches_numpy(loss, act, dtype):
     rng = np.random.default_rng(0)
     z = rng.normal(size=(6, 3))
@@ -30,16 +30,19 @@ def test_weighted_loss_kernel_matches_numpy(loss, act, dtype):
         grad = p - y
     else:
         p = np.tanh(z)
-        per_row, grad = 0.5 * ((p - y) ** 2).sum(1), (p - y) * (1 - p ** 2)
+        per_row, grad = 0.5 * ((p - y) ** 2).sum(1), (p - y) * (1 - p**2)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert value == pytest.approx((w * per_row).sum() / 6, rel=tol)
     np.testing.assert_allclose(delta, w[:, None] * grad / 6, rtol=tol * 10, atol=tol)
 
 
 def digits_net(seed=0):
-    return bp.Sequential(bp.Dense(64, 16, activation="relu"),
-                         bp.Dense(16, 10, activation="softmax"),
-                         loss="cross_entropy", seed=seed)
+    return bp.Sequential(
+        bp.Dense(64, 16, activation="relu"),
+        bp.Dense(16, 10, activation="softmax"),
+        loss="cross_entropy",
+        seed=seed,
+    )
 
 
 def test_an_integer_weight_counts_like_a_repeated_row():
@@ -67,16 +70,18 @@ def test_weights_of_one_change_nothing_and_zero_weights_drop_rows():
     b.fit(X, y, epochs=2, lr=0.1, sample_weight=np.ones(len(X)))
     np.testing.assert_array_equal(a.params, b.params)
     keep = y != 3
-    c.fit(X, y, epochs=1, lr=0.1, shuffle=False, sample_weight=keep.astype(float),
-          batch_size=len(X))
-    d.fit(X[keep], y[keep], epochs=1, lr=0.1 * keep.sum() / len(X), shuffle=False,
-          batch_size=len(X))
+    c.fit(
+        X, y, epochs=1, lr=0.1, shuffle=False, sample_weight=keep.astype(float), batch_size=len(X)
+    )
+    d.fit(
+        X[keep], y[keep], epochs=1, lr=0.1 * keep.sum() / len(X), shuffle=False, batch_size=len(X)
+    )
     np.testing.assert_allclose(c.params, d.params, rtol=1e-10, atol=1e-13)
 
 
 def test_balanced_class_weights_help_the_rare_class():
     X, y = bp.datasets.load_digits()
-    rare = np.flatnonzero(y == 1)[:8]                   # digit 1 made rare: 8 rows
+    rare = np.flatnonzero(y == 1)[:8]  # digit 1 made rare: 8 rows
     rows = np.concatenate([np.flatnonzero(y != 1), rare])
     X_train, y_train = X[rows], y[rows]
     test = np.flatnonzero(y == 1)[8:]
@@ -85,6 +90,7 @@ def test_balanced_class_weights_help_the_rare_class():
         net = digits_net(2)
         net.fit(X_train, y_train, epochs=3, lr=0.05, **kw)
         return np.mean(net.predict(X[test]) == 1)
+
     assert recall(class_weight="balanced") > recall() + 0.1
     assert recall(class_weight={1: 20.0}) > recall() + 0.1
 

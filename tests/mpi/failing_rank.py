@@ -1,5 +1,6 @@
 """A job in which rank 1 fails in the way named by argv[1]: 'nan' (bad rows
 inside fit), 'leave' (exits before fit), 'kill' (killed during fit)."""
+
 import os
 import signal
 import sys
@@ -24,6 +25,10 @@ class Kill(bp.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-net = bp.Sequential(bp.Dense(16, 8, activation="relu"), bp.Dense(8, 2, activation="softmax"),
-                    loss="cross_entropy", seed=0)
+net = bp.Sequential(
+    bp.Dense(16, 8, activation="relu"),
+    bp.Dense(8, 2, activation="softmax"),
+    loss="cross_entropy",
+    seed=0,
+)
 dist.fit(net, X, y, epochs=1000, batch_size=16, lr=0.1, timeout=5, callbacks=[Kill()])

@@ -1,6 +1,7 @@
 """backprop.distributed on every rank of COMM_WORLD.  tests/test_distributed.py
 runs this file under `mpiexec -n 2` and `mpiexec -n 3`; run alone, it is a
 world of one rank."""
+
 import os
 import tempfile
 
@@ -16,12 +17,16 @@ ranks, me = comm.Get_size(), comm.Get_rank()
 
 
 def make_net(seed=0, dtype="float64"):
-    return bp.Sequential(bp.Dense(8, 16, activation="tanh"),
-                         bp.Dense(16, 3, activation="softmax"),
-                         loss="cross_entropy", dtype=dtype, seed=seed)
+    return bp.Sequential(
+        bp.Dense(8, 16, activation="tanh"),
+        bp.Dense(16, 3, activation="softmax"),
+        loss="cross_entropy",
+        dtype=dtype,
+        seed=seed,
+    )
 
 
-def data(n=997):      # not a multiple of any global batch: the last one is split unevenly
+def data(n=997):  # not a multiple of any global batch: the last one is split unevenly
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, 8))
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
@@ -44,16 +49,31 @@ class RowLog:
 def test_ranks_train_like_one_process_with_their_joint_batch(shuffle, optimizer):
     X, y = data()
     net = make_net()
-    history = dist.fit(net, X, y, epochs=4, batch_size=10, optimizer=optimizer,
-                       shuffle=shuffle, validation_data=(X[:101], y[:101]))
-    alone = make_net()          # the same training in this process, batch ranks × 10
-    expected = alone.fit(X, y, epochs=4, batch_size=10 * ranks, optimizer=optimizer,
-                         shuffle=shuffle, validation_data=(X[:101], y[:101]))
+    history = dist.fit(
+        net,
+        X,
+        y,
+        epochs=4,
+        batch_size=10,
+        optimizer=optimizer,
+        shuffle=shuffle,
+        validation_data=(X[:101], y[:101]),
+    )
+    alone = make_net()  # the same training in this process, batch ranks × 10
+    expected = alone.fit(
+        X,
+        y,
+        epochs=4,
+        batch_size=10 * ranks,
+        optimizer=optimizer,
+        shuffle=shuffle,
+        validation_data=(X[:101], y[:101]),
+    )
     np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-12)
     for key, values in expected.history.items():
         np.testing.assert_allclose(history.history[key], values, rtol=1e-10, atol=1e-12)
     replicas = comm.allgather(net.params)
-    assert all(np.array_equal(r, net.params) for r in replicas)   # identical updates
+    assert all(np.array_equal(r, net.params) for r in replicas)  # identical updates
 
 
 def test_sample_weights_and_float32():
@@ -73,27 +93,28 @@ def test_each_rank_reads_only_its_rows():
     assert len(mine) == len(set(mine))
     assert abs(len(mine) - len(X) / ranks) <= len(X) / (10 * ranks) + 1
     every = comm.allgather(set(mine))
-    assert set().union(*every) == set(range(len(X)))           # every row, once
+    assert set().union(*every) == set(range(len(X)))  # every row, once
     assert sum(len(s) for s in every) == len(X)
 
 
 def test_memory_mapped_rows():
     X, y = data()
     a, b = make_net(), make_net()
-    with tempfile.TemporaryDirectory() as folder:       # (one per rank)
+    with tempfile.TemporaryDirectory() as folder:  # (one per rank)
         path = os.path.join(folder, "X.npy")
         np.save(path, X.astype(np.float32))
         dist.fit(a, np.load(path, mmap_mode="r"), y, epochs=2, batch_size=8, lr=0.1)
-    dist.fit(b, X.astype(np.float32), y, epochs=2, batch_size=8, lr=0.1,
-             chunk_size=10**6)                  # a memory map is read in chunks
+    dist.fit(
+        b, X.astype(np.float32), y, epochs=2, batch_size=8, lr=0.1, chunk_size=10**6
+    )  # a memory map is read in chunks
     np.testing.assert_array_equal(a.params, b.params)
 
 
 def test_broadcast_gives_every_replica_the_weights_of_rank_0():
-    net = make_net(seed=me)                  # a different start on every rank
+    net = make_net(seed=me)  # a different start on every rank
     net.optimizer = bp.Adam(1e-3)
     X, y = data(64)
-    net.train_step(X, y)                     # and different optimizer state
+    net.train_step(X, y)  # and different optimizer state
     root = comm.bcast(net.params.copy() if me == 0 else None)
     dist.broadcast_parameters(net)
     np.testing.assert_array_equal(net.params, root)
@@ -109,10 +130,10 @@ def test_allreduce_sums_the_weighted_gradients():
 
 def test_threads_per_rank_divides_the_cores():
     cores = len(os.sched_getaffinity(0))
-    assert dist.threads_per_rank() == max(1, cores // ranks)   # all ranks on this host
+    assert dist.threads_per_rank() == max(1, cores // ranks)  # all ranks on this host
     net = make_net()
     dist.fit(net, *data(64), epochs=1, lr=0.1)
-    assert net.n_threads is None                               # restored afterwards
+    assert net.n_threads is None  # restored afterwards
 
 
 def test_ranks_must_pass_the_same_rows():
@@ -139,7 +160,7 @@ def test_refused_arguments_on_one_rank_raise_on_every_rank():
     X, y = data(60)
     w = np.ones(len(X))
     if me == ranks - 1:
-        w[0] = -1                              # only the last rank's weights are bad
+        w[0] = -1  # only the last rank's weights are bad
     error = ValueError if me == ranks - 1 else RuntimeError
     with pytest.raises(error, match="sample_weight" if error is ValueError else "refused"):
         dist.fit(make_net(), X, y, sample_weight=w, lr=0.1, timeout=30)
