@@ -93,6 +93,9 @@ class _Monitored(Callback):
     min_delta = Setting(non_negative)
     patience = Setting(count(0))
 
+    def __init__(self, monitor: str, patience: int, min_delta: float):
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+
     def on_train_begin(self, net, logs):
         self._best, self._wait = math.inf, 0
 
@@ -128,9 +131,7 @@ class EarlyStopping(_Monitored):
         min_delta: float = 0.0,
         restore_best_weights: bool = True,
     ):
-        self.monitor = monitor
-        self.patience = patience
-        self.min_delta = min_delta
+        super().__init__(monitor, patience, min_delta)
         self.restore_best_weights = restore_best_weights
         self.best_epoch = self.stopped_epoch = None
 
@@ -246,11 +247,8 @@ class ReduceLROnPlateau(_Monitored):
         min_delta: float = 1e-4,
         min_lr: float = 0.0,
     ):
-        self.monitor = monitor
-        self.factor = factor
-        self.patience = patience
-        self.min_delta = min_delta
-        self.min_lr = min_lr
+        super().__init__(monitor, patience, min_delta)
+        self.factor, self.min_lr = factor, min_lr
 
     def on_epoch_end(self, net, epoch, logs):
         if not self._improved(logs) and self._wait > self.patience:

@@ -148,30 +148,22 @@ def fit(
     X,
     y,
     *,
-    epochs: int = 1,
-    batch_size: int = 32,
-    lr: float | None = None,
-    optimizer=None,
-    shuffle: bool = True,
-    sample_weight=None,
     validation_data: tuple | None = None,
-    callbacks: list | None = None,
-    early_stopping: bool = False,
-    patience: int = 5,
-    min_delta: float = 0.0,
-    chunk_size: int | None = None,
     verbose: int = 0,
     comm=None,
     timeout: float = 300.0,
+    **fit_args,
 ) -> History:
     """Train `net` data-parallel on every rank of `comm` (COMM_WORLD).
 
-    Call it on every rank with the same arguments.  X (n, n_in) and y as for
-    Sequential.fit (arrays or memory-mapped arrays, the same n on every
-    rank); `batch_size` rows per rank, so a global batch holds
-    size × batch_size rows, and the global batches follow the order that
-    Sequential.fit with that batch (and the same chunk_size) draws: a
-    memory-mapped X is visited a chunk at a time.  validation_data is scored
+    Call it on every rank with the same arguments, which are Sequential.fit's
+    (epochs, batch_size, optimizer, callbacks, sample_weight, …) but for
+    validation_split.  X (n, n_in) and y as for Sequential.fit (arrays or
+    memory-mapped arrays, the same n on every rank); `batch_size` rows per
+    rank, so a global batch holds size × batch_size rows, and the global
+    batches follow the order that Sequential.fit with that batch (and the
+    same chunk_size) draws: a memory-mapped X is visited a chunk at a
+    time.  validation_data is scored
     with each rank taking a share of its rows.  The BLAS threads of each
     rank default to this host's cores ÷ its ranks (see Sequential.n_threads).
     Returns the History, the same on every rank.  When the arguments of a
@@ -199,23 +191,15 @@ def fit(
             share = slice(me * len(Xv) // ranks, (me + 1) * len(Xv) // ranks)
             runner.validation_rows = share.stop - share.start
             validation_data = (Xv[share], yv[share]) if runner.validation_rows else None
+        if fit_args.get("validation_split"):
+            raise ValueError("validation_split: give validation_data, which the ranks share")
         return net.fit(
             X,
             y,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer=optimizer,
-            shuffle=shuffle,
-            sample_weight=sample_weight,
             validation_data=validation_data,
-            callbacks=callbacks,
-            early_stopping=early_stopping,
-            patience=patience,
-            min_delta=min_delta,
-            chunk_size=chunk_size,
-            verbose=verbose if comm.Get_rank() == 0 else 0,
+            verbose=verbose if me == 0 else 0,
             runner=runner,
+            **fit_args,
         )
     except Exception as exc:
         if runner.started:  # training failed: the job ends

@@ -166,3 +166,13 @@ def test_refused_arguments_on_one_rank_raise_on_every_rank():
         dist.fit(make_net(), X, y, sample_weight=w, lr=0.1, timeout=30)
     with pytest.raises(ValueError, match="X is empty"):
         dist.fit(make_net(), X[:0], y[:0], lr=0.1)
+
+
+def test_every_argument_of_fit_passes_through_but_validation_split():
+    X, y = data()
+    net, alone = make_net(), make_net()
+    dist.fit(net, X, y, epochs=2, batch_size=10, lr=0.1, class_weight="balanced")
+    alone.fit(X, y, epochs=2, batch_size=10 * ranks, lr=0.1, class_weight="balanced")
+    np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="validation_split: give validation_data"):
+        dist.fit(make_net(), X, y, validation_split=0.2, timeout=30)
