@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - without the extra
     ) from exc
 
 from ._validation import check_positive_float
+from .layout import Layout
 from .network import History, Sequential
 from .training import EpochRunner, FitPlan
 
@@ -234,10 +235,11 @@ class _Runner(EpochRunner):
     def validating(self, here: bool) -> bool:
         return self._validating
 
-    def meet(self, rows: int, refused: bool) -> np.ndarray:
-        """Every rank's rows and refusal, gathered (also by a rank whose
-        arguments were refused, so that every rank raises)."""
-        gathered = _gather(self.comm, [rows, refused], self.timeout)
+    def meet(self, rows: int, refused: bool, layout: Layout | None = None) -> np.ndarray:
+        """Every rank's rows, refusal and network layout, gathered (also by a
+        rank whose arguments were refused, so that every rank raises)."""
+        mark = -1 if layout is None else zlib.crc32(repr(layout.sizes).encode())
+        gathered = _gather(self.comm, [rows, refused, mark], self.timeout)
         self.met = True
         if refused:
             return gathered
@@ -246,6 +248,11 @@ class _Runner(EpochRunner):
                 f"ranks {np.flatnonzero(gathered[:, 2]).tolist()} refused "
                 "their arguments (their errors say why)"
             )
+        if (gathered[:, 3] != mark).any():
+            raise ValueError(
+                "net: every rank must train the same network; the layer sizes differ "
+                f"(this rank's are {list(layout.sizes) if layout else None})"
+            )
         if (gathered[:, 1] != rows).any():
             raise ValueError(
                 f"X: every rank must pass the same rows; the ranks have {gathered[:, 1].tolist()}"
@@ -253,7 +260,7 @@ class _Runner(EpochRunner):
         return gathered
 
     def start(self, net, plan: FitPlan) -> FitPlan:
-        gathered = self.meet(plan.source.rows, refused=False)
+        gathered = self.meet(plan.source.rows, refused=False, layout=net.layout)
         self.started, self.classifies = True, net.is_classifier
         if net.n_threads is None:
             self._threads = (net, None)

@@ -62,7 +62,9 @@ cdef bint targets_ready(Plan* p, int typenum, object y, Py_ssize_t rows):
     # Fill the workspace's targets (p.ybuf) from y if y is ready-made: class
     # labels (int64, (rows,)) for cross-entropy or 0/1 labels for one sigmoid
     # output, or finite floats of `typenum`, (rows, k) or (rows,) for k = 1,
-    # within [0, 1] for binary cross-entropy.
+    # within [0, 1] for binary cross-entropy.  The fast twin of the checked
+    # path's rule (losses.targets): it takes only targets that rule takes,
+    # and gives the same (tests/test_fast_paths.py).
     cdef Py_ssize_t k = p.size[p.n_layers]
     cdef const char* data
     cdef int loss = p.loss

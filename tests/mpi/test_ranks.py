@@ -176,3 +176,14 @@ def test_every_argument_of_fit_passes_through_but_validation_split():
     np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="validation_split: give validation_data"):
         dist.fit(make_net(), X, y, validation_split=0.2, timeout=30)
+
+
+def test_ranks_must_train_the_same_network():
+    if ranks == 1:
+        pytest.skip("needs ranks with different networks")
+    X, y = data(60)
+    hidden = 16 if me == 0 else 17            # other layer sizes on the other ranks
+    net = bp.Sequential(bp.Dense(8, hidden, activation="tanh"),
+                        bp.Dense(hidden, 3, activation="softmax"), loss="cross_entropy")
+    with pytest.raises(ValueError, match="net: every rank must train the same network"):
+        dist.fit(net, X, y, lr=0.1, timeout=30)
