@@ -182,8 +182,11 @@ def test_ranks_must_train_the_same_network():
     if ranks == 1:
         pytest.skip("needs ranks with different networks")
     X, y = data(60)
-    hidden = 16 if me == 0 else 17            # other layer sizes on the other ranks
-    net = bp.Sequential(bp.Dense(8, hidden, activation="tanh"),
-                        bp.Dense(hidden, 3, activation="softmax"), loss="cross_entropy")
+    hidden = 16 if me == 0 else 17  # other layer sizes on the other ranks
+    net = bp.Sequential(
+        bp.Dense(8, hidden, activation="tanh"),
+        bp.Dense(hidden, 3, activation="softmax"),
+        loss="cross_entropy",
+    )
     with pytest.raises(ValueError, match="net: every rank must train the same network"):
         dist.fit(net, X, y, lr=0.1, timeout=30)
