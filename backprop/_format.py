@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -27,9 +28,9 @@ from . import losses as _losses
 from . import optimizers as _optimizers
 from .layout import Layout
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # version 1 (no training state) is read as well
 _MAGIC = "backprop model"
-_META_FIELDS = (
+_META_FIELDS_1 = (
     "format",
     "version",
     "layers",
@@ -42,6 +43,11 @@ _META_FIELDS = (
     "optimizer_steps",
     "rng",
 )
+_META_FIELDS = _META_FIELDS_1 + ("training",)
+_TRAINING_FIELDS = ("epoch", "seed", "callbacks")
+_MAX_CALLBACKS, _MAX_VALUES, _MAX_TEXT = 100, 100, 1000
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}(#[0-9]{1,3})?")
 _LAYER_FIELDS = ("n_in", "n_out", "activation", "negative_slope")
 _COMMON = ("lr", "l2", "weight_decay", "clip_norm")
 _SETTINGS = {  # each optimizer's settings, as its constructor takes them
@@ -83,6 +89,7 @@ class Model(NamedTuple):
     optimizer: _optimizers.Optimizer
     steps: int
     rng: Mapping
+    training: Training
 
     @property
     def n_params(self) -> int:
@@ -91,7 +98,38 @@ class Model(NamedTuple):
     @property
     def array_names(self) -> list:
         """The arrays (meta aside) that a file of this model holds."""
-        return ["params"] + [state_name(i) for i in range(self.optimizer.n_state)]
+        return (
+            ["params"]
+            + [state_name(i) for i in range(self.optimizer.n_state)]
+            + self.training.array_names
+        )
+
+
+class ArrayOf(NamedTuple):
+    """A callback's value that is an array of the parameters' shape, held in
+    the file as the member `name` (see Training)."""
+
+    name: str
+
+
+class Training(NamedTuple):
+    """Where training stands (backprop.training.TrainingState): the epochs
+    trained, the shuffle stream's seed (None: not drawn yet) and each
+    callback's state, by key: {name: a JSON value, or an array}.  In a
+    record read from a file, the arrays are ArrayOf their member."""
+
+    epoch: int = 0
+    seed: int | None = None
+    callbacks: Mapping = {}
+
+    @property
+    def array_names(self) -> list:
+        return [
+            value.name
+            for state in self.callbacks.values()
+            for value in state.values()
+            if isinstance(value, ArrayOf)
+        ]
 
 
 def state_name(i: int) -> str:
@@ -101,8 +139,33 @@ def state_name(i: int) -> str:
 
 def arrays_of(model: Model, params: np.ndarray, states) -> dict:
     """What a file of `model` holds, as arrays: 'meta' (JSON text), then
-    copies of `params` and of the optimizer's `states`."""
+    copies of `params`, of the optimizer's `states` and of the arrays among
+    the callbacks' states (members training_0, training_1 …)."""
     opt, rng = model.optimizer, model.rng
+    extra: dict[str, np.ndarray] = {}
+    callbacks: dict[str, dict] = {}
+    for key, state in model.training.callbacks.items():
+        callbacks[key] = {}
+        for name, value in state.items():
+            if isinstance(value, np.ndarray):
+                if value.shape != params.shape:
+                    raise ValueError(
+                        f"callback {key}: state {name!r} must be an array of the "
+                        f"parameters' shape {params.shape}, got {value.shape}"
+                    )
+                member = f"training_{len(extra)}"
+                extra[member] = value.astype(params.dtype)
+                value = {"array": member}
+            elif isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"callback {key}: state {name!r} is {value}, not a finite number")
+            if not (value is None or isinstance(value, (bool, int, float, str, dict))):
+                raise TypeError(
+                    f"callback {key}: state {name!r} must be a number, text, None or an "
+                    f"array, got {type(value).__name__}"
+                )
+            callbacks[key][name] = value
     settings = {k: getattr(opt, k) for k in _SETTINGS[type(opt)]}
     meta = {
         "format": _MAGIC,
@@ -127,11 +190,16 @@ def arrays_of(model: Model, params: np.ndarray, states) -> dict:
             "has_uint32": int(rng["has_uint32"]),
             "uinteger": int(rng["uinteger"]),
         },
+        "training": {
+            "epoch": int(model.training.epoch),
+            "seed": model.training.seed,
+            "callbacks": callbacks,
+        },
     }
-    arrays = {"meta": np.array(json.dumps(meta)), "params": params.copy()}
+    arrays = {"meta": np.array(json.dumps(meta, allow_nan=False)), "params": params.copy()}
     for i, state in enumerate(states):
         arrays[state_name(i)] = state.copy()
-    return arrays
+    return arrays | extra
 
 
 # -- writing -------------------------------------------------------------------
@@ -279,12 +347,12 @@ def parse_meta(text: str) -> Model:
     if not isinstance(meta, dict) or meta.get("format") != _MAGIC:
         raise bad("no backprop header")
     version = meta.get("version")
-    if type(version) is not int or version != FORMAT_VERSION:
+    if type(version) is not int or version not in (1, FORMAT_VERSION):
         raise _Refused(
             f"path: model format version {_show(version)} is not "
-            f"supported (this backprop reads version {FORMAT_VERSION})"
+            f"supported (this backprop reads versions 1 to {FORMAT_VERSION})"
         )
-    _fields(meta, "meta", _META_FIELDS)
+    _fields(meta, "meta", _META_FIELDS if version == 2 else _META_FIELDS_1)
     sizes, activations = _parse_layers(meta["layers"])
     classes = meta["classes"]  # (their number is the network's to check)
     if classes is not None and not (
@@ -302,6 +370,7 @@ def parse_meta(text: str) -> Model:
         _parse_optimizer(meta["optimizer"]),
         _integer(meta["optimizer_steps"], "meta.optimizer_steps", 0, _MAX_STEPS),
         _parse_rng(meta["rng"]),
+        _parse_training(meta["training"]) if version == 2 else Training(),
     )
 
 
@@ -360,6 +429,51 @@ def _parse_rng(meta) -> dict:
     }
 
 
+def _parse_training(meta) -> Training:
+    name = "meta.training"
+    _fields(meta, name, _TRAINING_FIELDS)
+    callbacks = meta["callbacks"]
+    if not isinstance(callbacks, dict) or len(callbacks) > _MAX_CALLBACKS:
+        raise bad(f"{name}.callbacks must be an object of at most {_MAX_CALLBACKS} callbacks")
+    members = 0
+    parsed: dict[str, dict] = {}
+    for key, state in callbacks.items():
+        where = f"{name}.callbacks.{_short(key)}"
+        if not _KEY.fullmatch(key):
+            raise bad(f"{name}.callbacks: unexpected field {_show(key)} (not a callback's key)")
+        if not isinstance(state, dict) or len(state) > _MAX_VALUES:
+            raise bad(f"{where} must be an object of at most {_MAX_VALUES} values")
+        parsed[key] = {}
+        for item, value in state.items():
+            if not _NAME.fullmatch(item):
+                raise bad(f"{where}: unexpected field {_show(item)} (not a name)")
+            if isinstance(value, dict):  # an array: the next member, in order
+                _fields(value, f"{where}.{item}", ("array",))
+                if value["array"] != f"training_{members}":
+                    raise bad(
+                        f"{where}.{item}.array must be 'training_{members}', "
+                        f"got {_show(value['array'])}"
+                    )
+                value = ArrayOf(value["array"])
+                members += 1
+            elif not (value is None or type(value) in (bool, int, float, str)):
+                raise bad(f"{where}.{item} must be a number, text, true, false or null")
+            elif type(value) is float and not math.isfinite(value):
+                raise bad(f"{where}.{item} must be finite, got {_show(value)}")
+            elif (
+                type(value) is int
+                and abs(value) >= 2**63
+                or (type(value) is str and len(value) > _MAX_TEXT)
+            ):
+                raise bad(f"{where}.{item} is out of range")
+            parsed[key][item] = value
+    return Training(
+        _integer(meta["epoch"], f"{name}.epoch", 0, _MAX_STEPS),
+        _optional(meta["seed"], _integer, f"{name}.seed", 0, 2**62 - 1),
+        parsed,
+    )
+
+
 # -- the arrays against the record ---------------------------------------------
 def _check_names(model: Model, names) -> None:
     """Refuse unless `names` are the arrays (meta aside) that `model` keeps."""
@@ -385,6 +499,12 @@ def _check_array(model: Model, name: str, shape, dtype) -> None:
         raise bad(f"{name}: shape {_short(str(shape))} does not fit the {n} weights of {of}")
     if getattr(dtype, "name", None) != model.dtype:  # (in either byte order)
         raise bad(f"{name}: dtype {dtype} in a {model.dtype} model")
+
+
+def check_training(name: str, array: np.ndarray) -> None:
+    """Refuse a callback's array (a copy in the network's dtype) unless finite."""
+    if not _ops.all_finite(array):
+        raise bad(f"{name} contains NaN or infinity")
 
 
 def check_params(params: np.ndarray) -> None:

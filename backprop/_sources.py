@@ -163,29 +163,26 @@ def _shuffled_rows(count: int, seed: int) -> np.ndarray | None:
 
 class Order:
     """The order in which each epoch visits the `rows` rows of a data set:
-    the one rule, used by fit's sources and by distributed training.
+    the one rule, used by fit's sources and by distributed training.  It
+    depends on the epoch's seed alone, so that training split across calls
+    or resumed from a file visits the rows as one uninterrupted fit does.
 
-    In one chunk (chunk_rows None), one permutation of every row, kept from
-    epoch to epoch and shuffled again in place by each epoch's seed.  In
-    chunks of `chunk_rows` rows, the chunks in a seeded random order and
-    the rows of each in an order of their own, drawn afresh each epoch.
-    A seed < 0 keeps everything in stored order."""
+    In one chunk (chunk_rows None), a permutation of every row drawn by the
+    core's shuffle from the epoch's seed.  In chunks of `chunk_rows` rows,
+    the chunks in a seeded random order and the rows of each in an order of
+    their own.  A seed < 0 keeps everything in stored order."""
 
     def __init__(self, rows: int, chunk_rows: int | None = None):
         self.rows, self.chunk_rows = rows, chunk_rows
-        self._kept = np.arange(rows) if chunk_rows is None else None
 
     def epoch(self, seed: int) -> Iterator[tuple[slice, np.ndarray | None]]:
         """Each chunk of the epoch of this seed, in the order visited: its
         rows, and the order of those rows (indices into the chunk; None:
         as stored)."""
-        if self._kept is not None:
-            if seed >= 0:
-                shuffled(self._kept, seed)
-            yield slice(0, self.rows), self._kept if seed >= 0 else None
+        if self.chunk_rows is None:
+            yield slice(0, self.rows), _shuffled_rows(self.rows, seed)
             return
         size = self.chunk_rows
-        assert size is not None
         starts = np.arange(0, self.rows, size)
         if seed >= 0:
             starts = np.random.default_rng(seed).permutation(starts)
@@ -201,8 +198,8 @@ class Order:
 
 
 class InMemory:
-    """Arrays already converted and checked: the whole data set is one chunk,
-    whose row order carries over from epoch to epoch (see Order)."""
+    """Arrays already converted and checked: the whole data set is one chunk
+    (see Order)."""
 
     def __init__(self, X2, Y, weights):
         self.rows = X2.shape[0]

@@ -18,6 +18,8 @@ import math
 import sys
 import time
 
+import numpy as np
+
 from ._validation import check_int, check_positive_float
 from .optimizers import Setting, boolean, non_negative, positive
 
@@ -48,6 +50,19 @@ class Callback:
 
     def on_train_end(self, net, logs: dict) -> None:
         """After the last epoch (or when training was stopped)."""
+
+    def get_state(self) -> dict:
+        """What the callback has learnt during training and needs to go on
+        exactly where it stopped (numbers, strings, None and arrays of the
+        network's parameters' shape); {} for a callback that keeps nothing.
+        fit keeps it in the network's training state after every epoch, and
+        a later fit (or one after loading a file) hands it back to a callback
+        of the same class at the same place, through set_state, after
+        on_train_begin."""
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Take up a state that get_state gave (see there)."""
 
 
 # The settings of the callbacks below are checked whenever they are assigned,
@@ -99,6 +114,14 @@ class _Monitored(Callback):
     def on_train_begin(self, net, logs):
         self._best, self._wait = math.inf, 0
 
+    def get_state(self) -> dict:
+        best = None if math.isinf(self._best) else self._best  # (JSON has no inf)
+        return {"best": best, "wait": self._wait}
+
+    def set_state(self, state: dict) -> None:
+        self._best = math.inf if state["best"] is None else float(state["best"])
+        self._wait = int(state["wait"])
+
     def _improved(self, logs: dict) -> bool:
         """Record logs[monitor]; True when it beats the best by > min_delta."""
         if self.monitor not in logs:
@@ -140,6 +163,15 @@ class EarlyStopping(_Monitored):
         self.best_epoch = self.stopped_epoch = None
         self._best_params = None
 
+    def get_state(self) -> dict:
+        return dict(super().get_state(), best_epoch=self.best_epoch, best_params=self._best_params)
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self.best_epoch = state["best_epoch"]
+        params = state["best_params"]
+        self._best_params = None if params is None else np.array(params)
+
     def on_epoch_end(self, net, epoch, logs):
         if self._improved(logs):
             self.best_epoch = epoch
@@ -162,6 +194,12 @@ class LearningRateSchedule(Callback):
 
     def on_train_begin(self, net, logs):
         self.initial_lr = net.optimizer.lr
+
+    def get_state(self) -> dict:
+        return {"initial_lr": self.initial_lr}
+
+    def set_state(self, state: dict) -> None:
+        self.initial_lr = float(state["initial_lr"])
 
     def on_epoch_begin(self, net, epoch, logs):
         what = f"{type(self).__name__} gives for epoch {epoch}"
@@ -271,7 +309,8 @@ class ProgressBar(Callback):
 
     def on_train_begin(self, net, logs):
         self._file = self.file or sys.stderr
-        self._epochs = logs["epochs"]
+        self._first = logs.get("initial_epoch", 0)  # (a fit that goes on from an earlier one)
+        self._epochs = self._first + logs["epochs"]
         self._rows = logs["rows"]
         self._start = time.perf_counter()
         self._bar = None
@@ -279,7 +318,12 @@ class ProgressBar(Callback):
             from tqdm import tqdm
 
             self._bar = tqdm(
-                total=self._epochs, file=self._file, unit="epoch", dynamic_ncols=True, leave=True
+                total=self._epochs,
+                initial=self._first,
+                file=self._file,
+                unit="epoch",
+                dynamic_ncols=True,
+                leave=True,
             )
 
     def _figures(self, logs) -> str:
@@ -289,14 +333,15 @@ class ProgressBar(Callback):
     def on_epoch_end(self, net, epoch, logs):
         figures = self._figures(logs)
         if self._rows is not None:  # (unknown for an iterable of batches)
-            rate = self._rows * epoch / max(time.perf_counter() - self._start, 1e-9)
+            done = epoch - self._first
+            rate = self._rows * done / max(time.perf_counter() - self._start, 1e-9)
             figures += f"  {rate:,.0f} samples/s"
         if self._bar is not None:
             self._bar.set_postfix_str(figures, refresh=False)
             self._bar.update(1)
             return
-        every = self.every or max(1, self._epochs // 20)
-        if epoch % every == 0 or epoch in (1, self._epochs) or net.stop_training:
+        every = self.every or max(1, (self._epochs - self._first) // 20)
+        if epoch % every == 0 or epoch in (self._first + 1, self._epochs) or net.stop_training:
             width = len(str(self._epochs))
             print(f"epoch {epoch:>{width}}/{self._epochs}  {figures}", file=self._file, flush=True)
 

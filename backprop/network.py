@@ -29,7 +29,7 @@ from ._engine import Engine, Guard, set_blas_thread_functions
 from ._validation import as_float_array, check_dtype, check_int, check_positive_float
 from .layers import Dense
 from .layout import Layout
-from .training import History, Trainer
+from .training import History, Trainer, TrainingState
 from .training import holding as _exclusive
 
 __all__ = ["Sequential", "History"]
@@ -113,6 +113,7 @@ class Sequential(Trainer):
         self._forward_single = False  # … which was of one sample
         self._seed = None if seed is None else check_int(seed, "seed", minimum=0)
         self._rng = np.random.default_rng(seed)
+        self._training = TrainingState()  # where training stands (see training_state)
         if seed is not None:
             for layer in self.layers:
                 if layer.seed is None:
@@ -190,6 +191,13 @@ class Sequential(Trainer):
         self._apply_optimizer(
             steps=check_int(value, "optimizer_steps", minimum=0, maximum=2**63 - 1)
         )
+
+    @property
+    def training_state(self) -> TrainingState:
+        """Where training stands: the epochs trained, the shuffle stream's
+        seed and the callbacks' state (see backprop.training.TrainingState).
+        The next fit goes on from it; fit(..., reset=True) starts over."""
+        return self._training
 
     @property
     def optimizer_state(self) -> tuple[np.ndarray, ...]:
@@ -605,6 +613,9 @@ class Sequential(Trainer):
             optimizer=opt,
             steps=int(self.optimizer_steps),
             rng=self._rng.bit_generator.state,
+            training=_format.Training(
+                self._training.epoch, self._training.seed, self._training.callbacks
+            ),
         )
         return _format.arrays_of(model, self.params, self._opt_state[: opt.n_state])
 
@@ -636,6 +647,16 @@ class Sequential(Trainer):
             net._rng.bit_generator.state = model.rng
         with _format.field("meta.classes"):
             net.classes = model.classes
+        callbacks: dict[str, dict] = {}
+        for key, state in model.training.callbacks.items():
+            callbacks[key] = {}
+            for name, value in state.items():
+                if isinstance(value, _format.ArrayOf):
+                    where = f"{value.name} (meta.training.callbacks.{key}.{name})"
+                    value = np.array(arrays[value.name], dtype=net.dtype)
+                    _format.check_training(where, value)
+                callbacks[key][name] = value
+        net._training = TrainingState(model.training.epoch, model.training.seed, callbacks)
         return net
 
     @_exclusive

@@ -27,7 +27,7 @@ from . import optimizers as _optimizers
 from ._engine import Engine
 from ._validation import check_int, check_positive_float
 
-__all__ = ["Trainer", "History", "EpochRunner", "FitPlan", "STRETCH_FLOPS"]
+__all__ = ["Trainer", "History", "TrainingState", "EpochRunner", "FitPlan", "STRETCH_FLOPS"]
 
 # fit hands each epoch to the core in stretches of about this many
 # floating-point operations (tens of milliseconds): Python sees Ctrl-C between
@@ -63,6 +63,52 @@ class History:
     def __repr__(self) -> str:
         last = self.history["loss"][-1] if self.epoch else None
         return f"History(epochs={len(self.epoch)}, loss={last})"
+
+
+class TrainingState:
+    """Where a network's training stands.  The network keeps it, and so do
+    its files, so that training split across calls, or saved, loaded and
+    resumed, is the same as one uninterrupted fit:
+
+    epoch      the epochs trained so far; the next fit's first is epoch + 1,
+               and its History numbers its epochs from there.
+    seed       the seed of the shuffle stream, drawn from the network's
+               generator by its first fit (None before): epoch e visits the
+               rows in the order of seed + e, and validation_split holds out
+               the rows that seed chooses.
+    callbacks  the state of every callback that keeps one (a learning-rate
+               schedule's initial rate, early stopping's counters and best
+               weights …), by key (see Callback.get_state): a callback of
+               the same class at the same place in a later fit's callbacks
+               takes it up.
+
+    fit(..., reset=True) starts a new training run instead."""
+
+    __slots__ = ("epoch", "seed", "callbacks")
+
+    def __init__(
+        self, epoch: int = 0, seed: int | None = None, callbacks: dict[str, dict] | None = None
+    ):
+        self.epoch, self.seed = epoch, seed
+        self.callbacks: dict[str, dict] = {} if callbacks is None else callbacks
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainingState(epoch={self.epoch}, seed={self.seed}, "
+            f"callbacks={sorted(self.callbacks)})"
+        )
+
+
+def callback_keys(callbacks) -> list[str]:
+    """Each callback's key in TrainingState.callbacks: its class name, and
+    '#k' for the (k+1)-th of that class."""
+    seen: dict[str, int] = {}
+    keys = []
+    for callback in callbacks:
+        name = type(callback).__name__
+        keys.append(name if name not in seen else f"{name}#{seen[name]}")
+        seen[name] = seen.get(name, 0) + 1
+    return keys
 
 
 class FitPlan(NamedTuple):
@@ -137,6 +183,7 @@ class Trainer:
         _optimizer: _optimizers.Optimizer
         _opt_state: list[np.ndarray]
         _rng: np.random.Generator
+        _training: TrainingState
         _macs: int
 
         @property
@@ -178,6 +225,7 @@ class Trainer:
         class_weight: dict | str | None = None,
         chunk_size: int | None = None,
         verbose: int = 0,
+        reset: bool = False,
         runner: EpochRunner | None = None,
     ) -> History:
         """Train by mini-batch gradient descent.
@@ -214,6 +262,12 @@ class Trainer:
         chunk_size: rows per chunk, see above.
         verbose: 1 shows a progress bar (one line per few epochs when the
             output is not a terminal).
+        reset: start a new training run: epochs count from 1 again, the
+            shuffle stream and the callbacks' state start afresh, and the
+            optimizer's state (momentum, moments, step count) is cleared;
+            the weights are kept.  Without it, fit goes on where the last
+            fit (or the file the network was loaded from) stopped: see
+            TrainingState.
         runner: how each epoch runs, an EpochRunner; by default in this
             process (backprop.distributed passes one that spreads every
             batch over MPI ranks).
@@ -228,7 +282,13 @@ class Trainer:
         self._require_trainable()
         epochs = check_int(epochs, "epochs", minimum=0)
         batch_size = check_int(batch_size, "batch_size")
+        if not isinstance(reset, bool):
+            raise TypeError(f"reset must be True or False, got {reset!r}")
         runner = EpochRunner() if runner is None else runner
+        if reset:
+            self._reset_training()
+        if self._training.seed is None:
+            self._training.seed = int(self._rng.integers(2**62))
         self._set_optimizer_for_fit(optimizer, lr)
         source, score = self._source(
             X,
@@ -253,9 +313,9 @@ class Trainer:
             verbose,
             runner.validating(score is not None),
         )
-        # The core shuffles the rows of each chunk, seeded from the network's
-        # generator: one draw per fit, one seed per epoch.
-        seed = int(self._rng.integers(2**62)) if shuffle else -1
+        # The core shuffles the rows of each chunk by the epoch's seed: the
+        # training run's seed plus the epoch's number (see TrainingState).
+        seed = self._training.seed if shuffle else -1
         # An epoch goes to the core in stretches of whole batches, each about
         # STRETCH_FLOPS of work, so that Ctrl-C lands between two of them.
         step_flops = self._engine_flops_per_row() * batch_size
@@ -276,11 +336,22 @@ class Trainer:
         diverges or meets bad data."""
         history = History()
         self.stop_training = False
-        logs = {"epochs": epochs, "rows": rows}
-        for callback in callbacks:
+        state = self._training
+        first = state.epoch
+        logs = {"epochs": epochs, "rows": rows, "initial_epoch": first}
+        keys = callback_keys(callbacks)
+        for callback, key in zip(callbacks, keys):
             callback.on_train_begin(self, logs)
+            if key in state.callbacks:  # take up where the last fit left it
+                try:
+                    callback.set_state(state.callbacks[key])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ValueError(
+                        f"callbacks: the training state kept for {key} does not suit it "
+                        f"({type(exc).__name__}: {exc}); fit(..., reset=True) starts a new run"
+                    ) from None
         try:
-            for epoch in range(1, epochs + 1):
+            for epoch in range(first + 1, first + epochs + 1):
                 for callback in callbacks:
                     callback.on_epoch_begin(self, epoch, logs)
                 lr = self._optimizer.lr
@@ -330,12 +401,24 @@ class Trainer:
                 history.append(epoch, logs)
                 for callback in callbacks:
                     callback.on_epoch_end(self, epoch, logs)
+                state.epoch = epoch
+                for callback, key in zip(callbacks, keys):
+                    kept_state = callback.get_state()
+                    if kept_state:
+                        state.callbacks[key] = kept_state
                 if self.stop_training:
                     break
         finally:  # also when an error or Ctrl-C ends training
             for callback in callbacks:
                 callback.on_train_end(self, logs)
         return history
+
+    def _reset_training(self) -> None:
+        """A new training run (fit's reset=True): see TrainingState."""
+        self._training = TrainingState()
+        for state in self._opt_state:
+            state[...] = 0
+        self._apply_optimizer(steps=0)
 
     def _restore(self, backup, kept, steps) -> None:
         for saved, current in zip(backup, kept):
@@ -490,7 +573,9 @@ class Trainer:
                 f"validation_split must leave rows on both sides, got "
                 f"{validation_split} of {X2.shape[0]} rows"
             )
-        rows = self._rng.permutation(X2.shape[0])
+        # the rows the training run's seed chooses: the same in every fit of the run
+        seed = self._training.seed
+        rows = np.random.default_rng([0 if seed is None else seed, 1]).permutation(X2.shape[0])
         val, train = np.sort(rows[:n_val]), np.sort(rows[n_val:])
         return (X2[train], Y[train], None if weights is None else weights[train], (X2[val], Y[val]))
 

@@ -248,7 +248,16 @@ def networks(draw):
             "cross_entropy": rng.integers(0, sizes[-1], 8),
             "binary_cross_entropy": rng.integers(0, 2, (8, sizes[-1])),
         }[loss]
-        net.fit(rng.normal(size=(8, sizes[0])), y, epochs=1, batch_size=4)
+        keeping = draw(  # callbacks whose state the file holds (an array, for EarlyStopping)
+            st.sampled_from(
+                [
+                    [],
+                    [bp.callbacks.EarlyStopping("loss", patience=3)],
+                    [bp.callbacks.CosineDecay(5), bp.callbacks.ReduceLROnPlateau("loss")],
+                ]
+            )
+        )
+        net.fit(rng.normal(size=(8, sizes[0])), y, epochs=1, batch_size=4, callbacks=keeping)
     if draw(st.booleans()):
         one_unit = loss == "binary_cross_entropy" and sizes[-1] == 1  # labels 0 and 1
         net.classes = [f"class {i}" for i in range(2 if one_unit else sizes[-1])]
@@ -305,7 +314,7 @@ JUNK = st.recursive(
 # What a message must name for an edit of each top-level field.
 NAMED = {
     "format": ("no backprop header",),
-    "version": ("version",),
+    "version": ("version", "unexpected field 'training'"),  # (version 1 has no training state)
     "layers": ("meta.layers", "meta: ", "meta.classes", "params", "optimizer_state"),
     "loss": ("meta.loss", "meta: "),
     "dtype": ("meta.dtype", "params", "optimizer_state"),
@@ -315,6 +324,7 @@ NAMED = {
     "optimizer": ("meta.optimizer", "optimizer_state"),
     "optimizer_steps": ("meta.optimizer_steps",),
     "rng": ("meta.rng",),
+    "training": ("meta.training", "training_"),
 }
 PLAUSIBLE = [
     "backprop model",
@@ -408,7 +418,8 @@ def edit_meta(draw, file, kind):
     parent = at(meta, path[:-1])
     if kind == "drop":
         del parent[path[-1]]
-        return ("missing", "no backprop header", "version")
+        # (a callback's array dropped from the metadata leaves its member unexpected)
+        return ("missing", "no backprop header", "version", "unexpected member 'training_")
     old = parent[path[-1]]
     if kind == "nudge":  # another value of the same kind, often a valid one
         parent[path[-1]] = draw(
