@@ -63,7 +63,8 @@ _LOSSES = tuple(n for n in _losses.NAMES if _losses.get(n).name == n)
 _DTYPES = ("float32", "float64")
 _META_BYTES = 4 << 20
 _MAX_RATIO, _RATIO_FROM = 100, 16 << 20
-_MAX_STEPS = 2**62
+# The most optimizer steps a file may count (and so a network may be given).
+MAX_STEPS = 2**62
 
 
 # -- the record ----------------------------------------------------------------
@@ -300,7 +301,7 @@ def parse_meta(text: str) -> Model:
         _optional(meta["n_threads"], _integer, "meta.n_threads", 1),
         classes,
         _parse_optimizer(meta["optimizer"]),
-        _integer(meta["optimizer_steps"], "meta.optimizer_steps", 0, _MAX_STEPS),
+        _integer(meta["optimizer_steps"], "meta.optimizer_steps", 0, MAX_STEPS),
         _parse_rng(meta["rng"]),
     )
 

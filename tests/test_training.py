@@ -2,6 +2,9 @@
 epoch (backprop._sources.Order), epoch runners, and the optimizer's state
 as the network shows it."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -111,7 +114,21 @@ def test_optimizer_state_is_the_live_state_and_steps_can_be_set():
     assert b.optimizer_steps == 10
 
 
-@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), (2**63, ValueError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [(-1, ValueError), (1.5, TypeError), (2**62 + 1, ValueError), (2**63, ValueError)],
+)
 def test_bad_step_counts_are_refused(value, error):
     with pytest.raises(error, match="optimizer_steps"):
         net().optimizer_steps = value
+
+
+def test_any_step_count_a_network_takes_survives_a_file_and_a_pickle(tmp_path):
+    # The largest count the setter takes is one a model file holds: save,
+    # pickle and deepcopy give it back rather than a file load refuses.
+    a = net()
+    a.optimizer = bp.Adam(1e-2)
+    a.optimizer_steps = 2**62
+    a.save(tmp_path / "a.npz")
+    for b in (bp.load(tmp_path / "a.npz"), pickle.loads(pickle.dumps(a)), copy.deepcopy(a)):
+        assert b.optimizer_steps == 2**62
