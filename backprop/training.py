@@ -229,6 +229,10 @@ class Trainer:
         epochs = check_int(epochs, "epochs", minimum=0)
         batch_size = check_int(batch_size, "batch_size")
         runner = EpochRunner() if runner is None else runner
+        if not isinstance(runner, EpochRunner):
+            raise TypeError(
+                f"runner must be a backprop.training.EpochRunner, got {type(runner).__name__}"
+            )
         self._set_optimizer_for_fit(optimizer, lr)
         source, score = self._source(
             X,

@@ -94,6 +94,15 @@ def test_a_runner_of_ones_own_runs_every_epoch_of_fit():
     assert history.history == expected.history
 
 
+def test_a_runner_that_is_not_an_epoch_runner_is_refused_by_name():
+    X, y = data()
+    a = net()
+    before = a.params.copy()
+    with pytest.raises(TypeError, match="runner must be a backprop.training.EpochRunner"):
+        a.fit(X, y, lr=0.1, runner="mpi")
+    np.testing.assert_array_equal(a.params, before)
+
+
 def test_optimizer_state_is_the_live_state_and_steps_can_be_set():
     X, y = data()
     a = net()
