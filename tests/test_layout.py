@@ -125,3 +125,21 @@ def test_the_engine_takes_a_layout_and_buffers_of_its_size():
         Engine(Layout([3, 3]), **common)
     with pytest.raises(ValueError, match="one entry for each layer"):
         Engine(Layout([3, 2, 2]), **common)
+
+
+def test_the_engine_refuses_a_layout_whose_entries_leave_the_buffers():
+    # The core writes where the layout says: a subclass that places b past
+    # the end of params is refused, not run (it wrote outside the buffer).
+    class Lying(Layout):
+        __slots__ = ()
+
+        @property
+        def b_offsets(self):
+            return (10**8,)
+
+    layout = Lying([3, 2])
+    params = np.zeros(layout.n_params)
+    with pytest.raises(ValueError, match="must lie within its n_params"):
+        Engine(
+            layout, [ActivationCode.IDENTITY], [0.0], LossCode.MSE, params, np.zeros_like(params)
+        )
