@@ -69,7 +69,8 @@ _LOSSES = tuple(n for n in _losses.NAMES if _losses.get(n).name == n)
 _DTYPES = ("float32", "float64")
 _META_BYTES = 4 << 20
 _MAX_RATIO, _RATIO_FROM = 100, 16 << 20
-_MAX_STEPS = 2**62
+# The most optimizer steps a file may count (and so a network may be given).
+MAX_STEPS = 2**62
 
 
 # -- the record ----------------------------------------------------------------
@@ -368,7 +369,7 @@ def parse_meta(text: str) -> Model:
         _optional(meta["n_threads"], _integer, "meta.n_threads", 1),
         classes,
         _parse_optimizer(meta["optimizer"]),
-        _integer(meta["optimizer_steps"], "meta.optimizer_steps", 0, _MAX_STEPS),
+        _integer(meta["optimizer_steps"], "meta.optimizer_steps", 0, MAX_STEPS),
         _parse_rng(meta["rng"]),
         _parse_training(meta["training"]) if version == 2 else Training(),
     )
@@ -468,7 +469,7 @@ def _parse_training(meta) -> Training:
                 raise bad(f"{where}.{item} is out of range")
             parsed[key][item] = value
     return Training(
-        _integer(meta["epoch"], f"{name}.epoch", 0, _MAX_STEPS),
+        _integer(meta["epoch"], f"{name}.epoch", 0, MAX_STEPS),
         _optional(meta["seed"], _integer, f"{name}.seed", 0, 2**62 - 1),
         parsed,
     )

@@ -285,8 +285,10 @@ class ReduceLROnPlateau(_Monitored):
         min_delta: float = 1e-4,
         min_lr: float = 0.0,
     ):
+        # Checked in the order of the arguments: monitor, factor, patience …
+        self.monitor, self.factor = monitor, factor
         super().__init__(monitor, patience, min_delta)
-        self.factor, self.min_lr = factor, min_lr
+        self.min_lr = min_lr
 
     def on_epoch_end(self, net, epoch, logs):
         if not self._improved(logs) and self._wait > self.patience:

@@ -182,6 +182,11 @@ def fit(
         runner.timeout = check_positive_float(timeout, "timeout")
         if not isinstance(net, Sequential):
             raise TypeError(f"net must be a backprop.Sequential, got {type(net).__name__}")
+        if y is None:  # (fit's iterable of batches: it has no rows to share out)
+            raise ValueError(
+                "y is missing: distributed.fit shares out the rows of arrays (or "
+                "memory maps) X and y, not an iterable of batches"
+            )
         me, ranks = comm.Get_rank(), comm.Get_size()
         if validation_data is not None:  # this rank's share of the rows
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:

@@ -79,6 +79,14 @@ class Layout:
     def __setattr__(self, name, value):
         raise AttributeError("a Layout cannot be changed")
 
+    def __delattr__(self, name):
+        raise AttributeError("a Layout cannot be changed")
+
+    def __reduce__(self):
+        # Pickles and copies are made from the sizes, by the constructor
+        # (copying the slots would go through __setattr__, which refuses).
+        return Layout, (self.sizes,)
+
     @property
     def n_layers(self) -> int:
         return len(self.sizes) - 1

@@ -183,13 +183,14 @@ class Sequential(Trainer):
     @property
     def optimizer_steps(self) -> int:
         """Updates the current optimizer has made (Adam's bias correction
-        counts them).  Assigning sets the count, as when resuming."""
+        counts them).  Assigning sets the count, as when resuming (at most
+        2⁶², what a model file may hold)."""
         return self._engine.optimizer_steps
 
     @optimizer_steps.setter
     def optimizer_steps(self, value: int) -> None:
         self._apply_optimizer(
-            steps=check_int(value, "optimizer_steps", minimum=0, maximum=2**63 - 1)
+            steps=check_int(value, "optimizer_steps", minimum=0, maximum=_format.MAX_STEPS)
         )
 
     @property

@@ -12,6 +12,7 @@ sees Ctrl-C between two of them.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import warnings
@@ -285,10 +286,17 @@ class Trainer:
         if not isinstance(reset, bool):
             raise TypeError(f"reset must be True or False, got {reset!r}")
         runner = EpochRunner() if runner is None else runner
-        if reset:
-            self._reset_training()
-        if self._training.seed is None:
-            self._training.seed = int(self._rng.integers(2**62))
+        if not isinstance(runner, EpochRunner):
+            raise TypeError(
+                f"runner must be a backprop.training.EpochRunner, got {type(runner).__name__}"
+            )
+        # The run's shuffle seed: the one kept, or (a new run) the next draw from the
+        # network's generator, taken only once the arguments have passed their checks.
+        kept = self._training.seed
+        new_run = reset or kept is None
+        run_seed = (
+            int(copy.deepcopy(self._rng).integers(2**62)) if new_run or kept is None else kept
+        )
         self._set_optimizer_for_fit(optimizer, lr)
         source, score = self._source(
             X,
@@ -301,6 +309,7 @@ class Trainer:
             validation_data,
             validation_split,
             runner.reads_rows,
+            run_seed,
         )
         n = source.rows
         batch_size = min(batch_size, n or batch_size)
@@ -313,9 +322,14 @@ class Trainer:
             verbose,
             runner.validating(score is not None),
         )
+        if reset:
+            self._reset_training()
+        if new_run:
+            self._rng.integers(2**62)  # (the draw run_seed took)
+            self._training.seed = run_seed
         # The core shuffles the rows of each chunk by the epoch's seed: the
         # training run's seed plus the epoch's number (see TrainingState).
-        seed = self._training.seed if shuffle else -1
+        seed = run_seed if shuffle else -1
         # An epoch goes to the core in stretches of whole batches, each about
         # STRETCH_FLOPS of work, so that Ctrl-C lands between two of them.
         step_flops = self._engine_flops_per_row() * batch_size
@@ -481,11 +495,13 @@ class Trainer:
         validation_data,
         validation_split,
         lazy=False,
+        split_seed=0,
     ):
         """fit's data as a source of chunks (see backprop._sources; chunks
         hold whole steps of step_rows rows; `lazy`: no row is read before it
         is asked for), and a function giving the validation figures after
-        each epoch (or None)."""
+        each epoch (or None); validation_split holds out the rows that
+        split_seed chooses."""
         if y is None and isinstance(X, np.ndarray):
             raise TypeError(
                 "y is missing: fit(X, y) takes arrays, fit(batches) an iterable of (X, y) batches"
@@ -493,7 +509,7 @@ class Trainer:
         chunked = chunk_size is not None or isinstance(X, np.memmap)
         if y is not None and not chunked and not lazy:
             return self._in_memory(
-                X, y, sample_weight, class_weight, validation_data, validation_split
+                X, y, sample_weight, class_weight, validation_data, validation_split, split_seed
             )
         if validation_split:
             raise ValueError(
@@ -513,7 +529,9 @@ class Trainer:
             X, y, step_rows, chunk_size, sample_weight, class_weight, chunked
         ), score
 
-    def _in_memory(self, X, y, sample_weight, class_weight, validation_data, validation_split):
+    def _in_memory(
+        self, X, y, sample_weight, class_weight, validation_data, validation_split, split_seed
+    ):
         """The source and scorer of fit for data converted in memory at once."""
         if validation_data is not None and validation_split:
             raise ValueError("validation_data and validation_split: give one, not both")
@@ -526,7 +544,7 @@ class Trainer:
         if self._scored_in_chunks(validation_data):
             return _sources.InMemory(X2, Y, weights), self._scorer(validation_data, False)
         X2, Y, weights, validation = self._validation(
-            X2, Y, weights, validation_data, validation_split
+            X2, Y, weights, validation_data, validation_split, split_seed
         )
         return _sources.InMemory(X2, Y, weights), self._scorer(validation)
 
@@ -555,9 +573,11 @@ class Trainer:
             self._about, X, y, sample_weight, table, rows if chunked else None
         )
 
-    def _validation(self, X2, Y, weights, validation_data, validation_split):
+    def _validation(self, X2, Y, weights, validation_data, validation_split, split_seed=0):
         """(X_train, Y_train, weights, (X_val, Y_val) or None) from fit's
-        arguments (at most one of validation_data and validation_split)."""
+        arguments (at most one of validation_data and validation_split, which
+        holds out the rows split_seed chooses: the same in every fit of a
+        training run)."""
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
@@ -573,9 +593,7 @@ class Trainer:
                 f"validation_split must leave rows on both sides, got "
                 f"{validation_split} of {X2.shape[0]} rows"
             )
-        # the rows the training run's seed chooses: the same in every fit of the run
-        seed = self._training.seed
-        rows = np.random.default_rng([0 if seed is None else seed, 1]).permutation(X2.shape[0])
+        rows = np.random.default_rng([split_seed, 1]).permutation(X2.shape[0])
         val, train = np.sort(rows[:n_val]), np.sort(rows[n_val:])
         return (X2[train], Y[train], None if weights is None else weights[train], (X2[val], Y[val]))
 

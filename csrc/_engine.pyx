@@ -153,6 +153,13 @@ cdef class Engine:
         sizes, w_off, b_off = layout.sizes, layout.w_offsets, layout.b_offsets
         if L != layout.n_layers or len(slopes) != L:
             raise ValueError("acts and slopes must have one entry for each layer of the layout")
+        # The C code reads and writes where the layout says: each W and b must
+        # lie within the buffers (a Layout's own do; a subclass's might not).
+        if (len(sizes) != L + 1 or len(w_off) != L or len(b_off) != L or min(sizes) < 1
+                or any(not (0 <= w_off[l] and w_off[l] + sizes[l] * sizes[l + 1] <= layout.n_params
+                            and 0 <= b_off[l] and b_off[l] + sizes[l + 1] <= layout.n_params)
+                       for l in range(L))):
+            raise ValueError("layout: each layer's W and b must lie within its n_params")
         self.dtype = np.dtype(params.dtype)
         if self.dtype not in (np.float32, np.float64) or grads.dtype != self.dtype:
             raise TypeError("params and grads must share a float32 or float64 dtype")

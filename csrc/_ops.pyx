@@ -202,7 +202,8 @@ def dense_backward(real[:, ::1] dW, real[::1] db, const real[:, ::1] delta,
 def sgd_update(real[::1] w, const real[::1] g, double lr):
     """w ← w − lr · g over a flat buffer: optimizer_update's SGD, with every
     other setting 0 (no momentum, so no state; ×1 and +0 leave w − lr · g
-    exact)."""
+    exact for finite w: an infinite weight becomes NaN, 0·∞, as in
+    train_step)."""
     cdef Optimizer o
     fits("g", g.shape[0], 1, w.shape[0], 1)
     memset(&o, 0, sizeof(o))

@@ -173,6 +173,20 @@ def test_bad_callbacks():
         cb.ReduceLROnPlateau(factor=2)
 
 
+def test_the_first_bad_argument_of_a_callback_is_the_one_named():
+    # In the order of the arguments, as the constructors always checked them.
+    with pytest.raises(ValueError, match="factor"):
+        cb.ReduceLROnPlateau(factor=2, patience=-1)
+    with pytest.raises(ValueError, match="factor"):
+        cb.ReduceLROnPlateau(factor=2, min_delta=-1)
+    with pytest.raises(TypeError, match="monitor"):
+        cb.ReduceLROnPlateau(monitor=1, factor=2)
+    with pytest.raises(ValueError, match="patience"):
+        cb.ReduceLROnPlateau(patience=-1, min_delta=-1, min_lr=-1)
+    with pytest.raises(ValueError, match="patience"):
+        cb.EarlyStopping(patience=-1, min_delta=-1, restore_best_weights="x")
+
+
 def test_progress_bar_on_a_terminal():
     class Terminal(io.StringIO):
         def isatty(self):

@@ -1,6 +1,9 @@
 """The flat parameter layout: one object, used by the network's views, the
 engine, gradcheck's names and model files."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -95,6 +98,16 @@ def test_a_layout_cannot_be_changed():
     layout = Layout([2, 2])
     with pytest.raises(AttributeError, match="cannot be changed"):
         layout.sizes = (3, 3)
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        del layout.sizes
+    assert layout.sizes == (2, 2) and layout.n_params == 6
+
+
+def test_a_layout_pickles_and_copies_as_an_equal_layout():
+    layout = bp.Sequential(bp.Dense(3, 4), bp.Dense(4, 2)).layout
+    for twin in (pickle.loads(pickle.dumps(layout)), copy.copy(layout), copy.deepcopy(layout)):
+        assert type(twin) is Layout and twin == layout
+        assert twin.entries == layout.entries and twin.n_params == layout.n_params
 
 
 def test_the_engine_takes_a_layout_and_buffers_of_its_size():
@@ -112,3 +125,21 @@ def test_the_engine_takes_a_layout_and_buffers_of_its_size():
         Engine(Layout([3, 3]), **common)
     with pytest.raises(ValueError, match="one entry for each layer"):
         Engine(Layout([3, 2, 2]), **common)
+
+
+def test_the_engine_refuses_a_layout_whose_entries_leave_the_buffers():
+    # The core writes where the layout says: a subclass that places b past
+    # the end of params is refused, not run (it wrote outside the buffer).
+    class Lying(Layout):
+        __slots__ = ()
+
+        @property
+        def b_offsets(self):
+            return (10**8,)
+
+    layout = Lying([3, 2])
+    params = np.zeros(layout.n_params)
+    with pytest.raises(ValueError, match="must lie within its n_params"):
+        Engine(
+            layout, [ActivationCode.IDENTITY], [0.0], LossCode.MSE, params, np.zeros_like(params)
+        )

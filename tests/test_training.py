@@ -2,6 +2,9 @@
 epoch (backprop._sources.Order), epoch runners, and the optimizer's state
 as the network shows it."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -93,6 +96,15 @@ def test_a_runner_of_ones_own_runs_every_epoch_of_fit():
     assert history.history == expected.history
 
 
+def test_a_runner_that_is_not_an_epoch_runner_is_refused_by_name():
+    X, y = data()
+    a = net()
+    before = a.params.copy()
+    with pytest.raises(TypeError, match="runner must be a backprop.training.EpochRunner"):
+        a.fit(X, y, lr=0.1, runner="mpi")
+    np.testing.assert_array_equal(a.params, before)
+
+
 def test_optimizer_state_is_the_live_state_and_steps_can_be_set():
     X, y = data()
     a = net()
@@ -113,7 +125,21 @@ def test_optimizer_state_is_the_live_state_and_steps_can_be_set():
     assert b.optimizer_steps == 10
 
 
-@pytest.mark.parametrize("value, error", [(-1, ValueError), (1.5, TypeError), (2**63, ValueError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [(-1, ValueError), (1.5, TypeError), (2**62 + 1, ValueError), (2**63, ValueError)],
+)
 def test_bad_step_counts_are_refused(value, error):
     with pytest.raises(error, match="optimizer_steps"):
         net().optimizer_steps = value
+
+
+def test_any_step_count_a_network_takes_survives_a_file_and_a_pickle(tmp_path):
+    # The largest count the setter takes is one a model file holds: save,
+    # pickle and deepcopy give it back rather than a file load refuses.
+    a = net()
+    a.optimizer = bp.Adam(1e-2)
+    a.optimizer_steps = 2**62
+    a.save(tmp_path / "a.npz")
+    for b in (bp.load(tmp_path / "a.npz"), pickle.loads(pickle.dumps(a)), copy.deepcopy(a)):
+        assert b.optimizer_steps == 2**62

@@ -168,6 +168,17 @@ def test_refused_arguments_on_one_rank_raise_on_every_rank():
         dist.fit(make_net(), X[:0], y[:0], lr=0.1)
 
 
+def test_an_iterable_of_batches_is_refused_on_every_rank():
+    # It has no rows to share out: refused by name (not a TypeError from
+    # gathering its unknown row count), and the other ranks raise too.
+    X, y = data(60)
+    batches = [(X[:30], y[:30]), (X[30:], y[30:])]
+    last = me == ranks - 1
+    error, match = (ValueError, "y is missing") if last else (RuntimeError, "refused")
+    with pytest.raises(error, match=match):
+        dist.fit(make_net(), *((batches, None) if last else (X, y)), lr=0.1, timeout=30)
+
+
 def test_every_argument_of_fit_passes_through_but_validation_split():
     X, y = data()
     net, alone = make_net(), make_net()
