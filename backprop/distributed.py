@@ -43,7 +43,6 @@ except ImportError as exc:  # pragma: no cover - without the extra
     ) from exc
 
 from ._validation import check_positive_float
-from .layout import Layout
 from .network import History, Sequential
 from .training import EpochRunner, FitPlan
 
@@ -240,10 +239,11 @@ class _Runner(EpochRunner):
     def validating(self, here: bool) -> bool:
         return self._validating
 
-    def meet(self, rows: int, refused: bool, layout: Layout | None = None) -> np.ndarray:
-        """Every rank's rows, refusal and network layout, gathered (also by a
-        rank whose arguments were refused, so that every rank raises)."""
-        mark = -1 if layout is None else zlib.crc32(repr(layout.sizes).encode())
+    def meet(self, rows: int, refused: bool, network: str | None = None) -> np.ndarray:
+        """Every rank's rows, refusal and network (its description: layout,
+        activations, loss, dtype), gathered (also by a rank whose arguments
+        were refused, so that every rank raises)."""
+        mark = -1 if network is None else zlib.crc32(network.encode())
         gathered = _gather(self.comm, [rows, refused, mark], self.timeout)
         self.met = True
         if refused:
@@ -255,8 +255,8 @@ class _Runner(EpochRunner):
             )
         if (gathered[:, 3] != mark).any():
             raise ValueError(
-                "net: every rank must train the same network; the layer sizes differ "
-                f"(this rank's are {list(layout.sizes) if layout else None})"
+                "net: every rank must train the same network (layer sizes, activations, "
+                f"loss and dtype); this rank's is {network}"
             )
         if (gathered[:, 1] != rows).any():
             raise ValueError(
@@ -265,7 +265,11 @@ class _Runner(EpochRunner):
         return gathered
 
     def start(self, net, plan: FitPlan) -> FitPlan:
-        gathered = self.meet(plan.source.rows, refused=False, layout=net.layout)
+        network = (
+            f"{list(net.layout.sizes)} "
+            f"{[layer.activation.name for layer in net.layers]} {net.loss.name} {net.dtype}"
+        )
+        gathered = self.meet(plan.source.rows, refused=False, network=network)
         self.started, self.classifies = True, net.is_classifier
         if net.n_threads is None:
             self._threads = (net, None)

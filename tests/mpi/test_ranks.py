@@ -189,15 +189,20 @@ def test_every_argument_of_fit_passes_through_but_validation_split():
         dist.fit(make_net(), X, y, validation_split=0.2, timeout=30)
 
 
-def test_ranks_must_train_the_same_network():
+@pytest.mark.parametrize("differs", ["sizes", "dtype", "activation"])
+def test_ranks_must_train_the_same_network(differs):
     if ranks == 1:
         pytest.skip("needs ranks with different networks")
     X, y = data(60)
-    hidden = 16 if me == 0 else 17  # other layer sizes on the other ranks
+    other = me != 0
+    hidden = 17 if other and differs == "sizes" else 16
+    dtype = "float32" if other and differs == "dtype" else "float64"
+    act = "relu" if other and differs == "activation" else "tanh"
     net = bp.Sequential(
-        bp.Dense(8, hidden, activation="tanh"),
+        bp.Dense(8, hidden, activation=act),
         bp.Dense(hidden, 3, activation="softmax"),
         loss="cross_entropy",
+        dtype=dtype,
     )
     with pytest.raises(ValueError, match="net: every rank must train the same network"):
         dist.fit(net, X, y, lr=0.1, timeout=30)
