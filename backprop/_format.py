@@ -44,7 +44,9 @@ _META_FIELDS_1 = (
     "rng",
 )
 _META_FIELDS = _META_FIELDS_1 + ("training",)
-_TRAINING_FIELDS = ("epoch", "seed", "callbacks")
+_TRAINING_FIELDS = ("epoch", "seed", "callbacks", "run")
+_RUN_FIELDS = ("first", "last", "rows", "batch_size", "shuffle", "complete", "history")
+_MAX_FIGURES = 20
 _MAX_CALLBACKS, _MAX_VALUES, _MAX_TEXT = 100, 100, 1000
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}(#[0-9]{1,3})?")
@@ -122,6 +124,7 @@ class Training(NamedTuple):
     epoch: int = 0
     seed: int | None = None
     callbacks: Mapping = {}
+    run: Mapping | None = None  # a checkpoint's run (see backprop.training.Checkpoint)
 
     @property
     def array_names(self) -> list:
@@ -195,12 +198,25 @@ def arrays_of(model: Model, params: np.ndarray, states) -> dict:
             "epoch": int(model.training.epoch),
             "seed": model.training.seed,
             "callbacks": callbacks,
+            "run": _run_of(model.training.run),
         },
     }
     arrays = {"meta": np.array(json.dumps(meta, allow_nan=False)), "params": params.copy()}
     for i, state in enumerate(states):
         arrays[state_name(i)] = state.copy()
     return arrays | extra
+
+
+def _run_of(run):
+    """A checkpoint's run as JSON: its history's figures with None for a
+    value that is not finite (a diverged epoch's loss)."""
+    if run is None:
+        return None
+    history = {
+        key: [v if math.isfinite(v) else None for v in map(float, values)]
+        for key, values in run["history"].items()
+    }
+    return dict(run, history=history)
 
 
 # -- writing -------------------------------------------------------------------
@@ -223,6 +239,25 @@ def _umask() -> int:
     return mask
 
 
+def _sync_folder(folder: str) -> None:
+    """Make a rename in `folder` durable (where the system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def npz_path(path) -> str:
+    """`path` as `write` names the file (".npz" added when missing)."""
+    return _npz_path(path)
+
+
 def write(path, arrays: dict) -> str:
     """Write `arrays` (from `arrays_of`) to `path` (".npz" is added when
     missing) atomically: a temporary file, fsynced, renamed over the target,
@@ -237,6 +272,7 @@ def write(path, arrays: dict) -> str:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _sync_folder(folder)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -472,7 +508,39 @@ def _parse_training(meta) -> Training:
         _integer(meta["epoch"], f"{name}.epoch", 0, MAX_STEPS),
         _optional(meta["seed"], _integer, f"{name}.seed", 0, 2**62 - 1),
         parsed,
+        _optional(meta["run"], _parse_run),
     )
+
+
+def _parse_run(meta) -> dict:
+    name = "meta.training.run"
+    _fields(meta, name, _RUN_FIELDS)
+    first = _integer(meta["first"], f"{name}.first", 0, MAX_STEPS)
+    last = _integer(meta["last"], f"{name}.last", first, MAX_STEPS)
+    for flag in ("shuffle", "complete"):
+        if type(meta[flag]) is not bool:
+            raise bad(f"{name}.{flag} must be true or false, got {_show(meta[flag])}")
+    history = meta["history"]
+    if not isinstance(history, dict) or len(history) > _MAX_FIGURES:
+        raise bad(f"{name}.history must be an object of at most {_MAX_FIGURES} figures")
+    for key, values in history.items():
+        if not (
+            _NAME.fullmatch(key)
+            and isinstance(values, list)
+            and all(v is None or type(v) in (int, float) for v in values)
+        ):
+            raise bad(f"{name}.history.{_short(key)} must be a list of numbers")
+    return {
+        "first": first,
+        "last": last,
+        "rows": _optional(meta["rows"], _integer, f"{name}.rows", 1),
+        "batch_size": _integer(meta["batch_size"], f"{name}.batch_size", 1),
+        "shuffle": meta["shuffle"],
+        "complete": meta["complete"],
+        "history": {
+            k: [math.nan if v is None else float(v) for v in vs] for k, vs in history.items()
+        },
+    }
 
 
 # -- the arrays against the record ---------------------------------------------

@@ -167,6 +167,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--patience", type=_positive_int, default=5)
     train.add_argument("--save", metavar="MODEL.npz", help="write the trained model here")
+    train.add_argument(
+        "--checkpoint",
+        metavar="RUN.npz",
+        help="keep the run safe in this file after every epoch; run the same command "
+        "again to resume it (a complete run is not trained twice)",
+    )
     train.add_argument("--quiet", action="store_true", help="print only the result")
 
     predict = sub.add_parser(
@@ -426,6 +432,7 @@ def _train(args) -> int:
         validation_split=args.validation_split or 0.0,
         early_stopping=args.early_stopping,
         patience=args.patience,
+        checkpoint=args.checkpoint,
     )
     seconds = time.perf_counter() - start
     standardize_into_first_layer(net, mean, std)

@@ -599,9 +599,9 @@ class Sequential(Trainer):
         # same arrays and JSON description as model files.
         return from_state, (self._snapshot(),)
 
-    def _snapshot(self) -> dict:
+    def _snapshot(self, run: dict | None = None) -> dict:
         """The model file's arrays of this network (copies), for a caller
-        that holds its guard."""
+        that holds its guard; `run`: a checkpoint's (see training.fit)."""
         opt = self.optimizer
         model = _format.Model(
             sizes=[self.n_inputs] + [layer.n_out for layer in self.layers],
@@ -615,7 +615,7 @@ class Sequential(Trainer):
             steps=int(self.optimizer_steps),
             rng=self._rng.bit_generator.state,
             training=_format.Training(
-                self._training.epoch, self._training.seed, self._training.callbacks
+                self._training.epoch, self._training.seed, self._training.callbacks, run
             ),
         )
         return _format.arrays_of(model, self.params, self._opt_state[: opt.n_state])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import _ops, _sources
+from . import _format, _ops, _sources
 from . import callbacks as _callbacks
 from . import optimizers as _optimizers
 from ._engine import Engine
@@ -130,6 +131,10 @@ class EpochRunner:
     engine; backprop.distributed's runner splits every batch over MPI ranks
     in the same order (see backprop._sources.Order)."""
 
+    # Whether this process writes fit's checkpoint file (distributed training:
+    # rank 0 alone; every rank resumes from it).
+    writes_checkpoints = True
+
     # Whether the runner reads only the rows it trains on (each MPI rank its
     # shares): fit then checks the shapes of X and y and converts no row
     # before the runner asks for it (see backprop._sources.ChunkedArrays).
@@ -174,6 +179,33 @@ class EpochRunner:
         return here
 
 
+class Checkpoint:
+    """fit's checkpoint= file: where it is, the run it belongs to (its first
+    and last epoch, the data's rows, batch_size, shuffle, whether it is
+    complete, and the History so far), and whether this process writes it
+    (in distributed training, rank 0 alone)."""
+
+    def __init__(self, path: str, run: dict, writes: bool = True):
+        self.path, self.run, self.writes = path, run, writes
+
+    def save(self, snapshot, history: History, complete: bool) -> None:
+        """Write the network's snapshot(run) (see Sequential.save) with the
+        run and its History so far."""
+        self.run = dict(self.run, complete=complete, history=dict(history.history))
+        if self.writes:
+            _format.write(self.path, snapshot(self.run))
+
+
+def _history_of(run: dict) -> History:
+    """The History a checkpoint's run holds."""
+    history = History()
+    n = len(run["history"].get("loss", []))
+    history.epoch = list(range(run["first"] + 1, run["first"] + n + 1))
+    history.history = {key: list(values) for key, values in run["history"].items()}
+    history.history.setdefault("loss", [])
+    return history
+
+
 class Trainer:
     """fit, partial_fit and what they need: a mixin of Sequential, whose
     members it uses."""
@@ -191,6 +223,15 @@ class Trainer:
         def params(self) -> np.ndarray: ...
         @property
         def layers(self) -> tuple: ...
+        @property
+        def layout(self) -> Any: ...
+        @property
+        def loss(self) -> Any: ...
+        @classmethod
+        def _from_record(cls, model: Any, arrays: dict) -> Any: ...
+        def _snapshot(self, run: dict | None = None) -> dict: ...
+        @property
+        def training_state(self) -> TrainingState: ...
         @property
         def dtype(self) -> np.dtype: ...
         @property
@@ -227,6 +268,7 @@ class Trainer:
         chunk_size: int | None = None,
         verbose: int = 0,
         reset: bool = False,
+        checkpoint: str | os.PathLike | None = None,
         runner: EpochRunner | None = None,
     ) -> History:
         """Train by mini-batch gradient descent.
@@ -269,6 +311,17 @@ class Trainer:
             the weights are kept.  Without it, fit goes on where the last
             fit (or the file the network was loaded from) stopped: see
             TrainingState.
+        checkpoint: a file (".npz" added when missing) that keeps the whole
+            run safe, as Keras's BackupAndRestore does: the network, its
+            optimizer and training state, and the History so far are saved
+            atomically after every epoch.  If the file exists when fit
+            starts, training resumes from it; once the run is over the file
+            is marked complete, and running the same fit again returns its
+            History without training twice.  A run killed at any moment and
+            started again with the same command ends with the same model,
+            bit for bit.  A file of another network, data size or run (other
+            epochs, batch_size or shuffle) is refused; delete it to start
+            over.
         runner: how each epoch runs, an EpochRunner; by default in this
             process (backprop.distributed passes one that spreads every
             batch over MPI ranks).
@@ -292,6 +345,13 @@ class Trainer:
             )
         # The run's shuffle seed: the one kept, or (a new run) the next draw from the
         # network's generator, taken only once the arguments have passed their checks.
+        path = None if checkpoint is None else _format.npz_path(checkpoint)
+        if path is not None:
+            if reset and os.path.exists(path):
+                raise ValueError(
+                    f"reset: the checkpoint {path} exists and would resume the run; "
+                    "delete it to start over"
+                )
         kept = self._training.seed
         new_run = reset or kept is None
         run_seed = (
@@ -322,6 +382,25 @@ class Trainer:
             verbose,
             runner.validating(score is not None),
         )
+        run = None
+        if path is not None:
+            first = self._training.epoch
+            run = {
+                "first": first,
+                "last": first + epochs,
+                "rows": n,
+                "batch_size": batch_size,
+                "shuffle": bool(shuffle),
+                "complete": False,
+                "history": {},
+            }
+            if os.path.exists(path):  # resume the run from it
+                run = self._resume(path, run)
+                run_seed = int(self._training.seed or 0)
+                new_run = reset = False
+                epochs = run["last"] - self._training.epoch
+                if run["complete"]:
+                    return _history_of(run)
         if reset:
             self._reset_training()
         if new_run:
@@ -341,14 +420,17 @@ class Trainer:
             callbacks,
             lambda epoch, lr: runner.epoch(self, plan, epoch, lr),
             runner.score(score),
+            None
+            if run is None or path is None
+            else Checkpoint(path, run, runner.writes_checkpoints),
         )
 
-    def _run_epochs(self, epochs, rows, callbacks, run_epoch, score) -> History:
+    def _run_epochs(self, epochs, rows, callbacks, run_epoch, score, checkpoint=None) -> History:
         """The loop over the epochs of a fit around run_epoch(epoch, lr) →
         (mean loss, accuracy): callbacks, history, validation figures from
         score(), and the return to the last finite state when an epoch
         diverges or meets bad data."""
-        history = History()
+        history = History() if not checkpoint else _history_of(checkpoint.run)
         self.stop_training = False
         state = self._training
         first = state.epoch
@@ -420,12 +502,64 @@ class Trainer:
                     kept_state = callback.get_state()
                     if kept_state:
                         state.callbacks[key] = kept_state
+                if checkpoint and not self.stop_training and epoch < first + epochs:
+                    checkpoint.save(self._snapshot, history, complete=False)
                 if self.stop_training:
                     break
         finally:  # also when an error or Ctrl-C ends training
             for callback in callbacks:
                 callback.on_train_end(self, logs)
+        if checkpoint:  # the run is over (every epoch, an early stop or a divergence)
+            checkpoint.save(self._snapshot, history, complete=True)
         return history
+
+    def _resume(self, path: str, run: dict) -> dict:
+        """Take up the run saved in the checkpoint `path`: the network's
+        weights, optimizer, state and generator become the file's; returns
+        the file's run, once it is known to be this fit's."""
+        model, arrays = _format.read(path)
+        saved = model.training.run
+        mine = (
+            list(self.layout.sizes),
+            [layer.activation.name for layer in self.layers],
+            self.loss.name,
+            self.dtype.name,
+        )
+        theirs = (list(model.sizes), [a.name for a in model.activations], model.loss, model.dtype)
+        if saved is None:
+            raise ValueError(f"checkpoint: {path} is a model file, not a checkpoint of a run")
+        if theirs != mine:
+            raise ValueError(
+                f"checkpoint: {path} belongs to another network (layers {theirs[0]}, "
+                f"{theirs[1]}, {theirs[2]}, {theirs[3]}; this one is {mine[0]}, {mine[1]}, "
+                f"{mine[2]}, {mine[3]}); delete it or name another file"
+            )
+        for key, what in (
+            ("rows", "rows of data"),
+            ("first", "first epoch"),
+            ("last", "last epoch"),
+            ("batch_size", "batch_size"),
+            ("shuffle", "shuffle"),
+        ):
+            if saved[key] != run[key]:
+                raise ValueError(
+                    f"checkpoint: {path} belongs to another run: its {what} is "
+                    f"{saved[key]}, this fit's is {run[key]}; delete it to start over"
+                )
+        other = type(self)._from_record(model, arrays)  # (checked whole first)
+        if type(other.optimizer) is not type(self._optimizer):
+            raise ValueError(
+                f"checkpoint: {path} trains with {type(other.optimizer).__name__}, "
+                f"this fit with {type(self._optimizer).__name__}; delete it to start over"
+            )
+        self.params[...] = other.params
+        self.optimizer = other.optimizer
+        for mine_state, theirs_state in zip(self._opt_state, other.optimizer_state):
+            mine_state[...] = theirs_state
+        self._apply_optimizer(steps=other.optimizer_steps)
+        self._rng.bit_generator.state = model.rng
+        self._training = other.training_state
+        return dict(saved)
 
     def _reset_training(self) -> None:
         """A new training run (fit's reset=True): see TrainingState."""

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import backprop as bp
+from backprop import _format
 from backprop.cli import main
 
 # The folder that holds the backprop under test: the subprocesses import it too.
@@ -423,3 +424,23 @@ def test_warnings_are_one_line_messages(capsys):
     assert code == 0
     assert err.startswith("backprop: warning: training stopped at epoch 1")
     assert "net.fit(" not in err  # no source line
+
+
+def test_train_with_a_checkpoint_resumes_and_does_not_train_twice(tmp_path):
+    run_file = tmp_path / "run.npz"
+    args = ("train", "--epochs", "5", "--checkpoint", str(run_file), "--quiet")
+    first = run(*args, "--save", str(tmp_path / "a.npz"))
+    assert first.returncode == 0, first.stderr
+    meta = _format.read(str(run_file))[0].training
+    assert meta.epoch == 5 and meta.run["complete"]
+    again = run(*args, "--save", str(tmp_path / "b.npz"))  # the same command again
+    assert again.returncode == 0, again.stderr
+
+    def figures(out):  # the result line without its time
+        return re.sub(r"trained in [0-9.]+ \S+; ", "", out).replace("a.npz", "b.npz")
+
+    assert figures(again.stdout) == figures(first.stdout)
+    a, b = bp.load(tmp_path / "a.npz"), bp.load(tmp_path / "b.npz")
+    np.testing.assert_array_equal(a.params, b.params)
+    other = run("train", "--epochs", "6", "--checkpoint", str(run_file), "--quiet")
+    assert other.returncode == 1 and "belongs to another run" in other.stderr

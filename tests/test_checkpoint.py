@@ -1,0 +1,186 @@
+"""fit(..., checkpoint=path): a run that survives being killed.  It resumes
+from the file, ends with the model an uninterrupted run ends with, bit for
+bit, and does not train twice once complete."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import backprop as bp
+from backprop import _format
+from backprop import callbacks as cb
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make_net(hidden=8, dtype="float64"):
+    return bp.Sequential(
+        bp.Dense(5, hidden, "tanh"),
+        bp.Dense(hidden, 3, "softmax"),
+        loss="cross_entropy",
+        dtype=dtype,
+        seed=1,
+    )
+
+
+def data(n=60):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 5))
+    return X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.3)
+
+
+class StopAt(cb.Callback):
+    """Interrupts training once epoch `at` is over (and saved), as Ctrl-C or
+    a kill would."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_begin(self, net, epoch, logs):
+        if epoch == self.at + 1:
+            raise KeyboardInterrupt
+
+
+def fit(net, path, *extra, epochs=6, **kwargs):
+    X, y = data()
+    return net.fit(
+        X,
+        y,
+        epochs=epochs,
+        batch_size=8,
+        optimizer=bp.Adam(1e-2),
+        callbacks=[cb.StepDecay(2, 0.5), *extra],
+        checkpoint=path,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("at", [1, 3, 5])
+def test_a_run_interrupted_and_started_again_ends_as_one_run(tmp_path, at):
+    whole = make_net()
+    expected = fit(whole, None)
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fit(make_net(), path, StopAt(at))
+    assert _format.read(path)[0].training.epoch == at  # saved after every epoch
+    again = make_net()  # the same script, run again
+    history = fit(again, path)
+    np.testing.assert_array_equal(again.params, whole.params)
+    assert again.optimizer_steps == whole.optimizer_steps
+    assert history.epoch == expected.epoch and history.history == expected.history
+
+
+def test_a_complete_run_is_not_trained_twice(tmp_path):
+    path = tmp_path / "run"  # (".npz" is added)
+    first = make_net()
+    history = fit(first, path)
+    assert _format.read(str(path) + ".npz")[0].training.run["complete"]
+    again = make_net()
+    before = again.params.copy()
+    rerun = fit(again, path)
+    assert rerun.history == history.history and rerun.epoch == history.epoch
+    np.testing.assert_array_equal(again.params, first.params)  # the run's model, taken up
+    assert not np.array_equal(before, again.params)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda: (make_net(hidden=9), {}), "belongs to another network"),
+        (lambda: (make_net(dtype="float32"), {}), "belongs to another network"),
+        (lambda: (make_net(), {"epochs": 7}), "its last epoch is 6, this fit's is 7"),
+        (lambda: (make_net(), {"batch_size": 4}), "its batch_size is 8"),
+        (lambda: (make_net(), {"shuffle": False}), "its shuffle is True"),
+        (lambda: (make_net(), {"reset": True}), "reset: the checkpoint"),
+    ],
+)
+def test_a_checkpoint_of_another_run_is_refused(tmp_path, change, message):
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fit(make_net(), path, StopAt(2))
+    net, kwargs = change()
+    before = net.params.copy()
+    X, y = data()
+    args = {"epochs": 6, "batch_size": 8, "optimizer": bp.Adam(1e-2)} | kwargs
+    with pytest.raises(ValueError, match=message):
+        net.fit(X, y, checkpoint=path, **args)
+    np.testing.assert_array_equal(net.params, before)  # refused: nothing changed
+
+
+def test_other_data_and_plain_model_files_are_refused(tmp_path):
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fit(make_net(), path, StopAt(2))
+    X, y = data(50)
+    with pytest.raises(ValueError, match="its rows of data is 60, this fit's is 50"):
+        make_net().fit(X, y, epochs=6, batch_size=8, optimizer=bp.Adam(1e-2), checkpoint=path)
+    model = tmp_path / "model.npz"
+    make_net().save(model)
+    with pytest.raises(ValueError, match="is a model file, not a checkpoint"):
+        make_net().fit(*data(), epochs=6, checkpoint=model)
+
+
+def test_a_run_killed_at_random_moments_ends_as_one_run_bit_for_bit(tmp_path):
+    script = os.path.join(HERE, "checkpoint", "train.py")
+    # the child imports the backprop these tests import (installed, or built in place)
+    package_root = os.path.dirname(os.path.dirname(bp.__file__))
+    env = dict(os.environ, PYTHONPATH=package_root)
+
+    def run(folder, *extra):
+        folder.mkdir(exist_ok=True)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                script,
+                str(folder / "run.npz"),
+                str(folder / "params.npy"),
+                str(folder / "log.txt"),
+                *extra,
+            ],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    reference = run(tmp_path / "whole")
+    assert reference.wait(120) == 0, reference.stderr.read().decode()
+    expected = np.load(tmp_path / "whole" / "params.npy")
+
+    folder = tmp_path / "killed"
+    log = folder / "log.txt"
+    landed = []
+    rng = random.Random(0)
+    while len(landed) < 5 or "during a save" not in landed:
+        assert len(landed) < 40, landed
+        child = run(folder, "--slow-save", "0.02")
+        time.sleep(rng.uniform(0.05, 1.0))
+        if child.poll() is not None:  # finished before the kill: start over
+            assert child.returncode == 0, child.stderr.read().decode()
+            for name in ("run.npz", "params.npy", "log.txt"):
+                (folder / name).unlink()
+            continue
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        lines = log.read_text().split() if log.exists() else []
+        events = [word for word in lines if word.startswith("save-")]
+        landed.append(
+            "before the first save"
+            if not events
+            else "during a save"
+            if events[-1] == "save-begin"
+            else "between saves"
+        )
+        if (folder / "run.npz").exists():  # whatever the moment, the file is whole
+            _format.read(str(folder / "run.npz"))
+    final = run(folder)
+    assert final.wait(120) == 0, final.stderr.read().decode()
+    np.testing.assert_array_equal(np.load(folder / "params.npy"), expected)
+    assert "during a save" in landed and len(landed) >= 5
+    print("kills landed:", landed)
