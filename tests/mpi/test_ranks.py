@@ -206,3 +206,38 @@ def test_ranks_must_train_the_same_network(differs):
     )
     with pytest.raises(ValueError, match="net: every rank must train the same network"):
         dist.fit(net, X, y, lr=0.1, timeout=30)
+
+
+class _StopAt(bp.callbacks.Callback):
+    """Interrupts training once epoch `at` is over (and saved)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_begin(self, net, epoch, logs):
+        if epoch == self.at + 1:
+            raise KeyboardInterrupt
+
+
+def test_a_checkpointed_run_resumes_on_every_rank_from_rank_0s_file():
+    X, y = data()
+    folder = comm.bcast(tempfile.mkdtemp() if me == 0 else None)  # one file for the job
+    path = os.path.join(folder, "run.npz")
+    whole = make_net()
+    dist.fit(whole, X, y, epochs=4, batch_size=10, optimizer="adam")
+    with pytest.raises(KeyboardInterrupt):
+        dist.fit(
+            make_net(),
+            X,
+            y,
+            epochs=4,
+            batch_size=10,
+            optimizer="adam",
+            callbacks=[_StopAt(2)],
+            checkpoint=path,
+        )
+    comm.Barrier()
+    resumed = make_net()
+    history = dist.fit(resumed, X, y, epochs=4, batch_size=10, optimizer="adam", checkpoint=path)
+    assert history.epoch == [1, 2, 3, 4]
+    np.testing.assert_array_equal(resumed.params, whole.params)
