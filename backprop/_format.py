@@ -45,7 +45,17 @@ _META_FIELDS_1 = (
 )
 _META_FIELDS = _META_FIELDS_1 + ("training",)
 _TRAINING_FIELDS = ("epoch", "seed", "callbacks", "run")
-_RUN_FIELDS = ("first", "last", "rows", "batch_size", "shuffle", "complete", "history")
+_RUN_FIELDS = (
+    "first",
+    "last",
+    "rows",
+    "batch_size",
+    "shuffle",
+    "complete",
+    "history",
+    "every",
+    "position",
+)
 _MAX_FIGURES = 20
 _MAX_CALLBACKS, _MAX_VALUES, _MAX_TEXT = 100, 100, 1000
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
@@ -540,6 +550,24 @@ def _parse_run(meta) -> dict:
         "history": {
             k: [math.nan if v is None else float(v) for v in vs] for k, vs in history.items()
         },
+        "every": _optional(meta["every"], _integer, f"{name}.every", 1),
+        "position": _optional(meta["position"], _parse_position, last),
+    }
+
+
+def _parse_position(meta, last: int) -> dict:
+    """Where within an epoch a checkpoint was saved (fit's checkpoint_every)."""
+    name = "meta.training.run.position"
+    _fields(meta, name, ("epoch", "rows", "loss", "right"))
+    for key in ("loss", "right"):
+        value = meta[key]
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise bad(f"{name}.{key} must be a finite number, got {_show(value)}")
+    return {
+        "epoch": _integer(meta["epoch"], f"{name}.epoch", 1, last),
+        "rows": _integer(meta["rows"], f"{name}.rows", 1),
+        "loss": float(meta["loss"]),
+        "right": float(meta["right"]),
     }
 
 

@@ -231,6 +231,7 @@ class _Runner(EpochRunner):
         self.validation_rows = 0
         self.classifies = False
         self.writes_checkpoints = self.me == 0  # (every rank resumes from rank 0's file)
+        self.saves_within_epochs = False
         self.met = self.started = False
         self._threads: tuple | None = None  # (network, its own n_threads) to restore
 

@@ -121,6 +121,18 @@ class FitPlan(NamedTuple):
     seed: int  # the fit's shuffle seed: epoch e shuffles by seed + e (< 0: none)
     engine: Engine  # the network's compiled engine, reserved for batch_size rows
     stretch: int  # rows handed to the core at once (Ctrl-C is seen in between)
+    progress: Progress | None = None  # saves within an epoch (fit's checkpoint_every)
+
+
+class Progress:
+    """Checkpoints within an epoch (fit's checkpoint_every): after every
+    `every` batches the runner calls save(epoch, rows, loss, right) with the
+    rows of the epoch done so far and the sums of their loss and accuracy;
+    `resume`, (epoch, rows, loss, right) from a checkpoint, says where the
+    first epoch run takes up."""
+
+    def __init__(self, every: int, save: Callable, resume: tuple | None = None):
+        self.every, self.save, self.resume = every, save, resume
 
 
 class EpochRunner:
@@ -132,8 +144,10 @@ class EpochRunner:
     in the same order (see backprop._sources.Order)."""
 
     # Whether this process writes fit's checkpoint file (distributed training:
-    # rank 0 alone; every rank resumes from it).
+    # rank 0 alone; every rank resumes from it), and whether the runner can
+    # save within an epoch (fit's checkpoint_every: this one can).
     writes_checkpoints = True
+    saves_within_epochs = True
 
     # Whether the runner reads only the rows it trains on (each MPI rank its
     # shares): fit then checks the shapes of X and y and converts no row
@@ -156,18 +170,26 @@ class EpochRunner:
     def epoch(self, net: Trainer, plan: FitPlan, epoch: int, lr: float) -> tuple[float, float]:
         """Epoch number `epoch` at rate lr: (mean loss, accuracy)."""
         seed = plan.seed + epoch if plan.seed >= 0 else -1
-        rows = 0
+        rows = skip = batches = 0
         loss = right = 0.0
+        progress = plan.progress
+        if progress is not None and progress.resume is not None and progress.resume[0] == epoch:
+            _, skip, loss, right = progress.resume  # (the rows before it are trained)
+            progress.resume = None
         for X2, Y, weights, order in plan.source.chunks(seed):
             n = X2.shape[0]
             batch = min(plan.batch_size, n)
             plan.engine.reserve(batch)  # (a stream's batches may be small)
-            for first in range(0, n, plan.stretch):
+            for first in range(max(0, min(skip - rows, n)), n, plan.stretch):
                 count = min(plan.stretch, n - first)
                 loss += count * plan.engine.train_epoch(
                     X2, Y, order, batch, lr, -1, weights, first, count
                 )
                 right += count * plan.engine.epoch_accuracy
+                batches += -(-count // batch)
+                if progress is not None and batches >= progress.every:
+                    batches = 0
+                    progress.save(epoch, rows + first + count, loss, right)
             rows += n
         if rows == 0:
             raise ValueError("X: the iterable of batches gave no rows")
@@ -190,8 +212,16 @@ class Checkpoint:
 
     def save(self, snapshot, history: History, complete: bool) -> None:
         """Write the network's snapshot(run) (see Sequential.save) with the
-        run and its History so far."""
-        self.run = dict(self.run, complete=complete, history=dict(history.history))
+        run and its History so far, at the end of an epoch."""
+        self.run = dict(self.run, complete=complete, history=dict(history.history), position=None)
+        if self.writes:
+            _format.write(self.path, snapshot(self.run))
+
+    def save_within(self, snapshot, epoch: int, rows: int, loss: float, right: float) -> None:
+        """Write the checkpoint within epoch `epoch`, `rows` of its rows done
+        (and the sums of their loss and accuracy)."""
+        position = {"epoch": epoch, "rows": rows, "loss": float(loss), "right": float(right)}
+        self.run = dict(self.run, position=position)
         if self.writes:
             _format.write(self.path, snapshot(self.run))
 
@@ -269,6 +299,7 @@ class Trainer:
         verbose: int = 0,
         reset: bool = False,
         checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
         runner: EpochRunner | None = None,
     ) -> History:
         """Train by mini-batch gradient descent.
@@ -322,6 +353,9 @@ class Trainer:
             bit for bit.  A file of another network, data size or run (other
             epochs, batch_size or shuffle) is refused; delete it to start
             over.
+        checkpoint_every: also save the checkpoint every this many batches
+            within an epoch (a run then resumes mid-epoch), for epochs long
+            enough that losing one matters.
         runner: how each epoch runs, an EpochRunner; by default in this
             process (backprop.distributed passes one that spreads every
             batch over MPI ranks).
@@ -345,6 +379,14 @@ class Trainer:
             )
         # The run's shuffle seed: the one kept, or (a new run) the next draw from the
         # network's generator, taken only once the arguments have passed their checks.
+        if checkpoint_every is not None:
+            checkpoint_every = check_int(checkpoint_every, "checkpoint_every")
+            if checkpoint is None:
+                raise ValueError("checkpoint_every: give checkpoint= too (the file to save)")
+            if not runner.saves_within_epochs:
+                raise ValueError(
+                    f"checkpoint_every: {type(runner).__name__} saves at the ends of epochs only"
+                )
         path = None if checkpoint is None else _format.npz_path(checkpoint)
         if path is not None:
             if reset and os.path.exists(path):
@@ -393,6 +435,8 @@ class Trainer:
                 "shuffle": bool(shuffle),
                 "complete": False,
                 "history": {},
+                "every": checkpoint_every,
+                "position": None,
             }
             if os.path.exists(path):  # resume the run from it
                 run = self._resume(path, run)
@@ -413,16 +457,32 @@ class Trainer:
         # STRETCH_FLOPS of work, so that Ctrl-C lands between two of them.
         step_flops = self._engine_flops_per_row() * batch_size
         stretch = batch_size * max(1, int(STRETCH_FLOPS // max(step_flops, 1.0)))
-        plan = runner.start(self, FitPlan(source, batch_size, seed, engine, stretch))
+        saver = (
+            None
+            if run is None or path is None
+            else Checkpoint(path, run, runner.writes_checkpoints)
+        )
+        progress = None
+        if saver is not None and checkpoint_every is not None:
+            stretch = min(stretch, batch_size * checkpoint_every)  # (a save ends a stretch)
+            position = saver.run["position"]
+            progress = Progress(
+                checkpoint_every,
+                lambda epoch, rows, loss, right: saver.save_within(
+                    self._snapshot, epoch, rows, loss, right
+                ),
+                None
+                if position is None
+                else (position["epoch"], position["rows"], position["loss"], position["right"]),
+            )
+        plan = runner.start(self, FitPlan(source, batch_size, seed, engine, stretch, progress))
         return self._run_epochs(
             epochs,
             n,
             callbacks,
             lambda epoch, lr: runner.epoch(self, plan, epoch, lr),
             runner.score(score),
-            None
-            if run is None or path is None
-            else Checkpoint(path, run, runner.writes_checkpoints),
+            saver,
         )
 
     def _run_epochs(self, epochs, rows, callbacks, run_epoch, score, checkpoint=None) -> History:
@@ -540,6 +600,7 @@ class Trainer:
             ("last", "last epoch"),
             ("batch_size", "batch_size"),
             ("shuffle", "shuffle"),
+            ("every", "checkpoint_every"),
         ):
             if saved[key] != run[key]:
                 raise ValueError(

@@ -126,7 +126,8 @@ def test_other_data_and_plain_model_files_are_refused(tmp_path):
         make_net().fit(*data(), epochs=6, checkpoint=model)
 
 
-def test_a_run_killed_at_random_moments_ends_as_one_run_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("every", [None, 20], ids=["epochs", "every 20 batches"])
+def test_a_run_killed_at_random_moments_ends_as_one_run_bit_for_bit(tmp_path, every):
     script = os.path.join(HERE, "checkpoint", "train.py")
     # the child imports the backprop these tests import (installed, or built in place)
     package_root = os.path.dirname(os.path.dirname(bp.__file__))
@@ -159,7 +160,7 @@ def test_a_run_killed_at_random_moments_ends_as_one_run_bit_for_bit(tmp_path):
     rng = random.Random(0)
     while len(landed) < 5 or "during a save" not in landed:
         assert len(landed) < 40, landed
-        child = run(folder, "--slow-save", "0.02")
+        child = run(folder, "--slow-save", "0.02", *(["--every", str(every)] if every else []))
         time.sleep(rng.uniform(0.05, 1.0))
         if child.poll() is not None:  # finished before the kill: start over
             assert child.returncode == 0, child.stderr.read().decode()
@@ -179,8 +180,72 @@ def test_a_run_killed_at_random_moments_ends_as_one_run_bit_for_bit(tmp_path):
         )
         if (folder / "run.npz").exists():  # whatever the moment, the file is whole
             _format.read(str(folder / "run.npz"))
-    final = run(folder)
+    final = run(folder, *(["--every", str(every)] if every else []))
     assert final.wait(120) == 0, final.stderr.read().decode()
     np.testing.assert_array_equal(np.load(folder / "params.npy"), expected)
     assert "during a save" in landed and len(landed) >= 5
     print("kills landed:", landed)
+
+
+class Interrupted(Exception):
+    """Raised right after the k-th save of a checkpoint, as a kill would land."""
+
+
+def interrupt_after(monkeypatch, k):
+    real, count = _format.write, [0]
+
+    def write(path, arrays):
+        out = real(path, arrays)
+        count[0] += 1
+        if count[0] == k:
+            raise Interrupted
+        return out
+
+    monkeypatch.setattr(_format, "write", write)
+
+
+SOURCES = ["memory", "memmap", "stream"]
+
+
+def fit_source(net, source, tmp_path, **kwargs):
+    X, y = data(90)
+    if source == "memory":
+        args, extra = (X, y), {}
+    elif source == "memmap":
+        np.save(tmp_path / "X.npy", X)
+        args, extra = (np.load(tmp_path / "X.npy", mmap_mode="r"), y), {"chunk_size": 40}
+    else:
+        args, extra = ([(X[i : i + 30], y[i : i + 30]) for i in range(0, 90, 30)],), {}
+    return net.fit(*args, epochs=4, batch_size=8, optimizer=bp.Adam(1e-2), **extra, **kwargs)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("k", [1, 2, 5, 7])
+def test_a_run_interrupted_within_an_epoch_resumes_there(tmp_path, monkeypatch, source, k):
+    whole = make_net()
+    fit_source(whole, source, tmp_path)  # no checkpoint at all
+    every = make_net()
+    expected = fit_source(
+        every, source, tmp_path / "..", checkpoint=tmp_path / "all.npz", checkpoint_every=2
+    )
+    path = tmp_path / "run.npz"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, k)
+        with pytest.raises(Interrupted):
+            fit_source(make_net(), source, tmp_path, checkpoint=path, checkpoint_every=2)
+    position = _format.read(str(path))[0].training.run["position"]
+    again = make_net()
+    history = fit_source(again, source, tmp_path, checkpoint=path, checkpoint_every=2)
+    np.testing.assert_array_equal(again.params, whole.params)
+    np.testing.assert_array_equal(every.params, whole.params)
+    assert history.history == expected.history
+    if k in (1, 2):  # (the first saves fall within epoch 1: 90 rows are 12 batches)
+        assert position is not None and position["epoch"] == 1
+
+
+def test_checkpoint_every_is_checked():
+    X, y = data()
+    with pytest.raises(ValueError, match="checkpoint_every: give checkpoint= too"):
+        make_net().fit(X, y, checkpoint_every=3)
+    with pytest.raises(ValueError, match="checkpoint_every must be at least 1"):
+        make_net().fit(X, y, checkpoint="x.npz", checkpoint_every=0)

@@ -2,7 +2,7 @@
 kills it at random moments and starts it again, and the final model must
 equal an uninterrupted run's.
 
-    python train.py CHECKPOINT RESULT LOG [--slow-save SECONDS]
+    python train.py CHECKPOINT RESULT LOG [--slow-save SECONDS] [--every BATCHES]
 
 Each epoch takes a few milliseconds more than its training (a sleep), so that
 kills land anywhere; with --slow-save, each save pauses after writing its
@@ -21,6 +21,7 @@ from backprop import _format
 
 path, result, log = sys.argv[1:4]
 slow = float(sys.argv[sys.argv.index("--slow-save") + 1]) if "--slow-save" in sys.argv else 0.0
+every = int(sys.argv[sys.argv.index("--every") + 1]) if "--every" in sys.argv else None
 journal = open(log, "a", buffering=1)
 write = _format.write
 
@@ -69,6 +70,7 @@ history = net.fit(
     optimizer=bp.Adam(1e-3),
     callbacks=[bp.callbacks.CosineDecay(40), Pace()],
     checkpoint=path,
+    checkpoint_every=every,
 )
 np.save(result, net.params)
 journal.write(f"done {len(history.epoch)}\n")
