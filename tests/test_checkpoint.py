@@ -4,6 +4,7 @@ bit, and does not train twice once complete."""
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -249,3 +250,63 @@ def test_checkpoint_every_is_checked():
         make_net().fit(X, y, checkpoint_every=3)
     with pytest.raises(ValueError, match="checkpoint_every must be at least 1"):
         make_net().fit(X, y, checkpoint="x.npz", checkpoint_every=0)
+
+
+def test_a_distributed_run_killed_at_random_moments_ends_as_one_run(tmp_path):
+    """The kill test under `mpiexec -n 2`: the whole job is killed (SIGKILL
+    to every process of it) and started again."""
+    dist = pytest.importorskip("backprop.distributed")
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which(
+        "mpiexec"
+    )
+    if mpiexec is None:
+        pytest.fail("mpiexec is missing: install the test extra (it brings the mpich wheel)")
+    script = os.path.join(HERE, "checkpoint", "train.py")
+    package_root = os.path.dirname(os.path.dirname(dist.__file__))
+    env = dict(os.environ, PYTHONPATH=package_root)
+
+    def job(folder, *extra):
+        folder.mkdir(exist_ok=True)
+        return subprocess.Popen(
+            [
+                mpiexec,
+                "-n",
+                "2",
+                sys.executable,
+                script,
+                str(folder / "run.npz"),
+                str(folder / "params.npy"),
+                str(folder / "log.txt"),
+                "--mpi",
+                *extra,
+            ],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # (one process group: the kill reaches every rank)
+        )
+
+    reference = job(tmp_path / "whole")
+    assert reference.wait(180) == 0, reference.stderr.read().decode()
+    expected = np.load(tmp_path / "whole" / "params.npy")
+    folder = tmp_path / "killed"
+    rng = random.Random(1)
+    kills = 0
+    while kills < 5:
+        child = job(folder, "--slow-save", "0.02")
+        time.sleep(rng.uniform(0.3, 1.2))
+        if child.poll() is not None:  # finished before the kill: start over
+            assert child.returncode == 0, child.stderr.read().decode()
+            for name in ("run.npz", "params.npy", "log.txt"):
+                (folder / name).unlink()
+            continue
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(30)
+        kills += 1
+        time.sleep(0.2)  # (the ranks' processes gone)
+        if (folder / "run.npz").exists():
+            _format.read(str(folder / "run.npz"))
+    final = job(folder)
+    assert final.wait(180) == 0, final.stderr.read().decode()
+    np.testing.assert_array_equal(np.load(folder / "params.npy"), expected)

@@ -2,7 +2,7 @@
 kills it at random moments and starts it again, and the final model must
 equal an uninterrupted run's.
 
-    python train.py CHECKPOINT RESULT LOG [--slow-save SECONDS] [--every BATCHES]
+    python train.py CHECKPOINT RESULT LOG [--slow-save SECONDS] [--every BATCHES] [--mpi]
 
 Each epoch takes a few milliseconds more than its training (a sleep), so that
 kills land anywhere; with --slow-save, each save pauses after writing its
@@ -22,7 +22,13 @@ from backprop import _format
 path, result, log = sys.argv[1:4]
 slow = float(sys.argv[sys.argv.index("--slow-save") + 1]) if "--slow-save" in sys.argv else 0.0
 every = int(sys.argv[sys.argv.index("--every") + 1]) if "--every" in sys.argv else None
-journal = open(log, "a", buffering=1)
+mpi = "--mpi" in sys.argv  # under mpiexec: distributed.fit, rank 0 writing the checkpoint
+if mpi:
+    from backprop import distributed
+
+    if distributed.rank() != 0:
+        log = result = None  # (rank 0 keeps the journal and writes the result)
+journal = open(log if log else "/dev/null", "a", buffering=1)
 write = _format.write
 
 
@@ -62,15 +68,17 @@ net = bp.Sequential(
     dtype="float32",
     seed=0,
 )
-history = net.fit(
-    X,
-    y,
+settings = dict(
     epochs=40,
     batch_size=32,
     optimizer=bp.Adam(1e-3),
     callbacks=[bp.callbacks.CosineDecay(40), Pace()],
     checkpoint=path,
-    checkpoint_every=every,
 )
-np.save(result, net.params)
+if mpi:
+    history = distributed.fit(net, X, y, **settings)
+else:
+    history = net.fit(X, y, checkpoint_every=every, **settings)
+if result:
+    np.save(result, net.params)
 journal.write(f"done {len(history.epoch)}\n")
