@@ -33,6 +33,7 @@ __all__ = [
     "CosineDecay",
     "ReduceLROnPlateau",
     "ProgressBar",
+    "LambdaCallback",
 ]
 
 
@@ -93,6 +94,18 @@ def _file(owner, value, name):
 
 def _every(owner, value, name):
     return None if value is None else check_int(value, name)
+
+
+def _nothing(*args) -> None:
+    """The hook of a LambdaCallback given None: does nothing."""
+
+
+def _hook(owner, value, name):
+    if value is None:
+        return _nothing
+    if not callable(value):
+        raise TypeError(f"{name} must be a callable or None, got {value!r}")
+    return value
 
 
 def _new_rate(rate, what: str) -> float:
@@ -350,3 +363,24 @@ class ProgressBar(Callback):
     def on_train_end(self, net, logs):
         if self._bar is not None:
             self._bar.close()
+
+
+class LambdaCallback(Callback):
+    """A callback made of functions, each called as the hook of its name is:
+    on_epoch_begin(net, epoch, logs), on_epoch_end(net, epoch, logs),
+    on_train_begin(net, logs), on_train_end(net, logs).  One left out (None)
+    does nothing.
+
+        LambdaCallback(on_epoch_end=lambda net, epoch, logs: print(epoch, logs["loss"]))
+    """
+
+    on_epoch_begin = Setting(_hook)
+    on_epoch_end = Setting(_hook)
+    on_train_begin = Setting(_hook)
+    on_train_end = Setting(_hook)
+
+    def __init__(
+        self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None
+    ):
+        self.on_epoch_begin, self.on_epoch_end = on_epoch_begin, on_epoch_end
+        self.on_train_begin, self.on_train_end = on_train_begin, on_train_end
