@@ -14,7 +14,9 @@ learning-rate schedules and the progress bar are callbacks themselves:
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 import sys
 import time
 
@@ -34,7 +36,11 @@ __all__ = [
     "ReduceLROnPlateau",
     "ProgressBar",
     "LambdaCallback",
+    "CSVLogger",
 ]
+
+# The figures fit gives in an epoch's logs, in the order a CSVLogger writes them.
+_FIGURES = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
 
 
 class Callback:
@@ -94,6 +100,32 @@ def _file(owner, value, name):
 
 def _every(owner, value, name):
     return None if value is None else check_int(value, name)
+
+
+def _path(owner, value, name):
+    """A file's path: a str or an os.PathLike naming one (kept as a str)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a path (a str or os.PathLike), got {value!r}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+def _separator(owner, value, name):
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a one-character str, got {value!r}")
+    if len(value) != 1 or value in '\r\n"':
+        raise ValueError(
+            f"{name} must be one character other than a quote or a line break, got {value!r}"
+        )
+    return value
+
+
+def _figures_of(net) -> tuple[str, ...]:
+    """The figures a fit of `net` may give (the accuracies: a classifier's)."""
+    return tuple(f for f in _FIGURES if net.is_classifier or "accuracy" not in f)
 
 
 def _nothing(*args) -> None:
@@ -384,3 +416,95 @@ class LambdaCallback(Callback):
     ):
         self.on_epoch_begin, self.on_epoch_end = on_epoch_begin, on_epoch_end
         self.on_train_begin, self.on_train_end = on_train_begin, on_train_end
+
+
+class CSVLogger(Callback):
+    """One row per epoch in the CSV file at `path`, under a header line:
+    'epoch' (numbered as in the History), then the epoch's figures in the
+    order loss, accuracy, val_loss, val_accuracy, lr (those the fit gives;
+    any a callback adds to the logs come after them, by name).  Each row is
+    flushed once written, so a run that is killed keeps its rows.  UTF-8,
+    fields split by `separator`.
+
+    With `append` (the default) a file that exists goes on: a resumed run
+    adds its rows under the old ones, without a second header.  Its columns
+    must be this fit's, or the fit stops with a ValueError naming the file:
+    before the first epoch for what the network tells (the columns 'epoch',
+    'loss', 'lr'; the accuracies, a classifier's only), at the first
+    epoch's end for what only the figures can (validation).  append=False
+    writes the file anew, from the first epoch's end."""
+
+    path = Setting(_path)
+    separator = Setting(_separator)
+    append = Setting(boolean)
+
+    def __init__(self, path, separator: str = ",", append: bool = True):
+        self.path, self.separator, self.append = path, separator, append
+
+    def on_train_begin(self, net, logs):
+        # (settings changed while a fit runs apply to the next fit)
+        self._where, self._split, self._append = self.path, self.separator, self.append
+        self._file = self._writer = None
+        self._columns = self._kept_columns(net) if self._append else None
+
+    def _kept_columns(self, net) -> list[str] | None:
+        """The header of the log being appended to (None: none yet), checked
+        against what a fit of `net` can give."""
+        try:
+            with open(self._where, newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh, delimiter=self._split), None)
+        except FileNotFoundError:
+            return None
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ValueError(
+                f"path: {self._where!r} is not a CSV log to append to ({exc}); "
+                "give another path, or append=False to write it anew"
+            ) from None
+        if header is None:  # an empty file
+            return None
+        base = ["epoch"] + [f for f in _figures_of(net) if not f.startswith("val_")]
+        validated = base + [f for f in _figures_of(net) if f.startswith("val_")]
+        known = {c for c in header if c in validated or c in _FIGURES}
+        if len(set(header)) < len(header) or known not in (set(base), set(validated)):
+            raise self._mismatch(
+                header,
+                f"{', '.join(base)} (and {', '.join(validated[len(base) :])} with validation)",
+            )
+        return header
+
+    def _mismatch(self, header, ours: str) -> ValueError:
+        return ValueError(
+            f"path: {self._where!r} holds a log with the columns {', '.join(header)}, "
+            f"and this fit's are {ours}: give another path, or append=False to write it anew"
+        )
+
+    def on_epoch_end(self, net, epoch, logs):
+        row = {"epoch": epoch, **logs}
+        new = self._columns is None
+        if new:
+            figures = [f for f in _FIGURES if f in logs]
+            self._columns = ["epoch", *figures, *sorted(set(logs) - set(figures))]
+        if sorted(row) != sorted(self._columns):
+            raise self._mismatch(self._columns, ", ".join(row))
+        if self._file is None:
+            self._open(new)
+        self._writer.writerow([row[c] for c in self._columns])
+        self._file.flush()
+
+    def _open(self, new: bool) -> None:
+        ended = True
+        if not new:  # (a run killed while writing may have left a row unfinished)
+            with open(self._where, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                ended = fh.read(1) in b"\r\n"
+        self._file = open(self._where, "a" if self._append else "w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file, delimiter=self._split)
+        if new:
+            self._writer.writerow(self._columns)
+        elif not ended:
+            self._file.write(self._writer.dialect.lineterminator)
+
+    def on_train_end(self, net, logs):
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
