@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import string
 import sys
 import time
 
@@ -37,6 +38,7 @@ __all__ = [
     "ProgressBar",
     "LambdaCallback",
     "CSVLogger",
+    "ModelCheckpoint",
 ]
 
 # The figures fit gives in an epoch's logs, in the order a CSVLogger writes them.
@@ -113,6 +115,38 @@ def _path(owner, value, name):
     return value
 
 
+def _checkpoint_path(owner, value, name):
+    value = _path(owner, value, name)
+    _placeholders(value, name)
+    return value
+
+
+def _placeholders(path: str, name: str) -> list[str]:
+    """The placeholders of a ModelCheckpoint's path, checked: {epoch} and
+    the figures, each with a format spec that suits a number, or none."""
+    try:
+        fields = [
+            (f, spec or "") for _, f, spec, _ in string.Formatter().parse(path) if f is not None
+        ]
+    except ValueError as exc:
+        raise ValueError(
+            f"{name}: {path!r} is not a format string ({exc}); a brace is written {{{{ or }}}}"
+        ) from None
+    names = ("epoch", *_FIGURES)
+    for field, spec in fields:
+        if field not in names or "{" in spec:
+            raise ValueError(
+                f"{name}: unknown placeholder {{{field}{':' if spec else ''}{spec}}} in {path!r}; "
+                f"the placeholders are {', '.join('{' + n + '}' for n in names)}, each with a "
+                "format spec or none, as str.format takes them"
+            )
+    try:
+        path.format(epoch=1, **dict.fromkeys(_FIGURES, 0.5))
+    except (ValueError, TypeError) as exc:  # a format spec or conversion that does not apply
+        raise ValueError(f"{name}: {path!r} is not a format string for numbers ({exc})") from None
+    return [field for field, _ in fields]
+
+
 def _separator(owner, value, name):
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a one-character str, got {value!r}")
@@ -167,16 +201,25 @@ class _Monitored(Callback):
         self._best = math.inf if state["best"] is None else float(state["best"])
         self._wait = int(state["wait"])
 
-    def _improved(self, logs: dict) -> bool:
-        """Record logs[monitor]; True when it beats the best by > min_delta."""
+    @property
+    def _sign(self) -> float:
+        """Smaller is better for losses, larger for accuracies: the values
+        are compared (and the best kept) times this sign."""
+        return -1.0 if "accuracy" in self.monitor else 1.0
+
+    def _value(self, logs: dict) -> float:
+        """logs[monitor] times _sign; a ValueError when the fit has no such figure."""
         if self.monitor not in logs:
             raise ValueError(
                 f"monitor: {self.monitor!r} is not among this fit's figures "
                 f"({', '.join(sorted(logs))}); validation figures need "
                 "validation_data or validation_split"
             )
-        # smaller is better for losses, larger for accuracies
-        value = (-1.0 if "accuracy" in self.monitor else 1.0) * logs[self.monitor]
+        return self._sign * logs[self.monitor]
+
+    def _improved(self, logs: dict) -> bool:
+        """Record logs[monitor]; True when it beats the best by > min_delta."""
+        value = self._value(logs)
         if value < self._best - self.min_delta:
             self._best, self._wait = value, 0
             return True
@@ -508,3 +551,109 @@ class CSVLogger(Callback):
         if self._file is not None:
             self._file.close()
             self._file = self._writer = None
+
+
+class ModelCheckpoint(_Monitored):
+    """Save the network (Sequential.save: the whole model and its training
+    state, atomically, so a file that exists is always whole) after every
+    `every`-th epoch, the epochs numbered as in the History.
+
+    `path` may hold placeholders, filled in as str.format does: {epoch} and
+    the epoch's figures ({loss}, {accuracy}, {val_loss}, {val_accuracy},
+    {lr}), e.g. "ckpt-{epoch:03d}-{val_loss:.4f}.npz"; ".npz" is added when
+    missing, and `last_saved` is the path written last.  A placeholder of
+    another name, a malformed one, or a figure the network has not (a
+    regressor's {accuracy}) is refused when the fit begins; a figure this
+    fit does not give ({val_loss} without validation) at the first epoch's
+    end, before anything is saved.
+
+    save_best_only: save only when `monitor` ('val_loss' by default) beats
+    its best so far (the rule of EarlyStopping: smaller is better for
+    losses, larger for accuracies; with every > 1, at those epochs only), so
+    the file, or the newest of the names, holds the best network.  The best
+    value (`best`) goes on with the training state across fit calls and
+    files (see Callback.get_state): a resumed run does not overwrite the
+    best file with a worse network.
+
+    A file holds its epoch's network with the training state fit stores
+    once every callback has seen the epoch (the epochs trained, each
+    callback's state), so that backprop.load(file) and fit go on exactly as
+    the run did from there.  It is therefore written as the next epoch
+    begins, or as training ends after the last one (with the weights of the
+    epoch's end, not those EarlyStopping puts back)."""
+
+    path = Setting(_checkpoint_path)
+    every = Setting(count(1))
+    save_best_only = Setting(boolean)
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        every: int = 1,
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+    ):
+        self.path, self.every = path, every
+        super().__init__(monitor, 0, 0.0)
+        self.save_best_only = save_best_only
+        self.last_saved: str | None = None
+        self._best = math.inf
+        self._due: tuple | None = None  # (epoch, path, its weights): the file to write
+
+    @property
+    def best(self) -> float | None:
+        """The best value of `monitor` so far (with save_best_only), or None."""
+        return None if math.isinf(self._best) else self._sign * self._best
+
+    def on_train_begin(self, net, logs):
+        super().on_train_begin(net, logs)
+        self._due = None
+        foreign = [
+            f for f in _placeholders(self.path, "path") if f not in ("epoch",) + _figures_of(net)
+        ]
+        if foreign:
+            raise ValueError(
+                f"path: the placeholder {{{foreign[0]}}} of {self.path!r} is a figure this "
+                "network has not (only classifiers have accuracies)"
+            )
+        folder = os.path.dirname(self.path)
+        if folder and "{" not in folder and "}" not in folder and not os.path.isdir(folder):
+            raise FileNotFoundError(f"path: the folder {folder!r} of {self.path!r} does not exist")
+
+    def get_state(self) -> dict:
+        return super().get_state() if self.save_best_only else {}
+
+    def on_epoch_end(self, net, epoch, logs):
+        values = dict(logs, epoch=epoch)
+        for field in _placeholders(self.path, "path"):
+            if field not in values:
+                raise ValueError(
+                    f"path: the placeholder {{{field}}} of {self.path!r} is not among this "
+                    f"fit's figures ({', '.join(logs)}); validation figures need "
+                    "validation_data or validation_split"
+                )
+        if self.save_best_only:
+            self._value(logs)  # (a monitor the fit has not is refused at once)
+        if epoch % self.every or (self.save_best_only and not self._improved(logs)):
+            return
+        self._due = (epoch, self.path.format_map(values), net.params.copy())
+
+    def on_epoch_begin(self, net, epoch, logs):
+        self._write(net)
+
+    def on_train_end(self, net, logs):
+        if self._due is None:
+            return
+        params = net.params.copy()
+        net.params[...] = self._due[2]  # (EarlyStopping may have put others back since)
+        try:
+            self._write(net)
+        finally:
+            net.params[...] = params
+
+    def _write(self, net) -> None:
+        """Write the file due, if fit has stored its epoch's training state
+        (it has not when an error or Ctrl-C ended the fit before)."""
+        due, self._due = self._due, None
+        if due is not None and net.training_state.epoch == due[0]:
+            self.last_saved = net.save(due[1])
