@@ -6,7 +6,8 @@ each callback the network, the epoch number (from 1) and the epoch's `logs`:
 batches, as they were trained); 'val_loss' and 'val_accuracy' with
 validation data; 'lr', the learning rate the epoch used.  A callback stops
 training by setting `net.stop_training = True`.  Early stopping, the
-learning-rate schedules and the progress bar are callbacks themselves:
+learning-rate schedules, the progress bar, the CSV log and the checkpoints
+are callbacks themselves (LambdaCallback makes one of plain functions):
 
     net.fit(X, y, epochs=100, validation_split=0.2,
             callbacks=[bp.callbacks.CosineDecay(100), bp.callbacks.EarlyStopping(patience=5)])
