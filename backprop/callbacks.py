@@ -6,7 +6,8 @@ each callback the network, the epoch number (from 1) and the epoch's `logs`:
 batches, as they were trained); 'val_loss' and 'val_accuracy' with
 validation data; 'lr', the learning rate the epoch used.  A callback stops
 training by setting `net.stop_training = True`.  Early stopping, the
-learning-rate schedules and the progress bar are callbacks themselves:
+learning-rate schedules, the progress bar, the CSV log and the checkpoints
+are callbacks themselves (LambdaCallback makes one of plain functions):
 
     net.fit(X, y, epochs=100, validation_split=0.2,
             callbacks=[bp.callbacks.CosineDecay(100), bp.callbacks.EarlyStopping(patience=5)])
@@ -14,7 +15,10 @@ learning-rate schedules and the progress bar are callbacks themselves:
 
 from __future__ import annotations
 
+import csv
 import math
+import os
+import string
 import sys
 import time
 
@@ -33,7 +37,13 @@ __all__ = [
     "CosineDecay",
     "ReduceLROnPlateau",
     "ProgressBar",
+    "LambdaCallback",
+    "CSVLogger",
+    "ModelCheckpoint",
 ]
+
+# The figures fit gives in an epoch's logs, in the order a CSVLogger writes them.
+_FIGURES = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
 
 
 class Callback:
@@ -95,6 +105,76 @@ def _every(owner, value, name):
     return None if value is None else check_int(value, name)
 
 
+def _path(owner, value, name):
+    """A file's path: a str or an os.PathLike naming one (kept as a str)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a path (a str or os.PathLike), got {value!r}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+def _checkpoint_path(owner, value, name):
+    value = _path(owner, value, name)
+    _placeholders(value, name)
+    return value
+
+
+def _placeholders(path: str, name: str) -> list[str]:
+    """The placeholders of a ModelCheckpoint's path, checked: {epoch} and
+    the figures, each with a format spec that suits a number, or none."""
+    try:
+        fields = [
+            (f, spec or "") for _, f, spec, _ in string.Formatter().parse(path) if f is not None
+        ]
+    except ValueError as exc:
+        raise ValueError(
+            f"{name}: {path!r} is not a format string ({exc}); a brace is written {{{{ or }}}}"
+        ) from None
+    names = ("epoch", *_FIGURES)
+    for field, spec in fields:
+        if field not in names or "{" in spec:
+            raise ValueError(
+                f"{name}: unknown placeholder {{{field}{':' if spec else ''}{spec}}} in {path!r}; "
+                f"the placeholders are {', '.join('{' + n + '}' for n in names)}, each with a "
+                "format spec or none, as str.format takes them"
+            )
+    try:
+        path.format(epoch=1, **dict.fromkeys(_FIGURES, 0.5))
+    except (ValueError, TypeError) as exc:  # a format spec or conversion that does not apply
+        raise ValueError(f"{name}: {path!r} is not a format string for numbers ({exc})") from None
+    return [field for field, _ in fields]
+
+
+def _separator(owner, value, name):
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a one-character str, got {value!r}")
+    if len(value) != 1 or value in '\r\n"':
+        raise ValueError(
+            f"{name} must be one character other than a quote or a line break, got {value!r}"
+        )
+    return value
+
+
+def _figures_of(net) -> tuple[str, ...]:
+    """The figures a fit of `net` may give (the accuracies: a classifier's)."""
+    return tuple(f for f in _FIGURES if net.is_classifier or "accuracy" not in f)
+
+
+def _nothing(*args) -> None:
+    """The hook of a LambdaCallback given None: does nothing."""
+
+
+def _hook(owner, value, name):
+    if value is None:
+        return _nothing
+    if not callable(value):
+        raise TypeError(f"{name} must be a callable or None, got {value!r}")
+    return value
+
+
 def _new_rate(rate, what: str) -> float:
     """A learning rate a callback chose, checked: `what` names it."""
     return check_positive_float(rate, f"the learning rate {what}")
@@ -122,16 +202,25 @@ class _Monitored(Callback):
         self._best = math.inf if state["best"] is None else float(state["best"])
         self._wait = int(state["wait"])
 
-    def _improved(self, logs: dict) -> bool:
-        """Record logs[monitor]; True when it beats the best by > min_delta."""
+    @property
+    def _sign(self) -> float:
+        """Smaller is better for losses, larger for accuracies: the values
+        are compared (and the best kept) times this sign."""
+        return -1.0 if "accuracy" in self.monitor else 1.0
+
+    def _value(self, logs: dict) -> float:
+        """logs[monitor] times _sign; a ValueError when the fit has no such figure."""
         if self.monitor not in logs:
             raise ValueError(
                 f"monitor: {self.monitor!r} is not among this fit's figures "
                 f"({', '.join(sorted(logs))}); validation figures need "
                 "validation_data or validation_split"
             )
-        # smaller is better for losses, larger for accuracies
-        value = (-1.0 if "accuracy" in self.monitor else 1.0) * logs[self.monitor]
+        return self._sign * logs[self.monitor]
+
+    def _improved(self, logs: dict) -> bool:
+        """Record logs[monitor]; True when it beats the best by > min_delta."""
+        value = self._value(logs)
         if value < self._best - self.min_delta:
             self._best, self._wait = value, 0
             return True
@@ -350,3 +439,222 @@ class ProgressBar(Callback):
     def on_train_end(self, net, logs):
         if self._bar is not None:
             self._bar.close()
+
+
+class LambdaCallback(Callback):
+    """A callback made of functions, each called as the hook of its name is:
+    on_epoch_begin(net, epoch, logs), on_epoch_end(net, epoch, logs),
+    on_train_begin(net, logs), on_train_end(net, logs).  One left out (None)
+    does nothing.
+
+        LambdaCallback(on_epoch_end=lambda net, epoch, logs: print(epoch, logs["loss"]))
+    """
+
+    on_epoch_begin = Setting(_hook)
+    on_epoch_end = Setting(_hook)
+    on_train_begin = Setting(_hook)
+    on_train_end = Setting(_hook)
+
+    def __init__(
+        self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None
+    ):
+        self.on_epoch_begin, self.on_epoch_end = on_epoch_begin, on_epoch_end
+        self.on_train_begin, self.on_train_end = on_train_begin, on_train_end
+
+
+class CSVLogger(Callback):
+    """One row per epoch in the CSV file at `path`, under a header line:
+    'epoch' (numbered as in the History), then the epoch's figures in the
+    order loss, accuracy, val_loss, val_accuracy, lr (those the fit gives;
+    any a callback adds to the logs come after them, by name).  Each row is
+    flushed once written, so a run that is killed keeps its rows.  UTF-8,
+    fields split by `separator`.
+
+    With `append` (the default) a file that exists goes on: a resumed run
+    adds its rows under the old ones, without a second header.  Its columns
+    must be this fit's, or the fit stops with a ValueError naming the file:
+    before the first epoch for what the network tells (the columns 'epoch',
+    'loss', 'lr'; the accuracies, a classifier's only), at the first
+    epoch's end for what only the figures can (validation).  append=False
+    writes the file anew, from the first epoch's end."""
+
+    path = Setting(_path)
+    separator = Setting(_separator)
+    append = Setting(boolean)
+
+    def __init__(self, path, separator: str = ",", append: bool = True):
+        self.path, self.separator, self.append = path, separator, append
+
+    def on_train_begin(self, net, logs):
+        # (settings changed while a fit runs apply to the next fit)
+        self._where, self._split, self._append = self.path, self.separator, self.append
+        self._file = self._writer = None
+        self._columns = self._kept_columns(net) if self._append else None
+
+    def _kept_columns(self, net) -> list[str] | None:
+        """The header of the log being appended to (None: none yet), checked
+        against what a fit of `net` can give."""
+        try:
+            with open(self._where, newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh, delimiter=self._split), None)
+        except FileNotFoundError:
+            return None
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ValueError(
+                f"path: {self._where!r} is not a CSV log to append to ({exc}); "
+                "give another path, or append=False to write it anew"
+            ) from None
+        if header is None:  # an empty file
+            return None
+        base = ["epoch"] + [f for f in _figures_of(net) if not f.startswith("val_")]
+        validated = base + [f for f in _figures_of(net) if f.startswith("val_")]
+        known = {c for c in header if c in validated or c in _FIGURES}
+        if len(set(header)) < len(header) or known not in (set(base), set(validated)):
+            raise self._mismatch(
+                header,
+                f"{', '.join(base)} (and {', '.join(validated[len(base) :])} with validation)",
+            )
+        return header
+
+    def _mismatch(self, header, ours: str) -> ValueError:
+        return ValueError(
+            f"path: {self._where!r} holds a log with the columns {', '.join(header)}, "
+            f"and this fit's are {ours}: give another path, or append=False to write it anew"
+        )
+
+    def on_epoch_end(self, net, epoch, logs):
+        row = {"epoch": epoch, **logs}
+        new = self._columns is None
+        if new:
+            figures = [f for f in _FIGURES if f in logs]
+            self._columns = ["epoch", *figures, *sorted(set(logs) - set(figures))]
+        if sorted(row) != sorted(self._columns):
+            raise self._mismatch(self._columns, ", ".join(row))
+        if self._file is None:
+            self._open(new)
+        self._writer.writerow([row[c] for c in self._columns])
+        self._file.flush()
+
+    def _open(self, new: bool) -> None:
+        ended = True
+        if not new:  # (a run killed while writing may have left a row unfinished)
+            with open(self._where, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                ended = fh.read(1) in b"\r\n"
+        self._file = open(self._where, "a" if self._append else "w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file, delimiter=self._split)
+        if new:
+            self._writer.writerow(self._columns)
+        elif not ended:
+            self._file.write(self._writer.dialect.lineterminator)
+
+    def on_train_end(self, net, logs):
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
+
+
+class ModelCheckpoint(_Monitored):
+    """Save the network (Sequential.save: the whole model and its training
+    state, atomically, so a file that exists is always whole) after every
+    `every`-th epoch, the epochs numbered as in the History.
+
+    `path` may hold placeholders, filled in as str.format does: {epoch} and
+    the epoch's figures ({loss}, {accuracy}, {val_loss}, {val_accuracy},
+    {lr}), e.g. "ckpt-{epoch:03d}-{val_loss:.4f}.npz"; ".npz" is added when
+    missing, and `last_saved` is the path written last.  A placeholder of
+    another name, a malformed one, or a figure the network has not (a
+    regressor's {accuracy}) is refused when the fit begins; a figure this
+    fit does not give ({val_loss} without validation) at the first epoch's
+    end, before anything is saved.
+
+    save_best_only: save only when `monitor` ('val_loss' by default) beats
+    its best so far (the rule of EarlyStopping: smaller is better for
+    losses, larger for accuracies; with every > 1, at those epochs only), so
+    the file, or the newest of the names, holds the best network.  The best
+    value (`best`) goes on with the training state across fit calls and
+    files (see Callback.get_state): a resumed run does not overwrite the
+    best file with a worse network.
+
+    A file holds its epoch's network with the training state fit stores
+    once every callback has seen the epoch (the epochs trained, each
+    callback's state), so that backprop.load(file) and fit go on exactly as
+    the run did from there.  It is therefore written as the next epoch
+    begins, or as training ends after the last one (with the weights of the
+    epoch's end, not those EarlyStopping puts back)."""
+
+    path = Setting(_checkpoint_path)
+    every = Setting(count(1))
+    save_best_only = Setting(boolean)
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        every: int = 1,
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+    ):
+        self.path, self.every = path, every
+        super().__init__(monitor, 0, 0.0)
+        self.save_best_only = save_best_only
+        self.last_saved: str | None = None
+        self._best = math.inf
+        self._due: tuple | None = None  # (epoch, path, its weights): the file to write
+
+    @property
+    def best(self) -> float | None:
+        """The best value of `monitor` so far (with save_best_only), or None."""
+        return None if math.isinf(self._best) else self._sign * self._best
+
+    def on_train_begin(self, net, logs):
+        super().on_train_begin(net, logs)
+        self._due = None
+        foreign = [
+            f for f in _placeholders(self.path, "path") if f not in ("epoch",) + _figures_of(net)
+        ]
+        if foreign:
+            raise ValueError(
+                f"path: the placeholder {{{foreign[0]}}} of {self.path!r} is a figure this "
+                "network has not (only classifiers have accuracies)"
+            )
+        folder = os.path.dirname(self.path)
+        if folder and "{" not in folder and "}" not in folder and not os.path.isdir(folder):
+            raise FileNotFoundError(f"path: the folder {folder!r} of {self.path!r} does not exist")
+
+    def get_state(self) -> dict:
+        return super().get_state() if self.save_best_only else {}
+
+    def on_epoch_end(self, net, epoch, logs):
+        values = dict(logs, epoch=epoch)
+        for field in _placeholders(self.path, "path"):
+            if field not in values:
+                raise ValueError(
+                    f"path: the placeholder {{{field}}} of {self.path!r} is not among this "
+                    f"fit's figures ({', '.join(logs)}); validation figures need "
+                    "validation_data or validation_split"
+                )
+        if self.save_best_only:
+            self._value(logs)  # (a monitor the fit has not is refused at once)
+        if epoch % self.every or (self.save_best_only and not self._improved(logs)):
+            return
+        self._due = (epoch, self.path.format_map(values), net.params.copy())
+
+    def on_epoch_begin(self, net, epoch, logs):
+        self._write(net)
+
+    def on_train_end(self, net, logs):
+        if self._due is None:
+            return
+        params = net.params.copy()
+        net.params[...] = self._due[2]  # (EarlyStopping may have put others back since)
+        try:
+            self._write(net)
+        finally:
+            net.params[...] = params
+
+    def _write(self, net) -> None:
+        """Write the file due, if fit has stored its epoch's training state
+        (it has not when an error or Ctrl-C ended the fit before)."""
+        due, self._due = self._due, None
+        if due is not None and net.training_state.epoch == due[0]:
+            self.last_saved = net.save(due[1])
