@@ -514,11 +514,22 @@ def _parse_training(meta) -> Training:
             ):
                 raise bad(f"{where}.{item} is out of range")
             parsed[key][item] = value
+    epoch = _integer(meta["epoch"], f"{name}.epoch", 0, MAX_STEPS)
+    run = _optional(meta["run"], _parse_run)
+    if run is not None and not run["first"] <= epoch <= run["last"]:
+        raise bad(
+            f"{name}.epoch must be in the run's epochs {run['first']} … {run['last']}, got {epoch}"
+        )
+    position = None if run is None else run["position"]
+    if position is not None and (
+        position["epoch"] != epoch + 1 or position["rows"] > (run["rows"] or position["rows"])
+    ):
+        raise bad(
+            f"{name}.run.position must be within epoch {epoch + 1} and its "
+            f"{run['rows']} rows, got epoch {position['epoch']}, rows {position['rows']}"
+        )
     return Training(
-        _integer(meta["epoch"], f"{name}.epoch", 0, MAX_STEPS),
-        _optional(meta["seed"], _integer, f"{name}.seed", 0, 2**62 - 1),
-        parsed,
-        _optional(meta["run"], _parse_run),
+        epoch, _optional(meta["seed"], _integer, f"{name}.seed", 0, 2**62 - 1), parsed, run
     )
 
 
@@ -537,7 +548,7 @@ def _parse_run(meta) -> dict:
         if not (
             _NAME.fullmatch(key)
             and isinstance(values, list)
-            and all(v is None or type(v) in (int, float) for v in values)
+            and all(v is None or _number(v) for v in values)
         ):
             raise bad(f"{name}.history.{_short(key)} must be a list of numbers")
     return {
@@ -555,13 +566,19 @@ def _parse_run(meta) -> dict:
     }
 
 
+def _number(value) -> bool:
+    """Whether `value` is a JSON number a float holds (not an integer of
+    hundreds of digits, which float() refuses)."""
+    return type(value) is float or (type(value) is int and abs(value) < 2**63)
+
+
 def _parse_position(meta, last: int) -> dict:
     """Where within an epoch a checkpoint was saved (fit's checkpoint_every)."""
     name = "meta.training.run.position"
     _fields(meta, name, ("epoch", "rows", "loss", "right"))
     for key in ("loss", "right"):
         value = meta[key]
-        if type(value) not in (int, float) or not math.isfinite(value):
+        if not _number(value) or not math.isfinite(value):
             raise bad(f"{name}.{key} must be a finite number, got {_show(value)}")
     return {
         "epoch": _integer(meta["epoch"], f"{name}.epoch", 1, last),

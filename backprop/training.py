@@ -220,10 +220,24 @@ class Checkpoint:
     def save_within(self, snapshot, epoch: int, rows: int, loss: float, right: float) -> None:
         """Write the checkpoint within epoch `epoch`, `rows` of its rows done
         (and the sums of their loss and accuracy)."""
-        position = {"epoch": epoch, "rows": rows, "loss": float(loss), "right": float(right)}
+        if not math.isfinite(loss):  # (the epoch diverges: its end undoes it)
+            return
+        # A regression network counts no accuracy (NaN): the file keeps 0.
+        right = float(right) if math.isfinite(right) else 0.0
+        position = {"epoch": epoch, "rows": rows, "loss": float(loss), "right": right}
         self.run = dict(self.run, position=position)
         if self.writes:
             _format.write(self.path, snapshot(self.run))
+
+
+class _Undo:
+    """What fit may change on a network before its first epoch (the weights
+    a checkpoint brings, the optimizer, its state and steps, the training
+    state, the generator), put back by undo() when the fit is refused
+    before it starts (see Trainer._undo_point)."""
+
+    def __init__(self, undo: Callable[[], None]):
+        self.undo, self.started = undo, False
 
 
 def _history_of(run: dict) -> History:
@@ -399,93 +413,108 @@ class Trainer:
         run_seed = (
             int(copy.deepcopy(self._rng).integers(2**62)) if new_run or kept is None else kept
         )
-        self._set_optimizer_for_fit(optimizer, lr)
-        source, score = self._source(
-            X,
-            y,
-            epochs,
-            runner.step_rows(batch_size),
-            chunk_size,
-            sample_weight,
-            class_weight,
-            validation_data,
-            validation_split,
-            runner.reads_rows,
-            run_seed,
-        )
-        n = source.rows
-        batch_size = min(batch_size, n or batch_size)
-        engine = self._engine_for(batch_size if n else 1, True)  # (a stream: per batch)
-        callbacks = self._callbacks(
-            callbacks,
-            early_stopping,
-            patience,
-            min_delta,
-            verbose,
-            runner.validating(score is not None),
-        )
-        run = None
-        if path is not None:
-            first = self._training.epoch
-            run = {
-                "first": first,
-                "last": first + epochs,
-                "rows": n,
-                "batch_size": batch_size,
-                "shuffle": bool(shuffle),
-                "complete": False,
-                "history": {},
-                "every": checkpoint_every,
-                "position": None,
-            }
-            if os.path.exists(path):  # resume the run from it
-                run = self._resume(path, run)
-                run_seed = int(self._training.seed or 0)
-                new_run = reset = False
-                epochs = run["last"] - self._training.epoch
-                if run["complete"]:
-                    return _history_of(run)
-        if reset:
-            self._reset_training()
-        if new_run:
-            self._rng.integers(2**62)  # (the draw run_seed took)
-            self._training.seed = run_seed
-        # The core shuffles the rows of each chunk by the epoch's seed: the
-        # training run's seed plus the epoch's number (see TrainingState).
-        seed = run_seed if shuffle else -1
-        # An epoch goes to the core in stretches of whole batches, each about
-        # STRETCH_FLOPS of work, so that Ctrl-C lands between two of them.
-        step_flops = self._engine_flops_per_row() * batch_size
-        stretch = batch_size * max(1, int(STRETCH_FLOPS // max(step_flops, 1.0)))
-        saver = (
-            None
-            if run is None or path is None
-            else Checkpoint(path, run, runner.writes_checkpoints)
-        )
-        progress = None
-        if saver is not None and checkpoint_every is not None:
-            stretch = min(stretch, batch_size * checkpoint_every)  # (a save ends a stretch)
-            position = saver.run["position"]
-            progress = Progress(
-                checkpoint_every,
-                lambda epoch, rows, loss, right: saver.save_within(
-                    self._snapshot, epoch, rows, loss, right
-                ),
-                None
-                if position is None
-                else (position["epoch"], position["rows"], position["loss"], position["right"]),
+        # A fit refused before its first epoch (an argument, a checkpoint of
+        # another run, a bad file) leaves the network as it was.
+        undo = self._undo_point()
+        try:
+            self._set_optimizer_for_fit(optimizer, lr)
+            source_of = functools.partial(
+                self._source,
+                X,
+                y,
+                epochs,
+                runner.step_rows(batch_size),
+                chunk_size,
+                sample_weight,
+                class_weight,
+                validation_data,
+                validation_split,
+                runner.reads_rows,
             )
-        plan = runner.start(self, FitPlan(source, batch_size, seed, engine, stretch, progress))
-        return self._run_epochs(
-            epochs,
-            n,
-            callbacks,
-            lambda epoch, lr: runner.epoch(self, plan, epoch, lr),
-            runner.score(score),
-            saver,
-        )
+            source, score = source_of(run_seed)
+            n = source.rows
+            batch_size = min(batch_size, n or batch_size)
+            engine = self._engine_for(batch_size if n else 1, True)  # (a stream: per batch)
+            callbacks = self._callbacks(
+                callbacks,
+                early_stopping,
+                patience,
+                min_delta,
+                verbose,
+                runner.validating(score is not None),
+            )
+            run = None
+            if path is not None:
+                first = self._training.epoch
+                run = {
+                    "first": first,
+                    "last": first + epochs,
+                    "rows": n,
+                    "batch_size": batch_size,
+                    "shuffle": bool(shuffle),
+                    "complete": False,
+                    "history": {},
+                    "every": checkpoint_every,
+                    "position": None,
+                }
+                if os.path.exists(path):  # resume the run from it
+                    run = self._resume(path, run)
+                    if validation_split and self._training.seed not in (None, run_seed):
+                        # (the run holds out the rows its own seed chose)
+                        source, score = source_of(self._training.seed)
+                    run_seed = int(self._training.seed or 0)
+                    new_run = reset = False
+                    epochs = run["last"] - self._training.epoch
+                    if run["complete"]:
+                        return _history_of(run)
+            if reset:
+                self._reset_training()
+            if new_run:
+                self._rng.integers(2**62)  # (the draw run_seed took)
+                self._training.seed = run_seed
+            # The core shuffles the rows of each chunk by the epoch's seed: the
+            # training run's seed plus the epoch's number (see TrainingState).
+            seed = run_seed if shuffle else -1
+            # An epoch goes to the core in stretches of whole batches, each about
+            # STRETCH_FLOPS of work, so that Ctrl-C lands between two of them.
+            step_flops = self._engine_flops_per_row() * batch_size
+            stretch = batch_size * max(1, int(STRETCH_FLOPS // max(step_flops, 1.0)))
+            saver = (
+                None
+                if run is None or path is None
+                else Checkpoint(path, run, runner.writes_checkpoints)
+            )
+            progress = None
+            if saver is not None and checkpoint_every is not None:
+                stretch = min(stretch, batch_size * checkpoint_every)  # (a save ends a stretch)
+                position = saver.run["position"]
+                progress = Progress(
+                    checkpoint_every,
+                    lambda epoch, rows, loss, right: saver.save_within(
+                        self._snapshot, epoch, rows, loss, right
+                    ),
+                    None
+                    if position is None
+                    else (position["epoch"], position["rows"], position["loss"], position["right"]),
+                )
+            plan = runner.start(self, FitPlan(source, batch_size, seed, engine, stretch, progress))
+            return self._run_epochs(
+                epochs,
+                n,
+                callbacks,
+                lambda epoch, lr: runner.epoch(self, plan, epoch, lr),
+                runner.score(score),
+                saver,
+                undo,
+            )
+        except BaseException:
+            if not undo.started:
+                undo.undo()
+            raise
 
-    def _run_epochs(self, epochs, rows, callbacks, run_epoch, score, checkpoint=None) -> History:
+    def _run_epochs(
+        self, epochs, rows, callbacks, run_epoch, score, checkpoint=None, undo=None
+    ) -> History:
         """The loop over the epochs of a fit around run_epoch(epoch, lr) →
         (mean loss, accuracy): callbacks, history, validation figures from
         score(), and the return to the last finite state when an epoch
@@ -506,6 +535,8 @@ class Trainer:
                         f"callbacks: the training state kept for {key} does not suit it "
                         f"({type(exc).__name__}: {exc}); fit(..., reset=True) starts a new run"
                     ) from None
+        if undo is not None:
+            undo.started = True
         try:
             for epoch in range(first + 1, first + epochs + 1):
                 for callback in callbacks:
@@ -621,6 +652,30 @@ class Trainer:
         self._rng.bit_generator.state = model.rng
         self._training = other.training_state
         return dict(saved)
+
+    def _undo_point(self) -> _Undo:
+        """fit's way back to the network as it is now (see _Undo)."""
+        opt, lr = self._optimizer, self._optimizer.lr
+        params, opt_state = self.params.copy(), self._opt_state
+        opt_arrays = [state.copy() for state in opt_state]
+        steps = self.optimizer_steps
+        training = self._training
+        epoch, seed, callbacks = training.epoch, training.seed, dict(training.callbacks)
+        rng = self._rng.bit_generator.state
+
+        def undo() -> None:
+            self.params[...] = params
+            self._optimizer = opt
+            opt.lr = lr
+            self._opt_state = opt_state
+            for state, saved in zip(opt_state, opt_arrays):
+                state[...] = saved
+            self._apply_optimizer(steps=steps)
+            training.epoch, training.seed, training.callbacks = epoch, seed, callbacks
+            self._training = training
+            self._rng.bit_generator.state = rng
+
+        return _Undo(undo)
 
     def _reset_training(self) -> None:
         """A new training run (fit's reset=True): see TrainingState."""

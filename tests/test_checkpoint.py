@@ -2,6 +2,7 @@
 from the file, ends with the model an uninterrupted run ends with, bit for
 bit, and does not train twice once complete."""
 
+import json
 import os
 import random
 import shutil
@@ -310,3 +311,159 @@ def test_a_distributed_run_killed_at_random_moments_ends_as_one_run(tmp_path):
     final = job(folder)
     assert final.wait(180) == 0, final.stderr.read().decode()
     np.testing.assert_array_equal(np.load(folder / "params.npy"), expected)
+
+
+def state_of(net):
+    training = net.training_state
+    return (
+        net.params.copy(),
+        type(net.optimizer).__name__,
+        net.optimizer.lr,
+        net.optimizer_steps,
+        [state.copy() for state in net.optimizer_state],
+        (training.epoch, training.seed, dict(training.callbacks)),
+        net._rng.bit_generator.state,
+    )
+
+
+def assert_same_state(a, b):
+    assert a[1:4] == b[1:4] and a[5:] == b[5:]
+    for x, y in zip([a[0], *a[4]], [b[0], *b[4]], strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_refused_checkpoint_changes_nothing(tmp_path):
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fit(make_net(), path, StopAt(2))
+    X, y = data()
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a model file")
+    # a file whose StepDecay state does not suit StepDecay (refused after it is read)
+    model, arrays = _format.read(str(path))
+    callbacks = {"StepDecay": {"initial_lr": "text"}}
+    unsuited = tmp_path / "unsuited.npz"
+    _format.write(str(unsuited), dict(arrays, meta=np.array(_meta_with(path, callbacks))))
+    for kwargs in (
+        {"checkpoint": path, "optimizer": "adam"},  # another run (first epoch 1)
+        {"checkpoint": path, "lr": 0.5},
+        {"checkpoint": bad, "lr": 0.5},
+        {"checkpoint": path, "reset": True, "lr": 0.5},
+    ):
+        net = make_net()
+        net.fit(X, y, epochs=1, batch_size=8, optimizer=bp.SGD(0.1, momentum=0.9))
+        before = state_of(net)
+        with pytest.raises(ValueError):
+            net.fit(X, y, epochs=6, batch_size=8, **kwargs)
+        assert_same_state(state_of(net), before)
+    net = make_net()
+    before = state_of(net)
+    with pytest.raises(ValueError, match="the training state kept for StepDecay"):
+        fit(net, unsuited)
+    assert_same_state(state_of(net), before)
+
+
+def _meta_with(path, callbacks):
+    meta = json.loads(str(np.load(path)["meta"]))
+    meta["training"]["callbacks"] = callbacks
+    return json.dumps(meta)
+
+
+def test_checkpoint_every_on_a_regression_network(tmp_path, monkeypatch):
+    """A regression network counts no accuracy: its saves within an epoch
+    work all the same, and the run resumes there."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = X @ np.array([[1.0], [-2.0], [0.5]])
+
+    def run(net, **kwargs):
+        return net.fit(X, y, epochs=3, batch_size=4, **kwargs)
+
+    def net():
+        return bp.Sequential(bp.Dense(3, 4, "tanh"), bp.Dense(4, 1), seed=0)
+
+    whole = net()
+    run(whole)
+    path = tmp_path / "run.npz"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 5)  # within epoch 2 (10 batches an epoch, saves every 3)
+        with pytest.raises(Interrupted):
+            run(net(), checkpoint=path, checkpoint_every=3)
+    assert _format.read(str(path))[0].training.run["position"]["epoch"] == 2
+    again = net()
+    run(again, checkpoint=path, checkpoint_every=3)
+    np.testing.assert_array_equal(again.params, whole.params)
+
+
+def test_validation_split_resumes_with_the_runs_rows(tmp_path):
+    """A network without a seed resumes a run with validation_split holding
+    out the rows the run's seed chose, not its own generator's."""
+    X, y = data()
+    start = make_net()
+
+    def net(state=None):
+        net = bp.Sequential(bp.Dense(5, 8, "tanh"), bp.Dense(8, 3, "softmax"), loss="cross_entropy")
+        net.params[...] = start.params
+        if state is not None:
+            net._rng.bit_generator.state = state
+        return net
+
+    def run(net, **kwargs):
+        return net.fit(X, y, epochs=4, batch_size=8, validation_split=0.25, **kwargs)
+
+    first = net()
+    state = first._rng.bit_generator.state
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        run(first, checkpoint=path, callbacks=[StopAt(2)])
+    whole = net(state)
+    run(whole)
+    again = net()
+    run(again, checkpoint=path)
+    np.testing.assert_array_equal(again.params, whole.params)
+
+
+@pytest.mark.parametrize(
+    "where, field",
+    [(("position", "loss"), "position.loss"), (("history", "loss"), "history.loss")],
+)
+def test_a_huge_integer_in_a_checkpoint_is_refused_by_its_field(
+    tmp_path, monkeypatch, where, field
+):
+    path = tmp_path / "run.npz"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 1)
+        with pytest.raises(Interrupted):
+            fit_source(make_net(), "memory", tmp_path, checkpoint=path, checkpoint_every=2)
+    arrays = dict(np.load(path))
+    meta = json.loads(str(arrays["meta"]))
+    run = meta["training"]["run"]
+    run[where[0]][where[1]] = 10**400 if where[0] == "position" else [10**400]
+    hostile = tmp_path / "hostile.npz"
+    np.savez(hostile, **dict(arrays, meta=np.array(json.dumps(meta))))
+    with pytest.raises(ValueError, match=f"meta.training.run.{field}"):
+        bp.load(hostile)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.update(epoch=99), "meta.training.epoch must be in the run's epochs"),
+        (lambda t: t["run"]["position"].update(rows=10**6), "meta.training.run.position"),
+        (lambda t: t["run"]["position"].update(epoch=1), "meta.training.run.position"),
+    ],
+)
+def test_a_checkpoint_whose_fields_disagree_is_refused(tmp_path, monkeypatch, change, message):
+    path = tmp_path / "run.npz"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 9)  # within epoch 2 (12 batches an epoch, saves every 2)
+        with pytest.raises(Interrupted):
+            fit_source(make_net(), "memory", tmp_path, checkpoint=path, checkpoint_every=2)
+    arrays = dict(np.load(path))
+    meta = json.loads(str(arrays["meta"]))
+    assert meta["training"]["run"]["position"]["epoch"] == 2
+    change(meta["training"])
+    hostile = tmp_path / "hostile.npz"
+    np.savez(hostile, **dict(arrays, meta=np.array(json.dumps(meta))))
+    with pytest.raises(ValueError, match=message):
+        bp.load(hostile)
