@@ -528,6 +528,14 @@ def _parse_training(meta) -> Training:
             f"{name}.run.position must be within epoch {epoch + 1} and its "
             f"{run['rows']} rows, got epoch {position['epoch']}, rows {position['rows']}"
         )
+    if run is not None:  # the History holds one value of each figure per epoch trained
+        done = epoch - run["first"]
+        lengths = {key: len(values) for key, values in run["history"].items()}
+        if (done and "loss" not in lengths) or any(n != done for n in lengths.values()):
+            raise bad(
+                f"{name}.run.history must hold {done} values of each figure (loss among "
+                f"them) for the epochs trained, got {_short(str(lengths), 120)}"
+            )
     return Training(
         epoch, _optional(meta["seed"], _integer, f"{name}.seed", 0, 2**62 - 1), parsed, run
     )

@@ -3,6 +3,7 @@ from the file, ends with the model an uninterrupted run ends with, bit for
 bit, and does not train twice once complete."""
 
 import json
+import json
 import os
 import random
 import shutil
@@ -467,3 +468,24 @@ def test_a_checkpoint_whose_fields_disagree_is_refused(tmp_path, monkeypatch, ch
     np.savez(hostile, **dict(arrays, meta=np.array(json.dumps(meta))))
     with pytest.raises(ValueError, match=message):
         bp.load(hostile)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda h: h["loss"].append(1.0),  # a value more than the epochs trained
+        lambda h: h.pop("loss"),  # no loss
+        lambda h: h["lr"].pop(),  # figures of different lengths
+    ],
+)
+def test_a_checkpoint_whose_history_does_not_fit_its_epochs_is_refused(tmp_path, edit):
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fit(make_net(), path, StopAt(2))
+    arrays = dict(np.load(path))
+    meta = json.loads(str(arrays["meta"]))
+    edit(meta["training"]["run"]["history"])
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="meta.training.run.history must hold 2 values"):
+        fit(make_net(), path)
