@@ -3,7 +3,6 @@ from the file, ends with the model an uninterrupted run ends with, bit for
 bit, and does not train twice once complete."""
 
 import json
-import json
 import os
 import random
 import shutil
