@@ -30,7 +30,7 @@
 # sums that feed a loss value are accumulated in double.
 
 from libc.math cimport exp, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf, pow
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
 from backprop._codes cimport (
     IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, STEP,
@@ -116,14 +116,35 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     # C (m, n) = alpha · op(A) (m, k) @ op(B) (k, n) + beta · C, row-major.
     # BLAS is column-major, where a row-major matrix reads as its transpose,
     # so ask it for Cᵀ = op(B)ᵀ @ op(A)ᵀ: swap the operands and m with n.
+    # One row of A (a single sample) is a matrix-vector product, which BLAS's
+    # gemv does without packing B, as gemm would (see gemv_row).
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
+    if m == 1 and not trans_a:
+        gemv_row(trans_b, n, k, alpha, A, B, ldb, beta, C)
+        return
     if real is float:
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>B, &ldb, <float*>A, &lda,
               &beta, C, &ldc)
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda,
               &beta, C, &ldc)
+
+
+cdef inline void gemv_row(bint trans_b, int n, int k, real alpha, const real* x,
+                          const real* B, int ldb, real beta, real* c) noexcept nogil:
+    # c (1, n) = alpha · x (1, k) @ op(B) (k, n) + beta · c, row-major: gemm
+    # for one row.  In BLAS's column-major view B (k, n) is a matrix (n, k)
+    # with leading dimension ldb, and c = that matrix times x; Bᵀ (B stored
+    # as (n, k)) is a matrix (k, n), and c = its transpose times x.
+    cdef int one = 1
+    cdef char t = b'T' if trans_b else b'N'
+    cdef int rows = k if trans_b else n
+    cdef int cols = n if trans_b else k
+    if real is float:
+        sgemv(&t, &rows, &cols, &alpha, <float*>B, &ldb, <float*>x, &one, &beta, c, &one)
+    else:
+        dgemv(&t, &rows, &cols, &alpha, <double*>B, &ldb, <double*>x, &one, &beta, c, &one)
 
 
 # ------------------------------------------------------------ activations ---
