@@ -250,9 +250,70 @@ def memory(res):
     )
 
 
+def _score(lib):
+    if "error" in lib:
+        return "n/a"
+    return f"{lib['mean']:.4f} ±{lib['spread']:.4f}"
+
+
+def parity(res):
+    p = res["parity"]
+    rows = []
+    for name, d in p["datasets"].items():
+        size = f"{d['rows']}×{d['features']}" + (f", {d['classes']} cl." if d["classes"] else "")
+        for solver, r in d["solvers"].items():
+            sk, bp = r["libraries"]["sklearn"], r["libraries"]["backprop"]
+            rows.append(
+                [
+                    f"{name} ({size})",
+                    solver,
+                    d["metric"],
+                    _score(sk),
+                    _score(bp),
+                    "n/a" if r["delta"] is None else f"{r['delta']:+.4f}",
+                    "n/a" if r["agree"] is None else "yes" if r["agree"] else "NO",
+                    "n/a" if "error" in sk else _time(sk["time"]),
+                    "n/a" if "error" in bp else _time(bp["time"]),
+                    "n/a" if r["time_ratio"] is None else f"{r['time_ratio']:.2f}×",
+                ]
+            )
+    seeds = p["seeds"]
+    table(
+        f"scikit-learn estimators: backprop.sklearn vs sklearn.neural_network, defaults, "
+        f"{p['folds']}-fold CV, {len(seeds)} seed{'s' * (len(seeds) > 1)}",
+        [
+            "data set",
+            "solver",
+            "metric",
+            "sklearn",
+            "backprop",
+            "bp − sk",
+            "agree",
+            "sklearn CV time",
+            "backprop CV time",
+            "sk/bp",
+        ],
+        rows,
+        [
+            "make_pipeline(StandardScaler(), MLPClassifier/MLPRegressor(solver=…, "
+            "random_state=seed)), each library's defaults otherwise (max_iter 200, "
+            "ConvergenceWarnings silenced); regressors inside "
+            "TransformedTargetRegressor(transformer=StandardScaler())",
+            "the same folds for both (StratifiedKFold / KFold, shuffle=True, random_state=0); "
+            f"random_state = {', '.join(map(str, seeds))}",
+            "score: mean over seeds of the seed's mean over folds (accuracy or R²) ± the "
+            "standard deviation of the seeds' scores",
+            f"agree: |bp − sk| ≤ the larger spread, or {p['floor']} when that is smaller; "
+            "n/a: the estimator refused the solver or failed (see the notes)",
+            "CV time: one seed's cross-validation, fits and scores (median ±½IQR over the "
+            "seeds, the libraries interleaved); sk/bp > 1: backprop faster",
+        ],
+    )
+
+
 def print_all(res):
     header(res)
-    for name in ("training", "latency", "throughput", "digits", "memory"):
+    for name in ("training", "latency", "throughput", "digits", "memory", "parity"):
         if res.get(name):
             globals()[name](res)
     if "elapsed_s" in res:

@@ -14,7 +14,10 @@
 - memory: each system's training run in a fresh subprocess: peak RSS growth
   (the high-water mark VmHWM, reset through /proc/self/clear_refs just
   before, minus the RSS before; ru_maxrss would not do: after fork + exec it
-  keeps the parent's peak) and the tracemalloc peak of a second, traced run.
+  keeps the parent's peak) and the tracemalloc peak of a second, traced run;
+- parity (opt-in): backprop.sklearn's MLPClassifier/MLPRegressor against
+  scikit-learn's own, cross-validated on seven data sets with both
+  libraries' defaults (bench/parity.py): scores, their agreement, wall time.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import parity as _parity
 from . import workloads as W
 from .machine import gemm_peak, rss_bytes, set_threads
 from .systems import ALL_SYSTEMS
@@ -50,6 +54,8 @@ class Settings:
     throughput_rows: int = 10_000
     digits_epochs: int = 20
     memory_workloads: tuple = ("W3", "W4")
+    parity_seeds: tuple = (0, 1, 2)  # the estimators' random_state
+    parity_folds: int = 5
 
     @classmethod
     def make(cls, quick: bool, threads: int) -> Settings:
@@ -69,6 +75,7 @@ class Settings:
             throughput_rows=2_000,
             digits_epochs=3,
             memory_workloads=("W3",),
+            parity_seeds=(0,),
         )
 
 
@@ -247,6 +254,12 @@ def digits(systems, cfg, notes, progress) -> dict:
         "test_rows": X_test.shape[0],
         "systems": out,
     }
+
+
+def parity(systems, cfg, notes, progress) -> dict:
+    """(The systems are not used: the section compares two libraries'
+    scikit-learn estimators, see bench/parity.py.)"""
+    return _parity.run(cfg, notes, progress)
 
 
 # -- memory: one subprocess per system and workload -------------------------------

@@ -1,27 +1,126 @@
 """The benchmark suite runs, as a user runs it, and its numpy peer is right.
 (Speed is shown by bench/, never asserted here.)"""
 
+import importlib
 import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_numpy_peer_gradients_match_finite_differences():
+def _bench(module):
+    """bench.<module>, imported from the repository root."""
     sys.path.insert(0, ROOT)
     try:
-        from bench.numpy_mlp import check_gradients
+        return importlib.import_module(f"bench.{module}")
     finally:
         if ROOT in sys.path:  # (bench takes the root off the path itself when
             sys.path.remove(ROOT)  # backprop there is an unbuilt source folder)
-    assert check_gradients() < 1e-6
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "bench")), reason="no bench/ here")
+def test_numpy_peer_gradients_match_finite_differences():
+    assert _bench("numpy_mlp").check_gradients() < 1e-6
+
+
+needs_bench = pytest.mark.skipif(
+    not os.path.isdir(os.path.join(ROOT, "bench")), reason="no bench/ here"
+)
+
+
+@needs_bench
+def test_parity_agreement_is_within_the_larger_spread_or_the_floor():
+    agree = _bench("parity").agree
+    assert agree({"mean": 0.90, "spread": 0.02}, {"mean": 0.915, "spread": 0.0})
+    assert not agree({"mean": 0.90, "spread": 0.002}, {"mean": 0.91, "spread": 0.001})
+    assert agree({"mean": 0.90, "spread": 0.0}, {"mean": 0.904, "spread": 0.0})  # the floor
+    assert not agree({"mean": 0.90, "spread": 0.0}, {"mean": 0.904, "spread": 0.0}, floor=0.001)
+
+
+@needs_bench
+def test_parity_section_scores_both_libraries_on_the_same_folds(capsys):
+    pytest.importorskip("sklearn")
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    parity, report, suite = _bench("parity"), _bench("report"), _bench("suite")
+    notes, progress = [], []
+    cfg = suite.Settings(settle=0.0)
+    # rmsprop: a solver that scikit-learn's MLP refuses (backprop's does not)
+    res = parity.run(
+        cfg, notes, progress.append, ["iris"], seeds=(0,), folds=2, solvers=("adam", "rmsprop")
+    )
+    assert (res["folds"], res["seeds"]) == (2, [0])
+    iris = res["datasets"]["iris"]
+    assert (iris["rows"], iris["features"], iris["classes"], iris["metric"]) == (
+        150,
+        4,
+        3,
+        "accuracy",
+    )
+    adam = iris["solvers"]["adam"]
+    for lib in ("sklearn", "backprop"):
+        r = adam["libraries"][lib]
+        assert len(r["fold_scores"]) == 1 and len(r["fold_scores"][0]) == 2
+        assert all(0.6 < s <= 1 for s in r["fold_scores"][0])  # 3 classes: chance is 1/3
+        assert r["mean"] == pytest.approx(sum(r["fold_scores"][0]) / 2)
+        assert r["spread"] == 0.0  # one seed
+        assert 0 < r["time"]["median"] == r["total_s"]
+    sk, bp = adam["libraries"]["sklearn"], adam["libraries"]["backprop"]
+    assert adam["delta"] == pytest.approx(bp["mean"] - sk["mean"])
+    assert isinstance(adam["agree"], bool)
+    assert adam["time_ratio"] == pytest.approx(sk["time"]["median"] / bp["time"]["median"])
+    # scikit-learn's first fold, fitted here on the folds the section says it uses
+    X, y = parity.get("iris").load()
+    train, test = next(StratifiedKFold(2, shuffle=True, random_state=0).split(X, y))
+    model = make_pipeline(StandardScaler(), MLPClassifier(random_state=0, max_iter=200))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (not converged in 200 iterations)
+        model.fit(X[train], y[train])
+    assert sk["fold_scores"][0][0] == pytest.approx(model.score(X[test], y[test]))
+    # the refused solver: n/a for that library and a note, the other still scored
+    rms = iris["solvers"]["rmsprop"]
+    assert "solver" in rms["libraries"]["sklearn"]["error"]
+    assert rms["agree"] is None and rms["delta"] is None and rms["time_ratio"] is None
+    assert 0.6 < rms["libraries"]["backprop"]["mean"] <= 1
+    assert any(n.startswith("parity iris rmsprop sklearn: n/a") for n in notes)
+    assert progress == ["parity iris: done"]
+    report.parity({"parity": res})
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("iris")]
+    assert len(rows) == 2 and "n/a" not in rows[0] and rows[1].count("n/a") == 5
+
+
+@needs_bench
+def test_parity_regressors_are_scored_on_the_original_targets():
+    pytest.importorskip("sklearn")
+    parity, suite = _bench("parity"), _bench("suite")
+    notes = []
+    res = parity.run(
+        suite.Settings(settle=0.0), notes, lambda msg: None, ["diabetes"], (0,), 2, ("adam",)
+    )
+    assert notes == []
+    d = res["datasets"]["diabetes"]
+    assert (d["rows"], d["features"], d["classes"], d["metric"]) == (442, 10, None, "R²")
+    for r in d["solvers"]["adam"]["libraries"].values():
+        # R² of predictions on diabetes's own scale (targets 25–346): a model
+        # that had not undone the scaling would score far below 0
+        assert all(0.2 < s < 0.8 for s in r["fold_scores"][0])
+
+
+@needs_bench
+def test_parity_is_opt_in():
+    main = _bench("__main__")
+    assert "parity" not in main.parse_args([]).sections
+    assert main.parse_args(["--sections", "parity"]).sections == ["parity"]
+
+
+@needs_bench
 def test_quick_bench_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
@@ -55,7 +154,7 @@ def test_quick_bench_runs_and_writes_json(tmp_path):
     assert digits["numpy"]["test_accuracy"] > 0.85
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "bench")), reason="no bench/ here")
+@needs_bench
 def test_distributed_bench_runs_at_one_and_two_ranks(tmp_path):
     pytest.importorskip("mpi4py")
     out = tmp_path / "distributed.json"
