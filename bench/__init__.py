@@ -1,6 +1,7 @@
 """Benchmarks of backprop against other ways of training the same networks.
 
     python -m bench [--quick] [--workloads W1,W3] [--threads N] [--json PATH]
+    python -m bench --sections parity   backprop.sklearn vs scikit-learn's MLP
     python -m bench.memory      no allocation inside training steps
     python -m bench.threads     two trainings in two Python threads (GIL release)
     python -m bench.distributed W3 and W4 on 1 and 2 MPI ranks (needs the mpi extra)
@@ -8,8 +9,9 @@
 Modules: timing (the one timing helper and its statistics), workloads (sizes,
 data, FLOPs), machine (machine facts, threads, GEMM peak), numpy_mlp (the
 numpy peer and its gradient check), systems (backprop, numpy, torch and
-scikit-learn behind one interface), suite (the measurements), report (the
-tables).
+scikit-learn behind one interface), suite (the measurements), parity
+(the scikit-learn estimators cross-validated against scikit-learn's),
+report (the tables).
 """
 
 import importlib.machinery as _machinery
