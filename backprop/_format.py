@@ -61,7 +61,7 @@ _MAX_CALLBACKS, _MAX_VALUES, _MAX_TEXT = 100, 100, 1000
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}(#[0-9]{1,3})?")
 _LAYER_FIELDS = ("n_in", "n_out", "activation", "negative_slope")
-_COMMON = ("lr", "l2", "weight_decay", "clip_norm")
+_COMMON = ("lr", "l2", "weight_decay", "clip_norm", "decay_biases")
 _SETTINGS = {  # each optimizer's settings, as its constructor takes them
     _optimizers.SGD: _COMMON + ("momentum", "nesterov"),
     _optimizers.Adam: _COMMON + ("betas", "eps"),
@@ -452,14 +452,18 @@ def _parse_optimizer(meta) -> _optimizers.Optimizer:
     _fields(meta, "meta.optimizer", ("class", "settings"))
     cls = _OPTIMIZERS[_choice(meta["class"], "meta.optimizer.class", _OPTIMIZERS)]
     name = "meta.optimizer.settings"
-    settings = dict(_fields(meta["settings"], name, _SETTINGS[cls]))
+    settings = meta["settings"]
+    if isinstance(settings, dict) and "decay_biases" not in settings:
+        settings = dict(settings, decay_biases=True)  # (files from before it: biases decayed)
+    settings = dict(_fields(settings, name, _SETTINGS[cls]))
     if "betas" in settings:
         betas = settings["betas"]
         if not (isinstance(betas, list) and len(betas) == 2):
             raise bad(f"{name}.betas must be a pair of numbers, got {_show(betas)}")
         settings["betas"] = tuple(betas)
-    if "nesterov" in settings and type(settings["nesterov"]) is not bool:
-        raise bad(f"{name}.nesterov must be true or false, got {_show(settings['nesterov'])}")
+    for key in ("nesterov", "decay_biases"):
+        if key in settings and type(settings[key]) is not bool:
+            raise bad(f"{name}.{key} must be true or false, got {_show(settings[key])}")
     with field(name):
         return cls(**settings)  # the constructor checks every value
 

@@ -17,7 +17,8 @@ data before the checks on its member pass:
    (or 16 MiB, if more), the metadata at most 4 MiB;
 2. the metadata: JSON with exactly the fields `save` writes, each of its
    type (an integer is a JSON integer, not a string, a boolean or a
-   fraction) and in range; the optimizer's settings pass its constructor;
+   fraction) and in range; the optimizer's settings pass its constructor
+   (a file from before decay_biases, which lacks it, means True);
 3. the members and their .npy headers against the metadata: one `params`
    of the layers' weight count and the model's dtype, as many
    `optimizer_state_<i>` of the same shape as the optimizer keeps, and

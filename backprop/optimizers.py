@@ -12,6 +12,11 @@ parameter buffer (gradient clipping adds one pass, for the norm).  With
     RMSProp   s ← ρ·s + (1 − ρ)·ĝ² ;  w ← w − η·ĝ / (√s + ε)
     AdaGrad   s ← s + ĝ² ;  w ← w − η·ĝ / (√s + ε)
 
+l2 and weight_decay reach every parameter, biases included; with
+`decay_biases=False` they reach the weights only, as scikit-learn's MLP
+penalty α/2·‖W‖² does (a bias then takes l2 = weight_decay = 0, in the
+norm that clip_norm bounds too).
+
 The settings are kept in double precision and the same for either dtype: in
 float32, 1 − β and 1 − ρ are taken before rounding (a β of 0.99999999 rounds
 to 1, 1 − β does not), and an ε below the smallest normal number (1.2e-38)
@@ -160,8 +165,9 @@ def _betas(opt, value, name):
 class Optimizer:
     """What every optimizer has: the learning rate `lr` (η), coupled L2
     regularisation `l2` (adds l2·w to the gradient), decoupled
-    `weight_decay` (w ← w − η·wd·w) and `clip_norm` (rescale the whole
-    gradient to at most this Euclidean norm; None: no clipping).
+    `weight_decay` (w ← w − η·wd·w), `clip_norm` (rescale the whole
+    gradient to at most this Euclidean norm; None: no clipping) and
+    `decay_biases` (False: l2 and weight_decay leave the biases alone).
 
     Settings can be changed after construction; each assignment is checked
     as the constructor checks it (a bad value raises and the old one stays).
@@ -175,6 +181,7 @@ class Optimizer:
     l2 = RuleSetting(non_negative)
     weight_decay = RuleSetting(non_negative)
     clip_norm = RuleSetting(_clip_norm)
+    decay_biases = RuleSetting(boolean)
 
     def __init__(
         self,
@@ -183,11 +190,13 @@ class Optimizer:
         l2: float = 0.0,
         weight_decay: float = 0.0,
         clip_norm: float | None = None,
+        decay_biases: bool = True,
     ):
         self.lr = lr
         self.l2 = l2
         self.weight_decay = weight_decay
         self.clip_norm = clip_norm
+        self.decay_biases = decay_biases
 
     def __setattr__(self, name, value):
         if not isinstance(getattr(type(self), name, None), Setting):
@@ -209,13 +218,13 @@ class Optimizer:
             l2=self.l2,
             weight_decay=self.weight_decay,
             clip_norm=self.clip_norm or 0.0,
+            decay_biases=self.decay_biases,
         )
 
     def __repr__(self) -> str:
+        defaults = {"l2": 0, "weight_decay": 0, "clip_norm": None, "decay_biases": True}
         args = ", ".join(
-            f"{k}={v!r}"
-            for k, v in vars(self).items()
-            if not (k in ("l2", "weight_decay") and v == 0 or k == "clip_norm" and v is None)
+            f"{k}={v!r}" for k, v in vars(self).items() if k not in defaults or v != defaults[k]
         )
         return f"{type(self).__name__}({args})"
 

@@ -160,6 +160,9 @@ cdef class Engine:
                             and 0 <= b_off[l] and b_off[l] + sizes[l + 1] <= layout.n_params)
                        for l in range(L))):
             raise ValueError("layout: each layer's W and b must lie within its n_params")
+        if any(b_off[l] + sizes[l + 1] > b_off[l + 1] for l in range(L - 1)):
+            # (the optimizer walks the biases in order: see kernels.pxd, piece)
+            raise ValueError("layout: the layers' biases must follow one another, apart")
         self.dtype = np.dtype(params.dtype)
         if self.dtype not in (np.float32, np.float64) or grads.dtype != self.dtype:
             raise TypeError("params and grads must share a float32 or float64 dtype")
@@ -259,9 +262,11 @@ cdef class Engine:
     def set_optimizer(self, int kind, double momentum=0, bint nesterov=False,
                       double beta1=0.9, double beta2=0.999, double rho=0.9,
                       double eps=1e-8, double l2=0, double weight_decay=0,
-                      double clip_norm=0, state=(), long long steps=0):
+                      double clip_norm=0, bint decay_biases=True, state=(),
+                      long long steps=0):
         """The update rule for training calls: kind (SGD, ADAM, RMSPROP,
-        ADAGRAD) and its settings; `state`, the arrays it keeps (n_params,)
+        ADAGRAD) and its settings (decay_biases False: l2 and weight_decay
+        leave the biases alone); `state`, the arrays it keeps (n_params,)
         each: one for SGD with momentum, RMSProp and AdaGrad, two for Adam;
         `steps`, the updates already taken (Adam's bias correction)."""
         cdef int needed = (2 if kind == ADAM else 0 if (kind == SGD and momentum == 0)
@@ -293,6 +298,7 @@ cdef class Engine:
         self.plan.opt.l2 = l2
         self.plan.opt.weight_decay = weight_decay
         self.plan.opt.clip_norm = clip_norm
+        self.plan.opt.decay_biases = decay_biases
         self.plan.opt.t = steps
         self.plan.state1 = state1
         self.plan.state2 = state2

@@ -209,23 +209,45 @@ def sgd_update(real[::1] w, const real[::1] g, double lr):
     memset(&o, 0, sizeof(o))
     o.kind, o.lr = SGD, lr
     with nogil:
-        k_optimizer_update(&o, &w[0], &g[0], <real*>NULL, <real*>NULL, w.shape[0])
+        k_optimizer_update(&o, &w[0], &g[0], <real*>NULL, <real*>NULL, w.shape[0],
+                           NULL, NULL, 0)
 
 
 def optimizer_update(real[::1] w, const real[::1] g, real[::1] s1, real[::1] s2,
                      int kind, double lr, double momentum=0, bint nesterov=False,
                      double beta1=0.9, double beta2=0.999, double rho=0.9,
                      double eps=1e-8, double l2=0, double weight_decay=0,
-                     double clip_norm=0, long long steps=0):
+                     double clip_norm=0, long long steps=0, bint decay_biases=True,
+                     biases=()):
     """One optimizer update of w from g with state s1, s2 (arrays of w's
-    shape; unused ones may be any such array); returns the new step count."""
+    shape; unused ones may be any such array); returns the new step count.
+    `biases`: where w holds biases, as (offset, length) pairs in increasing
+    order, apart; with decay_biases False they take no l2 and no decay."""
     known("kind", kind, ADAGRAD)
     cdef Optimizer o
+    memset(&o, 0, sizeof(o))
     o.kind, o.lr, o.momentum, o.nesterov = kind, lr, momentum, nesterov
     o.beta1, o.beta2, o.rho, o.eps = beta1, beta2, rho, eps
     o.l2, o.weight_decay, o.clip_norm, o.t = l2, weight_decay, clip_norm, steps
+    o.decay_biases = decay_biases
     if g.shape[0] != w.shape[0] or s1.shape[0] != w.shape[0] or s2.shape[0] != w.shape[0]:
         raise ValueError("w, g, s1 and s2 must have the same length")
+    cdef Py_ssize_t k, end = 0
+    try:
+        pairs = np.array(biases, np.intp).reshape(len(biases), 2)
+    except ValueError:
+        pairs = None
+    for k in range(0 if pairs is None else len(pairs)):
+        if pairs[k, 0] < end or pairs[k, 1] < 0 or pairs[k, 0] + pairs[k, 1] > w.shape[0]:
+            pairs = None
+            break
+        end = pairs[k, 0] + pairs[k, 1]
+    if pairs is None:
+        raise ValueError("biases must be (offset, length) pairs within w, "
+                         "in increasing order, apart")
+    cdef Py_ssize_t[::1] b_off = pairs[:, 0].copy(), b_len = pairs[:, 1].copy()
+    cdef Py_ssize_t n_b = len(pairs)
     with nogil:
-        k_optimizer_update(&o, &w[0], &g[0], &s1[0], &s2[0], w.shape[0])
+        k_optimizer_update(&o, &w[0], &g[0], &s1[0], &s2[0], w.shape[0],
+                           &b_off[0] if n_b else NULL, &b_len[0] if n_b else NULL, n_b)
     return o.t

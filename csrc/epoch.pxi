@@ -71,10 +71,11 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
 
 
 cdef inline bint plain_sgd(const Plan* p) noexcept nogil:
-    # SGD without momentum, L2, decay or clipping: its step can run inside
-    # the backward pass (dense_backward_sgd, the fast twin of dense_backward
-    # then optimizer_update), which saves a pass over the weights and one
-    # over their gradient.
+    # SGD without momentum, L2, decay or clipping (so decay_biases changes
+    # nothing): its step can run inside the backward pass
+    # (dense_backward_sgd, the fast twin of dense_backward then
+    # optimizer_update), which saves a pass over the weights and one over
+    # their gradient.
     return (p.opt.kind == SGD and p.opt.momentum == 0 and p.opt.l2 == 0
             and p.opt.weight_decay == 0 and p.opt.clip_norm <= 0)
 
@@ -87,8 +88,9 @@ cdef inline void update(Plan* p, real lr, bint fused=False) noexcept nogil:
     if fused:
         p.opt.t += 1
         return
+    # (layer l's bias, p.size[l + 1] long, lies at p.b_off[l])
     optimizer_update(&p.opt, <real*>p.params, <real*>p.grads, <real*>p.state1,
-                     <real*>p.state2, p.n_params)
+                     <real*>p.state2, p.n_params, p.b_off, p.size + 1, p.n_layers)
 
 
 cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan* p,

@@ -62,6 +62,7 @@ cdef struct Optimizer:
     double eps            # Adam, RMSProp, AdaGrad: added to the root
     double l2             # g ← g + l2·w, the gradient of ½·l2·‖w‖² (coupled)
     double weight_decay   # w ← w − η·wd·w before the step (decoupled: AdamW)
+    bint decay_biases     # l2 and weight_decay reach the biases too (else weights only)
     double clip_norm      # > 0: g ← g · min(1, clip_norm / ‖g‖), ‖·‖ over all parameters
     long long t           # updates taken so far (Adam's bias correction)
 
@@ -534,45 +535,54 @@ cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
 
 
 # ------------------------------------------------------------- optimizers ---
+# The flat parameters w[0 … n) hold n_b bias vectors, bias k at
+# w[b_off[k] … b_off[k] + b_len[k]) (in increasing order, apart).  Unless
+# o.decay_biases, they take no l2 and no weight decay: the update then runs
+# over the 2·n_b + 1 pieces that the biases cut w into, each piece with its
+# own l2 and decay, and otherwise (or for n_b = 0) over one piece, [0, n).
+
+cdef inline bint piece(Py_ssize_t j, Py_ssize_t n, const Py_ssize_t* b_off,
+                       const Py_ssize_t* b_len, Py_ssize_t n_b,
+                       Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    # Piece j of 0 … 2·n_b: [lo, hi) is bias (j − 1)/2 for odd j, else what
+    # lies before bias j/2 (after the last, for j = 2·n_b).  Returns whether
+    # it takes l2 and decay (True but for a bias).
+    cdef Py_ssize_t k = j // 2
+    if j % 2:
+        lo[0], hi[0] = b_off[k], b_off[k] + b_len[k]
+        return False
+    lo[0] = b_off[k - 1] + b_len[k - 1] if k > 0 else 0
+    hi[0] = b_off[k] if k < n_b else n
+    return True
+
 
 cdef inline double clip_scale(const Optimizer* o, const real* w, const real* g,
-                              Py_ssize_t n) noexcept nogil:
-    # The factor min(1, clip_norm / ‖g + l2·w‖) of gradient clipping (1: off).
-    cdef Py_ssize_t i
-    cdef double gi, total = 0
+                              Py_ssize_t n, const Py_ssize_t* b_off,
+                              const Py_ssize_t* b_len, Py_ssize_t n_b) noexcept nogil:
+    # The factor min(1, clip_norm / ‖g + l2·w‖) of gradient clipping (1: off),
+    # the norm over every piece, each with its own l2.
+    cdef Py_ssize_t i, j, lo, hi
+    cdef double l2, gi, total = 0
     if o.clip_norm <= 0:
         return 1
-    for i in range(n):
-        gi = <double>g[i] + o.l2 * w[i]
-        total += gi * gi
+    for j in range(2 * n_b + 1):
+        l2 = o.l2 if piece(j, n, b_off, b_len, n_b, &lo, &hi) else 0
+        for i in range(lo, hi):
+            gi = <double>g[i] + l2 * w[i]
+            total += gi * gi
     total = sqrt(total)
     return o.clip_norm / total if total > o.clip_norm else 1
 
 
-cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
-                                  real* s1, real* s2, Py_ssize_t n) noexcept nogil:
-    # One update of the flat parameters w (n,) from their gradient g, with the
-    # optimizer's state s1, s2 (n,) each (velocity; first and second moments;
-    # mean square; sum of squares).  Every rule is one pass; gradient
-    # clipping needs one more, before it, for the norm.  Per parameter, with
-    # ĝ = (g + l2·w) · clip and w first decayed by η·wd:
-    #   SGD      v ← μv + ĝ ;  w ← w − η·(ĝ + μv if nesterov else v)
-    #            (μ = 0: w ← w − ηĝ, reading no state: s1, s2 may be NULL)
-    #   Adam     m ← β₁m + (1 − β₁)ĝ ;  v ← β₂v + (1 − β₂)ĝ² ;
-    #            w ← w − η·(m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
-    #   RMSProp  s ← ρs + (1 − ρ)ĝ² ;  w ← w − ηĝ / (√s + ε)
-    #   AdaGrad  s ← s + ĝ² ;  w ← w − ηĝ / (√s + ε)
-    #
-    # The settings are doubles, rounded once to `real` here.  1 − β and 1 − ρ
-    # are taken in double before rounding: in float32 a β of 0.99999999
-    # rounds to 1, and 1 − β then to 0 (moments that never grow: steps of
-    # NaN, or none); rounded after, 1 − β keeps its value and β's own
-    # rounding errs by less than float32 resolves.  ε is at least the
-    # smallest normal number of `real`, so that a value that underflows
-    # (1e-50 in float32) cannot leave 0 / 0 where a gradient was always 0.
+cdef inline void update_piece(const Optimizer* o, real* w, const real* g,
+                              real* s1, real* s2, Py_ssize_t lo, Py_ssize_t hi,
+                              real scale, bint decayed) noexcept nogil:
+    # optimizer_update's rule on w[lo … hi), with the clipping factor
+    # `scale`; l2 and weight decay only where `decayed`.
     cdef Py_ssize_t i
-    cdef real scale = <real>clip_scale(o, w, g, n)
-    cdef real lr = <real>o.lr, l2 = <real>o.l2, keep = <real>(1 - o.lr * o.weight_decay)
+    cdef real lr = <real>o.lr
+    cdef real l2 = <real>o.l2 if decayed else 0
+    cdef real keep = <real>(1 - o.lr * o.weight_decay) if decayed else 1
     cdef real mu = <real>o.momentum, eps = <real>o.eps
     cdef real b1 = <real>o.beta1, b2 = <real>o.beta2, rho = <real>o.rho
     cdef real a1 = <real>(1 - o.beta1), a2 = <real>(1 - o.beta2), a_rho = <real>(1 - o.rho)
@@ -581,31 +591,68 @@ cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
         eps = max(eps, FLT_MIN)
     else:
         eps = max(eps, DBL_MIN)
-    o.t += 1
     if o.kind == SGD and o.momentum == 0:
-        for i in range(n):
+        for i in range(lo, hi):
             gi = (g[i] + l2 * w[i]) * scale
             w[i] = w[i] * keep - lr * gi
     elif o.kind == SGD:
-        for i in range(n):
+        for i in range(lo, hi):
             gi = (g[i] + l2 * w[i]) * scale
             s1[i] = mu * s1[i] + gi
             w[i] = w[i] * keep - lr * (gi + mu * s1[i] if o.nesterov else s1[i])
     elif o.kind == ADAM:
         c1 = <real>(o.lr / (1 - pow(o.beta1, <double>o.t)))      # η / (1 − β₁ᵗ)
         c2 = <real>(1 / (1 - pow(o.beta2, <double>o.t)))         # 1 / (1 − β₂ᵗ)
-        for i in range(n):
+        for i in range(lo, hi):
             gi = (g[i] + l2 * w[i]) * scale
             s1[i] = b1 * s1[i] + a1 * gi
             s2[i] = b2 * s2[i] + a2 * gi * gi
             w[i] = w[i] * keep - c1 * s1[i] / (r_sqrt(s2[i] * c2) + eps)
     elif o.kind == RMSPROP:
-        for i in range(n):
+        for i in range(lo, hi):
             gi = (g[i] + l2 * w[i]) * scale
             s1[i] = rho * s1[i] + a_rho * gi * gi
             w[i] = w[i] * keep - lr * gi / (r_sqrt(s1[i]) + eps)
     elif o.kind == ADAGRAD:
-        for i in range(n):
+        for i in range(lo, hi):
             gi = (g[i] + l2 * w[i]) * scale
             s1[i] = s1[i] + gi * gi
             w[i] = w[i] * keep - lr * gi / (r_sqrt(s1[i]) + eps)
+
+
+cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
+                                  real* s1, real* s2, Py_ssize_t n,
+                                  const Py_ssize_t* b_off, const Py_ssize_t* b_len,
+                                  Py_ssize_t n_b) noexcept nogil:
+    # One update of the flat parameters w (n,) from their gradient g, with the
+    # optimizer's state s1, s2 (n,) each (velocity; first and second moments;
+    # mean square; sum of squares), and its n_b biases where b_off and b_len
+    # say (see above; n_b = 0: none).  Every rule is one pass over each
+    # piece (one piece unless the biases go undecayed); gradient clipping
+    # needs one more, before it, for the norm.  The step is counted once
+    # (o.t).  Per parameter, with ĝ = (g + l2·w) · clip and w first decayed
+    # by η·wd (l2 = wd = 0 for a bias when o.decay_biases is False):
+    #   SGD      v ← μv + ĝ ;  w ← w − η·(ĝ + μv if nesterov else v)
+    #            (μ = 0: w ← w − ηĝ, reading no state: s1, s2 may be NULL)
+    #   Adam     m ← β₁m + (1 − β₁)ĝ ;  v ← β₂v + (1 − β₂)ĝ² ;
+    #            w ← w − η·(m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
+    #   RMSProp  s ← ρs + (1 − ρ)ĝ² ;  w ← w − ηĝ / (√s + ε)
+    #   AdaGrad  s ← s + ĝ² ;  w ← w − ηĝ / (√s + ε)
+    #
+    # The settings are doubles, rounded once to `real` (update_piece).
+    # 1 − β and 1 − ρ are taken in double before rounding: in float32 a β
+    # of 0.99999999 rounds to 1, and 1 − β then to 0 (moments that never
+    # grow: steps of NaN, or none); rounded after, 1 − β keeps its value and
+    # β's own rounding errs by less than float32 resolves.  ε is at least
+    # the smallest normal number of `real`, so that a value that underflows
+    # (1e-50 in float32) cannot leave 0 / 0 where a gradient was always 0.
+    cdef Py_ssize_t j, lo, hi
+    cdef bint decayed
+    cdef real scale
+    if o.decay_biases:
+        n_b = 0
+    scale = <real>clip_scale(o, w, g, n, b_off, b_len, n_b)
+    o.t += 1
+    for j in range(2 * n_b + 1):
+        decayed = piece(j, n, b_off, b_len, n_b, &lo, &hi)
+        update_piece(o, w, g, s1, s2, lo, hi, scale, decayed)

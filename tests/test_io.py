@@ -218,6 +218,8 @@ def nested(depth):
         (meta("optimizer.settings.betas", [0.9, True]), r"betas\[1\] must be a number"),
         (meta("optimizer.settings.betas", nested(50)), "settings.betas must be a pair"),
         (meta("optimizer.settings.amsgrad", True), "unexpected field 'amsgrad'"),
+        (meta("optimizer.settings.decay_biases", 0), "settings.decay_biases must be true or"),
+        (meta("optimizer.settings.decay_biases", None), "settings.decay_biases must be true or"),
         (
             dict(meta=lambda m: m["optimizer"]["settings"].pop("lr")),
             "missing meta.optimizer.settings.lr",

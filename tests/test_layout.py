@@ -143,3 +143,26 @@ def test_the_engine_refuses_a_layout_whose_entries_leave_the_buffers():
         Engine(
             layout, [ActivationCode.IDENTITY], [0.0], LossCode.MSE, params, np.zeros_like(params)
         )
+
+
+def test_the_engine_refuses_a_layout_whose_biases_overlap():
+    # The optimizer walks the biases in order (decay_biases=False leaves them
+    # undecayed): a subclass whose biases overlap or go backwards is refused.
+    class Overlapping(Layout):
+        __slots__ = ()
+
+        @property
+        def b_offsets(self):
+            return (0, 1)
+
+    layout = Overlapping([3, 2, 2])
+    params = np.zeros(layout.n_params)
+    with pytest.raises(ValueError, match="biases must follow one another"):
+        Engine(
+            layout,
+            [ActivationCode.IDENTITY] * 2,
+            [0.0] * 2,
+            LossCode.MSE,
+            params,
+            np.zeros_like(params),
+        )

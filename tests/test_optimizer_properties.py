@@ -139,6 +139,7 @@ DOMAINS = {
     "patience": whole(0),
     "every": lambda v: v is None or whole(1)(v),
     "nesterov": boolean,
+    "decay_biases": boolean,
     "restore_best_weights": boolean,
     "monitor": lambda v: isinstance(v, str),
     "file": lambda v: v is None or hasattr(v, "write"),

@@ -1,6 +1,7 @@
 """Every optimizer, step by step, against its formula written in numpy."""
 
 import copy
+import json
 import warnings
 
 import numpy as np
@@ -26,10 +27,17 @@ def numpy_steps(
     l2=0.0,
     weight_decay=0.0,
     clip_norm=0.0,
+    decay_biases=True,
+    biases=(),
 ):
-    """The update rules, in float64, applied to the successive gradients."""
+    """The update rules, in float64, applied to the successive gradients;
+    with decay_biases False, the entries of `biases` ((offset, length)
+    pairs) take l2 = weight_decay = 0."""
     w = w.astype(np.float64).copy()
     s1, s2 = np.zeros_like(w), np.zeros_like(w)
+    l2, weight_decay = np.full_like(w, l2), np.full_like(w, weight_decay)
+    for offset, length in () if decay_biases else biases:
+        l2[offset : offset + length] = weight_decay[offset : offset + length] = 0
     for t, g in enumerate(grads, start=1):
         g = g.astype(np.float64) + l2 * w
         norm = np.sqrt(np.sum(g * g))
@@ -356,7 +364,13 @@ def test_settings_assigned_after_construction_train_as_given_to_it(tmp_path):
     back = bp.load(a.save(tmp_path / "m"))
     assert type(back.optimizer) is bp.Adam and vars(back.optimizer) == vars(adam)
     assert vars(adam) == dict(
-        lr=1e-3, l2=0.0, weight_decay=0.0, clip_norm=None, betas=(0.5, 0.75), eps=1e-6
+        lr=1e-3,
+        l2=0.0,
+        weight_decay=0.0,
+        clip_norm=None,
+        decay_biases=True,
+        betas=(0.5, 0.75),
+        eps=1e-6,
     )
 
 
@@ -485,3 +499,304 @@ def test_a_state_overflow_in_float64_offers_no_float64():
     with pytest.warns(RuntimeWarning, match="overflowed float64") as caught:
         n.fit(X, np.zeros(8), epochs=1, optimizer=bp.AdaGrad())
     assert "train in float64" not in str(caught[0].message)
+
+
+# -- decay_biases=False: l2 and weight decay for the weights only -------------------
+def biased(dtype="float64"):
+    """net() with biases away from 0, which l2 and decay would then move."""
+    n = net(dtype)
+    for layer in n.layers:
+        layer.b[...] = np.linspace(-1, 1, layer.n_out)
+    return n
+
+
+def bias_ranges(network):
+    """Where network's biases lie in its flat buffer: (offset, length) pairs."""
+    return [(e.offset, e.size) for e in network.layout.entries if e.name == "b"]
+
+
+def reference(optimizer, w0, grads, biases):
+    """numpy_steps with the settings of `optimizer`."""
+    kw = optimizer.settings()
+    kind = {v: k for k, v in KINDS.items()}[kw.pop("kind")]
+    return numpy_steps(kind, w0, grads, optimizer.lr, biases=biases, **kw)
+
+
+# every kind, each with l2 and decoupled weight decay (AdamW's), one clipped
+DECAYING = {
+    "sgd": lambda **kw: O.SGD(0.1, l2=0.05, weight_decay=0.2, **kw),
+    "momentum": lambda **kw: O.SGD(0.1, momentum=0.9, l2=0.05, weight_decay=0.2, **kw),
+    "nesterov": lambda **kw: O.SGD(0.1, momentum=0.9, nesterov=True, l2=0.05, **kw),
+    "adam": lambda **kw: O.Adam(0.01, l2=0.05, **kw),
+    "adamw": lambda **kw: O.AdamW(0.01, l2=0.05, weight_decay=0.5, **kw),
+    "rmsprop": lambda **kw: O.RMSProp(0.01, l2=0.05, weight_decay=0.2, **kw),
+    "adagrad": lambda **kw: O.AdaGrad(0.1, l2=0.05, weight_decay=0.2, **kw),
+    "adam_clipped": lambda **kw: O.Adam(0.01, l2=0.5, clip_norm=0.05, **kw),
+}
+KERNEL_BIASES = [(0, 3), (10, 5), (30, 7)]  # of 37 entries: one first, one last
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "kind,kw",
+    [(kind, dict(kw, l2=0.05, weight_decay=0.1)) for kind, kw in CASES[:9]]
+    + [("adam", dict(l2=0.5, clip_norm=0.3)), ("sgd", dict(momentum=0.5, l2=0.5, clip_norm=0.3))],
+)
+def test_the_kernel_leaves_the_biases_undecayed(kind, kw, dtype):
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=37)
+    grads = [rng.normal(size=37) for _ in range(6)]
+    apart = dict(decay_biases=False, biases=KERNEL_BIASES)
+    w = w0.astype(dtype)
+    s1, s2 = np.zeros_like(w), np.zeros_like(w)
+    steps = 0
+    for k, g in enumerate(grads, start=1):
+        steps = _ops.optimizer_update(
+            w, g.astype(dtype), s1, s2, KINDS[kind], 0.05, steps=steps, **kw, **apart
+        )
+        assert steps == k  # (one step, however many pieces)
+        expect = numpy_steps(kind, w0, grads[:k], 0.05, **kw, **apart)
+        tol = 2e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(w, expect, rtol=tol, atol=tol * max(1, np.abs(expect).max()))
+    assert not np.allclose(w, numpy_steps(kind, w0, grads, 0.05, **kw))  # (it matters)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "rmsprop", "adagrad"])
+def test_undecayed_biases_step_as_with_l2_0_and_the_weights_as_before(kind):
+    """Bit for bit: the biases as the same rule with l2 = weight_decay = 0
+    gives them, every other entry as with decay_biases True (or no biases
+    named)."""
+    rng = np.random.default_rng(1)
+    w0, g = rng.normal(size=37), rng.normal(size=37)
+    is_bias = np.zeros(37, bool)
+    for offset, length in KERNEL_BIASES:
+        is_bias[offset : offset + length] = True
+
+    def step(biases=KERNEL_BIASES, **kw):
+        w, s1, s2 = w0.copy(), np.full(37, 0.5), np.full(37, 0.5)
+        _ops.optimizer_update(w, g, s1, s2, KINDS[kind], 0.05, steps=3, biases=biases, **kw)
+        return w, s1, s2
+
+    apart = step(l2=0.05, weight_decay=0.1, decay_biases=False)
+    decayed = step(l2=0.05, weight_decay=0.1)
+    plain = step()
+    for got, everywhere, undecayed in zip(apart, decayed, plain):
+        np.testing.assert_array_equal(got[is_bias], undecayed[is_bias])
+        np.testing.assert_array_equal(got[~is_bias], everywhere[~is_bias])
+    for got, alike in zip(decayed, step(biases=(), l2=0.05, weight_decay=0.1)):
+        np.testing.assert_array_equal(got, alike)
+
+
+def test_the_clipped_norm_leaves_out_the_biases_l2():
+    """g = 0: the gradient is l2·W alone, and its norm ‖l2·W‖ (not the
+    biases' large l2·b) sets the clipping."""
+    rng = np.random.default_rng(2)
+    W, b = rng.normal(size=12), np.full(4, 100.0)
+    w = np.concatenate([W, b])
+    s = np.zeros_like(w)
+    l2, clip, lr = 0.5, 0.1, 0.2
+    apart = dict(decay_biases=False, biases=[(12, 4)])
+    _ops.optimizer_update(
+        w, np.zeros_like(w), s, s, KINDS["sgd"], lr, l2=l2, clip_norm=clip, **apart
+    )
+    scale = clip / np.linalg.norm(l2 * W)
+    assert scale < 1
+    np.testing.assert_allclose(w[:12], W - lr * scale * l2 * W, rtol=1e-14)
+    np.testing.assert_array_equal(w[12:], b)
+
+
+@pytest.mark.parametrize(
+    "biases", [[(5, 3), (4, 2)], [(5, 3), (7, 2)], [(35, 3)], [(-1, 2)], [(3, -1)], [(1, 2, 3)]]
+)
+def test_the_kernel_takes_only_biases_in_order_and_apart(biases):
+    w = np.zeros(37)
+    with pytest.raises(ValueError, match="biases"):
+        _ops.optimizer_update(w, w, w, w, KINDS["sgd"], 0.1, biases=biases)
+
+
+@pytest.mark.parametrize("decay_biases", [True, False])
+@pytest.mark.parametrize("name", DECAYING)
+def test_train_step_leaves_the_biases_undecayed_as_the_formula_says(name, decay_biases):
+    """Three train_steps equal the numpy rule in which, unless decay_biases,
+    the biases take no l2 and no decay; the first step leaves the biases as
+    the same optimizer with l2 = weight_decay = 0 does, and the weights (no
+    clipping aside) as with decay_biases True."""
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(10, 4)), rng.integers(0, 3, 10)
+    optimizer = DECAYING[name](decay_biases=decay_biases)
+    a, b = biased(), biased()
+    a.optimizer = optimizer
+    w0 = a.params.copy()
+    grads = []
+    for _ in range(3):
+        b.params[...] = a.params
+        b.loss_and_grad(X, y)
+        grads.append(b.grads.copy())
+        a.train_step(X, y)
+        if len(grads) == 1:
+            first = a.params.copy()
+    np.testing.assert_allclose(
+        a.params, reference(optimizer, w0, grads, bias_ranges(a)), rtol=1e-12, atol=1e-14
+    )
+    assert a.optimizer_steps == 3
+    if decay_biases:
+        return
+    undecayed, decayed = biased(), biased()
+    undecayed.optimizer, decayed.optimizer = DECAYING[name](), DECAYING[name]()
+    undecayed.optimizer.l2 = undecayed.optimizer.weight_decay = 0
+    undecayed.train_step(X, y)
+    decayed.train_step(X, y)
+    for l, (W, b_) in enumerate(a.layout.views(first)):
+        if optimizer.clip_norm is None:  # (else each step is scaled by its own norm)
+            np.testing.assert_array_equal(b_, undecayed.layers[l].b)
+            np.testing.assert_array_equal(W, decayed.layers[l].W)
+        assert not np.array_equal(b_, decayed.layers[l].b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", DECAYING)
+def test_fit_leaves_the_biases_undecayed_as_train_step_does(name, dtype):
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
+    fitted, stepped, decayed = biased(dtype), biased(dtype), biased(dtype)
+    fitted.fit(
+        X, y, epochs=2, batch_size=8, shuffle=False, optimizer=DECAYING[name](decay_biases=False)
+    )
+    stepped.optimizer = DECAYING[name](decay_biases=False)
+    for _ in range(2):
+        for i in range(0, 40, 8):
+            stepped.train_step(X[i : i + 8], y[i : i + 8])
+    np.testing.assert_array_equal(fitted.params, stepped.params)
+    assert fitted.optimizer_steps == stepped.optimizer_steps == 10
+    decayed.fit(X, y, epochs=2, batch_size=8, shuffle=False, optimizer=DECAYING[name]())
+    assert not np.array_equal(fitted.params, decayed.params)
+
+
+def test_plain_sgd_with_undecayed_biases_keeps_the_fused_path():
+    """l2 = weight_decay = 0: decay_biases changes nothing, and fit still
+    fuses plain SGD into the backward pass, which never stores the weights'
+    gradient (grads keeps only the biases'; see csrc/epoch.pxi)."""
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(64, 4)), rng.integers(0, 3, 64)
+    fused, apart, unfused = biased(), biased(), biased()
+    fit = dict(epochs=3, batch_size=16, shuffle=False)
+    fused.fit(X, y, optimizer=bp.SGD(0.5), **fit)
+    apart.fit(X, y, optimizer=bp.SGD(0.5, decay_biases=False), **fit)
+    unfused.fit(X, y, optimizer=bp.SGD(0.5, l2=1e-300, decay_biases=False), **fit)
+    np.testing.assert_array_equal(apart.params, fused.params)
+    weights = np.ones(apart.layout.n_params, bool)
+    for offset, length in bias_ranges(apart):
+        weights[offset : offset + length] = False
+    assert not apart.grads[weights].any() and apart.grads[~weights].any()
+    assert unfused.grads[weights].any()
+
+
+def test_decay_biases_set_after_construction_reaches_every_update_at_once():
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(16, 4)), rng.integers(0, 3, 16)
+    shared = bp.AdamW(0.01, l2=0.05, weight_decay=0.5)
+    a, b, c = biased(), biased(), biased()
+    a.optimizer = b.optimizer = shared  # (both networks hear the change)
+    c.optimizer = bp.AdamW(0.01, l2=0.05, weight_decay=0.5, decay_biases=False)
+    shared.decay_biases = False
+    for _ in range(3):
+        a.train_step(X, y)
+        b.loss_and_grad(X, y)
+        b.apply_gradients()
+        c.train_step(X, y)
+    np.testing.assert_array_equal(a.params, c.params)
+    np.testing.assert_array_equal(b.params, c.params)
+    a.fit(X, y, epochs=2, batch_size=4, shuffle=False)
+    c.fit(X, y, epochs=2, batch_size=4, shuffle=False)
+    np.testing.assert_array_equal(a.params, c.params)
+    back, decayed = biased(), biased()  # and back to True
+    back.optimizer = bp.AdamW(0.01, l2=0.05, weight_decay=0.5, decay_biases=False)
+    decayed.optimizer = bp.AdamW(0.01, l2=0.05, weight_decay=0.5)
+    back.optimizer.decay_biases = True
+    back.train_step(X, y)
+    decayed.train_step(X, y)
+    np.testing.assert_array_equal(back.params, decayed.params)
+
+
+@pytest.mark.parametrize("cls", [O.SGD, O.Adam, O.AdamW, O.RMSProp, O.AdaGrad])
+def test_decay_biases_must_be_true_or_false(cls):
+    for bad in ["yes", None, 2, 0.5, [True], np.array([True])]:
+        with pytest.raises(TypeError, match="decay_biases"):
+            cls(decay_biases=bad)
+        opt = cls(decay_biases=False)
+        with pytest.raises(TypeError, match="decay_biases"):
+            opt.decay_biases = bad
+        assert opt.decay_biases is False
+    opt = cls(decay_biases=np.bool_(False))
+    assert opt.decay_biases is False and opt.settings()["decay_biases"] is False
+    assert cls().decay_biases is True
+    assert "decay_biases=False" in repr(opt) and "decay_biases" not in repr(cls())
+
+
+def test_a_model_file_keeps_decay_biases_and_resumes_with_it(tmp_path):
+    rng = np.random.default_rng(6)
+    X, y = rng.normal(size=(32, 4)), rng.integers(0, 3, 32)
+    a = biased()
+    a.fit(X, y, epochs=2, batch_size=8, optimizer=bp.Adam(0.01, l2=0.05, decay_biases=False))
+    path = a.save(tmp_path / "m")
+    with np.load(path) as f:
+        assert json.loads(str(f["meta"]))["optimizer"]["settings"]["decay_biases"] is False
+    back = bp.load(path)
+    assert back.optimizer.decay_biases is False and vars(back.optimizer) == vars(a.optimizer)
+    a.fit(X, y, epochs=2, batch_size=8)
+    back.fit(X, y, epochs=2, batch_size=8)
+    np.testing.assert_array_equal(back.params, a.params)
+
+
+def test_a_model_file_from_before_decay_biases_loads_with_it_true(tmp_path):
+    a = biased()
+    a.optimizer = bp.SGD(0.1, momentum=0.9, l2=0.05)
+    path = a.save(tmp_path / "m")
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["optimizer"]["settings"]["decay_biases"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **arrays)
+    back = bp.load(tmp_path / "old.npz")
+    assert back.optimizer.decay_biases is True and vars(back.optimizer) == vars(a.optimizer)
+
+
+class StopAfter(bp.callbacks.Callback):
+    """Interrupts training once epoch `at` is over (and checkpointed)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_begin(self, net, epoch, logs):
+        if epoch == self.at + 1:
+            raise KeyboardInterrupt
+
+
+def test_a_checkpoint_keeps_decay_biases(tmp_path):
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
+    path = tmp_path / "run.npz"
+
+    def run(network, *callbacks, checkpoint=None):
+        optimizer = bp.RMSProp(0.01, l2=0.1, weight_decay=0.1, decay_biases=False)
+        network.fit(
+            X,
+            y,
+            epochs=4,
+            batch_size=8,
+            optimizer=optimizer,
+            callbacks=[*callbacks],
+            checkpoint=checkpoint,
+        )
+
+    whole = biased()
+    run(whole)
+    with pytest.raises(KeyboardInterrupt):
+        run(biased(), StopAfter(2), checkpoint=path)
+    with np.load(path) as f:
+        assert json.loads(str(f["meta"]))["optimizer"]["settings"]["decay_biases"] is False
+    again = biased()
+    run(again, checkpoint=path)
+    assert again.optimizer.decay_biases is False
+    np.testing.assert_array_equal(again.params, whole.params)

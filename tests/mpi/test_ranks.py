@@ -85,6 +85,23 @@ def test_sample_weights_and_float32():
     np.testing.assert_allclose(net.params, alone.params, rtol=1e-4, atol=1e-5)
 
 
+def test_biases_left_undecayed_train_as_in_one_process():
+    """decay_biases=False reaches every rank's update (apply_update)."""
+    X, y = data()
+
+    def adamw(**kw):
+        return bp.AdamW(0.01, l2=0.05, weight_decay=0.5, **kw)
+
+    net, alone, decayed = make_net(), make_net(), make_net()
+    for layer in [*net.layers, *alone.layers, *decayed.layers]:
+        layer.b[...] = 1.0  # (biases that decay would move)
+    dist.fit(net, X, y, epochs=2, batch_size=10, optimizer=adamw(decay_biases=False))
+    alone.fit(X, y, epochs=2, batch_size=10 * ranks, optimizer=adamw(decay_biases=False))
+    dist.fit(decayed, X, y, epochs=2, batch_size=10, optimizer=adamw())
+    np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-12)
+    assert not np.allclose(net.params, decayed.params, rtol=1e-6, atol=0)
+
+
 def test_each_rank_reads_only_its_rows():
     X, y = data()
     logged = RowLog(X)
