@@ -459,14 +459,23 @@ class Sequential(Trainer):
         for i, layer in enumerate(self.layers):
             layer.activation.require_gradient(f" (layers[{i}])")
 
-    def loss_and_grad(self, X: ArrayLike, y: ArrayLike) -> float:
-        """The mean loss on (X, y); fills `grads` with its gradient."""
-        value = self._engine.step_ready(*self._cast(X, y), 0.0, False) if self._trainable else None
-        if value is not None:
-            return value
+    def loss_and_grad(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> float:
+        """The mean loss on (X, y), 1/n Σ w_i ℓ_i with sample weights w
+        (n,) ≥ 0 if given; fills `grads` with its gradient."""
+        if sample_weight is None and self._trainable:
+            value = self._engine.step_ready(*self._cast(X, y), 0.0, False)
+            if value is not None:
+                return value
         self._require_trainable()
         X2, Y = self._about.data(X, y)
-        return self._engine_for(X2.shape[0], True).loss_and_grad(X2, Y)
+        weights = (
+            None
+            if sample_weight is None
+            else self._about.sample_weights(sample_weight, X2.shape[0])
+        )
+        return self._engine_for(X2.shape[0], True).loss_and_grad(X2, Y, weights)
 
     def train_step(self, X: ArrayLike, y: ArrayLike, lr: float | None = None) -> float:
         """One compiled training step on the batch (X, y): forward, loss,
@@ -571,8 +580,8 @@ class Sequential(Trainer):
         if not _ops.all_finite(out.reshape(-1)):
             raise ValueError(
                 f"X: the network's outputs overflow {self.dtype.name} for these "
-                f"inputs (up to {np.abs(X2).max():.3g} in size); scale the "
-                "inputs down, or use dtype='float64'"
+                f"inputs (up to {np.abs(X2).max():.3g} in size); scale the inputs down"
+                + (", or use dtype='float64'" if self.dtype == np.float32 else "")
             )
 
     def _evaluate(self, X2, Y) -> dict:

@@ -2,39 +2,62 @@
 
     from backprop.sklearn import MLPClassifier, MLPRegressor
 
-They take scikit-learn's parameter names where they mean the same
-(hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
-learning_rate_init, power_t, max_iter, shuffle, random_state, tol,
-warm_start, momentum, nesterovs_momentum, early_stopping,
-validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change) and set the
-fitted attributes users rely on (coefs_, intercepts_, loss_curve_,
-classes_, n_iter_, n_layers_, n_outputs_, out_activation_, best_loss_,
-validation_scores_, best_validation_score_, t_).  They work in Pipeline and
-GridSearchCV (also with n_jobs).  Beyond scikit-learn's MLP: the activations
-'leaky_relu' and 'sigmoid' (= 'logistic'), the solvers 'rmsprop', 'adagrad'
-and 'adamw', float32 training (dtype='float32'), and n_threads: the BLAS
-threads for this model's training and prediction, None (the default) for
-automatic, which inside joblib's worker processes follows the limits joblib
-sets for them; set n_threads=1 when a sweep runs one model per core
-(GridSearchCV(n_jobs=...), joblib's Dask backend), so that the models do not
-compete for the cores.
+They are scikit-learn's MLPClassifier and MLPRegressor in parameters and in
+behaviour, trained by the compiled core:
 
-Differences: 'lbfgs' is not offered (backprop trains by mini-batch
-gradient descent); alpha, the L2 penalty α/2·‖W‖² per sample, also reaches
-the biases.  Requires scikit-learn (pip install "backprop[sklearn]").
+- the same parameters, fitted attributes (coefs_ and intercepts_, which
+  may be assigned, loss_, loss_curve_, best_loss_, validation_scores_,
+  best_validation_score_, classes_, n_iter_, t_, n_layers_, n_outputs_,
+  out_activation_) and methods (fit, partial_fit, predict, predict_proba,
+  predict_log_proba, score);
+- the same model: Glorot-uniform initial weights and biases (drawn from
+  random_state exactly as scikit-learn draws them), the penalty alpha/2·‖W‖²
+  on the weights only, L-BFGS (solver="lbfgs", with max_fun), softmax for
+  several classes, one logistic unit for two, a logistic unit per label for
+  multi-label y (an indicator matrix), several outputs for a 2-D y in
+  regression, loss="poisson" with an exp output;
+- the same training: the stopping rule on tol and n_iter_no_change (also
+  np.inf), early stopping on the validation score (accuracy, or R² for the
+  regressor) over a split stratified by class, the learning-rate schedules
+  'invscaling' (over the samples seen, t_) and 'adaptive', warm_start and
+  partial_fit (classes= on the first call), sample_weight, sparse X (CSR or
+  CSC), parameters in the input's float type (float32 in, float32 out),
+  the "Iteration N, loss = …" lines of verbose, and scikit-learn's errors.
+
+Beyond scikit-learn's MLP: the activations 'leaky_relu' and 'sigmoid' (=
+'logistic'), the solvers 'rmsprop', 'adagrad' and 'adamw', dtype
+('float32' or 'float64' whatever the input; None, the default, follows the
+input), and n_threads: the BLAS threads for this model's training and
+prediction, None (the default) for automatic, which inside joblib's worker
+processes follows the limits joblib sets for them; set n_threads=1 when a
+sweep runs one model per core (GridSearchCV(n_jobs=...), joblib's Dask
+backend), so that the models do not compete for the cores.
+
+Where results differ from scikit-learn's (beyond the random draws of
+shuffling): sample weights are scaled to mean 1 once for the whole data
+(scikit-learn divides each batch's gradient by that batch's weight sum);
+loss_curve_ adds the penalty at each epoch's final weights.  Requires
+scikit-learn (pip install "backprop[sklearn]").
 """
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
+import scipy.optimize
+import scipy.sparse
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
-    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils import check_random_state
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import check_classification_targets, unique_labels
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:  # pragma: no cover - only without the optional extra
     raise ImportError(
@@ -57,26 +80,96 @@ _ACTIVATIONS = {
     "relu": "relu",
     "leaky_relu": "leaky_relu",
 }
+_SPARSE = False  # SPARSE-PENDING ["csr", "csc"]
+_STOCHASTIC = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+_SOLVERS = ("lbfgs", *_STOCHASTIC)
+_NON_FINITE = (
+    "Solver produced non-finite parameter weights. The input data may contain "
+    "large values and need to be preprocessed."
+)
 
 
-class _AdaptiveRate(_callbacks.Callback):
-    """scikit-learn's learning_rate='adaptive': divide the rate by 5 when
-    the training loss has not fallen by `tol` for two epochs running."""
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
-    def __init__(self, tol):
-        self.tol = tol
 
-    def on_train_begin(self, net, logs):
-        self.best, self.wait = np.inf, 0
+def _check_number(name, value, low, high=np.inf, low_open=False, integer=False):
+    ok = (_is_int(value) if integer else isinstance(value, numbers.Real)) and not isinstance(
+        value, bool
+    )
+    if ok:
+        ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        bound = f"{'>' if low_open else '≥'} {low}" + (f" and ≤ {high}" if high < np.inf else "")
+        raise ValueError(f"{name} must be {kind} {bound}, got {value!r}")
+
+
+def _penalty(net) -> float:
+    """Σ ‖W‖² over the layers of net (the biases are not penalised)."""
+    return float(sum(np.dot(w.ravel(), w.ravel()) for w in (layer.W for layer in net.layers)))
+
+
+class _Epochs(_callbacks.Callback):
+    """scikit-learn's bookkeeping at the end of every epoch: loss_, loss_curve_,
+    n_iter_ and t_; the count of epochs without improvement (of the training
+    loss, or of the validation score with early stopping) and the stop it
+    triggers; the 'invscaling' and 'adaptive' learning rates; verbose's lines."""
+
+    def __init__(self, est, rows, batches, validation):
+        self.est, self.rows, self.batches, self.validation = est, rows, batches, validation
+
+    def on_epoch_begin(self, net, epoch, logs):
+        self.penalty = _penalty(net)
 
     def on_epoch_end(self, net, epoch, logs):
-        if logs["loss"] < self.best - self.tol:
-            self.best, self.wait = logs["loss"], 0
+        est = self.est
+        est.loss_ = est._reported_loss(logs["loss"], self.penalty, self.batches)
+        est.loss_curve_.append(est.loss_)
+        est.n_iter_ += 1
+        est.t_ += self.rows
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
+        if self.validation is not None:
+            score = est._network_score(net, *self.validation)
+            est.validation_scores_.append(score)
+            if est.verbose:
+                print(f"Validation score: {score:f}")
+            if score < est.best_validation_score_ + est.tol:  # (nan is no worse)
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+            if score > est.best_validation_score_:
+                est.best_validation_score_ = score
+                est._best_params = net.params.copy()
         else:
-            self.wait += 1
-            if self.wait >= 2:
+            if est.loss_ > est.best_loss_ - est.tol:
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+            est.best_loss_ = min(est.best_loss_, est.loss_)
+        sgd = est.solver == "sgd"
+        if sgd and est.learning_rate == "invscaling":
+            net.optimizer.lr = est.learning_rate_init / (est.t_ + 1) ** est.power_t
+        if est._no_improvement_count > est.n_iter_no_change:
+            what = "Validation score" if self.validation is not None else "Training loss"
+            msg = (
+                f"{what} did not improve more than tol={est.tol:f} for "
+                f"{est.n_iter_no_change} consecutive epochs."
+            )
+            if sgd and est.learning_rate == "adaptive" and net.optimizer.lr > 1e-6:
                 net.optimizer.lr /= 5
-                self.wait = 0
+                est._no_improvement_count = 0
+                if est.verbose:
+                    print(f"{msg} Setting learning rate to {net.optimizer.lr:f}")
+                return
+            if est.verbose:
+                tail = (
+                    " Learning rate too small." if sgd and est.learning_rate == "adaptive" else ""
+                )
+                print(f"{msg}{tail} Stopping.")
+            est._stopped = True
+            net.stop_training = True
 
 
 class _BaseMLP(BaseEstimator):
@@ -107,7 +200,8 @@ class _BaseMLP(BaseEstimator):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
-        dtype="float64",
+        max_fun=15000,
+        dtype=None,
         n_threads=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -132,14 +226,21 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
 
-    # -- building ------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # SPARSE-PENDING
+        return tags
+
+    # -- parameters --------------------------------------------------------------
     def _check_params(self):
+        """The hidden layer sizes, once every parameter has passed its check."""
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if np.isscalar(sizes) else list(sizes)
-        if any(not isinstance(s, (int, np.integer)) or s < 1 for s in sizes):
+        if any(not _is_int(s) or s < 1 for s in sizes):
             raise ValueError(
                 f"hidden_layer_sizes must hold positive integers, got {self.hidden_layer_sizes!r}"
             )
@@ -147,24 +248,41 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(
                 f"activation must be one of {', '.join(_ACTIVATIONS)}, got {self.activation!r}"
             )
-        if self.solver not in ("sgd", "adam", "adamw", "rmsprop", "adagrad"):
-            raise ValueError(
-                f"solver {self.solver!r} is not supported: choose 'sgd', "
-                "'adam', 'adamw', 'rmsprop' or 'adagrad'"
-            )
+        if self.solver not in _SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(_SOLVERS)}, got {self.solver!r}")
         if self.learning_rate not in ("constant", "invscaling", "adaptive"):
             raise ValueError(
                 f"learning_rate must be 'constant', 'invscaling' or "
                 f"'adaptive', got {self.learning_rate!r}"
             )
-        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
-            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
-        if not 0 <= self.alpha < np.inf:
-            raise ValueError(f"alpha must be a number ≥ 0, got {self.alpha!r}")
-        if not 0 < self.validation_fraction < 1:
+        if not (self.batch_size == "auto" or (_is_int(self.batch_size) and self.batch_size >= 1)):
+            raise ValueError(
+                f"batch_size must be 'auto' or a positive integer, got {self.batch_size!r}"
+            )
+        _check_number("max_iter", self.max_iter, 1, integer=True)
+        _check_number("max_fun", self.max_fun, 1, integer=True)
+        _check_number("alpha", self.alpha, 0)
+        _check_number("tol", self.tol, 0)
+        _check_number("learning_rate_init", self.learning_rate_init, 0, low_open=True)
+        _check_number("power_t", self.power_t, 0)
+        _check_number("momentum", self.momentum, 0, 1)
+        _check_number("beta_1", self.beta_1, 0, 1)
+        _check_number("beta_2", self.beta_2, 0, 1)
+        _check_number("epsilon", self.epsilon, 0, low_open=True)
+        _check_number("validation_fraction", self.validation_fraction, 0, 1, low_open=True)
+        if self.validation_fraction >= 1:
             raise ValueError(
                 f"validation_fraction must lie in (0, 1), got {self.validation_fraction!r}"
             )
+        if self.n_iter_no_change != np.inf:
+            _check_number("n_iter_no_change", self.n_iter_no_change, 1, integer=True)
+        if self.dtype is not None:
+            try:
+                known = np.dtype(self.dtype) in (np.float32, np.float64)
+            except TypeError:
+                known = False
+            if not known:
+                raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
         if self.n_threads is not None:
             try:
                 check_threads(self.n_threads, "n_threads")  # the network's own check
@@ -172,122 +290,311 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError(str(exc)) from None
         return [int(s) for s in sizes]
 
-    def _batch(self, n):
-        if self.batch_size == "auto":
-            return min(200, n)
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(
-                f"batch_size must be 'auto' or a positive integer, got {self.batch_size!r}"
-            )
-        return min(int(self.batch_size), n)
-
-    def _optimizer(self, batch):
-        l2 = self.alpha / batch
+    def _optimizer(self, batch, mean_weight):
+        """The network's optimizer for a solver; l2 = alpha / batch is
+        scikit-learn's penalty gradient alpha·W / batch, on the weights alone."""
+        l2 = self.alpha / (batch * mean_weight)
         lr = self.learning_rate_init
+        common = dict(l2=l2, decay_biases=False)
         if self.solver == "sgd":
-            return _optimizers.SGD(
-                lr,
-                momentum=self.momentum,
-                nesterov=self.nesterovs_momentum and self.momentum > 0,
-                l2=l2,
-            )
+            nesterov = self.nesterovs_momentum and self.momentum > 0
+            return _optimizers.SGD(lr, momentum=self.momentum, nesterov=nesterov, **common)
         if self.solver == "rmsprop":
-            return _optimizers.RMSProp(lr, eps=self.epsilon, l2=l2)
+            return _optimizers.RMSProp(lr, eps=self.epsilon, **common)
         if self.solver == "adagrad":
-            return _optimizers.AdaGrad(lr, eps=self.epsilon, l2=l2)
+            return _optimizers.AdaGrad(lr, eps=self.epsilon, **common)
         cls = _optimizers.AdamW if self.solver == "adamw" else _optimizers.Adam
-        return cls(lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon, l2=l2)
+        return cls(lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon, **common)
 
-    def _new_network(self, n_in, n_out, output, loss, hidden):
-        seed = (
-            self.random_state
-            if isinstance(self.random_state, (int, np.integer))
-            else np.random.default_rng(self.random_state).integers(2**31)
-            if self.random_state is None
-            else self.random_state.randint(2**31)
-        )
-        sizes = [n_in] + hidden
+    # -- the network -------------------------------------------------------------
+    def _new_network(self, sizes, output, loss, dtype, rng):
+        """The network with scikit-learn's initial parameters: for each layer
+        W and then b from U(−r, r), r = √(f / (fan_in + fan_out)), f = 2 for
+        the logistic activation and 6 for the others, drawn from rng in the
+        order scikit-learn draws them."""
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        initial = []
+        for fan_in, fan_out in zip(sizes, sizes[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            W = rng.uniform(-bound, bound, (fan_in, fan_out))
+            initial.append((W, rng.uniform(-bound, bound, fan_out)))
         act = _ACTIVATIONS[self.activation]
-        layers = [Dense(a, b, activation=act) for a, b in zip(sizes, sizes[1:])]
-        layers.append(Dense(sizes[-1], n_out, activation=output))
-        return Sequential(*layers, loss=loss, dtype=self.dtype, seed=int(seed))
+        layers = [Dense(a, b, activation=act) for a, b in zip(sizes[:-2], sizes[1:-1])]
+        layers.append(Dense(sizes[-2], sizes[-1], activation=output))
+        net = Sequential(*layers, loss=loss, dtype=dtype, seed=0)
+        for layer, (W, b) in zip(net.layers, initial):
+            layer.W, layer.b = W, b
+        return net
 
-    def _train(self, X, Y, n_out, output, loss):
+    def _reported_loss(self, loss, penalty, batches):
+        """The epoch's loss as scikit-learn reports it: the data term (squared
+        error averaged over the outputs too) plus, for each of the epoch's
+        batches, the penalty alpha/2·‖W‖² / batch, here with the weights W
+        as the epoch began."""
+        if self.out_activation_ == "identity":
+            loss = loss / self.n_outputs_
+        return float(loss + 0.5 * self.alpha * penalty * batches / self._rows)
+
+    def _network_score(self, net, X, y, sample_weight):
+        """The validation score of net: accuracy or R², nan for outputs that
+        are not finite."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                out = net.predict_proba(X)
+            except ValueError:  # (outputs that overflow the float type)
+                return np.nan
+        if not np.isfinite(out).all():
+            return np.nan
+        return float(self._score_outputs(out, y, sample_weight))
+
+    # -- training ----------------------------------------------------------------
+    def _fit(self, X, y, sample_weight=None, incremental=False):
         hidden = self._check_params()
-        batch = self._batch(X.shape[0])
-        if not (self.warm_start and hasattr(self, "net_")):
-            self.net_ = self._new_network(X.shape[1], n_out, output, loss, hidden)
-            self.loss_curve_, self.t_ = [], 0
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        first = not hasattr(self, "net_") or (not self.warm_start and not incremental)
+        X, y, targets, (output, loss) = self._validate_input(X, y, incremental, reset=first)
+        n = X.shape[0]
+        if sample_weight is not None:
+            sample_weight = self._checked_weights(sample_weight, n)
+        rng = check_random_state(self.random_state)
+        if first:
+            dtype = self.dtype if self.dtype is not None else X.dtype
+            sizes = [X.shape[1], *hidden, targets.shape[1] if targets.ndim == 2 else 1]
+            if loss == "cross_entropy":
+                sizes[-1] = len(self.classes_)
+            self.net_ = self._new_network(sizes, output, loss, dtype, rng)
+            self.n_iter_, self.t_ = 0, 0
+            self.n_layers_ = len(sizes)
+            self.n_outputs_ = sizes[-1]
+            self.out_activation_ = {"sigmoid": "logistic"}.get(output, output)
+            self._best_params = self.net_.params.copy()
+            self._no_improvement_count = 0
+            self._optimizer_ready = False
+            for name in (
+                "loss_curve_",
+                "best_loss_",
+                "validation_scores_",
+                "best_validation_score_",
+            ):
+                self.__dict__.pop(name, None)
         net = self.net_
         net.n_threads = self.n_threads
-        callbacks = []
-        if self.learning_rate == "invscaling" and self.solver == "sgd":
-            callbacks.append(_callbacks.InverseScaling(self.power_t))
-        elif self.learning_rate == "adaptive" and self.solver == "sgd":
-            callbacks.append(_AdaptiveRate(self.tol))
-        stopper = _callbacks.EarlyStopping(
-            monitor="val_accuracy"
-            if (self.early_stopping and loss != "mse")
-            else "val_loss"
-            if self.early_stopping
-            else "loss",
-            patience=self.n_iter_no_change,
-            min_delta=self.tol,
-            restore_best_weights=self.early_stopping,
-        )
-        callbacks.append(stopper)
-        validation = self.validation_fraction if self.early_stopping else 0.0
-        history = net.fit(
-            X,
-            Y,
-            epochs=self.max_iter,
-            batch_size=batch,
-            optimizer=self._optimizer(batch),
-            shuffle=self.shuffle,
-            validation_split=validation,
-            callbacks=callbacks,
-            verbose=int(bool(self.verbose)),
-        )
-        losses = history.history["loss"]
-        self.loss_curve_ = list(self.loss_curve_) + [float(v) for v in losses]
-        self.n_iter_ = len(losses)
-        self.t_ += self.n_iter_ * X.shape[0]
-        self.best_loss_ = None if self.early_stopping else float(min(self.loss_curve_))
-        if self.early_stopping:
-            key = "val_accuracy" if loss != "mse" else "val_loss"
-            self.validation_scores_ = [float(v) for v in history.history[key]]
-            self.best_validation_score_ = (
-                max(self.validation_scores_) if loss != "mse" else min(self.validation_scores_)
-            )
-        if stopper.stopped_epoch is None and self.n_iter_ == self.max_iter:
-            warnings.warn(
-                f"Stochastic optimizer: maximum iterations ({self.max_iter}) "
-                "reached and the optimization hasn't converged yet.",
-                ConvergenceWarning,
-                stacklevel=1,
-            )  # (the default, as scikit-learn's MLP)
-        self.n_layers_ = len(net.layers) + 1
-        self.n_outputs_ = n_out
-        self.out_activation_ = "logistic" if output == "sigmoid" else output
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(net, X, targets, sample_weight)
+        else:
+            self._fit_stochastic(net, X, y, targets, sample_weight, rng, incremental)
+        if not np.isfinite(net.params).all():
+            raise ValueError(_NON_FINITE)
         return self
 
+    def _checked_weights(self, sample_weight, n):
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.ndim == 0:
+            w = np.full(n, float(w))
+        if w.shape != (n,):
+            raise ValueError(
+                f"sample_weight.shape == {w.shape}, expected ({n},): one weight per sample"
+            )
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError("sample_weight must hold finite weights ≥ 0")
+        if not w.sum() > 0:
+            raise ValueError("sample_weight: every weight is zero; give some sample a weight > 0")
+        return w
+
+    def _fit_stochastic(self, net, X, y, targets, sample_weight, rng, incremental):
+        if not hasattr(self, "loss_curve_"):  # (a first fit, or one after lbfgs)
+            self.loss_curve_ = []
+            self.best_loss_ = np.inf
+            self.validation_scores_ = self.best_validation_score_ = None
+        if self.early_stopping and self.validation_scores_ is None:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+            self.best_loss_ = None
+        validation = None
+        if self.early_stopping:
+            stratify = y if self._stratified else None
+            parts = train_test_split(
+                X,
+                targets,
+                y,
+                *([] if sample_weight is None else [sample_weight]),
+                random_state=rng,
+                test_size=self.validation_fraction,
+                stratify=stratify,
+            )
+            X, X_val, targets, _, _, y_val = parts[:6]
+            if sample_weight is not None:
+                sample_weight, weight_val = parts[6:]
+            else:
+                weight_val = None
+            if X_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            validation = (X_val, y_val, weight_val)
+        n = X.shape[0]
+        self._rows = n
+        batch = min(200, n) if self.batch_size == "auto" else self.batch_size
+        if batch > n and self.batch_size != "auto":
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. "
+                "It is going to be clipped",
+                stacklevel=3,
+            )
+        batch = min(batch, n)
+        mean_weight = 1.0
+        if sample_weight is not None:  # scaled to mean 1 (see the module's notes)
+            mean_weight = float(sample_weight.mean())
+            sample_weight = sample_weight / mean_weight
+        if not incremental or not getattr(self, "_optimizer_ready", False):
+            net.optimizer = self._optimizer(batch, mean_weight)
+            self._optimizer_ready = True
+        epochs = _Epochs(self, n, -(-n // batch), validation)
+        self._stopped = False
+        self.n_iter_ = 0  # (as scikit-learn: the epochs of this call)
+        history = net.fit(
+            X,
+            targets,
+            epochs=1 if incremental else self.max_iter,
+            batch_size=batch,
+            shuffle=self.shuffle,
+            sample_weight=sample_weight,
+            callbacks=[epochs],
+        )
+        if len(history.history["loss"]) > self.n_iter_:  # an epoch that diverged
+            raise ValueError(_NON_FINITE)
+        if self.early_stopping:
+            net.params = self._best_params
+        if not incremental and not self._stopped and self.n_iter_ == self.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                "reached and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _fit_lbfgs(self, net, X, targets, sample_weight):
+        """scipy's L-BFGS-B over the flat parameters, whose objective is the
+        compiled whole-batch loss and gradient plus the penalty
+        alpha/2·‖W‖² / Σw (n without weights)."""
+        n = X.shape[0]
+        total = float(n if sample_weight is None else sample_weight.sum())
+        if sample_weight is not None:  # mean 1: the core's 1/n Σ w_i ℓ_i is Σ w_i ℓ_i / Σ w
+            sample_weight = sample_weight * (n / total)
+        scale = 1.0 / self.n_outputs_ if self.out_activation_ == "identity" else 1.0
+        weights = np.zeros(net.params.shape, bool)  # the entries the penalty reaches
+        for W, _ in net.layout.views(weights):
+            W[...] = True
+        width = sum(net.layout.sizes)
+        step = max(256, (16 << 20) // (8 * width))
+        chunks = [slice(i, min(i + step, n)) for i in range(0, n, step)]
+        alpha = self.alpha / total
+
+        def objective(x):
+            net.params = x
+            value, grad = 0.0, np.zeros(net.params.shape, np.float64)
+            for rows in chunks:
+                part = None if sample_weight is None else sample_weight[rows]
+                value += net.loss_and_grad(X[rows], targets[rows], part) * (
+                    (rows.stop - rows.start) / n
+                )
+                grad += net.grads * ((rows.stop - rows.start) / n)
+            # scikit-learn's objective: the squared error averaged over the
+            # outputs too, with the gradient of its sum over them
+            w = net.params[weights].astype(np.float64)
+            grad[weights] += alpha * w
+            return value * scale + 0.5 * alpha * float(w @ w), grad
+
+        iterations = []
+
+        def report(intermediate_result):  # verbose: a line per iteration
+            iterations.append(intermediate_result.fun)
+            print(f"Iteration {len(iterations)}, loss = {intermediate_result.fun:.8f}")
+
+        result = scipy.optimize.minimize(
+            objective,
+            net.params.astype(np.float64),
+            method="L-BFGS-B",
+            jac=True,
+            callback=report if self.verbose else None,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
+        )
+        net.params = result.x
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.loss_ = float(result.fun)
+        if result.status != 0:
+            warnings.warn(
+                f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                f"(status={result.status}): {result.message}\n\nIncrease the number "
+                "of iterations (max_iter) or scale the data (sklearn.preprocessing).",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y), optionally weighting the samples (sample_weight
+        (n_samples,)).  With warm_start, go on from the last fit."""
+        return self._fit(X, y, sample_weight)
+
+    def _partial_fit_available(self):
+        if self.solver not in _STOCHASTIC:
+            raise AttributeError(
+                f"partial_fit is only available for stochastic optimizers. "
+                f"{self.solver} is not stochastic."
+            )
+        return True
+
+    # -- fitted attributes ------------------------------------------------------------
     @property
     def coefs_(self):
-        """The weight matrices, layer by layer: W of shape (n_in, n_out)."""
+        """The weight matrices, layer by layer: W of shape (n_in, n_out).
+        Assigning a list of them writes them into the network."""
         check_is_fitted(self, "net_")
         with self.net_.exclusive():  # one snapshot, never mid-step of a fit
             return [layer.W.copy() for layer in self.net_.layers]
 
+    @coefs_.setter
+    def coefs_(self, value):
+        self._assign(value, "coefs_", "W")
+
     @property
     def intercepts_(self):
-        """The bias vectors, layer by layer."""
+        """The bias vectors, layer by layer.  Assigning a list of them writes
+        them into the network."""
         check_is_fitted(self, "net_")
         with self.net_.exclusive():
             return [layer.b.copy() for layer in self.net_.layers]
 
+    @intercepts_.setter
+    def intercepts_(self, value):
+        self._assign(value, "intercepts_", "b")
+
+    def _assign(self, value, name, field):
+        check_is_fitted(self, "net_")
+        layers = self.net_.layers
+        value = list(value)
+        if len(value) != len(layers):
+            raise ValueError(f"{name} must hold {len(layers)} arrays, one per layer")
+        with self.net_.exclusive():  # all layers, or none
+            old = [getattr(layer, field).copy() for layer in layers]
+            try:
+                for i, (layer, array) in enumerate(zip(layers, value)):
+                    try:
+                        setattr(layer, field, array)
+                    except (TypeError, ValueError) as exc:
+                        raise type(exc)(f"{name}[{i}]: {exc}") from None
+            except BaseException:
+                for layer, array in zip(layers, old):
+                    setattr(layer, field, array)
+                raise
+
+    # -- prediction ----------------------------------------------------------------
     def _inputs(self, X):
         check_is_fitted(self, "net_")
-        return validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return validate_data(
+            self, X, reset=False, accept_sparse=_SPARSE, dtype=(np.float64, np.float32)
+        )
 
     def _outputs(self, X):
         X = self._inputs(X)
@@ -296,77 +603,206 @@ class _BaseMLP(BaseEstimator):
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """A multi-layer perceptron classifier: softmax cross-entropy for
-    several classes, one sigmoid unit with binary cross-entropy for two."""
+    several classes, one logistic unit with binary cross-entropy for two,
+    a logistic unit per label for multi-label y (an indicator matrix)."""
 
-    def fit(self, X, y):
+    _stratified = True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(
             self,
             X,
             y,
+            accept_sparse=_SPARSE,
+            multi_output=True,
             dtype=(np.float64, np.float32),
-            y_numeric=False,
-            reset=not (self.warm_start and hasattr(self, "net_")),
+            reset=reset,
         )
-        y = column_or_1d(y, warn=True)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        if self.warm_start and hasattr(self, "classes_"):
-            if not set(np.unique(y)) <= set(self.classes_):
-                raise ValueError("warm_start: y holds classes the first fit did not see")
-        else:
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
             self._binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as "
+                        f"in the previous call to fit. Previously got {self.classes_}, "
+                        f"`y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
         if len(self.classes_) < 2:
             raise ValueError(
                 f"MLPClassifier needs samples of at least 2 classes; got 1 "
                 f"class: {self.classes_[0]!r}"
             )
-        labels = np.searchsorted(self.classes_, y)
-        if len(self.classes_) == 2:
-            return self._train(X, labels.astype(np.float64), 1, "sigmoid", "binary_cross_entropy")
-        return self._train(X, labels, len(self.classes_), "softmax", "cross_entropy")
+        kind = self._binarizer.y_type_
+        self._stratified = kind != "multilabel-indicator"
+        if kind == "multiclass":  # class numbers for the softmax
+            return X, y, np.searchsorted(self.classes_, y), ("softmax", "cross_entropy")
+        Y = self._binarizer.transform(y).astype(np.float64)
+        return X, y, Y, ("sigmoid", "binary_cross_entropy")
+
+    @available_if(_BaseMLP._partial_fit_available)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y).  The first call needs `classes`, every
+        class the model will see (or y as a multi-label indicator matrix)."""
+        known = getattr(self, "classes_", None)
+        if known is None and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if classes is not None and known is not None:
+            if not np.array_equal(known, unique_labels(classes)):
+                raise ValueError(
+                    f"`classes={classes!r}` is not the same as on last call to "
+                    f"partial_fit, was: {known!r}"
+                )
+        elif classes is not None:
+            target = np.asarray(y)
+            self._binarizer = LabelBinarizer()
+            if target.ndim == 2 and target.shape[1] > 1:
+                self._binarizer.fit(target)  # a multi-label indicator matrix
+            else:
+                self._binarizer.fit(classes)
+            self.classes_ = self._binarizer.classes_
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _labels(self, out):
+        """Labels of classes_ from the network's outputs: scikit-learn's
+        rule (the first largest probability; for one logistic unit or a
+        label, p > ½)."""
+        return self._binarizer.inverse_transform(out[:, 0] if out.shape[1] == 1 else out)
+
+    def _score_outputs(self, out, y, sample_weight):
+        return accuracy_score(y, self._labels(out), sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Class labels from classes_ (an indicator matrix for multi-label y)."""
+        return self._labels(self._outputs(X))
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes)."""
-        check_is_fitted(self, "net_")
+        """Class probabilities, shape (n_samples, n_classes); for multi-label
+        y, each label's probability."""
         out = self._outputs(X)
-        if len(self.classes_) == 2:
+        if out.shape[1] == 1:
             return np.column_stack([1 - out[:, 0], out[:, 0]])
         return out
 
     def predict_log_proba(self, X):
-        return np.log(np.clip(self.predict_proba(X), np.finfo(np.float64).tiny, None))
-
-    def predict(self, X):
-        """Class labels, from `classes_`: the network's own label rule (the
-        argmax of the softmax; for two classes, the second when p ≥ ½)."""
-        X = self._inputs(X)
-        return self.classes_[self.net_.predict(X)]
+        """The logarithm of predict_proba."""
+        proba = self.predict_proba(X)
+        return np.log(np.clip(proba, np.finfo(proba.dtype).tiny, None))
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """A multi-layer perceptron regressor: identity output, squared error;
+    """A multi-layer perceptron regressor: identity output with squared
+    error, or (loss="poisson") exp output with the half Poisson deviance;
     y may hold several targets (n_samples, n_targets)."""
+
+    _stratified = False
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        dtype=None,
+        n_threads=None,
+    ):
+        self.loss = loss
+        super().__init__(
+            hidden_layer_sizes,
+            activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            dtype=dtype,
+            n_threads=n_threads,
+        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
 
-    def fit(self, X, y):
+    def _validate_input(self, X, y, incremental, reset):
+        if self.loss not in ("squared_error", "poisson"):
+            raise ValueError(f"loss must be 'squared_error' or 'poisson', got {self.loss!r}")
         X, y = validate_data(
             self,
             X,
             y,
-            dtype=(np.float64, np.float32),
-            y_numeric=True,
+            accept_sparse=_SPARSE,
             multi_output=True,
-            reset=not (self.warm_start and hasattr(self, "net_")),
+            y_numeric=True,
+            dtype=(np.float64, np.float32),
+            reset=reset,
         )
-        self._y_1d = y.ndim == 1
-        Y = y.reshape(-1, 1) if y.ndim == 1 else y
-        return self._train(X, Y.astype(np.float64), Y.shape[1], "identity", "mse")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        Y = (y.reshape(-1, 1) if y.ndim == 1 else y).astype(np.float64)
+        return X, y, Y, ("exp", "poisson") if self.loss == "poisson" else ("identity", "mse")
+
+    @available_if(_BaseMLP._partial_fit_available)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y)."""
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _score_outputs(self, out, y, sample_weight):
+        return r2_score(y, out[:, 0] if out.shape[1] == 1 else out, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted values, (n_samples,) for one target."""
         out = self._outputs(X)
-        return out[:, 0] if self._y_1d else out
+        return out[:, 0] if out.shape[1] == 1 else out

@@ -503,3 +503,26 @@ def test_finite_inputs_that_overflow_the_network_are_refused():
             *[la.copy("float64") for la in net.layers], loss="cross_entropy"
         ).predict_proba(x)
     ).all()
+
+
+def test_loss_and_grad_with_sample_weights_is_repetition():
+    # 1/n Σ w_i ℓ_i with whole weights: the rows repeated w_i times, and the
+    # loss and gradient of the repeated batch scaled by its size over n.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(12, 3)), rng.integers(0, 3, 12)
+    net = bp.Sequential(
+        bp.Dense(3, 5, activation="tanh"),
+        bp.Dense(5, 3, activation="softmax"),
+        loss="cross_entropy",
+        dtype="float64",
+        seed=0,
+    )
+    w = np.arange(12) % 3
+    loss = net.loss_and_grad(X, y, sample_weight=w)
+    grads = net.grads.copy()
+    rows = np.repeat(np.arange(12), w)
+    repeated = net.loss_and_grad(X[rows], y[rows]) * len(rows) / 12
+    np.testing.assert_allclose(loss, repeated, rtol=1e-12)
+    np.testing.assert_allclose(grads, net.grads * len(rows) / 12, rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match="sample_weight"):
+        net.loss_and_grad(X, y, sample_weight=-np.ones(12))
