@@ -789,10 +789,16 @@ def test_float32_exp_is_within_2_ulp_everywhere():
     """fastexp.h against double-precision exp, over every float32 in the
     range where e^x is a normal float, plus the edges."""
     bits = np.arange(int(np.float32(-87.33).view(np.uint32)), 0x80000000, -1021)
+    top = np.float32(np.log(np.finfo(np.float32).max))  # ln FLT_MAX, rounded up
+    below = np.nextafter(top, np.float32(0))  # the largest float whose e^x is finite
     x = np.concatenate(
         [
             bits.astype(np.uint32).view(np.float32),  # -87.33 … -0, every 1021st
             np.linspace(0, 88.37, 200_001, dtype=np.float32),
+            # the top, where n = round(x / ln 2) reaches 128: every float to ln FLT_MAX
+            np.arange(int(np.float32(88.37).view(np.uint32)), int(below.view(np.uint32)) + 1)
+            .astype(np.uint32)
+            .view(np.float32),
         ]
     )
     got = x.copy()
@@ -800,10 +806,11 @@ def test_float32_exp_is_within_2_ulp_everywhere():
     exact = np.exp(x.astype(np.float64))
     ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(got - exact) / ulp) <= 2.0
-    edges = np.array([-1e4, -87.4, -np.inf, 89.0, np.inf, np.nan], np.float32)
+    assert np.isfinite(got).all() and got[-1] > np.finfo(np.float32).max / 2
+    edges = np.array([-1e4, -87.4, -np.inf, top, 89.0, np.inf, np.nan], np.float32)
     _ops.exp(edges)
     np.testing.assert_array_equal(edges[:3], 0)
-    assert edges[3] == np.inf and edges[4] == np.inf and np.isnan(edges[5])
+    assert (edges[3:6] == np.inf).all() and np.isnan(edges[6])
 
 
 def test_float64_exp_is_libm():
