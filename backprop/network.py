@@ -75,9 +75,10 @@ class Sequential(Trainer):
     ----------
     *layers : Dense
         n_out of each layer must equal n_in of the next.
-    loss : 'mse', 'binary_cross_entropy' or 'cross_entropy'
-        cross_entropy needs a softmax output layer and binary_cross_entropy a
-        sigmoid one (each pair is computed fused and stable).
+    loss : 'mse', 'binary_cross_entropy', 'cross_entropy' or 'poisson'
+        cross_entropy needs a softmax output layer, binary_cross_entropy a
+        sigmoid one and poisson an exp one (each pair is computed fused and
+        stable).
     dtype : 'float32' or 'float64', optional
         The network's float type; by default the layers' own.
     seed : int, optional
@@ -282,7 +283,7 @@ class Sequential(Trainer):
         if self.loss.code == _losses.CROSS_ENTROPY:
             return PredictMode.ARGMAX
         if self.n_outputs > 1:
-            return PredictMode.OUTPUTS if self.loss.code == _losses.MSE else None
+            return None if self.loss.is_classification else PredictMode.OUTPUTS
         return (
             PredictMode.THRESHOLD
             if self.loss.code == _losses.BINARY_CROSS_ENTROPY
