@@ -58,8 +58,10 @@ def _check_stack(layers, loss) -> None:
             raise ValueError(f"layers[{i}]: softmax is for the output layer only")
     out = layers[-1]
     if loss.output is not None and out.activation.name != loss.output:
+        article = "an" if loss.output[0] in "aeiou" else "a"
         raise ValueError(
-            f"loss={loss.name!r} needs a {loss.output} output layer, got {out.activation.name!r}"
+            f"loss={loss.name!r} needs {article} {loss.output} output layer, "
+            f"got {out.activation.name!r}"
         )
     if loss.code == _losses.CROSS_ENTROPY and out.n_out < 2:
         raise ValueError(
