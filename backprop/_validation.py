@@ -102,6 +102,23 @@ def as_batch(x, name: str, dtype: np.dtype, n_features: int):
     return arr, single
 
 
+def check_overflow(
+    out: np.ndarray, name: str, what: str, given: np.ndarray, advice: str, wider: str
+) -> None:
+    """Finite input can still overflow the float type (e^z, a large
+    product): raise a ValueError naming the argument `name` if `out`,
+    computed from `given`, is not finite, rather than hand back inf or NaN.
+    `what` says what overflowed ("the layer's outputs overflow"), `advice`
+    what to do, and `wider` how to get float64 (said in float32 only)."""
+    if not _ops.all_finite(out.reshape(-1)):
+        dtype = out.dtype.name
+        raise ValueError(
+            f"{name}: {what} {dtype} for these inputs (up to "
+            f"{np.abs(given).max():.3g} in size); {advice}"
+            + (f", or {wider}" if dtype == "float32" else "")
+        )
+
+
 class Fixed:
     """An object whose attributes its constructor sets once (through `_fix`)
     and nothing changes or deletes afterwards: an activation or a loss, which

@@ -10,6 +10,12 @@ knows its derivative, taken from the outputs a (so z need not be kept):
     leaky_relu  f(z) = z if z > 0 else s·z    f′ = 1 if a > 0 else s
     softmax     f(z)_i = e^z_i / Σ_j e^z_j    (a Jacobian: see `backward`)
     step        f(z) = [z ≥ 0]                the perceptron's unit: no useful f′
+    exp         f(z) = e^z                    f′ = a   (the mean of a Poisson count)
+
+e^z is the one that can overflow the float type for a finite z (above
+ln FLT_MAX ≈ 88.72 in float32, ln DBL_MAX ≈ 709.78 in float64): called here,
+it then raises a ValueError naming z, as predict and evaluate do for a
+network's outputs; in fit the epoch diverges and is undone.
 
 >>> from backprop import activations
 >>> activations.sigmoid(0.0)
@@ -25,7 +31,7 @@ from numpy.typing import ArrayLike
 
 from . import _ops
 from ._codes import ActivationCode
-from ._validation import Fixed, as_float_array, check_positive_float
+from ._validation import Fixed, as_float_array, check_overflow, check_positive_float
 
 __all__ = [
     "Activation",
@@ -38,6 +44,7 @@ __all__ = [
     "leaky_relu",
     "softmax",
     "step",
+    "exp",
     "NAMES",
 ]
 
@@ -48,6 +55,10 @@ RELU = ActivationCode.RELU
 LEAKY_RELU = ActivationCode.LEAKY_RELU
 SOFTMAX = ActivationCode.SOFTMAX
 STEP = ActivationCode.STEP
+EXP = ActivationCode.EXP
+
+
+_ADVICE = ("pass smaller values", "pass float64 ones")  # (float32 input stays float32)
 
 
 class NotDifferentiableError(ValueError):
@@ -109,6 +120,7 @@ class Activation(Fixed):
         arr = _float(z, "z")
         a = np.array(arr, ndmin=2, copy=True)
         _ops.act_forward(a, self.code, self.negative_slope)
+        check_overflow(a, "z", f"{self.name}(z) overflows", arr, *_ADVICE)
         return _shaped(a, arr)
 
     def backward(self, a: ArrayLike, grad: ArrayLike) -> np.ndarray | float:
@@ -125,6 +137,7 @@ class Activation(Fixed):
         a2 = np.array(a_arr, ndmin=2)
         delta = np.empty_like(a2)
         _ops.act_backward(delta, np.array(g_arr, ndmin=2), a2, self.code, self.negative_slope)
+        check_overflow(delta, "grad", "grad ⊙ f′(z) overflows", g_arr, *_ADVICE)
         return _shaped(delta, a_arr)
 
     def derivative(self, z: ArrayLike) -> np.ndarray | float:
@@ -152,8 +165,9 @@ relu = Activation("relu", RELU, "he")
 leaky_relu = LeakyReLU(0.01)
 softmax = Activation("softmax", SOFTMAX, "xavier")
 step = Activation("step", STEP, "xavier")
+exp = Activation("exp", EXP, "xavier")
 
-_BY_NAME = {a.name: a for a in (identity, sigmoid, tanh, relu, leaky_relu, softmax, step)}
+_BY_NAME = {a.name: a for a in (identity, sigmoid, tanh, relu, leaky_relu, softmax, step, exp)}
 _BY_NAME["linear"] = identity
 NAMES = tuple(sorted(_BY_NAME))
 

@@ -4,7 +4,8 @@ For each layer l, from the output back to the input:
 
     z_l = a_{l−1} @ W_l + b_l          a_l = f(z_l)
     δ_L = ∂C/∂z_L                      (a − y for softmax or sigmoid with
-                                        cross-entropy; (a − y) ⊙ f′(z) for mse)
+                                        cross-entropy and exp with poisson;
+                                        (a − y) ⊙ f′(z) for mse)
     δ_l = (δ_{l+1} @ W_{l+1}ᵀ) ⊙ f′(z_l)
     ∂C/∂W_l = a_{l−1} ⊗ δ_l            ∂C/∂b_l = δ_l
 
@@ -112,7 +113,7 @@ def explain(net, x, y) -> Explanation:
     out_act = layers[-1].activation
     if net.loss.code == _losses.MSE:
         delta = np.asarray(out_act.backward(outs[-1][None, :], (outs[-1] - Y)[None, :]))[0]
-    else:  # softmax + cross-entropy, sigmoid + binary cross-entropy
+    else:  # softmax + cross-entropy, sigmoid + binary cross-entropy, exp + poisson
         delta = outs[-1] - Y
     for i in range(len(layers) - 1, -1, -1):
         act = layers[i].activation

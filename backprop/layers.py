@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike
 from . import _ops, initializers
 from . import activations as _activations
 from ._engine import Guard
-from ._validation import as_batch, as_float_array, check_dtype, check_int
+from ._validation import as_batch, as_float_array, check_dtype, check_int, check_overflow
 from .layout import Layout
 
 __all__ = ["Dense"]
@@ -172,6 +172,14 @@ class Dense:
         act = self._activation
         with self._guard:
             _ops.dense_forward(a, x2, self._W, self._b, act.code, act.negative_slope)
+            check_overflow(
+                a,
+                "x",
+                "the layer's outputs overflow",
+                x2,
+                "scale the inputs down",
+                "use dtype='float64'",
+            )
             self._x, self._a, self._single = x2, a, single
         return a[0] if single else a
 

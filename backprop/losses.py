@@ -6,17 +6,24 @@ samples (rows) of a batch:
     mse                   C = 1/(2n) Σ‖y − a‖²                 ∂C/∂a = (a − y)/n
     binary_cross_entropy  C = −1/n Σ [y log a + (1 − y) log(1 − a)]
     cross_entropy         C = −1/n Σ y log a   (y one-hot or class labels)
+    poisson               C = 1/n Σ [y log(y/a) − y + a]       ∂C/∂a = (1 − y/a)/n
+                          (the half Poisson deviance of counts y ≥ 0, means a > 0;
+                          y log(y/a) = 0 where y = 0)
 
-In a network, cross_entropy follows a softmax output and
-binary_cross_entropy a sigmoid output; each pair is computed from the logits
-z in one fused, numerically stable pass whose gradient is simply
-∂C/∂z = (a − y)/n.  Called on their own, as here, the losses take
-predictions a and clip probabilities to [ε, 1 − ε] (ε the dtype's machine
-epsilon), so that log never sees 0.
+In a network, cross_entropy follows a softmax output,
+binary_cross_entropy a sigmoid output and poisson an exp output (a = e^z,
+the log link); each pair is computed from the logits z in one fused,
+numerically stable pass whose gradient is simply ∂C/∂z = (a − y)/n.  Called
+on their own, as here, the losses take predictions a: the cross-entropies
+clip probabilities to [ε, 1 − ε] (ε the dtype's machine epsilon), so that
+log never sees 0, and poisson takes means a > 0.  mse and poisson are
+regression losses, the cross-entropies classification ones (accuracy, labels).
 
 >>> from backprop import losses
 >>> losses.mse([[0.5]], [[1.0]])
 0.125
+>>> losses.poisson([[2.0, 1.0]], [[2.0, 0.0]])   # a = y: 0; y = 0: a
+1.0
 """
 
 from __future__ import annotations
@@ -28,11 +35,21 @@ from . import _ops
 from ._codes import LossCode
 from ._validation import Fixed, as_float_array
 
-__all__ = ["Loss", "get", "mse", "binary_cross_entropy", "cross_entropy", "targets", "NAMES"]
+__all__ = [
+    "Loss",
+    "get",
+    "mse",
+    "binary_cross_entropy",
+    "cross_entropy",
+    "poisson",
+    "targets",
+    "NAMES",
+]
 
 MSE = LossCode.MSE
 BINARY_CROSS_ENTROPY = LossCode.BINARY_CROSS_ENTROPY
 CROSS_ENTROPY = LossCode.CROSS_ENTROPY
+POISSON = LossCode.POISSON
 
 
 class Loss(Fixed):
@@ -55,7 +72,9 @@ class Loss(Fixed):
 
     @property
     def is_classification(self) -> bool:
-        return self.code != MSE
+        """True for the cross-entropies (labels, accuracy); False for the
+        regression losses, mse and poisson."""
+        return self.code in (BINARY_CROSS_ENTROPY, CROSS_ENTROPY)
 
     def _arrays(self, y_pred, y_true):
         p = np.asarray(y_pred)
@@ -64,7 +83,12 @@ class Loss(Fixed):
         if p.ndim == 1:
             p = p.reshape(-1, 1)
         y = targets(self, y_true, p.shape[0], p.shape[1], p.dtype, "y_true")
-        if self.code != MSE and (p.min() < 0 or p.max() > 1):
+        if self.code == POISSON and p.min() <= 0:
+            raise ValueError(
+                f"y_pred must hold means > 0 (the outputs e^z of an exp layer) for "
+                f"poisson, got {p.min():g}"
+            )
+        if self.is_classification and (p.min() < 0 or p.max() > 1):
             raise ValueError(f"y_pred must hold probabilities in [0, 1] for {self.name}")
         return p, y
 
@@ -84,6 +108,7 @@ class Loss(Fixed):
 mse = Loss("mse", MSE, None)
 binary_cross_entropy = Loss("binary_cross_entropy", BINARY_CROSS_ENTROPY, "sigmoid")
 cross_entropy = Loss("cross_entropy", CROSS_ENTROPY, "softmax")
+poisson = Loss("poisson", POISSON, "exp")
 
 _BY_NAME = {
     "mse": mse,
@@ -94,8 +119,9 @@ _BY_NAME = {
     "log_loss": binary_cross_entropy,
     "cross_entropy": cross_entropy,
     "categorical_cross_entropy": cross_entropy,
+    "poisson": poisson,
 }
-NAMES = ("mse", "binary_cross_entropy", "cross_entropy")
+NAMES = ("mse", "binary_cross_entropy", "cross_entropy", "poisson")
 
 
 def get(loss: str | Loss) -> Loss:
@@ -112,8 +138,9 @@ def targets(loss: Loss, y, n_rows: int, n_outputs: int, dtype, name: str = "y") 
 
     cross_entropy takes class labels 0 … n_outputs−1 (shape (n,)) or rows of
     class probabilities (one-hot, shape (n, n_outputs)); binary_cross_entropy
-    takes values in [0, 1]; mse takes any finite values.  A 1-D y stands for
-    one column when the network has one output.
+    takes values in [0, 1]; poisson finite values ≥ 0 (counts, or rates: they
+    need not be whole); mse takes any finite values.  A 1-D y stands for one
+    column when the network has one output.
     """
     arr = np.asarray(y)
     if arr.dtype.kind not in "biuf":
@@ -134,7 +161,9 @@ def targets(loss: Loss, y, n_rows: int, n_outputs: int, dtype, name: str = "y") 
     if arr.shape[1] != n_outputs:
         raise ValueError(f"{name} must have {n_outputs} columns, got shape {arr.shape}")
     out = as_float_array(arr, name, np.dtype(dtype))
-    if loss.code != MSE and (out.min() < 0 or out.max() > 1):
+    if loss.code == POISSON and out.min() < 0:
+        raise ValueError(f"{name} must be ≥ 0 (counts) for poisson, got {out.min():g}")
+    if loss.is_classification and (out.min() < 0 or out.max() > 1):
         raise ValueError(f"{name} must lie in [0, 1] for {loss.name}")
     if loss.code == CROSS_ENTROPY and not np.allclose(
         out.sum(axis=1), 1, atol=1e-3 if dtype == np.float32 else 1e-6

@@ -58,8 +58,10 @@ def _check_stack(layers, loss) -> None:
             raise ValueError(f"layers[{i}]: softmax is for the output layer only")
     out = layers[-1]
     if loss.output is not None and out.activation.name != loss.output:
+        article = "an" if loss.output[0] in "aeiou" else "a"
         raise ValueError(
-            f"loss={loss.name!r} needs a {loss.output} output layer, got {out.activation.name!r}"
+            f"loss={loss.name!r} needs {article} {loss.output} output layer, "
+            f"got {out.activation.name!r}"
         )
     if loss.code == _losses.CROSS_ENTROPY and out.n_out < 2:
         raise ValueError(
@@ -75,9 +77,10 @@ class Sequential(Trainer):
     ----------
     *layers : Dense
         n_out of each layer must equal n_in of the next.
-    loss : 'mse', 'binary_cross_entropy' or 'cross_entropy'
-        cross_entropy needs a softmax output layer and binary_cross_entropy a
-        sigmoid one (each pair is computed fused and stable).
+    loss : 'mse', 'binary_cross_entropy', 'cross_entropy' or 'poisson'
+        cross_entropy needs a softmax output layer, binary_cross_entropy a
+        sigmoid one and poisson an exp one (each pair is computed fused and
+        stable).
     dtype : 'float32' or 'float64', optional
         The network's float type; by default the layers' own.
     seed : int, optional
@@ -282,7 +285,7 @@ class Sequential(Trainer):
         if self.loss.code == _losses.CROSS_ENTROPY:
             return PredictMode.ARGMAX
         if self.n_outputs > 1:
-            return PredictMode.OUTPUTS if self.loss.code == _losses.MSE else None
+            return None if self.loss.is_classification else PredictMode.OUTPUTS
         return (
             PredictMode.THRESHOLD
             if self.loss.code == _losses.BINARY_CROSS_ENTROPY

@@ -33,7 +33,7 @@ from backprop.layout import Layout
 cnp.import_array()
 
 from backprop._codes cimport (
-    STEP, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, SGD, ADAM, RMSPROP, ADAGRAD,
+    EXP, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, SGD, ADAM, RMSPROP, ADAGRAD,
 )
 from kernels cimport real, all_finite, count_correct
 from threads cimport set_thread_functions, enter_threads, leave_threads
@@ -167,7 +167,7 @@ cdef class Engine:
         if self.dtype not in (np.float32, np.float64) or grads.dtype != self.dtype:
             raise TypeError("params and grads must share a float32 or float64 dtype")
         self.guard = Guard() if guard is None else guard
-        if not 0 <= loss <= CROSS_ENTROPY or any(not 0 <= act <= STEP for act in acts):
+        if not 0 <= loss <= POISSON or any(not 0 <= act <= EXP for act in acts):
             raise ValueError("acts and loss must be the core's codes")
         self.plan.n_layers = L
         self.plan.loss = loss
@@ -307,7 +307,7 @@ cdef class Engine:
     @property
     def epoch_accuracy(self):
         """The training accuracy of the last train_epoch, counted on each
-        batch's outputs before its update (NaN for mse)."""
+        batch's outputs before its update (NaN for mse and poisson)."""
         return self._accuracy(self.plan.correct, self._epoch_rows)
 
     cdef double _accuracy(self, Py_ssize_t correct, Py_ssize_t rows):

@@ -22,7 +22,7 @@ from kernels cimport (
 )
 from libc.string cimport memset
 
-from backprop._codes cimport STEP, MSE, CROSS_ENTROPY, SGD, ADAGRAD
+from backprop._codes cimport EXP, MSE, CROSS_ENTROPY, POISSON, SGD, ADAGRAD
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def exp(real[::1] x):
 
 def act_forward(real[:, ::1] a, int act, double slope=0.0, const real[::1] b=None):
     """a (rows, cols) ← f(a + b) in place; b (cols,) or None."""
-    known("act", act, STEP)
+    known("act", act, EXP)
     cdef const real* bp = NULL if b is None else &b[0]
     fits("a", a.shape[0], a.shape[1], a.shape[0], a.shape[1])
     if b is not None:
@@ -76,7 +76,7 @@ def act_forward(real[:, ::1] a, int act, double slope=0.0, const real[::1] b=Non
 def act_backward(real[:, ::1] delta, const real[:, ::1] g, const real[:, ::1] a,
                  int act, double slope=0.0):
     """delta (rows, cols) ← g ⊙ f′(z), the derivative taken from a = f(z)."""
-    known("act", act, STEP)
+    known("act", act, EXP)
     fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
     fits("g", g.shape[0], g.shape[1], a.shape[0], a.shape[1])
     with nogil:
@@ -89,8 +89,8 @@ def loss_forward_backward(int loss, int act, double slope, real[:, ::1] a,
                           const real[::1] w=None):
     """a: z → f(z) in place; delta ← ∂L/∂z; returns the mean loss, weighted
     by the sample weights w (rows,) if given."""
-    known("loss", loss, CROSS_ENTROPY)
-    known("act", act, STEP)
+    known("loss", loss, POISSON)
+    known("act", act, EXP)
     cdef double value
     cdef const real* wp = NULL if w is None else &w[0]
     fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
@@ -107,8 +107,8 @@ def loss_forward_backward(int loss, int act, double slope, real[:, ::1] a,
 def output_delta(int loss, int act, double slope, real[:, ::1] delta,
                  const real[:, ::1] a, const real[:, ::1] y):
     """delta ← ∂L/∂z of the output layer, from its outputs a and targets y."""
-    known("loss", loss, CROSS_ENTROPY)
-    known("act", act, STEP)
+    known("loss", loss, POISSON)
+    known("act", act, EXP)
     fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
     fits("y", y.shape[0], y.shape[1], a.shape[0], a.shape[1])
     with nogil:
@@ -118,7 +118,7 @@ def output_delta(int loss, int act, double slope, real[:, ::1] delta,
 
 def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps):
     """The mean loss of predictions p against targets y."""
-    known("loss", loss, CROSS_ENTROPY)
+    known("loss", loss, POISSON)
     cdef double value
     cdef real[:, ::1] g
     fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
@@ -137,7 +137,7 @@ def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps)
 def loss_gradient(int loss, real[:, ::1] g, const real[:, ::1] p,
                   const real[:, ::1] y, double eps):
     """g ← ∂L/∂p of loss_value."""
-    known("loss", loss, CROSS_ENTROPY)
+    known("loss", loss, POISSON)
     fits("g", g.shape[0], g.shape[1], p.shape[0], p.shape[1])
     fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
     with nogil:
@@ -154,10 +154,10 @@ def labels(int loss, const real[:, ::1] A):
     as int64: for cross-entropy the argmax of each row (the first of equal
     maxima), (rows,); for binary cross-entropy [a ≥ ½] per output, (rows, k),
     or (rows,) for k = 1."""
-    known("loss", loss, CROSS_ENTROPY)
-    if loss == MSE:
-        raise ValueError("mse has no label rule (labels are cross_entropy's or "
-                         "binary_cross_entropy's)")
+    known("loss", loss, POISSON)
+    if loss == MSE or loss == POISSON:
+        raise ValueError(f"{'mse' if loss == MSE else 'poisson'} has no label rule "
+                         "(labels are cross_entropy's or binary_cross_entropy's)")
     cdef Py_ssize_t rows = A.shape[0], k = A.shape[1]
     if k == 0:
         raise ValueError("A has no columns")
@@ -173,7 +173,7 @@ def labels(int loss, const real[:, ::1] A):
 def dense_forward(real[:, ::1] out, const real[:, ::1] x, const real[:, ::1] W,
                   const real[::1] b, int act, double slope=0.0):
     """out (rows, n_out) ← f(x @ W + b)."""
-    known("act", act, STEP)
+    known("act", act, EXP)
     fits("x", x.shape[0], x.shape[1], x.shape[0], W.shape[0])
     fits("out", out.shape[0], out.shape[1], x.shape[0], W.shape[1])
     fits("b", b.shape[0], 1, W.shape[1], 1)

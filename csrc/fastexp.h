@@ -10,9 +10,10 @@
  * is below float's half-ulp; 2^n is built from its exponent bits.  Measured
  * against double-precision exp at 80 million points of [−87.3, 88.3]: at most
  * 1.22 ulp (tests/test_kernels.py holds it to 2 ulp).  Below −87.34 the result is
- * 0 (the true value is under FLT_MIN); above 127.5·ln 2 ≈ 88.38, where n would
- * reach 128, it is +inf (the last 0.35 before FLT_MAX's logarithm are given
- * up: the core only ever takes e^x of x ≤ 0); NaN stays NaN.
+ * 0 (the true value is under FLT_MIN); above 88.7228, the largest float whose
+ * e^x is below FLT_MAX, it is +inf; NaN stays NaN.  At the top n reaches 128,
+ * and 2^128 is no float: there the result is p · 2^127 · 2.  (The exp
+ * activation takes e^z of any z; everywhere else the core takes e^x of x ≤ 0.)
  */
 #ifndef BACKPROP_FASTEXP_H
 #define BACKPROP_FASTEXP_H
@@ -24,14 +25,16 @@
 static inline float bp_expf(float x)
 {
     const float lowest = -87.33654475f;   /* ln FLT_MIN: 2^−126 */
-    const float highest = 88.37626266f;   /* 127.5 · ln 2 */
+    const float highest = 88.72283173f;   /* just below ln FLT_MAX ≈ 88.7228391 */
     const float shifter = 12582912.0f;    /* 1.5 · 2^23 */
     float xc = x < lowest ? lowest : (x > highest ? highest : x);
     float t = xc * 1.44269504088896341f + shifter;
     float n = t - shifter;
     int32_t bits;
     memcpy(&bits, &t, sizeof bits);
-    bits = (bits - 0x4B400000 + 127) << 23;          /* 2^n */
+    int32_t k = bits - 0x4B400000;                    /* n, in −126 … 128 */
+    int32_t top = k > 127;                            /* 2^128: 2^127, then · 2 */
+    bits = (k - top + 127) << 23;                     /* 2^(n − top) */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     float r = xc - n * 0.693359375f;                  /* ln2_hi: 9 bits, n·ln2_hi exact */
@@ -44,7 +47,7 @@ static inline float bp_expf(float x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    float y = p * scale;
+    float y = p * scale * (float)(1 + top);
     return x < lowest ? 0.0f : (x > highest ? INFINITY : y);
 }
 

@@ -5,12 +5,14 @@
 #
 #   forward:   z = x @ W + b ;  a = f(z)          dense_forward, act_forward
 #   loss:      L(a, y), δ_out = ∂L/∂z_out         mse: squared_error, then act_backward
-#                                                 bce: sigmoid_bce_forward_backward
+#                                                 bce (sigmoid), poisson (exp):
+#                                                      canonical_forward_backward
 #                                                 ce:  softmax_ce_forward_backward
 #                                                 (loss_forward_backward, output_delta)
 #   standalone L(p, y), ∂L/∂p                     mse: squared_error
-#                                                 bce, ce of clipped p: loss_value,
-#                                                 loss_gradient
+#                                                 bce, ce of clipped p, poisson of
+#                                                 p > 0: loss_value, loss_gradient
+#                                                 (poisson: poisson_deviance, shared)
 #   backward:  δ = g ⊙ f′(z)                      act_backward
 #              dW = xᵀ @ δ ; db = Σ_rows δ ;
 #              dx = δ @ Wᵀ                        dense_backward
@@ -33,8 +35,8 @@ from libc.math cimport exp, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf, 
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
 from backprop._codes cimport (
-    IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, STEP,
-    MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, SGD, ADAM, RMSPROP, ADAGRAD,
+    IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, STEP, EXP,
+    MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, SGD, ADAM, RMSPROP, ADAGRAD,
 )
 
 cdef extern from "fastexp.h":
@@ -209,6 +211,12 @@ cdef inline void act_forward(real* a, const real* b, Py_ssize_t rows,
             # The perceptron's threshold unit: 1 for z ≥ 0, else 0.
             for j in range(cols):
                 r[j] = 1 if r[j] >= 0 else 0
+        elif act == EXP:
+            # e^z, the mean of a Poisson count: +inf where it overflows `real`
+            # (z > ln FLT_MAX ≈ 88.72, or ln DBL_MAX ≈ 709.78), which the
+            # Python layer reports (predict, evaluate) or undoes (fit).
+            for j in range(cols):
+                r[j] = r_exp(r[j])
 
 
 cdef inline void act_backward(real* delta, const real* g, const real* a,
@@ -217,6 +225,7 @@ cdef inline void act_backward(real* delta, const real* g, const real* a,
     # delta (rows, cols) = g ⊙ f′(z), with f′ taken from the outputs a = f(z):
     #   sigmoid  f′ = a (1 − a)        tanh   f′ = 1 − a²
     #   relu     f′ = [a > 0]          leaky  f′ = 1 if a > 0 else slope
+    #   exp      f′ = a
     #   softmax  δ = a ⊙ (g − Σ_j g_j a_j)   (the Jacobian-vector product)
     # delta may be g itself (in place).  STEP's derivative is 0 wherever it
     # exists, so nothing can be learned through it: the Python layer refuses
@@ -242,6 +251,9 @@ cdef inline void act_backward(real* delta, const real* g, const real* a,
     elif act == STEP:
         for i in range(n):
             delta[i] = 0
+    elif act == EXP:
+        for i in range(n):
+            delta[i] = g[i] * a[i]
     elif act == SOFTMAX:
         for i in range(rows):
             s = 0
@@ -276,31 +288,6 @@ cdef inline double squared_error(real* g, const real* p, const real* y,
             g[i * cols + j] = <real>d * scale
         total += row if w == NULL else w[i] * row
     return total / (2.0 * rows)
-
-
-cdef inline double sigmoid_bce_forward_backward(real* a, real* delta,
-                                                const real* y, const real* w,
-                                                Py_ssize_t rows,
-                                                Py_ssize_t cols) noexcept nogil:
-    # IN a: z (rows, cols), the logits; w (rows,) sample weights or NULL
-    # OUT a = σ(z); OUT delta = w (σ(z) − y)/n
-    # Per element  −[y log σ(z) + (1 − y) log(1 − σ(z))]
-    #            = max(z, 0) − z·y + log(1 + e^−|z|),
-    # which forms no log(0) and no overflow for any finite z.
-    cdef Py_ssize_t i, j, k
-    cdef double row, total = 0
-    cdef real z, scale, inv_rows = <real>(1.0 / rows)
-    for i in range(rows):
-        scale = inv_rows if w == NULL else w[i] * inv_rows
-        row = 0
-        for j in range(cols):
-            k = i * cols + j
-            z = a[k]
-            row += (z if z > 0 else 0) - <double>z * y[k] + r_log1p(r_exp(-fabs(z)))
-            a[k] = sigmoid(z)
-            delta[k] = (a[k] - y[k]) * scale
-        total += row if w == NULL else w[i] * row
-    return total / rows
 
 
 cdef inline double softmax_ce_forward_backward(real* a, real* delta,
@@ -346,6 +333,52 @@ cdef inline double softmax_ce_forward_backward(real* a, real* delta,
     return total / rows
 
 
+cdef inline double poisson_deviance(double a, double log_a, double y) noexcept nogil:
+    # The half Poisson deviance of one output: the mean a > 0 (its log given)
+    # against the count y ≥ 0,
+    #   y log(y/a) − y + a = a − y log a + (y log y − y),  0 log 0 = 0,
+    # 0 where a = y.  Its one home: the fused pass gives log a = z (a = e^z),
+    # so that it takes no logarithm of a, and the standalone loss log p.
+    return a - y * log_a + (y * log(y) - y if y > 0 else 0)
+
+
+cdef inline double canonical_forward_backward(int loss, real* a, real* delta,
+                                              const real* y, const real* w,
+                                              Py_ssize_t rows,
+                                              Py_ssize_t cols) noexcept nogil:
+    # A loss fused with its canonical link, output by output: sigmoid with
+    # binary cross-entropy, exp with the Poisson deviance.
+    # IN a: z (rows, cols), the logits; y (rows, cols); w (rows,) sample
+    # weights or NULL
+    # OUT a = f(z); OUT delta = w (f(z) − y)/n, which is ∂C/∂z of either pair.
+    # Per element, from z:
+    #   bce      −[y log σ(z) + (1 − y) log(1 − σ(z))] = max(z, 0) − z·y + log(1 + e^−|z|),
+    #            which forms no log(0) and no overflow for any finite z;
+    #   poisson  poisson_deviance(e^z, z, y) = e^z − y·z + (y log y − y), one
+    #            exponential for the value and the gradient: for z ≪ 0, e^z
+    #            underflows to 0 and the value stays finite (−y·z); past the
+    #            log of the largest `real`, e^z is +inf, and so are the value
+    #            and δ (fit undoes that epoch, evaluate reports the overflow).
+    cdef Py_ssize_t i, j, k
+    cdef double row, total = 0
+    cdef real z, scale, inv_rows = <real>(1.0 / rows)
+    for i in range(rows):
+        scale = inv_rows if w == NULL else w[i] * inv_rows
+        row = 0
+        for j in range(cols):
+            k = i * cols + j
+            z = a[k]
+            if loss == POISSON:
+                a[k] = r_exp(z)
+                row += poisson_deviance(a[k], z, y[k])
+            else:
+                row += (z if z > 0 else 0) - <double>z * y[k] + r_log1p(r_exp(-fabs(z)))
+                a[k] = sigmoid(z)
+            delta[k] = (a[k] - y[k]) * scale
+        total += row if w == NULL else w[i] * row
+    return total / rows
+
+
 cdef inline double loss_forward_backward(int loss, int act, real slope,
                                          real* a, real* delta, const real* y,
                                          const real* w, Py_ssize_t rows,
@@ -354,14 +387,15 @@ cdef inline double loss_forward_backward(int loss, int act, real slope,
     # w (rows,) sample weights, or NULL for none
     # OUT a = f(z); OUT delta = ∂L/∂z; returns the mean (weighted) loss
     # 1/n Σ_i w_i ℓ_i.
-    # Cross-entropy comes with softmax and binary cross-entropy with sigmoid
-    # (the Python layer sees to it), each fused into one stable pass; the
-    # squared error is squared_error's ∂C/∂a, then ⊙ f′(z) by act_backward.
+    # Cross-entropy comes with softmax, binary cross-entropy with sigmoid and
+    # the Poisson deviance with exp (the Python layer sees to it), each fused
+    # into one stable pass; the squared error is squared_error's ∂C/∂a, then
+    # ⊙ f′(z) by act_backward.
     cdef double value
     if loss == CROSS_ENTROPY:
         return softmax_ce_forward_backward(a, delta, y, w, rows, cols)
-    if loss == BINARY_CROSS_ENTROPY:
-        return sigmoid_bce_forward_backward(a, delta, y, w, rows, cols)
+    if loss == BINARY_CROSS_ENTROPY or loss == POISSON:
+        return canonical_forward_backward(loss, a, delta, y, w, rows, cols)
     act_forward(a, <real*>NULL, rows, cols, act, slope)
     value = squared_error(delta, a, y, w, rows, cols)
     act_backward(delta, delta, a, rows, cols, act, slope)
@@ -373,8 +407,9 @@ cdef inline void output_delta(int loss, int act, real slope, real* delta,
                               Py_ssize_t cols) noexcept nogil:
     # IN a (rows, cols) = f(z) of the output layer, y (rows, cols)
     # OUT delta = ∂L/∂z, from the outputs alone: (a − y)/n for the fused pairs
-    # (softmax with cross-entropy, sigmoid with binary cross-entropy), and
-    # (a − y)/n ⊙ f′(z) for the squared error.
+    # (softmax with cross-entropy, sigmoid with binary cross-entropy, exp with
+    # the Poisson deviance: each loss's canonical link), and (a − y)/n ⊙ f′(z)
+    # for the squared error.
     cdef Py_ssize_t i
     cdef real inv_rows = <real>(1.0 / rows)
     if loss == MSE:
@@ -388,14 +423,20 @@ cdef inline void output_delta(int loss, int act, real slope, real* delta,
 cdef inline double loss_value(int loss, const real* p, const real* y,
                               Py_ssize_t rows, Py_ssize_t cols,
                               real eps) noexcept nogil:
-    # IN p (rows, cols) probabilities, y (rows, cols) targets; returns the
-    # mean loss of the standalone (unfused) cross-entropies:
+    # IN p (rows, cols) probabilities (means > 0 for poisson), y (rows, cols)
+    # targets; returns the mean loss of the standalone (unfused) losses:
     #   binary_cross_entropy  −1/n Σ [y log p + (1 − y) log(1 − p)]
     #   cross_entropy         −1/n Σ y log p
-    # Probabilities are clipped to [eps, 1 − eps] so that log never sees 0.
-    # (The squared error is squared_error's.)
+    #   poisson               1/n Σ [y log(y/p) − y + p]   (poisson_deviance)
+    # Probabilities are clipped to [eps, 1 − eps] so that log never sees 0;
+    # the Python layer refuses means p ≤ 0.  (The squared error is
+    # squared_error's.)
     cdef Py_ssize_t i
     cdef double q, total = 0
+    if loss == POISSON:
+        for i in range(rows * cols):
+            total += poisson_deviance(p[i], log(p[i]), y[i])
+        return total / rows
     for i in range(rows * cols):
         q = min(max(<double>p[i], <double>eps), 1.0 - eps)
         if y[i] != 0:
@@ -409,11 +450,16 @@ cdef inline void loss_gradient(int loss, real* g, const real* p, const real* y,
                                Py_ssize_t rows, Py_ssize_t cols,
                                real eps) noexcept nogil:
     # IN p (rows, cols), y (rows, cols); OUT g = ∂L/∂p of loss_value:
-    #   bce (p − y) / (p (1 − p) n) ;  ce −y / (p n)
-    # with p clipped as in loss_value (the unclipped formula, evaluated at
-    # the clipped p, so the gradient still points the right way at 0 or 1).
+    #   bce (p − y) / (p (1 − p) n) ;  ce −y / (p n) ;  poisson (1 − y/p) / n
+    # with probabilities clipped as in loss_value (the unclipped formula,
+    # evaluated at the clipped p, so the gradient still points the right way
+    # at 0 or 1).
     cdef Py_ssize_t i
     cdef double q
+    if loss == POISSON:
+        for i in range(rows * cols):
+            g[i] = <real>((1.0 - <double>y[i] / p[i]) / rows)
+        return
     for i in range(rows * cols):
         q = min(max(<double>p[i], <double>eps), 1.0 - eps)
         if loss == BINARY_CROSS_ENTROPY:

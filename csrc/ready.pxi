@@ -9,7 +9,9 @@ from libc.string cimport memcpy
 
 cimport numpy as cnp
 
-from backprop._codes cimport BINARY_CROSS_ENTROPY, CROSS_ENTROPY, ARGMAX, THRESHOLD, VALUE
+from backprop._codes cimport (
+    BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, ARGMAX, THRESHOLD, VALUE,
+)
 from kernels cimport real, all_finite, row_argmax, threshold_label
 from plan cimport Plan
 from threads cimport enter_threads, leave_threads
@@ -31,11 +33,11 @@ cdef const char* ready(object arr, int ndim, Py_ssize_t cols, int typenum):
 
 
 cdef bint copy_targets(real* out, const real* y, Py_ssize_t n,
-                       bint unit_range) noexcept nogil:
-    # out ← y, if every value is finite (and within [0, 1] when unit_range).
+                       bint at_least_0, bint at_most_1) noexcept nogil:
+    # out ← y, if every value is finite (and ≥ 0, ≤ 1 as asked).
     cdef Py_ssize_t i
     for i in range(n):
-        if not isfinite(y[i]) or (unit_range and (y[i] < 0 or y[i] > 1)):
+        if not isfinite(y[i]) or (at_least_0 and y[i] < 0) or (at_most_1 and y[i] > 1):
             return False
         out[i] = y[i]
     return True
@@ -62,13 +64,14 @@ cdef bint targets_ready(Plan* p, int typenum, object y, Py_ssize_t rows):
     # Fill the workspace's targets (p.ybuf) from y if y is ready-made: class
     # labels (int64, (rows,)) for cross-entropy or 0/1 labels for one sigmoid
     # output, or finite floats of `typenum`, (rows, k) or (rows,) for k = 1,
-    # within [0, 1] for binary cross-entropy.  The fast twin of the checked
+    # within [0, 1] for binary cross-entropy, ≥ 0 for poisson.  The fast twin of the checked
     # path's rule (losses.targets): it takes only targets that rule takes,
     # and gives the same (tests/test_fast_paths.py).
     cdef Py_ssize_t k = p.size[p.n_layers]
     cdef const char* data
     cdef int loss = p.loss
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
+    cdef bint at_least_0 = loss == BINARY_CROSS_ENTROPY or loss == POISSON
     if loss == CROSS_ENTROPY or (loss == BINARY_CROSS_ENTROPY and k == 1):
         data = ready(y, 1, rows, cnp.NPY_INT64)
         if data != NULL:
@@ -88,9 +91,9 @@ cdef bint targets_ready(Plan* p, int typenum, object y, Py_ssize_t rows):
         return False
     if is_double:
         return copy_targets(<double*>p.ybuf, <const double*>data, rows * k,
-                            loss == BINARY_CROSS_ENTROPY)
+                            at_least_0, loss == BINARY_CROSS_ENTROPY)
     return copy_targets(<float*>p.ybuf, <const float*>data, rows * k,
-                        loss == BINARY_CROSS_ENTROPY)
+                        at_least_0, loss == BINARY_CROSS_ENTROPY)
 
 
 cdef double step_rows(const real* x, Plan* p, Py_ssize_t rows, real lr,

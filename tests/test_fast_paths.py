@@ -23,6 +23,8 @@ HEADS = {  # loss: (output activation, outputs)
     "binary_cross_entropy": ("sigmoid", 1),
     "binary_cross_entropy ": ("sigmoid", 3),
     "cross_entropy": ("softmax", 3),
+    "poisson": ("exp", 3),
+    "poisson ": ("exp", 1),
 }
 
 
@@ -48,7 +50,7 @@ TARGETS = st.one_of(
         st.sampled_from([(ROWS,), (ROWS, 1), (ROWS, 2), (ROWS, 3), (ROWS + 1, 3)]),
         elements=st.one_of(
             st.floats(-0.5, 1.5, width=32),
-            st.sampled_from([0.0, 1.0, np.nan, np.inf, -np.inf, 1 / 3]),
+            st.sampled_from([0.0, -0.0, 1.0, np.nan, np.inf, -np.inf, 1 / 3, 7.0, -1e-30]),
         ),
     ),
 )

@@ -18,6 +18,7 @@ REFERENCE = {
         / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
     ),
     "step": lambda z: (z >= 0).astype(float),
+    "exp": np.exp,
 }
 DERIVATIVE = {
     "identity": lambda z: np.ones_like(z),
@@ -25,6 +26,7 @@ DERIVATIVE = {
     "tanh": lambda z: 1 / np.cosh(z) ** 2,
     "relu": lambda z: (z > 0) * 1.0,
     "leaky_relu": lambda z: np.where(z > 0, 1.0, 0.01),
+    "exp": np.exp,
 }
 
 

@@ -59,6 +59,7 @@ def ref_act(z, code, slope=SLOPE):
         Act.LEAKY_RELU: lambda: np.where(z > 0, z, slope * z),
         Act.SOFTMAX: lambda: softmax(z),
         Act.STEP: lambda: np.where(z >= 0, 1.0, 0.0),
+        Act.EXP: lambda: np.exp(z),
     }[code]()
 
 
@@ -75,14 +76,23 @@ def ref_act_backward(g, a, code, slope=SLOPE):
             Act.TANH: lambda: 1 - a * a,
             Act.RELU: lambda: np.where(a > 0, 1.0, 0.0),
             Act.LEAKY_RELU: lambda: np.where(a > 0, 1.0, slope),
+            Act.EXP: lambda: a,
         }[code]()
     )
+
+
+def xlogy(y):
+    """y log y, 0 at y = 0."""
+    return np.where(y > 0, y * np.log(np.where(y > 0, y, 1)), 0.0)
 
 
 def ref_loss_forward_backward(loss, act, slope, z, y):
     """(a = f(z), delta = ∂L/∂z, mean loss) from the logits z."""
     z, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
     n = z.shape[0]
+    if loss == Loss.POISSON:  # a = e^z; y log(y/a) − y + a, with log a = z
+        a = np.exp(z)
+        return a, (a - y) / n, (xlogy(y) - y * z - y + a).sum() / n
     if loss == Loss.MSE:
         a = ref_act(z, act, slope)
         return (a, ref_act_backward((a - y) / n, a, act, slope), ((a - y) ** 2).sum() / (2 * n))
@@ -105,6 +115,8 @@ def ref_loss_value(loss, p, y, eps):
     p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
     if loss == Loss.MSE:
         return 0.5 * ((p - y) ** 2).sum() / len(p)
+    if loss == Loss.POISSON:  # means p > 0, unclipped
+        return (xlogy(y) - y * np.log(p) - y + p).sum() / len(p)
     q = np.clip(p, eps, 1 - eps)
     total = -(y * np.log(q)).sum()
     if loss == Loss.BINARY_CROSS_ENTROPY:
@@ -117,6 +129,8 @@ def ref_loss_gradient(loss, p, y, eps):
     n = len(p)
     if loss == Loss.MSE:
         return (p - y) / n
+    if loss == Loss.POISSON:
+        return (1 - y / p) / n
     q = np.clip(p, eps, 1 - eps)
     if loss == Loss.BINARY_CROSS_ENTROPY:
         return (q - y) / (q * (1 - q) * n)
@@ -207,6 +221,14 @@ def logits(rng, dtype):
     return np.ascontiguousarray(z, dtype=dtype)
 
 
+def logits_for(code, rng, dtype):
+    """logits(), but within ±80 for exp, whose e^z overflows beyond ln DBL_MAX
+    ≈ 709.78 (ln FLT_MAX ≈ 88.72 in float32): what it does there is
+    tests/test_poisson.py's."""
+    z = logits(rng, dtype)
+    return np.clip(z, -80, 80) if code == Act.EXP else z
+
+
 @pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
 def dtype(request):
     return request.param
@@ -223,7 +245,7 @@ def rng():
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
 @pytest.mark.parametrize("code", list(Act), ids=name)
 def test_act_forward(code, with_bias, dtype, rng):
-    z = logits(rng, dtype)
+    z = logits_for(code, rng, dtype)
     b = normal(rng, z.shape[1], dtype) if with_bias else None
     expected = ref_act(z.astype(np.float64) + (0 if b is None else b), code)
     a = z.copy()
@@ -246,7 +268,7 @@ def test_act_forward_step_and_relu_at_zero(dtype):
 @pytest.mark.parametrize("in_place", [False, True], ids=["out", "inplace"])
 @pytest.mark.parametrize("code", TRAINABLE, ids=name)
 def test_act_backward(code, in_place, dtype, rng):
-    a = ref_act(logits(rng, dtype), code).astype(dtype)
+    a = ref_act(logits_for(code, rng, dtype), code).astype(dtype)
     g = normal(rng, a.shape, dtype)
     expected = ref_act_backward(g, a, code)
     delta = g if in_place else nans(a.shape, dtype)
@@ -339,8 +361,12 @@ def test_ce_extreme_by_hand(dtype):
 @pytest.mark.parametrize(
     "loss, act",
     [(Loss.MSE, c) for c in TRAINABLE]
-    + [(Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID), (Loss.CROSS_ENTROPY, Act.SOFTMAX)],
-    ids=[f"mse-{name(c)}" for c in TRAINABLE] + ["bce-sigmoid", "ce-softmax"],
+    + [
+        (Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID),
+        (Loss.CROSS_ENTROPY, Act.SOFTMAX),
+        (Loss.POISSON, Act.EXP),
+    ],
+    ids=[f"mse-{name(c)}" for c in TRAINABLE] + ["bce-sigmoid", "ce-softmax", "poisson-exp"],
 )
 def test_output_delta(loss, act, dtype, rng):
     a = ref_act(normal(rng, (6, 4), dtype, 2.0), act).astype(dtype)
@@ -351,7 +377,15 @@ def test_output_delta(loss, act, dtype, rng):
 
 
 def probabilities_and_targets(loss, rng, dtype):
-    """p in [0, 1] with exact 0s and 1s (clipped), and matching targets."""
+    """p in [0, 1] with exact 0s and 1s (clipped), and matching targets;
+    for poisson, means from 1e-12 to 1e30 and counts with zeros among them."""
+    if loss == Loss.POISSON:
+        p = np.exp(rng.uniform(-3, 3, (6, 4)))
+        p[0] = [1e-12, 1e30, 1.0, 3.0]
+        y = rng.poisson(2.0, (6, 4)).astype(np.float64)
+        y[0] = [0.0, 5.0, 0.0, 3.0]
+        y[-1] = rng.uniform(0, 4, 4)  # rates, not only whole counts
+        return np.ascontiguousarray(p, dtype), np.ascontiguousarray(y, dtype)
     p = rng.uniform(0.01, 0.99, (6, 4))
     p[0, :3] = [0.0, 1.0, 1e-12]
     y = {
@@ -393,12 +427,18 @@ def test_mse_standalone_is_the_fused_pass(dtype, rng):
     np.testing.assert_array_equal(g, delta)
 
 
-@pytest.mark.parametrize("loss", [Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY], ids=name)
+@pytest.mark.parametrize(
+    "loss", [Loss.BINARY_CROSS_ENTROPY, Loss.CROSS_ENTROPY, Loss.POISSON], ids=name
+)
 def test_loss_value_matches_fused_loss(loss, dtype, rng):
-    # −Σ y log f(z) on moderate logits is what the fused stable pass returns.
+    # The loss of f(z) on moderate logits is what the fused stable pass returns.
     z = normal(rng, (6, 4), dtype)
     y = prob_rows(rng, 6, 4, dtype)
-    act = Act.SIGMOID if loss == Loss.BINARY_CROSS_ENTROPY else Act.SOFTMAX
+    act = {
+        Loss.BINARY_CROSS_ENTROPY: Act.SIGMOID,
+        Loss.CROSS_ENTROPY: Act.SOFTMAX,
+        Loss.POISSON: Act.EXP,
+    }[loss]
     p = ref_act(z, act).astype(dtype)
     value = _ops.loss_value(loss, p, y, 1e-30)
     assert_close(value, ref_loss_forward_backward(loss, act, 0.0, z, y)[2], dtype)
@@ -456,6 +496,8 @@ def test_labels_of_ties_and_half_by_hand(dtype):
     )
     with pytest.raises(ValueError, match="mse has no label rule"):
         _ops.labels(Loss.MSE, A)
+    with pytest.raises(ValueError, match="poisson has no label rule"):
+        _ops.labels(Loss.POISSON, A)
 
 
 # ------------------------------------------------------------ dense layer ---
@@ -535,8 +577,16 @@ NETS = [
     ([4, 6, 3], [Act.RELU, Act.SOFTMAX], [0.0, 0.0], Loss.CROSS_ENTROPY),
     ([4, 6, 3], [Act.TANH, Act.SIGMOID], [0.0, 0.0], Loss.BINARY_CROSS_ENTROPY),
     ([4, 5, 6, 2], [Act.LEAKY_RELU, Act.SIGMOID, Act.IDENTITY], [SLOPE, 0.0, 0.0], Loss.MSE),
+    ([4, 6, 3], [Act.TANH, Act.EXP], [0.0, 0.0], Loss.POISSON),
+    ([4, 3, 2], [Act.EXP, Act.IDENTITY], [0.0, 0.0], Loss.MSE),
 ]
-NET_IDS = ["relu-softmax-ce", "tanh-sigmoid-bce", "leaky-sigmoid-identity-mse"]
+NET_IDS = [
+    "relu-softmax-ce",
+    "tanh-sigmoid-bce",
+    "leaky-sigmoid-identity-mse",
+    "tanh-exp-poisson",
+    "exp-identity-mse",
+]
 CAPACITY = 8
 
 
@@ -549,6 +599,8 @@ def targets_for(loss, rng, rows, cols, dtype):
         return one_hot(rng, rows, cols, dtype)
     if loss == Loss.BINARY_CROSS_ENTROPY:
         return (rng.random((rows, cols)) < 0.5).astype(dtype)
+    if loss == Loss.POISSON:
+        return rng.poisson(1.5, (rows, cols)).astype(dtype)
     return normal(rng, (rows, cols), dtype)
 
 
@@ -722,6 +774,7 @@ TWINS = [
     ("relu", "sigmoid", "binary_cross_entropy", 2),
     ("leaky_relu", "identity", "mse", 2),
     ("sigmoid", "tanh", "mse", 1),
+    ("tanh", "exp", "poisson", 2),
 ]
 
 
@@ -738,6 +791,8 @@ def test_fused_sgd_is_dense_backward_then_optimizer_update(hidden, output, loss,
         if loss == "cross_entropy"
         else (rng.random((24, k)) < 0.5) * 1.0
         if loss == "binary_cross_entropy"
+        else rng.poisson(1.0, (24, k)) * 1.0
+        if loss == "poisson"
         else rng.standard_normal((24, k))
     )
 
@@ -789,10 +844,16 @@ def test_float32_exp_is_within_2_ulp_everywhere():
     """fastexp.h against double-precision exp, over every float32 in the
     range where e^x is a normal float, plus the edges."""
     bits = np.arange(int(np.float32(-87.33).view(np.uint32)), 0x80000000, -1021)
+    top = np.float32(np.log(np.finfo(np.float32).max))  # ln FLT_MAX, rounded up
+    below = np.nextafter(top, np.float32(0))  # the largest float whose e^x is finite
     x = np.concatenate(
         [
             bits.astype(np.uint32).view(np.float32),  # -87.33 … -0, every 1021st
             np.linspace(0, 88.37, 200_001, dtype=np.float32),
+            # the top, where n = round(x / ln 2) reaches 128: every float to ln FLT_MAX
+            np.arange(int(np.float32(88.37).view(np.uint32)), int(below.view(np.uint32)) + 1)
+            .astype(np.uint32)
+            .view(np.float32),
         ]
     )
     got = x.copy()
@@ -800,10 +861,11 @@ def test_float32_exp_is_within_2_ulp_everywhere():
     exact = np.exp(x.astype(np.float64))
     ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
     assert np.max(np.abs(got - exact) / ulp) <= 2.0
-    edges = np.array([-1e4, -87.4, -np.inf, 89.0, np.inf, np.nan], np.float32)
+    assert np.isfinite(got).all() and got[-1] > np.finfo(np.float32).max / 2
+    edges = np.array([-1e4, -87.4, -np.inf, top, 89.0, np.inf, np.nan], np.float32)
     _ops.exp(edges)
     np.testing.assert_array_equal(edges[:3], 0)
-    assert edges[3] == np.inf and edges[4] == np.inf and np.isnan(edges[5])
+    assert (edges[3:6] == np.inf).all() and np.isnan(edges[6])
 
 
 def test_float64_exp_is_libm():

@@ -11,11 +11,13 @@ cpdef enum ActivationCode:
     LEAKY_RELU
     SOFTMAX
     STEP
+    EXP
 
 cpdef enum LossCode:
     MSE
     BINARY_CROSS_ENTROPY
     CROSS_ENTROPY
+    POISSON
 
 cpdef enum OptimizerKind:
     SGD
