@@ -341,3 +341,16 @@ def test_r2_on_friedman_matches_scikit_learn():
     ours, theirs = both("MLPRegressor", X_train, y_train, **params)
     ours_r2 = r2_score(y_test, ours.predict(X_test))
     assert abs(ours_r2 - theirs.score(X_test, y_test)) < 0.05
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_poisson_regression_is_scikit_learns(solver):
+    X, _, _ = data()
+    y = np.random.default_rng(2).poisson(np.exp(0.5 * X[:, 0]))
+    params = full_batch(loss="poisson", alpha=0.01, learning_rate_init=0.01, solver=solver)
+    ours, theirs = both("MLPRegressor", X, y, **params)
+    assert ours.out_activation_ == theirs.out_activation_ == "exp"
+    assert_same_model(ours, theirs, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-7)
+    with pytest.raises(ValueError, match="≥ 0"):
+        bp.MLPRegressor(loss="poisson", max_iter=2).fit(X, y - 5.0)
