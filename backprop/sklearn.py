@@ -358,11 +358,20 @@ class _BaseMLP(BaseEstimator):
         if sample_weight is not None:
             sample_weight = self._checked_weights(sample_weight, n)
         rng = check_random_state(self.random_state)
+        sizes = [X.shape[1], *hidden, targets.shape[1] if targets.ndim == 2 else 1]
+        if loss == "cross_entropy":
+            sizes[-1] = len(self.classes_)
+        model = (tuple(sizes), self.activation, output)
+        if not first and model != self._model:
+            raise ValueError(
+                f"warm_start / partial_fit go on training the network fitted before: "
+                f"layer sizes {self._model[0]}, activation {self._model[1]!r} and output "
+                f"{self._model[2]!r}; this fit asks for {model[0]}, {model[1]!r} and "
+                f"{model[2]!r}. Set warm_start=False (or fit anew) to start over."
+            )
         if first:
             dtype = self.dtype if self.dtype is not None else X.dtype
-            sizes = [X.shape[1], *hidden, targets.shape[1] if targets.ndim == 2 else 1]
-            if loss == "cross_entropy":
-                sizes[-1] = len(self.classes_)
+            self._model = model
             self.net_ = self._new_network(sizes, output, loss, dtype, rng)
             self.n_iter_, self.t_ = 0, 0
             self.n_layers_ = len(sizes)

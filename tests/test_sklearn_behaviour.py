@@ -210,6 +210,21 @@ def test_warm_start_refuses_other_classes():
         est.fit(X, np.minimum(y, 1))
 
 
+@pytest.mark.parametrize(
+    "change", [{"hidden_layer_sizes": (4,)}, {"activation": "tanh"}, {"loss": "poisson"}]
+)
+def test_warm_start_refuses_another_network(change):
+    X, _, Y = data()
+    est = bp.MLPRegressor(hidden_layer_sizes=(3,), max_iter=2, warm_start=True).fit(X, Y[:, 0])
+    before = est.coefs_
+    with pytest.raises(ValueError, match="warm_start / partial_fit go on training"):
+        est.set_params(**change).fit(X, np.abs(Y[:, 0]))
+    with pytest.raises(ValueError, match="layer sizes"):
+        est.set_params(hidden_layer_sizes=(3,), activation="relu", loss="squared_error").fit(X, Y)
+    for a, b in zip(est.coefs_, before):  # refused before any training
+        np.testing.assert_array_equal(a, b)
+
+
 def test_multilabel():
     X, Y = make_multilabel_classification(n_samples=300, n_classes=4, random_state=0)
     X_train, X_test, Y_train, Y_test = train_test_split(X, Y, random_state=0)
