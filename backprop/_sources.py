@@ -28,9 +28,10 @@ CHUNK_BYTES = 64 * 2**20
 
 # fit on a CSR matrix of fewer nonzeros than this fraction of its entries
 # runs the first layer's products on the nonzeros alone; a denser one has
-# each batch's rows gathered dense for BLAS, which is then faster
-# (docs/performance.md: the two meet near 10 % on one thread, lower on more).
-SPARSE_DENSITY = 0.05
+# each batch's rows gathered dense for BLAS, which is then as fast or faster
+# (docs/performance.md: on one thread the two meet between 10 and 15 %; more
+# BLAS threads on an idle machine bring that down, a busy one up).
+SPARSE_DENSITY = 0.1
 
 
 class SparseRows:

@@ -343,7 +343,7 @@ class Trainer:
         A scipy.sparse X (CSR; CSC, COO and the other formats are converted
         once, with .tocsr()) stays sparse: its values are checked and turned
         into the network's dtype once, and the core takes each batch's rows
-        from it, so no more than one batch is ever dense.  Under 5 % nonzeros
+        from it, so no more than one batch is ever dense.  Under 10 % nonzeros
         (backprop._sources.SPARSE_DENSITY) the first layer's products take the
         nonzeros alone, and training equals that on X.toarray() up to
         rounding; denser, each batch is gathered dense, and training is that

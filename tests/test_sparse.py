@@ -1,5 +1,5 @@
 """scipy.sparse inputs: fit, predict, predict_proba, evaluate, loss_and_grad
-and train_step take a sparse X.  fit keeps it sparse: a matrix with 5 % of
+and train_step take a sparse X.  fit keeps it sparse: a matrix with 10 % of
 its entries stored or more has each batch gathered dense, and trains as on
 X.toarray() bit for bit; a sparser one runs the first layer's products on
 the nonzeros, and trains as on X.toarray() up to rounding (checked here
@@ -440,8 +440,8 @@ def test_training_never_densifies_the_matrix():
 
 
 def test_gathered_training_never_densifies_the_matrix():
-    n, n_in = 4_000, 5_000  # 160 MB dense; at 6 % it is gathered a batch at a time
-    X = big_sparse(n, n_in, 300)
+    n, n_in = 4_000, 5_000  # 160 MB dense; at 12 % it is gathered a batch at a time
+    X = big_sparse(n, n_in, 600)
     assert X.nnz / (n * n_in) >= _sources.SPARSE_DENSITY
     y = np.arange(n) % 3
     net = make_net(n_in)
