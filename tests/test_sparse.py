@@ -74,6 +74,29 @@ def test_fit_with_sparse_products_is_fit_on_the_dense_array_up_to_rounding(dtype
         np.testing.assert_allclose(history.history[key], values, **tol)
 
 
+@pytest.mark.parametrize(
+    "layers, loss",
+    [
+        ([(20, 3, "softmax")], "cross_entropy"),  # the sparse layer is the output layer
+        ([(20, 1, "sigmoid")], "binary_cross_entropy"),
+        ([(20, 2, "identity")], "mse"),
+        ([(20, 9, "relu"), (9, 7, "leaky_relu"), (7, 3, "softmax")], "cross_entropy"),
+    ],
+)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_sparse_products_in_other_stacks(layers, loss, optimizer):
+    X, y = sparse_data(density=SPARSE)
+    target = y if loss == "cross_entropy" else (y % 2 if layers[-1][1] == 1 else np.ones((150, 2)))
+    nets = [
+        bp.Sequential(*[bp.Dense(*layer) for layer in layers], loss=loss, dtype="float64", seed=2)
+        for _ in range(2)
+    ]
+    expected = nets[0].fit(X.toarray(), target, epochs=3, batch_size=16, optimizer=optimizer)
+    history = nets[1].fit(X, target, epochs=3, batch_size=16, optimizer=optimizer)
+    np.testing.assert_allclose(nets[1].params, nets[0].params, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(history.history["loss"], expected.history["loss"], rtol=1e-12)
+
+
 def test_same_seed_same_training_on_either_path():
     for density in (SPARSE, DENSE_ENOUGH):
         X, y = sparse_data(density=density)
