@@ -5,6 +5,10 @@ array, given fit's chunk_size) is read a chunk of rows at a time, visiting
 the chunks in a new seeded order each epoch; an iterable of (X, y) batches is
 read in its own order.  Each chunk is converted and checked as it is read and
 its rows are shuffled by the core, so one chunk at a time is in memory.
+
+A scipy.sparse X is checked and converted to CSR once (SparseRows) and stays
+sparse: the core takes each batch's rows from it, and inference densifies a
+chunk of rows at a time.
 """
 
 from __future__ import annotations
@@ -16,11 +20,134 @@ import numpy as np
 
 from . import _ops
 from . import losses as _losses
-from ._engine import shuffled
-from ._validation import as_batch, as_float_array, check_int, check_positive_float
+from ._engine import csr_rows, shuffled
+from ._validation import as_batch, as_float_array, check_int, check_positive_float, is_sparse
 
 # A chunk read from a memory-mapped array holds about this many bytes of X.
 CHUNK_BYTES = 64 * 2**20
+
+# fit on a CSR matrix of fewer nonzeros than this fraction of its entries
+# runs the first layer's products on the nonzeros alone; a denser one has
+# each batch's rows gathered dense for BLAS, which is then as fast or faster
+# (docs/performance.md: on one thread the two meet between 10 and 15 %; more
+# BLAS threads on an idle machine bring that down, a busy one up).
+SPARSE_DENSITY = 0.1
+
+
+class SparseRows:
+    """A CSR matrix as the core takes it, checked (see as_sparse_rows): row
+    r holds the values data[indptr[r]:indptr[r + 1]] (the network's dtype)
+    at the columns indices[indptr[r]:indptr[r + 1]] (any order; a repeated
+    column adds up, as in scipy), indices and indptr as intp.  X[rows] is
+    the rows picked by a slice or an index array, as SparseRows;
+    X.dense() the whole of it as an array."""
+
+    ndim = 2
+
+    def __init__(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_cols: int):
+        self.data, self.indices, self.indptr = data, indices, indptr
+        self.shape = (indptr.shape[0] - 1, n_cols)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def density(self) -> float:
+        """The fraction of the entries stored."""
+        return self.data.shape[0] / max(1, self.shape[0] * self.shape[1])
+
+    @property
+    def gather(self) -> bool:
+        """Whether fit gathers each batch dense (see SPARSE_DENSITY)."""
+        return self.density >= SPARSE_DENSITY
+
+    def __getitem__(self, rows) -> SparseRows:
+        n = self.shape[0]
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(n)
+            if step == 1:
+                stop = max(start, stop)
+                low, high = self.indptr[start], self.indptr[stop]
+                indptr = self.indptr[start : stop + 1] - low
+                return SparseRows(
+                    self.data[low:high], self.indices[low:high], indptr, self.shape[1]
+                )
+            rows = np.arange(start, stop, step)
+        rows = np.asarray(rows, np.intp).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"rows must lie in [0, {n})")
+        starts = self.indptr[rows]
+        lengths = self.indptr[rows + 1] - starts
+        indptr = np.zeros(rows.shape[0] + 1, np.intp)
+        np.cumsum(lengths, out=indptr[1:])
+        take = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return SparseRows(self.data[take], self.indices[take], indptr, self.shape[1])
+
+    def dense(self) -> np.ndarray:
+        """The rows as a dense (rows, n_cols) array: scipy's toarray of them."""
+        out = np.empty(self.shape, self.data.dtype)
+        if self.shape[0]:
+            csr_rows(out, self.data, self.indices, self.indptr)
+        return out
+
+
+def as_sparse_rows(x, name: str, dtype: np.dtype, n_features: int) -> SparseRows:
+    """A scipy.sparse matrix or array x (2-D) as checked SparseRows: CSR,
+    other formats converted once (x.tocsr()); its values real numbers (bool
+    and integers converted to `dtype`) and finite; its structure sound
+    (indptr rising from 0, every column index in [0, n_features)); and
+    n_features columns.  Raises a ValueError or TypeError naming x."""
+    if isinstance(x, SparseRows):
+        return x
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got a {x.ndim}-D sparse array of shape {x.shape}")
+    if x.format != "csr":
+        try:
+            x = x.tocsr()
+        except (ValueError, IndexError, TypeError) as exc:
+            raise ValueError(
+                f"{name}: its {x.format} matrix does not convert to CSR: {exc}"
+            ) from None
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    rows, cols = x.shape
+    if rows == 0 or cols == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape})")
+    if cols != n_features:
+        raise ValueError(f"{name} must have {n_features} columns (features), got shape {x.shape}")
+    indptr, indices, data = np.asarray(x.indptr), np.asarray(x.indices), np.asarray(x.data)
+    if (
+        indptr.shape != (rows + 1,)
+        or indptr.dtype.kind not in "iu"
+        or indptr[0] != 0
+        or (np.diff(indptr) < 0).any()
+        or indptr[-1] > min(indices.shape[0], data.shape[0])
+    ):
+        raise ValueError(
+            f"{name}: its CSR structure is broken (indptr must have one entry per row "
+            f"and one more, and rise from 0 to at most the "
+            f"{min(indices.shape[0], data.shape[0])} values stored)"
+        )
+    nnz = int(indptr[-1])
+    indices, data = indices[:nnz], data[:nnz]
+    if nnz and (indices.dtype.kind not in "iu" or indices.min() < 0 or indices.max() >= cols):
+        raise ValueError(f"{name}: its column indices must lie in [0, {cols})")
+    data = np.ascontiguousarray(data, dtype)
+    if not _ops.all_finite(data):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return SparseRows(
+        data,
+        np.ascontiguousarray(indices, np.intp),
+        np.ascontiguousarray(indptr, np.intp),
+        cols,
+    )
+
+
+def read_rows(X, rows) -> np.ndarray:
+    """The rows of X (a memory map, an array, SparseRows) as an array: read
+    from the file, or densified."""
+    part = X[rows]
+    return part.dense() if isinstance(part, SparseRows) else np.asarray(part)
 
 
 class Description(NamedTuple):
@@ -34,8 +161,21 @@ class Description(NamedTuple):
     loss: _losses.Loss
 
     def inputs(self, X, name: str = "X"):
-        """X as a checked (rows, n_inputs) batch, and whether it was one sample."""
+        """X as a checked (rows, n_inputs) batch, and whether it was one
+        sample; a sparse X (a batch: it is densified) never is."""
+        if is_sparse(X) or isinstance(X, SparseRows):
+            return self.sparse(X, name).dense(), False
         return as_batch(X, name, self.dtype, self.n_inputs)
+
+    def sparse(self, X, name: str = "X") -> SparseRows:
+        """A scipy.sparse X as checked SparseRows (see as_sparse_rows)."""
+        return as_sparse_rows(X, name, self.dtype, self.n_inputs)
+
+    def rows(self, X, name: str = "X"):
+        """inputs(X), but a sparse X stays sparse, as SparseRows."""
+        if is_sparse(X):
+            return self.sparse(X, name), False
+        return self.inputs(X, name)
 
     def targets(self, y, n_rows: int, single: bool, name: str = "y") -> np.ndarray:
         """y as checked (n_rows, n_outputs) targets for the loss."""
@@ -44,9 +184,10 @@ class Description(NamedTuple):
             y = y.reshape(1) if y.ndim == 0 else y.reshape(1, -1) if y.ndim == 1 else y
         return _losses.targets(self.loss, y, n_rows, self.n_outputs, self.dtype, name)
 
-    def data(self, X, y):
-        """(X2, Y): inputs and targets, checked."""
-        X2, single = self.inputs(X)
+    def data(self, X, y, sparse: bool = False):
+        """(X2, Y): inputs and targets, checked; with `sparse`, a sparse X
+        stays sparse (see rows)."""
+        X2, single = self.rows(X) if sparse else self.inputs(X)
         return X2, self.targets(y, X2.shape[0], single)
 
     def rows_to_read(self, X, y, names=("X", "y")):
@@ -139,7 +280,7 @@ def describe(net) -> Description:
 
 
 class Chunk(NamedTuple):
-    X: np.ndarray  # (rows, n_in) in the network's dtype, checked
+    X: np.ndarray | SparseRows  # (rows, n_in) in the network's dtype, checked
     Y: np.ndarray  # (rows, n_out) targets
     weights: np.ndarray | None  # (rows,) sample weights, or None
     order: np.ndarray | None  # the order in which to visit its rows (None: as stored)
@@ -237,7 +378,11 @@ class ChunkedArrays:
         return self._read(rows, f"{len(rows)} rows from row {rows.min() if len(rows) else 0}")
 
     def _read(self, rows, where: str):
-        X2, single = self._about.inputs(self._X[rows], f"X {where}")
+        X2, single = (
+            (self._X[rows], False)  # (checked whole before training)
+            if isinstance(self._X, SparseRows)
+            else self._about.inputs(self._X[rows], f"X {where}")
+        )
         Y = self._about.targets(self._y[rows], X2.shape[0], single, f"y {where}")
         weights = None if self._weights is None else self._weights[rows]
         return X2, Y, self._about.row_weights(weights, self._table, Y)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 
 import numpy as np
 
@@ -60,14 +61,28 @@ def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
     return value
 
 
+def is_sparse(x) -> bool:
+    """Whether x is a scipy.sparse matrix or array.  (scipy.sparse is not
+    imported for it: nothing can be one before it is loaded.)"""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and bool(sparse.issparse(x))
+
+
 def as_float_array(
     x, name: str, dtype: np.dtype, ndims=(1, 2), allow_empty: bool = False
 ) -> np.ndarray:
     """`x` as a C-contiguous array of `dtype`, finite, of one of `ndims`.
 
     Real numbers of any width (bool, integers, float16 …) are converted;
-    complex numbers, strings and objects are refused.
+    complex numbers, strings and objects are refused, and so are sparse
+    matrices (where sparse input is taken, it is checked by
+    backprop._sources.as_sparse_rows).
     """
+    if is_sparse(x):
+        raise TypeError(
+            f"{name} must be a dense array here, got a scipy.sparse matrix ({x.format}, "
+            f"shape {x.shape}); convert it with .toarray()"
+        )
     try:
         arr = np.asarray(x)
     except Exception as exc:  # noqa: BLE001  (ragged lists and the like)

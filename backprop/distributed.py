@@ -42,7 +42,8 @@ except ImportError as exc:  # pragma: no cover - without the extra
         'backprop.distributed needs mpi4py and an MPI library: pip install "backprop[mpi]"'
     ) from exc
 
-from ._validation import check_positive_float
+from ._sources import read_rows
+from ._validation import check_positive_float, is_sparse
 from .network import History, Sequential
 from .training import EpochRunner, FitPlan
 
@@ -158,8 +159,9 @@ def fit(
 
     Call it on every rank with the same arguments, which are Sequential.fit's
     (epochs, batch_size, optimizer, callbacks, sample_weight, …) but for
-    validation_split.  X (n, n_in) and y as for Sequential.fit (arrays or
-    memory-mapped arrays, the same n on every rank); `batch_size` rows per
+    validation_split.  X (n, n_in) and y as for Sequential.fit (arrays,
+    memory-mapped arrays or scipy.sparse matrices, whose shares each rank
+    densifies a batch at a time; the same n on every rank); `batch_size` rows per
     rank, so a global batch holds size × batch_size rows, and the global
     batches follow the order that Sequential.fit with that batch (and the
     same chunk_size) draws: a memory-mapped X is visited a chunk at a
@@ -191,9 +193,12 @@ def fit(
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             Xv, yv = validation_data
-            if len(Xv) != len(yv):
-                raise ValueError(f"validation_data: X_val has {len(Xv)} rows, y_val {len(yv)}")
-            share = slice(me * len(Xv) // ranks, (me + 1) * len(Xv) // ranks)
+            if is_sparse(Xv):  # (CSR takes slices of rows; some formats take none)
+                Xv = Xv.tocsr()
+            n_val = Xv.shape[0] if is_sparse(Xv) else len(Xv)
+            if n_val != len(yv):
+                raise ValueError(f"validation_data: X_val has {n_val} rows, y_val {len(yv)}")
+            share = slice(me * n_val // ranks, (me + 1) * n_val // ranks)
             runner.validation_rows = share.stop - share.start
             validation_data = (Xv[share], yv[share]) if runner.validation_rows else None
         if fit_args.get("validation_split"):
@@ -299,8 +304,8 @@ class _Runner(EpochRunner):
                 count = len(share)
                 if count:
                     part = slice(first, first + count)
-                    loss += count * engine.loss_and_grad(
-                        X2[part], Y[part], None if w is None else w[part]
+                    loss += count * engine.loss_and_grad(  # (sparse rows: densified)
+                        read_rows(X2, part), Y[part], None if w is None else w[part]
                     )
                     right += count * engine.batch_accuracy(Y[part])
                     first += count

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -26,7 +27,7 @@ from . import optimizers as _optimizers
 from . import training as _training
 from ._codes import PredictMode
 from ._engine import Engine, Guard, set_blas_thread_functions
-from ._validation import as_float_array, check_dtype, check_int, check_positive_float
+from ._validation import as_float_array, check_dtype, check_int, check_positive_float, is_sparse
 from .layers import Dense
 from .layout import Layout
 from .training import History, Trainer, TrainingState
@@ -466,7 +467,8 @@ class Sequential(Trainer):
         self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
     ) -> float:
         """The mean loss on (X, y), 1/n Σ w_i ℓ_i with sample weights w
-        (n,) ≥ 0 if given; fills `grads` with its gradient."""
+        (n,) ≥ 0 if given; fills `grads` with its gradient.  X may be a
+        scipy.sparse batch (densified)."""
         if sample_weight is None and self._trainable:
             value = self._engine.step_ready(*self._cast(X, y), 0.0, False)
             if value is not None:
@@ -483,7 +485,8 @@ class Sequential(Trainer):
     def train_step(self, X: ArrayLike, y: ArrayLike, lr: float | None = None) -> float:
         """One compiled training step on the batch (X, y): forward, loss,
         backward, and the optimizer's update (at `lr` if given, else the
-        optimizer's own).  Returns the batch's mean loss."""
+        optimizer's own).  Returns the batch's mean loss.  X may be a
+        scipy.sparse batch (densified)."""
         if lr is None:
             lr = self._optimizer.lr
         value = self._engine.step_ready(*self._cast(X, y), lr, True) if self._trainable else None
@@ -507,7 +510,8 @@ class Sequential(Trainer):
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """The output layer's activations: class probabilities for
         classifiers, values for regressors.  (rows, n_outputs), or (n_outputs,)
-        for one sample."""
+        for one sample.  A memory-mapped X is read a chunk at a time, and a
+        scipy.sparse X (checked whole, then densified a chunk at a time)."""
         out = self._engine.predict_row(X, PredictMode.OUTPUTS)  # one ready-made row
         if out is not None:
             return out
@@ -516,10 +520,11 @@ class Sequential(Trainer):
             if out is not None:
                 return out[None]
         with self._guard:
-            if self._memory_mapped(X):  # read a chunk at a time
-                out = np.empty((X.shape[0], self.n_outputs), self.dtype)
-                for rows in self._chunks_of(X):
-                    out[rows] = self.predict_proba(np.asarray(X[rows]))
+            rows_of: Any = self._about.sparse(X) if is_sparse(X) else X
+            if self._in_chunks(rows_of):  # read (or densified) a chunk at a time
+                out = np.empty((rows_of.shape[0], self.n_outputs), self.dtype)
+                for rows in self._chunks_of(rows_of):
+                    out[rows] = self.predict_proba(_sources.read_rows(rows_of, rows))
                 return out
             X2, single = self._about.inputs(X)
             out = np.empty((X2.shape[0], self.n_outputs), self.dtype)
@@ -541,6 +546,11 @@ class Sequential(Trainer):
         chunk = self._engine.inference_rows(n)
         step = chunk * max(1, int(_training.STRETCH_FLOPS // (2.0 * self._macs * chunk)))
         return [slice(i, i + step) for i in range(0, n, step)]
+
+    def _in_chunks(self, X) -> bool:
+        """Whether inference reads X a chunk at a time: a memory map, read
+        from its file, or SparseRows, densified."""
+        return self._memory_mapped(X) or isinstance(X, _sources.SparseRows)
 
     def _chunks_of(self, X):
         """Slices of the rows of X, each about CHUNK_BYTES in our dtype."""
@@ -566,17 +576,24 @@ class Sequential(Trainer):
     @_exclusive
     def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
         """{'loss': mean loss} on (X, y), and 'accuracy' for classifiers.
-        A memory-mapped X is read a chunk at a time."""
+        A memory-mapped X is read a chunk at a time, and a scipy.sparse X
+        densified a chunk at a time."""
         if not self._memory_mapped(X):
-            return self._evaluate(*self._about.data(X, y))
+            return self._evaluate(*self._about.data(X, y, sparse=True))
         Xm, ym = self._about.rows_to_read(X, y)
+        return self._evaluate_chunks(
+            Xm, lambda rows: self._about.data(np.asarray(Xm[rows]), ym[rows])
+        )
+
+    def _evaluate_chunks(self, X, read) -> dict:
+        """evaluate's figures over the rows of X a chunk at a time, where
+        read(rows) gives a chunk's checked (X2, Y)."""
         totals: dict[str, float] = {}
-        for rows in self._chunks_of(Xm):
-            count = len(Xm[rows])
-            scores = self._evaluate(*self._about.data(np.asarray(Xm[rows]), ym[rows]))
-            for key, value in scores.items():
-                totals[key] = totals.get(key, 0.0) + value * count
-        return {key: value / len(Xm) for key, value in totals.items()}
+        for rows in self._chunks_of(X):
+            X2, Y = read(rows)
+            for key, value in self._evaluate(X2, Y).items():
+                totals[key] = totals.get(key, 0.0) + value * X2.shape[0]
+        return {key: value / X.shape[0] for key, value in totals.items()}
 
     def _check_overflow(self, out, X2) -> None:
         """Finite inputs can still overflow the network's float type."""
@@ -588,6 +605,8 @@ class Sequential(Trainer):
             )
 
     def _evaluate(self, X2, Y) -> dict:
+        if isinstance(X2, _sources.SparseRows):  # densified a chunk at a time
+            return self._evaluate_chunks(X2, lambda rows: (X2[rows].dense(), Y[rows]))
         out = np.empty_like(Y)
         if self._one_stretch(X2):
             loss = self._engine.evaluate(X2, Y, out)

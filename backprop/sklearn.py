@@ -80,7 +80,7 @@ _ACTIVATIONS = {
     "relu": "relu",
     "leaky_relu": "leaky_relu",
 }
-_SPARSE = False  # SPARSE-PENDING ["csr", "csc"]
+_SPARSE = ["csr", "csc"]  # the sparse formats the estimators take as they are
 _STOCHASTIC = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 _SOLVERS = ("lbfgs", *_STOCHASTIC)
 _NON_FINITE = (
@@ -232,7 +232,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False  # SPARSE-PENDING
+        tags.input_tags.sparse = True
         return tags
 
     # -- parameters --------------------------------------------------------------
@@ -354,6 +354,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not hasattr(self, "net_") or (not self.warm_start and not incremental)
         X, y, targets, (output, loss) = self._validate_input(X, y, incremental, reset=first)
+        if scipy.sparse.issparse(X):
+            X = X.tocsr()  # (rows are what training reads)
         n = X.shape[0]
         if sample_weight is not None:
             sample_weight = self._checked_weights(sample_weight, n)

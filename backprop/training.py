@@ -27,7 +27,7 @@ from . import _format, _ops, _sources
 from . import callbacks as _callbacks
 from . import optimizers as _optimizers
 from ._engine import Engine
-from ._validation import check_int, check_positive_float
+from ._validation import check_int, check_positive_float, is_sparse
 
 __all__ = ["Trainer", "History", "TrainingState", "EpochRunner", "FitPlan", "STRETCH_FLOPS"]
 
@@ -182,8 +182,8 @@ class EpochRunner:
             plan.engine.reserve(batch)  # (a stream's batches may be small)
             for first in range(max(0, min(skip - rows, n)), n, plan.stretch):
                 count = min(plan.stretch, n - first)
-                loss += count * plan.engine.train_epoch(
-                    X2, Y, order, batch, lr, -1, weights, first, count
+                loss += count * train_stretch(
+                    plan.engine, X2, Y, order, batch, lr, -1, weights, first, count
                 )
                 right += count * plan.engine.epoch_accuracy
                 batches += -(-count // batch)
@@ -199,6 +199,14 @@ class EpochRunner:
         """The function giving each epoch's validation figures, from the
         one for this process's validation data (None: none here)."""
         return here
+
+
+def train_stretch(engine: Engine, X2, *args) -> float:
+    """engine.train_epoch(X2, *args) for X2 an array or SparseRows (whose
+    batches the core takes from the CSR arrays, by its gather rule)."""
+    if isinstance(X2, _sources.SparseRows):
+        return engine.train_epoch_csr(X2.data, X2.indices, X2.indptr, *args, X2.gather)
+    return engine.train_epoch(X2, *args)
 
 
 class Checkpoint:
@@ -331,6 +339,15 @@ class Trainer:
         of (X, y) or (X, y, sample_weight) batches and y is left out: each
         epoch reads it anew (a generator feeds one epoch) and shuffles the
         rows within each batch it gives.  Mini-batches do not cross chunks.
+
+        A scipy.sparse X (CSR; CSC, COO and the other formats are converted
+        once, with .tocsr()) stays sparse: its values are checked and turned
+        into the network's dtype once, and the core takes each batch's rows
+        from it, so no more than one batch is ever dense.  Under 10 % nonzeros
+        (backprop._sources.SPARSE_DENSITY) the first layer's products take the
+        nonzeros alone, and training equals that on X.toarray() up to
+        rounding; denser, each batch is gathered dense, and training is that
+        on X.toarray() bit for bit.  validation_data may be sparse too.
 
         optimizer: an Optimizer or a name ('sgd', 'adam', 'adamw',
             'rmsprop', 'adagrad'); it becomes the network's.  A plain `lr`
@@ -752,7 +769,7 @@ class Trainer:
         is asked for), and a function giving the validation figures after
         each epoch (or None); validation_split holds out the rows that
         split_seed chooses."""
-        if y is None and isinstance(X, np.ndarray):
+        if y is None and (isinstance(X, np.ndarray) or is_sparse(X)):
             raise TypeError(
                 "y is missing: fit(X, y) takes arrays, fit(batches) an iterable of (X, y) batches"
             )
@@ -785,7 +802,7 @@ class Trainer:
         """The source and scorer of fit for data converted in memory at once."""
         if validation_data is not None and validation_split:
             raise ValueError("validation_data and validation_split: give one, not both")
-        X2, Y = self._about.data(X, y)
+        X2, Y = self._about.data(X, y, sparse=True)
         weights = (
             None if sample_weight is None else self._about.sample_weights(sample_weight, Y.shape[0])
         )
@@ -801,7 +818,10 @@ class Trainer:
     def _chunked(self, X, y, step_rows, chunk_size, sample_weight, class_weight, chunked=True):
         """The source of fit for arrays read some rows at a time: a chunk
         at a time (memory maps, chunk_size), or (not `chunked`) in the order
-        of one chunk, only the rows asked for."""
+        of one chunk, only the rows asked for.  A sparse X is checked whole
+        first, and its chunks stay sparse."""
+        if is_sparse(X):
+            X = self._about.sparse(X)
         X, y = self._about.rows_to_read(X, y)
         if sample_weight is not None:
             sample_weight = self._about.sample_weights(sample_weight, X.shape[0])
@@ -831,7 +851,7 @@ class Trainer:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
-            Xv, single = self._about.inputs(validation_data[0], "validation_data[0]")
+            Xv, single = self._about.rows(validation_data[0], "validation_data[0]")
             Yv = self._about.targets(validation_data[1], Xv.shape[0], single)
             return X2, Y, weights, (Xv, Yv)
         if not validation_split:

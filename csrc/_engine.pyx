@@ -35,9 +35,9 @@ cnp.import_array()
 from backprop._codes cimport (
     EXP, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, SGD, ADAM, RMSPROP, ADAGRAD,
 )
-from kernels cimport real, all_finite, count_correct
+from kernels cimport real, all_finite, count_correct, CsrBatch
 from threads cimport set_thread_functions, enter_threads, leave_threads
-from shuffle cimport shuffle
+from shuffle cimport shuffle, gather_csr_rows
 from plan cimport Plan
 
 include "epoch.pxi"
@@ -54,6 +54,62 @@ def shuffled(Py_ssize_t[::1] perm, unsigned long long seed):
     who want the same order)."""
     with nogil:
         shuffle(&perm[0], perm.shape[0], seed)
+
+
+cdef bint csr_rows_valid(const CsrBatch* S, const Py_ssize_t* order, Py_ssize_t first,
+                         Py_ssize_t count, Py_ssize_t nnz, Py_ssize_t cols) noexcept nogil:
+    # Whether the rows order[first … first + count) (or first … first + count
+    # when order is NULL, each within the matrix) of the CSR matrix S lie
+    # within its nnz values, and their columns within [0, cols): the check
+    # that lets no gather or product read past a buffer, over the rows a
+    # call reads (the Python layer has checked the whole matrix).
+    cdef Py_ssize_t i, k, r, start, stop
+    for i in range(first, first + count):
+        r = order[i] if order != NULL else i
+        start, stop = S.indptr[r], S.indptr[r + 1]
+        if start < 0 or stop < start or stop > nnz:
+            return False
+        for k in range(start, stop):
+            if S.indices[k] < 0 or S.indices[k] >= cols:
+                return False
+    return True
+
+
+cdef CsrBatch csr_batch(const void* data, const Py_ssize_t[::1] indices,
+                        const Py_ssize_t[::1] indptr, Py_ssize_t rows):
+    # The CsrBatch of a CSR matrix of `rows` rows, its shapes checked.
+    cdef CsrBatch S
+    if indptr.shape[0] != rows + 1:
+        raise ValueError(f"indptr must have {rows + 1} entries (rows + 1), "
+                         f"got {indptr.shape[0]}")
+    S.data = data
+    S.indices = &indices[0] if indices.shape[0] else NULL
+    S.indptr = &indptr[0]
+    S.order = NULL
+    S.first = 0
+    return S
+
+
+def csr_rows(real[:, ::1] out, const real[::1] data, const Py_ssize_t[::1] indices,
+             const Py_ssize_t[::1] indptr, Py_ssize_t first=0):
+    """out (rows, cols) ← the rows first … first + rows of the CSR matrix
+    (data, indices, indptr), dense: exactly scipy's toarray of them."""
+    cdef Py_ssize_t rows = out.shape[0], cols = out.shape[1], nnz = data.shape[0]
+    if indices.shape[0] != nnz:
+        raise ValueError("data and indices must have the same length")
+    if first < 0 or rows < 1 or first + rows > indptr.shape[0] - 1:
+        raise ValueError(f"first and out must pick rows of the matrix, got {first} and {rows}")
+    cdef CsrBatch S = csr_batch(&data[0] if nnz else NULL, indices, indptr,
+                                indptr.shape[0] - 1)
+    S.first = first
+    cdef bint valid
+    with nogil:
+        valid = csr_rows_valid(&S, NULL, first, rows, nnz, cols)
+        if valid:
+            gather_csr_rows(&out[0, 0], &S, rows, cols)
+    if not valid:
+        raise ValueError("indptr and indices must describe rows of nnz values "
+                         f"in {cols} columns")
 
 
 cdef inline char* data_of(cnp.ndarray arr) except? NULL:
@@ -497,11 +553,46 @@ cdef class Engine:
         row `first` of it; rows in the order perm (None: as stored), which is
         first shuffled in place when shuffle_seed ≥ 0.  Returns the mean
         training loss over those rows."""
-        cdef double value
-        cdef const real* wp = self._weights(weights, X.shape[0])
-        cdef const Py_ssize_t* order = NULL
-        cdef Py_ssize_t i, n = X.shape[0]
         self._check(X, Y, real is double, False)
+        return self._epoch(&X[0, 0], NULL, False, 0, Y, perm, batch_size, lr, shuffle_seed,
+                           weights, first, count)
+
+    def train_epoch_csr(self, const real[::1] data, const Py_ssize_t[::1] indices,
+                        const Py_ssize_t[::1] indptr, const real[:, ::1] Y,
+                        Py_ssize_t[::1] perm, Py_ssize_t batch_size, double lr,
+                        long long shuffle_seed=-1, const real[::1] weights=None,
+                        Py_ssize_t first=0, Py_ssize_t count=-1, bint gather=False):
+        """train_epoch on X given as a CSR matrix of Y.shape[0] rows and n_in
+        columns: row r holds the values data[indptr[r]:indptr[r + 1]] at the
+        columns indices[indptr[r]:indptr[r + 1]] (any order; repeats add up).
+        Each batch's rows are gathered dense when `gather` (the same steps as
+        train_epoch on the dense X), else the first layer's products take
+        only the nonzeros (the same up to rounding)."""
+        cdef bint is_double = real is double
+        if is_double != (self.dtype == np.float64):
+            raise TypeError(f"arrays must be {self.dtype}")
+        if indices.shape[0] != data.shape[0]:
+            raise ValueError("data and indices must have the same length")
+        if Y.shape[0] < 1 or Y.shape[1] != self.plan.size[self.plan.n_layers]:
+            raise ValueError(f"Y must have at least one row and "
+                             f"{self.plan.size[self.plan.n_layers]} columns")
+        cdef CsrBatch S = csr_batch(&data[0] if data.shape[0] else NULL, indices, indptr,
+                                    Y.shape[0])
+        return self._epoch(<const real*>NULL, &S, gather, data.shape[0], Y, perm, batch_size,
+                           lr, shuffle_seed, weights, first, count)
+
+    cdef double _epoch(self, const real* X, CsrBatch* S, bint gather, Py_ssize_t nnz,
+                       const real[:, ::1] Y, Py_ssize_t[::1] perm, Py_ssize_t batch_size,
+                       double lr, long long shuffle_seed, const real[::1] weights,
+                       Py_ssize_t first, Py_ssize_t count) except? -1:
+        # train_epoch of the dense X or (not NULL) the CSR matrix S, of nnz
+        # values, both of Y.shape[0] rows and checked by the caller.
+        cdef double value
+        cdef Py_ssize_t n = Y.shape[0]
+        cdef const real* wp = self._weights(weights, n)
+        cdef const Py_ssize_t* order = NULL
+        cdef Py_ssize_t i
+        cdef bint valid = True
         if batch_size < 1 or batch_size > self.plan.capacity:
             raise ValueError(f"batch_size must lie in [1, {self.plan.capacity}]")
         if count < 0:
@@ -522,13 +613,19 @@ cdef class Engine:
                 if order != NULL and (order[i] < 0 or order[i] >= n):
                     order = NULL            # (checked below, with the GIL)
                     break
+            if S != NULL and (perm is None or order != NULL):
+                valid = csr_rows_valid(S, order, first, count, nnz, self.plan.size[0])
         if perm is not None and order == NULL:
             self.guard.release()
             raise ValueError("perm must index rows of X")
+        if not valid:
+            self.guard.release()
+            raise ValueError("indptr and indices must describe rows of nnz values "
+                             f"in {self.plan.size[0]} columns")
         with nogil:
             enter_threads(threads)
-            value = run_epoch(&X[0, 0], &Y[0, 0], wp, order, first, count, batch_size,
-                              <real>lr, &self.plan)
+            value = run_epoch(X, &Y[0, 0], wp, order, first, count, batch_size,
+                              <real>lr, &self.plan, S, gather)
             leave_threads()
         self.guard.release()
         return value

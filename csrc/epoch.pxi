@@ -4,40 +4,52 @@
 # (run_epoch) and chunked inference (infer).  All run without the GIL and
 # allocate nothing; the caller brackets them with enter_threads and
 # leave_threads.  Included into _engine.pyx (see there).
+#
+# The input of a step is a dense batch x, or the rows sx of a CSR matrix:
+# then the first layer's products take only its nonzeros (sparse_forward,
+# sparse_backward), and every other layer is as for a dense batch.
 
 from backprop._codes cimport IDENTITY, SGD
 from kernels cimport (
     real, dense_forward, dense_backward, dense_backward_sgd, act_backward,
     loss_forward_backward, optimizer_update, count_correct,
+    CsrBatch, sparse_forward, sparse_backward, sparse_backward_sgd,
 )
 from plan cimport Plan
-from shuffle cimport gather_rows, prefetch_rows
+from shuffle cimport gather_rows, gather_csr_rows, prefetch_rows
 from threads cimport product_threads
 
 
 cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
-                       bint logits) noexcept nogil:
+                       bint logits, const CsrBatch* sx=NULL) noexcept nogil:
     # x (rows, size[0]) → out[l] = f(out[l − 1] @ W + b) for every layer.
     # The last layer writes into `last` when it is not NULL, and stops at
     # z (no activation) when `logits` is set, for the fused loss to finish.
+    # With sx (not NULL) the input is those CSR rows, and x goes unread.
     cdef int l, L = p.n_layers - 1
     cdef const real* inp = x
     cdef real* out
     cdef real* w = <real*>p.params
+    cdef int act
     for l in range(p.n_layers):
         out = last if (l == L and last != NULL) else <real*>p.out[l]
-        product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
-        dense_forward(out, inp, w + p.w_off[l], w + p.b_off[l], rows,
-                      p.size[l], p.size[l + 1],
-                      IDENTITY if (l == L and logits) else p.act[l],
-                      <real>p.slope[l])
+        act = IDENTITY if (l == L and logits) else p.act[l]
+        if l == 0 and sx != NULL:
+            sparse_forward(out, sx, w + p.w_off[0], w + p.b_off[0], rows, p.size[1],
+                           act, <real>p.slope[0])
+        else:
+            product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
+            dense_forward(out, inp, w + p.w_off[l], w + p.b_off[l], rows,
+                          p.size[l], p.size[l + 1], act, <real>p.slope[l])
         inp = out
 
 
 cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
-                          Py_ssize_t rows, real* last, real sgd_lr=0) noexcept nogil:
-    # IN x (rows, size[0]), y (rows, size[L + 1]), sw (rows,) sample weights
-    # or NULL; OUT grads; returns the mean (weighted) loss.
+                          Py_ssize_t rows, real* last, real sgd_lr=0,
+                          const CsrBatch* sx=NULL) noexcept nogil:
+    # IN x (rows, size[0]) or the CSR rows sx (see forward_rows),
+    # y (rows, size[L + 1]), sw (rows,) sample weights or NULL;
+    # OUT grads; returns the mean (weighted) loss.
     # The output activations land in `last` (or the workspace when NULL).
     # With sgd_lr > 0 each layer instead takes its plain SGD step at that
     # rate as its gradient is found (dense_backward_sgd; grads then holds
@@ -47,11 +59,19 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
     cdef real* g = <real*>p.grads
     cdef real* top = last if last != NULL else <real*>p.out[L]
     cdef double value
-    forward_rows(x, p, rows, last, True)
+    forward_rows(x, p, rows, last, True, sx)
     value = loss_forward_backward(p.loss, p.act[L], <real>p.slope[L], top,
                                   <real*>p.delta[L], y, sw, rows, p.size[L + 1])
     for l in range(L, -1, -1):
         # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}); the first layer needs no dx.
+        if l == 0 and sx != NULL:
+            if sgd_lr > 0:
+                sparse_backward_sgd(w + p.w_off[0], w + p.b_off[0], g + p.b_off[0],
+                                    <real*>p.delta[0], sx, rows, p.size[1], sgd_lr)
+            else:
+                sparse_backward(g + p.w_off[0], g + p.b_off[0], <real*>p.delta[0], sx,
+                                rows, p.size[0], p.size[1])
+            continue
         product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
         if sgd_lr > 0:
             dense_backward_sgd(NULL if l == 0 else <real*>p.delta[l - 1],
@@ -94,35 +114,41 @@ cdef inline void update(Plan* p, real lr, bint fused=False) noexcept nogil:
 
 
 cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan* p,
-                              Py_ssize_t rows, real lr) noexcept nogil:
+                              Py_ssize_t rows, real lr,
+                              const CsrBatch* sx=NULL) noexcept nogil:
     # One training step inside an epoch: loss_and_grad and the optimizer's
     # update, fused for plain SGD (grads then keeps no weight gradients,
     # which is why train_step, whose grads users read, does not fuse).
     # Returns the batch's mean loss.
     cdef double value
     if plain_sgd(p) and lr > 0:
-        value = loss_and_grad(x, y, sw, p, rows, NULL, lr)
+        value = loss_and_grad(x, y, sw, p, rows, NULL, lr, sx)
         update(p, lr, True)
         return value
-    value = loss_and_grad(x, y, sw, p, rows, NULL)
+    value = loss_and_grad(x, y, sw, p, rows, NULL, 0, sx)
     update(p, lr)
     return value
 
 
 cdef double run_epoch(const real* X, const real* Y, const real* W,
                       const Py_ssize_t* perm, Py_ssize_t first, Py_ssize_t count,
-                      Py_ssize_t batch, real lr, Plan* p) noexcept nogil:
+                      Py_ssize_t batch, real lr, Plan* p, CsrBatch* S=NULL,
+                      bint gather=False) noexcept nogil:
     # Mini-batch gradient descent over the rows first … first + count of an
     # epoch (all of it, or one stretch: fit hands the epoch over in stretches
     # so that Ctrl-C is seen between them) of X (n, size[0]) and
     # Y (n, size[L + 1]), with sample weights W (n,) or NULL, rows taken in
     # the order perm (or as stored when perm is NULL).  Returns the mean
     # training loss over those rows.
+    # With S (not NULL), X is the CSR matrix S (its order and first unset;
+    # X goes unread): each batch is its rows, gathered dense when `gather`,
+    # else taken by the first layer's sparse products.
     cdef Py_ssize_t k, start, i, rows
     cdef Py_ssize_t n_in = p.size[0], n_out = p.size[p.n_layers]
     cdef const real* xb
     cdef const real* yb
     cdef const real* wb = NULL
+    cdef const CsrBatch* sx = NULL
     cdef double total = 0
     cdef Py_ssize_t end = first + count
     p.correct = 0
@@ -130,22 +156,32 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
         start = first + k * batch
         rows = min(batch, end - start)
         if perm == NULL:
-            xb = X + start * n_in
             yb = Y + start * n_out
             if W != NULL:
                 wb = W + start
         else:
-            gather_rows(<real*>p.xbuf, X, perm + start, rows, n_in)
             gather_rows(<real*>p.ybuf, Y, perm + start, rows, n_out)
-            xb = <real*>p.xbuf
             yb = <real*>p.ybuf
             if W != NULL:
                 gather_rows(<real*>p.wbuf, W, perm + start, rows, 1)
                 wb = <real*>p.wbuf
+        if S != NULL:
+            S.order = perm + start if perm != NULL else NULL
+            S.first = start
+            xb = <real*>p.xbuf
+            if gather:
+                gather_csr_rows(<real*>p.xbuf, S, rows, n_in)
+            else:
+                sx = S
+        elif perm == NULL:
+            xb = X + start * n_in
+        else:
+            gather_rows(<real*>p.xbuf, X, perm + start, rows, n_in)
+            xb = <real*>p.xbuf
             if start + rows < end:
                 prefetch_rows(<const char*>X, perm + start + rows,
                               min(batch, end - start - rows), n_in * sizeof(real))
-        total += train_rows(xb, yb, wb, p, rows, lr) * rows
+        total += train_rows(xb, yb, wb, p, rows, lr, sx) * rows
         p.correct += count_correct(p.loss, <real*>p.out[p.n_layers - 1], yb, rows, n_out)
     return total / count
 

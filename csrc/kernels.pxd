@@ -16,6 +16,7 @@
 #   backward:  δ = g ⊙ f′(z)                      act_backward
 #              dW = xᵀ @ δ ; db = Σ_rows δ ;
 #              dx = δ @ Wᵀ                        dense_backward
+#   sparse x:  the first layer's z and dW          sparse_forward, sparse_backward(_sgd)
 #   labels:    ce: argmax_j a_j ; bce: [a ≥ ½]    row_argmax, threshold_label
 #                                                 (class_labels, count_correct)
 #   update:    w ← w − η · ∂L/∂w (SGD), Adam,     optimizer_update: every rule (fit,
@@ -575,6 +576,88 @@ cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
         input_gradient(dx, delta, W, rows, n_in, n_out)
     gemm(True, False, <int>n_in, <int>n_out, <int>rows,
          -lr, x, <int>n_in, delta, <int>n_out, 1, W, <int>n_out)
+    bias_gradient(db, delta, rows, n_out)
+    for j in range(n_out):
+        b[j] -= lr * db[j]
+
+
+# ---------------------------------------------------- sparse input rows ---
+# The first layer of a network trained on a CSR matrix, whose batch x is
+# given by its nonzeros: z = x @ W + b is a sum of the rows of W that the
+# nonzeros pick, and dW = xᵀ @ δ adds into those rows alone, so a batch at
+# density d costs d times the products of dense_forward and dense_backward
+# (docs/performance.md measures when this beats gathering the rows dense).
+
+cdef struct CsrBatch:
+    const void* data             # (nnz,) the nonzero values, of type real
+    const Py_ssize_t* indices    # (nnz,) the column of each (any order; repeats add up)
+    const Py_ssize_t* indptr     # (n + 1,) row r holds data[indptr[r]:indptr[r + 1]]
+    const Py_ssize_t* order      # (rows,) the batch's rows, or NULL: first, first + 1, …
+    Py_ssize_t first
+
+
+cdef inline Py_ssize_t batch_row(const CsrBatch* x, Py_ssize_t i) noexcept nogil:
+    # The matrix row that is row i of the batch x.
+    return x.order[i] if x.order != NULL else x.first + i
+
+
+cdef inline void axpy(real* y, real alpha, const real* x, Py_ssize_t n) noexcept nogil:
+    # y (n,) += alpha · x (n,)
+    cdef Py_ssize_t j
+    for j in range(n):
+        y[j] += alpha * x[j]
+
+
+cdef inline void sparse_forward(real* out, const CsrBatch* x, const real* W,
+                                const real* b, Py_ssize_t rows, Py_ssize_t n_out,
+                                int act, real slope) noexcept nogil:
+    # out (rows, n_out) = f(x (rows, n_in) @ W (n_in, n_out) + b (n_out,)),
+    # each row of x @ W being Σ x_rc · W[c] over the row's nonzeros x_rc.
+    cdef const real* data = <const real*>x.data
+    cdef Py_ssize_t i, k, r
+    for i in range(rows * n_out):
+        out[i] = 0
+    for i in range(rows):
+        r = batch_row(x, i)
+        for k in range(x.indptr[r], x.indptr[r + 1]):
+            axpy(out + i * n_out, data[k], W + x.indices[k] * n_out, n_out)
+    act_forward(out, b, rows, n_out, act, slope)
+
+
+cdef inline void sparse_weight_gradient(real* dW, real alpha, const real* delta,
+                                        const CsrBatch* x, Py_ssize_t rows,
+                                        Py_ssize_t n_out) noexcept nogil:
+    # dW (n_in, n_out) += alpha · xᵀ @ δ, from delta (rows, n_out): row c of
+    # dW takes alpha · x_rc · δ_r for each nonzero x_rc; other rows are left.
+    cdef const real* data = <const real*>x.data
+    cdef Py_ssize_t i, k, r
+    for i in range(rows):
+        r = batch_row(x, i)
+        for k in range(x.indptr[r], x.indptr[r + 1]):
+            axpy(dW + x.indices[k] * n_out, alpha * data[k], delta + i * n_out, n_out)
+
+
+cdef inline void sparse_backward(real* dW, real* db, const real* delta,
+                                 const CsrBatch* x, Py_ssize_t rows, Py_ssize_t n_in,
+                                 Py_ssize_t n_out) noexcept nogil:
+    # dense_backward of a first layer (no dx) whose input x is sparse:
+    # OUT dW (n_in, n_out) = xᵀ @ δ ;  db (n_out,) = Σ_rows δ.
+    cdef Py_ssize_t j
+    for j in range(n_in * n_out):
+        dW[j] = 0
+    sparse_weight_gradient(dW, 1, delta, x, rows, n_out)
+    bias_gradient(db, delta, rows, n_out)
+
+
+cdef inline void sparse_backward_sgd(real* W, real* b, real* db, const real* delta,
+                                     const CsrBatch* x, Py_ssize_t rows,
+                                     Py_ssize_t n_out, real lr) noexcept nogil:
+    # dense_backward_sgd of a first layer whose input x is sparse: W ← W −
+    # η · xᵀ @ δ straight into the rows of W the nonzeros pick (equal to
+    # sparse_backward, then plain SGD, up to rounding); db holds Σ_rows δ
+    # for b ← b − η · db.
+    cdef Py_ssize_t j
+    sparse_weight_gradient(W, -lr, delta, x, rows, n_out)
     bias_gradient(db, delta, rows, n_out)
     for j in range(n_out):
         b[j] -= lr * db[j]

@@ -3,9 +3,10 @@
 #
 # The epoch's row order and its batches: a seeded random stream
 # (splitmix64, below), the Fisher–Yates shuffle fit runs each epoch, and
-# the gather of shuffled rows into a batch, with a prefetch of the next.
+# the gather of shuffled rows into a batch, with a prefetch of the next;
+# for a CSR matrix, the gather of its rows into a dense batch.
 
-from kernels cimport real
+from kernels cimport real, CsrBatch, batch_row
 
 cdef extern from *:
     void prefetch "__builtin_prefetch" (const void* address) noexcept nogil
@@ -57,6 +58,23 @@ cdef inline void gather_rows(real* out, const real* src, const Py_ssize_t* perm,
         row = src + perm[i] * cols
         for j in range(cols):
             out[i * cols + j] = row[j]
+
+
+cdef inline void gather_csr_rows(real* out, const CsrBatch* x, Py_ssize_t rows,
+                                 Py_ssize_t cols) noexcept nogil:
+    # out (rows, cols) ← the batch x of a CSR matrix, dense: each row zeroed,
+    # then its nonzeros added in at their columns (repeats add up, as in
+    # scipy's toarray, which this equals exactly).
+    cdef const real* data = <const real*>x.data
+    cdef real* row
+    cdef Py_ssize_t i, j, k, r
+    for i in range(rows):
+        row = out + i * cols
+        for j in range(cols):
+            row[j] = 0
+        r = batch_row(x, i)
+        for k in range(x.indptr[r], x.indptr[r + 1]):
+            row[x.indices[k]] += data[k]
 
 
 cdef inline void prefetch_rows(const char* base, const Py_ssize_t* perm,

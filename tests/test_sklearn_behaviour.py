@@ -369,3 +369,23 @@ def test_poisson_regression_is_scikit_learns(solver):
     np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-7)
     with pytest.raises(ValueError, match="≥ 0"):
         bp.MLPRegressor(loss="poisson", max_iter=2).fit(X, y - 5.0)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("density", [0.05, 0.5])
+def test_sparse_input_is_scikit_learns(solver, density):
+    # Sparse X (below and above the density where the core switches from a
+    # sparse first-layer product to gathering dense batches): scikit-learn's
+    # model, and our own on the dense array.
+    import scipy.sparse
+
+    rng = np.random.default_rng(3)
+    X = scipy.sparse.random(60, 30, density=density, format="csr", random_state=3)
+    y = rng.integers(0, 3, 60)
+    params = full_batch(solver=solver, alpha=0.01)
+    ours, theirs = both("MLPClassifier", X, y, **params)
+    assert_same_model(ours, theirs, rtol=1e-7, atol=1e-10)
+    dense = bp.MLPClassifier(**params).fit(X.toarray(), y)
+    for a, b in zip(ours.coefs_, dense.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    np.testing.assert_array_equal(ours.predict(X.tocsc()), dense.predict(X.toarray()))

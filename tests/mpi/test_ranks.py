@@ -258,3 +258,19 @@ def test_a_checkpointed_run_resumes_on_every_rank_from_rank_0s_file():
     history = dist.fit(resumed, X, y, epochs=4, batch_size=10, optimizer="adam", checkpoint=path)
     assert history.epoch == [1, 2, 3, 4]
     np.testing.assert_array_equal(resumed.params, whole.params)
+
+
+def test_sparse_rows_train_like_one_process_with_their_joint_batch():
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = data()
+    X[np.abs(X) < 1.2] = 0  # about a quarter of the entries left
+    Xs = sparse.csr_matrix(X)
+    net = make_net()
+    history = dist.fit(
+        net, Xs, y, epochs=3, batch_size=10, validation_data=(sparse.coo_matrix(X[:101]), y[:101])
+    )
+    alone = make_net()  # (each rank's shares are densified: the products are dense ones)
+    expected = alone.fit(X, y, epochs=3, batch_size=10 * ranks, validation_data=(X[:101], y[:101]))
+    np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-12)
+    for key, values in expected.history.items():
+        np.testing.assert_allclose(history.history[key], values, rtol=1e-10, atol=1e-12)
