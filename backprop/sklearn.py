@@ -451,7 +451,7 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(
                 "Got `batch_size` less than 1 or larger than sample size. "
                 "It is going to be clipped",
-                stacklevel=3,
+                stacklevel=4,
             )
         batch = min(batch, n)
         mean_weight = 1.0
@@ -482,7 +482,7 @@ class _BaseMLP(BaseEstimator):
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                 "reached and the optimization hasn't converged yet.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def _fit_lbfgs(self, net, X, targets, sample_weight):
@@ -540,7 +540,7 @@ class _BaseMLP(BaseEstimator):
                 f"(status={result.status}): {result.message}\n\nIncrease the number "
                 "of iterations (max_iter) or scale the data (sklearn.preprocessing).",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     def fit(self, X, y, sample_weight=None):
