@@ -15,6 +15,7 @@ import pytest
 import backprop as bp
 import backprop.onnx as bpo
 from backprop.activations import LeakyReLU
+from backprop.cli import main
 
 HAVE_ONNX = importlib.util.find_spec("onnx") is not None
 HAVE_ORT = HAVE_ONNX and importlib.util.find_spec("onnxruntime") is not None
@@ -308,6 +309,8 @@ def test_without_onnx_the_error_says_what_to_install(monkeypatch):
     net = network("relu", "softmax", "float32")
     with pytest.raises(ImportError, match=r'pip install "backprop\[onnx\]"'):
         net.to_onnx()
+    code = main(["export", "missing-model.npz", "out.onnx"])
+    assert code == 1  # (the model is read first)
 
 
 def test_importing_backprop_does_not_load_onnx():
@@ -315,7 +318,7 @@ def test_importing_backprop_does_not_load_onnx():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# -- trained networks -----------------------------------------------
+# -- trained networks, and the command line -----------------------------------------------
 @needs_ort
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_network_trained_on_the_digits(dtype):
@@ -328,3 +331,65 @@ def test_a_network_trained_on_the_digits(dtype):
     same_outputs(net, X_test, out["probabilities"])
     np.testing.assert_array_equal(out["label"], net.predict(X_test))
     assert np.mean(out["label"] == y_test) > 0.9
+
+
+def _call(capsys, *args):
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@needs_ort
+def test_backprop_export_carries_the_standardisation_and_class_names(tmp_path, capsys):
+    """`backprop train` on a CSV far from standardised folds the
+    standardisation into the first layer; the exported graph takes raw rows."""
+    rng = np.random.default_rng(2)
+    unit = rng.normal(size=(300, 2))
+    y = (unit[:, 0] + unit[:, 1] > 0).astype(int)  # a line through standardised rows
+    X = unit * [50, 0.01] + [100, -5]
+    names = np.array(["left", "right"])[y]
+    lines = ["a,b,arm"] + [f"{p:.6f},{q:.8f},{n}" for (p, q), n in zip(X, names)]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    model = str(tmp_path / "model.npz")
+    code, _, err = _call(
+        capsys, "train", "--data", str(tmp_path / "train.csv"), "--epochs", "20",
+        "--save", model, "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    onnx_path = str(tmp_path / "model.onnx")
+    code, out, err = _call(capsys, "export", model, onnx_path, "--labels")
+    assert code == 0, err
+    assert out == (
+        f"exported {onnx_path}: ONNX opset {bpo.DEFAULT_OPSET}, float32, "
+        "input (batch, 2) -> probabilities (batch, 2), label (batch)\n"
+    )
+    import onnx
+
+    exported = onnx.load(onnx_path)
+    net = bp.load(model)
+    raw = X.astype(np.float32)
+    got = run(exported, raw)
+    same_outputs(net, raw, got["probabilities"])
+    np.testing.assert_array_equal(got["label"], net.predict(raw))
+    classes = json.loads({p.key: p.value for p in exported.metadata_props}["classes"])
+    assert classes == ["left", "right"]
+    assert np.mean(np.array(classes)[got["label"]] == names) > 0.9  # it learned, on raw rows
+
+
+@needs_onnx
+def test_backprop_export_refusals(tmp_path, capsys):
+    model = str(tmp_path / "r.npz")
+    bp.Sequential(Dense(2, 1), loss="mse").save(model)
+    code, _, err = _call(capsys, "export", model, str(tmp_path / "r.onnx"), "--labels")
+    assert code == 2 and "mse network is a regressor" in err
+    code, _, err = _call(capsys, "export", model, str(tmp_path / "r.onnx"), "--opset", "12")
+    assert code == 2 and "must be at least 13" in err
+    code, _, err = _call(capsys, "export", model, str(tmp_path / "no" / "r.onnx"))
+    assert code == 1 and "cannot write" in err
+    code, _, err = _call(capsys, "export", str(tmp_path / "none.npz"), str(tmp_path / "r.onnx"))
+    assert code == 1 and "none.npz: not a usable backprop model file" in err
+    code, out, err = _call(capsys, "export", model, str(tmp_path / "r.onnx"))
+    assert code == 0 and "values (batch, 1)" in out
