@@ -349,9 +349,9 @@ def test_backprop_export_carries_the_standardisation_and_class_names(tmp_path, c
     rng = np.random.default_rng(2)
     unit = rng.normal(size=(300, 2))
     y = (unit[:, 0] + unit[:, 1] > 0).astype(int)  # a line through standardised rows
-    X = unit * [50, 0.01] + [100, -5]
+    X = unit * [20, 0.5] + [100, -5]
     names = np.array(["left", "right"])[y]
-    lines = ["a,b,arm"] + [f"{p:.6f},{q:.8f},{n}" for (p, q), n in zip(X, names)]
+    lines = ["a,b,arm"] + [f"{p:.6f},{q:.6f},{n}" for (p, q), n in zip(X, names)]
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
     model = str(tmp_path / "model.npz")
     code, _, err = _call(
