@@ -4,7 +4,7 @@ net.predict_proba to float tolerance and the same labels as net.predict, for
 every activation, output head and dtype, and for networks trained on the
 digits.  Skipped without onnx and onnxruntime (the test extra has both)."""
 
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
@@ -17,8 +17,17 @@ import backprop.onnx as bpo
 from backprop.activations import LeakyReLU
 from backprop.cli import main
 
-HAVE_ONNX = importlib.util.find_spec("onnx") is not None
-HAVE_ORT = HAVE_ONNX and importlib.util.find_spec("onnxruntime") is not None
+
+def _installed(name):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+HAVE_ONNX = _installed("onnx")
+HAVE_ORT = HAVE_ONNX and _installed("onnxruntime")
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="needs onnx")
 needs_ort = pytest.mark.skipif(not HAVE_ORT, reason="needs onnx and onnxruntime")
 
