@@ -338,7 +338,7 @@ def onnx(res):
     )
     table(
         f"ONNX Runtime: the digits network, {o['rows']:,} rows in one call "
-        f"({o['threads']} threads each)",
+        f"({o['threads']} thread{'s' * (o['threads'] > 1)} each)",
         ["call", "time per call", "rows/s", "÷ predict"],
         _onnx_rows(o["batch"], o["rows"]),
     )
