@@ -16,8 +16,8 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 from numpy.lib import format as _npy
@@ -270,15 +270,24 @@ def npz_path(path) -> str:
 
 def write(path, arrays: dict) -> str:
     """Write `arrays` (from `arrays_of`) to `path` (".npz" is added when
-    missing) atomically: a temporary file, fsynced, renamed over the target,
-    its mode following the umask.  Returns the path."""
+    missing) atomically (see `write_atomically`).  Returns the path."""
     path = _npz_path(path)
+    write_atomically(path, lambda fh: np.savez(fh, **arrays))
+    return path
+
+
+def write_atomically(path: str, fill: Callable[[BinaryIO], object]) -> None:
+    """Create or replace the file `path` with what `fill(fh)` writes to the
+    binary file fh: a temporary file beside it, fsynced, renamed over the
+    target, its mode following the umask.  A crash or an error midway
+    leaves the previous file whole (and no temporary file after an error)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".backprop-", suffix=".npz.tmp", dir=folder)
+    suffix = os.path.splitext(path)[1] + ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=".backprop-", suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             os.chmod(tmp, 0o666 & ~_umask())
-            np.savez(fh, **arrays)
+            fill(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -287,7 +296,6 @@ def write(path, arrays: dict) -> str:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
 
 
 # -- refusals ------------------------------------------------------------------

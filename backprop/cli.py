@@ -2,6 +2,7 @@
 
     backprop train [--data digits|xor|spirals|FILE.csv] [--hidden 32 …] [--save model.npz] …
     backprop predict model.npz data.csv [--proba]
+    backprop export model.npz model.onnx [--labels] [--opset N]
     backprop bench [options of python -m bench]
     backprop info
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from . import __version__, _ops, activations, datasets
 from . import losses as _losses
+from . import onnx as _onnx
 from . import optimizers as _optimizers
 from ._threads import blas_info
 from .layers import Dense
@@ -191,6 +193,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--proba", action="store_true", help="print the output probabilities instead of labels"
+    )
+
+    export = sub.add_parser(
+        "export",
+        help="write a saved model as an ONNX graph",
+        description="Write a model file as an ONNX graph, which ONNX Runtime "
+        "loads from Python, C, C++, C#, Java or JavaScript (needs the onnx "
+        'package: pip install "backprop[onnx]").',
+    )
+    export.add_argument("model", help="a model file written by train --save")
+    export.add_argument("output", metavar="model.onnx", help="the ONNX file to write")
+    export.add_argument(
+        "--labels",
+        action="store_true",
+        help="also output the predicted labels (classifiers), beside the probabilities",
+    )
+    export.add_argument(
+        "--opset",
+        type=_at_least(_onnx.MIN_OPSET),
+        default=None,
+        help=f"the ONNX operator set (default: {_onnx.DEFAULT_OPSET})",
     )
 
     bench = sub.add_parser(
@@ -491,10 +514,7 @@ def _text(value) -> str:
 
 
 def _predict(args) -> int:
-    try:
-        net = load(args.model)
-    except ValueError as exc:
-        raise CommandError(str(exc).replace("path:", f"{args.model}:", 1)) from None
+    net = _load(args.model)
     _, rows, lines = read_csv(args.data)
     if len(rows[0]) == net.n_inputs + 1:  # a labelled file: drop the last column
         rows = [row[:-1] for row in rows]
@@ -507,6 +527,37 @@ def _predict(args) -> int:
     for row in values:
         sys.stdout.write((",".join(map(_text, row)) if np.ndim(row) else _text(row)) + "\n")
     return EXIT_OK
+
+
+def _load(path: str) -> Sequential:
+    try:
+        return load(path)
+    except ValueError as exc:
+        raise CommandError(str(exc).replace("path:", f"{path}:", 1)) from None
+
+
+def _export(args) -> int:
+    net = _load(args.model)
+    try:
+        model = _onnx.export(net, args.output, args.opset, labels=args.labels)
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+    except ValueError as exc:  # an option that does not suit the model: --labels, --opset
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    graph = model.graph
+    outputs = ", ".join(f"{out.name} {_shape(out)}" for out in graph.output)
+    print(
+        f"exported {args.output}: ONNX opset {model.opset_import[0].version}, "
+        f"{net.dtype.name}, {graph.input[0].name} {_shape(graph.input[0])} -> {outputs}"
+    )
+    return EXIT_OK
+
+
+def _shape(value_info) -> str:
+    dims = value_info.type.tensor_type.shape.dim
+    return "(" + ", ".join(d.dim_param or str(d.dim_value) for d in dims) + ")"
 
 
 def _bench(bench_args) -> int:
@@ -560,7 +611,9 @@ def _run(argv) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return {"train": _train, "predict": _predict, "info": _info}[args.command](args)
+    return {"train": _train, "predict": _predict, "export": _export, "info": _info}[args.command](
+        args
+    )
 
 
 def main(argv=None) -> int:

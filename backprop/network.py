@@ -23,6 +23,7 @@ from . import activations as _activations
 from . import explain as _explain
 from . import layers as _layers
 from . import losses as _losses
+from . import onnx as _onnx
 from . import optimizers as _optimizers
 from . import training as _training
 from ._codes import PredictMode
@@ -710,6 +711,12 @@ class Sequential(Trainer):
         position of the random generator, so that `backprop.load` gives a
         network that predicts the same and resumes training exactly."""
         return _format.write(path, self._snapshot())
+
+    def to_onnx(self, path: str | os.PathLike | None = None, opset: int | None = None, **options):
+        """The network as an ONNX model (an onnx ModelProto), written to
+        `path` when given; options: labels, input_name, output_name,
+        label_name.  See backprop.onnx.export (needs the onnx package)."""
+        return _onnx.export(self, path, opset, **options)
 
 
 def state_of(net: Sequential) -> dict:

@@ -36,8 +36,15 @@ backend), so that the models do not compete for the cores.
 Where results differ from scikit-learn's (beyond the random draws of
 shuffling): sample weights are scaled to mean 1 once for the whole data
 (scikit-learn divides each batch's gradient by that batch's weight sum);
-loss_curve_ adds the penalty at each epoch's final weights.  Requires
-scikit-learn (pip install "backprop[sklearn]").
+loss_curve_ adds the penalty at each epoch's final weights.
+
+`to_sklearn(net)` turns a Sequential into a fitted scikit-learn
+MLPClassifier or MLPRegressor (sklearn.neural_network) that predicts as it
+does, where scikit-learn's MLP can hold the network (one hidden activation
+among identity, logistic, tanh and relu; a softmax, logistic, identity or
+exp output); `from_sklearn(estimator)` turns a fitted MLP, scikit-learn's
+or one of these, into a Sequential.  Requires scikit-learn
+(pip install "backprop[sklearn]").
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import scipy.optimize
 import scipy.sparse
 
 try:
+    from sklearn import neural_network as sk_neural_network
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
@@ -65,12 +73,13 @@ except ImportError as exc:  # pragma: no cover - only without the optional extra
     ) from exc
 
 from . import callbacks as _callbacks
+from . import losses as _losses
 from . import optimizers as _optimizers
 from ._threads import check_threads
 from .layers import Dense
 from .network import Sequential
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "to_sklearn", "from_sklearn"]
 
 _ACTIVATIONS = {
     "identity": "identity",
@@ -817,3 +826,183 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """Predicted values, (n_samples,) for one target."""
         out = self._outputs(X)
         return out[:, 0] if out.shape[1] == 1 else out
+
+
+# -- conversion to and from scikit-learn's own MLP -------------------------------------
+_SKLEARN_HIDDEN = {"identity": "identity", "sigmoid": "logistic", "tanh": "tanh", "relu": "relu"}
+_SKLEARN_OUTPUTS = {  # scikit-learn's out_activation_: (backprop's output, loss)
+    "softmax": ("softmax", "cross_entropy"),
+    "logistic": ("sigmoid", "binary_cross_entropy"),
+    "identity": ("identity", "mse"),
+    "exp": ("exp", "poisson"),
+}
+
+
+def _hidden_activation(net: Sequential) -> str:
+    """scikit-learn's name for the one activation of net's hidden layers."""
+    hidden = net.layers[:-1]
+    for i, layer in enumerate(hidden):
+        if layer.activation.name not in _SKLEARN_HIDDEN:
+            raise ValueError(
+                f"net: layers[{i}] has the {layer.activation.name} activation, which "
+                "scikit-learn's MLP has not (its hidden activations: identity, logistic "
+                "(sigmoid), tanh, relu)"
+            )
+    names = list(dict.fromkeys(layer.activation.name for layer in hidden))
+    if len(names) > 1:
+        raise ValueError(
+            "net: scikit-learn's MLP has one activation for all hidden layers; this "
+            f"network's hidden layers have {', '.join(names)}"
+        )
+    return _SKLEARN_HIDDEN[names[0]] if names else "relu"  # (none: never applied)
+
+
+def _sorted_classes(net: Sequential, n: int):
+    """(classes_, the output units in their order): scikit-learn keeps its
+    classes sorted, and its probabilities in that order."""
+    if net.classes is None:
+        return np.arange(n), np.arange(n)
+    names = np.asarray(net.classes)
+    order = np.argsort(names, kind="stable")
+    return names[order], order
+
+
+def to_sklearn(net: Sequential):
+    """A fitted scikit-learn MLPClassifier or MLPRegressor
+    (sklearn.neural_network) that predicts as `net`: its predict_proba
+    equals net.predict_proba to rounding, with the columns in the order of
+    its classes_, which scikit-learn keeps sorted (net.classes, or 0, 1, …).
+
+    scikit-learn's MLP holds a network whose hidden layers share one
+    activation (identity, sigmoid = 'logistic', tanh or relu) and whose
+    output and loss are softmax with cross_entropy (a classifier; two
+    softmax units become the one logistic unit that scikit-learn uses for
+    two classes), sigmoid with binary_cross_entropy (a classifier: two
+    classes for one unit, multi-label for several, whose classes_ are the
+    label numbers 0, 1, …), identity with mse or exp with poisson (a
+    regressor; poisson needs scikit-learn 1.7 or later).  Any other network
+    is refused with a ValueError that says why.  The estimator is left as
+    its own first fit would leave it (n_iter_ 0), so warm_start=True trains
+    on from these weights.  Labels may differ where a probability is
+    exactly ½: scikit-learn's rule is p > ½, backprop's p ≥ ½.
+    """
+    if not isinstance(net, Sequential):
+        raise TypeError(f"net must be a backprop Sequential, got {type(net).__name__}")
+    activation = _hidden_activation(net)
+    with net.exclusive():  # one snapshot of the weights
+        coefs = [layer.W.copy() for layer in net.layers]
+        intercepts = [layer.b.copy() for layer in net.layers]
+    hidden = tuple(layer.n_out for layer in net.layers[:-1])
+    loss, output = net.loss.code, net.layers[-1].activation.name
+    binarizer = None
+    if loss == _losses.CROSS_ENTROPY:
+        classes, order = _sorted_classes(net, net.n_outputs)
+        coefs[-1], intercepts[-1] = coefs[-1][:, order], intercepts[-1][order]
+        if net.n_outputs == 2:  # softmax(z₀, z₁)₁ = σ(z₁ − z₀)
+            coefs[-1] = coefs[-1][:, 1:] - coefs[-1][:, :1]
+            intercepts[-1] = intercepts[-1][1:] - intercepts[-1][:1]
+        out_activation = "logistic" if net.n_outputs == 2 else "softmax"
+        binarizer = LabelBinarizer().fit(classes)
+    elif loss == _losses.BINARY_CROSS_ENTROPY:
+        out_activation = "logistic"
+        if net.n_outputs == 1:
+            classes, order = _sorted_classes(net, 2)
+            if order[0] == 1:  # the unit's class comes first: σ(−z) = 1 − σ(z)
+                coefs[-1], intercepts[-1] = -coefs[-1], -intercepts[-1]
+            binarizer = LabelBinarizer().fit(classes)
+        else:  # multi-label: scikit-learn numbers the labels
+            binarizer = LabelBinarizer().fit(np.eye(net.n_outputs, dtype=int))
+    elif loss == _losses.MSE:
+        if output != "identity":
+            raise ValueError(
+                "net: scikit-learn's MLPRegressor has an identity output; this mse "
+                f"network's output layer is {output!r}"
+            )
+        out_activation = "identity"
+    else:  # poisson, with an exp output
+        if "loss" not in sk_neural_network.MLPRegressor().get_params():
+            raise ValueError(
+                "net: a poisson network needs scikit-learn 1.7 or later, whose "
+                "MLPRegressor has loss='poisson'"
+            )
+        out_activation = "exp"
+    shape = dict(hidden_layer_sizes=hidden, activation=activation)
+    if binarizer is not None:
+        est = sk_neural_network.MLPClassifier(**shape)
+        est._label_binarizer = binarizer
+        est.classes_ = binarizer.classes_
+    elif out_activation == "exp":
+        est = sk_neural_network.MLPRegressor(loss="poisson", **shape)
+    else:
+        est = sk_neural_network.MLPRegressor(**shape)
+    # the fitted attributes, as scikit-learn's first stochastic fit sets them
+    est.coefs_, est.intercepts_ = coefs, intercepts
+    est.n_features_in_ = net.n_inputs
+    est.n_layers_ = len(coefs) + 1
+    est.n_outputs_ = coefs[-1].shape[1]
+    est.out_activation_ = out_activation
+    est.n_iter_ = est.t_ = 0
+    est.loss_curve_ = []
+    est.best_loss_ = np.inf
+    est.validation_scores_ = est.best_validation_score_ = None
+    est._no_improvement_count = 0
+    est._best_coefs = [W.copy() for W in coefs]
+    est._best_intercepts = [b.copy() for b in intercepts]
+    return est
+
+
+def _class_names(classes):
+    """net.classes for scikit-learn's classes_: None for 0, 1, … (the
+    default labels), else their names."""
+    classes = np.asarray(classes)
+    if classes.dtype.kind in "iu" and np.array_equal(classes, np.arange(len(classes))):
+        return None
+    return [str(c) for c in classes]
+
+
+def from_sklearn(estimator) -> Sequential:
+    """The Sequential of a fitted MLPClassifier or MLPRegressor, scikit-learn's
+    (sklearn.neural_network) or backprop.sklearn's, predicting as it does:
+    the same probabilities (net.predict_proba; one column, p of classes_[1],
+    for two classes) and labels (net.classes holds the names of classes_,
+    unless they are 0, 1, …; multi-label estimators number their labels).
+    Its dtype is the estimator's weights'.  backprop.sklearn's estimators
+    give a copy of their network, leaky_relu and all."""
+    if isinstance(estimator, _BaseMLP):
+        check_is_fitted(estimator, "net_")
+        net = estimator.net_.copy()
+        if (
+            isinstance(estimator, MLPClassifier)
+            and estimator._binarizer.y_type_ != "multilabel-indicator"
+        ):
+            net.classes = _class_names(estimator.classes_)
+        return net
+    if not isinstance(estimator, (sk_neural_network.MLPClassifier, sk_neural_network.MLPRegressor)):
+        raise TypeError(
+            "estimator must be a fitted MLPClassifier or MLPRegressor (scikit-learn's or "
+            f"backprop.sklearn's), got {type(estimator).__name__}"
+        )
+    check_is_fitted(estimator)
+    hidden = estimator.activation
+    if hidden not in _SKLEARN_HIDDEN.values():
+        raise ValueError(f"estimator: activation {hidden!r} has no backprop equivalent")
+    out = estimator.out_activation_
+    classifier = isinstance(estimator, sk_neural_network.MLPClassifier)
+    if out not in _SKLEARN_OUTPUTS or (out in ("softmax", "logistic")) != classifier:
+        raise ValueError(
+            f"estimator: out_activation_ {out!r} has no backprop equivalent in "
+            f"{type(estimator).__name__}"
+        )
+    output, loss = _SKLEARN_OUTPUTS[out]
+    act = "sigmoid" if hidden == "logistic" else hidden
+    coefs, intercepts = estimator.coefs_, estimator.intercepts_
+    dtype = np.dtype(coefs[0].dtype if coefs[0].dtype == np.float32 else np.float64)
+    sizes = [W.shape[0] for W in coefs] + [coefs[-1].shape[1]]
+    layers = [Dense(a, b, act, dtype=dtype) for a, b in zip(sizes[:-2], sizes[1:-1])]
+    layers.append(Dense(sizes[-2], sizes[-1], output, dtype=dtype))
+    net = Sequential(*layers, loss=loss, dtype=dtype)
+    for layer, W, b in zip(net.layers, coefs, intercepts):
+        layer.W, layer.b = W, b
+    if classifier and estimator._label_binarizer.y_type_ != "multilabel-indicator":
+        net.classes = _class_names(estimator.classes_)
+    return net

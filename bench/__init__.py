@@ -2,6 +2,7 @@
 
     python -m bench [--quick] [--workloads W1,W3] [--threads N] [--json PATH]
     python -m bench --sections parity   backprop.sklearn vs scikit-learn's MLP
+    python -m bench --sections onnx     the digits network in ONNX Runtime vs backprop
     python -m bench.memory      no allocation inside training steps
     python -m bench.threads     two trainings in two Python threads (GIL release)
     python -m bench.distributed W3 and W4 on 1 and 2 MPI ranks (needs the mpi extra)
@@ -11,7 +12,7 @@ data, FLOPs), machine (machine facts, threads, GEMM peak), numpy_mlp (the
 numpy peer and its gradient check), systems (backprop, numpy, torch and
 scikit-learn behind one interface), suite (the measurements), parity
 (the scikit-learn estimators cross-validated against scikit-learn's),
-report (the tables).
+deploy (the digits network exported to ONNX Runtime), report (the tables).
 """
 
 import importlib.machinery as _machinery

@@ -6,6 +6,7 @@ Run from the repository root (with backprop built in place or installed):
     python -m bench --quick              a fast smoke run
     python -m bench --workloads W1,W3 --sections training --json out.json
     python -m bench --sections parity    backprop.sklearn vs scikit-learn's MLP
+    python -m bench --sections onnx      the digits network in ONNX Runtime vs backprop
 
 Prints the machine, the thread settings and one table per section; --json
 writes every number (medians, quartiles, extremes, FLOPs, accuracies,
@@ -29,10 +30,11 @@ from . import workloads as W
 from .machine import OtherLoad, facts, set_threads
 from .systems import available_systems
 
-SECTIONS = ["training", "latency", "throughput", "digits", "memory", "parity"]
+SECTIONS = ["training", "latency", "throughput", "digits", "memory", "parity", "onnx"]
 # Run only when named in --sections: parity cross-validates 7 data sets × 2
-# solvers × 2 libraries × 3 seeds × 5 folds, longer than the rest together.
-OPT_IN = ["parity"]
+# solvers × 2 libraries × 3 seeds × 5 folds, longer than the rest together;
+# onnx needs onnx and onnxruntime, which the suite's peers do not.
+OPT_IN = ["parity", "onnx"]
 DEFAULT = [s for s in SECTIONS if s not in OPT_IN]
 
 

@@ -311,9 +311,53 @@ def parity(res):
     )
 
 
+def _onnx_rows(timings, rows=1):
+    """(name, time per call, calls or rows per second, time / backprop predict's)."""
+    ref = timings.get("backprop predict")
+    out = []
+    for name, st in timings.items():
+        per = {q: st[q] * rows for q in ("median", "q1", "q3")}
+        ratio = f"{st['median'] / ref['median']:.3g}×" if ref and ref["median"] > 0 else "–"
+        out.append([name, _time({**st, **per}), f"{1 / st['median']:,.0f}", ratio])
+    return out
+
+
+def onnx(res):
+    o = res["onnx"]
+    table(
+        f"ONNX Runtime {o['onnxruntime']}: the digits network (64 → 32 relu → 10 softmax, "
+        f"float32, an ONNX file of {o['file_bytes']:,} bytes), one row",
+        ["call", "time per call", "calls/s", "÷ predict"],
+        _onnx_rows(o["single_row"]),
+        [
+            "backprop: net.predict(x), net.predict_proba(x) with x 1-D; ONNX Runtime "
+            "(one intra-op thread): session.run on x as (1, 64), for the probabilities, "
+            "or with the labels too",
+            "median ±½IQR of per-call means; ÷ predict: the time over backprop predict's",
+        ],
+    )
+    table(
+        f"ONNX Runtime: the digits network, {o['rows']:,} rows in one call "
+        f"({o['threads']} thread{'s' * (o['threads'] > 1)} each)",
+        ["call", "time per call", "rows/s", "÷ predict"],
+        _onnx_rows(o["batch"], o["rows"]),
+    )
+    table(
+        f"the {o['test_rows']} test digits: labels agree {100 * o['labels_agree']:.1f}%, "
+        f"largest |Δp| {o['max_abs_dp']:.2g}; accuracy backprop "
+        f"{o['accuracy_backprop']:.4f}, ONNX Runtime {o['accuracy_onnxruntime']:.4f}",
+        ["row", "digit", "backprop", "p", "onnxruntime", "p "],
+        [
+            [i, d["digit"], d["backprop"], f"{d['p_backprop']:.6f}", d["onnxruntime"],
+             f"{d['p_onnxruntime']:.6f}"]
+            for i, d in enumerate(o["shown"])
+        ],
+    )  # fmt: skip
+
+
 def print_all(res):
     header(res)
-    for name in ("training", "latency", "throughput", "digits", "memory", "parity"):
+    for name in ("training", "latency", "throughput", "digits", "memory", "parity", "onnx"):
         if res.get(name):
             globals()[name](res)
     if "elapsed_s" in res:

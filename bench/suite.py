@@ -17,7 +17,9 @@
   keeps the parent's peak) and the tracemalloc peak of a second, traced run;
 - parity (opt-in): backprop.sklearn's MLPClassifier/MLPRegressor against
   scikit-learn's own, cross-validated on seven data sets with both
-  libraries' defaults (bench/parity.py): scores, their agreement, wall time.
+  libraries' defaults (bench/parity.py): scores, their agreement, wall time;
+- onnx (opt-in): the digits network exported to ONNX, one row and 10,000
+  rows in ONNX Runtime against backprop's predict (bench/deploy.py).
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import deploy as _deploy
 from . import parity as _parity
 from . import workloads as W
 from .machine import gemm_peak, rss_bytes, set_threads
 from .systems import ALL_SYSTEMS
-from .timing import autorange, interleave, per_unit, repeat, timed
+from .timing import calls, interleave, per_unit, timed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -147,13 +150,6 @@ def training(wls, systems, cfg, notes, progress) -> dict:
     return results
 
 
-def _calls(fn, min_time):
-    """A sampler: seconds per call over as many back-to-back calls of fn()
-    as take min_time."""
-    k = autorange(fn, min_time)
-    return per_unit(repeat(fn, k), k)
-
-
 def _inference_systems(systems):
     return [s for s in systems if s.name != "backprop_step"]  # same model as fit
 
@@ -182,7 +178,7 @@ def latency(systems, cfg, notes, progress) -> dict:
         models = _inference_models(systems, wl, X, y, notes, f"latency {name}")
         # (the samplers run within this iteration)
         samplers = {
-            n: _calls(lambda s=s, m=m: s.predict_one(m, x), cfg.min_sample)  # noqa: B023
+            n: calls(lambda s=s, m=m: s.predict_one(m, x), cfg.min_sample)  # noqa: B023
             for n, (s, m) in models.items()
         }
         stats = _guarded_interleave(samplers, cfg, notes, f"latency {name}")
@@ -254,6 +250,12 @@ def digits(systems, cfg, notes, progress) -> dict:
         "test_rows": X_test.shape[0],
         "systems": out,
     }
+
+
+def onnx(systems, cfg, notes, progress) -> dict:
+    """(The systems are not used: the section runs the digits network in
+    backprop and in ONNX Runtime, see bench/deploy.py.)"""
+    return _deploy.run(cfg, notes, progress)
 
 
 def parity(systems, cfg, notes, progress) -> dict:

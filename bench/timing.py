@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
-__all__ = ["timed", "per_unit", "repeat", "autorange", "interleave", "Stats", "fmt_time"]
+__all__ = ["timed", "per_unit", "repeat", "autorange", "calls", "interleave", "Stats", "fmt_time"]
 
 
 def timed(fn: Callable, *args) -> float:
@@ -57,6 +57,13 @@ def autorange(fn: Callable[[], object], min_time: float) -> int:
             if timed(repeat(fn, n)) >= min_time:
                 return n
         scale *= 10
+
+
+def calls(fn: Callable[[], object], min_time: float) -> Callable[[], float]:
+    """A sampler: seconds per call over as many back-to-back calls of fn()
+    as take min_time (autorange)."""
+    k = autorange(fn, min_time)
+    return per_unit(repeat(fn, k), k)
 
 
 @dataclass

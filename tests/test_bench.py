@@ -175,3 +175,41 @@ def test_distributed_bench_runs_at_one_and_two_ranks(tmp_path):
             assert entry["step"] > 0
             assert (entry["allreduce"] > 0) == (entry["allreduce_apart"] > 0) == (ranks == 2)
     assert data["summary"]["probe"] > 0
+
+
+@needs_bench
+def test_onnx_is_opt_in():
+    main = _bench("__main__")
+    assert "onnx" not in main.parse_args([]).sections
+    assert main.parse_args(["--sections", "onnx"]).sections == ["onnx"]
+
+
+@needs_bench
+def test_onnx_section_runs_the_digits_network_in_both_runtimes(capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    deploy, report, suite = _bench("deploy"), _bench("report"), _bench("suite")
+    cfg = suite.Settings(
+        reps=1, warmup=0, settle=0.0, min_sample=0.001, digits_epochs=2, throughput_rows=500
+    )
+    notes, progress = [], []
+    res = deploy.run(cfg, notes, progress.append)
+    assert notes == [] and progress == ["onnx single row: done", "onnx batch: done"]
+    assert res["labels_agree"] == 1.0 and res["max_abs_dp"] < 1e-5
+    assert res["accuracy_backprop"] == res["accuracy_onnxruntime"] > 0.5
+    assert res["rows"] == 500 and res["test_rows"] == 359 and res["file_bytes"] > 64 * 32 * 4
+    names = [
+        "backprop predict",
+        "backprop predict_proba",
+        "onnxruntime probabilities",
+        "onnxruntime probabilities + label",
+    ]
+    for timings in (res["single_row"], res["batch"]):
+        assert list(timings) == names and all(t["median"] > 0 for t in timings.values())
+    assert len(res["shown"]) == deploy.SHOWN
+    for row in res["shown"]:
+        assert row["backprop"] == row["onnxruntime"]
+        assert row["p_backprop"] == pytest.approx(row["p_onnxruntime"], abs=1e-5)
+    report.onnx({"onnx": res})
+    out = capsys.readouterr().out
+    assert "500 rows in one call" in out and "labels agree 100.0%" in out
