@@ -42,7 +42,9 @@ scikit-learn (pip install "backprop[sklearn]").
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import threading
 import warnings
 
 import numpy as np
@@ -93,16 +95,46 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _check_number(name, value, low, high=np.inf, low_open=False, integer=False):
+def _check_number(name, value, low, high=np.inf, low_open=False, high_open=False, integer=False):
+    """value a finite number (an integer if `integer`) from low to high, the
+    ends included unless open; a ValueError naming `name` otherwise."""
     ok = (_is_int(value) if integer else isinstance(value, numbers.Real)) and not isinstance(
         value, bool
     )
     if ok:
-        ok = (value > low if low_open else value >= low) and value <= high
+        ok = (
+            bool(np.isfinite(value))
+            and (value > low if low_open else value >= low)
+            and (value < high if high_open else value <= high)
+        )
     if not ok:
-        kind = "an integer" if integer else "a number"
-        bound = f"{'>' if low_open else '≥'} {low}" + (f" and ≤ {high}" if high < np.inf else "")
+        kind = "an integer" if integer else "a finite number"
+        bound = f"{'>' if low_open else '≥'} {low}"
+        if high < np.inf:
+            bound += f" and {'<' if high_open else '≤'} {high}"
         raise ValueError(f"{name} must be {kind} {bound}, got {value!r}")
+
+
+_FITTING: set[int] = set()  # the estimators (by id) that some thread is fitting
+_FITTING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_fit_at_a_time(est):
+    """Keep est's fit and partial_fit to one thread at a time: another
+    thread's meanwhile raises RuntimeError at once, touching nothing."""
+    with _FITTING_LOCK:
+        if id(est) in _FITTING:
+            raise RuntimeError(
+                f"this {type(est).__name__} is being fitted by another thread: fit and "
+                "partial_fit one call at a time (sklearn.base.clone gives another estimator)"
+            )
+        _FITTING.add(id(est))
+    try:
+        yield
+    finally:
+        with _FITTING_LOCK:
+            _FITTING.discard(id(est))
 
 
 def _penalty(net) -> float:
@@ -266,13 +298,14 @@ class _BaseMLP(BaseEstimator):
         _check_number("learning_rate_init", self.learning_rate_init, 0, low_open=True)
         _check_number("power_t", self.power_t, 0)
         _check_number("momentum", self.momentum, 0, 1)
-        _check_number("beta_1", self.beta_1, 0, 1)
-        _check_number("beta_2", self.beta_2, 0, 1)
+        _check_number("beta_1", self.beta_1, 0, 1, high_open=True)
+        _check_number("beta_2", self.beta_2, 0, 1, high_open=True)
         _check_number("epsilon", self.epsilon, 0, low_open=True)
-        _check_number("validation_fraction", self.validation_fraction, 0, 1, low_open=True)
-        if self.validation_fraction >= 1:
+        _check_number("validation_fraction", self.validation_fraction, 0, 1, high_open=True)
+        if self.early_stopping and self.validation_fraction == 0:
             raise ValueError(
-                f"validation_fraction must lie in (0, 1), got {self.validation_fraction!r}"
+                "validation_fraction must be > 0 with early_stopping=True (the share "
+                "of the rows held out to score each epoch), got 0"
             )
         if self.n_iter_no_change != np.inf:
             _check_number("n_iter_no_change", self.n_iter_no_change, 1, integer=True)
@@ -348,18 +381,50 @@ class _BaseMLP(BaseEstimator):
         return float(self._score_outputs(out, y, sample_weight))
 
     # -- training ----------------------------------------------------------------
-    def _fit(self, X, y, sample_weight=None, incremental=False):
-        hidden = self._check_params()
+    def _fit(self, X, y, sample_weight=None, incremental=False, classes=None):
+        """fit (or, incremental, partial_fit).  A fit refused before it trains
+        (bad data, weights or parameters; a network another thread is using)
+        leaves the estimator as it was; one fit of an estimator at a time."""
+        with _one_fit_at_a_time(self):
+            hidden = self._check_params()
+            rng = self._random_state()
+            first = not hasattr(self, "net_") or (not self.warm_start and not incremental)
+            with contextlib.nullcontext() if first else self.net_.exclusive():
+                saved = dict(self.__dict__)
+                try:
+                    if incremental:
+                        self._partial_fit_classes(y, classes)
+                    net, train = self._prepare(X, y, sample_weight, incremental, hidden, rng, first)
+                except BaseException:
+                    self.__dict__.clear()
+                    self.__dict__.update(saved)
+                    raise
+                train()
+        if not np.isfinite(net.params).all():
+            raise ValueError(_NON_FINITE)
+        return self
+
+    def _random_state(self):
+        """random_state as scikit-learn's check_random_state makes it."""
+        try:
+            return check_random_state(self.random_state)
+        except ValueError as exc:
+            raise ValueError(f"random_state: {exc}") from None
+
+    def _partial_fit_classes(self, y, classes):
+        """partial_fit's classes= (the classifier's)."""
+
+    def _prepare(self, X, y, sample_weight, incremental, hidden, rng, first):
+        """Everything a fit checks and sets up before training: (the network,
+        a function that trains it)."""
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
-        first = not hasattr(self, "net_") or (not self.warm_start and not incremental)
         X, y, targets, (output, loss) = self._validate_input(X, y, incremental, reset=first)
         if scipy.sparse.issparse(X):
             X = X.tocsr()  # (rows are what training reads)
         n = X.shape[0]
         if sample_weight is not None:
             sample_weight = self._checked_weights(sample_weight, n)
-        rng = check_random_state(self.random_state)
         sizes = [X.shape[1], *hidden, targets.shape[1] if targets.ndim == 2 else 1]
         if loss == "cross_entropy":
             sizes[-1] = len(self.classes_)
@@ -392,12 +457,8 @@ class _BaseMLP(BaseEstimator):
         net = self.net_
         net.n_threads = self.n_threads
         if self.solver == "lbfgs":
-            self._fit_lbfgs(net, X, targets, sample_weight)
-        else:
-            self._fit_stochastic(net, X, y, targets, sample_weight, rng, incremental)
-        if not np.isfinite(net.params).all():
-            raise ValueError(_NON_FINITE)
-        return self
+            return net, lambda: self._fit_lbfgs(net, X, targets, sample_weight)
+        return net, self._fit_stochastic(net, X, y, targets, sample_weight, rng, incremental)
 
     def _checked_weights(self, sample_weight, n):
         w = np.asarray(sample_weight, dtype=np.float64)
@@ -414,6 +475,8 @@ class _BaseMLP(BaseEstimator):
         return w
 
     def _fit_stochastic(self, net, X, y, targets, sample_weight, rng, incremental):
+        """The set-up of a stochastic solver's fit (the validation split, the
+        optimizer), and the function that then trains."""
         if not hasattr(self, "loss_curve_"):  # (a first fit, or one after lbfgs)
             self.loss_curve_ = []
             self.best_loss_ = np.inf
@@ -451,7 +514,7 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(
                 "Got `batch_size` less than 1 or larger than sample size. "
                 "It is going to be clipped",
-                stacklevel=3,
+                stacklevel=5,
             )
         batch = min(batch, n)
         mean_weight = 1.0
@@ -461,29 +524,33 @@ class _BaseMLP(BaseEstimator):
         if not incremental or not getattr(self, "_optimizer_ready", False):
             net.optimizer = self._optimizer(batch, mean_weight)
             self._optimizer_ready = True
-        epochs = _Epochs(self, n, -(-n // batch), validation)
-        self._stopped = False
-        self.n_iter_ = 0  # (as scikit-learn: the epochs of this call)
-        history = net.fit(
-            X,
-            targets,
-            epochs=1 if incremental else self.max_iter,
-            batch_size=batch,
-            shuffle=self.shuffle,
-            sample_weight=sample_weight,
-            callbacks=[epochs],
-        )
-        if len(history.history["loss"]) > self.n_iter_:  # an epoch that diverged
-            raise ValueError(_NON_FINITE)
-        if self.early_stopping:
-            net.params = self._best_params
-        if not incremental and not self._stopped and self.n_iter_ == self.max_iter:
-            warnings.warn(
-                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                "reached and the optimization hasn't converged yet.",
-                ConvergenceWarning,
-                stacklevel=3,
+
+        def train():
+            epochs = _Epochs(self, n, -(-n // batch), validation)
+            self._stopped = False
+            self.n_iter_ = 0  # (as scikit-learn: the epochs of this call)
+            history = net.fit(
+                X,
+                targets,
+                epochs=1 if incremental else self.max_iter,
+                batch_size=batch,
+                shuffle=self.shuffle,
+                sample_weight=sample_weight,
+                callbacks=[epochs],
             )
+            if len(history.history["loss"]) > self.n_iter_:  # an epoch that diverged
+                raise ValueError(_NON_FINITE)
+            if self.early_stopping:
+                net.params = self._best_params
+            if not incremental and not self._stopped and self.n_iter_ == self.max_iter:
+                warnings.warn(
+                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                    "reached and the optimization hasn't converged yet.",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
+
+        return train
 
     def _fit_lbfgs(self, net, X, targets, sample_weight):
         """scipy's L-BFGS-B over the flat parameters, whose objective is the
@@ -540,7 +607,7 @@ class _BaseMLP(BaseEstimator):
                 f"(status={result.status}): {result.message}\n\nIncrease the number "
                 "of iterations (max_iter) or scale the data (sklearn.preprocessing).",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=5,
             )
 
     def fit(self, X, y, sample_weight=None):
@@ -670,6 +737,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y).  The first call needs `classes`, every
         class the model will see (or y as a multi-label indicator matrix)."""
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _partial_fit_classes(self, y, classes):
         known = getattr(self, "classes_", None)
         if known is None and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -687,7 +757,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             else:
                 self._binarizer.fit(classes)
             self.classes_ = self._binarizer.classes_
-        return self._fit(X, y, sample_weight, incremental=True)
 
     def _labels(self, out):
         """Labels of classes_ from the network's outputs: scikit-learn's

@@ -389,3 +389,73 @@ def test_sparse_input_is_scikit_learns(solver, density):
     for a, b in zip(ours.coefs_, dense.coefs_):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
     np.testing.assert_array_equal(ours.predict(X.tocsc()), dense.predict(X.toarray()))
+
+
+# -- on the edges ------------------------------------------------------------------
+def test_validation_fraction_zero_is_allowed_without_early_stopping():
+    # scikit-learn's range for validation_fraction is [0, 1); only early
+    # stopping uses it, and it needs rows to hold out.
+    X, y, _ = data()
+    ours, theirs = both("MLPClassifier", X, y, validation_fraction=0.0, max_iter=3)
+    assert ours.n_iter_ == theirs.n_iter_ == 3
+    with pytest.raises(ValueError, match="validation_fraction"):
+        bp.MLPClassifier(validation_fraction=0.0, early_stopping=True).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("beta_1", 1.0),
+        ("beta_2", 1.0),
+        ("alpha", np.inf),
+        ("learning_rate_init", np.inf),
+        ("tol", np.inf),
+        ("epsilon", np.inf),
+        ("power_t", np.inf),
+        ("random_state", -1),
+        ("random_state", "seed"),
+    ],
+)
+def test_bad_parameters_are_named(name, value):
+    # scikit-learn refuses each of these naming the parameter; so must we,
+    # not by an internal name (betas[0], l2, lr) or not at all.
+    X, y, _ = data()
+    for module in (sk, bp):
+        with pytest.raises(ValueError, match=name):
+            module.MLPClassifier(**{name: value}).fit(X, y)
+
+
+def test_a_refused_fit_leaves_the_fitted_model_alone():
+    # Bad weights or a bad random_state with data of another shape and
+    # other classes: the refused fit changes neither the model nor the
+    # attributes that describe it.
+    X, y, _ = data()
+    est = bp.MLPClassifier(hidden_layer_sizes=(3,), max_iter=3, random_state=0).fit(X, y)
+    before = (list(est.classes_), est.n_features_in_, est.loss_curve_.copy())
+    proba = est.predict_proba(X)
+    rng = np.random.default_rng(1)
+    X5, y5 = rng.normal(size=(40, 5)), np.array(list("ab"))[rng.integers(0, 2, 40)]
+    with pytest.raises(ValueError, match="sample_weight"):
+        est.fit(X5, y5, sample_weight=np.ones(3))
+    est.set_params(random_state=-1)
+    with pytest.raises(ValueError, match="random_state"):
+        est.fit(X5, y5)
+    est.set_params(random_state=0, early_stopping=True)
+    with pytest.raises(ValueError, match="test_size"):  # (too few rows to hold out)
+        est.fit(X5[:5], y5[:5])
+    assert (list(est.classes_), est.n_features_in_, est.loss_curve_) == before
+    np.testing.assert_array_equal(est.predict_proba(X), proba)
+
+
+def test_a_refused_first_partial_fit_keeps_no_classes():
+    # The classes of a first partial_fit that failed are not kept: the next
+    # first call may name others.
+    X, y, _ = data()
+    est = bp.MLPClassifier(hidden_layer_sizes=(3,), random_state=0)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.partial_fit(bad, y, classes=[0, 1, 2])
+    assert not hasattr(est, "classes_")
+    est.partial_fit(X, y % 2, classes=[0, 1])
+    assert list(est.classes_) == [0, 1]
