@@ -461,7 +461,10 @@ class _BaseMLP(BaseEstimator):
         return net, self._fit_stochastic(net, X, y, targets, sample_weight, rng, incremental)
 
     def _checked_weights(self, sample_weight, n):
-        w = np.asarray(sample_weight, dtype=np.float64)
+        w = np.asarray(sample_weight)
+        if w.dtype.kind == "c":  # (converting would drop the imaginary parts)
+            raise ValueError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+        w = w.astype(np.float64)
         if w.ndim == 0:
             w = np.full(n, float(w))
         if w.shape != (n,):
@@ -470,8 +473,19 @@ class _BaseMLP(BaseEstimator):
             )
         if not np.isfinite(w).all() or (w < 0).any():
             raise ValueError("sample_weight must hold finite weights ≥ 0")
-        if not w.sum() > 0:
+        total = w.sum()
+        if not total > 0:
             raise ValueError("sample_weight: every weight is zero; give some sample a weight > 0")
+        if not np.isfinite(total):
+            raise ValueError(
+                "sample_weight: the weights add up to more than the float range holds; "
+                "scale them down"
+            )
+        if not np.isfinite(max(self.alpha, 1.0) * n / total):  # (the penalty's alpha / Σw)
+            raise ValueError(
+                f"sample_weight: the weights are too small: they add up to {total:g}, "
+                "and alpha or n_samples over that overflows; scale them up"
+            )
         return w
 
     def _fit_stochastic(self, net, X, y, targets, sample_weight, rng, incremental):

@@ -459,3 +459,18 @@ def test_a_refused_first_partial_fit_keeps_no_classes():
     assert not hasattr(est, "classes_")
     est.partial_fit(X, y % 2, classes=[0, 1])
     assert list(est.classes_) == [0, 1]
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize(
+    "weights,match",
+    [
+        (np.ones(60) + 1j, "real"),  # (not the real parts alone)
+        (np.r_[np.full(30, 1e308), np.ones(30)], "add up"),  # the sum overflows
+        (np.full(60, 1e-320), "too small"),  # alpha / their sum overflows
+    ],
+)
+def test_sample_weight_beyond_what_training_can_use(solver, weights, match):
+    X, _, Y = data()
+    with pytest.raises(ValueError, match=f"sample_weight.*{match}"):
+        bp.MLPRegressor(solver=solver, max_iter=3).fit(X, Y[:, 0], sample_weight=weights)
