@@ -583,7 +583,11 @@ class _BaseMLP(BaseEstimator):
         chunks = [slice(i, min(i + step, n)) for i in range(0, n, step)]
         alpha = self.alpha / total
 
+        limit = np.finfo(net.dtype).max
+
         def objective(x):
+            if not (np.abs(x) <= limit).all():  # a line-search step past the float range:
+                return np.nan, np.full(x.shape, np.nan)  # (so that scipy stops there)
             net.params = x
             value, grad = 0.0, np.zeros(net.params.shape, np.float64)
             for rows in chunks:
@@ -612,6 +616,8 @@ class _BaseMLP(BaseEstimator):
             callback=report if self.verbose else None,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
         )
+        if not (np.abs(result.x) <= limit).all():
+            raise ValueError(_NON_FINITE)
         net.params = result.x
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = float(result.fun)

@@ -461,6 +461,18 @@ def test_a_refused_first_partial_fit_keeps_no_classes():
     assert list(est.classes_) == [0, 1]
 
 
+def test_lbfgs_line_search_beyond_the_float_range():
+    # Inputs so large that the first line search steps past the float range:
+    # scikit-learn keeps the last finite point and warns; so do we.
+    X, _, Y = data()
+    params = dict(solver="lbfgs", hidden_layer_sizes=(4,), max_iter=5, random_state=0)
+    theirs = sk.MLPRegressor(**params).fit(X * 1e200, Y[:, 0])
+    with pytest.warns(ConvergenceWarning):
+        ours = bp.MLPRegressor(**params).fit(X * 1e200, Y[:, 0])
+    assert ours.n_iter_ == theirs.n_iter_
+    assert all(np.isfinite(c).all() for c in ours.coefs_ + ours.intercepts_)
+
+
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 @pytest.mark.parametrize(
     "weights,match",
