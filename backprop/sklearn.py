@@ -142,6 +142,18 @@ def _penalty(net) -> float:
     return float(sum(np.dot(w.ravel(), w.ravel()) for w in (layer.W for layer in net.layers)))
 
 
+def _set_rate(net, lr):
+    """Change the learning rate of the schedules as scikit-learn does.  Its
+    velocity holds the past steps, each at the rate it was taken with
+    (v ← μ·v − η·g), where SGD's holds the gradients (v ← μ·v + g, a step of
+    η·v): that velocity is rescaled by the old rate over the new."""
+    old = net.optimizer.lr
+    net.optimizer.lr = lr
+    if isinstance(net.optimizer, _optimizers.SGD):
+        for velocity in net.optimizer_state:
+            velocity *= old / lr
+
+
 class _Epochs(_callbacks.Callback):
     """scikit-learn's bookkeeping at the end of every epoch: loss_, loss_curve_,
     n_iter_ and t_; the count of epochs without improvement (of the training
@@ -182,7 +194,7 @@ class _Epochs(_callbacks.Callback):
             est.best_loss_ = min(est.best_loss_, est.loss_)
         sgd = est.solver == "sgd"
         if sgd and est.learning_rate == "invscaling":
-            net.optimizer.lr = est.learning_rate_init / (est.t_ + 1) ** est.power_t
+            _set_rate(net, est.learning_rate_init / (est.t_ + 1) ** est.power_t)
         if est._no_improvement_count > est.n_iter_no_change:
             what = "Validation score" if self.validation is not None else "Training loss"
             msg = (
@@ -190,7 +202,7 @@ class _Epochs(_callbacks.Callback):
                 f"{est.n_iter_no_change} consecutive epochs."
             )
             if sgd and est.learning_rate == "adaptive" and net.optimizer.lr > 1e-6:
-                net.optimizer.lr /= 5
+                _set_rate(net, net.optimizer.lr / 5)
                 est._no_improvement_count = 0
                 if est.verbose:
                     print(f"{msg} Setting learning rate to {net.optimizer.lr:f}")

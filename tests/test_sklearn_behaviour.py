@@ -486,3 +486,20 @@ def test_sample_weight_beyond_what_training_can_use(solver, weights, match):
     X, _, Y = data()
     with pytest.raises(ValueError, match=f"sample_weight.*{match}"):
         bp.MLPRegressor(solver=solver, max_iter=3).fit(X, Y[:, 0], sample_weight=weights)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(learning_rate="invscaling", momentum=0.9),
+        dict(learning_rate="invscaling", momentum=0.9, nesterovs_momentum=False),
+        dict(learning_rate="adaptive", momentum=0.9, tol=1e9, n_iter_no_change=1),
+    ],
+)
+def test_momentum_under_a_changing_rate_is_scikit_learns(params):
+    # scikit-learn's velocity keeps each past step at the rate it was taken
+    # with: a change of the rate leaves the steps already in it alone.
+    X, y, _ = data()
+    ours, theirs = both("MLPClassifier", X, y, **full_batch(**params))
+    assert_same_model(ours, theirs)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
