@@ -374,11 +374,12 @@ class _BaseMLP(BaseEstimator):
     def _reported_loss(self, loss, penalty, batches):
         """The epoch's loss as scikit-learn reports it: the data term (squared
         error averaged over the outputs too) plus, for each of the epoch's
-        batches, the penalty alpha/2·‖W‖² / batch, here with the weights W
-        as the epoch began."""
+        batches, the penalty alpha/2·‖W‖² over the batch's weight (its rows
+        without sample weights) times its share of the rows, here with the
+        weights W as the epoch began."""
         if self.out_activation_ == "identity":
             loss = loss / self.n_outputs_
-        return float(loss + 0.5 * self.alpha * penalty * batches / self._rows)
+        return float(loss + 0.5 * self.alpha * penalty * batches / self._weight_sum)
 
     def _network_score(self, net, X, y, sample_weight):
         """The validation score of net: accuracy or R², nan for outputs that
@@ -534,7 +535,6 @@ class _BaseMLP(BaseEstimator):
                 )
             validation = (X_val, y_val, weight_val)
         n = X.shape[0]
-        self._rows = n
         batch = min(200, n) if self.batch_size == "auto" else self.batch_size
         if batch > n and self.batch_size != "auto":
             warnings.warn(
@@ -547,6 +547,7 @@ class _BaseMLP(BaseEstimator):
         if sample_weight is not None:  # scaled to mean 1 (see the module's notes)
             mean_weight = float(sample_weight.mean())
             sample_weight = sample_weight / mean_weight
+        self._weight_sum = n * mean_weight  # (Σw of the rows trained on)
         if not incremental or not getattr(self, "_optimizer_ready", False):
             net.optimizer = self._optimizer(batch, mean_weight)
             self._optimizer_ready = True

@@ -138,6 +138,11 @@ def test_sample_weight_in_full_batch_sgd_is_scikit_learns():
     theirs = sk.MLPClassifier(**full_batch(alpha=0.1)).fit(X, y, sample_weight=w)
     for a, b in zip(ours.coefs_, theirs.coefs_):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    # the reported loss too: the penalty over the weights' sum, not the rows
+    params = full_batch(alpha=1.0)
+    ours = bp.MLPClassifier(**params).fit(X, y, sample_weight=3 * w)
+    theirs = sk.MLPClassifier(**params).fit(X, y, sample_weight=3 * w)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
 
 
 def test_sample_weight_zero_leaves_a_sample_out():
