@@ -551,6 +551,8 @@ class _BaseMLP(BaseEstimator):
         if not incremental or not getattr(self, "_optimizer_ready", False):
             net.optimizer = self._optimizer(batch, mean_weight)
             self._optimizer_ready = True
+        else:  # partial_fit goes on with the optimizer; the penalty is this call's
+            net.optimizer.l2 = self._optimizer(batch, mean_weight).l2
 
         def train():
             epochs = _Epochs(self, n, -(-n // batch), validation)

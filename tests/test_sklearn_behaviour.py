@@ -508,3 +508,17 @@ def test_momentum_under_a_changing_rate_is_scikit_learns(params):
     ours, theirs = both("MLPClassifier", X, y, **full_batch(**params))
     assert_same_model(ours, theirs)
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+
+
+def test_partial_fit_penalty_follows_each_call():
+    # The penalty's gradient is alpha·W over the batch's rows (their weight):
+    # calls of other sizes, weights and alpha each use their own.
+    X, y, _ = data()
+    params = full_batch(batch_size=200, alpha=1.0)
+    ours, theirs = bp.MLPClassifier(**params), sk.MLPClassifier(**params)
+    calls = [(10, None, 1.0), (60, None, 1.0), (30, np.full(30, 3.0), 1.0), (30, None, 5.0)]
+    for i, (rows, weights, alpha) in enumerate(calls):
+        for est in (ours, theirs):
+            est.set_params(alpha=alpha)
+            est.partial_fit(X[:rows], y[:rows], weights, classes=[0, 1, 2] if i == 0 else None)
+        assert_same_model(ours, theirs)
