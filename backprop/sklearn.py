@@ -762,7 +762,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 f"class: {self.classes_[0]!r}"
             )
         kind = self._binarizer.y_type_
-        self._stratified = kind != "multilabel-indicator"
+        self._stratified = kind == "binary"  # (scikit-learn's: one output only)
         if kind == "multiclass":  # class numbers for the softmax
             return X, y, np.searchsorted(self.classes_, y), ("softmax", "cross_entropy")
         Y = self._binarizer.transform(y).astype(np.float64)

@@ -295,9 +295,12 @@ def test_validation_scores():
 
 def test_early_stopping_split_messages():
     X, y, _ = data()
-    y[0] = 7  # a class with one member cannot be stratified
+    binary = np.zeros_like(y)
+    binary[0] = 1  # a class with one member cannot be stratified…
     with pytest.raises(ValueError, match="least populated class"):
-        bp.MLPClassifier(early_stopping=True).fit(X, y)
+        bp.MLPClassifier(early_stopping=True).fit(X, binary)
+    y[0] = 7  # …but as in scikit-learn only one output (two classes) is stratified
+    bp.MLPClassifier(early_stopping=True, max_iter=2).fit(X, y)
     with pytest.raises(ValueError, match="The validation set is too small"):
         bp.MLPRegressor(early_stopping=True).fit(X[:8], y[:8])
 
@@ -521,4 +524,17 @@ def test_partial_fit_penalty_follows_each_call():
         for est in (ours, theirs):
             est.set_params(alpha=alpha)
             est.partial_fit(X[:rows], y[:rows], weights, classes=[0, 1, 2] if i == 0 else None)
+        assert_same_model(ours, theirs)
+
+
+def test_early_stopping_holds_out_scikit_learns_rows():
+    # scikit-learn stratifies the held-out rows for one output (two classes)
+    # only: with three classes its split is the plain shuffled one, and a
+    # class of one member is fine.
+    X, y, _ = data(100)
+    y[0] = 7
+    params = full_batch(batch_size=200, early_stopping=True, validation_fraction=0.3, max_iter=8)
+    for target in (y, y % 2):
+        ours, theirs = both("MLPClassifier", X, target, **params)
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-12)
         assert_same_model(ours, theirs)
