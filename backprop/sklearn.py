@@ -511,6 +511,8 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping and self.validation_scores_ is None:
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
             self.best_loss_ = None
+        if not self.early_stopping and self.best_loss_ is None:  # (it was on before)
+            self.best_loss_ = np.inf
         validation = None
         if self.early_stopping:
             stratify = y if self._stratified else None

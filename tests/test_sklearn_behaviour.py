@@ -538,3 +538,14 @@ def test_early_stopping_holds_out_scikit_learns_rows():
         ours, theirs = both("MLPClassifier", X, target, **params)
         np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-12)
         assert_same_model(ours, theirs)
+
+
+def test_warm_start_after_early_stopping_is_switched_off():
+    X, y, _ = data()
+    est = bp.MLPClassifier(
+        hidden_layer_sizes=(4,), max_iter=5, early_stopping=True, warm_start=True, random_state=0
+    ).fit(X, y)
+    est.set_params(early_stopping=False)
+    est.fit(X, y)
+    assert est.n_iter_ == 5 and len(est.loss_curve_) == 10
+    assert est.best_loss_ == min(est.loss_curve_[5:])
