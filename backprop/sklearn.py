@@ -555,6 +555,8 @@ class _BaseMLP(BaseEstimator):
             self._optimizer_ready = True
         else:  # partial_fit goes on with the optimizer; the penalty is this call's
             net.optimizer.l2 = self._optimizer(batch, mean_weight).l2
+        # the batch order, drawn from random_state (as scikit-learn's shuffling is)
+        net.training_state.seed = int(rng.randint(np.iinfo(np.int32).max))
 
         def train():
             epochs = _Epochs(self, n, -(-n // batch), validation)

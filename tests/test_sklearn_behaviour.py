@@ -7,6 +7,8 @@ rounding: scikit-learn itself is the reference.  Elsewhere the tests check
 the behaviour scikit-learn documents.
 """
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -549,3 +551,19 @@ def test_warm_start_after_early_stopping_is_switched_off():
     est.fit(X, y)
     assert est.n_iter_ == 5 and len(est.loss_curve_) == 10
     assert est.best_loss_ == min(est.loss_curve_[5:])
+
+
+def test_random_state_draws_the_batch_order():
+    # As in scikit-learn, random_state decides the shuffling too: a warm
+    # start from the same model with another random_state visits the rows
+    # in another order, with the same one in the same order.
+    X, y, _ = data()
+    est = bp.MLPClassifier(
+        hidden_layer_sizes=(4,), max_iter=3, batch_size=10, warm_start=True, random_state=0
+    ).fit(X, y)
+    again = {}
+    for seed in (1, 1, 2):
+        twin = pickle.loads(pickle.dumps(est)).set_params(random_state=seed)
+        again.setdefault(seed, []).append(twin.fit(X, y).coefs_[0])
+    np.testing.assert_array_equal(again[1][0], again[1][1])
+    assert not np.allclose(again[1][0], again[2][0])
