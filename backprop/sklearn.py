@@ -665,11 +665,12 @@ class _BaseMLP(BaseEstimator):
     # -- fitted attributes ------------------------------------------------------------
     @property
     def coefs_(self):
-        """The weight matrices, layer by layer: W of shape (n_in, n_out).
-        Assigning a list of them writes them into the network."""
+        """The weight matrices, layer by layer: W of shape (n_in, n_out), the
+        network's own arrays (as in scikit-learn, writing into them changes
+        the model).  Assigning a list of them writes them into the network."""
         check_is_fitted(self, "net_")
-        with self.net_.exclusive():  # one snapshot, never mid-step of a fit
-            return [layer.W.copy() for layer in self.net_.layers]
+        with self.net_.exclusive():  # (refused while another thread fits)
+            return [layer.W for layer in self.net_.layers]
 
     @coefs_.setter
     def coefs_(self, value):
@@ -677,11 +678,11 @@ class _BaseMLP(BaseEstimator):
 
     @property
     def intercepts_(self):
-        """The bias vectors, layer by layer.  Assigning a list of them writes
-        them into the network."""
+        """The bias vectors, layer by layer, the network's own arrays.
+        Assigning a list of them writes them into the network."""
         check_is_fitted(self, "net_")
         with self.net_.exclusive():
-            return [layer.b.copy() for layer in self.net_.layers]
+            return [layer.b for layer in self.net_.layers]
 
     @intercepts_.setter
     def intercepts_(self, value):

@@ -350,7 +350,7 @@ def test_coefs_and_intercepts_are_assignable():
     est.intercepts_ = [np.zeros_like(b) for b in est.intercepts_]
     relu = np.maximum(X @ coefs[0], 0)
     np.testing.assert_allclose(est.predict(X), (relu @ coefs[1])[:, 0], rtol=1e-12)
-    before = est.coefs_
+    before = [c.copy() for c in est.coefs_]
     with pytest.raises(ValueError, match=r"coefs_\[1\]"):
         est.coefs_ = [np.ones_like(coefs[0]), np.ones((2, 2))]
     for a, b in zip(est.coefs_, before):  # nothing was written
@@ -540,6 +540,21 @@ def test_early_stopping_holds_out_scikit_learns_rows():
         ours, theirs = both("MLPClassifier", X, target, **params)
         np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-12)
         assert_same_model(ours, theirs)
+
+
+def test_coefs_are_the_models_own_arrays():
+    # Writing into coefs_ and intercepts_ changes the model, as in
+    # scikit-learn (here: the weights of a feature set to zero).
+    X, _, Y = data()
+    params = dict(solver="lbfgs", hidden_layer_sizes=(4,), max_iter=20, random_state=0)
+    ours, theirs = both("MLPRegressor", X, Y[:, 0], **params)
+    for est in (ours, theirs):
+        est.coefs_[0][1, :] = 0
+        est.intercepts_[-1][:] += 1.5
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-9)
+    X2 = X.copy()
+    X2[:, 1] = 100.0  # the feature no longer counts
+    np.testing.assert_allclose(ours.predict(X2), ours.predict(X), rtol=1e-12)
 
 
 def test_warm_start_after_early_stopping_is_switched_off():
