@@ -18,7 +18,8 @@ behaviour, trained by the compiled core:
   regression, loss="poisson" with an exp output;
 - the same training: the stopping rule on tol and n_iter_no_change (also
   np.inf), early stopping on the validation score (accuracy, or R² for the
-  regressor) over a split stratified by class, the learning-rate schedules
+  regressor) over scikit-learn's split (stratified by class for two
+  classes), the learning-rate schedules
   'invscaling' (over the samples seen, t_) and 'adaptive', warm_start and
   partial_fit (classes= on the first call), sample_weight, sparse X (CSR or
   CSC), parameters in the input's float type (float32 in, float32 out),
@@ -36,8 +37,16 @@ backend), so that the models do not compete for the cores.
 Where results differ from scikit-learn's (beyond the random draws of
 shuffling): sample weights are scaled to mean 1 once for the whole data
 (scikit-learn divides each batch's gradient by that batch's weight sum);
-loss_curve_ adds the penalty at each epoch's final weights.  Requires
-scikit-learn (pip install "backprop[sklearn]").
+the penalty's gradient is alpha·W over the batch size for every batch,
+the last one of an epoch included when it is smaller (scikit-learn: over
+its own rows); loss_curve_ adds the penalty at the weights each epoch
+began with; Adam adds ε to the bias-corrected root of the second moment
+(scikit-learn: to the root before its correction).
+
+fit and partial_fit run in one thread at a time for an estimator (another
+thread's call meanwhile raises RuntimeError), and one refused before it
+trains leaves the estimator as it was.  Requires scikit-learn (pip install
+"backprop[sklearn]").
 """
 
 from __future__ import annotations
