@@ -18,7 +18,8 @@ behaviour, trained by the compiled core:
   regression, loss="poisson" with an exp output;
 - the same training: the stopping rule on tol and n_iter_no_change (also
   np.inf), early stopping on the validation score (accuracy, or R² for the
-  regressor) over a split stratified by class, the learning-rate schedules
+  regressor) over scikit-learn's split (stratified by class for two
+  classes), the learning-rate schedules
   'invscaling' (over the samples seen, t_) and 'adaptive', warm_start and
   partial_fit (classes= on the first call), sample_weight, sparse X (CSR or
   CSC), parameters in the input's float type (float32 in, float32 out),
@@ -36,7 +37,15 @@ backend), so that the models do not compete for the cores.
 Where results differ from scikit-learn's (beyond the random draws of
 shuffling): sample weights are scaled to mean 1 once for the whole data
 (scikit-learn divides each batch's gradient by that batch's weight sum);
-loss_curve_ adds the penalty at each epoch's final weights.
+the penalty's gradient is alpha·W over the batch size for every batch,
+the last one of an epoch included when it is smaller (scikit-learn: over
+its own rows); loss_curve_ adds the penalty at the weights each epoch
+began with; Adam adds ε to the bias-corrected root of the second moment
+(scikit-learn: to the root before its correction).
+
+fit and partial_fit run in one thread at a time for an estimator (another
+thread's call meanwhile raises RuntimeError), and one refused before it
+trains leaves the estimator as it was.
 
 `to_sklearn(net)` turns a Sequential into a fitted scikit-learn
 MLPClassifier or MLPRegressor (sklearn.neural_network) that predicts as it
@@ -49,7 +58,9 @@ or one of these, into a Sequential.  Requires scikit-learn
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import threading
 import warnings
 
 import numpy as np
@@ -102,21 +113,63 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _check_number(name, value, low, high=np.inf, low_open=False, integer=False):
+def _check_number(name, value, low, high=np.inf, low_open=False, high_open=False, integer=False):
+    """value a finite number (an integer if `integer`) from low to high, the
+    ends included unless open; a ValueError naming `name` otherwise."""
     ok = (_is_int(value) if integer else isinstance(value, numbers.Real)) and not isinstance(
         value, bool
     )
     if ok:
-        ok = (value > low if low_open else value >= low) and value <= high
+        ok = (
+            bool(np.isfinite(value))
+            and (value > low if low_open else value >= low)
+            and (value < high if high_open else value <= high)
+        )
     if not ok:
-        kind = "an integer" if integer else "a number"
-        bound = f"{'>' if low_open else '≥'} {low}" + (f" and ≤ {high}" if high < np.inf else "")
+        kind = "an integer" if integer else "a finite number"
+        bound = f"{'>' if low_open else '≥'} {low}"
+        if high < np.inf:
+            bound += f" and {'<' if high_open else '≤'} {high}"
         raise ValueError(f"{name} must be {kind} {bound}, got {value!r}")
+
+
+_FITTING: set[int] = set()  # the estimators (by id) that some thread is fitting
+_FITTING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_fit_at_a_time(est):
+    """Keep est's fit and partial_fit to one thread at a time: another
+    thread's meanwhile raises RuntimeError at once, touching nothing."""
+    with _FITTING_LOCK:
+        if id(est) in _FITTING:
+            raise RuntimeError(
+                f"this {type(est).__name__} is being fitted by another thread: fit and "
+                "partial_fit one call at a time (sklearn.base.clone gives another estimator)"
+            )
+        _FITTING.add(id(est))
+    try:
+        yield
+    finally:
+        with _FITTING_LOCK:
+            _FITTING.discard(id(est))
 
 
 def _penalty(net) -> float:
     """Σ ‖W‖² over the layers of net (the biases are not penalised)."""
     return float(sum(np.dot(w.ravel(), w.ravel()) for w in (layer.W for layer in net.layers)))
+
+
+def _set_rate(net, lr):
+    """Change the learning rate of the schedules as scikit-learn does.  Its
+    velocity holds the past steps, each at the rate it was taken with
+    (v ← μ·v − η·g), where SGD's holds the gradients (v ← μ·v + g, a step of
+    η·v): that velocity is rescaled by the old rate over the new."""
+    old = net.optimizer.lr
+    net.optimizer.lr = lr
+    if isinstance(net.optimizer, _optimizers.SGD):
+        for velocity in net.optimizer_state:
+            velocity *= old / lr
 
 
 class _Epochs(_callbacks.Callback):
@@ -159,7 +212,7 @@ class _Epochs(_callbacks.Callback):
             est.best_loss_ = min(est.best_loss_, est.loss_)
         sgd = est.solver == "sgd"
         if sgd and est.learning_rate == "invscaling":
-            net.optimizer.lr = est.learning_rate_init / (est.t_ + 1) ** est.power_t
+            _set_rate(net, est.learning_rate_init / (est.t_ + 1) ** est.power_t)
         if est._no_improvement_count > est.n_iter_no_change:
             what = "Validation score" if self.validation is not None else "Training loss"
             msg = (
@@ -167,7 +220,7 @@ class _Epochs(_callbacks.Callback):
                 f"{est.n_iter_no_change} consecutive epochs."
             )
             if sgd and est.learning_rate == "adaptive" and net.optimizer.lr > 1e-6:
-                net.optimizer.lr /= 5
+                _set_rate(net, net.optimizer.lr / 5)
                 est._no_improvement_count = 0
                 if est.verbose:
                     print(f"{msg} Setting learning rate to {net.optimizer.lr:f}")
@@ -275,13 +328,14 @@ class _BaseMLP(BaseEstimator):
         _check_number("learning_rate_init", self.learning_rate_init, 0, low_open=True)
         _check_number("power_t", self.power_t, 0)
         _check_number("momentum", self.momentum, 0, 1)
-        _check_number("beta_1", self.beta_1, 0, 1)
-        _check_number("beta_2", self.beta_2, 0, 1)
+        _check_number("beta_1", self.beta_1, 0, 1, high_open=True)
+        _check_number("beta_2", self.beta_2, 0, 1, high_open=True)
         _check_number("epsilon", self.epsilon, 0, low_open=True)
-        _check_number("validation_fraction", self.validation_fraction, 0, 1, low_open=True)
-        if self.validation_fraction >= 1:
+        _check_number("validation_fraction", self.validation_fraction, 0, 1, high_open=True)
+        if self.early_stopping and self.validation_fraction == 0:
             raise ValueError(
-                f"validation_fraction must lie in (0, 1), got {self.validation_fraction!r}"
+                "validation_fraction must be > 0 with early_stopping=True (the share "
+                "of the rows held out to score each epoch), got 0"
             )
         if self.n_iter_no_change != np.inf:
             _check_number("n_iter_no_change", self.n_iter_no_change, 1, integer=True)
@@ -338,11 +392,12 @@ class _BaseMLP(BaseEstimator):
     def _reported_loss(self, loss, penalty, batches):
         """The epoch's loss as scikit-learn reports it: the data term (squared
         error averaged over the outputs too) plus, for each of the epoch's
-        batches, the penalty alpha/2·‖W‖² / batch, here with the weights W
-        as the epoch began."""
+        batches, the penalty alpha/2·‖W‖² over the batch's weight (its rows
+        without sample weights) times its share of the rows, here with the
+        weights W as the epoch began."""
         if self.out_activation_ == "identity":
             loss = loss / self.n_outputs_
-        return float(loss + 0.5 * self.alpha * penalty * batches / self._rows)
+        return float(loss + 0.5 * self.alpha * penalty * batches / self._weight_sum)
 
     def _network_score(self, net, X, y, sample_weight):
         """The validation score of net: accuracy or R², nan for outputs that
@@ -357,18 +412,50 @@ class _BaseMLP(BaseEstimator):
         return float(self._score_outputs(out, y, sample_weight))
 
     # -- training ----------------------------------------------------------------
-    def _fit(self, X, y, sample_weight=None, incremental=False):
-        hidden = self._check_params()
+    def _fit(self, X, y, sample_weight=None, incremental=False, classes=None):
+        """fit (or, incremental, partial_fit).  A fit refused before it trains
+        (bad data, weights or parameters; a network another thread is using)
+        leaves the estimator as it was; one fit of an estimator at a time."""
+        with _one_fit_at_a_time(self):
+            hidden = self._check_params()
+            rng = self._random_state()
+            first = not hasattr(self, "net_") or (not self.warm_start and not incremental)
+            with contextlib.nullcontext() if first else self.net_.exclusive():
+                saved = dict(self.__dict__)
+                try:
+                    if incremental:
+                        self._partial_fit_classes(y, classes)
+                    net, train = self._prepare(X, y, sample_weight, incremental, hidden, rng, first)
+                except BaseException:
+                    self.__dict__.clear()
+                    self.__dict__.update(saved)
+                    raise
+                train()
+        if not np.isfinite(net.params).all():
+            raise ValueError(_NON_FINITE)
+        return self
+
+    def _random_state(self):
+        """random_state as scikit-learn's check_random_state makes it."""
+        try:
+            return check_random_state(self.random_state)
+        except ValueError as exc:
+            raise ValueError(f"random_state: {exc}") from None
+
+    def _partial_fit_classes(self, y, classes):
+        """partial_fit's classes= (the classifier's)."""
+
+    def _prepare(self, X, y, sample_weight, incremental, hidden, rng, first):
+        """Everything a fit checks and sets up before training: (the network,
+        a function that trains it)."""
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
-        first = not hasattr(self, "net_") or (not self.warm_start and not incremental)
         X, y, targets, (output, loss) = self._validate_input(X, y, incremental, reset=first)
         if scipy.sparse.issparse(X):
             X = X.tocsr()  # (rows are what training reads)
         n = X.shape[0]
         if sample_weight is not None:
             sample_weight = self._checked_weights(sample_weight, n)
-        rng = check_random_state(self.random_state)
         sizes = [X.shape[1], *hidden, targets.shape[1] if targets.ndim == 2 else 1]
         if loss == "cross_entropy":
             sizes[-1] = len(self.classes_)
@@ -401,15 +488,14 @@ class _BaseMLP(BaseEstimator):
         net = self.net_
         net.n_threads = self.n_threads
         if self.solver == "lbfgs":
-            self._fit_lbfgs(net, X, targets, sample_weight)
-        else:
-            self._fit_stochastic(net, X, y, targets, sample_weight, rng, incremental)
-        if not np.isfinite(net.params).all():
-            raise ValueError(_NON_FINITE)
-        return self
+            return net, lambda: self._fit_lbfgs(net, X, targets, sample_weight)
+        return net, self._fit_stochastic(net, X, y, targets, sample_weight, rng, incremental)
 
     def _checked_weights(self, sample_weight, n):
-        w = np.asarray(sample_weight, dtype=np.float64)
+        w = np.asarray(sample_weight)
+        if w.dtype.kind == "c":  # (converting would drop the imaginary parts)
+            raise ValueError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+        w = w.astype(np.float64)
         if w.ndim == 0:
             w = np.full(n, float(w))
         if w.shape != (n,):
@@ -418,11 +504,24 @@ class _BaseMLP(BaseEstimator):
             )
         if not np.isfinite(w).all() or (w < 0).any():
             raise ValueError("sample_weight must hold finite weights ≥ 0")
-        if not w.sum() > 0:
+        total = w.sum()
+        if not total > 0:
             raise ValueError("sample_weight: every weight is zero; give some sample a weight > 0")
+        if not np.isfinite(total):
+            raise ValueError(
+                "sample_weight: the weights add up to more than the float range holds; "
+                "scale them down"
+            )
+        if not np.isfinite(max(self.alpha, 1.0) * n / total):  # (the penalty's alpha / Σw)
+            raise ValueError(
+                f"sample_weight: the weights are too small: they add up to {total:g}, "
+                "and alpha or n_samples over that overflows; scale them up"
+            )
         return w
 
     def _fit_stochastic(self, net, X, y, targets, sample_weight, rng, incremental):
+        """The set-up of a stochastic solver's fit (the validation split, the
+        optimizer), and the function that then trains."""
         if not hasattr(self, "loss_curve_"):  # (a first fit, or one after lbfgs)
             self.loss_curve_ = []
             self.best_loss_ = np.inf
@@ -430,6 +529,8 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping and self.validation_scores_ is None:
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
             self.best_loss_ = None
+        if not self.early_stopping and self.best_loss_ is None:  # (it was on before)
+            self.best_loss_ = np.inf
         validation = None
         if self.early_stopping:
             stratify = y if self._stratified else None
@@ -454,45 +555,53 @@ class _BaseMLP(BaseEstimator):
                 )
             validation = (X_val, y_val, weight_val)
         n = X.shape[0]
-        self._rows = n
         batch = min(200, n) if self.batch_size == "auto" else self.batch_size
         if batch > n and self.batch_size != "auto":
             warnings.warn(
                 "Got `batch_size` less than 1 or larger than sample size. "
                 "It is going to be clipped",
-                stacklevel=4,
+                stacklevel=5,
             )
         batch = min(batch, n)
         mean_weight = 1.0
         if sample_weight is not None:  # scaled to mean 1 (see the module's notes)
             mean_weight = float(sample_weight.mean())
             sample_weight = sample_weight / mean_weight
+        self._weight_sum = n * mean_weight  # (Σw of the rows trained on)
         if not incremental or not getattr(self, "_optimizer_ready", False):
             net.optimizer = self._optimizer(batch, mean_weight)
             self._optimizer_ready = True
-        epochs = _Epochs(self, n, -(-n // batch), validation)
-        self._stopped = False
-        self.n_iter_ = 0  # (as scikit-learn: the epochs of this call)
-        history = net.fit(
-            X,
-            targets,
-            epochs=1 if incremental else self.max_iter,
-            batch_size=batch,
-            shuffle=self.shuffle,
-            sample_weight=sample_weight,
-            callbacks=[epochs],
-        )
-        if len(history.history["loss"]) > self.n_iter_:  # an epoch that diverged
-            raise ValueError(_NON_FINITE)
-        if self.early_stopping:
-            net.params = self._best_params
-        if not incremental and not self._stopped and self.n_iter_ == self.max_iter:
-            warnings.warn(
-                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                "reached and the optimization hasn't converged yet.",
-                ConvergenceWarning,
-                stacklevel=4,
+        else:  # partial_fit goes on with the optimizer; the penalty is this call's
+            net.optimizer.l2 = self._optimizer(batch, mean_weight).l2
+        # the batch order, drawn from random_state (as scikit-learn's shuffling is)
+        net.training_state.seed = int(rng.randint(np.iinfo(np.int32).max))
+
+        def train():
+            epochs = _Epochs(self, n, -(-n // batch), validation)
+            self._stopped = False
+            self.n_iter_ = 0  # (as scikit-learn: the epochs of this call)
+            history = net.fit(
+                X,
+                targets,
+                epochs=1 if incremental else self.max_iter,
+                batch_size=batch,
+                shuffle=self.shuffle,
+                sample_weight=sample_weight,
+                callbacks=[epochs],
             )
+            if len(history.history["loss"]) > self.n_iter_:  # an epoch that diverged
+                raise ValueError(_NON_FINITE)
+            if self.early_stopping:
+                net.params = self._best_params
+            if not incremental and not self._stopped and self.n_iter_ == self.max_iter:
+                warnings.warn(
+                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                    "reached and the optimization hasn't converged yet.",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
+
+        return train
 
     def _fit_lbfgs(self, net, X, targets, sample_weight):
         """scipy's L-BFGS-B over the flat parameters, whose objective is the
@@ -511,7 +620,11 @@ class _BaseMLP(BaseEstimator):
         chunks = [slice(i, min(i + step, n)) for i in range(0, n, step)]
         alpha = self.alpha / total
 
+        limit = np.finfo(net.dtype).max
+
         def objective(x):
+            if not (np.abs(x) <= limit).all():  # a line-search step past the float range:
+                return np.nan, np.full(x.shape, np.nan)  # (so that scipy stops there)
             net.params = x
             value, grad = 0.0, np.zeros(net.params.shape, np.float64)
             for rows in chunks:
@@ -540,6 +653,8 @@ class _BaseMLP(BaseEstimator):
             callback=report if self.verbose else None,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
         )
+        if not (np.abs(result.x) <= limit).all():
+            raise ValueError(_NON_FINITE)
         net.params = result.x
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = float(result.fun)
@@ -549,7 +664,7 @@ class _BaseMLP(BaseEstimator):
                 f"(status={result.status}): {result.message}\n\nIncrease the number "
                 "of iterations (max_iter) or scale the data (sklearn.preprocessing).",
                 ConvergenceWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
 
     def fit(self, X, y, sample_weight=None):
@@ -568,11 +683,12 @@ class _BaseMLP(BaseEstimator):
     # -- fitted attributes ------------------------------------------------------------
     @property
     def coefs_(self):
-        """The weight matrices, layer by layer: W of shape (n_in, n_out).
-        Assigning a list of them writes them into the network."""
+        """The weight matrices, layer by layer: W of shape (n_in, n_out), the
+        network's own arrays (as in scikit-learn, writing into them changes
+        the model).  Assigning a list of them writes them into the network."""
         check_is_fitted(self, "net_")
-        with self.net_.exclusive():  # one snapshot, never mid-step of a fit
-            return [layer.W.copy() for layer in self.net_.layers]
+        with self.net_.exclusive():  # (refused while another thread fits)
+            return [layer.W for layer in self.net_.layers]
 
     @coefs_.setter
     def coefs_(self, value):
@@ -580,11 +696,11 @@ class _BaseMLP(BaseEstimator):
 
     @property
     def intercepts_(self):
-        """The bias vectors, layer by layer.  Assigning a list of them writes
-        them into the network."""
+        """The bias vectors, layer by layer, the network's own arrays.
+        Assigning a list of them writes them into the network."""
         check_is_fitted(self, "net_")
         with self.net_.exclusive():
-            return [layer.b.copy() for layer in self.net_.layers]
+            return [layer.b for layer in self.net_.layers]
 
     @intercepts_.setter
     def intercepts_(self, value):
@@ -669,7 +785,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 f"class: {self.classes_[0]!r}"
             )
         kind = self._binarizer.y_type_
-        self._stratified = kind != "multilabel-indicator"
+        self._stratified = kind == "binary"  # (scikit-learn's: one output only)
         if kind == "multiclass":  # class numbers for the softmax
             return X, y, np.searchsorted(self.classes_, y), ("softmax", "cross_entropy")
         Y = self._binarizer.transform(y).astype(np.float64)
@@ -679,6 +795,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y).  The first call needs `classes`, every
         class the model will see (or y as a multi-label indicator matrix)."""
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _partial_fit_classes(self, y, classes):
         known = getattr(self, "classes_", None)
         if known is None and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -696,7 +815,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             else:
                 self._binarizer.fit(classes)
             self.classes_ = self._binarizer.classes_
-        return self._fit(X, y, sample_weight, incremental=True)
 
     def _labels(self, out):
         """Labels of classes_ from the network's outputs: scikit-learn's

@@ -1,7 +1,10 @@
 """The scikit-learn estimators: scikit-learn's own estimator checks, and
 use in pipelines and grid searches."""
 
+import contextlib
+import threading
 import unittest
+import warnings
 
 import numpy as np
 import pytest
@@ -127,20 +130,13 @@ def test_bad_parameters(params, match):
         MLPClassifier(**params).fit(X_train, y_train)
 
 
-@pytest.mark.parametrize("name", ["coefs_", "intercepts_"])
-def test_the_weights_are_read_as_one_snapshot(name):
-    # Read while another thread holds the network (as a fit does), they are
-    # refused, never copied layer by layer from different steps.
-    import threading
-
-    rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(30, 3)), rng.integers(0, 3, 30)
-    with pytest.warns(Warning):  # (two iterations do not converge)
-        est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y)
+@contextlib.contextmanager
+def held_by_another_thread(net):
+    """The block runs while another thread holds net (as a fit does)."""
     holding, done = threading.Event(), threading.Event()
 
     def hold():
-        with est.net_.exclusive():
+        with net.exclusive():
             holding.set()
             done.wait(10)
 
@@ -148,9 +144,102 @@ def test_the_weights_are_read_as_one_snapshot(name):
     t.start()
     holding.wait(10)
     try:
-        with pytest.raises(RuntimeError, match="in use by another thread"):
-            getattr(est, name)
+        yield
     finally:
         done.set()
         t.join()
+
+
+@pytest.mark.parametrize("name", ["coefs_", "intercepts_"])
+def test_the_weights_are_read_as_one_snapshot(name):
+    # Read while another thread holds the network (as a fit does), they are
+    # refused, never copied layer by layer from different steps.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 3)), rng.integers(0, 3, 30)
+    with pytest.warns(Warning):  # (two iterations do not converge)
+        est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y)
+    with held_by_another_thread(est.net_):
+        with pytest.raises(RuntimeError, match="in use by another thread"):
+            getattr(est, name)
     assert len(getattr(est, name)) == 2
+
+
+def fitted_state(est):
+    """What a user sees of a fitted classifier, as plain copies."""
+    return (
+        list(est.classes_),
+        est.n_features_in_,
+        est.n_iter_,
+        est.t_,
+        list(est.loss_curve_),
+        [c.copy() for c in est.coefs_ + est.intercepts_],
+    )
+
+
+def assert_same_state(a, b):
+    assert a[:5] == b[:5]
+    for x, y in zip(a[5], b[5]):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_partial_fit_refused_by_a_busy_network_changes_nothing():
+    X_train, _, y_train, _ = digits()
+    X, y = X_train[:60] / 16, y_train[:60]
+    est = MLPClassifier(hidden_layer_sizes=(3,), random_state=0)
+    est.partial_fit(X, y, classes=np.arange(10)).partial_fit(X, y)
+    before = fitted_state(est)
+    with held_by_another_thread(est.net_):
+        with pytest.raises(RuntimeError, match="in use by another thread"):
+            est.partial_fit(X, y)
+    assert_same_state(fitted_state(est), before)
+    est.partial_fit(X, y)  # and goes on as before
+    assert est.n_iter_ == 1 and len(est.loss_curve_) == 3 and est.t_ == 180
+
+
+class Blocking:
+    """An array whose conversion waits until told to go on: a fit that
+    reads it stays in progress meanwhile."""
+
+    def __init__(self, X):
+        self.X, self.reading, self.go = X, threading.Event(), threading.Event()
+        self.shape, self.ndim, self.dtype = X.shape, X.ndim, X.dtype
+
+    def __len__(self):
+        return len(self.X)
+
+    def __array__(self, dtype=None, copy=None):
+        self.reading.set()
+        self.go.wait(10)
+        return self.X if dtype is None else self.X.astype(dtype)
+
+
+@pytest.mark.parametrize("second", ["fit", "partial_fit"])
+def test_a_second_fit_from_another_thread_is_refused(second):
+    # One fit of an estimator at a time: another thread's fit or partial_fit
+    # meanwhile is refused at once, and the first fit ends whole.
+    X_train, _, y_train, _ = digits()
+    X, y = X_train[:60] / 16, y_train[:60]
+    est = MLPClassifier(hidden_layer_sizes=(3,), max_iter=4, random_state=0)
+    est.partial_fit(X, y, classes=np.arange(10))
+    blocking = Blocking(X)
+    errors = []
+
+    def first():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
+                est.fit(blocking, y)
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    t = threading.Thread(target=first)
+    t.start()
+    blocking.reading.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match="being fitted by another thread"):
+            getattr(est, second)(X, y)
+    finally:
+        blocking.go.set()
+        t.join()
+    assert not errors
+    assert est.n_iter_ == len(est.loss_curve_) == 4  # the first fit's, whole

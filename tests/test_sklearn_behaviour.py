@@ -7,6 +7,8 @@ rounding: scikit-learn itself is the reference.  Elsewhere the tests check
 the behaviour scikit-learn documents.
 """
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -138,6 +140,11 @@ def test_sample_weight_in_full_batch_sgd_is_scikit_learns():
     theirs = sk.MLPClassifier(**full_batch(alpha=0.1)).fit(X, y, sample_weight=w)
     for a, b in zip(ours.coefs_, theirs.coefs_):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    # the reported loss too: the penalty over the weights' sum, not the rows
+    params = full_batch(alpha=1.0)
+    ours = bp.MLPClassifier(**params).fit(X, y, sample_weight=3 * w)
+    theirs = sk.MLPClassifier(**params).fit(X, y, sample_weight=3 * w)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
 
 
 def test_sample_weight_zero_leaves_a_sample_out():
@@ -290,9 +297,12 @@ def test_validation_scores():
 
 def test_early_stopping_split_messages():
     X, y, _ = data()
-    y[0] = 7  # a class with one member cannot be stratified
+    binary = np.zeros_like(y)
+    binary[0] = 1  # a class with one member cannot be stratified…
     with pytest.raises(ValueError, match="least populated class"):
-        bp.MLPClassifier(early_stopping=True).fit(X, y)
+        bp.MLPClassifier(early_stopping=True).fit(X, binary)
+    y[0] = 7  # …but as in scikit-learn only one output (two classes) is stratified
+    bp.MLPClassifier(early_stopping=True, max_iter=2).fit(X, y)
     with pytest.raises(ValueError, match="The validation set is too small"):
         bp.MLPRegressor(early_stopping=True).fit(X[:8], y[:8])
 
@@ -340,7 +350,7 @@ def test_coefs_and_intercepts_are_assignable():
     est.intercepts_ = [np.zeros_like(b) for b in est.intercepts_]
     relu = np.maximum(X @ coefs[0], 0)
     np.testing.assert_allclose(est.predict(X), (relu @ coefs[1])[:, 0], rtol=1e-12)
-    before = est.coefs_
+    before = [c.copy() for c in est.coefs_]
     with pytest.raises(ValueError, match=r"coefs_\[1\]"):
         est.coefs_ = [np.ones_like(coefs[0]), np.ones((2, 2))]
     for a, b in zip(est.coefs_, before):  # nothing was written
@@ -389,3 +399,186 @@ def test_sparse_input_is_scikit_learns(solver, density):
     for a, b in zip(ours.coefs_, dense.coefs_):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
     np.testing.assert_array_equal(ours.predict(X.tocsc()), dense.predict(X.toarray()))
+
+
+# -- on the edges ------------------------------------------------------------------
+def test_validation_fraction_zero_is_allowed_without_early_stopping():
+    # scikit-learn's range for validation_fraction is [0, 1); only early
+    # stopping uses it, and it needs rows to hold out.
+    X, y, _ = data()
+    ours, theirs = both("MLPClassifier", X, y, validation_fraction=0.0, max_iter=3)
+    assert ours.n_iter_ == theirs.n_iter_ == 3
+    with pytest.raises(ValueError, match="validation_fraction"):
+        bp.MLPClassifier(validation_fraction=0.0, early_stopping=True).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("beta_1", 1.0),
+        ("beta_2", 1.0),
+        ("alpha", np.inf),
+        ("learning_rate_init", np.inf),
+        ("tol", np.inf),
+        ("epsilon", np.inf),
+        ("power_t", np.inf),
+        ("random_state", -1),
+        ("random_state", "seed"),
+    ],
+)
+def test_bad_parameters_are_named(name, value):
+    # scikit-learn refuses each of these naming the parameter; so must we,
+    # not by an internal name (betas[0], l2, lr) or not at all.
+    X, y, _ = data()
+    for module in (sk, bp):
+        with pytest.raises(ValueError, match=name):
+            module.MLPClassifier(**{name: value}).fit(X, y)
+
+
+def test_a_refused_fit_leaves_the_fitted_model_alone():
+    # Bad weights or a bad random_state with data of another shape and
+    # other classes: the refused fit changes neither the model nor the
+    # attributes that describe it.
+    X, y, _ = data()
+    est = bp.MLPClassifier(hidden_layer_sizes=(3,), max_iter=3, random_state=0).fit(X, y)
+    before = (list(est.classes_), est.n_features_in_, est.loss_curve_.copy())
+    proba = est.predict_proba(X)
+    rng = np.random.default_rng(1)
+    X5, y5 = rng.normal(size=(40, 5)), np.array(list("ab"))[rng.integers(0, 2, 40)]
+    with pytest.raises(ValueError, match="sample_weight"):
+        est.fit(X5, y5, sample_weight=np.ones(3))
+    est.set_params(random_state=-1)
+    with pytest.raises(ValueError, match="random_state"):
+        est.fit(X5, y5)
+    est.set_params(random_state=0, early_stopping=True)
+    with pytest.raises(ValueError, match="test_size"):  # (too few rows to hold out)
+        est.fit(X5[:5], y5[:5])
+    assert (list(est.classes_), est.n_features_in_, est.loss_curve_) == before
+    np.testing.assert_array_equal(est.predict_proba(X), proba)
+
+
+def test_a_refused_first_partial_fit_keeps_no_classes():
+    # The classes of a first partial_fit that failed are not kept: the next
+    # first call may name others.
+    X, y, _ = data()
+    est = bp.MLPClassifier(hidden_layer_sizes=(3,), random_state=0)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.partial_fit(bad, y, classes=[0, 1, 2])
+    assert not hasattr(est, "classes_")
+    est.partial_fit(X, y % 2, classes=[0, 1])
+    assert list(est.classes_) == [0, 1]
+
+
+def test_lbfgs_line_search_beyond_the_float_range():
+    # Inputs so large that the first line search steps past the float range:
+    # scikit-learn keeps the last finite point and warns; so do we.
+    X, _, Y = data()
+    params = dict(solver="lbfgs", hidden_layer_sizes=(4,), max_iter=5, random_state=0)
+    theirs = sk.MLPRegressor(**params).fit(X * 1e200, Y[:, 0])
+    with pytest.warns(ConvergenceWarning):
+        ours = bp.MLPRegressor(**params).fit(X * 1e200, Y[:, 0])
+    assert ours.n_iter_ == theirs.n_iter_
+    assert all(np.isfinite(c).all() for c in ours.coefs_ + ours.intercepts_)
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize(
+    "weights,match",
+    [
+        (np.ones(60) + 1j, "real"),  # (not the real parts alone)
+        (np.r_[np.full(30, 1e308), np.ones(30)], "add up"),  # the sum overflows
+        (np.full(60, 1e-320), "too small"),  # alpha / their sum overflows
+    ],
+)
+def test_sample_weight_beyond_what_training_can_use(solver, weights, match):
+    X, _, Y = data()
+    with pytest.raises(ValueError, match=f"sample_weight.*{match}"):
+        bp.MLPRegressor(solver=solver, max_iter=3).fit(X, Y[:, 0], sample_weight=weights)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(learning_rate="invscaling", momentum=0.9),
+        dict(learning_rate="invscaling", momentum=0.9, nesterovs_momentum=False),
+        dict(learning_rate="adaptive", momentum=0.9, tol=1e9, n_iter_no_change=1),
+    ],
+)
+def test_momentum_under_a_changing_rate_is_scikit_learns(params):
+    # scikit-learn's velocity keeps each past step at the rate it was taken
+    # with: a change of the rate leaves the steps already in it alone.
+    X, y, _ = data()
+    ours, theirs = both("MLPClassifier", X, y, **full_batch(**params))
+    assert_same_model(ours, theirs)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+
+
+def test_partial_fit_penalty_follows_each_call():
+    # The penalty's gradient is alpha·W over the batch's rows (their weight):
+    # calls of other sizes, weights and alpha each use their own.
+    X, y, _ = data()
+    params = full_batch(batch_size=200, alpha=1.0)
+    ours, theirs = bp.MLPClassifier(**params), sk.MLPClassifier(**params)
+    calls = [(10, None, 1.0), (60, None, 1.0), (30, np.full(30, 3.0), 1.0), (30, None, 5.0)]
+    for i, (rows, weights, alpha) in enumerate(calls):
+        for est in (ours, theirs):
+            est.set_params(alpha=alpha)
+            est.partial_fit(X[:rows], y[:rows], weights, classes=[0, 1, 2] if i == 0 else None)
+        assert_same_model(ours, theirs)
+
+
+def test_early_stopping_holds_out_scikit_learns_rows():
+    # scikit-learn stratifies the held-out rows for one output (two classes)
+    # only: with three classes its split is the plain shuffled one, and a
+    # class of one member is fine.
+    X, y, _ = data(100)
+    y[0] = 7
+    params = full_batch(batch_size=200, early_stopping=True, validation_fraction=0.3, max_iter=8)
+    for target in (y, y % 2):
+        ours, theirs = both("MLPClassifier", X, target, **params)
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-12)
+        assert_same_model(ours, theirs)
+
+
+def test_coefs_are_the_models_own_arrays():
+    # Writing into coefs_ and intercepts_ changes the model, as in
+    # scikit-learn (here: the weights of a feature set to zero).
+    X, _, Y = data()
+    params = dict(solver="lbfgs", hidden_layer_sizes=(4,), max_iter=20, random_state=0)
+    ours, theirs = both("MLPRegressor", X, Y[:, 0], **params)
+    for est in (ours, theirs):
+        est.coefs_[0][1, :] = 0
+        est.intercepts_[-1][:] += 1.5
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-9)
+    X2 = X.copy()
+    X2[:, 1] = 100.0  # the feature no longer counts
+    np.testing.assert_allclose(ours.predict(X2), ours.predict(X), rtol=1e-12)
+
+
+def test_warm_start_after_early_stopping_is_switched_off():
+    X, y, _ = data()
+    est = bp.MLPClassifier(
+        hidden_layer_sizes=(4,), max_iter=5, early_stopping=True, warm_start=True, random_state=0
+    ).fit(X, y)
+    est.set_params(early_stopping=False)
+    est.fit(X, y)
+    assert est.n_iter_ == 5 and len(est.loss_curve_) == 10
+    assert est.best_loss_ == min(est.loss_curve_[5:])
+
+
+def test_random_state_draws_the_batch_order():
+    # As in scikit-learn, random_state decides the shuffling too: a warm
+    # start from the same model with another random_state visits the rows
+    # in another order, with the same one in the same order.
+    X, y, _ = data()
+    est = bp.MLPClassifier(
+        hidden_layer_sizes=(4,), max_iter=3, batch_size=10, warm_start=True, random_state=0
+    ).fit(X, y)
+    again = {}
+    for seed in (1, 1, 2):
+        twin = pickle.loads(pickle.dumps(est)).set_params(random_state=seed)
+        again.setdefault(seed, []).append(twin.fit(X, y).coefs_[0])
+    np.testing.assert_array_equal(again[1][0], again[1][1])
+    assert not np.allclose(again[1][0], again[2][0])
