@@ -8,6 +8,10 @@ import numpy as np
 import pytest
 
 from backprop import _ops
+from backprop._codes import ActivationCode as Act
+from backprop._codes import LossCode as Loss
+from backprop._engine import Engine
+from backprop.layout import Layout
 
 GAMMA = 0x9E3779B97F4A7C15
 
@@ -122,3 +126,87 @@ def test_the_kernels_refuse_shapes_that_do_not_fit():
         _ops.dropout_forward(np.empty_like(a), a, np.ones((3, 5), np.uint8), 0.5)
     with pytest.raises(ValueError, match="g_a must have shape"):
         _ops.dropout_backward(np.empty((2, 4)), a, np.ones((3, 4), np.uint8), 0.5)
+
+
+# ----------------------------------------------------------------- engine ---
+
+
+def engine_net(dtype, rates, seed=11):
+    """An Engine of 5 → 8 (tanh) → 6 (sigmoid) → 3 (softmax) with dropout
+    `rates`, and its parameters."""
+    rng = np.random.default_rng(3)
+    layout = Layout([5, 8, 6, 3])
+    params = (0.5 * rng.normal(size=layout.n_params)).astype(dtype)
+    engine = Engine(
+        layout,
+        [Act.TANH, Act.SIGMOID, Act.SOFTMAX],
+        [0.0, 0.0, 0.0],
+        Loss.CROSS_ENTROPY,
+        params,
+        np.zeros_like(params),
+        capacity=16,
+    )
+    engine.set_dropout(rates, seed)
+    return engine, layout
+
+
+def ref_loss_and_grad(params, layout, X, Y, rates, seed, step, first_row=0):
+    """Cross-entropy and its gradient through tanh → sigmoid → softmax with
+    dropout after the hidden layers, by the reference masks, in numpy."""
+    (W0, b0), (W1, b1), (W2, b2) = layout.views(params.astype(np.float64))
+    rows = X.shape[0]
+    m0 = ref_mask(rows, 8, seed, step, 0, rates[0], first_row) / (1 - rates[0])
+    m1 = ref_mask(rows, 6, seed, step, 1, rates[1], first_row) / (1 - rates[1])
+    a0 = np.tanh(X @ W0 + b0)
+    d0 = a0 * m0
+    a1 = 1 / (1 + np.exp(-(d0 @ W1 + b1)))
+    d1 = a1 * m1
+    z = d1 @ W2 + b2
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    loss = -np.mean(np.sum(Y * np.log(p), axis=1))
+    g2 = (p - Y) / rows
+    g1 = (g2 @ W2.T) * m1 * a1 * (1 - a1)
+    g0 = (g1 @ W1.T) * m0 * (1 - a0**2)
+    grads = [d.T @ g for d, g in ((X, g0), (d0, g1), (d1, g2))]
+    flat = np.concatenate(
+        [np.concatenate([gW.ravel(), g.sum(axis=0)]) for gW, g in zip(grads, (g0, g1, g2))]
+    )
+    return loss, flat
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("first_row", [0, 5])
+def test_the_engines_training_pass_drops_by_the_masks_of_its_pass(dtype, first_row):
+    engine, layout = engine_net(dtype, [0.5, 0.25, 0.0])
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(12, 5)).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 12)]
+    rtol = 2e-4 if dtype == np.float32 else 1e-10
+    for step in range(3):  # each call a pass of its own
+        assert engine.dropout_steps == step
+        loss = engine.loss_and_grad(X, Y, mask_row=first_row)
+        expected, grads = ref_loss_and_grad(
+            engine.params, layout, X, Y, [0.5, 0.25], 11, step, first_row
+        )
+        assert loss == pytest.approx(expected, rel=rtol)
+        np.testing.assert_allclose(engine.grads, grads, rtol=rtol, atol=rtol * 1e-2)
+    out = np.empty((12, 3), dtype)  # inference: no dropout, no pass counted
+    engine.forward(X, out)
+    engine.evaluate(X, Y, out)
+    assert engine.dropout_steps == 3
+    engine.reserve(40)  # a larger workspace: the dropout buffers grow too
+    X, Y = np.tile(X, (3, 1)), np.tile(Y, (3, 1))
+    expected, grads = ref_loss_and_grad(engine.params, layout, X, Y, [0.5, 0.25], 11, 3)
+    assert engine.loss_and_grad(X, Y) == pytest.approx(expected, rel=rtol)
+    np.testing.assert_allclose(engine.grads, grads, rtol=rtol, atol=rtol * 1e-2)
+
+
+def test_the_engine_refuses_rates_it_cannot_take():
+    engine, _ = engine_net(np.float64, [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="one entry for each of the 3 layers"):
+        engine.set_dropout([0.1, 0.1], 0)
+    with pytest.raises(ValueError, match=r"rates must lie in \[0, 1\)"):
+        engine.set_dropout([1.0, 0.0, 0.0], 0)
+    with pytest.raises(ValueError, match="the output layer takes no dropout"):
+        engine.set_dropout([0.0, 0.0, 0.5], 0)
