@@ -4,9 +4,14 @@ and the network that trains with it.
 The references are written from the formulas (csrc/kernels.pxd, the mask
 stream of csrc/shuffle.pxd) in numpy, independently of backprop."""
 
+import copy
+import json
+import pickle
+
 import numpy as np
 import pytest
 
+import backprop as bp
 from backprop import _ops
 from backprop._codes import ActivationCode as Act
 from backprop._codes import LossCode as Loss
@@ -210,3 +215,363 @@ def test_the_engine_refuses_rates_it_cannot_take():
         engine.set_dropout([1.0, 0.0, 0.0], 0)
     with pytest.raises(ValueError, match="the output layer takes no dropout"):
         engine.set_dropout([0.0, 0.0, 0.5], 0)
+
+
+# ------------------------------------------------------------------ layer ---
+
+
+def test_the_layer_keeps_the_expected_activation():
+    x = np.linspace(-2, 3, 40).reshape(4, 10)
+    drop = bp.Dropout(0.25, seed=0)
+    outs = np.array([drop.forward(x, training=True) for _ in range(4000)])
+    kept = outs != 0
+    np.testing.assert_allclose(outs[kept], np.broadcast_to(x / 0.75, outs.shape)[kept])
+    assert abs(1 - kept.mean() - 0.25) < 5 * np.sqrt(0.25 * 0.75 / kept.size)
+    sigma = np.abs(x) / 0.75 * np.sqrt(0.25 * 0.75 / 4000)  # of the mean over 4000 masks
+    assert np.all(np.abs(outs.mean(axis=0) - x) <= 5 * sigma + 1e-12)  # E[d] = x
+
+
+def test_the_layer_is_the_identity_at_inference():
+    x = np.arange(6.0).reshape(2, 3)
+    drop = bp.Dropout(0.5, seed=0)
+    np.testing.assert_array_equal(drop.forward(x), x)
+    assert drop.mask is None
+    np.testing.assert_array_equal(drop.backward(np.ones((2, 3))), np.ones((2, 3)))
+
+
+def test_the_layers_backward_takes_its_forwards_mask():
+    drop = bp.Dropout(0.4, seed=1)
+    x = np.ones((5, 7), np.float32)
+    d = drop.forward(x, training=True)
+    assert d.dtype == np.float32 and drop.mask.dtype == bool
+    np.testing.assert_array_equal(drop.mask, d != 0)
+    g = np.arange(35.0).reshape(5, 7)
+    np.testing.assert_allclose(drop.backward(g), g * drop.mask / np.float32(0.6), rtol=1e-6)
+    one = drop.forward(np.ones(7), training=True)  # one sample
+    assert one.shape == drop.mask.shape == drop.backward(np.ones(7)).shape == (7,)
+    with pytest.raises(ValueError, match="shape of the last forward's output"):
+        drop.backward(np.ones((2, 7)))
+
+
+def test_the_layers_masks_follow_its_seed():
+    x = np.ones((30, 30))
+    a, b, c = bp.Dropout(0.5, seed=3), bp.Dropout(0.5, seed=3), bp.Dropout(0.5, seed=4)
+    first = a.forward(x, training=True)
+    np.testing.assert_array_equal(first, b.forward(x, training=True))
+    assert not np.array_equal(first, c.forward(x, training=True))
+    assert not np.array_equal(first, a.forward(x, training=True))  # a new mask each pass
+
+
+def test_apply_takes_a_given_mask():
+    drop = bp.Dropout(0.5)
+    mask = np.array([[True, False, True]])
+    np.testing.assert_array_equal(drop.apply([[1.0, 2.0, 3.0]], mask), [[2.0, 0.0, 6.0]])
+    np.testing.assert_array_equal(drop.mask, mask)
+    with pytest.raises(ValueError, match="mask must have the shape of x"):
+        drop.apply(np.ones((1, 3)), [True, False])
+    with pytest.raises(TypeError, match="mask must hold True/False"):
+        drop.apply(np.ones((1, 2)), [[0.5, 1.0]])
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, 2, float("nan"), float("inf")])
+def test_a_rate_outside_0_to_1_is_refused_naming_it(rate):
+    with pytest.raises(ValueError, match=r"rate must"):
+        bp.Dropout(rate)
+
+
+@pytest.mark.parametrize("rate", ["0.5", None, True])
+def test_a_rate_that_is_not_a_number_is_refused(rate):
+    with pytest.raises(TypeError, match="rate must be a number"):
+        bp.Dropout(rate)
+
+
+def test_training_must_be_a_bool():
+    with pytest.raises(TypeError, match="training must be True or False"):
+        bp.Dropout(0.5).forward(np.ones(3), training=1)
+
+
+# ---------------------------------------------------------------- network ---
+
+
+def data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6))
+    return X, (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int) + (X[:, 3] > 0.8)
+
+
+def make_net(rate=0.5, seed=0, dtype="float64", hidden="relu", dropout=True):
+    drops = [bp.Dropout(rate), bp.Dropout(rate / 2)] if dropout else [None, None]
+    stack = [
+        bp.Dense(6, 16, hidden),
+        drops[0],
+        bp.Dense(16, 12, hidden),
+        drops[1],
+        bp.Dense(12, 3, "softmax"),
+    ]
+    return bp.Sequential(
+        *[layer for layer in stack if layer is not None],
+        loss="cross_entropy",
+        dtype=dtype,
+        seed=seed,
+    )
+
+
+def test_layers_holds_the_dense_layers_and_stack_every_layer():
+    net, plain = make_net(), make_net(dropout=False)
+    assert [type(layer).__name__ for layer in net.stack] == [
+        "Dense",
+        "Dropout",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
+    assert net.layers == tuple(layer for layer in net.stack if isinstance(layer, bp.Dense))
+    assert net.dropout == (0.5, 0.25, 0.0) and plain.dropout == (0.0, 0.0, 0.0)
+    assert net.layout == plain.layout  # no parameters of its own
+    np.testing.assert_array_equal(net.params, plain.params)  # the same initial weights
+    assert net.layers[1].W.shape == (16, 12)
+    assert "Dropout(0.5)" in repr(net) and "dropout 0.25" in net.summary()
+
+
+@pytest.mark.parametrize(
+    "stack, message",
+    [
+        (lambda: [bp.Dropout(0.2), bp.Dense(6, 3)], r"layers\[0\]: .*dropout of the inputs"),
+        (lambda: [bp.Dense(6, 3), bp.Dropout(0.2)], r"layers\[1\]: .*after the output layer"),
+        (
+            lambda: [bp.Dense(6, 4), bp.Dropout(0.2), bp.Dropout(0.3), bp.Dense(4, 3)],
+            r"layers\[2\]: .*two in a row",
+        ),
+        (lambda: [bp.Dense(6, 4), bp.Dropout(0.2), bp.Dense(5, 3)], r"layers\[2\] takes 5 inputs"),
+    ],
+)
+def test_a_dropout_out_of_place_is_refused(stack, message):
+    with pytest.raises(ValueError, match=message):
+        bp.Sequential(*stack())
+
+
+def test_the_same_dropout_twice_is_refused():
+    drop = bp.Dropout(0.2)
+    with pytest.raises(ValueError, match="the same Dropout object appears twice"):
+        bp.Sequential(bp.Dense(6, 4), drop, bp.Dense(4, 4), drop, bp.Dense(4, 1))
+
+
+def test_inference_runs_without_dropout():
+    X, y = data()
+    net = make_net()
+    net.fit(X, y, epochs=2, batch_size=16)
+    plain = net.copy(dropout=False)
+    steps = net.dropout_steps
+    np.testing.assert_array_equal(net.predict_proba(X), plain.predict_proba(X))
+    np.testing.assert_array_equal(net.predict(X), plain.predict(X))
+    assert net.evaluate(X, y) == plain.evaluate(X, y)
+    for x in (X[3], X[3:4]):  # the one-row fast path
+        np.testing.assert_array_equal(net.predict(x), plain.predict(x))
+        np.testing.assert_array_equal(net.predict_proba(x), plain.predict_proba(x))
+    np.testing.assert_array_equal(net.forward(X), plain.forward(X))
+    traced, plain_trace = net.explain(X[0], y[0]), plain.explain(X[0], y[0])
+    for t, u in zip(traced.layers, plain_trace.layers):
+        np.testing.assert_array_equal(t.dW, u.dW)
+    assert traced.max_rel_error_core < 1e-12 and traced.max_rel_error_numerical < 1e-6
+    assert net.dropout_steps == steps  # no inference drew a mask
+
+
+def test_training_drops_and_each_pass_draws_new_masks():
+    X, y = data()
+    net, plain = make_net(), make_net(dropout=False)
+    plain.loss_and_grad(X, y)
+    assert net.dropout_steps == 0
+    net.loss_and_grad(X, y)
+    first = net.grads.copy()
+    assert net.dropout_steps == 1
+    assert not np.allclose(first, plain.grads)
+    net.loss_and_grad(X, y)
+    assert not np.allclose(first, net.grads)
+    net.dropout_steps = 0  # the first pass's masks again
+    net.loss_and_grad(X, y)
+    np.testing.assert_array_equal(net.grads, first)
+
+
+def test_a_rate_of_0_trains_exactly_as_no_dropout():
+    X, y = data()
+    zero = make_net(rate=0.0)
+    plain = make_net(dropout=False)
+    for net in (zero, plain):
+        net.fit(X, y, epochs=3, batch_size=16, optimizer=bp.Adam(0.01))
+    np.testing.assert_array_equal(zero.params, plain.params)
+
+
+def test_the_same_seed_trains_the_same_bit_for_bit():
+    X, y = data()
+    runs = [make_net(seed=seed) for seed in (5, 5, 6)]
+    for net in runs:
+        net.fit(X, y, epochs=3, batch_size=16, optimizer=bp.Adam(0.01))
+    np.testing.assert_array_equal(runs[0].params, runs[1].params)
+    assert runs[0].dropout_seed == runs[1].dropout_seed != runs[2].dropout_seed
+    assert runs[0].dropout_steps == 3 * 6
+
+
+def per_layer_epoch(net, X, y, batch, lr=None):
+    """An epoch of unshuffled mini-batches by the per-layer path."""
+    for start in range(0, len(X), batch):
+        net.forward(X[start : start + batch], training=True)
+        net.backward(y[start : start + batch])
+        net.apply_gradients(lr)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer", ["adam", "momentum", "sgd"])
+def test_the_compiled_epoch_equals_the_per_layer_path_mask_for_mask(dtype, optimizer):
+    X, y = data(100)
+    make = {
+        "adam": lambda: bp.Adam(0.01),
+        "momentum": lambda: bp.SGD(0.1, momentum=0.9),
+        "sgd": lambda: bp.SGD(0.1),  # (fit steps inside the backward pass: equal to rounding)
+    }[optimizer]
+    compiled, by_layer = make_net(dtype=dtype), make_net(dtype=dtype)
+    compiled.fit(X, y, epochs=2, batch_size=16, shuffle=False, optimizer=make())
+    by_layer.optimizer = make()
+    for _ in range(2):
+        per_layer_epoch(by_layer, X, y, 16)
+    assert by_layer.dropout_steps == compiled.dropout_steps == 14
+    tol = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(by_layer.params, compiled.params, rtol=tol, atol=tol)
+    plain = make_net(dtype=dtype, dropout=False)  # (which differs by more)
+    plain.fit(X, y, epochs=2, batch_size=16, shuffle=False, optimizer=make())
+    assert np.abs(plain.params - compiled.params).max() > 100 * tol
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_train_step_and_the_per_layer_path_draw_the_same_masks(single):
+    X, y = data(12)
+    x, t = (X[0], y[0]) if single else (X, y)
+    net = make_net(hidden="tanh")
+    net.forward(x, training=True)
+    per_layer = net.backward(t).copy()
+    masks = [net.stack[1].mask, net.stack[3].mask]
+    assert masks[0].shape == ((16,) if single else (12, 16))
+    net.dropout_steps = 0
+    net.loss_and_grad(x[None] if single else x, [t] if single else t)
+    np.testing.assert_allclose(net.grads, per_layer, rtol=1e-12, atol=1e-15)
+    want = np.empty((1 if single else 12, 16), np.uint8)
+    _ops.dropout_mask(want, net.dropout_seed, 0, 0, 0.5)
+    np.testing.assert_array_equal(masks[0], want.reshape(masks[0].shape).view(bool))
+
+
+@pytest.mark.parametrize("hidden", ["tanh", "relu", "sigmoid"])
+def test_gradcheck_holds_the_mask_fixed(hidden):
+    X, y = data(10)
+    net = make_net(hidden=hidden, seed=2)
+    net.fit(X, y, epochs=1, batch_size=5)
+    steps = net.dropout_steps
+    result = bp.gradcheck(net, X, y)
+    assert result.max_rel_error < 1e-6, result
+    assert net.dropout_steps == steps  # (gradcheck checks a copy)
+    net.loss_and_grad(X, y)  # … the gradient of the pass it checked
+    np.testing.assert_allclose(result.analytic, net.grads, rtol=1e-12, atol=1e-15)
+
+
+def test_a_backward_after_another_forward_of_a_dropout_is_refused():
+    X, y = data(8)
+    net = make_net()
+    net.forward(X, training=True)
+    net.stack[1].forward(np.ones((2, 16)), training=True)
+    with pytest.raises(RuntimeError, match="ran forward on its own"):
+        net.backward(y)
+    with pytest.raises(TypeError, match="training must be True or False"):
+        net.forward(X, training="yes")
+
+
+# ------------------------------------------------------- files and resume ---
+
+
+def test_files_pickles_and_copies_keep_the_dropout_and_its_stream(tmp_path):
+    X, y = data()
+    net = make_net()
+    net.fit(X, y, epochs=2, batch_size=16, optimizer=bp.Adam(0.01))
+    loaded = bp.load(net.save(tmp_path / "net"))
+    copies = [loaded, pickle.loads(pickle.dumps(net)), copy.deepcopy(net), net.copy()]
+    for other in copies:
+        assert [repr(layer) for layer in other.stack] == [repr(layer) for layer in net.stack]
+        assert (other.dropout_seed, other.dropout_steps) == (net.dropout_seed, net.dropout_steps)
+    for other in copies[:3]:  # (copy() starts its optimizer afresh)
+        other.fit(X, y, epochs=2, batch_size=16)
+    net.fit(X, y, epochs=2, batch_size=16)
+    for other in copies[:3]:
+        np.testing.assert_array_equal(other.params, net.params)  # trained on as one run
+
+
+def test_a_file_without_dropout_has_no_dropout_field(tmp_path):
+    path = make_net(dropout=False).save(tmp_path / "plain")
+    assert "dropout" not in json.loads(str(np.load(path)["meta"]))
+    assert bp.load(path).dropout == (0.0, 0.0, 0.0)
+
+
+def edited(tmp_path, edit):
+    path = make_net().save(tmp_path / "net")
+    arrays = dict(np.load(path))
+    meta = json.loads(str(arrays["meta"]))
+    edit(meta)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "edited.npz", **arrays)
+    return tmp_path / "edited.npz"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["dropout"]["rates"].__setitem__(0, 1.0), r"meta.dropout.rates\[0\] must be"),
+        (lambda m: m["dropout"]["rates"].__setitem__(2, 0.1), r"rates\[2\] must be null"),
+        (lambda m: m["dropout"]["rates"].pop(), "meta.dropout.rates must be a list of 3"),
+        (lambda m: m["dropout"].pop("seed"), "missing meta.dropout.seed"),
+        (lambda m: m["dropout"].__setitem__("seed", "-1"), "meta.dropout.seed must be"),
+        (lambda m: m["dropout"].__setitem__("steps", -3), "meta.dropout.steps must be"),
+        (lambda m: m["dropout"].__setitem__("extra", 1), "meta.dropout: unexpected field"),
+    ],
+)
+def test_a_files_bad_dropout_is_refused_by_its_field(tmp_path, edit, message):
+    with pytest.raises(ValueError, match=message):
+        bp.load(edited(tmp_path, edit))
+
+
+def test_an_epoch_undone_takes_its_masks_back():
+    X, y = data(40)
+
+    def batches():
+        yield X[:20], y[:20]
+        raise OSError("the second batch failed to load")
+
+    net = make_net()
+    net.fit(X, y, epochs=1, batch_size=10)
+    before, steps = net.params.copy(), net.dropout_steps
+    with pytest.raises(OSError):
+        net.fit(batches(), epochs=1, batch_size=10)
+    assert net.dropout_steps == steps
+    np.testing.assert_array_equal(net.params, before)
+
+
+def test_sparse_input_trains_with_dropout_as_its_dense_array():
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X, y = data()
+    X[np.abs(X) < 1.2] = 0  # about 23 % nonzeros: gathered dense
+    dense, sparse = make_net(), make_net()
+    dense.fit(X, y, epochs=2, batch_size=16)
+    sparse.fit(scipy_sparse.csr_matrix(X), y, epochs=2, batch_size=16)
+    np.testing.assert_array_equal(sparse.params, dense.params)
+    X[np.abs(X) < 2.2] = 0  # under 10 %: the first layer's sparse products
+    dense, sparse = make_net(), make_net()
+    dense.fit(X, y, epochs=2, batch_size=16)
+    sparse.fit(scipy_sparse.csr_matrix(X), y, epochs=2, batch_size=16)
+    np.testing.assert_allclose(sparse.params, dense.params, rtol=1e-10, atol=1e-12)
+
+
+def test_dropout_steps_and_seed_are_checked():
+    net = make_net()
+    with pytest.raises(ValueError, match="dropout_steps must be at least 0"):
+        net.dropout_steps = -1
+    with pytest.raises(TypeError, match="dropout_seed must be an integer"):
+        net.dropout_seed = 1.5
+    with pytest.raises(ValueError, match="dropout_seed must be at most"):
+        net.dropout_seed = 2**64
+    with pytest.raises(TypeError, match="dropout must be True or False"):
+        net.copy(dropout=None)
