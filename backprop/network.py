@@ -267,7 +267,7 @@ class Sequential(Trainer):
     # -- what the network is made of: fixed at construction ---------------------
     @property
     def layers(self) -> tuple[Dense, ...]:
-        """The Dense layers, input first."""
+        """The Dense layers, input first (with the Dropout layers: `stack`)."""
         return self._layers
 
     @property
@@ -295,7 +295,7 @@ class Sequential(Trainer):
         from its generator.  Files keep it, so that a run resumed from one
         draws the masks of an uninterrupted one.  Assigning sets it:
         setting it back draws a pass's masks again (gradcheck holds them so).
-        0 for a network without dropout."""
+        A network without dropout draws none, and stays at 0."""
         return int(self._engine.dropout_steps)
 
     @dropout_steps.setter
@@ -552,7 +552,8 @@ class Sequential(Trainer):
     def explain(self, x: ArrayLike, y: ArrayLike):
         """The chain rule for one sample, layer by layer from the output:
         z, a, f′(z), δ and ∂C/∂W = a_prev ⊗ δ, each checked against finite
-        differences (see backprop.explain).  print() it."""
+        differences (see backprop.explain), as predict runs the network:
+        without dropout.  print() it."""
         self._require_trainable()
         return _explain.explain(self, x, y)
 
