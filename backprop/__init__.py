@@ -37,12 +37,13 @@ from . import (
 )
 from ._threads import blas_info, get_num_threads, num_threads, set_num_threads
 from .gradcheck import GradcheckResult, gradcheck
-from .layers import Dense
+from .layers import Dense, Dropout
 from .network import History, Sequential, load
 from .optimizers import SGD, AdaGrad, Adam, AdamW, RMSProp
 
 __all__ = [
     "Dense",
+    "Dropout",
     "Sequential",
     "History",
     "load",

@@ -56,6 +56,7 @@ _RUN_FIELDS = (
     "every",
     "position",
 )
+_DROPOUT_FIELDS = ("rates", "seed", "steps")  # an optional field of version 2
 _MAX_FIGURES = 20
 _MAX_CALLBACKS, _MAX_VALUES, _MAX_TEXT = 100, 100, 1000
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
@@ -103,6 +104,7 @@ class Model(NamedTuple):
     steps: int
     rng: Mapping
     training: Training
+    dropout: DropoutState | None = None  # (None: no Dropout layer)
 
     @property
     def n_params(self) -> int:
@@ -144,6 +146,16 @@ class Training(NamedTuple):
             for value in state.values()
             if isinstance(value, ArrayOf)
         ]
+
+
+class DropoutState(NamedTuple):
+    """A network's dropout: the rate after each layer (None where no Dropout
+    layer follows it; the output layer's is None), the seed of the masks'
+    stream and the training passes that drew masks so far."""
+
+    rates: list
+    seed: int
+    steps: int
 
 
 def state_name(i: int) -> str:
@@ -211,6 +223,12 @@ def arrays_of(model: Model, params: np.ndarray, states) -> dict:
             "run": _run_of(model.training.run),
         },
     }
+    if model.dropout is not None:  # (written only for a network with dropout)
+        meta["dropout"] = {
+            "rates": list(model.dropout.rates),
+            "seed": str(int(model.dropout.seed)),
+            "steps": int(model.dropout.steps),
+        }
     arrays = {"meta": np.array(json.dumps(meta, allow_nan=False)), "params": params.copy()}
     for i, state in enumerate(states):
         arrays[state_name(i)] = state.copy()
@@ -407,7 +425,10 @@ def parse_meta(text: str) -> Model:
             f"path: model format version {_show(version)} is not "
             f"supported (this backprop reads versions 1 to {FORMAT_VERSION})"
         )
-    _fields(meta, "meta", _META_FIELDS if version == 2 else _META_FIELDS_1)
+    fields: tuple[str, ...] = _META_FIELDS if version == 2 else _META_FIELDS_1
+    if version == 2 and isinstance(meta, dict) and "dropout" in meta:
+        fields += ("dropout",)
+    _fields(meta, "meta", fields)
     sizes, activations = _parse_layers(meta["layers"])
     classes = meta["classes"]  # (their number is the network's to check)
     if classes is not None and not (
@@ -426,6 +447,33 @@ def parse_meta(text: str) -> Model:
         _integer(meta["optimizer_steps"], "meta.optimizer_steps", 0, MAX_STEPS),
         _parse_rng(meta["rng"]),
         _parse_training(meta["training"]) if version == 2 else Training(),
+        _optional(meta.get("dropout"), _parse_dropout, len(activations)),
+    )
+
+
+def _parse_dropout(meta, n_layers: int) -> DropoutState:
+    """The network's dropout (see DropoutState) for its n_layers layers."""
+    name = "meta.dropout"
+    _fields(meta, name, _DROPOUT_FIELDS)
+    rates = meta["rates"]
+    if not (isinstance(rates, list) and len(rates) == n_layers):
+        raise bad(
+            f"{name}.rates must be a list of {n_layers} rates, one per layer, got {_show(rates)}"
+        )
+    for i, rate in enumerate(rates):
+        if rate is None:
+            continue
+        if i == n_layers - 1 or type(rate) not in (int, float) or not 0 <= rate < 1:
+            want = (
+                "null (no dropout after the output layer)"
+                if i == n_layers - 1
+                else "null or a number in [0, 1)"
+            )
+            raise bad(f"{name}.rates[{i}] must be {want}, got {_show(rate)}")
+    return DropoutState(
+        [None if rate is None else float(rate) for rate in rates],
+        _decimal(meta["seed"], f"{name}.seed", 2**64),
+        _integer(meta["steps"], f"{name}.steps", 0, MAX_STEPS),
     )
 
 

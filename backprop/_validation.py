@@ -61,6 +61,14 @@ def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
     return value
 
 
+def check_rate(value, name: str = "rate") -> float:
+    """A dropout rate: a real number in [0, 1)."""
+    rate = check_positive_float(value, name, allow_zero=True)
+    if not rate < 1:
+        raise ValueError(f"{name} must lie in [0, 1) (the fraction of units dropped), got {value}")
+    return rate
+
+
 def is_sparse(x) -> bool:
     """Whether x is a scipy.sparse matrix or array.  (scipy.sparse is not
     imported for it: nothing can be one before it is loaded.)"""

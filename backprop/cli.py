@@ -34,7 +34,7 @@ from . import losses as _losses
 from . import onnx as _onnx
 from . import optimizers as _optimizers
 from ._threads import blas_info
-from .layers import Dense
+from .layers import Dense, Dropout
 from .network import Sequential, load
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -84,6 +84,9 @@ def _momentum(text):
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
     return value
+
+
+_rate = _momentum  # (a dropout rate lies in [0, 1) too)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -140,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--momentum", type=_momentum, default=None, help="SGD's momentum (default: 0)"
+    )
+    train.add_argument(
+        "--dropout",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="drop this fraction of every hidden layer's units in training (default: 0, none)",
     )
     train.add_argument(
         "--epochs",
@@ -377,7 +387,11 @@ def _network(sizes, activation: str, args) -> Sequential:
     try:
         if n_weights * 8 > sys.maxsize:  # more bytes than an array can have
             raise MemoryError
-        layers = [Dense(a, b, activation=activation) for a, b in zip(sizes[:-2], sizes[1:-1])]
+        layers: list[Dense | Dropout] = []
+        for a, b in zip(sizes[:-2], sizes[1:-1]):
+            layers.append(Dense(a, b, activation=activation))
+            if args.dropout:
+                layers.append(Dropout(args.dropout))
         layers.append(Dense(sizes[-2], sizes[-1], activation="softmax"))
         return Sequential(*layers, loss="cross_entropy", dtype=args.dtype, seed=args.seed)
     except MemoryError:

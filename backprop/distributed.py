@@ -9,7 +9,8 @@ draws alike) each rank computes the gradient of its share of the rows, one
 in-place Allreduce over the flat gradient buffer sums the shares, weighted by
 their rows, into the gradient of the whole batch, and every replica takes the
 identical update.  N ranks with batch B therefore train like one process
-with batch N·B.  Each rank reads only the rows of its shares: pass a
+with batch N·B (with dropout too: each rank draws its own rows of the
+batch's masks, from rank 0's stream).  Each rank reads only the rows of its shares: pass a
 memory-mapped array (numpy.load(path, mmap_mode="r")) and no rank loads the
 data set.  Only rank 0 shows progress; save from rank 0
 (`if distributed.rank() == 0: net.save(path)`).
@@ -112,12 +113,15 @@ def _abort(comm, message: str) -> None:
 
 
 def broadcast_parameters(net: Sequential, comm=None, root: int = 0, timeout: float = 300.0) -> None:
-    """Give every rank root's weights, optimizer state and step count."""
+    """Give every rank root's weights, optimizer state and step count (and
+    the stream of its dropout masks)."""
     comm = _comm(comm)
     steps = np.array([net.optimizer_steps], np.int64)
-    for array in [net.params, *net.optimizer_state, steps]:
+    stream = np.array([net.dropout_seed, net.dropout_steps], np.uint64)
+    for array in [net.params, *net.optimizer_state, steps, stream]:
         _wait(comm.Ibcast(array, root=root), comm, timeout, "broadcasting the weights")
     net.optimizer_steps = int(steps[0])
+    net.dropout_seed, net.dropout_steps = int(stream[0]), int(stream[1])
 
 
 def _allreduce(comm, buffer, timeout, what) -> None:
@@ -275,6 +279,7 @@ class _Runner(EpochRunner):
         network = (
             f"{list(net.layout.sizes)} "
             f"{[layer.activation.name for layer in net.layers]} {net.loss.name} {net.dtype}"
+            + (f" dropout {list(net.dropout)}" if any(net.dropout) else "")
         )
         gathered = self.meet(plan.source.rows, refused=False, network=network)
         self.started, self.classifies = True, net.is_classifier
@@ -288,6 +293,7 @@ class _Runner(EpochRunner):
 
     def epoch(self, net, plan: FitPlan, epoch: int, lr: float) -> tuple[float, float]:
         me, ranks, engine = self.me, self.ranks, plan.engine
+        dropping = any(net.dropout)
         step = ranks * plan.batch_size
         loss = right = 0.0
         for rows in plan.source.order.rows_of(plan.seed + epoch if plan.seed >= 0 else -1):
@@ -305,12 +311,17 @@ class _Runner(EpochRunner):
                 if count:
                     part = slice(first, first + count)
                     loss += count * engine.loss_and_grad(  # (sparse rows: densified)
-                        read_rows(X2, part), Y[part], None if w is None else w[part]
+                        read_rows(X2, part),
+                        Y[part],
+                        None if w is None else w[part],
+                        mask_row=me * m // ranks,  # (its rows' dropout masks in the batch's)
                     )
                     right += count * engine.batch_accuracy(Y[part])
                     first += count
                 else:
                     net.grads[...] = 0
+                    if dropping:  # (the pass goes by all the same)
+                        net.dropout_steps += 1
                 allreduce_gradients(net, count / m, self.comm, self.timeout)
                 engine.apply_update(lr)
         loss, right = _sum(self.comm, [loss, right], self.timeout) / plan.source.rows

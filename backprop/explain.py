@@ -93,7 +93,7 @@ def explain(net, x, y) -> Explanation:
     """Trace backpropagation through `net` (a Sequential) for one sample x
     (n_in,) with target y (a class label, or the target vector).  Called by
     Sequential.explain, which first checks that every activation has a
-    derivative."""
+    derivative.  Dropout, a part of training only, is left out."""
     about = _sources.describe(net)
     x64 = np.asarray(about.inputs(x)[0][0], dtype=np.float64)
     Y = about.targets(y, 1, True).astype(np.float64)[0]
@@ -140,8 +140,8 @@ def explain(net, x, y) -> Explanation:
             upstream = delta @ layers[i].W.astype(np.float64).T  # δ_{l+1} @ W_{l+1}ᵀ
             delta = np.asarray(below.backward(outs[i - 1][None, :], upstream[None, :]))[0]
     traced = np.concatenate([np.concatenate([t.dW.ravel(), t.db]) for t in reversed(traces)])
-    checked = gradcheck(net, x64[None, :], Y[None, :])
-    core = net.copy("float64")
+    checked = gradcheck(net.copy(dropout=False), x64[None, :], Y[None, :])
+    core = net.copy("float64", dropout=False)  # (explained without dropout, as predicted)
     core.loss_and_grad(x64[None, :], Y[None, :])
 
     def rel(a, b):

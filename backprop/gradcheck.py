@@ -83,7 +83,9 @@ def gradcheck(
     central finite differences, in float64 (a float32 model is copied).
 
     For a Sequential, the gradient of its own loss with respect to all
-    parameters, as computed by the compiled training step.  For a Dense
+    parameters, as computed by the compiled training step.  With dropout,
+    that of the training loss with the masks held fixed: those of the
+    network's next training pass.  For a Dense
     layer, the gradient of `loss` applied to its output, with respect to W,
     b and the input x, as computed by Dense.backward.
 
@@ -146,9 +148,17 @@ def _central(loss_of, values: np.ndarray, h: float) -> np.ndarray:
 
 def _check_network(net: Sequential, X, y, h):
     X2, Y = _sources.describe(net).data(X, y)
+    steps = net.dropout_steps
     net.loss_and_grad(X2, Y)
     analytic = net.grads.copy()
-    numerical = _central(lambda: net.evaluate(X2, Y)["loss"], net.params, h)
+
+    def loss_of() -> float:
+        if not any(net.dropout):
+            return net.evaluate(X2, Y)["loss"]
+        net.dropout_steps = steps  # the training loss, by the masks of the pass checked
+        return net.loss_and_grad(X2, Y)
+
+    numerical = _central(loss_of, net.params, h)
 
     return analytic, numerical, net.layout.name
 

@@ -3,7 +3,9 @@
     meta                 JSON text: format version, layers, loss, dtype, seed,
                          threads, class names, the optimizer (its class and
                          settings) and its step count, the random generator's
-                         state (the training position: the next epoch's shuffle)
+                         state (the training position: the next epoch's shuffle),
+                         and for a network with dropout its rates, the masks'
+                         seed and the passes drawn (a field only such files hold)
     params               the flat parameter buffer
     optimizer_state_<i>  the optimizer's state buffers (momentum, moments …)
 

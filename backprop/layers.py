@@ -1,4 +1,4 @@
-"""The dense (fully connected) layer.
+"""The dense (fully connected) layer, and dropout.
 
     forward:   z = x @ W + b ;  a = f(z)
     backward:  δ = ∂L/∂a ⊙ f′(z) ;  dW = xᵀ @ δ ;  db = Σ_rows δ ;  ∂L/∂x = δ @ Wᵀ
@@ -6,6 +6,11 @@
 Both directions run in the compiled core (one BLAS product, then bias and
 activation in one pass; the derivative multiplied in in one pass, then two
 BLAS products and one reduction).
+
+    dropout, in training:  d = x ⊙ m / (1 − rate) ;  ∂L/∂x = ∂L/∂d ⊙ m / (1 − rate)
+
+with a random mask m of 0 and 1 (1 with probability 1 − rate); at inference
+dropout is the identity.
 
 >>> import numpy as np, backprop as bp
 >>> layer = bp.Dense(2, 3, activation="tanh", seed=0)
@@ -27,10 +32,17 @@ from numpy.typing import ArrayLike
 from . import _ops, initializers
 from . import activations as _activations
 from ._engine import Guard
-from ._validation import as_batch, as_float_array, check_dtype, check_int, check_overflow
+from ._validation import (
+    as_batch,
+    as_float_array,
+    check_dtype,
+    check_int,
+    check_overflow,
+    check_rate,
+)
 from .layout import Layout
 
-__all__ = ["Dense"]
+__all__ = ["Dense", "Dropout", "join"]
 
 
 def _fixed(name: str, doc: str) -> property:
@@ -281,6 +293,119 @@ def join(
             )
     for layer, (W, b), (dW, db) in zip(layers, layout.views(params), layout.views(grads)):
         layer._bind(network, guard, W, b, dW, db)
+
+
+class Dropout:
+    """Inverted dropout (Srivastava et al., 2014): in training, each unit of
+    the input is kept with probability 1 − rate and scaled by 1/(1 − rate),
+    so that its expected value is unchanged; the others become 0.  At
+    inference it is the identity.  It has no parameters.
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+        The fraction of units dropped (0: none).
+    seed : int or numpy.random.Generator, optional
+        Seeds the masks of this layer's own forward(x, training=True).
+        Inside a Sequential the masks come from the network's seeded stream
+        instead (the same seed trains the same, see Sequential).
+
+    In a Sequential it goes between two Dense layers and drops units of
+    the first one's output: ``Sequential(Dense(64, 128, "relu"),
+    Dropout(0.2), Dense(128, 10, "softmax"), ...)``.  fit, train_step and
+    loss_and_grad apply it; predict, evaluate and explain do not.
+    """
+
+    rate = _fixed("rate", "The fraction of units dropped in training.")
+    seed = _fixed("seed", "The seed of the layer's own masks (None: unseeded).")
+    output = _fixed("output", "The last forward's output (None before the first).")
+    n_params = 0
+
+    def __init__(self, rate: float, *, seed: int | np.random.Generator | None = None):
+        self._rate = check_rate(rate)
+        self._seed = seed
+        self._stream = int(np.random.default_rng(seed).integers(2**63))  # the masks' seed
+        self._steps = 0  # masks drawn by this layer's own forward
+        self._mask: np.ndarray | None = None  # the last training forward's mask …
+        self._single = False  # … and whether its input was one sample
+        self._output: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.rate})"
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The last forward's mask, True where a unit was kept, shaped like
+        its input; None when that forward was at inference (or before the
+        first)."""
+        if self._mask is None:
+            return None
+        mask = self._mask.view(bool)
+        return mask[0] if self._single else mask
+
+    def forward(self, x: ArrayLike, training: bool = False) -> np.ndarray:
+        """x ⊙ m / (1 − rate) with a new mask m in training, else x itself
+        (one sample (n,) or a batch (rows, n), float32 or float64)."""
+        if not isinstance(training, bool):
+            raise TypeError(f"training must be True or False, got {training!r}")
+        x2 = self._input(x)
+        if not training:
+            self._mask, self._output = None, x2
+            return x2
+        mask = np.empty(np.atleast_2d(x2).shape, np.uint8)
+        _ops.dropout_mask(mask, self._stream, self._steps, 0, self.rate)
+        self._steps += 1
+        return self._apply(x2, mask)
+
+    __call__ = forward
+
+    def apply(self, x: ArrayLike, mask: ArrayLike) -> np.ndarray:
+        """x ⊙ mask / (1 − rate) with a given mask (True or 1 where a unit is
+        kept, shaped like x), kept for backward: how a Sequential runs its
+        dropout layers on the per-layer path, with its own masks."""
+        x2 = self._input(x)
+        m = np.asarray(mask)
+        if m.shape != x2.shape:
+            raise ValueError(f"mask must have the shape of x {x2.shape}, got {m.shape}")
+        if m.dtype != bool and not (m.dtype.kind in "iu" and np.isin(m, (0, 1)).all()):
+            raise TypeError(f"mask must hold True/False (or 0/1), got dtype {m.dtype}")
+        return self._apply(x2, np.array(np.atleast_2d(m), np.uint8, order="C"))
+
+    @staticmethod
+    def _input(x) -> np.ndarray:
+        """x as a checked array: float32 stays float32, the rest is float64."""
+        dtype = np.float32 if getattr(x, "dtype", None) == np.float32 else np.float64
+        return as_float_array(x, "x", np.dtype(dtype))
+
+    def _apply(self, x2: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        a = np.atleast_2d(x2)
+        d = np.empty_like(a)
+        _ops.dropout_forward(d, a, mask, self.rate)
+        self._mask, self._single = mask, x2.ndim == 1
+        self._output = d[0] if self._single else d
+        return self._output
+
+    def backward(self, grad: ArrayLike) -> np.ndarray:
+        """∂L/∂x = grad ⊙ m / (1 − rate), by the last forward's mask, from
+        grad = ∂L/∂(its output); grad itself after a forward at inference."""
+        if self._output is None:
+            raise RuntimeError("grad: call forward(x) before backward")
+        g = as_float_array(grad, "grad", self._output.dtype)
+        if g.shape != self._output.shape:
+            raise ValueError(
+                f"grad must have the shape of the last forward's output "
+                f"{self._output.shape}, got {np.shape(grad)}"
+            )
+        if self._mask is None:
+            return g
+        g2 = np.atleast_2d(g)
+        out = np.empty_like(g2)
+        _ops.dropout_backward(out, g2, self._mask, self.rate)
+        return out[0] if self._single else out
+
+    def copy(self) -> Dropout:
+        """A new Dropout of the same rate and seed."""
+        return Dropout(self.rate, seed=self.seed)
 
 
 def _rebuilt(n_in, n_out, activation, init, seed, dtype, W, b) -> Dense:

@@ -1,5 +1,6 @@
-"""Sequential networks: a stack of Dense layers with a loss, trained by
-backpropagation and mini-batch gradient descent.
+"""Sequential networks: a stack of Dense layers (with dropout between them,
+if asked for) and a loss, trained by backpropagation and mini-batch gradient
+descent.
 
 All parameters of a network live in one flat buffer `params` (each layer's W
 and b are views into it, layer after layer), and all gradients in `grads`,
@@ -29,7 +30,7 @@ from . import training as _training
 from ._codes import PredictMode
 from ._engine import Engine, Guard, set_blas_thread_functions
 from ._validation import as_float_array, check_dtype, check_int, check_positive_float, is_sparse
-from .layers import Dense
+from .layers import Dense, Dropout
 from .layout import Layout
 from .training import History, Trainer, TrainingState
 from .training import holding as _exclusive
@@ -39,25 +40,49 @@ __all__ = ["Sequential", "History"]
 set_blas_thread_functions(*_threads.set_function_addresses())
 
 
-def _check_stack(layers, loss) -> None:
-    """Raise unless `layers` are Dense layers that connect, and the output
-    layer suits `loss`."""
-    if not layers:
+def _check_stack(stack, loss) -> tuple[tuple[Dense, ...], tuple[Dropout | None, ...]]:
+    """Raise unless `stack` holds Dense layers that connect, with at most one
+    Dropout between two of them, and the output layer suits `loss`.  Returns
+    the Dense layers and, for each, the Dropout after it (or None)."""
+    if not stack:
         raise ValueError("layers: a Sequential needs at least one Dense layer")
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, Dense):
-            raise TypeError(f"layers[{i}] must be a Dense layer, got {type(layer).__name__}")
-    if len({id(layer) for layer in layers}) != len(layers):
-        raise ValueError("layers: the same Dense object appears twice")
-    for i in range(1, len(layers)):
-        if layers[i].n_in != layers[i - 1].n_out:
-            raise ValueError(
-                f"layers[{i}] takes {layers[i].n_in} inputs but "
-                f"layers[{i - 1}] gives {layers[i - 1].n_out} outputs"
+    for i, layer in enumerate(stack):
+        if not isinstance(layer, (Dense, Dropout)):
+            raise TypeError(
+                f"layers[{i}] must be a Dense or a Dropout layer, got {type(layer).__name__}"
             )
-    for i, layer in enumerate(layers[:-1]):
+    seen: set[int] = set()
+    for layer in stack:
+        if id(layer) in seen:
+            raise ValueError(f"layers: the same {type(layer).__name__} object appears twice")
+        seen.add(id(layer))
+    for i, layer in enumerate(stack):
+        if isinstance(layer, Dropout):
+            why = (
+                "dropout of the inputs is not supported"
+                if i == 0
+                else "two in a row: give one, of rate 1 − (1 − p)(1 − q)"
+                if isinstance(stack[i - 1], Dropout)
+                else "not after the output layer"
+                if i == len(stack) - 1
+                else None
+            )
+            if why:
+                raise ValueError(
+                    f"layers[{i}]: a Dropout goes between two Dense layers, where it "
+                    f"drops units of the first one's output ({why})"
+                )
+    where = [i for i, layer in enumerate(stack) if isinstance(layer, Dense)]
+    layers = [stack[i] for i in where]
+    for k in range(1, len(layers)):
+        if layers[k].n_in != layers[k - 1].n_out:
+            raise ValueError(
+                f"layers[{where[k]}] takes {layers[k].n_in} inputs but "
+                f"layers[{where[k - 1]}] gives {layers[k - 1].n_out} outputs"
+            )
+    for k, layer in enumerate(layers[:-1]):
         if layer.activation.code == _activations.SOFTMAX:
-            raise ValueError(f"layers[{i}]: softmax is for the output layer only")
+            raise ValueError(f"layers[{where[k]}]: softmax is for the output layer only")
     out = layers[-1]
     if loss.output is not None and out.activation.name != loss.output:
         article = "an" if loss.output[0] in "aeiou" else "a"
@@ -70,6 +95,8 @@ def _check_stack(layers, loss) -> None:
             "loss='cross_entropy' needs at least 2 output units; for two "
             "classes with one unit use sigmoid with binary_cross_entropy"
         )
+    drops = [stack[i + 1] if isinstance(stack[i + 1], Dropout) else None for i in where[:-1]]
+    return tuple(layers), tuple(drops) + (None,)
 
 
 class Sequential(Trainer):
@@ -77,8 +104,12 @@ class Sequential(Trainer):
 
     Parameters
     ----------
-    *layers : Dense
-        n_out of each layer must equal n_in of the next.
+    *layers : Dense, with Dropout between them
+        n_out of each Dense layer must equal n_in of the next.  A
+        Dropout(rate) between two Dense layers drops that fraction of the
+        first one's outputs in training (fit, train_step, loss_and_grad, and
+        forward(X, training=True)), with masks from the network's seeded
+        stream; predict, evaluate, explain and forward(X) run without it.
     loss : 'mse', 'binary_cross_entropy', 'cross_entropy' or 'poisson'
         cross_entropy needs a softmax output layer, binary_cross_entropy a
         sigmoid one and poisson an exp one (each pair is computed fused and
@@ -95,11 +126,18 @@ class Sequential(Trainer):
         set by `backprop.set_num_threads` (or OMP_NUM_THREADS,
         OPENBLAS_NUM_THREADS, threadpoolctl).  Networks trained in several
         Python threads at once run on one BLAS thread each.
+
+    `layers` lists the Dense layers alone, so that ``net.layers[i].W`` is the
+    i-th weight matrix whatever dropout there is (and the names of
+    `layout`, such as 'layers[1].W[3, 0]', follow it); `stack` lists every
+    layer as given, Dropout included, as Keras's `model.layers` and
+    PyTorch's `nn.Sequential` do.  `dropout` gives the rate after each
+    Dense layer.
     """
 
     def __init__(
         self,
-        *layers: Dense,
+        *layers: Dense | Dropout,
         loss: str | _losses.Loss = "mse",
         dtype: str | np.dtype | None = None,
         seed: int | None = None,
@@ -108,13 +146,14 @@ class Sequential(Trainer):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         self._loss = _losses.get(loss)
-        _check_stack(layers, self._loss)
-        self._dtype = check_dtype(layers[0].dtype if dtype is None else dtype)
+        dense, self._drops = _check_stack(layers, self._loss)
+        self._dtype = check_dtype(dense[0].dtype if dtype is None else dtype)
         self._layers = tuple(
-            layer if layer.dtype == self._dtype else layer.copy(self._dtype) for layer in layers
+            layer if layer.dtype == self._dtype else layer.copy(self._dtype) for layer in dense
         )
         self._guard = Guard()
         self._forward_outputs: tuple = ()  # each layer's output in the last forward
+        self._forward_drops: tuple = ()  # … and each Dropout's
         self._forward_single = False  # … which was of one sample
         self._seed = None if seed is None else check_int(seed, "seed", minimum=0)
         self._rng = np.random.default_rng(seed)
@@ -123,6 +162,8 @@ class Sequential(Trainer):
             for layer in self.layers:
                 if layer.seed is None:
                     layer.reset_parameters(self._rng)
+        rates = self.dropout
+        drop_seed = int(self._rng.integers(2**63)) if any(rates) else 0  # the masks' stream
         self._layout = Layout([self.layers[0].n_in] + [layer.n_out for layer in self.layers])
         self._bind_flat_buffers()
         self._about = _sources.describe(self)  # what its data must look like
@@ -139,6 +180,8 @@ class Sequential(Trainer):
             capacity=32,
             guard=self._guard,
         )
+        if any(drop is not None for drop in self._drops):
+            self._engine.set_dropout(rates, drop_seed)
         self.n_threads = n_threads
         self.optimizer = _optimizers.SGD(0.01)
         self._classes: list[str] | None = None
@@ -225,8 +268,53 @@ class Sequential(Trainer):
     # -- what the network is made of: fixed at construction ---------------------
     @property
     def layers(self) -> tuple[Dense, ...]:
-        """The Dense layers, input first."""
+        """The Dense layers, input first (with the Dropout layers: `stack`)."""
         return self._layers
+
+    @property
+    def stack(self) -> tuple[Dense | Dropout, ...]:
+        """Every layer, input first: the Dense layers with the Dropout
+        layers between them (`layers` holds the Dense layers alone)."""
+        return tuple(
+            layer
+            for dense, drop in zip(self._layers, self._drops)
+            for layer in (dense, drop)
+            if layer is not None
+        )
+
+    @property
+    def dropout(self) -> tuple[float, ...]:
+        """The rate of dropout after each Dense layer's activation (0: none;
+        the output layer's is 0)."""
+        return tuple(0.0 if drop is None else drop.rate for drop in self._drops)
+
+    @property
+    def dropout_steps(self) -> int:
+        """Training passes that drew dropout masks (each batch of fit, each
+        train_step, loss_and_grad and forward(X, training=True)): the next
+        draws mask number dropout_steps of the network's stream, seeded
+        from its generator.  Files keep it, so that a run resumed from one
+        draws the masks of an uninterrupted one.  Assigning sets it:
+        setting it back draws a pass's masks again (gradcheck holds them so).
+        A network without dropout draws none, and stays at 0."""
+        return int(self._engine.dropout_steps)
+
+    @dropout_steps.setter
+    def dropout_steps(self, value: int) -> None:
+        value = check_int(value, "dropout_steps", minimum=0, maximum=_format.MAX_STEPS)
+        self._engine.set_dropout_stream(self._engine.dropout_seed, value)
+
+    @property
+    def dropout_seed(self) -> int:
+        """The seed of the dropout masks' stream, drawn from the network's
+        generator when it is built (so from `seed`); 0 without dropout.
+        Files keep it.  Assigning starts another stream."""
+        return int(self._engine.dropout_seed)
+
+    @dropout_seed.setter
+    def dropout_seed(self, value: int) -> None:
+        value = check_int(value, "dropout_seed", minimum=0, maximum=2**64 - 1)
+        self._engine.set_dropout_stream(value, self._engine.dropout_steps)
 
     @property
     def layout(self) -> Layout:
@@ -369,30 +457,51 @@ class Sequential(Trainer):
         self._classes = names
 
     def __repr__(self) -> str:
-        inner = ",\n    ".join(repr(layer) for layer in self.layers)
+        inner = ",\n    ".join(repr(layer) for layer in self.stack)
         return f"Sequential(\n    {inner},\n    loss={self.loss.name!r}, dtype={self.dtype.name!r})"
 
     def summary(self) -> str:
         """A table of the layers and their parameter counts."""
         rows = [f"{'layer':<8}{'shape':<14}{'activation':<12}{'params':>10}"]
-        for i, layer in enumerate(self.layers):
+        for i, (layer, drop) in enumerate(zip(self.layers, self._drops)):
             rows.append(
                 f"{i:<8}{f'{layer.n_in} → {layer.n_out}':<14}"
                 f"{layer.activation.name:<12}{layer.n_params:>10,}"
             )
+            if drop is not None:
+                rows.append(f"{'':<8}{f'dropout {drop.rate:g}':<26}{0:>10}")
         rows.append(f"loss {self.loss.name}, {self.params.size:,} parameters, {self.dtype.name}")
         return "\n".join(rows)
 
     # -- input checks -----------------------------------------------------------
     # -- the per-layer path, for learners and custom loops --------------------
     @_exclusive
-    def forward(self, X: ArrayLike) -> np.ndarray:
+    def forward(self, X: ArrayLike, training: bool = False) -> np.ndarray:
         """The outputs for one sample (n_in,) or a batch (rows, n_in), layer
-        by layer through Dense.forward (which keeps what backward needs)."""
+        by layer through Dense.forward (which keeps what backward needs).
+        With `training`, dropout too (Dropout.apply), by the masks the next
+        training pass of the compiled core would draw: forward(X,
+        training=True), backward(y) and apply_gradients() are a train_step
+        on the batch, mask for mask."""
+        if not isinstance(training, bool):
+            raise TypeError(f"training must be True or False, got {training!r}")
+        steps = self.dropout_steps
         a = self.layers[0].forward(X)
-        for layer in self.layers[1:]:
-            a = layer.forward(a)
+        for i, (layer, drop) in enumerate(zip(self.layers, self._drops)):
+            if i:
+                a = layer.forward(a)
+            if drop is None:
+                continue
+            if training and drop.rate > 0:
+                mask = np.empty((int(np.prod(a.shape[:-1])), a.shape[-1]), np.uint8)
+                _ops.dropout_mask(mask, self._engine.dropout_seed, steps, i, drop.rate)
+                a = drop.apply(a, mask.reshape(a.shape).view(bool))
+            else:
+                a = drop.forward(a)
+        if training and any(self.dropout):
+            self.dropout_steps = steps + 1
         self._forward_outputs = tuple([layer.output for layer in self.layers])
+        self._forward_drops = tuple(None if d is None else d.output for d in self._drops)
         self._forward_single = np.ndim(a) == 1
         return a
 
@@ -403,7 +512,12 @@ class Sequential(Trainer):
         db) and returns it."""
         if not self._forward_outputs:
             raise RuntimeError("call forward(X) before backward(y)")
-        if any(layer.output is not a for layer, a in zip(self.layers, self._forward_outputs)):
+        if any(
+            layer.output is not a for layer, a in zip(self.layers, self._forward_outputs)
+        ) or any(
+            drop is not None and drop.output is not d
+            for drop, d in zip(self._drops, self._forward_drops)
+        ):
             raise RuntimeError(
                 "a layer ran forward on its own since the network's last "
                 "forward: call net.forward(X) again before backward(y)"
@@ -420,6 +534,10 @@ class Sequential(Trainer):
             layer = self.layers[i]
             dx = layer.backward_delta(delta, need_dx=i > 0)
             if i > 0:
+                assert dx is not None
+                drop = self._drops[i - 1]
+                if drop is not None:  # ∂L/∂a from ∂L/∂d, by the forward's mask (if any)
+                    dx = np.reshape(drop.backward(dx[0] if self._forward_single else dx), dx.shape)
                 below = self.layers[i - 1]
                 delta = np.empty_like(dx)
                 _ops.act_backward(
@@ -435,7 +553,8 @@ class Sequential(Trainer):
     def explain(self, x: ArrayLike, y: ArrayLike):
         """The chain rule for one sample, layer by layer from the output:
         z, a, f′(z), δ and ∂C/∂W = a_prev ⊗ δ, each checked against finite
-        differences (see backprop.explain).  print() it."""
+        differences (see backprop.explain), as predict runs the network:
+        without dropout.  print() it."""
         self._require_trainable()
         return _explain.explain(self, x, y)
 
@@ -649,6 +768,13 @@ class Sequential(Trainer):
             training=_format.Training(
                 self._training.epoch, self._training.seed, self._training.callbacks, run
             ),
+            dropout=None
+            if all(drop is None for drop in self._drops)
+            else _format.DropoutState(
+                [None if drop is None else drop.rate for drop in self._drops],
+                self.dropout_seed,
+                self.dropout_steps,
+            ),
         )
         return _format.arrays_of(model, self.params, self._opt_state[: opt.n_state])
 
@@ -657,16 +783,16 @@ class Sequential(Trainer):
         """The network `model` describes, with the weights and state of
         `arrays` (checked against it); a file's fault raises its ValueError."""
         sizes, dtype = model.sizes, model.dtype
+        rates = [None] * len(model.activations) if model.dropout is None else model.dropout.rates
+        stack: list[Dense | Dropout] = []
+        for a, b, act, rate in zip(sizes, sizes[1:], model.activations, rates):
+            stack.append(Dense(a, b, act, init="zeros", dtype=dtype))
+            if rate is not None:
+                stack.append(Dropout(rate))
         with _format.field("meta"):
-            net = cls(
-                *[
-                    Dense(a, b, act, init="zeros", dtype=dtype)
-                    for a, b, act in zip(sizes, sizes[1:], model.activations)
-                ],
-                loss=model.loss,
-                dtype=dtype,
-                seed=model.seed,
-            )
+            net = cls(*stack, loss=model.loss, dtype=dtype, seed=model.seed)
+        if model.dropout is not None:
+            net.dropout_seed, net.dropout_steps = model.dropout.seed, model.dropout.steps
         with _format.field("meta.n_threads"):
             net.n_threads = model.n_threads
         net.params[...] = arrays["params"]
@@ -693,15 +819,25 @@ class Sequential(Trainer):
         return net
 
     @_exclusive
-    def copy(self, dtype: str | np.dtype | None = None) -> Sequential:
-        """An independent copy (weights included), optionally in another dtype."""
+    def copy(self, dtype: str | np.dtype | None = None, *, dropout: bool = True) -> Sequential:
+        """An independent copy (weights included), optionally in another
+        dtype; with its dropout, which goes on to draw the masks this one
+        would, unless `dropout` is False: then the copy is the network
+        without its Dropout layers (as predict runs it)."""
+        if not isinstance(dropout, bool):
+            raise TypeError(f"dropout must be True or False, got {dropout!r}")
         net = Sequential(
-            *[layer.copy(dtype) for layer in self.layers],
+            *[
+                layer.copy(dtype) if isinstance(layer, Dense) else layer.copy()
+                for layer in (self.stack if dropout else self.layers)
+            ],
             loss=self.loss,
             dtype=dtype or self.dtype,
             n_threads=self.n_threads,
         )
         net._seed = self._seed
+        if dropout:
+            net.dropout_seed, net.dropout_steps = self.dropout_seed, self.dropout_steps
         return net
 
     @_exclusive

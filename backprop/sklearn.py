@@ -32,7 +32,11 @@ input), and n_threads: the BLAS threads for this model's training and
 prediction, None (the default) for automatic, which inside joblib's worker
 processes follows the limits joblib sets for them; set n_threads=1 when a
 sweep runs one model per core (GridSearchCV(n_jobs=...), joblib's Dask
-backend), so that the models do not compete for the cores.
+backend), so that the models do not compete for the cores.  And dropout, an
+extension parameter scikit-learn's MLP does not have: the fraction in
+[0, 1) of every hidden layer's units dropped in training (inverted dropout,
+see backprop.Dropout; 0, the default, for none), with the stochastic
+solvers only.
 
 Where results differ from scikit-learn's (beyond the random draws of
 shuffling): sample weights are scaled to mean 1 once for the whole data
@@ -87,7 +91,7 @@ from . import callbacks as _callbacks
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._threads import check_threads
-from .layers import Dense
+from .layers import Dense, Dropout
 from .network import Sequential
 
 __all__ = ["MLPClassifier", "MLPRegressor", "to_sklearn", "from_sklearn"]
@@ -265,6 +269,7 @@ class _BaseMLP(BaseEstimator):
         max_fun=15000,
         dtype=None,
         n_threads=None,
+        dropout=0.0,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -291,6 +296,7 @@ class _BaseMLP(BaseEstimator):
         self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
+        self.dropout = dropout
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -351,6 +357,12 @@ class _BaseMLP(BaseEstimator):
                 check_threads(self.n_threads, "n_threads")  # the network's own check
             except TypeError as exc:  # reported as ValueError, like the other parameters
                 raise ValueError(str(exc)) from None
+        _check_number("dropout", self.dropout, 0, 1, high_open=True)
+        if self.dropout > 0 and self.solver == "lbfgs":
+            raise ValueError(
+                "dropout: solver='lbfgs' minimises one fixed loss, and dropout draws "
+                "new masks every pass; use a stochastic solver (adam, sgd …)"
+            )
         return [int(s) for s in sizes]
 
     def _optimizer(self, batch, mean_weight):
@@ -382,7 +394,11 @@ class _BaseMLP(BaseEstimator):
             W = rng.uniform(-bound, bound, (fan_in, fan_out))
             initial.append((W, rng.uniform(-bound, bound, fan_out)))
         act = _ACTIVATIONS[self.activation]
-        layers = [Dense(a, b, activation=act) for a, b in zip(sizes[:-2], sizes[1:-1])]
+        layers: list[Dense | Dropout] = []
+        for a, b in zip(sizes[:-2], sizes[1:-1]):
+            layers.append(Dense(a, b, activation=act))
+            if self.dropout > 0:  # (an extension: after every hidden layer)
+                layers.append(Dropout(self.dropout))
         layers.append(Dense(sizes[-2], sizes[-1], activation=output))
         net = Sequential(*layers, loss=loss, dtype=dtype, seed=0)
         for layer, (W, b) in zip(net.layers, initial):
@@ -459,13 +475,14 @@ class _BaseMLP(BaseEstimator):
         sizes = [X.shape[1], *hidden, targets.shape[1] if targets.ndim == 2 else 1]
         if loss == "cross_entropy":
             sizes[-1] = len(self.classes_)
-        model = (tuple(sizes), self.activation, output)
+        model = (tuple(sizes), self.activation, output, float(self.dropout))
         if not first and model != self._model:
             raise ValueError(
                 f"warm_start / partial_fit go on training the network fitted before: "
-                f"layer sizes {self._model[0]}, activation {self._model[1]!r} and output "
-                f"{self._model[2]!r}; this fit asks for {model[0]}, {model[1]!r} and "
-                f"{model[2]!r}. Set warm_start=False (or fit anew) to start over."
+                f"layer sizes {self._model[0]}, activation {self._model[1]!r}, output "
+                f"{self._model[2]!r} and dropout {self._model[3]}; this fit asks for "
+                f"{model[0]}, {model[1]!r}, {model[2]!r} and {model[3]}. Set "
+                "warm_start=False (or fit anew) to start over."
             )
         if first:
             dtype = self.dtype if self.dtype is not None else X.dtype
@@ -879,6 +896,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         max_fun=15000,
         dtype=None,
         n_threads=None,
+        dropout=0.0,
     ):
         self.loss = loss
         super().__init__(
@@ -907,6 +925,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             max_fun=max_fun,
             dtype=dtype,
             n_threads=n_threads,
+            dropout=dropout,
         )
 
     def __sklearn_tags__(self):

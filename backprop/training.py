@@ -290,6 +290,12 @@ class Trainer:
         def is_classifier(self) -> bool: ...
         @property
         def optimizer_steps(self) -> int: ...
+        @property
+        def dropout(self) -> tuple[float, ...]: ...
+
+        dropout_steps: int
+        dropout_seed: int
+
         def _snapshot(self, run: dict | None = None) -> dict: ...
         @property
         def training_state(self) -> TrainingState: ...
@@ -562,11 +568,11 @@ class Trainer:
                 # (a callback may have changed the optimizer, or how much state it keeps)
                 kept = [self.params] + self._opt_state[: self._optimizer.n_state]
                 backup = [a.copy() for a in kept]
-                steps = self.optimizer_steps
+                steps, drops = self.optimizer_steps, self.dropout_steps
                 try:
                     loss, right = run_epoch(epoch, lr)
                 except Exception:  # bad data, a batch that failed to load: undone
-                    self._restore(backup, kept, steps)  # (Ctrl-C keeps the steps taken)
+                    self._restore(backup, kept, steps, drops)  # (Ctrl-C keeps the steps taken)
                     raise
                 logs = {"loss": loss}
                 if self.is_classifier:
@@ -590,7 +596,7 @@ class Trainer:
                 else:
                     problem = None
                 if problem:
-                    self._restore(backup, kept, steps)
+                    self._restore(backup, kept, steps, drops)
                     history.append(epoch, dict(logs, lr=lr))
                     warnings.warn(
                         f"training stopped at epoch {epoch}: {problem} The network "
@@ -632,15 +638,24 @@ class Trainer:
             [layer.activation.name for layer in self.layers],
             self.loss.name,
             self.dtype.name,
+            list(self.dropout),
         )
-        theirs = (list(model.sizes), [a.name for a in model.activations], model.loss, model.dtype)
+        rates = [0.0] * len(model.activations) if model.dropout is None else model.dropout.rates
+        theirs = (
+            list(model.sizes),
+            [a.name for a in model.activations],
+            model.loss,
+            model.dtype,
+            [rate or 0.0 for rate in rates],
+        )
         if saved is None:
             raise ValueError(f"checkpoint: {path} is a model file, not a checkpoint of a run")
         if theirs != mine:
             raise ValueError(
                 f"checkpoint: {path} belongs to another network (layers {theirs[0]}, "
-                f"{theirs[1]}, {theirs[2]}, {theirs[3]}; this one is {mine[0]}, {mine[1]}, "
-                f"{mine[2]}, {mine[3]}); delete it or name another file"
+                f"{theirs[1]}, {theirs[2]}, {theirs[3]}, dropout {theirs[4]}; this one is "
+                f"{mine[0]}, {mine[1]}, {mine[2]}, {mine[3]}, dropout {mine[4]}); delete it "
+                "or name another file"
             )
         for key, what in (
             ("rows", "rows of data"),
@@ -667,6 +682,7 @@ class Trainer:
             mine_state[...] = theirs_state
         self._apply_optimizer(steps=other.optimizer_steps)
         self._rng.bit_generator.state = model.rng
+        self.dropout_seed, self.dropout_steps = other.dropout_seed, other.dropout_steps
         self._training = other.training_state
         return dict(saved)
 
@@ -679,6 +695,7 @@ class Trainer:
         training = self._training
         epoch, seed, callbacks = training.epoch, training.seed, dict(training.callbacks)
         rng = self._rng.bit_generator.state
+        drop_seed, drops = self.dropout_seed, self.dropout_steps
 
         def undo() -> None:
             self.params[...] = params
@@ -691,6 +708,7 @@ class Trainer:
             training.epoch, training.seed, training.callbacks = epoch, seed, callbacks
             self._training = training
             self._rng.bit_generator.state = rng
+            self.dropout_seed, self.dropout_steps = drop_seed, drops
 
         return _Undo(undo)
 
@@ -701,10 +719,11 @@ class Trainer:
             state[...] = 0
         self._apply_optimizer(steps=0)
 
-    def _restore(self, backup, kept, steps) -> None:
+    def _restore(self, backup, kept, steps, drops) -> None:
         for saved, current in zip(backup, kept):
             current[...] = saved
         self._apply_optimizer(steps)
+        self.dropout_steps = drops
 
     def partial_fit(
         self,

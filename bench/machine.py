@@ -7,6 +7,8 @@
   `backprop.set_num_threads` where it exists (else backprop is left alone),
   numpy's and scipy's OpenBLAS through threadpoolctl where installed, torch
   through `torch.set_num_threads`.
+- `timing_arguments(module, doc, reps, threads)`: the command line of a
+  standalone timing script (--reps, --threads, --quick).
 - `gemm_peak(dtype)`: the machine's large-GEMM throughput, the best of a few
   calls of scipy's own sgemm/dgemm (the BLAS backprop calls) on square
   matrices, in FLOP/s.  FLOPs of a training step divided by this is the
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
@@ -26,7 +29,15 @@ import numpy as np
 
 from .timing import timed
 
-__all__ = ["facts", "set_threads", "gemm_peak", "rss_bytes", "optional", "OtherLoad"]
+__all__ = [
+    "facts",
+    "set_threads",
+    "timing_arguments",
+    "gemm_peak",
+    "rss_bytes",
+    "optional",
+    "OtherLoad",
+]
 
 
 def optional(name: str):
@@ -107,6 +118,17 @@ def set_threads(n: int) -> list[str]:
         torch.set_num_threads(n)
         done.append(f"torch → {n} (torch.set_num_threads)")
     return done
+
+
+def timing_arguments(module: str, doc: str, reps: int, threads: int) -> argparse.ArgumentParser:
+    """The parser of `python -m bench.<module>`, described by the first line
+    of `doc`, with --reps and --threads (their defaults `reps` and
+    `threads`) and --quick; the script adds its own."""
+    p = argparse.ArgumentParser(prog=f"python -m bench.{module}", description=doc.split("\n")[0])
+    p.add_argument("--reps", type=int, default=reps, help=f"measured repetitions (default {reps})")
+    p.add_argument("--threads", type=int, default=threads, help=f"BLAS threads (default {threads})")
+    p.add_argument("--quick", action="store_true", help="a smoke run: little data, few repetitions")
+    return p
 
 
 def blas_description() -> list[str]:

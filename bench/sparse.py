@@ -14,7 +14,6 @@ scikit-learn's MLPClassifier (one epoch of sgd on the same sparse matrix).
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 import backprop as bp
 from backprop import _sources
 
-from .machine import optional, set_threads
+from .machine import optional, set_threads, timing_arguments
 from .report import table
 from .timing import fmt_time, interleave, timed
 
@@ -88,12 +87,9 @@ def sklearn_epoch(X, y):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.sparse", description=__doc__.split("\n")[0])
-    p.add_argument("--reps", type=int, default=3, help="measured repetitions (default 3)")
-    p.add_argument("--threads", type=int, default=2, help="BLAS threads (default 2)")
+    p = timing_arguments("sparse", __doc__, reps=3, threads=2)  # (--quick: 2,000 rows, once)
     p.add_argument("--densities", default="0.001,0.01,0.05,0.1,0.2", help="fractions stored")
     p.add_argument("--dtypes", default="float32,float64")
-    p.add_argument("--quick", action="store_true", help="2,000 rows, one repetition")
     args = p.parse_args(argv)
     set_threads(args.threads)
     rows_n = 2_000 if args.quick else ROWS

@@ -17,6 +17,7 @@
 #   threads.pxd   the BLAS pool's thread count during a call
 #   shuffle.pxd   the seeded random stream, the epoch's shuffle, the row gather
 #   plan.pxd      the Plan: the network's layout and its workspace
+#   dropout.pxi   dropout between the layers of a training pass
 #   epoch.pxi     forward, loss and gradient, update, step, epoch, inference
 #   ready.pxi     the fast path for ready-made input (train_step, one-row predict)
 
@@ -40,6 +41,7 @@ from threads cimport set_thread_functions, enter_threads, leave_threads
 from shuffle cimport shuffle, gather_csr_rows
 from plan cimport Plan
 
+include "dropout.pxi"
 include "epoch.pxi"
 include "ready.pxi"
 
@@ -191,6 +193,7 @@ cdef class Engine:
     cdef int typenum               # numpy's number for the dtype
     cdef public int n_threads      # BLAS threads for this engine's calls; 0: automatic
     cdef readonly Guard guard      # the network's "in use" mark, claimed by every call
+    cdef list _drops               # the dropout buffers the plan points into (see dropout.pxi)
 
     def __cinit__(self):
         self.plan.size = NULL
@@ -200,6 +203,9 @@ cdef class Engine:
         self.plan.b_off = NULL
         self.plan.out = NULL
         self.plan.delta = NULL
+        self.plan.drop_rate = NULL
+        self.plan.dropped = NULL
+        self.plan.mask = NULL
 
     def __init__(self, layout, acts, slopes, int loss, params, grads,
                  Py_ssize_t capacity=256, Guard guard=None):
@@ -258,6 +264,7 @@ cdef class Engine:
         self.plan.grads = data_of(grads)
         self.plan.capacity = 0
         self.plan.out_rows = 0
+        self._init_dropout()
         self.reserve(capacity)
         self.set_optimizer(SGD)
 
@@ -269,6 +276,9 @@ cdef class Engine:
         free(self.plan.b_off)
         free(self.plan.out)
         free(self.plan.delta)
+        free(self.plan.drop_rate)
+        free(self.plan.dropped)
+        free(self.plan.mask)
 
     @property
     def capacity(self):
@@ -307,8 +317,10 @@ cdef class Engine:
             work += [np.zeros((capacity, self.plan.size[0]), self.dtype),
                      np.zeros((capacity, self.plan.size[L]), self.dtype),
                      np.zeros(capacity, self.dtype)]
+            drops = self._dropout_work(capacity)
             for l in range(L):
                 self.plan.delta[l] = data_of(work[l])
+            self._point_dropout(drops)
             self.plan.xbuf = data_of(work[L])
             self.plan.ybuf = data_of(work[L + 1])
             self.plan.wbuf = data_of(work[L + 2])
@@ -495,10 +507,12 @@ cdef class Engine:
         self.guard.release()
         return value
 
-    def loss_and_grad(self, X, Y, weights=None):
+    def loss_and_grad(self, X, Y, weights=None, Py_ssize_t mask_row=0):
         """grads ← ∂L/∂params for the batch (X, Y), with optional sample
-        weights (rows,); returns the mean (weighted) loss."""
-        return self.train_step(X, Y, 0.0, weights, False)
+        weights (rows,); returns the mean (weighted) loss.  mask_row: where
+        the batch's rows start in the pass's dropout masks (a share of a
+        larger batch: see set_dropout)."""
+        return self.train_step(X, Y, 0.0, weights, False, mask_row)
 
     def apply_update(self, double lr):
         """One optimizer update of params from the current grads: the second
@@ -527,14 +541,18 @@ cdef class Engine:
                                             &Y[0, 0], Y.shape[0], k), Y.shape[0])
 
     def train_step(self, const real[:, ::1] X, const real[:, ::1] Y, double lr,
-                   const real[::1] weights=None, bint update_params=True):
+                   const real[::1] weights=None, bint update_params=True,
+                   Py_ssize_t mask_row=0):
         """One training step on the batch (sample weights optional), or the
         gradient alone (update_params False); returns its mean loss."""
         cdef double value
         cdef const real* wp = self._weights(weights, X.shape[0])
         self._check(X, Y, real is double, True)
+        if mask_row < 0:
+            raise ValueError(f"mask_row must be ≥ 0, got {mask_row}")
         cdef int threads = self.n_threads
         self.guard.claim()
+        self.plan.mask_row = mask_row
         with nogil:
             enter_threads(threads)
             value = loss_and_grad(&X[0, 0], &Y[0, 0], wp, &self.plan, X.shape[0],
@@ -542,6 +560,7 @@ cdef class Engine:
             if update_params:
                 update(&self.plan, <real>lr)
             leave_threads()
+        self.plan.mask_row = 0
         self.guard.release()
         return value
 
@@ -629,3 +648,99 @@ cdef class Engine:
             leave_threads()
         self.guard.release()
         return value
+
+    # -- dropout (see dropout.pxi) ----------------------------------------------
+    cdef _init_dropout(self):
+        # No dropout yet: every rate 0, no buffers.
+        cdef int l, L = self.plan.n_layers
+        self.plan.drop_rate = <double*>malloc(L * sizeof(double))
+        self.plan.dropped = <char**>malloc(L * sizeof(char*))
+        self.plan.mask = <unsigned char**>malloc(L * sizeof(unsigned char*))
+        if self.plan.drop_rate == NULL or self.plan.dropped == NULL or self.plan.mask == NULL:
+            raise MemoryError()
+        for l in range(L):
+            self.plan.drop_rate[l] = 0
+            self.plan.dropped[l] = NULL
+            self.plan.mask[l] = NULL
+        self.plan.dropout = False
+        self.plan.drop_seed = 0
+        self.plan.drop_steps = 0
+        self.plan.mask_row = 0
+        self._drops = []
+
+    cdef list _dropout_work(self, Py_ssize_t capacity, rates=None):
+        # For each layer, the arrays (d, mask) of its dropout for training
+        # passes of `capacity` rows, or None where its rate (of `rates`, or
+        # the plan's) is 0.
+        cdef int l
+        if rates is None:
+            rates = [self.plan.drop_rate[l] for l in range(self.plan.n_layers)]
+        return [None if rates[l] <= 0 else
+                (np.zeros((capacity, self.plan.size[l + 1]), self.dtype),
+                 np.zeros((capacity, self.plan.size[l + 1]), np.uint8))
+                for l in range(self.plan.n_layers)]
+
+    cdef int _point_dropout(self, list drops) except -1:
+        # The plan's dropout buffers ← those of `drops` (see _dropout_work),
+        # without running Python code.
+        cdef int l
+        for l in range(self.plan.n_layers):
+            if drops[l] is None:
+                self.plan.dropped[l] = NULL
+                self.plan.mask[l] = NULL
+            else:
+                self.plan.dropped[l] = data_of(drops[l][0])
+                self.plan.mask[l] = <unsigned char*>data_of(drops[l][1])
+        self._drops = drops
+        return 0
+
+    def set_dropout(self, rates, unsigned long long seed, unsigned long long steps=0):
+        """Dropout in training calls (train_epoch, train_step, loss_and_grad):
+        after layer l's activation, rates[l] in [0, 1) of its units dropped
+        (0: none; the output layer's must be 0), the kept ones scaled by
+        1/(1 − rate).  The masks come from the stream `seed`: training pass
+        k (each call of loss_and_grad or train_step, each batch of an epoch)
+        draws mask number k, `steps` (dropout_steps) being the passes so far.
+        Inference is never dropped."""
+        cdef int l, L = self.plan.n_layers
+        rates = [float(r) for r in rates]
+        if len(rates) != L:
+            raise ValueError(f"rates must have one entry for each of the {L} layers")
+        if any(not 0 <= r < 1 for r in rates):
+            raise ValueError(f"rates must lie in [0, 1), got {rates}")
+        if rates[L - 1] != 0:
+            raise ValueError("rates: the output layer takes no dropout")
+        drops = self._dropout_work(self.plan.capacity, rates)
+        # Between claim and release no Python code runs (see set_optimizer).
+        self.guard.claim()              # never swap the buffers under a running call
+        for l in range(L):
+            self.plan.drop_rate[l] = rates[l]
+        self._point_dropout(drops)
+        self.plan.dropout = any(r > 0 for r in rates)
+        self.plan.drop_seed = seed
+        self.plan.drop_steps = steps
+        self.guard.release()
+
+    @property
+    def dropout_rates(self):
+        """The rate of dropout after each layer (see set_dropout)."""
+        return tuple(self.plan.drop_rate[l] for l in range(self.plan.n_layers))
+
+    @property
+    def dropout_seed(self):
+        """The seed of the dropout masks' stream (see set_dropout)."""
+        return self.plan.drop_seed
+
+    @property
+    def dropout_steps(self):
+        """Training passes that drew dropout masks so far: the next draws
+        mask number dropout_steps."""
+        return self.plan.drop_steps
+
+    def set_dropout_stream(self, unsigned long long seed, unsigned long long steps):
+        """The masks' stream `seed`, `steps` passes into it: to go on from a
+        file, or to draw a pass's masks again."""
+        self.guard.claim()
+        self.plan.drop_seed = seed
+        self.plan.drop_steps = steps
+        self.guard.release()

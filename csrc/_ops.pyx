@@ -19,7 +19,9 @@ from kernels cimport (
     dense_forward as k_dense_forward,
     dense_backward as k_dense_backward, class_labels as k_class_labels,
     Optimizer, optimizer_update as k_optimizer_update,
+    dropout_forward as k_dropout_forward, dropout_backward as k_dropout_backward,
 )
+from shuffle cimport dropout_mask as k_dropout_mask
 from libc.string cimport memset
 
 from backprop._codes cimport EXP, MSE, CROSS_ENTROPY, POISSON, SGD, ADAGRAD
@@ -251,3 +253,49 @@ def optimizer_update(real[::1] w, const real[::1] g, real[::1] s1, real[::1] s2,
         k_optimizer_update(&o, &w[0], &g[0], &s1[0], &s2[0], w.shape[0],
                            &b_off[0] if n_b else NULL, &b_len[0] if n_b else NULL, n_b)
     return o.t
+
+
+# ---------------------------------------------------------------- dropout ---
+cdef int dropout_rate(double rate) except -1:
+    # Raise unless rate lies in [0, 1).
+    if not 0 <= rate < 1:
+        raise ValueError(f"rate must lie in [0, 1), got {rate}")
+    return 0
+
+
+def dropout_mask(unsigned char[:, ::1] mask, unsigned long long seed,
+                 unsigned long long step, Py_ssize_t layer, double rate,
+                 Py_ssize_t first_row=0):
+    """mask (rows, cols) ← 1 for each unit kept, 0 for each dropped, in the
+    rows first_row … of training pass `step` through the dropout after layer
+    `layer`, from the stream `seed`: the engine's mask of that pass."""
+    dropout_rate(rate)
+    if layer < 0 or first_row < 0:
+        raise ValueError(f"layer and first_row must be ≥ 0, got {layer} and {first_row}")
+    fits("mask", mask.shape[0], mask.shape[1], mask.shape[0], mask.shape[1])
+    with nogil:
+        k_dropout_mask(&mask[0, 0], mask.shape[0], mask.shape[1], seed, step, layer,
+                       first_row, rate)
+
+
+def dropout_forward(real[:, ::1] d, const real[:, ::1] a, const unsigned char[:, ::1] mask,
+                    double rate):
+    """d (rows, cols) ← a ⊙ mask / (1 − rate)."""
+    dropout_rate(rate)
+    fits("a", a.shape[0], a.shape[1], a.shape[0], a.shape[1])
+    fits("d", d.shape[0], d.shape[1], a.shape[0], a.shape[1])
+    fits("mask", mask.shape[0], mask.shape[1], a.shape[0], a.shape[1])
+    with nogil:
+        k_dropout_forward(&d[0, 0], &a[0, 0], &mask[0, 0], a.shape[0] * a.shape[1], rate)
+
+
+def dropout_backward(real[:, ::1] g_a, const real[:, ::1] g_d,
+                     const unsigned char[:, ::1] mask, double rate):
+    """g_a (rows, cols) ← ∂L/∂a = g_d ⊙ mask / (1 − rate), g_d = ∂L/∂d."""
+    dropout_rate(rate)
+    fits("g_d", g_d.shape[0], g_d.shape[1], g_d.shape[0], g_d.shape[1])
+    fits("g_a", g_a.shape[0], g_a.shape[1], g_d.shape[0], g_d.shape[1])
+    fits("mask", mask.shape[0], mask.shape[1], g_d.shape[0], g_d.shape[1])
+    with nogil:
+        k_dropout_backward(&g_a[0, 0], &g_d[0, 0], &mask[0, 0],
+                           g_d.shape[0] * g_d.shape[1], rate)

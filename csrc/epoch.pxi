@@ -21,11 +21,13 @@ from threads cimport product_threads
 
 
 cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
-                       bint logits, const CsrBatch* sx=NULL) noexcept nogil:
+                       bint logits, const CsrBatch* sx=NULL,
+                       bint train=False) noexcept nogil:
     # x (rows, size[0]) → out[l] = f(out[l − 1] @ W + b) for every layer.
     # The last layer writes into `last` when it is not NULL, and stops at
     # z (no activation) when `logits` is set, for the fused loss to finish.
     # With sx (not NULL) the input is those CSR rows, and x goes unread.
+    # A training pass (`train`) applies dropout between the layers.
     cdef int l, L = p.n_layers - 1
     cdef const real* inp = x
     cdef real* out
@@ -41,7 +43,7 @@ cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
             product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
             dense_forward(out, inp, w + p.w_off[l], w + p.b_off[l], rows,
                           p.size[l], p.size[l + 1], act, <real>p.slope[l])
-        inp = out
+        inp = drop_forward(p, l, rows, out) if train else out
 
 
 cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
@@ -59,7 +61,7 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
     cdef real* g = <real*>p.grads
     cdef real* top = last if last != NULL else <real*>p.out[L]
     cdef double value
-    forward_rows(x, p, rows, last, True, sx)
+    forward_rows(x, p, rows, last, True, sx, True)
     value = loss_forward_backward(p.loss, p.act[L], <real>p.slope[L], top,
                                   <real*>p.delta[L], y, sw, rows, p.size[L + 1])
     for l in range(L, -1, -1):
@@ -76,17 +78,19 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
         if sgd_lr > 0:
             dense_backward_sgd(NULL if l == 0 else <real*>p.delta[l - 1],
                                w + p.w_off[l], w + p.b_off[l], g + p.b_off[l],
-                               <real*>p.delta[l], x if l == 0 else <real*>p.out[l - 1],
+                               <real*>p.delta[l], layer_input(x, p, l, True),
                                rows, p.size[l], p.size[l + 1], sgd_lr)
         else:
             dense_backward(NULL if l == 0 else <real*>p.delta[l - 1],
                            g + p.w_off[l], g + p.b_off[l], <real*>p.delta[l],
-                           x if l == 0 else <real*>p.out[l - 1], w + p.w_off[l],
+                           layer_input(x, p, l, True), w + p.w_off[l],
                            rows, p.size[l], p.size[l + 1])
         if l > 0:
+            drop_backward(p, l - 1, rows, <real*>p.delta[l - 1])
             act_backward(<real*>p.delta[l - 1], <real*>p.delta[l - 1],
                          <real*>p.out[l - 1], rows, p.size[l], p.act[l - 1],
                          <real>p.slope[l - 1])
+    count_pass(p)
     return value
 
 

@@ -23,6 +23,9 @@
 #              RMSProp, AdaGrad                   train_step, net.step's plain SGD)
 #   fused:     dense_backward, then plain SGD     dense_backward_sgd, the fast twin
 #                                                 that fit runs for plain SGD
+#   dropout:   d = a ⊙ m / (1 − rate) ;           dropout_forward (training only;
+#              ∂L/∂a = ∂L/∂d ⊙ m / (1 − rate)     the mask m: shuffle.pxd),
+#                                                 dropout_backward
 #
 # Conventions.  Every buffer is C-contiguous and row-major; shapes are in the
 # one-line comment of each function as (rows, cols).  `# IN` buffers are read,
@@ -785,3 +788,27 @@ cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
     for j in range(2 * n_b + 1):
         decayed = piece(j, n, b_off, b_len, n_b, &lo, &hi)
         update_piece(o, w, g, s1, s2, lo, hi, scale, decayed)
+
+
+# ---------------------------------------------------------------- dropout ---
+# Inverted dropout after a layer's activation (Srivastava et al., 2014): in
+# a training pass each unit is kept (m = 1) with probability 1 − rate and
+# scaled by 1/(1 − rate), so that d has the expectation of a; at inference
+# it is the identity, and nothing runs.  The backward pass takes the
+# forward's mask.  The scale is rounded once to `real`, and m · scale is
+# exactly 0 or the scale, so either pass is one product per unit.
+
+cdef inline void dropout_forward(real* d, const real* a, const unsigned char* m,
+                                 Py_ssize_t n, double rate) noexcept nogil:
+    # OUT d (n,) ← a ⊙ m / (1 − rate); IN a (n,), the mask m (n,) of 0 and 1
+    cdef real scale = <real>(1.0 / (1.0 - rate))
+    cdef Py_ssize_t i
+    for i in range(n):
+        d[i] = a[i] * (m[i] * scale)
+
+
+cdef inline void dropout_backward(real* g_a, const real* g_d, const unsigned char* m,
+                                  Py_ssize_t n, double rate) noexcept nogil:
+    # OUT g_a (n,) ← ∂L/∂a = g_d ⊙ m / (1 − rate); IN g_d = ∂L/∂d (n,), m (n,)
+    # (g_a may be g_d)
+    dropout_forward(g_a, g_d, m, n, rate)

@@ -32,3 +32,12 @@ cdef struct Plan:
     char* xbuf                 # (capacity, size[0]): the gathered input batch
     char* ybuf                 # (capacity, size[n_layers]): the gathered targets
     char* wbuf                 # (capacity,): the gathered sample weights
+    # dropout after a layer's activation, in training passes (see dropout.pxi)
+    bint dropout               # whether any layer drops
+    double* drop_rate          # (n_layers,) the rate after layer l (0: none; the output's is 0)
+    char** dropped             # (n_layers,) where rate > 0 (else NULL), (capacity, size[l + 1]):
+    #                            d = a ⊙ m / (1 − rate), the input of layer l + 1
+    unsigned char** mask       # (n_layers,) likewise: the mask m of the last training pass
+    unsigned long long drop_seed   # the masks' stream (shuffle.pxd, dropout_mask)
+    unsigned long long drop_steps  # training passes so far: the next draws mask number drop_steps
+    Py_ssize_t mask_row        # the call's first row in its pass's masks (a rank's share)

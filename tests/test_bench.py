@@ -23,6 +23,13 @@ def _bench(module):
             sys.path.remove(ROOT)  # backprop there is an unbuilt source folder)
 
 
+def run_bench(module, *args):
+    """`python -m <module> <args>` from the repository root, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
 def test_numpy_peer_gradients_match_finite_differences():
     assert _bench("numpy_mlp").check_gradients() < 1e-6
 
@@ -123,23 +130,15 @@ def test_parity_is_opt_in():
 @needs_bench
 def test_quick_bench_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--sections",
-            "training,latency,digits",
-            "--workloads",
-            "W0,W1",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_bench(
+        "bench",
+        "--quick",
+        "--sections",
+        "training,latency,digits",
+        "--workloads",
+        "W0,W1",
+        "--json",
+        str(out),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Training: time per step" in result.stdout
@@ -158,13 +157,7 @@ def test_quick_bench_runs_and_writes_json(tmp_path):
 def test_distributed_bench_runs_at_one_and_two_ranks(tmp_path):
     pytest.importorskip("mpi4py")
     out = tmp_path / "distributed.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.distributed", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_bench("bench.distributed", "--quick", "--json", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Projection to more hosts" in result.stdout
     data = json.loads(out.read_text())
@@ -213,3 +206,12 @@ def test_onnx_section_runs_the_digits_network_in_both_runtimes(capsys):
     report.onnx({"onnx": res})
     out = capsys.readouterr().out
     assert "500 rows in one call" in out and "labels agree 100.0%" in out
+
+
+@needs_bench
+def test_dropout_bench_times_w3_with_and_without_the_mask():
+    result = run_bench("bench.dropout", "--quick")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "One epoch of fit on W3 784-256-10 b128 f32" in result.stdout
+    for name in ("none", "Dropout(0.2)", "Dropout(0.5)"):
+        assert f"\n{name} " in result.stdout

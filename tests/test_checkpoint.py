@@ -488,3 +488,55 @@ def test_a_checkpoint_whose_history_does_not_fit_its_epochs_is_refused(tmp_path,
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="meta.training.run.history must hold 2 values"):
         fit(make_net(), path)
+
+
+def dropout_net():
+    return bp.Sequential(
+        bp.Dense(5, 8, "relu"),
+        bp.Dropout(0.5),
+        bp.Dense(8, 3, "softmax"),
+        loss="cross_entropy",
+        seed=1,
+    )
+
+
+@pytest.mark.parametrize("at", [1, 4])
+def test_a_run_with_dropout_resumed_from_its_checkpoint_ends_as_one_run(tmp_path, at):
+    whole = dropout_net()
+    fit(whole, None)
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fit(dropout_net(), path, StopAt(at))
+    assert _format.read(path)[0].dropout.steps == at * 8  # (60 rows: 8 batches an epoch)
+    again = dropout_net()
+    fit(again, path)
+    np.testing.assert_array_equal(again.params, whole.params)
+    assert again.dropout_steps == whole.dropout_steps == 6 * 8
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("k", [1, 8])  # (the 8th save falls within epoch 2)
+def test_a_run_with_dropout_interrupted_within_an_epoch_draws_its_masks_on(
+    tmp_path, monkeypatch, source, k
+):
+    whole = dropout_net()
+    fit_source(whole, source, tmp_path)
+    path = tmp_path / "run.npz"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, k)
+        with pytest.raises(Interrupted):
+            fit_source(dropout_net(), source, tmp_path, checkpoint=path, checkpoint_every=2)
+    model = _format.read(str(path))[0]
+    assert model.training.run["position"]["epoch"] == (1 if k == 1 else 2)
+    assert 0 < model.dropout.steps < whole.dropout_steps  # (the passes trained before it)
+    again = dropout_net()
+    fit_source(again, source, tmp_path, checkpoint=path, checkpoint_every=2)
+    np.testing.assert_array_equal(again.params, whole.params)
+
+
+def test_a_checkpoint_of_other_dropout_is_refused(tmp_path):
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fit(dropout_net(), path, StopAt(1))
+    with pytest.raises(ValueError, match=r"another network .*dropout \[0.5, 0.0\]"):
+        fit(make_net(), path)

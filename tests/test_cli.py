@@ -332,11 +332,25 @@ def test_validation_split_leaving_no_rows_is_a_bad_option(capsys):
         (("--momentum", "1"), "argument --momentum: must lie in [0, 1)"),
         (("--momentum", "nan"), "argument --momentum: must lie in [0, 1)"),
         (("--seed", "-1"), "argument --seed: must be at least 0"),
+        (("--dropout", "1"), "argument --dropout: must lie in [0, 1)"),
+        (("--dropout", "-0.2"), "argument --dropout: must lie in [0, 1)"),
     ],
 )
 def test_other_bad_training_options_exit_2(capsys, args, message):
     code, _, err = call(capsys, "train", "--data", "xor", *args)
     assert code == 2 and message in err
+
+
+def test_train_with_dropout_after_every_hidden_layer(tmp_path, capsys):
+    path = tmp_path / "net.npz"
+    args = ("train", "--hidden", "32", "16", "--epochs", "8", "--seed", "1", "--save", str(path))
+    code, out, _ = call(capsys, *args, "--dropout", "0.3")
+    assert code == 0 and out.count("dropout 0.3") == 2  # in the summary
+    net = bp.load(path)
+    assert net.dropout == (0.3, 0.3, 0.0)
+    assert float(re.search(r"test accuracy ([0-9.]+)", out).group(1)) > 0.85
+    code, out, _ = call(capsys, *args)
+    assert code == 0 and "dropout 0" not in out and bp.load(path).dropout == (0.0, 0.0, 0.0)
 
 
 def test_predict_with_an_mse_model_and_class_names(tmp_path, capsys):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")  # the optional extra "plot"; in the test extra
+from matplotlib import image
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
@@ -93,6 +94,23 @@ def test_cross_entropy_learns_faster_than_squared_error(tmp_path):
     assert (tmp_path / "mse_vs_cross_entropy.png").stat().st_size > 10_000
     mse, ce = curves.values()
     assert ce[0] > mse[0] + 0.1 and ce[2] > mse[2] and ce[-1] >= mse[-1]
+
+
+def test_dropout_against_overfitting(tmp_path):
+    runs = run("10_dropout.py", tmp_path)
+    figure = image.imread(tmp_path / "dropout.png")
+    assert figure.shape[:2] == (450, 1500)  # three panels side by side
+    plain, dropped = runs["no dropout"], runs["Dropout(0.5)"]
+    assert len(plain["train"]) == len(plain["val"]) == len(dropped["val"]) == 300
+    # without dropout the network learns the points by heart:
+    assert plain["train"][-1] < 0.4 * plain["train"][0]
+    assert plain["val"][-1] > 1.5 * plain["val"].min()  # (its lowest within the first epochs)
+    assert plain["val"].argmin() < 20
+    # with it, the validation loss ends lower and the gap is smaller
+    assert dropped["val"][-1] < 0.7 * plain["val"][-1]
+    gaps = {label: r["val"][-1] - r["train"][-1] for label, r in runs.items()}
+    assert 0 < gaps["Dropout(0.5)"] < 0.5 * gaps["no dropout"]
+    assert dropped["net"].dropout == (0.5, 0.5, 0.0) and plain["net"].dropout == (0.0, 0.0, 0.0)
 
 
 def test_plot_names_the_extra_when_matplotlib_is_missing(monkeypatch):

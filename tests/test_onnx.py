@@ -402,3 +402,23 @@ def test_backprop_export_refusals(tmp_path, capsys):
     assert code == 1 and "none.npz: not a usable backprop model file" in err
     code, out, err = _call(capsys, "export", model, str(tmp_path / "r.onnx"))
     assert code == 0 and "values (batch, 1)" in out
+
+
+@needs_ort
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_is_left_out_of_the_graph(dtype):
+    # Dropout is the identity at inference: the graph holds the Dense layers
+    # alone, and predicts as the network does after training with it.
+    net = bp.Sequential(
+        Dense(5, 8, "relu"),
+        bp.Dropout(0.5),
+        Dense(8, 3, "softmax"),
+        loss="cross_entropy",
+        dtype=dtype,
+        seed=0,
+    )
+    X = inputs(5, dtype=dtype)
+    net.fit(X, np.arange(64) % 3, epochs=3, lr=0.1)
+    model = bpo.export(net)
+    assert [node.op_type for node in model.graph.node] == ["Gemm", "Relu", "Gemm", "Softmax"]
+    same_outputs(net, X, run(model, X)["probabilities"])

@@ -32,6 +32,22 @@ def test_scikit_learn_estimator_checks(estimator, check):
         pytest.fail(f"{check}: {type(exc).__name__}: {exc}")
 
 
+# With dropout the estimators pass the same checks but two: a row given
+# weight 2 is not two rows, which draw two masks.
+WEIGHTS_ARE_NOT_REPEATS = {
+    f"check_sample_weight_equivalence_on_{kind}_data": "repeated rows draw other masks"
+    for kind in ("dense", "sparse")
+}
+
+
+@parametrize_with_checks(
+    [MLPClassifier(random_state=0, dropout=0.2), MLPRegressor(random_state=0, dropout=0.2)],
+    expected_failed_checks=lambda estimator: WEIGHTS_ARE_NOT_REPEATS,
+)
+def test_scikit_learn_estimator_checks_with_dropout(estimator, check):
+    check(estimator)
+
+
 def digits():
     X, y = bp.datasets.load_digits(scale=None)
     return train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
@@ -122,6 +138,10 @@ def test_warm_start_and_early_stopping():
         (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes"),
         (dict(batch_size=0), "batch_size"),
         (dict(learning_rate="cyclic"), "learning_rate"),
+        (dict(dropout=1.0), "dropout must be a finite number ≥ 0 and < 1"),
+        (dict(dropout=-0.1), "dropout must be a finite number ≥ 0 and < 1"),
+        (dict(dropout="0.2"), "dropout must be a finite number"),
+        (dict(dropout=0.2, solver="lbfgs"), "dropout: solver='lbfgs'"),
     ],
 )
 def test_bad_parameters(params, match):

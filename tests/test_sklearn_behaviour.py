@@ -232,6 +232,33 @@ def test_warm_start_refuses_another_network(change):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_dropout_is_an_extension_after_every_hidden_layer(name):
+    X, y, Y = data(120)
+    target = y if name == "MLPClassifier" else Y
+    params = dict(hidden_layer_sizes=(8, 6), max_iter=20, random_state=0)
+    plain = getattr(bp, name)(**params).fit(X, target)
+    zero = getattr(bp, name)(dropout=0.0, **params).fit(X, target)
+    dropped = [getattr(bp, name)(dropout=0.3, **params).fit(X, target) for _ in range(2)]
+    assert plain.get_params()["dropout"] == 0.0 and dropped[0].get_params()["dropout"] == 0.3
+    assert dropped[0].net_.dropout == (0.3, 0.3, 0.0)
+    for a, b in zip(plain.coefs_, zero.coefs_):  # 0: no Dropout layer at all
+        np.testing.assert_array_equal(a, b)
+    for a, b, c in zip(dropped[0].coefs_, dropped[1].coefs_, plain.coefs_):
+        np.testing.assert_array_equal(a, b)  # random_state fixes the masks too
+        assert not np.allclose(a, c)
+    outputs = dropped[0].predict_proba(X) if name == "MLPClassifier" else dropped[0].predict(X)
+    without = dropped[0].net_.copy(dropout=False).predict_proba(X)  # prediction runs without it
+    np.testing.assert_array_equal(outputs, without if without.shape[1] > 1 else without[:, 0])
+
+
+def test_warm_start_refuses_other_dropout():
+    X, y, _ = data()
+    est = bp.MLPClassifier(max_iter=2, warm_start=True, dropout=0.2).fit(X, y)
+    with pytest.raises(ValueError, match="dropout 0.2; this fit asks for .* and 0.5"):
+        est.set_params(dropout=0.5).fit(X, y)
+
+
 def test_multilabel():
     X, Y = make_multilabel_classification(n_samples=300, n_classes=4, random_state=0)
     X_train, X_test, Y_train, Y_test = train_test_split(X, Y, random_state=0)

@@ -274,3 +274,38 @@ def test_sparse_rows_train_like_one_process_with_their_joint_batch():
     np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-12)
     for key, values in expected.history.items():
         np.testing.assert_allclose(history.history[key], values, rtol=1e-10, atol=1e-12)
+
+
+def dropout_net(seed=0, dtype="float64"):
+    return bp.Sequential(
+        bp.Dense(8, 16, activation="relu"),
+        bp.Dropout(0.5),
+        bp.Dense(16, 3, activation="softmax"),
+        loss="cross_entropy",
+        dtype=dtype,
+        seed=seed,
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_ranks_with_dropout_train_like_one_process_mask_for_mask(optimizer):
+    """Each rank draws its rows of the global batch's masks: together the
+    masks of one process with the joint batch (991 rows: the last batch is
+    shared unevenly; under 3 ranks it is one row, and two ranks get none)."""
+    X, y = data(991)
+    net = dropout_net(seed=me)  # rank 0's weights and masks' stream win
+    dist.fit(net, X, y, epochs=3, batch_size=10, optimizer=optimizer)
+    alone = dropout_net()
+    alone.fit(X, y, epochs=3, batch_size=10 * ranks, optimizer=optimizer)
+    np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-12)
+    assert comm.allgather(net.dropout_steps) == [alone.dropout_steps] * ranks
+    plain = make_net()  # (a network without dropout trains otherwise)
+    assert comm.allgather(plain.dropout) == [(0.0, 0.0)] * ranks
+
+
+@pytest.mark.skipif(ranks == 1, reason="needs two ranks")
+def test_ranks_with_other_dropout_are_refused():
+    X, y = data(64)
+    net = dropout_net() if me == 0 else make_net()
+    with pytest.raises((ValueError, RuntimeError), match="same network|refused"):
+        dist.fit(net, X, y, epochs=1, batch_size=8)
