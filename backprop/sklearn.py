@@ -90,7 +90,7 @@ except ImportError as exc:  # pragma: no cover - only without the optional extra
 from . import callbacks as _callbacks
 from . import losses as _losses
 from . import optimizers as _optimizers
-from ._threads import check_threads
+from ._threads import check_threads, get_num_threads, num_threads
 from .layers import Dense, Dropout
 from .network import Sequential
 
@@ -639,17 +639,20 @@ class _BaseMLP(BaseEstimator):
 
         limit = np.finfo(net.dtype).max
 
+        pool = get_num_threads()
+
         def objective(x):
             if not (np.abs(x) <= limit).all():  # a line-search step past the float range:
                 return np.nan, np.full(x.shape, np.nan)  # (so that scipy stops there)
             net.params = x
             value, grad = 0.0, np.zeros(net.params.shape, np.float64)
-            for rows in chunks:
-                part = None if sample_weight is None else sample_weight[rows]
-                value += net.loss_and_grad(X[rows], targets[rows], part) * (
-                    (rows.stop - rows.start) / n
-                )
-                grad += net.grads * ((rows.stop - rows.start) / n)
+            with num_threads(pool):  # the products: the pool as it was
+                for rows in chunks:
+                    part = None if sample_weight is None else sample_weight[rows]
+                    value += net.loss_and_grad(X[rows], targets[rows], part) * (
+                        (rows.stop - rows.start) / n
+                    )
+                    grad += net.grads * ((rows.stop - rows.start) / n)
             # scikit-learn's objective: the squared error averaged over the
             # outputs too, with the gradient of its sum over them
             w = net.params[weights].astype(np.float64)
@@ -662,14 +665,18 @@ class _BaseMLP(BaseEstimator):
             iterations.append(intermediate_result.fun)
             print(f"Iteration {len(iterations)}, loss = {intermediate_result.fun:.8f}")
 
-        result = scipy.optimize.minimize(
-            objective,
-            net.params.astype(np.float64),
-            method="L-BFGS-B",
-            jac=True,
-            callback=report if self.verbose else None,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
-        )
+        # L-BFGS-B's own work is vector updates over the parameters, which
+        # BLAS threads slow down (a second thread costs more than it saves,
+        # and on a busy machine far more): it runs on one.
+        with num_threads(1):
+            result = scipy.optimize.minimize(
+                objective,
+                net.params.astype(np.float64),
+                method="L-BFGS-B",
+                jac=True,
+                callback=report if self.verbose else None,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
+            )
         if not (np.abs(result.x) <= limit).all():
             raise ValueError(_NON_FINITE)
         net.params = result.x
