@@ -90,7 +90,7 @@ except ImportError as exc:  # pragma: no cover - only without the optional extra
 from . import callbacks as _callbacks
 from . import losses as _losses
 from . import optimizers as _optimizers
-from ._threads import check_threads, get_num_threads, num_threads
+from ._threads import check_threads, get_num_threads, num_threads, set_num_threads
 from .layers import Dense, Dropout
 from .network import Sequential
 
@@ -135,6 +135,30 @@ def _check_number(name, value, low, high=np.inf, low_open=False, high_open=False
         if high < np.inf:
             bound += f" and {'<' if high_open else '≤'} {high}"
         raise ValueError(f"{name} must be {kind} {bound}, got {value!r}")
+
+
+_SERIAL_LOCK = threading.Lock()
+_serial = {"depth": 0, "pool": 1}  # fits in _one_blas_thread, and the pool they found
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """A block with a BLAS pool of one thread; yields the pool's size as it
+    was.  Counted, so that fits in several Python threads leave the pool as
+    the first found it when the last one ends."""
+    with _SERIAL_LOCK:
+        if _serial["depth"] == 0:
+            _serial["pool"] = get_num_threads()
+            set_num_threads(1)
+        _serial["depth"] += 1
+        pool = _serial["pool"]
+    try:
+        yield pool
+    finally:
+        with _SERIAL_LOCK:
+            _serial["depth"] -= 1
+            if _serial["depth"] == 0:
+                set_num_threads(_serial["pool"])
 
 
 _FITTING: set[int] = set()  # the estimators (by id) that some thread is fitting
@@ -639,8 +663,6 @@ class _BaseMLP(BaseEstimator):
 
         limit = np.finfo(net.dtype).max
 
-        pool = get_num_threads()
-
         def objective(x):
             if not (np.abs(x) <= limit).all():  # a line-search step past the float range:
                 return np.nan, np.full(x.shape, np.nan)  # (so that scipy stops there)
@@ -668,7 +690,7 @@ class _BaseMLP(BaseEstimator):
         # L-BFGS-B's own work is vector updates over the parameters, which
         # BLAS threads slow down (a second thread costs more than it saves,
         # and on a busy machine far more): it runs on one.
-        with num_threads(1):
+        with _one_blas_thread() as pool:
             result = scipy.optimize.minimize(
                 objective,
                 net.params.astype(np.float64),

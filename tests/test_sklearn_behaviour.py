@@ -609,3 +609,28 @@ def test_random_state_draws_the_batch_order():
         again.setdefault(seed, []).append(twin.fit(X, y).coefs_[0])
     np.testing.assert_array_equal(again[1][0], again[1][1])
     assert not np.allclose(again[1][0], again[2][0])
+
+
+def test_lbfgs_leaves_the_thread_pool_as_it_was():
+    # L-BFGS-B's own updates run on one BLAS thread; the pool is the user's
+    # again afterwards, also when fits in several threads overlap.
+    import threading
+
+    import backprop
+
+    X, y, _ = data(200)
+    with backprop.num_threads(2):
+        before = backprop.get_num_threads()
+        fits = [
+            threading.Thread(
+                target=bp.MLPClassifier(solver="lbfgs", max_iter=30, random_state=i).fit,
+                args=(X, y),
+            )
+            for i in range(4)
+        ]
+        for t in fits:
+            t.start()
+        for t in fits:
+            t.join()
+        bp.MLPRegressor(solver="lbfgs", max_iter=5).fit(X, y)
+        assert backprop.get_num_threads() == before
