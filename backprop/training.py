@@ -629,11 +629,11 @@ class Trainer:
         saved = model.training.run
         mine = (
             list(self.layout.sizes),
-            [layer.activation.name for layer in self.layers],
-            self.loss.name,
+            [layer.activation for layer in self.layers],
+            self.loss,
             self.dtype.name,
         )
-        theirs = (list(model.sizes), [a.name for a in model.activations], model.loss, model.dtype)
+        theirs = (list(model.sizes), list(model.activations), model.loss, model.dtype)
         if saved is None:
             raise ValueError(f"checkpoint: {path} is a model file, not a checkpoint of a run")
         if theirs != mine:
