@@ -207,13 +207,15 @@ cdef extern from *:
 
 
 cdef inline real sigmoid_and_slope(real x, real* slope) noexcept nogil:
-    # σ(x), and OUT slope = σ′(x) = σ(x) (1 − σ(x)) = e / (1 + e)², from one
-    # e = e^−|x| ∈ (0, 1] (as sigmoid): no overflow, and no cancellation in
-    # 1 − σ(x) for x ≫ 0.  (fabs is libm's double one: cast back to real,
-    # so that float32 takes its own e^x.)
+    # σ(x), and OUT slope = σ′(x) = σ(x) (1 − σ(x)) = e / (1 + e)² unless
+    # slope is NULL, from one e = e^−|x| ∈ (0, 1] (as sigmoid): no overflow,
+    # and no cancellation in 1 − σ(x) for x ≫ 0.  (fabs is libm's double
+    # one: cast back to real, so that float32 takes fastexp.h's e^x, which
+    # vectorises.)
     cdef real e = r_exp(-<real>fabs(x))
     cdef real inv = 1 / (1 + e)
-    slope[0] = e * inv * inv
+    if slope != NULL:
+        slope[0] = e * inv * inv
     return (1 if x >= 0 else e) * inv
 
 
@@ -326,10 +328,10 @@ cdef inline void act_forward(real* a, const real* b, Py_ssize_t rows,
                 r[j] = gelu(r[j])
         elif act == GELU_TANH:
             for j in range(cols):
-                r[j] = r[j] * sigmoid(gelu_tanh_v(r[j]))
+                r[j] = r[j] * sigmoid_and_slope(gelu_tanh_v(r[j]), NULL)
         elif act == SILU:
             for j in range(cols):
-                r[j] = r[j] * sigmoid(r[j])
+                r[j] = r[j] * sigmoid_and_slope(r[j], NULL)
         elif act == SOFTPLUS:
             for j in range(cols):
                 r[j] = softplus(r[j])
