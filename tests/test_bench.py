@@ -175,3 +175,11 @@ def test_distributed_bench_runs_at_one_and_two_ranks(tmp_path):
             assert entry["step"] > 0
             assert (entry["allreduce"] > 0) == (entry["allreduce_apart"] > 0) == (ranks == 2)
     assert data["summary"]["probe"] > 0
+
+
+def test_activations_bench_times_each_unit_against_relu(capsys):
+    _bench("activations").main(["--quick", "--activations", "relu,gelu,elu"])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[4:7]}
+    assert set(rows) == {"relu", "gelu", "elu"}
+    assert "1.00×" in rows["relu"]
