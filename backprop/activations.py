@@ -22,18 +22,20 @@ from z, which the layer then keeps (`keeps_z`):
     gelu_tanh   f(z) = ½z(1 + tanh u) = z σ(2u),  u = √(2/π)(z + 0.044715 z³)
     silu        f(z) = z σ(z)  (also 'swish')  f′ = σ(z) + z σ(z)(1 − σ(z))
 
-Φ and φ are the standard normal distribution and density functions.  The
-names are PyTorch's: gelu is the exact (erf) form, PyTorch's default
-GELU() and Keras's gelu(approximate=False); gelu_tanh is the tanh
-approximation, PyTorch's GELU(approximate='tanh') and Keras's
-gelu(approximate=True).  elu takes α > 0 (`Elu(alpha)`, 1 by default, as
-leaky_relu takes its slope); selu's constants are fixed (Klambauer et al.,
-2017).  Every form is the stable one: softplus is max(z, 0) + log1p(e^−|z|),
-gelu's Φ(z) is ½ erfc(−z/√2), and each stays finite and right at its limits
-for any finite z (|z| up to 1e4 and beyond).
+Φ and φ are the standard normal distribution and density functions.  gelu
+is the exact (erf) form, as PyTorch's default GELU() and Keras's
+gelu(approximate=False); gelu_tanh is the tanh approximation, PyTorch's
+GELU(approximate='tanh') and Keras's gelu(approximate=True).  silu is
+PyTorch's name (SiLU), swish Keras's.  elu takes α > 0 (`Elu(alpha)`, 1 by
+default, as leaky_relu takes its slope); selu's constants are fixed
+(Klambauer et al., 2017).  Every form is the stable one: softplus is
+max(z, 0) + log1p(e^−|z|), gelu's Φ(z) is ½ erfc(−z/√2), gelu_tanh's
+½(1 + tanh u) is σ(2u), and each stays finite and right at its limits for
+any finite z (|z| up to 1e4 and far beyond), derivatives included.
 
 e^z is the one that can overflow the float type for a finite z (above
-ln FLT_MAX ≈ 88.72 in float32, ln DBL_MAX ≈ 709.78 in float64): called here,
+ln FLT_MAX ≈ 88.72 in float32, ln DBL_MAX ≈ 709.78 in float64), and selu's
+λz past the largest float over λ ≈ 1.05: called here,
 it then raises a ValueError naming z, as predict and evaluate do for a
 network's outputs; in fit the epoch diverges and is undone.
 
