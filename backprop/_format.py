@@ -62,6 +62,8 @@ _MAX_CALLBACKS, _MAX_VALUES, _MAX_TEXT = 100, 100, 1000
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}(#[0-9]{1,3})?")
 _LAYER_FIELDS = ("n_in", "n_out", "activation", "negative_slope")
+_ELU_FIELDS = _LAYER_FIELDS + ("alpha",)  # an elu layer's: its α too
+_HUBER_FIELDS = ("name", "delta")  # meta.loss of huber: an object with its δ
 _COMMON = ("lr", "l2", "weight_decay", "clip_norm", "decay_biases")
 _SETTINGS = {  # each optimizer's settings, as its constructor takes them
     _optimizers.SGD: _COMMON + ("momentum", "nesterov"),
@@ -89,13 +91,13 @@ MAX_STEPS = 2**62
 # -- the record ----------------------------------------------------------------
 class Model(NamedTuple):
     """What the metadata describes: the layer sizes (inputs, then each
-    layer's outputs), their activations, the loss's and the dtype's names,
+    layer's outputs), their activations, the loss, the dtype's name,
     seed, threads, class names, the optimizer, its step count and the random
     generator's state (as numpy's bit_generator.state)."""
 
     sizes: list
     activations: list
-    loss: str
+    loss: _losses.Loss
     dtype: str
     seed: int | None
     n_threads: int | None
@@ -197,10 +199,10 @@ def arrays_of(model: Model, params: np.ndarray, states) -> dict:
         "format": _MAGIC,
         "version": FORMAT_VERSION,
         "layers": [
-            {"n_in": a, "n_out": b, "activation": act.name, "negative_slope": act.negative_slope}
+            _layer_of(a, b, act)
             for a, b, act in zip(model.sizes, model.sizes[1:], model.activations)
         ],
-        "loss": model.loss,
+        "loss": _loss_of(model.loss),
         "dtype": model.dtype,
         "seed": model.seed,
         "n_threads": model.n_threads,
@@ -233,6 +235,21 @@ def arrays_of(model: Model, params: np.ndarray, states) -> dict:
     for i, state in enumerate(states):
         arrays[state_name(i)] = state.copy()
     return arrays | extra
+
+
+def _layer_of(n_in: int, n_out: int, act: _activations.Activation) -> dict:
+    """A layer as JSON: its sizes, its activation's name and parameters
+    (elu's α only for elu, so that every other layer reads as before)."""
+    layer = {"n_in": n_in, "n_out": n_out, "activation": act.name}
+    layer["negative_slope"] = act.negative_slope
+    if act.name == "elu":
+        layer["alpha"] = act.alpha
+    return layer
+
+
+def _loss_of(loss: _losses.Loss):
+    """The loss as JSON: its name, or for huber {"name": "huber", "delta": δ}."""
+    return {"name": loss.name, "delta": loss.delta} if loss.name == "huber" else loss.name
 
 
 def _run_of(run):
@@ -438,7 +455,7 @@ def parse_meta(text: str) -> Model:
     return Model(
         sizes,
         activations,
-        _choice(meta["loss"], "meta.loss", _LOSSES),
+        _parse_loss(meta["loss"]),
         _choice(meta["dtype"], "meta.dtype", _DTYPES),
         _optional(meta["seed"], _integer, "meta.seed", 0),
         _optional(meta["n_threads"], _integer, "meta.n_threads", 1),
@@ -484,7 +501,8 @@ def _parse_layers(layers):
     sizes, activations = [], []
     for i, layer in enumerate(layers):
         name = f"meta.layers[{i}]"
-        _fields(layer, name, _LAYER_FIELDS)
+        elu = isinstance(layer, dict) and layer.get("activation") == "elu"
+        _fields(layer, name, _ELU_FIELDS if elu else _LAYER_FIELDS)
         n_in = _integer(layer["n_in"], f"{name}.n_in", 1)
         if i and n_in != sizes[-1]:
             raise bad(
@@ -497,11 +515,36 @@ def _parse_layers(layers):
         with field(f"{name}.negative_slope"):
             if act == "leaky_relu":
                 activations.append(_activations.LeakyReLU(slope))
-            elif type(slope) in (int, float) and slope == 0:
-                activations.append(_activations.get(act))
-            else:
+            elif not (type(slope) in (int, float) and slope == 0):
                 raise ValueError(f"must be 0 for {act}, got {_show(slope)}")
+            elif not elu:
+                activations.append(_activations.get(act))
+        if elu:
+            with field(f"{name}.alpha"):
+                activations.append(_activations.Elu(_real(layer["alpha"])))
     return sizes, activations
+
+
+def _real(value):
+    """`value`, if a JSON number a float holds (see _number); its range is
+    for the parameter's own check to refuse."""
+    if not _number(value):
+        raise TypeError(f"must be a number, got {_show(value)}")
+    return value
+
+
+def _parse_loss(loss) -> _losses.Loss:
+    """meta.loss: a loss's name, or for huber an object with its δ."""
+    if isinstance(loss, dict):
+        _fields(loss, "meta.loss", _HUBER_FIELDS)
+        if loss["name"] != "huber":
+            raise bad(f"meta.loss.name must be huber, got {_show(loss['name'])}")
+        with field("meta.loss.delta"):
+            return _losses.Huber(_real(loss["delta"]))
+    name = _choice(loss, "meta.loss", _LOSSES)
+    if name == "huber":
+        raise bad('meta.loss: huber is written with its delta, {"name": "huber", "delta": …}')
+    return _losses.get(name)
 
 
 def _parse_optimizer(meta) -> _optimizers.Optimizer:

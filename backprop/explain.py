@@ -5,7 +5,9 @@ For each layer l, from the output back to the input:
     z_l = a_{l−1} @ W_l + b_l          a_l = f(z_l)
     δ_L = ∂C/∂z_L                      (a − y for softmax or sigmoid with
                                         cross-entropy and exp with poisson;
-                                        (a − y) ⊙ f′(z) for mse)
+                                        ∂C/∂a ⊙ f′(z) for mse, mae, huber:
+                                        ∂C/∂a = a − y, sign(a − y),
+                                        clip(a − y, −δ, δ))
     δ_l = (δ_{l+1} @ W_{l+1}ᵀ) ⊙ f′(z_l)
     ∂C/∂W_l = a_{l−1} ⊗ δ_l            ∂C/∂b_l = δ_l
 
@@ -89,6 +91,17 @@ class Explanation:
         return "\n".join(lines)
 
 
+def _output_gradient(loss: _losses.Loss, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """∂C/∂a of one sample for the losses that follow any output: mse a − y,
+    mae sign(a − y), huber clip(a − y, −δ, δ)."""
+    r = a - y
+    if loss.code == _losses.MAE:
+        return np.sign(r)
+    if loss.code == _losses.HUBER:
+        return np.clip(r, -loss.delta, loss.delta)
+    return r
+
+
 def explain(net, x, y) -> Explanation:
     """Trace backpropagation through `net` (a Sequential) for one sample x
     (n_in,) with target y (a class label, or the target vector).  Called by
@@ -111,8 +124,9 @@ def explain(net, x, y) -> Explanation:
     # backward: the output's δ, then the chain rule layer by layer
     traces = []
     out_act = layers[-1].activation
-    if net.loss.code == _losses.MSE:
-        delta = np.asarray(out_act.backward(outs[-1][None, :], (outs[-1] - Y)[None, :]))[0]
+    if net.loss.output is None:  # mse, mae, huber: ∂C/∂a, then ⊙ f′(z)
+        grad = _output_gradient(net.loss, outs[-1], Y)
+        delta = np.asarray(out_act.backward(outs[-1][None, :], grad[None, :], zs[-1][None, :]))[0]
     else:  # softmax + cross-entropy, sigmoid + binary cross-entropy, exp + poisson
         delta = outs[-1] - Y
     for i in range(len(layers) - 1, -1, -1):
@@ -120,7 +134,9 @@ def explain(net, x, y) -> Explanation:
         fprime = (
             None
             if act.code == _activations.SOFTMAX
-            else np.asarray(act.backward(outs[i][None, :], np.ones((1, outs[i].size))))[0]
+            else np.asarray(
+                act.backward(outs[i][None, :], np.ones((1, outs[i].size)), zs[i][None, :])
+            )[0]
         )
         traces.append(
             LayerTrace(
@@ -138,7 +154,9 @@ def explain(net, x, y) -> Explanation:
         if i > 0:
             below = layers[i - 1].activation
             upstream = delta @ layers[i].W.astype(np.float64).T  # δ_{l+1} @ W_{l+1}ᵀ
-            delta = np.asarray(below.backward(outs[i - 1][None, :], upstream[None, :]))[0]
+            delta = np.asarray(
+                below.backward(outs[i - 1][None, :], upstream[None, :], zs[i - 1][None, :])
+            )[0]
     traced = np.concatenate([np.concatenate([t.dW.ravel(), t.db]) for t in reversed(traces)])
     checked = gradcheck(net.copy(dropout=False), x64[None, :], Y[None, :])
     core = net.copy("float64", dropout=False)  # (explained without dropout, as predicted)

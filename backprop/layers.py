@@ -58,8 +58,9 @@ class Dense:
     n_in, n_out : int
         Inputs and outputs (units).  `W` has shape (n_in, n_out), `b` (n_out,).
     activation : str or Activation
-        identity, sigmoid, tanh, relu, leaky_relu, softmax or step, or an
-        Activation such as ``activations.LeakyReLU(0.2)``.
+        identity, sigmoid, tanh, relu, leaky_relu, softmax, step, exp, gelu,
+        gelu_tanh, silu (swish), softplus, elu or selu, or an Activation such
+        as ``activations.LeakyReLU(0.2)`` or ``activations.Elu(0.5)``.
     init : str, optional
         Weight initialisation (see `backprop.initializers`); by default he for
         relu/leaky_relu and xavier otherwise.  Biases start at 0.
@@ -109,6 +110,7 @@ class Dense:
         self._db: np.ndarray | None = None
         self._x: np.ndarray | None = None  # the last forward's input …
         self._a: np.ndarray | None = None  # … and output
+        self._z: np.ndarray | None = None  # … and z, if f′ needs it (activation.keeps_z)
         self._single = False
         self._guard = Guard()  # the network's, once in one
         self._owner: weakref.ref | None = None  # a weak reference to that network
@@ -167,7 +169,7 @@ class Dense:
             W[...] = self._W
             b[...] = self._b
             self._W, self._b, self._dW, self._db = W, b, dW, db
-            self._x = self._a = None
+            self._x = self._a = self._z = None
         self._guard, self._owner = guard, weakref.ref(network)
 
     @property
@@ -176,14 +178,22 @@ class Dense:
         the first."""
         return self._a
 
+    @property
+    def preactivation(self) -> np.ndarray | None:
+        """z = x @ W + b of the last forward, as a batch (rows, n_out), kept
+        only when the activation's derivative needs it (`activation.keeps_z`:
+        gelu, gelu_tanh, silu); None otherwise."""
+        return self._z
+
     # -- forward and backward -----------------------------------------------
     def forward(self, x: ArrayLike) -> np.ndarray:
         """a = f(x @ W + b) for one sample (n_in,) or a batch (rows, n_in)."""
         x2, single = as_batch(x, "x", self._dtype, self._n_in)
         a = np.empty((x2.shape[0], self._n_out), self._dtype)
         act = self._activation
+        z = np.empty_like(a) if act.keeps_z else None
         with self._guard:
-            _ops.dense_forward(a, x2, self._W, self._b, act.code, act.negative_slope)
+            _ops.dense_forward(a, x2, self._W, self._b, act.code, act.parameter, z)
             check_overflow(
                 a,
                 "x",
@@ -192,7 +202,7 @@ class Dense:
                 "scale the inputs down",
                 "use dtype='float64'",
             )
-            self._x, self._a, self._single = x2, a, single
+            self._x, self._a, self._z, self._single = x2, a, z, single
         return a[0] if single else a
 
     __call__ = forward
@@ -208,7 +218,7 @@ class Dense:
             g = self._like_output(grad, "grad")
             delta = np.empty_like(g)
             _ops.act_backward(
-                delta, g, self._a, self.activation.code, self.activation.negative_slope
+                delta, g, self._a, self.activation.code, self.activation.parameter, self._z
             )
             dx = self._dense_backward(delta, need_dx=True)
         assert dx is not None

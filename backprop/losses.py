@@ -4,6 +4,10 @@ Every loss is summed over the outputs of a sample and averaged over the n
 samples (rows) of a batch:
 
     mse                   C = 1/(2n) Σ‖y − a‖²                 ∂C/∂a = (a − y)/n
+    mae                   C = 1/n Σ |a − y|  (L1)              ∂C/∂a = sign(a − y)/n
+    huber                 C = 1/n Σ ℓ_δ(a − y),                ∂C/∂a = clip(a − y, −δ, δ)/n
+                          ℓ_δ(r) = ½r² for |r| ≤ δ, δ(|r| − ½δ) beyond
+                          (Huber(delta), δ > 0; huber has δ = 1)
     binary_cross_entropy  C = −1/n Σ [y log a + (1 − y) log(1 − a)]
     cross_entropy         C = −1/n Σ y log a   (y one-hot or class labels)
     poisson               C = 1/n Σ [y log(y/a) − y + a]       ∂C/∂a = (1 − y/a)/n
@@ -16,14 +20,20 @@ the log link); each pair is computed from the logits z in one fused,
 numerically stable pass whose gradient is simply ∂C/∂z = (a − y)/n.  Called
 on their own, as here, the losses take predictions a: the cross-entropies
 clip probabilities to [ε, 1 − ε] (ε the dtype's machine epsilon), so that
-log never sees 0, and poisson takes means a > 0.  mse and poisson are
-regression losses, the cross-entropies classification ones (accuracy, labels).
+log never sees 0, and poisson takes means a > 0.  mse, mae, huber and
+poisson are regression losses, the cross-entropies classification ones
+(accuracy, labels).  mae and huber grow only linearly in a residual, so a few
+outliers among the targets pull the fit far less than under mse; like mse
+they follow any output activation (identity, usually), whose f′(z) the
+gradient is then multiplied by.  At a = y, mae's gradient is 0.
 
 >>> from backprop import losses
 >>> losses.mse([[0.5]], [[1.0]])
 0.125
 >>> losses.poisson([[2.0, 1.0]], [[2.0, 0.0]])   # a = y: 0; y = 0: a
 1.0
+>>> losses.huber([[0.5, 3.0]], [[0.0, 0.0]])      # ½·0.5² + 1·(3 − ½)
+2.625
 """
 
 from __future__ import annotations
@@ -33,12 +43,15 @@ from numpy.typing import ArrayLike
 
 from . import _ops
 from ._codes import LossCode
-from ._validation import Fixed, as_float_array
+from ._validation import Fixed, as_float_array, check_positive_float
 
 __all__ = [
     "Loss",
+    "Huber",
     "get",
     "mse",
+    "mae",
+    "huber",
     "binary_cross_entropy",
     "cross_entropy",
     "poisson",
@@ -50,6 +63,8 @@ MSE = LossCode.MSE
 BINARY_CROSS_ENTROPY = LossCode.BINARY_CROSS_ENTROPY
 CROSS_ENTROPY = LossCode.CROSS_ENTROPY
 POISSON = LossCode.POISSON
+MAE = LossCode.MAE
+HUBER = LossCode.HUBER
 
 
 class Loss(Fixed):
@@ -57,23 +72,32 @@ class Loss(Fixed):
 
     Attributes, fixed at construction: `name`; `code` (the compiled core's
     LossCode); `output`, the name of the output activation it is fused with in
-    a network (or None).
+    a network (or None: any); `delta`, huber's δ (0 for the other losses).
     """
 
     name: str
     code: LossCode
     output: str | None
+    delta: float
 
-    def __init__(self, name: str, code: LossCode, output: str | None):
-        self._fix(name=name, code=code, output=output)
+    def __init__(self, name: str, code: LossCode, output: str | None, delta: float = 0.0):
+        self._fix(name=name, code=code, output=output, delta=float(delta))
 
     def __repr__(self) -> str:
+        if self.code == HUBER:
+            return f"Huber(delta={self.delta})"
         return f"losses.{self.name}"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Loss) and (self.code, self.delta) == (other.code, other.delta)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.delta))
 
     @property
     def is_classification(self) -> bool:
         """True for the cross-entropies (labels, accuracy); False for the
-        regression losses, mse and poisson."""
+        regression losses, mse, mae, huber and poisson."""
         return self.code in (BINARY_CROSS_ENTROPY, CROSS_ENTROPY)
 
     def _arrays(self, y_pred, y_true):
@@ -95,17 +119,26 @@ class Loss(Fixed):
     def __call__(self, y_pred: ArrayLike, y_true: ArrayLike) -> float:
         """The mean loss of predictions y_pred (n, k) or (n,) against y_true."""
         p, y = self._arrays(y_pred, y_true)
-        return _ops.loss_value(self.code, p, y, np.finfo(p.dtype).eps)
+        return _ops.loss_value(self.code, p, y, np.finfo(p.dtype).eps, self.delta)
 
     def gradient(self, y_pred: ArrayLike, y_true: ArrayLike) -> np.ndarray:
         """∂L/∂y_pred, shaped like y_pred."""
         p, y = self._arrays(y_pred, y_true)
         g = np.empty_like(p)
-        _ops.loss_gradient(self.code, g, p, y, np.finfo(p.dtype).eps)
+        _ops.loss_gradient(self.code, g, p, y, np.finfo(p.dtype).eps, self.delta)
         return g.reshape(np.shape(y_pred))
 
 
+def Huber(delta: float = 1.0) -> Loss:
+    """huber with the given δ > 0, where the loss turns from ½r² to
+    δ(|r| − ½δ): residuals beyond δ count linearly (PyTorch's
+    HuberLoss(delta=…), Keras's Huber(delta=…), both 1 by default)."""
+    return Loss("huber", HUBER, None, check_positive_float(delta, "delta"))
+
+
 mse = Loss("mse", MSE, None)
+mae = Loss("mae", MAE, None)
+huber = Huber(1.0)
 binary_cross_entropy = Loss("binary_cross_entropy", BINARY_CROSS_ENTROPY, "sigmoid")
 cross_entropy = Loss("cross_entropy", CROSS_ENTROPY, "softmax")
 poisson = Loss("poisson", POISSON, "exp")
@@ -120,12 +153,17 @@ _BY_NAME = {
     "cross_entropy": cross_entropy,
     "categorical_cross_entropy": cross_entropy,
     "poisson": poisson,
+    "mae": mae,
+    "mean_absolute_error": mae,
+    "absolute_error": mae,
+    "l1": mae,
+    "huber": huber,
 }
-NAMES = ("mse", "binary_cross_entropy", "cross_entropy", "poisson")
+NAMES = ("mse", "binary_cross_entropy", "cross_entropy", "poisson", "mae", "huber")
 
 
 def get(loss: str | Loss) -> Loss:
-    """The Loss for a name ('mse', …) or a Loss itself."""
+    """The Loss for a name ('mse', …; 'huber' has δ = 1) or a Loss itself."""
     if isinstance(loss, Loss):
         return loss
     if isinstance(loss, str) and loss.lower() in _BY_NAME:
@@ -139,7 +177,7 @@ def targets(loss: Loss, y, n_rows: int, n_outputs: int, dtype, name: str = "y") 
     cross_entropy takes class labels 0 … n_outputs−1 (shape (n,)) or rows of
     class probabilities (one-hot, shape (n, n_outputs)); binary_cross_entropy
     takes values in [0, 1]; poisson finite values ≥ 0 (counts, or rates: they
-    need not be whole); mse takes any finite values.  A 1-D y stands for one
+    need not be whole); mse, mae and huber take any finite values.  A 1-D y stands for one
     column when the network has one output.
     """
     arr = np.asarray(y)

@@ -110,10 +110,11 @@ class Sequential(Trainer):
         first one's outputs in training (fit, train_step, loss_and_grad, and
         forward(X, training=True)), with masks from the network's seeded
         stream; predict, evaluate, explain and forward(X) run without it.
-    loss : 'mse', 'binary_cross_entropy', 'cross_entropy' or 'poisson'
+    loss : 'mse', 'mae', 'huber', 'binary_cross_entropy', 'cross_entropy' or 'poisson'
+        (or a Loss, such as ``losses.Huber(delta=0.5)``)
         cross_entropy needs a softmax output layer, binary_cross_entropy a
         sigmoid one and poisson an exp one (each pair is computed fused and
-        stable).
+        stable); mse, mae and huber take any output layer.
     dtype : 'float32' or 'float64', optional
         The network's float type; by default the layers' own.
     seed : int, optional
@@ -173,12 +174,13 @@ class Sequential(Trainer):
         self._engine = Engine(
             self._layout,
             [layer.activation.code for layer in self.layers],
-            [layer.activation.negative_slope for layer in self.layers],
+            [layer.activation.parameter for layer in self.layers],
             self.loss.code,
             self._params,
             self._grads,
             capacity=32,
             guard=self._guard,
+            huber_delta=self.loss.delta,
         )
         if any(drop is not None for drop in self._drops):
             self._engine.set_dropout(rates, drop_seed)
@@ -528,7 +530,14 @@ class Sequential(Trainer):
         y2 = self._about.targets(y, a.shape[0], self._forward_single)
         delta = np.empty_like(a)
         _ops.output_delta(
-            self.loss.code, out.activation.code, out.activation.negative_slope, delta, a, y2
+            self.loss.code,
+            out.activation.code,
+            out.activation.parameter,
+            delta,
+            a,
+            y2,
+            out.preactivation,
+            self.loss.delta,
         )
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
@@ -545,7 +554,8 @@ class Sequential(Trainer):
                     dx,
                     self._forward_outputs[i - 1],
                     below.activation.code,
-                    below.activation.negative_slope,
+                    below.activation.parameter,
+                    below.preactivation,
                 )
         return self.grads
 
@@ -757,7 +767,7 @@ class Sequential(Trainer):
         model = _format.Model(
             sizes=[self.n_inputs] + [layer.n_out for layer in self.layers],
             activations=[layer.activation for layer in self.layers],
-            loss=self.loss.name,
+            loss=self.loss,
             dtype=self.dtype.name,
             seed=self.seed,
             n_threads=self.n_threads,

@@ -145,6 +145,66 @@ class _Graph:
             positive = self.node("Greater", [z, self.constant(f"{z}.zero", zero)], f"{z}.positive")
             scaled = self.node("Mul", [z, slope], f"{z}.scaled")
             return self.node("Where", [positive, z, scaled], out)
+        half = self.constant(f"{z}.half", self.dtype.type(0.5))
+        one = self.constant(f"{z}.one", self.dtype.type(1))
+        if code == _activations.GELU:  # ½ z (1 + erf(z/√2))
+            if self.dtype != np.float32:
+                raise ValueError(
+                    "the gelu activation needs ONNX's Erf, which ONNX Runtime has for "
+                    "float32 only: export net.copy('float32'), or train with gelu_tanh"
+                )
+            scaled = self.node(
+                "Mul", [z, self.constant(f"{z}.sqrt_half", self.dtype.type(np.sqrt(0.5)))], f"{z}.u"
+            )
+            cdf = self.node("Add", [self.node("Erf", [scaled], f"{z}.erf"), one], f"{z}.2cdf")
+            return self.node("Mul", [self.node("Mul", [z, half], f"{z}.half_z"), cdf], out)
+        if code == _activations.GELU_TANH:  # z σ(√(8/π) (z + 0.044715 z³))
+            cube = self.node("Mul", [self.node("Mul", [z, z], f"{z}.sq"), z], f"{z}.cube")
+            inner = self.node(
+                "Add",
+                [
+                    z,
+                    self.node(
+                        "Mul",
+                        [cube, self.constant(f"{z}.c", self.dtype.type(_activations.GELU_CUBIC))],
+                        f"{z}.c_cube",
+                    ),
+                ],
+                f"{z}.inner",
+            )
+            v = self.node(
+                "Mul",
+                [inner, self.constant(f"{z}.k", self.dtype.type(np.sqrt(8 / np.pi)))],
+                f"{z}.v",
+            )
+            return self.node("Mul", [z, self.node("Sigmoid", [v], f"{z}.sigmoid")], out)
+        if code == _activations.SILU:  # z σ(z)
+            return self.node("Mul", [z, self.node("Sigmoid", [z], f"{z}.sigmoid")], out)
+        if code == _activations.SOFTPLUS:  # max(z, 0) + log(1 + e^−|z|)
+            tail = self.node(
+                "Exp",
+                [self.node("Neg", [self.node("Abs", [z], f"{z}.abs")], f"{z}.neg_abs")],
+                f"{z}.tail",
+            )
+            log = self.node("Log", [self.node("Add", [tail, one], f"{z}.one_plus")], f"{z}.log")
+            return self.node("Add", [self.node("Relu", [z], f"{z}.relu"), log], out)
+        if code in (_activations.ELU, _activations.SELU):  # z for z > 0, else α (e^z − 1)
+            selu = code == _activations.SELU
+            alpha = _activations.SELU_ALPHA if selu else act.alpha
+            negative = self.node(
+                "Mul",
+                [
+                    self.node("Sub", [self.node("Exp", [z], f"{z}.exp"), one], f"{z}.expm1"),
+                    self.constant(f"{z}.alpha", self.dtype.type(alpha)),
+                ],
+                f"{z}.negative",
+            )
+            positive = self.node("Greater", [z, self.constant(f"{z}.zero", zero)], f"{z}.positive")
+            if not selu:
+                return self.node("Where", [positive, z, negative], out)
+            elu = self.node("Where", [positive, z, negative], f"{z}.elu")
+            scale = self.constant(f"{z}.scale", self.dtype.type(_activations.SELU_SCALE))
+            return self.node("Mul", [elu, scale], out)
         raise ValueError(f"no ONNX form for the {act.name} activation")  # pragma: no cover
 
 

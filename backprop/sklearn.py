@@ -25,8 +25,10 @@ behaviour, trained by the compiled core:
   CSC), parameters in the input's float type (float32 in, float32 out),
   the "Iteration N, loss = …" lines of verbose, and scikit-learn's errors.
 
-Beyond scikit-learn's MLP: the activations 'leaky_relu' and 'sigmoid' (=
-'logistic'), the solvers 'rmsprop', 'adagrad' and 'adamw', dtype
+Beyond scikit-learn's MLP: the activations 'leaky_relu', 'sigmoid' (=
+'logistic'), 'gelu' (exact), 'gelu_tanh', 'silu' (= 'swish'), 'softplus',
+'elu' (α = 1) and 'selu' (see backprop.activations),
+the solvers 'rmsprop', 'adagrad' and 'adamw', dtype
 ('float32' or 'float64' whatever the input; None, the default, follows the
 input), and n_threads: the BLAS threads for this model's training and
 prediction, None (the default) for automatic, which inside joblib's worker
@@ -103,6 +105,13 @@ _ACTIVATIONS = {
     "tanh": "tanh",
     "relu": "relu",
     "leaky_relu": "leaky_relu",
+    "gelu": "gelu",
+    "gelu_tanh": "gelu_tanh",
+    "silu": "silu",
+    "swish": "silu",
+    "softplus": "softplus",
+    "elu": "elu",
+    "selu": "selu",
 }
 _SPARSE = ["csr", "csc"]  # the sparse formats the estimators take as they are
 _STOCHASTIC = ("sgd", "adam", "adamw", "rmsprop", "adagrad")

@@ -635,15 +635,15 @@ class Trainer:
         saved = model.training.run
         mine = (
             list(self.layout.sizes),
-            [layer.activation.name for layer in self.layers],
-            self.loss.name,
+            [layer.activation for layer in self.layers],
+            self.loss,
             self.dtype.name,
             list(self.dropout),
         )
         rates = [0.0] * len(model.activations) if model.dropout is None else model.dropout.rates
         theirs = (
             list(model.sizes),
-            [a.name for a in model.activations],
+            list(model.activations),
             model.loss,
             model.dtype,
             [rate or 0.0 for rate in rates],

@@ -5,6 +5,7 @@
     python -m bench --sections onnx     the digits network in ONNX Runtime vs backprop
     python -m bench.memory      no allocation inside training steps
     python -m bench.threads     two trainings in two Python threads (GIL release)
+    python -m bench.activations a training step by hidden activation (relu, gelu …)
     python -m bench.distributed W3 and W4 on 1 and 2 MPI ranks (needs the mpi extra)
 
 Modules: timing (the one timing helper and its statistics), workloads (sizes,

@@ -34,9 +34,9 @@ from backprop.layout import Layout
 cnp.import_array()
 
 from backprop._codes cimport (
-    EXP, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, SGD, ADAM, RMSPROP, ADAGRAD,
+    SELU, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, HUBER, SGD, ADAM, RMSPROP, ADAGRAD,
 )
-from kernels cimport real, all_finite, count_correct, CsrBatch
+from kernels cimport real, all_finite, count_correct, CsrBatch, act_keeps_z
 from threads cimport set_thread_functions, enter_threads, leave_threads
 from shuffle cimport shuffle, gather_csr_rows
 from plan cimport Plan
@@ -172,12 +172,15 @@ cdef class Guard:
 cdef class Engine:
     """The compiled plan and workspace of one network.
 
-    Engine(layout, acts, slopes, loss, params, grads, capacity, guard):
+    Engine(layout, acts, slopes, loss, params, grads, capacity, guard,
+    huber_delta):
     layout, the network's backprop.layout.Layout (where each W and b lies in
-    the flat buffers), one layer for each entry of acts and slopes; params
-    and grads, the network's flat float32 or float64 buffers of that layout;
-    guard, the network's Guard
-    (a new one when None), which every call claims.  Methods take
+    the flat buffers), one layer for each entry of acts and slopes (each
+    activation's parameter: leaky_relu's negative slope, elu's α, else 0);
+    params and grads, the network's flat float32 or float64 buffers of that
+    layout; guard, the network's Guard (a new one when None), which every
+    call claims; huber_delta, huber's δ (a finite number > 0 for huber; the
+    other losses leave it unread).  Methods take
     C-contiguous arrays of that dtype; the Python layer validates everything
     first, and the engine re-checks shapes so that nothing can read past a
     buffer.
@@ -188,6 +191,7 @@ cdef class Engine:
     cdef readonly object grads
     cdef list _work                # the training workspace arrays the plan points into
     cdef list _outs                # the activation arrays the plan points into
+    cdef list _zs                  # the kept pre-activations the plan points into
     cdef list _state               # the optimizer's state arrays the plan points into
     cdef Py_ssize_t _epoch_rows    # rows of the last train_epoch
     cdef int typenum               # numpy's number for the dtype
@@ -206,9 +210,10 @@ cdef class Engine:
         self.plan.drop_rate = NULL
         self.plan.dropped = NULL
         self.plan.mask = NULL
+        self.plan.z = NULL
 
     def __init__(self, layout, acts, slopes, int loss, params, grads,
-                 Py_ssize_t capacity=256, Guard guard=None):
+                 Py_ssize_t capacity=256, Guard guard=None, double huber_delta=1.0):
         cdef int l, L = len(acts)
         if not isinstance(layout, Layout):
             raise TypeError(f"layout must be a backprop.layout.Layout, got {type(layout).__name__}")
@@ -229,10 +234,13 @@ cdef class Engine:
         if self.dtype not in (np.float32, np.float64) or grads.dtype != self.dtype:
             raise TypeError("params and grads must share a float32 or float64 dtype")
         self.guard = Guard() if guard is None else guard
-        if not 0 <= loss <= POISSON or any(not 0 <= act <= EXP for act in acts):
+        if not 0 <= loss <= HUBER or any(not 0 <= act <= SELU for act in acts):
             raise ValueError("acts and loss must be the core's codes")
+        if loss == HUBER and not (isfinite(huber_delta) and huber_delta > 0):
+            raise ValueError(f"huber_delta must be a finite number > 0, got {huber_delta}")
         self.plan.n_layers = L
         self.plan.loss = loss
+        self.plan.huber_delta = huber_delta
         self.plan.size = <Py_ssize_t*>malloc((L + 1) * sizeof(Py_ssize_t))
         self.plan.act = <int*>malloc(L * sizeof(int))
         self.plan.slope = <double*>malloc(L * sizeof(double))
@@ -240,13 +248,15 @@ cdef class Engine:
         self.plan.b_off = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
         self.plan.out = <char**>malloc(L * sizeof(char*))
         self.plan.delta = <char**>malloc(L * sizeof(char*))
+        self.plan.z = <char**>malloc(L * sizeof(char*))
         if (self.plan.size == NULL or self.plan.act == NULL or self.plan.slope == NULL
                 or self.plan.w_off == NULL or self.plan.b_off == NULL
-                or self.plan.out == NULL or self.plan.delta == NULL):
+                or self.plan.out == NULL or self.plan.delta == NULL or self.plan.z == NULL):
             raise MemoryError()
         for l in range(L + 1):
             self.plan.size[l] = sizes[l]
         for l in range(L):
+            self.plan.z[l] = NULL
             self.plan.act[l] = acts[l]
             self.plan.slope[l] = slopes[l]
             self.plan.w_off[l] = w_off[l]
@@ -279,6 +289,7 @@ cdef class Engine:
         free(self.plan.drop_rate)
         free(self.plan.dropped)
         free(self.plan.mask)
+        free(self.plan.z)
 
     @property
     def capacity(self):
@@ -318,14 +329,26 @@ cdef class Engine:
                      np.zeros((capacity, self.plan.size[L]), self.dtype),
                      np.zeros(capacity, self.dtype)]
             drops = self._dropout_work(capacity)
+            zs = self._z_workspace(capacity)
             for l in range(L):
                 self.plan.delta[l] = data_of(work[l])
             self._point_dropout(drops)
             self.plan.xbuf = data_of(work[L])
             self.plan.ybuf = data_of(work[L + 1])
             self.plan.wbuf = data_of(work[L + 2])
+            for l in range(L):
+                self.plan.z[l] = NULL if zs[l] is None else data_of(zs[l])
             self._work = work
+            self._zs = zs
             self.plan.capacity = capacity
+
+    cdef list _z_workspace(self, Py_ssize_t capacity):
+        # Room for z (capacity, size[l + 1]) for each layer whose activation
+        # needs it (act_keeps_z), None for the others: no cost for a
+        # network without such layers.
+        return [np.zeros((capacity, self.plan.size[l + 1]), self.dtype)
+                if act_keeps_z(self.plan.act[l]) else None
+                for l in range(self.plan.n_layers)]
 
     def set_optimizer(self, int kind, double momentum=0, bint nesterov=False,
                       double beta1=0.9, double beta2=0.999, double rho=0.9,

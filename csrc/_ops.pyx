@@ -11,22 +11,31 @@
 # buffer.  The GIL is released around every kernel.
 
 from kernels cimport (
-    real, r_exp, all_finite as k_all_finite,
+    real, r_exp, all_finite as k_all_finite, BP_SELU_SCALE, BP_SELU_ALPHA,
+    BP_GELU_CUBIC,
     act_forward as k_act_forward, act_backward as k_act_backward,
     loss_forward_backward as k_loss_forward_backward,
-    output_delta as k_output_delta, squared_error as k_squared_error,
+    output_delta as k_output_delta, regression_loss, regression_error as k_regression_error,
     loss_value as k_loss_value, loss_gradient as k_loss_gradient,
+    act_keeps_z as k_act_keeps_z,
     dense_forward as k_dense_forward,
     dense_backward as k_dense_backward, class_labels as k_class_labels,
     Optimizer, optimizer_update as k_optimizer_update,
     dropout_forward as k_dropout_forward, dropout_backward as k_dropout_backward,
 )
 from shuffle cimport dropout_mask as k_dropout_mask
+from libc.math cimport isfinite
 from libc.string cimport memset
 
-from backprop._codes cimport EXP, MSE, CROSS_ENTROPY, POISSON, SGD, ADAGRAD
+from backprop._codes cimport SELU, MSE, CROSS_ENTROPY, POISSON, MAE, HUBER, SGD, ADAGRAD
 
 import numpy as np
+
+# The constants of the smooth units, as the kernels take them (for their ONNX
+# forms): selu's λ and α, and the tanh form of gelu's cubic coefficient.
+SELU_SCALE = BP_SELU_SCALE
+SELU_ALPHA = BP_SELU_ALPHA
+GELU_CUBIC = BP_GELU_CUBIC
 
 
 cdef int known(str name, int code, int last) except -1:
@@ -48,6 +57,37 @@ cdef int fits(str name, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t want_rows,
     return 0
 
 
+cdef int loss_known(int loss, double huber_delta) except -1:
+    # Raise unless `loss` is one of the core's loss codes and, for huber,
+    # huber_delta (its δ) a finite number > 0 (the other losses leave it unread).
+    known("loss", loss, HUBER)
+    if loss == HUBER and not (isfinite(huber_delta) and huber_delta > 0):
+        raise ValueError(f"huber_delta must be a finite number > 0, got {huber_delta}")
+    return 0
+
+
+cdef real* pre_activation(int act, object z, const real[:, ::1] a) except? NULL:
+    # The data of z, a C-contiguous array of a's dtype and shape, for an
+    # activation whose derivative takes z (act_keeps_z); NULL for the others,
+    # which leave it unread.
+    cdef const real[:, ::1] zv
+    if not k_act_keeps_z(act):
+        return NULL
+    if z is None:
+        raise ValueError(f"z: the derivative of activation {act} is taken from the "
+                         "pre-activation z, not from the outputs: pass z")
+    zv = z
+    fits("z", zv.shape[0], zv.shape[1], a.shape[0], a.shape[1])
+    return <real*>&zv[0, 0]
+
+
+def act_keeps_z(int act):
+    """Whether the derivative of activation `act` is taken from z rather
+    than from the outputs a (gelu, gelu_tanh, silu), so that z is kept."""
+    known("act", act, SELU)
+    return k_act_keeps_z(act)
+
+
 def all_finite(const real[::1] x):
     """True when no entry of x is NaN or ±inf (without a temporary array)."""
     cdef bint finite
@@ -64,71 +104,86 @@ def exp(real[::1] x):
             x[i] = r_exp(x[i])
 
 
-def act_forward(real[:, ::1] a, int act, double slope=0.0, const real[::1] b=None):
-    """a (rows, cols) ← f(a + b) in place; b (cols,) or None."""
-    known("act", act, EXP)
+def act_forward(real[:, ::1] a, int act, double slope=0.0, const real[::1] b=None,
+                real[:, ::1] z=None):
+    """a (rows, cols) ← f(a + b) in place; b (cols,) or None; z (rows, cols),
+    if given, ← a + b, the pre-activation."""
+    known("act", act, SELU)
     cdef const real* bp = NULL if b is None else &b[0]
+    cdef real* zp = NULL
     fits("a", a.shape[0], a.shape[1], a.shape[0], a.shape[1])
     if b is not None:
         fits("b", b.shape[0], 1, a.shape[1], 1)
+    if z is not None:
+        fits("z", z.shape[0], z.shape[1], a.shape[0], a.shape[1])
+        zp = &z[0, 0]
     with nogil:
-        k_act_forward(&a[0, 0], bp, a.shape[0], a.shape[1], act, <real>slope)
+        k_act_forward(&a[0, 0], bp, a.shape[0], a.shape[1], act, <real>slope, zp)
 
 
 def act_backward(real[:, ::1] delta, const real[:, ::1] g, const real[:, ::1] a,
-                 int act, double slope=0.0):
-    """delta (rows, cols) ← g ⊙ f′(z), the derivative taken from a = f(z)."""
-    known("act", act, EXP)
+                 int act, double slope=0.0, z=None):
+    """delta (rows, cols) ← g ⊙ f′(z), the derivative taken from a = f(z), or
+    from z (rows, cols) for the activations that need it (act_keeps_z)."""
+    known("act", act, SELU)
     fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
     fits("g", g.shape[0], g.shape[1], a.shape[0], a.shape[1])
+    cdef const real* zp = pre_activation(act, z, a)
     with nogil:
-        k_act_backward(&delta[0, 0], &g[0, 0], &a[0, 0], a.shape[0], a.shape[1],
+        k_act_backward(&delta[0, 0], &g[0, 0], &a[0, 0], zp, a.shape[0], a.shape[1],
                        act, <real>slope)
 
 
 def loss_forward_backward(int loss, int act, double slope, real[:, ::1] a,
                           real[:, ::1] delta, const real[:, ::1] y,
-                          const real[::1] w=None):
+                          const real[::1] w=None, double huber_delta=1.0):
     """a: z → f(z) in place; delta ← ∂L/∂z; returns the mean loss, weighted
-    by the sample weights w (rows,) if given."""
-    known("loss", loss, POISSON)
-    known("act", act, EXP)
+    by the sample weights w (rows,) if given; huber_delta: huber's δ."""
+    loss_known(loss, huber_delta)
+    known("act", act, SELU)
     cdef double value
     cdef const real* wp = NULL if w is None else &w[0]
     fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
     fits("y", y.shape[0], y.shape[1], a.shape[0], a.shape[1])
     if w is not None:
         fits("w", w.shape[0], 1, a.shape[0], 1)
+    z = np.empty_like(a) if k_act_keeps_z(act) else None     # (room for z)
+    cdef real* zp = pre_activation(act, z, a)
     with nogil:
-        value = k_loss_forward_backward(loss, act, <real>slope, &a[0, 0],
+        value = k_loss_forward_backward(loss, huber_delta, act, <real>slope, &a[0, 0], zp,
                                         &delta[0, 0], &y[0, 0], wp, a.shape[0],
                                         a.shape[1])
     return value
 
 
 def output_delta(int loss, int act, double slope, real[:, ::1] delta,
-                 const real[:, ::1] a, const real[:, ::1] y):
-    """delta ← ∂L/∂z of the output layer, from its outputs a and targets y."""
-    known("loss", loss, POISSON)
-    known("act", act, EXP)
+                 const real[:, ::1] a, const real[:, ::1] y, z=None,
+                 double huber_delta=1.0):
+    """delta ← ∂L/∂z of the output layer, from its outputs a and targets y
+    (and its pre-activation z, for an activation that needs it)."""
+    loss_known(loss, huber_delta)
+    known("act", act, SELU)
     fits("delta", delta.shape[0], delta.shape[1], a.shape[0], a.shape[1])
     fits("y", y.shape[0], y.shape[1], a.shape[0], a.shape[1])
+    cdef const real* zp = (pre_activation(act, z, a)
+                           if regression_loss(loss) else NULL)
     with nogil:
-        k_output_delta(loss, act, <real>slope, &delta[0, 0], &a[0, 0], &y[0, 0],
-                       a.shape[0], a.shape[1])
+        k_output_delta(loss, huber_delta, act, <real>slope, &delta[0, 0], &a[0, 0], zp,
+                       &y[0, 0], a.shape[0], a.shape[1])
 
 
-def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps):
-    """The mean loss of predictions p against targets y."""
-    known("loss", loss, POISSON)
+def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps,
+               double huber_delta=1.0):
+    """The mean loss of predictions p against targets y (huber_delta: huber's δ)."""
+    loss_known(loss, huber_delta)
     cdef double value
     cdef real[:, ::1] g
     fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
-    if loss == MSE:         # squared_error's value; its gradient goes unread
+    if regression_loss(loss):   # regression_error's value; its gradient goes unread
         g = np.empty((p.shape[0], p.shape[1]), np.float32 if real is float else np.float64)
         with nogil:
-            value = k_squared_error(&g[0, 0], &p[0, 0], &y[0, 0], <real*>NULL,
-                                    p.shape[0], p.shape[1])
+            value = k_regression_error(loss, huber_delta, &g[0, 0], &p[0, 0], &y[0, 0],
+                                       <real*>NULL, p.shape[0], p.shape[1])
         return value
     with nogil:
         value = k_loss_value(loss, &p[0, 0], &y[0, 0], p.shape[0], p.shape[1],
@@ -137,15 +192,15 @@ def loss_value(int loss, const real[:, ::1] p, const real[:, ::1] y, double eps)
 
 
 def loss_gradient(int loss, real[:, ::1] g, const real[:, ::1] p,
-                  const real[:, ::1] y, double eps):
+                  const real[:, ::1] y, double eps, double huber_delta=1.0):
     """g ← ∂L/∂p of loss_value."""
-    known("loss", loss, POISSON)
+    loss_known(loss, huber_delta)
     fits("g", g.shape[0], g.shape[1], p.shape[0], p.shape[1])
     fits("y", y.shape[0], y.shape[1], p.shape[0], p.shape[1])
     with nogil:
-        if loss == MSE:     # squared_error's gradient; its value goes unread
-            k_squared_error(&g[0, 0], &p[0, 0], &y[0, 0], <real*>NULL, p.shape[0],
-                            p.shape[1])
+        if regression_loss(loss):   # regression_error's gradient; its value goes unread
+            k_regression_error(loss, huber_delta, &g[0, 0], &p[0, 0], &y[0, 0],
+                               <real*>NULL, p.shape[0], p.shape[1])
         else:
             k_loss_gradient(loss, &g[0, 0], &p[0, 0], &y[0, 0], p.shape[0],
                             p.shape[1], <real>eps)
@@ -156,9 +211,10 @@ def labels(int loss, const real[:, ::1] A):
     as int64: for cross-entropy the argmax of each row (the first of equal
     maxima), (rows,); for binary cross-entropy [a ≥ ½] per output, (rows, k),
     or (rows,) for k = 1."""
-    known("loss", loss, POISSON)
-    if loss == MSE or loss == POISSON:
-        raise ValueError(f"{'mse' if loss == MSE else 'poisson'} has no label rule "
+    known("loss", loss, HUBER)
+    if regression_loss(loss) or loss == POISSON:
+        names = {MSE: "mse", POISSON: "poisson", MAE: "mae", HUBER: "huber"}
+        raise ValueError(f"{names[loss]} has no label rule "
                          "(labels are cross_entropy's or binary_cross_entropy's)")
     cdef Py_ssize_t rows = A.shape[0], k = A.shape[1]
     if k == 0:
@@ -173,15 +229,19 @@ def labels(int loss, const real[:, ::1] A):
 
 
 def dense_forward(real[:, ::1] out, const real[:, ::1] x, const real[:, ::1] W,
-                  const real[::1] b, int act, double slope=0.0):
-    """out (rows, n_out) ← f(x @ W + b)."""
-    known("act", act, EXP)
+                  const real[::1] b, int act, double slope=0.0, real[:, ::1] z=None):
+    """out (rows, n_out) ← f(x @ W + b); z (rows, n_out), if given, ← x @ W + b."""
+    known("act", act, SELU)
+    cdef real* zp = NULL
     fits("x", x.shape[0], x.shape[1], x.shape[0], W.shape[0])
     fits("out", out.shape[0], out.shape[1], x.shape[0], W.shape[1])
     fits("b", b.shape[0], 1, W.shape[1], 1)
+    if z is not None:
+        fits("z", z.shape[0], z.shape[1], x.shape[0], W.shape[1])
+        zp = &z[0, 0]
     with nogil:
         k_dense_forward(&out[0, 0], &x[0, 0], &W[0, 0], &b[0], x.shape[0],
-                        W.shape[0], W.shape[1], act, <real>slope)
+                        W.shape[0], W.shape[1], act, <real>slope, zp)
 
 
 def dense_backward(real[:, ::1] dW, real[::1] db, const real[:, ::1] delta,

@@ -28,21 +28,25 @@ cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
     # z (no activation) when `logits` is set, for the fused loss to finish.
     # With sx (not NULL) the input is those CSR rows, and x goes unread.
     # A training pass (`train`) applies dropout between the layers.
+    # With `logits` (a loss follows: a step, or evaluate's chunks of at most
+    # capacity rows) the hidden layers that keep z (p.z[l]) write it there.
     cdef int l, L = p.n_layers - 1
     cdef const real* inp = x
     cdef real* out
+    cdef real* z
     cdef real* w = <real*>p.params
     cdef int act
     for l in range(p.n_layers):
         out = last if (l == L and last != NULL) else <real*>p.out[l]
         act = IDENTITY if (l == L and logits) else p.act[l]
+        z = <real*>p.z[l] if (logits and l < L) else NULL
         if l == 0 and sx != NULL:
             sparse_forward(out, sx, w + p.w_off[0], w + p.b_off[0], rows, p.size[1],
-                           act, <real>p.slope[0])
+                           act, <real>p.slope[0], z)
         else:
             product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
             dense_forward(out, inp, w + p.w_off[l], w + p.b_off[l], rows,
-                          p.size[l], p.size[l + 1], act, <real>p.slope[l])
+                          p.size[l], p.size[l + 1], act, <real>p.slope[l], z)
         inp = drop_forward(p, l, rows, out) if train else out
 
 
@@ -62,8 +66,9 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
     cdef real* top = last if last != NULL else <real*>p.out[L]
     cdef double value
     forward_rows(x, p, rows, last, True, sx, True)
-    value = loss_forward_backward(p.loss, p.act[L], <real>p.slope[L], top,
-                                  <real*>p.delta[L], y, sw, rows, p.size[L + 1])
+    value = loss_forward_backward(p.loss, p.huber_delta, p.act[L], <real>p.slope[L], top,
+                                  <real*>p.z[L], <real*>p.delta[L], y, sw, rows,
+                                  p.size[L + 1])
     for l in range(L, -1, -1):
         # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}); the first layer needs no dx.
         if l == 0 and sx != NULL:
@@ -88,8 +93,8 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
         if l > 0:
             drop_backward(p, l - 1, rows, <real*>p.delta[l - 1])
             act_backward(<real*>p.delta[l - 1], <real*>p.delta[l - 1],
-                         <real*>p.out[l - 1], rows, p.size[l], p.act[l - 1],
-                         <real>p.slope[l - 1])
+                         <real*>p.out[l - 1], <real*>p.z[l - 1], rows, p.size[l],
+                         p.act[l - 1], <real>p.slope[l - 1])
     count_pass(p)
     return value
 
@@ -206,6 +211,7 @@ cdef double infer(const real* X, const real* Y, real* out, Py_ssize_t n,
         forward_rows(X + start * n_in, p, rows, out + start * n_out, Y != NULL)
         if Y != NULL:
             total += rows * loss_forward_backward(
-                p.loss, p.act[L], <real>p.slope[L], out + start * n_out,
-                <real*>p.delta[L], Y + start * n_out, <real*>NULL, rows, n_out)
+                p.loss, p.huber_delta, p.act[L], <real>p.slope[L], out + start * n_out,
+                <real*>p.z[L], <real*>p.delta[L], Y + start * n_out, <real*>NULL, rows,
+                n_out)
     return total / n

@@ -4,16 +4,18 @@
 # one home here, as a small `nogil` function over raw row-major buffers.
 #
 #   forward:   z = x @ W + b ;  a = f(z)          dense_forward, act_forward
+#                                                 (z kept where f′ needs it: act_keeps_z)
 #   loss:      L(a, y), δ_out = ∂L/∂z_out         mse: squared_error, then act_backward
+#                                                 mae, huber: robust_error, then act_backward
 #                                                 bce (sigmoid), poisson (exp):
 #                                                      canonical_forward_backward
 #                                                 ce:  softmax_ce_forward_backward
 #                                                 (loss_forward_backward, output_delta)
-#   standalone L(p, y), ∂L/∂p                     mse: squared_error
+#   standalone L(p, y), ∂L/∂p                     mse, mae, huber: regression_error
 #                                                 bce, ce of clipped p, poisson of
 #                                                 p > 0: loss_value, loss_gradient
 #                                                 (poisson: poisson_deviance, shared)
-#   backward:  δ = g ⊙ f′(z)                      act_backward
+#   backward:  δ = g ⊙ f′(z)                      act_backward (f′ from a, or from z)
 #              dW = xᵀ @ δ ; db = Σ_rows δ ;
 #              dx = δ @ Wᵀ                        dense_backward
 #   sparse x:  the first layer's z and dW          sparse_forward, sparse_backward(_sgd)
@@ -35,12 +37,16 @@
 # float32 and float64 come from the same source through the fused type `real`;
 # sums that feed a loss value are accumulated in double.
 
-from libc.math cimport exp, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf, pow
+from libc.math cimport (
+    exp, log, log1p, log1pf, tanh, tanhf, fabs, sqrt, sqrtf, pow, erfc, erfcf, expm1, expm1f,
+)
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
 from backprop._codes cimport (
     IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX, STEP, EXP,
-    MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, SGD, ADAM, RMSPROP, ADAGRAD,
+    GELU, GELU_TANH, SILU, SOFTPLUS, ELU, SELU,
+    MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, MAE, HUBER,
+    SGD, ADAM, RMSPROP, ADAGRAD,
 )
 
 cdef extern from "fastexp.h":
@@ -96,6 +102,8 @@ cdef inline real r_exp(real x) noexcept nogil: return by_precision(bp_expf, exp,
 cdef inline real r_log1p(real x) noexcept nogil: return by_precision(log1pf, log1p, x)
 cdef inline real r_sqrt(real x) noexcept nogil: return by_precision(sqrtf, sqrt, x)
 cdef inline real r_tanh(real x) noexcept nogil: return by_precision(tanhf, tanh, x)
+cdef inline real r_erfc(real x) noexcept nogil: return by_precision(erfcf, erfc, x)
+cdef inline real r_expm1(real x) noexcept nogil: return by_precision(expm1f, expm1, x)
 
 
 cdef inline bint all_finite(const real* x, Py_ssize_t n) noexcept nogil:
@@ -185,9 +193,103 @@ cdef inline void softmax_row(real* a, Py_ssize_t cols) noexcept nogil:
         a[j] *= inv
 
 
+# The smooth units of modern networks, each f(z) and f′(z) as a scalar.
+# Their constants (SELU's from Klambauer et al. 2017, as PyTorch and Keras
+# take them):
+cdef extern from *:
+    """
+    #define BP_SQRT_HALF 0.70710678118654752440        /* 1/√2 */
+    #define BP_INV_SQRT_2PI 0.39894228040143267794     /* 1/√(2π) */
+    #define BP_SQRT_8_OVER_PI 1.59576912160573071176   /* 2√(2/π) */
+    #define BP_GELU_CUBIC 0.044715
+    #define BP_SELU_SCALE 1.0507009873554804934193349852946   /* λ */
+    #define BP_SELU_ALPHA 1.6732632423543772848170429916717   /* α */
+    """
+    const double BP_SQRT_HALF, BP_INV_SQRT_2PI, BP_SQRT_8_OVER_PI, BP_GELU_CUBIC
+    const double BP_SELU_SCALE, BP_SELU_ALPHA
+
+
+cdef inline real sigmoid_and_slope(real x, real* slope) noexcept nogil:
+    # σ(x), and OUT slope = σ′(x) = σ(x) (1 − σ(x)) = e / (1 + e)² unless
+    # slope is NULL, from one e = e^−|x| ∈ (0, 1] (as sigmoid): no overflow,
+    # and no cancellation in 1 − σ(x) for x ≫ 0.  (fabs is libm's double
+    # one: cast back to real, so that float32 takes fastexp.h's e^x, which
+    # vectorises.)
+    cdef real e = r_exp(-<real>fabs(x))
+    cdef real inv = 1 / (1 + e)
+    if slope != NULL:
+        slope[0] = e * inv * inv
+    return (1 if x >= 0 else e) * inv
+
+
+cdef inline real gelu(real z) noexcept nogil:
+    # z Φ(z), Φ(z) = ½ erfc(−z/√2) the standard normal distribution function.
+    # erfc, not 1 + erf(z/√2): for z ≪ 0 that sum cancels (every digit of
+    # Φ(−5) is lost in float32), while erfc keeps Φ's relative precision.
+    return <real>0.5 * z * r_erfc(-z * <real>BP_SQRT_HALF)
+
+
+cdef inline real gelu_derivative(real z, real a) noexcept nogil:
+    # Φ(z) + z φ(z), φ(z) = e^(−z²/2)/√(2π), given a = gelu(z): Φ(z) = a/z
+    # to a few ulp wherever z and a are normal numbers, which saves a second
+    # erfc (the costly part); for |z| ≤ 1e-30, Φ(z) = ½ in both float types.
+    # z² may overflow to inf, and e^−inf = 0, so z φ(z) stays 0 for any
+    # finite z.
+    cdef real phi = (a / z) if fabs(z) > <real>1e-30 else <real>0.5
+    return phi + z * <real>BP_INV_SQRT_2PI * r_exp(<real>-0.5 * z * z)
+
+
+cdef inline real gelu_tanh_v(real z) noexcept nogil:
+    # v = 2u, u = √(2/π) (z + 0.044715 z³): the tanh form is
+    # ½ z (1 + tanh u) = z σ(2u), taken as σ so that it does not cancel for
+    # z ≪ 0.  z³ may overflow to ±inf, where σ is 1 or 0, as it should be.
+    return <real>BP_SQRT_8_OVER_PI * (z + <real>BP_GELU_CUBIC * z * z * z)
+
+
+cdef inline real gelu_tanh_derivative(real z) noexcept nogil:
+    # d/dz z σ(v) = σ(v) + z v′ σ′(v),  v′ = 2√(2/π) (1 + 3·0.044715 z²).
+    # Where σ′(v) underflows to 0 (|z| beyond about 5 in float32, 20 in
+    # float64), the term is 0: v′ may have overflowed there (|z| > 1.8e19 in
+    # float32), and 0·inf would be NaN.
+    cdef real q
+    cdef real s = sigmoid_and_slope(gelu_tanh_v(z), &q)
+    cdef real dv = <real>BP_SQRT_8_OVER_PI * (1 + <real>(3 * BP_GELU_CUBIC) * z * z)
+    return s + (z * dv * q if q > 0 else 0)
+
+
+cdef inline real silu_derivative(real z) noexcept nogil:
+    # d/dz z σ(z) = σ(z) + z σ′(z).
+    cdef real q
+    cdef real s = sigmoid_and_slope(z, &q)
+    return s + z * q
+
+
+cdef inline real softplus(real z) noexcept nogil:
+    # log(1 + e^z) = max(z, 0) + log1p(e^−|z|): e^−|z| ∈ (0, 1] never
+    # overflows, and log1p keeps the small values of z ≪ 0 (≈ e^z).  (The
+    # form of binary cross-entropy's log(1 + e^−|z|), canonical_forward_backward.)
+    return (z if z > 0 else 0) + r_log1p(r_exp(-fabs(z)))
+
+
+cdef inline real elu(real z, real alpha) noexcept nogil:
+    # z for z > 0, else α (e^z − 1), by expm1: no cancellation near 0.
+    return z if z > 0 else alpha * r_expm1(z)
+
+
+cdef inline bint act_keeps_z(int act) noexcept nogil:
+    # Whether f′ needs z itself: gelu, gelu_tanh and silu are not monotonic,
+    # so their outputs a do not tell z.  Every other derivative is taken from
+    # a (act_backward), and z is kept only for these (the engine's Plan.z,
+    # the Python layer's Dense).
+    return act == GELU or act == GELU_TANH or act == SILU
+
+
 cdef inline void act_forward(real* a, const real* b, Py_ssize_t rows,
-                             Py_ssize_t cols, int act, real slope) noexcept nogil:
-    # a (rows, cols): z → f(z + b) in place; b (cols,) or NULL for no bias.
+                             Py_ssize_t cols, int act, real slope,
+                             real* z) noexcept nogil:
+    # a (rows, cols): z → f(z + b) in place; b (cols,) or NULL for no bias;
+    # OUT z (rows, cols) = z + b, or NULL to keep nothing.  slope is the
+    # activation's parameter: leaky_relu's negative slope, elu's α.
     # Bias and activation share one sweep: each row is still in cache when
     # the activation reads it.
     cdef Py_ssize_t i, j
@@ -197,6 +299,9 @@ cdef inline void act_forward(real* a, const real* b, Py_ssize_t rows,
         if b != NULL:
             for j in range(cols):
                 r[j] += b[j]
+        if z != NULL:
+            for j in range(cols):
+                z[i * cols + j] = r[j]
         if act == SIGMOID:
             for j in range(cols):
                 r[j] = sigmoid(r[j])
@@ -221,16 +326,41 @@ cdef inline void act_forward(real* a, const real* b, Py_ssize_t rows,
             # Python layer reports (predict, evaluate) or undoes (fit).
             for j in range(cols):
                 r[j] = r_exp(r[j])
+        elif act == GELU:
+            for j in range(cols):
+                r[j] = gelu(r[j])
+        elif act == GELU_TANH:
+            for j in range(cols):
+                r[j] = r[j] * sigmoid_and_slope(gelu_tanh_v(r[j]), NULL)
+        elif act == SILU:
+            for j in range(cols):
+                r[j] = r[j] * sigmoid_and_slope(r[j], NULL)
+        elif act == SOFTPLUS:
+            for j in range(cols):
+                r[j] = softplus(r[j])
+        elif act == ELU:
+            for j in range(cols):
+                r[j] = elu(r[j], slope)
+        elif act == SELU:
+            for j in range(cols):
+                r[j] = <real>BP_SELU_SCALE * elu(r[j], <real>BP_SELU_ALPHA)
 
 
 cdef inline void act_backward(real* delta, const real* g, const real* a,
-                              Py_ssize_t rows, Py_ssize_t cols, int act,
-                              real slope) noexcept nogil:
+                              const real* z, Py_ssize_t rows, Py_ssize_t cols,
+                              int act, real slope) noexcept nogil:
     # delta (rows, cols) = g ⊙ f′(z), with f′ taken from the outputs a = f(z):
     #   sigmoid  f′ = a (1 − a)        tanh   f′ = 1 − a²
     #   relu     f′ = [a > 0]          leaky  f′ = 1 if a > 0 else slope
-    #   exp      f′ = a
+    #   exp      f′ = a                softplus  f′ = σ(z) = 1 − e^−a
+    #   elu      f′ = 1 if a > 0 else a + α          (α e^z = a + α)
+    #   selu     f′ = λ if a > 0 else a + λα
     #   softmax  δ = a ⊙ (g − Σ_j g_j a_j)   (the Jacobian-vector product)
+    # or, for the units whose a does not tell z (act_keeps_z), from z (rows,
+    # cols), which may be NULL for every other unit:
+    #   gelu       f′ = Φ(z) + z φ(z)         (gelu_derivative, Φ(z) = a/z)
+    #   gelu_tanh  f′ = σ(v) + z v′ σ′(v)     (gelu_tanh_derivative)
+    #   silu       f′ = σ(z) + z σ′(z)        (silu_derivative)
     # delta may be g itself (in place).  STEP's derivative is 0 wherever it
     # exists, so nothing can be learned through it: the Python layer refuses
     # to train through it, and here it gives δ = 0.
@@ -258,6 +388,26 @@ cdef inline void act_backward(real* delta, const real* g, const real* a,
     elif act == EXP:
         for i in range(n):
             delta[i] = g[i] * a[i]
+    elif act == GELU:
+        for i in range(n):
+            delta[i] = g[i] * gelu_derivative(z[i], a[i])
+    elif act == GELU_TANH:
+        for i in range(n):
+            delta[i] = g[i] * gelu_tanh_derivative(z[i])
+    elif act == SILU:
+        for i in range(n):
+            delta[i] = g[i] * silu_derivative(z[i])
+    elif act == SOFTPLUS:
+        # 1 − e^−a by expm1, which keeps σ(z) ≈ a for z ≪ 0 (a ≈ e^z).
+        for i in range(n):
+            delta[i] = -g[i] * r_expm1(-a[i])
+    elif act == ELU:
+        for i in range(n):
+            delta[i] = g[i] * (1 if a[i] > 0 else a[i] + slope)
+    elif act == SELU:
+        for i in range(n):
+            delta[i] = g[i] * (<real>BP_SELU_SCALE if a[i] > 0
+                               else a[i] + <real>(BP_SELU_SCALE * BP_SELU_ALPHA))
     elif act == SOFTMAX:
         for i in range(rows):
             s = 0
@@ -292,6 +442,52 @@ cdef inline double squared_error(real* g, const real* p, const real* y,
             g[i * cols + j] = <real>d * scale
         total += row if w == NULL else w[i] * row
     return total / (2.0 * rows)
+
+
+cdef inline double robust_error(int loss, double huber_delta, real* g, const real* p,
+                                const real* y, const real* w, Py_ssize_t rows,
+                                Py_ssize_t cols) noexcept nogil:
+    # IN p (rows, cols) predictions, y (rows, cols) targets, w (rows,) sample
+    # weights or NULL; OUT g (rows, cols) = ∂C/∂p.  The losses that grow
+    # linearly in the residual r = p − y, and so are not led by outliers:
+    #   mae    ℓ = |r|                                  ∂ℓ/∂r = sign r (0 at r = 0)
+    #   huber  ℓ = ½r² for |r| ≤ δ, else δ(|r| − ½δ)   ∂ℓ/∂r = clip(r, −δ, δ)
+    # C = 1/n Σ_i w_i Σ_j ℓ_ij ;  ∂C/∂p_ij = w_i ∂ℓ/∂r_ij / n ;  returns C.
+    # With m = clip(r, −δ, δ), huber's ℓ is m (r − ½m) on both sides of δ.
+    # Like squared_error, the fused pass follows it with act_backward.
+    cdef Py_ssize_t i, k
+    cdef double r, m, row, total = 0
+    cdef real scale, inv_rows = <real>(1.0 / rows)
+    for i in range(rows):
+        scale = inv_rows if w == NULL else w[i] * inv_rows
+        row = 0
+        for k in range(i * cols, (i + 1) * cols):
+            r = <double>p[k] - <double>y[k]
+            if loss == MAE:
+                row += fabs(r)
+                g[k] = <real>((r > 0) - (r < 0)) * scale
+            else:
+                m = min(max(r, -huber_delta), huber_delta)
+                row += m * (r - 0.5 * m)
+                g[k] = <real>m * scale
+        total += row if w == NULL else w[i] * row
+    return total / rows
+
+
+cdef inline bint regression_loss(int loss) noexcept nogil:
+    # The losses of a residual, taken from any output activation a = f(z)
+    # and then ⊙ f′(z) (regression_error): mse, mae and huber.
+    return loss == MSE or loss == MAE or loss == HUBER
+
+
+cdef inline double regression_error(int loss, double huber_delta, real* g, const real* p,
+                                    const real* y, const real* w, Py_ssize_t rows,
+                                    Py_ssize_t cols) noexcept nogil:
+    # squared_error for mse, robust_error for mae and huber: the value and
+    # ∂C/∂p of a regression_loss, for the fused pass and the standalone loss.
+    if loss == MSE:
+        return squared_error(g, p, y, w, rows, cols)
+    return robust_error(loss, huber_delta, g, p, y, w, rows, cols)
 
 
 cdef inline double softmax_ce_forward_backward(real* a, real* delta,
@@ -383,42 +579,45 @@ cdef inline double canonical_forward_backward(int loss, real* a, real* delta,
     return total / rows
 
 
-cdef inline double loss_forward_backward(int loss, int act, real slope,
-                                         real* a, real* delta, const real* y,
-                                         const real* w, Py_ssize_t rows,
+cdef inline double loss_forward_backward(int loss, double huber_delta, int act,
+                                         real slope, real* a, real* z, real* delta,
+                                         const real* y, const real* w, Py_ssize_t rows,
                                          Py_ssize_t cols) noexcept nogil:
     # IN a: z (rows, cols) of the output layer, bias added; y (rows, cols);
     # w (rows,) sample weights, or NULL for none
     # OUT a = f(z); OUT delta = ∂L/∂z; returns the mean (weighted) loss
-    # 1/n Σ_i w_i ℓ_i.
+    # 1/n Σ_i w_i ℓ_i.  z (rows, cols): room for z when act_keeps_z(act)
+    # (else it may be NULL); huber_delta: huber's δ.
     # Cross-entropy comes with softmax, binary cross-entropy with sigmoid and
     # the Poisson deviance with exp (the Python layer sees to it), each fused
-    # into one stable pass; the squared error is squared_error's ∂C/∂a, then
-    # ⊙ f′(z) by act_backward.
+    # into one stable pass; mse, mae and huber are regression_error's ∂C/∂a,
+    # then ⊙ f′(z) by act_backward.
     cdef double value
     if loss == CROSS_ENTROPY:
         return softmax_ce_forward_backward(a, delta, y, w, rows, cols)
     if loss == BINARY_CROSS_ENTROPY or loss == POISSON:
         return canonical_forward_backward(loss, a, delta, y, w, rows, cols)
-    act_forward(a, <real*>NULL, rows, cols, act, slope)
-    value = squared_error(delta, a, y, w, rows, cols)
-    act_backward(delta, delta, a, rows, cols, act, slope)
+    act_forward(a, <real*>NULL, rows, cols, act, slope,
+                z if act_keeps_z(act) else <real*>NULL)
+    value = regression_error(loss, huber_delta, delta, a, y, w, rows, cols)
+    act_backward(delta, delta, a, z, rows, cols, act, slope)
     return value
 
 
-cdef inline void output_delta(int loss, int act, real slope, real* delta,
-                              const real* a, const real* y, Py_ssize_t rows,
-                              Py_ssize_t cols) noexcept nogil:
-    # IN a (rows, cols) = f(z) of the output layer, y (rows, cols)
+cdef inline void output_delta(int loss, double huber_delta, int act, real slope,
+                              real* delta, const real* a, const real* z, const real* y,
+                              Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    # IN a (rows, cols) = f(z) of the output layer, y (rows, cols); z (rows,
+    # cols) its pre-activation when act_keeps_z(act) (else it may be NULL)
     # OUT delta = ∂L/∂z, from the outputs alone: (a − y)/n for the fused pairs
     # (softmax with cross-entropy, sigmoid with binary cross-entropy, exp with
-    # the Poisson deviance: each loss's canonical link), and (a − y)/n ⊙ f′(z)
-    # for the squared error.
+    # the Poisson deviance: each loss's canonical link), and ∂C/∂a ⊙ f′(z)
+    # for mse, mae and huber (regression_error).
     cdef Py_ssize_t i
     cdef real inv_rows = <real>(1.0 / rows)
-    if loss == MSE:
-        squared_error(delta, a, y, <real*>NULL, rows, cols)
-        act_backward(delta, delta, a, rows, cols, act, slope)
+    if regression_loss(loss):
+        regression_error(loss, huber_delta, delta, a, y, <real*>NULL, rows, cols)
+        act_backward(delta, delta, a, z, rows, cols, act, slope)
         return
     for i in range(rows * cols):
         delta[i] = (a[i] - y[i]) * inv_rows
@@ -433,8 +632,8 @@ cdef inline double loss_value(int loss, const real* p, const real* y,
     #   cross_entropy         −1/n Σ y log p
     #   poisson               1/n Σ [y log(y/p) − y + p]   (poisson_deviance)
     # Probabilities are clipped to [eps, 1 − eps] so that log never sees 0;
-    # the Python layer refuses means p ≤ 0.  (The squared error is
-    # squared_error's.)
+    # the Python layer refuses means p ≤ 0.  (mse, mae and huber are
+    # regression_error's.)
     cdef Py_ssize_t i
     cdef double q, total = 0
     if loss == POISSON:
@@ -524,11 +723,13 @@ cdef inline Py_ssize_t count_correct(int loss, const real* a, const real* y,
 
 cdef inline void dense_forward(real* out, const real* x, const real* W,
                                const real* b, Py_ssize_t rows, Py_ssize_t n_in,
-                               Py_ssize_t n_out, int act, real slope) noexcept nogil:
-    # out (rows, n_out) = f(x (rows, n_in) @ W (n_in, n_out) + b (n_out,))
+                               Py_ssize_t n_out, int act, real slope,
+                               real* z) noexcept nogil:
+    # out (rows, n_out) = f(x (rows, n_in) @ W (n_in, n_out) + b (n_out,));
+    # OUT z (rows, n_out) = x @ W + b, or NULL to keep nothing.
     gemm(False, False, <int>rows, <int>n_out, <int>n_in,
          1, x, <int>n_in, W, <int>n_out, 0, out, <int>n_out)
-    act_forward(out, b, rows, n_out, act, slope)
+    act_forward(out, b, rows, n_out, act, slope, z)
 
 
 cdef inline void bias_gradient(real* db, const real* delta, Py_ssize_t rows,
@@ -613,9 +814,10 @@ cdef inline void axpy(real* y, real alpha, const real* x, Py_ssize_t n) noexcept
 
 cdef inline void sparse_forward(real* out, const CsrBatch* x, const real* W,
                                 const real* b, Py_ssize_t rows, Py_ssize_t n_out,
-                                int act, real slope) noexcept nogil:
+                                int act, real slope, real* z) noexcept nogil:
     # out (rows, n_out) = f(x (rows, n_in) @ W (n_in, n_out) + b (n_out,)),
-    # each row of x @ W being Σ x_rc · W[c] over the row's nonzeros x_rc.
+    # each row of x @ W being Σ x_rc · W[c] over the row's nonzeros x_rc;
+    # OUT z = x @ W + b, or NULL (as dense_forward).
     cdef const real* data = <const real*>x.data
     cdef Py_ssize_t i, k, r
     for i in range(rows * n_out):
@@ -624,7 +826,7 @@ cdef inline void sparse_forward(real* out, const CsrBatch* x, const real* W,
         r = batch_row(x, i)
         for k in range(x.indptr[r], x.indptr[r + 1]):
             axpy(out + i * n_out, data[k], W + x.indices[k] * n_out, n_out)
-    act_forward(out, b, rows, n_out, act, slope)
+    act_forward(out, b, rows, n_out, act, slope, z)
 
 
 cdef inline void sparse_weight_gradient(real* dW, real alpha, const real* delta,

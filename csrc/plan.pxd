@@ -13,6 +13,7 @@ from kernels cimport Optimizer
 cdef struct Plan:
     int n_layers
     int loss
+    double huber_delta         # the loss's parameter: huber's δ
     Py_ssize_t capacity        # rows a training step can take
     Py_ssize_t out_rows        # rows the activations hold (≥ capacity): an inference chunk
     Py_ssize_t n_params
@@ -25,6 +26,11 @@ cdef struct Plan:
     char* grads                # (n_params,) its gradient, laid out the same way
     char** out                 # (n_layers,) each (out_rows, size[l + 1]): a = f(z)
     char** delta               # (n_layers,) each (capacity, size[l + 1]): ∂L/∂z
+    # The pre-activations z = a_prev @ W + b of the layers whose f′ needs
+    # them (gelu, gelu_tanh, silu: kernels.pxd, act_keeps_z), kept by the
+    # forward pass of a step for its backward pass; NULL for every other
+    # layer, which takes f′ from its outputs: a network of those keeps no z.
+    char** z                   # (n_layers,) each (capacity, size[l + 1]) or NULL
     Optimizer opt              # the update rule and its settings (lr set per call)
     Py_ssize_t correct         # right predictions in the last epoch (see count_correct)
     char* state1               # (n_params,) or NULL: the optimizer's state,

@@ -215,3 +215,12 @@ def test_dropout_bench_times_w3_with_and_without_the_mask():
     assert "One epoch of fit on W3 784-256-10 b128 f32" in result.stdout
     for name in ("none", "Dropout(0.2)", "Dropout(0.5)"):
         assert f"\n{name} " in result.stdout
+
+
+@needs_bench
+def test_activations_bench_times_each_unit_against_relu(capsys):
+    _bench("activations").main(["--quick", "--activations", "relu,gelu,elu"])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[4:7]}
+    assert set(rows) == {"relu", "gelu", "elu"}
+    assert "1.00×" in rows["relu"]

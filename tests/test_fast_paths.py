@@ -25,6 +25,9 @@ HEADS = {  # loss: (output activation, outputs)
     "cross_entropy": ("softmax", 3),
     "poisson": ("exp", 3),
     "poisson ": ("exp", 1),
+    "mae": ("identity", 2),
+    "huber": ("identity", 1),
+    "huber ": ("silu", 3),
 }
 
 

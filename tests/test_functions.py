@@ -92,7 +92,7 @@ def test_activation_lookup():
     assert A.get("ReLU") is A.relu and A.get("linear") is A.identity
     assert A.get(A.tanh) is A.tanh
     with pytest.raises(ValueError, match="activation must be one of"):
-        A.get("gelu")
+        A.get("mish")
     with pytest.raises(ValueError, match="negative_slope"):
         A.LeakyReLU(-0.1)
     with pytest.raises(TypeError, match="z must hold real numbers"):

@@ -10,6 +10,7 @@ same float32 inputs.
 
 import numpy as np
 import pytest
+from scipy.special import erf
 
 import backprop as bp
 from backprop import _ops
@@ -26,7 +27,9 @@ def name(code):
     return code.name.lower()
 
 
-SLOPE = 0.1  # leaky_relu's negative slope
+SLOPE = 0.1  # leaky_relu's negative slope, elu's α
+HUBER_DELTA = 1.0  # huber's δ (the kernels' default)
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 
@@ -60,14 +63,27 @@ def ref_act(z, code, slope=SLOPE):
         Act.SOFTMAX: lambda: softmax(z),
         Act.STEP: lambda: np.where(z >= 0, 1.0, 0.0),
         Act.EXP: lambda: np.exp(z),
+        Act.GELU: lambda: 0.5 * z * (1 + erf(z / np.sqrt(2))),
+        Act.GELU_TANH: lambda: 0.5 * z * (1 + np.tanh(gelu_u(z))),
+        Act.SILU: lambda: z * sigmoid(z),
+        Act.SOFTPLUS: lambda: np.logaddexp(0, z),
+        Act.ELU: lambda: np.where(z > 0, z, slope * np.expm1(np.minimum(z, 0))),
+        Act.SELU: lambda: SELU_SCALE * np.where(z > 0, z, SELU_ALPHA * np.expm1(np.minimum(z, 0))),
     }[code]()
 
 
-def ref_act_backward(g, a, code, slope=SLOPE):
-    """g ⊙ f′(z), with f′ taken from the outputs a = f(z)."""
+def gelu_u(z):
+    return np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)
+
+
+def ref_act_backward(g, a, code, slope=SLOPE, z=None):
+    """g ⊙ f′(z), with f′ taken from the outputs a = f(z) for the units whose
+    derivative the outputs tell, from z for the others."""
     g, a = np.asarray(g, np.float64), np.asarray(a, np.float64)
     if code == Act.SOFTMAX:
         return a * (g - (g * a).sum(axis=1, keepdims=True))
+    if code in FROM_Z:
+        return g * ref_derivative_of_z(np.asarray(z, np.float64), code, slope)
     return (
         g
         * {
@@ -81,9 +97,46 @@ def ref_act_backward(g, a, code, slope=SLOPE):
     )
 
 
+# The units whose references take f′ from z (the kernels take softplus',
+# elu's and selu's from a; the tests hold them against z's formula).
+FROM_Z = (Act.GELU, Act.GELU_TANH, Act.SILU, Act.SOFTPLUS, Act.ELU, Act.SELU)
+
+
+def ref_derivative_of_z(z, code, slope=SLOPE):
+    """f′(z) of the smooth units, written from z."""
+    if code == Act.GELU:  # Φ(z) + z φ(z)
+        return 0.5 * (1 + erf(z / np.sqrt(2))) + z * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    if code == Act.GELU_TANH:  # d/dz ½z(1 + tanh u)
+        t = np.tanh(gelu_u(z))
+        du = np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * z * z)
+        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * du
+    if code == Act.SILU:
+        s = sigmoid(z)
+        return s * (1 + z * (1 - s))
+    if code == Act.SOFTPLUS:
+        return sigmoid(z)
+    alpha, scale = (slope, 1.0) if code == Act.ELU else (SELU_ALPHA, SELU_SCALE)
+    return scale * np.where(z > 0, 1.0, alpha * np.exp(np.minimum(z, 0)))
+
+
 def xlogy(y):
     """y log y, 0 at y = 0."""
     return np.where(y > 0, y * np.log(np.where(y > 0, y, 1)), 0.0)
+
+
+def ref_residual_loss(loss, p, y, delta=HUBER_DELTA):
+    """(Σ ℓ(p − y), ∂ℓ/∂p) of mse (½r²), mae (|r|) and huber, elementwise."""
+    r = np.asarray(p, np.float64) - np.asarray(y, np.float64)
+    if loss == Loss.MSE:
+        return 0.5 * (r**2).sum(), r
+    if loss == Loss.MAE:
+        return np.abs(r).sum(), np.sign(r)
+    inside = np.abs(r) <= delta
+    value = np.where(inside, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta)).sum()
+    return value, np.where(inside, r, delta * np.sign(r))
+
+
+REGRESSION = (Loss.MSE, Loss.MAE, Loss.HUBER)
 
 
 def ref_loss_forward_backward(loss, act, slope, z, y):
@@ -93,9 +146,10 @@ def ref_loss_forward_backward(loss, act, slope, z, y):
     if loss == Loss.POISSON:  # a = e^z; y log(y/a) − y + a, with log a = z
         a = np.exp(z)
         return a, (a - y) / n, (xlogy(y) - y * z - y + a).sum() / n
-    if loss == Loss.MSE:
+    if loss in REGRESSION:
         a = ref_act(z, act, slope)
-        return (a, ref_act_backward((a - y) / n, a, act, slope), ((a - y) ** 2).sum() / (2 * n))
+        value, grad = ref_residual_loss(loss, a, y)
+        return a, ref_act_backward(grad / n, a, act, slope, z), value / n
     if loss == Loss.BINARY_CROSS_ENTROPY:
         a = sigmoid(z)
         value = (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum()
@@ -104,17 +158,17 @@ def ref_loss_forward_backward(loss, act, slope, z, y):
     return a, (a - y) / n, (y * (logsumexp(z) - z)).sum() / n
 
 
-def ref_output_delta(loss, act, slope, a, y):
+def ref_output_delta(loss, act, slope, a, y, z=None):
     a, y = np.asarray(a, np.float64), np.asarray(y, np.float64)
-    if loss == Loss.MSE:
-        return ref_act_backward((a - y) / len(a), a, act, slope)
+    if loss in REGRESSION:
+        return ref_act_backward(ref_residual_loss(loss, a, y)[1] / len(a), a, act, slope, z)
     return (a - y) / len(a)
 
 
 def ref_loss_value(loss, p, y, eps):
     p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
-    if loss == Loss.MSE:
-        return 0.5 * ((p - y) ** 2).sum() / len(p)
+    if loss in REGRESSION:
+        return ref_residual_loss(loss, p, y)[0] / len(p)
     if loss == Loss.POISSON:  # means p > 0, unclipped
         return (xlogy(y) - y * np.log(p) - y + p).sum() / len(p)
     q = np.clip(p, eps, 1 - eps)
@@ -127,8 +181,8 @@ def ref_loss_value(loss, p, y, eps):
 def ref_loss_gradient(loss, p, y, eps):
     p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
     n = len(p)
-    if loss == Loss.MSE:
-        return (p - y) / n
+    if loss in REGRESSION:
+        return ref_residual_loss(loss, p, y)[1] / n
     if loss == Loss.POISSON:
         return (1 - y / p) / n
     q = np.clip(p, eps, 1 - eps)
@@ -161,10 +215,11 @@ def ref_net_forward(flat, sizes, acts, slopes, X):
 def ref_net_loss_and_grad(flat, sizes, acts, slopes, loss, X, Y):
     """Hand-written backprop: (mean loss, flat gradient, outputs)."""
     layers = split_params(np.asarray(flat, np.float64), sizes)
-    inputs, x = [], np.asarray(X, np.float64)
+    inputs, zs, x = [], [], np.asarray(X, np.float64)
     for l, (W, b) in enumerate(layers):
         inputs.append(x)
         z = x @ W + b
+        zs.append(z)
         if l < len(layers) - 1:
             x = ref_act(z, acts[l], slopes[l])
     out, delta, value = ref_loss_forward_backward(loss, acts[-1], slopes[-1], z, Y)
@@ -173,7 +228,7 @@ def ref_net_loss_and_grad(flat, sizes, acts, slopes, loss, X, Y):
         W = layers[l][0]
         grads = [(inputs[l].T @ delta).ravel(), delta.sum(axis=0)] + grads
         if l > 0:
-            delta = ref_act_backward(delta @ W.T, inputs[l], acts[l - 1], slopes[l - 1])
+            delta = ref_act_backward(delta @ W.T, inputs[l], acts[l - 1], slopes[l - 1], zs[l - 1])
     return value, np.concatenate(grads), out
 
 
@@ -268,12 +323,13 @@ def test_act_forward_step_and_relu_at_zero(dtype):
 @pytest.mark.parametrize("in_place", [False, True], ids=["out", "inplace"])
 @pytest.mark.parametrize("code", TRAINABLE, ids=name)
 def test_act_backward(code, in_place, dtype, rng):
-    a = ref_act(logits_for(code, rng, dtype), code).astype(dtype)
+    z = logits_for(code, rng, dtype)
+    a = ref_act(z, code).astype(dtype)
     g = normal(rng, a.shape, dtype)
-    expected = ref_act_backward(g, a, code)
+    expected = ref_act_backward(g, a, code, SLOPE, z)
     delta = g if in_place else nans(a.shape, dtype)
     g_before = g.copy()
-    assert _ops.act_backward(delta, g, a, code, SLOPE) is None
+    assert _ops.act_backward(delta, g, a, code, SLOPE, z) is None
     assert_close(delta, expected, dtype)
     if not in_place:
         np.testing.assert_array_equal(g, g_before)
@@ -361,19 +417,23 @@ def test_ce_extreme_by_hand(dtype):
 @pytest.mark.parametrize(
     "loss, act",
     [(Loss.MSE, c) for c in TRAINABLE]
+    + [(Loss.MAE, Act.IDENTITY), (Loss.HUBER, Act.IDENTITY), (Loss.HUBER, Act.GELU)]
     + [
         (Loss.BINARY_CROSS_ENTROPY, Act.SIGMOID),
         (Loss.CROSS_ENTROPY, Act.SOFTMAX),
         (Loss.POISSON, Act.EXP),
     ],
-    ids=[f"mse-{name(c)}" for c in TRAINABLE] + ["bce-sigmoid", "ce-softmax", "poisson-exp"],
+    ids=[f"mse-{name(c)}" for c in TRAINABLE]
+    + ["mae-identity", "huber-identity", "huber-gelu"]
+    + ["bce-sigmoid", "ce-softmax", "poisson-exp"],
 )
 def test_output_delta(loss, act, dtype, rng):
-    a = ref_act(normal(rng, (6, 4), dtype, 2.0), act).astype(dtype)
+    z = normal(rng, (6, 4), dtype, 2.0)
+    a = ref_act(z, act).astype(dtype)
     y = prob_rows(rng, 6, 4, dtype)
     delta = nans(a.shape, dtype)
-    assert _ops.output_delta(loss, act, SLOPE, delta, a, y) is None
-    assert_close(delta, ref_output_delta(loss, act, SLOPE, a, y), dtype)
+    assert _ops.output_delta(loss, act, SLOPE, delta, a, y, z) is None
+    assert_close(delta, ref_output_delta(loss, act, SLOPE, a, y, z), dtype)
 
 
 def probabilities_and_targets(loss, rng, dtype):
@@ -385,6 +445,11 @@ def probabilities_and_targets(loss, rng, dtype):
         y = rng.poisson(2.0, (6, 4)).astype(np.float64)
         y[0] = [0.0, 5.0, 0.0, 3.0]
         y[-1] = rng.uniform(0, 4, 4)  # rates, not only whole counts
+        return np.ascontiguousarray(p, dtype), np.ascontiguousarray(y, dtype)
+    if loss in (Loss.MAE, Loss.HUBER):  # residuals on both sides of δ = 1, and 0
+        y = rng.standard_normal((6, 4))
+        p = y + rng.uniform(-3, 3, (6, 4))
+        p[0] = y[0] + [0.0, 1.0, -1.0, 1e-3]
         return np.ascontiguousarray(p, dtype), np.ascontiguousarray(y, dtype)
     p = rng.uniform(0.01, 0.99, (6, 4))
     p[0, :3] = [0.0, 1.0, 1e-12]
@@ -579,6 +644,10 @@ NETS = [
     ([4, 5, 6, 2], [Act.LEAKY_RELU, Act.SIGMOID, Act.IDENTITY], [SLOPE, 0.0, 0.0], Loss.MSE),
     ([4, 6, 3], [Act.TANH, Act.EXP], [0.0, 0.0], Loss.POISSON),
     ([4, 3, 2], [Act.EXP, Act.IDENTITY], [0.0, 0.0], Loss.MSE),
+    ([4, 6, 3], [Act.GELU, Act.IDENTITY], [0.0, 0.0], Loss.HUBER),
+    ([4, 5, 6, 2], [Act.SILU, Act.GELU_TANH, Act.IDENTITY], [0.0, 0.0, 0.0], Loss.MAE),
+    ([4, 5, 6, 3], [Act.ELU, Act.SOFTPLUS, Act.SILU], [0.7, 0.0, 0.0], Loss.MSE),
+    ([4, 6, 3], [Act.SELU, Act.SOFTMAX], [0.0, 0.0], Loss.CROSS_ENTROPY),
 ]
 NET_IDS = [
     "relu-softmax-ce",
@@ -586,6 +655,10 @@ NET_IDS = [
     "leaky-sigmoid-identity-mse",
     "tanh-exp-poisson",
     "exp-identity-mse",
+    "gelu-identity-huber",
+    "silu-gelutanh-identity-mae",
+    "elu-softplus-silu-mse",
+    "selu-softmax-ce",
 ]
 CAPACITY = 8
 
@@ -775,6 +848,9 @@ TWINS = [
     ("leaky_relu", "identity", "mse", 2),
     ("sigmoid", "tanh", "mse", 1),
     ("tanh", "exp", "poisson", 2),
+    ("gelu", "identity", "huber", 2),
+    ("silu", "identity", "mae", 2),
+    ("elu", "gelu_tanh", "mse", 1),
 ]
 
 

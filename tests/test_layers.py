@@ -118,7 +118,7 @@ def test_default_init_follows_the_activation():
     [
         (dict(n_in=0, n_out=2), ValueError, "n_in"),
         (dict(n_in=2, n_out=2.5), TypeError, "n_out"),
-        (dict(n_in=2, n_out=2, activation="swish"), ValueError, "activation"),
+        (dict(n_in=2, n_out=2, activation="mish"), ValueError, "activation"),
         (dict(n_in=2, n_out=2, init="lecun"), ValueError, "init"),
         (dict(n_in=2, n_out=2, dtype="int32"), TypeError, "dtype"),
     ],

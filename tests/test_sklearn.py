@@ -134,7 +134,7 @@ def test_warm_start_and_early_stopping():
         (dict(n_iter_no_change=0), "n_iter_no_change"),
         (dict(max_fun=0), "max_fun"),
         (dict(momentum=1.5), "momentum"),
-        (dict(activation="gelu"), "activation"),
+        (dict(activation="mish"), "activation"),
         (dict(hidden_layer_sizes=(0,)), "hidden_layer_sizes"),
         (dict(batch_size=0), "batch_size"),
         (dict(learning_rate="cyclic"), "learning_rate"),

@@ -12,12 +12,20 @@ cpdef enum ActivationCode:
     SOFTMAX
     STEP
     EXP
+    GELU
+    GELU_TANH
+    SILU
+    SOFTPLUS
+    ELU
+    SELU
 
 cpdef enum LossCode:
     MSE
     BINARY_CROSS_ENTROPY
     CROSS_ENTROPY
     POISSON
+    MAE
+    HUBER
 
 cpdef enum OptimizerKind:
     SGD
