@@ -336,9 +336,10 @@ def test_without_onnx_the_error_says_what_to_install(monkeypatch):
     assert code == 1  # (the model is read first)
 
 
-def test_importing_backprop_does_not_load_onnx():
+def test_importing_backprop_does_not_load_onnx(tmp_path):
     code = "import sys, backprop, backprop.onnx; assert 'onnx' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # (run from elsewhere than the source folder, which would shadow the package)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
 # -- trained networks, and the command line -----------------------------------------------
