@@ -163,6 +163,20 @@ def net(dtype="float64"):
     )
 
 
+def train_steps(a, b, X, y, steps=3):
+    """`steps` train_steps of network a on (X, y): the gradient of each,
+    which network b (given a's parameters) reports, and a's parameters
+    after each."""
+    grads, after = [], []
+    for _ in range(steps):
+        b.params[...] = a.params
+        b.loss_and_grad(X, y)
+        grads.append(b.grads.copy())
+        a.train_step(X, y)
+        after.append(a.params.copy())
+    return grads, after
+
+
 @pytest.mark.parametrize(
     "optimizer",
     [
@@ -183,12 +197,7 @@ def test_network_training_follows_the_formula(optimizer):
     a, b = net(), net()
     a.optimizer = optimizer
     w0 = a.params.copy()
-    grads = []
-    for _ in range(3):
-        b.params[...] = a.params
-        b.loss_and_grad(X, y)
-        grads.append(b.grads.copy())
-        a.train_step(X, y)
+    grads, _ = train_steps(a, b, X, y)
     s = optimizer.settings()
     kw = {k: v for k, v in s.items() if k != "kind"}
     kind = {v: k for k, v in KINDS.items()}[s["kind"]]
@@ -627,14 +636,8 @@ def test_train_step_leaves_the_biases_undecayed_as_the_formula_says(name, decay_
     a, b = biased(), biased()
     a.optimizer = optimizer
     w0 = a.params.copy()
-    grads = []
-    for _ in range(3):
-        b.params[...] = a.params
-        b.loss_and_grad(X, y)
-        grads.append(b.grads.copy())
-        a.train_step(X, y)
-        if len(grads) == 1:
-            first = a.params.copy()
+    grads, after = train_steps(a, b, X, y)
+    first = after[0]
     np.testing.assert_allclose(
         a.params, reference(optimizer, w0, grads, bias_ranges(a)), rtol=1e-12, atol=1e-14
     )
