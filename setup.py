@@ -8,6 +8,7 @@ Debug information is left out (-g0) and the modules are stripped, which keeps
 the wheel small.  The modules are cythonized and compiled in parallel.
 """
 
+import glob
 import os
 
 import numpy
@@ -57,21 +58,40 @@ if os.environ.get("BACKPROP_SANITIZE"):
 
 
 class ParallelBuildExt(build_ext):
-    """Compile the extension modules side by side, one per core."""
+    """Compile the extension modules side by side, one per core, after the
+    kernels' library that they link."""
 
     def finalize_options(self):
         super().finalize_options()
         if not self.parallel:
             self.parallel = os.cpu_count() or 1
 
+    def run(self):
+        # `build` runs build_clib first; `build_ext --inplace` alone would not
+        self.run_command("build_clib")
+        super().run()
+
+
+# The kernels built once per instruction set (csrc/simd/kernels.h): one static
+# library, compiled once and linked into the modules that call it.
+SIMD = sorted(glob.glob("csrc/simd/*.[ch]"))
+simd_library = (
+    "backprop_simd",
+    {
+        "sources": ["csrc/simd/kernels.c", "csrc/simd/team.c"],
+        "cflags": compile_args + ["-pthread"],
+        "obj_deps": {"": SIMD},
+    },
+)
 
 extensions = [
     Extension(
         f"backprop.{name}",
         [f"csrc/{name}.pyx"],
+        depends=SIMD,
         include_dirs=[numpy.get_include(), "csrc"],
         extra_compile_args=compile_args,
-        extra_link_args=link_args,
+        extra_link_args=link_args + ["-pthread"],
         libraries=["m"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
@@ -79,6 +99,7 @@ extensions = [
 ]
 
 setup(
+    libraries=[simd_library],
     ext_modules=cythonize(
         extensions,
         include_path=["csrc"],

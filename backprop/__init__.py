@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - only in an unbuilt source tree
     ) from exc
 
 from . import (
+    _kernels,  # noqa: F401  (checks BACKPROP_KERNELS)
     activations,
     callbacks,
     datasets,

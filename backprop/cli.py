@@ -33,6 +33,7 @@ from . import __version__, _ops, activations, datasets
 from . import losses as _losses
 from . import onnx as _onnx
 from . import optimizers as _optimizers
+from ._kernels import ENV, kernel_builds, kernels_in_use
 from ._threads import blas_info
 from .layers import Dense, Dropout
 from .network import Sequential, load
@@ -604,6 +605,9 @@ def _info(args) -> int:
         "compiled core: backprop._ops, backprop._engine, backprop._codes "
         "(Cython, float32 and float64)"
     )
+    builds = kernel_builds()
+    others = ", ".join(f"{b}{'' if ok else ' (not on this CPU)'}" for b, ok in builds.items())
+    print(f"kernels: {kernels_in_use()} ({ENV}={os.environ.get(ENV, 'unset')}; builds: {others})")
     print(f"BLAS: {blas['config']} ({blas['library'] or 'not found'})")
     print(
         f"BLAS threads: {blas['threads']} (OMP_NUM_THREADS="

@@ -20,6 +20,7 @@
 #   dropout.pxi   dropout between the layers of a training pass
 #   epoch.pxi     forward, loss and gradient, update, step, epoch, inference
 #   ready.pxi     the fast path for ready-made input (train_step, one-row predict)
+#   choose.pxi    which build of the kernels in csrc/simd/ runs (per CPU)
 
 from libc.math cimport isfinite
 from libc.stdlib cimport malloc, free
@@ -44,6 +45,7 @@ from plan cimport Plan
 include "dropout.pxi"
 include "epoch.pxi"
 include "ready.pxi"
+include "choose.pxi"
 
 
 def set_blas_thread_functions(size_t get_address, size_t set_address):

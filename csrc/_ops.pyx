@@ -31,6 +31,8 @@ from backprop._codes cimport SELU, MSE, CROSS_ENTROPY, POISSON, MAE, HUBER, SGD,
 
 import numpy as np
 
+include "choose.pxi"
+
 # The constants of the smooth units, as the kernels take them (for their ONNX
 # forms): selu's λ and α, and the tanh form of gelu's cubic coefficient.
 SELU_SCALE = BP_SELU_SCALE
@@ -280,18 +282,19 @@ def optimizer_update(real[::1] w, const real[::1] g, real[::1] s1, real[::1] s2,
                      double beta1=0.9, double beta2=0.999, double rho=0.9,
                      double eps=1e-8, double l2=0, double weight_decay=0,
                      double clip_norm=0, long long steps=0, bint decay_biases=True,
-                     biases=()):
+                     biases=(), int threads=1):
     """One optimizer update of w from g with state s1, s2 (arrays of w's
     shape; unused ones may be any such array); returns the new step count.
     `biases`: where w holds biases, as (offset, length) pairs in increasing
-    order, apart; with decay_biases False they take no l2 and no decay."""
+    order, apart; with decay_biases False they take no l2 and no decay.
+    `threads`: how many threads a long w may be updated on."""
     known("kind", kind, ADAGRAD)
     cdef Optimizer o
     memset(&o, 0, sizeof(o))
     o.kind, o.lr, o.momentum, o.nesterov = kind, lr, momentum, nesterov
     o.beta1, o.beta2, o.rho, o.eps = beta1, beta2, rho, eps
     o.l2, o.weight_decay, o.clip_norm, o.t = l2, weight_decay, clip_norm, steps
-    o.decay_biases = decay_biases
+    o.decay_biases, o.threads = decay_biases, threads
     if g.shape[0] != w.shape[0] or s1.shape[0] != w.shape[0] or s2.shape[0] != w.shape[0]:
         raise ValueError("w, g, s1 and s2 must have the same length")
     cdef Py_ssize_t k, end = 0

@@ -17,7 +17,7 @@ from kernels cimport (
 )
 from plan cimport Plan
 from shuffle cimport gather_rows, gather_csr_rows, prefetch_rows
-from threads cimport product_threads
+from threads cimport product_threads, pass_threads
 
 
 cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
@@ -118,6 +118,7 @@ cdef inline void update(Plan* p, real lr, bint fused=False) noexcept nogil:
         p.opt.t += 1
         return
     # (layer l's bias, p.size[l + 1] long, lies at p.b_off[l])
+    p.opt.threads = pass_threads()
     optimizer_update(&p.opt, <real*>p.params, <real*>p.grads, <real*>p.state1,
                      <real*>p.state2, p.n_params, p.b_off, p.size + 1, p.n_layers)
 

@@ -52,6 +52,30 @@ from backprop._codes cimport (
 cdef extern from "fastexp.h":
     float bp_expf(float x) noexcept nogil
 
+cdef extern from "simd/kernels.h":
+    # The kernels compiled once per instruction set (csrc/simd/), in the
+    # build chosen at import.
+    enum:
+        BP_RULE_SGD, BP_RULE_MOMENTUM, BP_RULE_NESTEROV,
+        BP_RULE_ADAM, BP_RULE_RMSPROP, BP_RULE_ADAGRAD
+    ctypedef struct bp_rule:
+        double lr, l2, keep, scale, eps, mu, b1, b2, a1, a2, c1, c2, rho, a_rho
+    ctypedef struct bp_kernel_set:
+        const char* name
+        void (*update_f32)(int rule, float* w, const float* g, float* s1, float* s2,
+                           Py_ssize_t n, const bp_rule* k) noexcept nogil
+        void (*update_f64)(int rule, double* w, const double* g, double* s1, double* s2,
+                           Py_ssize_t n, const bp_rule* k) noexcept nogil
+    void bp_update_f32(int rule, float* w, const float* g, float* s1, float* s2,
+                       Py_ssize_t n, const bp_rule* k, int threads) noexcept nogil
+    void bp_update_f64(int rule, double* w, const double* g, double* s1, double* s2,
+                       Py_ssize_t n, const bp_rule* k, int threads) noexcept nogil
+    const bp_kernel_set* bp_kernels
+    const bp_kernel_set bp_kernel_sets[]
+    enum: BP_N_ISA
+    int bp_cpu_runs(int isa) noexcept nogil
+    int bp_choose_kernels(const char* request) noexcept nogil
+
 cdef extern from "float.h":
     const float FLT_MIN
     const double DBL_MIN
@@ -77,6 +101,7 @@ cdef struct Optimizer:
     bint decay_biases     # l2 and weight_decay reach the biases too (else weights only)
     double clip_norm      # > 0: g ← g · min(1, clip_norm / ‖g‖), ‖·‖ over all parameters
     long long t           # updates taken so far (Adam's bias correction)
+    int threads           # the update may run on this many threads (0, 1: one)
 
 
 # ---------------------------------------------------------------- scalars ---
@@ -912,46 +937,35 @@ cdef inline void update_piece(const Optimizer* o, real* w, const real* g,
                               real* s1, real* s2, Py_ssize_t lo, Py_ssize_t hi,
                               real scale, bint decayed) noexcept nogil:
     # optimizer_update's rule on w[lo … hi), with the clipping factor
-    # `scale`; l2 and weight decay only where `decayed`.
-    cdef Py_ssize_t i
-    cdef real lr = <real>o.lr
-    cdef real l2 = <real>o.l2 if decayed else 0
-    cdef real keep = <real>(1 - o.lr * o.weight_decay) if decayed else 1
-    cdef real mu = <real>o.momentum, eps = <real>o.eps
-    cdef real b1 = <real>o.beta1, b2 = <real>o.beta2, rho = <real>o.rho
-    cdef real a1 = <real>(1 - o.beta1), a2 = <real>(1 - o.beta2), a_rho = <real>(1 - o.rho)
-    cdef real c1, c2, gi
-    if real is float:
-        eps = max(eps, FLT_MIN)
-    else:
-        eps = max(eps, DBL_MIN)
-    if o.kind == SGD and o.momentum == 0:
-        for i in range(lo, hi):
-            gi = (g[i] + l2 * w[i]) * scale
-            w[i] = w[i] * keep - lr * gi
-    elif o.kind == SGD:
-        for i in range(lo, hi):
-            gi = (g[i] + l2 * w[i]) * scale
-            s1[i] = mu * s1[i] + gi
-            w[i] = w[i] * keep - lr * (gi + mu * s1[i] if o.nesterov else s1[i])
+    # `scale`; l2 and weight decay only where `decayed`.  The loops are the
+    # chosen build's (csrc/simd/update.h), on o.threads threads for a long
+    # piece (csrc/simd/team.c); here the rule and its constants.
+    cdef bp_rule k
+    cdef int rule
+    k.lr, k.scale, k.mu = o.lr, scale, o.momentum
+    k.l2 = o.l2 if decayed else 0
+    k.keep = (1 - o.lr * o.weight_decay) if decayed else 1
+    k.b1, k.b2, k.a1, k.a2 = o.beta1, o.beta2, 1 - o.beta1, 1 - o.beta2
+    k.rho, k.a_rho = o.rho, 1 - o.rho
+    k.eps = max(o.eps, FLT_MIN) if real is float else max(o.eps, DBL_MIN)
+    k.c1 = k.c2 = 0
+    if o.kind == SGD:
+        rule = (BP_RULE_SGD if o.momentum == 0 else
+                BP_RULE_NESTEROV if o.nesterov else BP_RULE_MOMENTUM)
     elif o.kind == ADAM:
-        c1 = <real>(o.lr / (1 - pow(o.beta1, <double>o.t)))      # η / (1 − β₁ᵗ)
-        c2 = <real>(1 / (1 - pow(o.beta2, <double>o.t)))         # 1 / (1 − β₂ᵗ)
-        for i in range(lo, hi):
-            gi = (g[i] + l2 * w[i]) * scale
-            s1[i] = b1 * s1[i] + a1 * gi
-            s2[i] = b2 * s2[i] + a2 * gi * gi
-            w[i] = w[i] * keep - c1 * s1[i] / (r_sqrt(s2[i] * c2) + eps)
+        rule = BP_RULE_ADAM
+        k.c1 = o.lr / (1 - pow(o.beta1, <double>o.t))      # η / (1 − β₁ᵗ)
+        k.c2 = 1 / (1 - pow(o.beta2, <double>o.t))         # 1 / (1 − β₂ᵗ)
     elif o.kind == RMSPROP:
-        for i in range(lo, hi):
-            gi = (g[i] + l2 * w[i]) * scale
-            s1[i] = rho * s1[i] + a_rho * gi * gi
-            w[i] = w[i] * keep - lr * gi / (r_sqrt(s1[i]) + eps)
-    elif o.kind == ADAGRAD:
-        for i in range(lo, hi):
-            gi = (g[i] + l2 * w[i]) * scale
-            s1[i] = s1[i] + gi * gi
-            w[i] = w[i] * keep - lr * gi / (r_sqrt(s1[i]) + eps)
+        rule = BP_RULE_RMSPROP
+    else:
+        rule = BP_RULE_ADAGRAD
+    if real is float:
+        bp_update_f32(rule, w + lo, g + lo, s1 + lo if s1 != NULL else NULL,
+                      s2 + lo if s2 != NULL else NULL, hi - lo, &k, o.threads)
+    else:
+        bp_update_f64(rule, w + lo, g + lo, s1 + lo if s1 != NULL else NULL,
+                      s2 + lo if s2 != NULL else NULL, hi - lo, &k, o.threads)
 
 
 cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,

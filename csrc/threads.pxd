@@ -98,6 +98,15 @@ cdef inline void product_threads(double flops) noexcept nogil:
         blas_set_threads(t)
 
 
+cdef inline int pass_threads() noexcept nogil:
+    # The threads that a long elementwise pass of the running call (the
+    # optimizer's update) may use: the call's count for large products, and
+    # one while calls run in several threads.
+    if running_calls > 1 or call_threads < 1:
+        return 1
+    return call_threads
+
+
 cdef inline void leave_threads() noexcept nogil:
     # The last call to finish gives the pool back its size from before.
     global running_calls

@@ -2,7 +2,11 @@ import backprop
 
 
 def pytest_report_header(config):
-    return f"backprop {backprop.__version__} from {backprop.__path__[0]}"
+    from backprop._kernels import kernels_in_use
+
+    return (
+        f"backprop {backprop.__version__} from {backprop.__path__[0]}, kernels {kernels_in_use()}"
+    )
 
 
 try:

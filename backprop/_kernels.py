@@ -1,0 +1,65 @@
+"""Which build of the core's vectorised kernels runs on this CPU.
+
+The compiled core holds its innermost loops (csrc/simd/) three times: for the
+portable x86-64 baseline, for AVX2 with FMA, and for AVX-512.  When backprop
+is imported, the widest build the CPU runs is chosen, unless the environment
+variable BACKPROP_KERNELS names one:
+
+    BACKPROP_KERNELS=portable   the baseline build, for tests and bug reports
+    BACKPROP_KERNELS=avx2       AVX2 + FMA (refused on a CPU without them)
+    BACKPROP_KERNELS=avx512     AVX-512 (likewise)
+    BACKPROP_KERNELS=auto       the default: the widest the CPU runs
+
+The builds compute the same formulas and differ in rounding only; on one
+machine, with one build and thread count, training is bit for bit the same.
+`backprop info` names the build in use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from . import _engine, _ops
+
+__all__ = ["kernels_in_use", "kernel_builds", "use_kernels", "ENV"]
+
+ENV = "BACKPROP_KERNELS"
+_MODULES = (_ops, _engine)  # each holds its own copy of the builds
+
+
+def kernel_builds() -> dict[str, bool]:
+    """Every build, and whether this CPU runs it."""
+    return dict(_ops.kernel_builds())
+
+
+def kernels_in_use() -> str:
+    """The name of the build that runs now."""
+    return _engine.kernels_in_use()
+
+
+def _choose(name: str, source: str) -> None:
+    builds = kernel_builds()
+    name = name.strip().lower()
+    if name not in ("", "auto") and name not in builds:
+        raise ValueError(f"{source} must be one of auto, {', '.join(builds)}; got {name!r}")
+    if name not in ("", "auto") and not builds[name]:
+        runs = ", ".join(b for b, ok in builds.items() if ok)
+        raise RuntimeError(f"{source}={name}: this CPU cannot run that build (it runs {runs})")
+    for module in _MODULES:
+        module.use_kernels(name)
+
+
+@contextlib.contextmanager
+def use_kernels(name: str):
+    """Run the build `name` inside the block (for tests that compare the
+    builds; training in other threads meanwhile would switch too)."""
+    before = kernels_in_use()
+    _choose(name, "name")
+    try:
+        yield
+    finally:
+        _choose(before, "name")
+
+
+_choose(os.environ.get(ENV, ""), ENV)

@@ -1,0 +1,28 @@
+# The build of the kernels in csrc/simd/ that this module runs (kernels.h):
+# the widest the CPU has, or the one BACKPROP_KERNELS names, chosen when the
+# module is imported; backprop._kernels checks the variable and reports.
+# Included into _ops.pyx and _engine.pyx, which each hold a copy of the builds.
+
+from libc.stdlib cimport getenv
+from kernels cimport bp_kernels, bp_kernel_sets, bp_cpu_runs, bp_choose_kernels, BP_N_ISA
+
+bp_choose_kernels(getenv(b"BACKPROP_KERNELS"))
+
+
+def use_kernels(str name) -> int:
+    """Run the build `name` ("portable", "avx2", "avx512"; "" or "auto": the
+    widest this CPU runs).  Returns 0, −1 for an unknown name, −2 for a build
+    this CPU cannot run (the build in use then stays)."""
+    cdef bytes b = name.encode("ascii", "replace")
+    return bp_choose_kernels(b)
+
+
+def kernels_in_use() -> str:
+    """The name of the build that runs now."""
+    return bp_kernels.name.decode()
+
+
+def kernel_builds() -> tuple:
+    """Every build in this module, and whether this CPU runs it."""
+    return tuple((bp_kernel_sets[i].name.decode(), bool(bp_cpu_runs(i)))
+                 for i in range(BP_N_ISA))

@@ -1,0 +1,18 @@
+/* One build of the kernels, for the instruction set ISA (a bare word) that
+ * kernels.c sets around it: every kernel source, once in float and once in
+ * double. */
+#define REAL float
+#define SQRT sqrtf
+#define NAME(f) EXPAND3(f, f32, ISA)
+#include "update.h"
+#undef NAME
+#undef SQRT
+#undef REAL
+
+#define REAL double
+#define SQRT sqrt
+#define NAME(f) EXPAND3(f, f64, ISA)
+#include "update.h"
+#undef NAME
+#undef SQRT
+#undef REAL

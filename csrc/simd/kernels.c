@@ -1,0 +1,125 @@
+/* The per-instruction-set builds of the kernels in this folder (see
+ * kernels.h): each kernel source is included once per element type and
+ * instruction set, inside a `#pragma GCC target` block, with NAME giving its
+ * functions distinct names; the tables at the end collect them. */
+#include <string.h>
+#include <math.h>
+
+#include "kernels.h"
+
+#define JOIN3(a, b, c) a##_##b##_##c
+#define EXPAND3(a, b, c) JOIN3(a, b, c)
+
+
+/* portable: the x86-64 baseline the rest of the core is compiled for */
+#define ISA portable
+#include "build.h"
+#undef ISA
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define ISA avx2
+#include "build.h"
+#undef ISA
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")
+#define ISA avx512
+#include "build.h"
+#undef ISA
+#pragma GCC pop_options
+
+#define KERNEL_SET(isa) { #isa, update_f32_##isa, update_f64_##isa }
+
+const bp_kernel_set bp_kernel_sets[BP_N_ISA] = {
+    KERNEL_SET(portable), KERNEL_SET(avx2), KERNEL_SET(avx512),
+};
+
+const bp_kernel_set *bp_kernels = &bp_kernel_sets[BP_ISA_PORTABLE];
+
+int bp_cpu_runs(int isa)
+{
+    __builtin_cpu_init();
+    switch (isa) {
+    case BP_ISA_PORTABLE:
+        return 1;
+    case BP_ISA_AVX2:   /* the OS saves the YMM registers when CPUID says AVX */
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case BP_ISA_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+            && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+    }
+    return 0;
+}
+
+int bp_choose_kernels(const char *request)
+{
+    int isa;
+    if (request == NULL || request[0] == '\0' || strcmp(request, "auto") == 0) {
+        for (isa = BP_N_ISA - 1; !bp_cpu_runs(isa); isa--)
+            ;
+    } else {
+        for (isa = 0; isa < BP_N_ISA; isa++)
+            if (strcmp(request, bp_kernel_sets[isa].name) == 0)
+                break;
+        if (isa == BP_N_ISA)
+            return -1;
+        if (!bp_cpu_runs(isa))
+            return -2;
+    }
+    bp_kernels = &bp_kernel_sets[isa];
+    return isa;
+}
+
+/* ---- the optimizer update, cut into chunks for bp_team_run ---- */
+
+/* Chunks of 2^16 parameters (256 kB of float32), a multiple of any vector
+ * width from the start of w; a pass shorter than two chunks runs alone. */
+#define UPDATE_CHUNK ((ptrdiff_t)1 << 16)
+
+typedef struct {
+    int rule, f32;
+    void *w, *s1, *s2;
+    const void *g;
+    ptrdiff_t n;
+    const bp_rule *k;
+} update_job;
+
+static void update_chunk(void *arg, int c, int chunks)
+{
+    const update_job *j = arg;
+    ptrdiff_t lo = c * UPDATE_CHUNK, hi = c + 1 == chunks ? j->n : lo + UPDATE_CHUNK;
+    if (j->f32)
+        bp_kernels->update_f32(j->rule, (float *)j->w + lo, (const float *)j->g + lo,
+                               j->s1 ? (float *)j->s1 + lo : NULL,
+                               j->s2 ? (float *)j->s2 + lo : NULL, hi - lo, j->k);
+    else
+        bp_kernels->update_f64(j->rule, (double *)j->w + lo, (const double *)j->g + lo,
+                               j->s1 ? (double *)j->s1 + lo : NULL,
+                               j->s2 ? (double *)j->s2 + lo : NULL, hi - lo, j->k);
+}
+
+static void update(int f32, int rule, void *w, const void *g, void *s1, void *s2,
+                   ptrdiff_t n, const bp_rule *k, int threads)
+{
+    update_job job = {rule, f32, w, s1, s2, g, n, k};
+    ptrdiff_t chunks = n / UPDATE_CHUNK;
+    if (chunks < 2 || threads < 2) {
+        update_chunk(&job, 0, 1);
+        return;
+    }
+    bp_team_run(update_chunk, &job, chunks > 1 << 20 ? 1 << 20 : (int)chunks, threads);
+}
+
+void bp_update_f32(int rule, float *w, const float *g, float *s1, float *s2,
+                   ptrdiff_t n, const bp_rule *k, int threads)
+{
+    update(1, rule, w, g, s1, s2, n, k, threads);
+}
+
+void bp_update_f64(int rule, double *w, const double *g, double *s1, double *s2,
+                   ptrdiff_t n, const bp_rule *k, int threads)
+{
+    update(0, rule, w, g, s1, s2, n, k, threads);
+}

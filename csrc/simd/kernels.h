@@ -1,0 +1,82 @@
+/* The core's kernels that are compiled once per instruction set, and the
+ * choice among those builds, made once when a module of the core is imported.
+ *
+ * kernels.c compiles each kernel for the portable x86-64 baseline (SSE2), for
+ * AVX2 with FMA and for AVX-512, into the same module; bp_choose_kernels
+ * picks the widest that the CPU has (CPUID), unless BACKPROP_KERNELS names
+ * one: `portable` forces the baseline, for tests and bug reports.  Every
+ * build computes the same formulas; they differ in rounding only (FMA fuses
+ * a·b + c into one rounding), so a given machine and thread count trains
+ * bit for bit the same each time.
+ */
+#ifndef BACKPROP_SIMD_KERNELS_H
+#define BACKPROP_SIMD_KERNELS_H
+
+#include <stddef.h>
+
+enum { BP_ISA_PORTABLE, BP_ISA_AVX2, BP_ISA_AVX512, BP_N_ISA };
+
+/* The optimizer rules of update.h, and their constants (doubles, rounded to
+ * the element type once per call). */
+enum {
+    BP_RULE_SGD, BP_RULE_MOMENTUM, BP_RULE_NESTEROV,
+    BP_RULE_ADAM, BP_RULE_RMSPROP, BP_RULE_ADAGRAD,
+};
+
+typedef struct {
+    double lr;          /* η */
+    double l2;          /* coupled L2: ĝ = (g + l2·w) · scale */
+    double keep;        /* decoupled decay: w ← w · keep first (1 − η·wd) */
+    double scale;       /* gradient clipping's factor (1: none) */
+    double eps;         /* added to the root */
+    double mu;          /* momentum */
+    double b1, b2;      /* Adam's β₁, β₂ */
+    double a1, a2;      /* 1 − β₁, 1 − β₂ (taken in double) */
+    double c1, c2;      /* Adam's η/(1 − β₁ᵗ) and 1/(1 − β₂ᵗ) */
+    double rho, a_rho;  /* RMSProp's ρ and 1 − ρ */
+} bp_rule;
+
+typedef void (*bp_update_f32_fn)(int rule, float *w, const float *g, float *s1,
+                                 float *s2, ptrdiff_t n, const bp_rule *k);
+typedef void (*bp_update_f64_fn)(int rule, double *w, const double *g, double *s1,
+                                 double *s2, ptrdiff_t n, const bp_rule *k);
+
+/* One build of the kernels. */
+typedef struct {
+    const char *name;           /* "portable", "avx2", "avx512" */
+    bp_update_f32_fn update_f32;
+    bp_update_f64_fn update_f64;
+} bp_kernel_set;
+
+#define BP_HIDDEN __attribute__((visibility("hidden")))
+
+/* A pass cut into `chunks` independent pieces: task(arg, c, chunks) does
+ * piece c.  bp_team_run (team.c) runs every piece once, on the calling thread
+ * and up to threads − 1 others, and returns when all are done; the pieces'
+ * boundaries are the task's, so the result does not depend on which thread
+ * took which piece. */
+typedef void (*bp_task)(void *arg, int chunk, int chunks);
+BP_HIDDEN void bp_team_run(bp_task task, void *arg, int chunks, int threads);
+
+/* The optimizer update of w (n,) in the chosen build (update.h), on up to
+ * `threads` threads for a long w; each parameter's result is the same
+ * whatever the count. */
+BP_HIDDEN void bp_update_f32(int rule, float *w, const float *g, float *s1, float *s2,
+                             ptrdiff_t n, const bp_rule *k, int threads);
+BP_HIDDEN void bp_update_f64(int rule, double *w, const double *g, double *s1, double *s2,
+                             ptrdiff_t n, const bp_rule *k, int threads);
+
+/* The chosen build (the portable one until bp_choose_kernels runs). */
+BP_HIDDEN extern const bp_kernel_set *bp_kernels;
+/* Every build, by BP_ISA_*. */
+BP_HIDDEN extern const bp_kernel_set bp_kernel_sets[BP_N_ISA];
+
+/* Whether this CPU (and its operating system) runs build `isa`. */
+BP_HIDDEN int bp_cpu_runs(int isa);
+/* Choose the build that `request` names ("portable", "avx2", "avx512"; NULL,
+ * "" or "auto": the widest the CPU runs).  Returns the BP_ISA_* chosen, or
+ * −1 for a name it does not know, −2 for a build this CPU cannot run (the
+ * choice then stays as it was). */
+BP_HIDDEN int bp_choose_kernels(const char *request);
+
+#endif

@@ -1,0 +1,173 @@
+"""The builds of the vectorised kernels (csrc/simd/): each one this CPU runs
+against the numpy formulas and against the portable build, the choice by
+BACKPROP_KERNELS, and the optimizer update on several threads."""
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from test_optimizers import CASES, KINDS, numpy_steps
+
+import backprop as bp
+from backprop import _kernels, _ops
+
+BUILDS = _kernels.kernel_builds()
+RUNNABLE = [name for name, runs in BUILDS.items() if runs]
+LONG = 3 * 2**16 + 37  # four chunks of the threaded update, the last one short
+
+
+def run(*code, env=None):
+    """`python -c` in a fresh process with BACKPROP_KERNELS as `env` says."""
+    environ = {k: v for k, v in os.environ.items() if k != _kernels.ENV}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", "\n".join(code)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
+
+
+def test_the_portable_build_runs_everywhere_and_auto_takes_the_widest():
+    assert BUILDS["portable"] is True
+    assert list(BUILDS) == ["portable", "avx2", "avx512"]
+    assert _kernels.kernels_in_use() == (
+        os.environ.get(_kernels.ENV) or [b for b in BUILDS if BUILDS[b]][-1]
+    )
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_backprop_kernels_chooses_the_build_at_import(name):
+    out = run(
+        "import backprop._kernels as k; print(k.kernels_in_use())", env={"BACKPROP_KERNELS": name}
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == name
+
+
+def test_an_unknown_build_is_refused_naming_the_variable():
+    out = run("import backprop", env={"BACKPROP_KERNELS": "sse9"})
+    assert out.returncode != 0
+    assert (
+        "ValueError: BACKPROP_KERNELS must be one of auto, portable, avx2, avx512; got 'sse9'"
+        in out.stderr
+    )
+
+
+@pytest.mark.skipif(all(BUILDS.values()), reason="this CPU runs every build")
+def test_a_build_this_cpu_cannot_run_is_refused_not_run():
+    missing = next(name for name, runs in BUILDS.items() if not runs)
+    out = run("import backprop", env={"BACKPROP_KERNELS": missing})
+    assert out.returncode != 0
+    assert f"RuntimeError: BACKPROP_KERNELS={missing}: this CPU cannot run that build" in out.stderr
+
+
+def test_backprop_info_names_the_build_in_use():
+    out = run("import backprop.cli as c; c.main(['info'])", env={"BACKPROP_KERNELS": "portable"})
+    assert out.returncode == 0, out.stderr
+    assert "kernels: portable (BACKPROP_KERNELS=portable; builds: portable, avx2" in out.stdout
+
+
+def update(build, kind, kw, w, grads, threads=1):
+    """w after one update per gradient, in that build; and its state."""
+    w = w.copy()
+    s1, s2 = np.zeros_like(w), np.zeros_like(w)
+    with _kernels.use_kernels(build):
+        for t, g in enumerate(grads):
+            _ops.optimizer_update(w, g, s1, s2, KINDS[kind], 0.05, steps=t, threads=threads, **kw)
+    return w, s1, s2
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind,kw", CASES)
+def test_every_build_updates_as_the_formula_and_the_portable_build(build, kind, kw, dtype):
+    rng = np.random.default_rng(1)
+    w0 = rng.normal(size=LONG)
+    grads = [rng.normal(size=LONG).astype(dtype) for _ in range(3)]
+    w, s1, s2 = update(build, kind, kw, w0.astype(dtype), grads, threads=2)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    expect = numpy_steps(kind, w0, grads, 0.05, **kw)
+    np.testing.assert_allclose(w, expect, rtol=tol, atol=tol * max(1, np.abs(expect).max()))
+    portable = update("portable", kind, kw, w0.astype(dtype), grads)
+    for mine, theirs in zip((w, s1, s2), portable):
+        np.testing.assert_allclose(mine, theirs, rtol=tol, atol=tol * max(1, np.abs(theirs).max()))
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+@pytest.mark.parametrize("kind,kw", [("adam", {}), ("sgd", dict(momentum=0.9)), ("rmsprop", {})])
+def test_the_update_is_the_same_on_one_thread_and_on_several(build, kind, kw):
+    rng = np.random.default_rng(2)
+    w0 = rng.normal(size=LONG).astype(np.float32)
+    grads = [rng.normal(size=LONG).astype(np.float32) for _ in range(3)]
+    one = update(build, kind, kw, w0, grads, threads=1)
+    for threads in (2, 3, 64):
+        for mine, theirs in zip(update(build, kind, kw, w0, grads, threads=threads), one):
+            np.testing.assert_array_equal(mine, theirs)
+
+
+def test_updates_from_several_python_threads_at_once_each_finish_right():
+    rng = np.random.default_rng(3)
+    w0 = rng.normal(size=LONG).astype(np.float32)
+    grads = [rng.normal(size=LONG).astype(np.float32) for _ in range(4)]
+    expect = update(_kernels.kernels_in_use(), "adam", {}, w0, grads)[0]
+    results, errors = [None] * 4, []
+
+    def work(i):
+        try:
+            w, s1, s2 = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
+            for _ in range(20):  # many runs, so that the threads' runs overlap
+                w[:], s1[:], s2[:] = w0, 0, 0
+                for t, g in enumerate(grads):
+                    _ops.optimizer_update(w, g, s1, s2, KINDS["adam"], 0.05, steps=t, threads=2)
+            results[i] = w
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    for w in results:
+        np.testing.assert_array_equal(w, expect)
+
+
+def _update_in_child(queue):
+    w = np.ones(LONG, np.float32)
+    _ops.optimizer_update(w, w.copy(), w.copy(), w.copy(), KINDS["adam"], 0.5, steps=0, threads=2)
+    queue.put(float(w[0]))
+
+
+def test_a_forked_child_updates_on_several_threads_after_its_parent_did():
+    w = np.ones(LONG, np.float32)
+    _ops.optimizer_update(w, w.copy(), w.copy(), w.copy(), KINDS["adam"], 0.5, steps=0, threads=2)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_update_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0, "the child hung or crashed"
+    assert queue.get(timeout=5) == float(w[0])
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+def test_every_build_trains_digits_with_adam(build):
+    X_train, X_test, y_train, y_test = bp.datasets.load_digits(return_split=True)
+    with _kernels.use_kernels(build):
+        net, again = (
+            bp.Sequential(
+                bp.Dense(64, 32, "relu"), bp.Dense(32, 10, "softmax"), loss="cross_entropy", seed=0
+            )
+            for _ in range(2)
+        )
+        for n in (net, again):
+            n.fit(X_train, y_train, epochs=10, batch_size=32, optimizer=bp.Adam(lr=0.01), verbose=0)
+    assert net.evaluate(X_test, y_test)["accuracy"] > 0.95
+    np.testing.assert_array_equal(net.params, again.params)  # same build: bit for bit
