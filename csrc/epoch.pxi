@@ -12,7 +12,7 @@
 from backprop._codes cimport IDENTITY, SGD
 from kernels cimport (
     real, dense_forward, dense_backward, dense_backward_sgd, act_backward,
-    loss_forward_backward, optimizer_update, count_correct,
+    loss_forward_backward, optimizer_update, optimizer_update_stretch, count_correct,
     CsrBatch, sparse_forward, sparse_backward, sparse_backward_sgd,
 )
 from plan cimport Plan
@@ -52,14 +52,16 @@ cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
 
 cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
                           Py_ssize_t rows, real* last, real sgd_lr=0,
-                          const CsrBatch* sx=NULL) noexcept nogil:
+                          const CsrBatch* sx=NULL, bint step_layers=False) noexcept nogil:
     # IN x (rows, size[0]) or the CSR rows sx (see forward_rows),
     # y (rows, size[L + 1]), sw (rows,) sample weights or NULL;
     # OUT grads; returns the mean (weighted) loss.
     # The output activations land in `last` (or the workspace when NULL).
     # With sgd_lr > 0 each layer instead takes its plain SGD step at that
     # rate as its gradient is found (dense_backward_sgd; grads then holds
-    # only the bias gradients), which update must then count.
+    # only the bias gradients), which update must then count.  With
+    # step_layers, each layer takes the optimizer's step (unclipped, counted
+    # by the caller) as soon as its gradient is in grads: step_layer.
     cdef int l, L = p.n_layers - 1
     cdef real* w = <real*>p.params
     cdef real* g = <real*>p.grads
@@ -78,6 +80,8 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
             else:
                 sparse_backward(g + p.w_off[0], g + p.b_off[0], <real*>p.delta[0], sx,
                                 rows, p.size[0], p.size[1])
+                if step_layers:
+                    step_layer(p, 0, w, g)
             continue
         product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
         if sgd_lr > 0:
@@ -90,6 +94,8 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
                            g + p.w_off[l], g + p.b_off[l], <real*>p.delta[l],
                            layer_input(x, p, l, True), w + p.w_off[l],
                            rows, p.size[l], p.size[l + 1])
+        if step_layers:
+            step_layer(p, l, w, g)
         if l > 0:
             drop_backward(p, l - 1, rows, <real*>p.delta[l - 1])
             act_backward(<real*>p.delta[l - 1], <real*>p.delta[l - 1],
@@ -97,6 +103,19 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
                          p.act[l - 1], <real>p.slope[l - 1])
     count_pass(p)
     return value
+
+
+cdef inline void step_layer(Plan* p, int l, real* w, const real* g) noexcept nogil:
+    # Layer l's share of the optimizer's step on the parameters w (p.params)
+    # from g (p.grads), its W and then its b, taken while its gradient is
+    # still in cache from the product that wrote it (once the layer's
+    # products are done: W is not read again in the step).
+    cdef Py_ssize_t w_end = p.w_off[l] + p.size[l] * p.size[l + 1]
+    cdef Py_ssize_t b_end = p.b_off[l] + p.size[l + 1]
+    optimizer_update_stretch(&p.opt, w, g, <real*>p.state1, <real*>p.state2,
+                             p.w_off[l], w_end, False)
+    optimizer_update_stretch(&p.opt, w, g, <real*>p.state1, <real*>p.state2,
+                             p.b_off[l], b_end, True)
 
 
 cdef inline bint plain_sgd(const Plan* p) noexcept nogil:
@@ -128,13 +147,20 @@ cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan
                               const CsrBatch* sx=NULL) noexcept nogil:
     # One training step inside an epoch: loss_and_grad and the optimizer's
     # update, fused for plain SGD (grads then keeps no weight gradients,
-    # which is why train_step, whose grads users read, does not fuse).
+    # which is why train_step, whose grads users read, does not fuse), and
+    # taken layer by layer inside loss_and_grad for every other rule but
+    # clipping (whose norm needs the whole gradient first).
     # Returns the batch's mean loss.
     cdef double value
     if plain_sgd(p) and lr > 0:
         value = loss_and_grad(x, y, sw, p, rows, NULL, lr, sx)
         update(p, lr, True)
         return value
+    if p.opt.clip_norm <= 0:
+        p.opt.lr = lr
+        p.opt.t += 1
+        p.opt.threads = pass_threads()
+        return loss_and_grad(x, y, sw, p, rows, NULL, 0, sx, True)
     value = loss_and_grad(x, y, sw, p, rows, NULL, 0, sx)
     update(p, lr)
     return value

@@ -1006,6 +1006,18 @@ cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
         update_piece(o, w, g, s1, s2, lo, hi, scale, decayed)
 
 
+cdef inline void optimizer_update_stretch(const Optimizer* o, real* w, const real* g,
+                                          real* s1, real* s2, Py_ssize_t lo,
+                                          Py_ssize_t hi, bint bias) noexcept nogil:
+    # optimizer_update's rule on the stretch w[lo … hi) alone, one layer's
+    # weights or its bias (`bias`: no l2 or decay unless o.decay_biases),
+    # without clipping, in a step the caller has counted (o.t += 1 first).
+    # Each parameter's update reads only its own gradient and state, so the
+    # stretches of a step, taken as their gradients are found, give what one
+    # optimizer_update after them gives.
+    update_piece(o, w, g, s1, s2, lo, hi, 1, o.decay_biases or not bias)
+
+
 # ---------------------------------------------------------------- dropout ---
 # Inverted dropout after a layer's activation (Srivastava et al., 2014): in
 # a training pass each unit is kept (m = 1) with probability 1 − rate and
