@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     if args.mode != "interleaved":
         sections = [s for s in suite.SOLO_SECTIONS if s in args.sections]
         names = [w.name for w in args.workloads]
-        solo = suite.solo([s.name for s in systems], sections, names, cfg, notes, progress)
+        solo = suite.solo(systems, sections, names, cfg, notes, progress)
         res.update(solo if args.mode == "solo" else {"solo": solo})
     for section in SECTIONS:
         if section in args.sections and section not in suite.SOLO_SECTIONS:

@@ -431,12 +431,13 @@ SOLO_SECTIONS = ("training", "adam")
 STREAM = "stream"  # the solo worker that times the stream alone
 
 
-def solo(names, sections, workloads, cfg, notes, progress) -> dict:
+def solo(systems, sections, workloads, cfg, notes, progress) -> dict:
     """The `sections` (of SOLO_SECTIONS) measured by one fresh `python -m
-    bench --worker NAME` process per system name (and one for the stream
-    when adam is among them), merged into the sections' own form."""
+    bench --worker NAME` process per system with work in them (and one for
+    the stream when adam is among them), merged into the sections' own form."""
     merged: dict = {}
-    workers = list(names) + ([STREAM] if "adam" in sections else [])
+    workers = [s.name for s in systems if "training" in sections or "adam" in s.optimizers]
+    workers += [STREAM] if "adam" in sections else []
     for name in workers:
         args = ["bench", "--worker", name, "--sections", ",".join(sections)]
         args += ["--workloads", ",".join(workloads), "--threads", str(cfg.threads)]

@@ -309,16 +309,19 @@ def test_adam_workloads_follow_the_named_ones():
 
 @needs_bench
 def test_solo_runs_each_system_in_its_own_process():
-    suite = _bench("suite")
+    suite, systems = _bench("suite"), _bench("systems")
     cfg = suite.Settings.make(quick=True, threads=1)
     notes, progress = [], []
-    res = suite.solo(["backprop_fit", "numpy"], ["training"], ["W0"], cfg, notes, progress.append)
+    fit, numpy_peer = systems.BackpropFit(), systems.Numpy()
+    res = suite.solo([fit, numpy_peer], ["training"], ["W0"], cfg, notes, progress.append)
     assert notes == [] and progress == ["solo backprop_fit: done", "solo numpy: done"]
     w0 = res["training"]["W0"]
     assert w0["label"] == "W0 2-4-1 b4 f64" and set(w0["systems"]) == {"backprop_fit", "numpy"}
     assert all(st["n"] == cfg.reps and st["median"] > 0 for st in w0["systems"].values())
-    stream = suite.solo([], ["adam"], ["W2"], cfg, notes, progress.append)
-    assert set(stream["adam"]["W2"]["systems"]) == {"stream"}  # its own process too
+    # numpy has no Adam: the adam section runs the stream alone, in its own process
+    stream = suite.solo([numpy_peer], ["adam"], ["W2"], cfg, notes, progress.append)
+    assert progress[2:] == ["solo stream: done"]
+    assert set(stream["adam"]["W2"]["systems"]) == {"stream"}
 
 
 @needs_bench
