@@ -1,6 +1,7 @@
 """Benchmarks of backprop against other ways of training the same networks.
 
     python -m bench [--quick] [--workloads W1,W3] [--threads N] [--json PATH]
+    python -m bench --mode both         also each system alone in a fresh process
     python -m bench --sections parity   backprop.sklearn vs scikit-learn's MLP
     python -m bench --sections onnx     the digits network in ONNX Runtime vs backprop
     python -m bench.memory      no allocation inside training steps
@@ -10,10 +11,11 @@
 
 Modules: timing (the one timing helper and its statistics), workloads (sizes,
 data, FLOPs), machine (machine facts, threads, GEMM peak), numpy_mlp (the
-numpy peer and its gradient check), systems (backprop, numpy, torch and
-scikit-learn behind one interface), suite (the measurements), parity
-(the scikit-learn estimators cross-validated against scikit-learn's),
-deploy (the digits network exported to ONNX Runtime), report (the tables).
+numpy peer and its gradient check), jax_mlp (the JAX peer), systems
+(backprop, numpy, torch, scikit-learn and JAX behind one interface), suite
+(the measurements, interleaved or solo), parity (the scikit-learn estimators
+cross-validated against scikit-learn's), deploy (the digits network exported
+to ONNX Runtime), report (the tables).
 """
 
 import importlib.machinery as _machinery

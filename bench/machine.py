@@ -6,7 +6,8 @@
 - `set_threads(n)`: one thread count for every system: backprop through
   `backprop.set_num_threads` where it exists (else backprop is left alone),
   numpy's and scipy's OpenBLAS through threadpoolctl where installed, torch
-  through `torch.set_num_threads`.
+  through `torch.set_num_threads`, jax through XLA_FLAGS for one thread
+  (XLA's CPU pool is otherwise the size of the cores it may use).
 - `timing_arguments(module, doc, reps, threads)`: the command line of a
   standalone timing script (--reps, --threads, --quick).
 - `gemm_peak(dtype)`: the machine's large-GEMM throughput, the best of a few
@@ -117,7 +118,25 @@ def set_threads(n: int) -> list[str]:
     if torch is not None:
         torch.set_num_threads(n)
         done.append(f"torch → {n} (torch.set_num_threads)")
+    if optional("jax") is not None:
+        done.append(_xla_threads(n))
     return done
+
+
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def _xla_threads(n: int) -> str:
+    """jax's threads: XLA's CPU client takes its intra-op pool from the cores
+    it may use and has no setting for another size; one thread through
+    XLA_FLAGS, read when jax makes its first array (which must be later)."""
+    cores = len(os.sched_getaffinity(0))
+    if n == 1:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_ONE_THREAD}".strip()
+        return f"jax → 1 (XLA_FLAGS={XLA_ONE_THREAD})"
+    if n == cores:
+        return f"jax → {n} (XLA's own pool of the {cores} cores, its default)"
+    return f"jax: XLA's own pool of the {cores} cores (XLA cannot be set to {n})"
 
 
 def timing_arguments(module: str, doc: str, reps: int, threads: int) -> argparse.ArgumentParser:
@@ -169,6 +188,7 @@ def facts() -> dict:
     for name, module in (
         ("torch", "torch"),
         ("scikit-learn", "sklearn"),
+        ("jax", "jax"),
         ("threadpoolctl", "threadpoolctl"),
     ):
         mod = optional(module)

@@ -14,8 +14,13 @@ from .timing import fmt_time
 
 TITLES = {s.name: s.title for s in ALL_SYSTEMS}
 ORDER = [s.name for s in ALL_SYSTEMS]
-PEERS = ["numpy", "torch", "sklearn"]
+PREDICTS = [s.name for s in ALL_SYSTEMS if s.inference]  # the prediction sections'
+PEERS = ["numpy", "torch", "sklearn", "jax"]
 REF = "backprop_fit"
+MODE = {
+    "interleaved": "systems interleaved in one process",
+    "solo": "each system alone in a fresh process",
+}
 
 
 def table(title, headers, rows, legend=()):
@@ -33,11 +38,11 @@ def table(title, headers, rows, legend=()):
     print("\n".join(out))
 
 
-def _time(stats):
+def _time(stats, spread=True):
     # (a marginal cost lost in the noise can come out ≤ 0: not a time)
     if not stats or stats["median"] <= 0:
         return "–"
-    return fmt_time(stats["median"], stats["q3"] / 2 - stats["q1"] / 2)
+    return fmt_time(stats["median"], stats["q3"] / 2 - stats["q1"] / 2 if spread else None)
 
 
 def _ratio(systems, peer, ref=REF):
@@ -63,6 +68,13 @@ def header(res):
         f"repetitions after {cfg['warmup']} warm-up, systems interleaved in rotating order, "
         f"{cfg['settle']} s pause before each sample (idle BLAS threads stop spinning)"
     )
+    mode = res.get("mode", "interleaved")
+    if mode != "interleaved":
+        print(
+            f"mode: {mode}: training and adam "
+            + ("with " if mode == "solo" else "also with ")
+            + "each system alone in a fresh process"
+        )
     if res["gemm_peak"]:
         start = res.get("gemm_peak_start", res["gemm_peak"])
         print(
@@ -101,8 +113,9 @@ def training(res):
         )
     reps = res["settings"]["reps"]
     k2 = res["settings"]["sklearn_k2"]
+    mode = MODE[res.get("mode") if res.get("mode") == "solo" else "interleaved"]
     table(
-        f"Training: time per step (median ±½IQR over {reps} repetitions)",
+        f"Training: time per step (median ±½IQR over {reps} repetitions, {mode})",
         ["workload"]
         + [TITLES[k] for k in ORDER]
         + ["limit"]
@@ -112,6 +125,8 @@ def training(res):
         [
             "backprop fit = time of net.fit(epochs=1, shuffle=True) / batches; "
             "train_step = one net.train_step call per pre-sliced batch",
+            "jax = one jitted call an epoch (permutation, gather, lax.scan of the step); "
+            "jax step = one jitted step call per pre-sliced batch; compiled before timing",
             "a sample: as many back-to-back epochs as take "
             f"≥ {1e3 * res['settings']['min_sample']:g} ms "
             "(one for the large workloads), after a pause",
@@ -132,20 +147,133 @@ def training(res):
     )
 
 
+def _by_optimizer(systems, optimizer):
+    """{system: stats} of an adam workload's runs with that optimizer."""
+    tail = f"/{optimizer}"
+    return {k[: -len(tail)]: st for k, st in systems.items() if k.endswith(tail)}
+
+
+def _extra(adam_st, sgd_st):
+    if adam_st and sgd_st:
+        return adam_st["median"] - sgd_st["median"]
+    return None
+
+
+def adam(res):
+    results = res["adam"]
+    reps = res["settings"]["reps"]
+    keys = [k for k in ORDER if any(f"{k}/adam" in w["systems"] for w in results.values())]
+    rows, rows_extra = [], []
+    for w in results.values():
+        runs = {opt: _by_optimizer(w["systems"], opt) for opt in ("sgd", "adam")}
+        for opt, s in runs.items():
+            rows.append(
+                [w["label"], opt] + [_time(s.get(k)) for k in keys] + [_ratio(s, REF, "torch")]
+            )
+        stream = w["systems"].get("stream")
+        extras = [_extra(runs["adam"].get(k), runs["sgd"].get(k)) for k in keys]
+        rows_extra.append(
+            [w["label"], f"{w['n_params']:,}", _time(stream)]
+            + ["–" if e is None else fmt_time(e) for e in extras]
+            + ["–" if e is None or not stream else f"{e / stream['median']:.2f}" for e in extras]
+        )
+    a = next(iter(results.values()))["adam"] if results else {}
+    mode = MODE[res.get("mode") if res.get("mode") == "solo" else "interleaved"]
+    table(
+        f"Adam and SGD: time per step (median ±½IQR over {reps} repetitions, {mode})",
+        ["workload", "optimizer"] + [TITLES[k] for k in keys] + ["bp/torch"],
+        rows,
+        [
+            f"Adam: lr {a.get('lr')}, betas {tuple(a.get('betas', ()))}, eps {a.get('eps')}; "
+            "SGD: lr of the workload (0.01), no momentum",
+            "backprop fit: net.fit(…, optimizer=bp.optimizers.Adam(…)), the same optimizer "
+            "every epoch; torch: torch.optim.Adam(…, fused=True); jax: Adam in jax.numpy",
+            "bp/torch = backprop fit's median / torch's (< 1: backprop faster)",
+        ],
+    )
+    table(
+        "Adam's extra time per step over SGD, against streaming its four arrays once",
+        ["workload", "parameters", "stream"]
+        + [f"{TITLES[k]} extra" for k in keys]
+        + [f"{TITLES[k]} ÷ stream" for k in keys],
+        rows_extra,
+        [
+            "extra = Adam's median − SGD's median, of the same system in the same run",
+            "stream = numpy's p += g; m += g; v += g over float32 arrays of the parameter "
+            "count: each of p, g, m, v read once from memory and p, m, v written once "
+            "(the update's traffic), one thread",
+        ],
+    )
+
+
+def _versus_table(title, rows, keys, legend=()):
+    """rows (label, interleaved {system: stats}, solo {system: stats}): both
+    medians of each system side by side."""
+    table(
+        title,
+        ["workload"] + [h for k in keys for h in (TITLES.get(k, k), "solo")],
+        [
+            [label] + [_time(s.get(k), spread=False) for k in keys for s in (inter, alone)]
+            for label, inter, alone in rows
+        ],
+        legend,
+    )
+
+
+def solo(res):
+    """Interleaved against solo, for the sections measured both ways."""
+    both, reps = res["solo"], res["settings"]["reps"]
+    legend = [
+        "left: interleaved in one process; solo: the system alone in a fresh "
+        "`python -m bench --worker` process (the same settings and data)"
+    ]
+    if "training" in both and "training" in res:
+        rows = [
+            (w["label"], w["systems"], both["training"].get(name, {}).get("systems", {}))
+            for name, w in res["training"].items()
+        ]
+        _versus_table(
+            f"Training: interleaved and solo, time per step (median over {reps} repetitions)",
+            rows,
+            [k for k in ORDER if any(k in r[1] for r in rows)],
+            legend,
+        )
+    if "adam" in both and "adam" in res:
+        rows = [
+            (f"{w['label']} {opt}", *(_by_optimizer(d["systems"], opt) for d in (w, alone)))
+            for name, w in res["adam"].items()
+            for alone in [both["adam"].get(name, {"systems": {}})]
+            for opt in ("sgd", "adam")
+        ]
+        rows += [
+            (f"{w['label']} stream", *({"stream": d["systems"].get("stream")} for d in (w, alone)))
+            for name, w in res["adam"].items()
+            for alone in [both["adam"].get(name, {"systems": {}})]
+        ]
+        _versus_table(
+            f"Adam and SGD: interleaved and solo, time per step (median over {reps} repetitions)",
+            rows,
+            [k for k in ORDER + ["stream"] if any(k in r[1] for r in rows)],
+            legend,
+        )
+
+
 def latency(res):
     rows = []
     for w in res["latency"].values():
         s = w["systems"]
         rows.append(
             [w["label"]]
-            + [_time(s.get(k)) for k in ORDER if k != "backprop_step"]
-            + [_ratio(s, p) for p in PEERS]
+            + [_time(s.get(k)) for k in PREDICTS]
+            + [_ratio(s, p) for p in PEERS if p in PREDICTS]
         )
         min_ms = 1e3 * w["min_sample_s"]
     table(
         "Single-row predict latency (median ±½IQR of per-sample means, "
         f"≥ {min_ms:g} ms of back-to-back calls a sample)",
-        ["network", "backprop", "numpy", "torch", "sklearn"] + [f"{p}/bp" for p in PEERS],
+        ["network"]
+        + [TITLES[k] if k != REF else "backprop" for k in PREDICTS]
+        + [f"{p}/bp" for p in PEERS if p in PREDICTS],
         rows,
         [
             "backprop net.predict(x) with x 1-D; numpy forward on a (1, n) view into "
@@ -357,7 +485,8 @@ def onnx(res):
 
 def print_all(res):
     header(res)
-    for name in ("training", "latency", "throughput", "digits", "memory", "parity", "onnx"):
+    sections = ["training", "adam", "solo", "latency", "throughput", "digits", "memory"]
+    for name in sections + ["parity", "onnx"]:
         if res.get(name):
             globals()[name](res)
     if "elapsed_s" in res:

@@ -5,6 +5,16 @@
   interleaved (timing.interleave), with the step's FLOPs; `add_rates` then
   adds the achieved GFLOP/s and the machine's limit (FLOPs / large-GEMM
   throughput, measured before and after the run, the better taken);
+- adam: seconds per step of the systems that train with Adam (backprop fit,
+  torch with fused=True, jax, jax step) on W2, W3, W4 and W4 at batch 32,
+  by SGD and by Adam interleaved in one run, beside `stream`: the time of
+  the numpy passes p += g, m += g, v += g over float32 arrays of the
+  network's parameter count (each of Adam's four arrays read once from
+  memory, g from cache after the first pass, and p, m, v written once: the
+  traffic of the update, which its arithmetic cannot make shorter), so that
+  Adam's extra time over SGD can be set against it;
+- solo: the training and adam sections again, each system alone in a fresh
+  `python -m bench --worker NAME` process (its JSON on stdout), merged;
 - latency: one-row prediction (W1 and W3 networks), the mean of as many
   back-to-back calls as take `min_sample` seconds, per sample;
 - throughput: batch prediction of 10,000 rows by the W3 network, and whether
@@ -57,6 +67,7 @@ class Settings:
     throughput_rows: int = 10_000
     digits_epochs: int = 20
     memory_workloads: tuple = ("W3", "W4")
+    adam_workloads: tuple = ("W2", "W3", "W4", "W4b32")  # those of them asked for
     parity_seeds: tuple = (0, 1, 2)  # the estimators' random_state
     parity_folds: int = 5
 
@@ -78,6 +89,7 @@ class Settings:
             throughput_rows=2_000,
             digits_epochs=3,
             memory_workloads=("W3",),
+            adam_workloads=("W2", "W4b32"),
             parity_seeds=(0,),
         )
 
@@ -120,38 +132,90 @@ def add_rates(training_results: dict, peak: dict) -> None:
             st["pct_peak"] = 100 * flops / st["median"] / top
 
 
+def _step_samplers(wl, X, y, params, systems, cfg, notes, what) -> dict:
+    """{system name: its sampler of seconds per training step on wl}."""
+    return _build_all(
+        systems,
+        notes,
+        what,
+        lambda s: s.step_sampler(
+            wl, X, y, params, min_time=cfg.min_sample, k1=1, k2=cfg.sklearn_k2
+        ),
+    )
+
+
+def _workload_facts(wl, X) -> dict:
+    return {
+        "label": wl.label,
+        "sizes": wl.sizes,
+        "batch": wl.batch,
+        "dtype": wl.dtype,
+        "rows": X.shape[0],
+        "batches": -(-X.shape[0] // wl.batch),
+        "lr": wl.lr,
+        "note": wl.note,
+        "flops_per_step": wl.flops_per_step(),
+    }
+
+
 def training(wls, systems, cfg, notes, progress) -> dict:
     results = {}
     for wl in wls:
         X, y = W.make_data(wl, wl.rows(cfg.quick))
         params = W.init_params(wl.sizes, wl.hidden, wl.dtype)
-        samplers = _build_all(
-            systems,
-            notes,
-            wl.name,
-            lambda s, wl=wl, X=X, y=y, params=params: s.step_sampler(
-                wl, X, y, params, min_time=cfg.min_sample, k1=1, k2=cfg.sklearn_k2
-            ),
-        )
+        samplers = _step_samplers(wl, X, y, params, systems, cfg, notes, wl.name)
         stats = _guarded_interleave(samplers, cfg, notes, wl.name)
         results[wl.name] = {
-            "label": wl.label,
-            "sizes": wl.sizes,
-            "batch": wl.batch,
-            "dtype": wl.dtype,
-            "rows": X.shape[0],
-            "batches": -(-X.shape[0] // wl.batch),
-            "lr": wl.lr,
-            "note": wl.note,
-            "flops_per_step": wl.flops_per_step(),
+            **_workload_facts(wl, X),
             "systems": {name: st.to_dict() for name, st in stats.items()},
         }
         progress(f"training {wl.label}: done")
     return results
 
 
+def stream_sampler(n: int, dtype, min_time: float):
+    """A sampler of the time to stream the Adam update's four arrays of n
+    floats (parameters p, gradient g, moments m and v) once: p += g, m += g,
+    v += g in numpy, in place (see the module's docstring)."""
+    p, g, m, v = np.random.default_rng(0).standard_normal((4, n)).astype(dtype)
+
+    def run():
+        np.add(p, g, out=p)
+        np.add(m, g, out=m)
+        np.add(v, g, out=v)
+
+    return calls(run, min_time)
+
+
+def adam(wls, systems, cfg, notes, progress, stream=True) -> dict:
+    """Seconds per step by SGD and by Adam of every system that trains with
+    Adam (keys 'name/sgd', 'name/adam'), and with `stream` the stream time
+    (key 'stream'), all interleaved in one run per workload."""
+    results = {}
+    for wl in wls:
+        X, y = W.make_data(wl, wl.rows(cfg.quick))
+        params = W.init_params(wl.sizes, wl.hidden, wl.dtype)
+        samplers = {}
+        both = [s for s in systems if "adam" in s.optimizers]
+        for run in (wl, W.adam(wl)):
+            what = f"adam {wl.name} {run.optimizer}"
+            built = _step_samplers(run, X, y, params, both, cfg, notes, what)
+            samplers.update({f"{name}/{run.optimizer}": f for name, f in built.items()})
+        if stream:
+            samplers["stream"] = stream_sampler(wl.n_params, wl.dtype, cfg.min_sample)
+        stats = _guarded_interleave(samplers, cfg, notes, f"adam {wl.name}")
+        results[wl.name] = {
+            **_workload_facts(wl, X),
+            "adam": {"lr": W.ADAM_LR, **W.ADAM},
+            "n_params": wl.n_params,
+            "systems": {name: st.to_dict() for name, st in stats.items()},
+        }
+        progress(f"adam {wl.label}: done")
+    return results
+
+
 def _inference_systems(systems):
-    return [s for s in systems if s.name != "backprop_step"]  # same model as fit
+    return [s for s in systems if s.inference]
 
 
 def _inference_models(systems, wl, X, y, notes, what):
@@ -325,36 +389,68 @@ def memory_child(system_name: str, workload: str, quick: bool, threads: int) -> 
     }
 
 
-def memory(systems, cfg, notes, progress) -> dict:
-    results = {}
+def run_child(args, notes, what) -> dict | None:
+    """`python -m <args>` in a fresh process from the repository root: the
+    JSON on the last line of its output, or None and a note if it failed."""
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(
             [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         ),
     )
+    cmd = [sys.executable, "-m", *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        notes.append(f"{what}: failed: {tail}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def memory(systems, cfg, notes, progress) -> dict:
+    results = {}
     for workload in cfg.memory_workloads:
         rows = {}
         for s in _inference_systems(systems):
-            cmd = [
-                sys.executable,
-                "-m",
-                "bench.suite",
-                "memory-child",
-                s.name,
-                workload,
-                "1" if cfg.quick else "0",
-                str(cfg.threads),
-            ]
-            proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                notes.append(f"memory {workload} {s.title}: failed: {tail}")
-                continue
-            rows[s.name] = json.loads(proc.stdout.strip().splitlines()[-1])
+            args = ["bench.suite", "memory-child", s.name, workload]
+            found = run_child(
+                args + ["1" if cfg.quick else "0", str(cfg.threads)],
+                notes,
+                f"memory {workload} {s.title}",
+            )
+            if found is not None:
+                rows[s.name] = found
         results[workload] = {"label": W.get(workload).label, "systems": rows}
     progress("memory: done")
     return results
+
+
+# -- solo: each system alone in a fresh process --------------------------------------
+
+SOLO_SECTIONS = ("training", "adam")
+STREAM = "stream"  # the solo worker that times the stream alone
+
+
+def solo(systems, sections, workloads, cfg, notes, progress) -> dict:
+    """The `sections` (of SOLO_SECTIONS) measured by one fresh `python -m
+    bench --worker NAME` process per system with work in them (and one for
+    the stream when adam is among them), merged into the sections' own form."""
+    merged: dict = {}
+    workers = [s.name for s in systems if "training" in sections or "adam" in s.optimizers]
+    workers += [STREAM] if "adam" in sections else []
+    for name in workers:
+        args = ["bench", "--worker", name, "--sections", ",".join(sections)]
+        args += ["--workloads", ",".join(workloads), "--threads", str(cfg.threads)]
+        found = run_child(args + ["--quick"] * cfg.quick, notes, f"solo {name}")
+        if found is None:
+            continue
+        notes.extend(f"solo {name}: {note}" for note in found.pop("notes"))
+        for section, per_workload in found.items():
+            into = merged.setdefault(section, {})
+            for key, entry in per_workload.items():
+                into.setdefault(key, {**entry, "systems": {}})["systems"].update(entry["systems"])
+        progress(f"solo {name}: done")
+    return merged
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["memory-child"]:

@@ -21,6 +21,17 @@ workloads) divided by their number of batches.
                   epoch from outside, so its step time is the marginal cost
                   of more epochs, (t(max_iter=k2) − t(max_iter=k1)) /
                   ((k2 − k1)·batches), fresh fits each.
+- jax:            bench/jax_mlp.py: the whole epoch one jitted call (a
+                  jax.random permutation, the batches gathered on the
+                  device, a lax.scan of the step), compiled before timing.
+- jax step:       the same model, one jitted step per pre-sliced batch
+                  called from Python.
+
+A workload's `optimizer` is 'sgd' or 'adam' (workloads.ADAM's settings);
+`optimizers` says which a system trains with (backprop fit: fit's
+optimizer=bp.optimizers.Adam(…); torch: torch.optim.Adam(…, fused=True);
+jax: Adam in jax.numpy).  Systems with `inference = False` take part in the
+training sections only.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from . import workloads as W
 from .machine import optional
 from .numpy_mlp import NumpyMLP
 from .timing import autorange, per_unit, repeat, timed
@@ -43,6 +55,8 @@ class System:
     name = ""  # key in results and JSON
     title = ""  # column title
     requires: str | None = None  # importable module needed, if any
+    optimizers: tuple = ("sgd",)  # the workload optimizers it trains with
+    inference = True  # takes part in the prediction sections (and digits, memory)
 
     def missing(self) -> str | None:
         """Why this system cannot run here, or None."""
@@ -87,6 +101,7 @@ class System:
 
 class BackpropFit(System):
     name, title = "backprop_fit", "backprop fit"
+    optimizers = ("sgd", "adam")
 
     def build(self, wl, X, y, params, lr=None):
         import backprop as bp
@@ -99,21 +114,24 @@ class BackpropFit(System):
         net = bp.Sequential(
             *layers, dtype=wl.dtype, seed=0, loss="cross_entropy" if wl.is_classifier else "mse"
         )
-        for layer, (W, b) in zip(net.layers, params):
-            layer.W, layer.b = W, b
-        batches = [
-            (X[i : i + wl.batch], y[i : i + wl.batch]) for i in range(0, X.shape[0], wl.batch)
-        ]
+        for layer, (Wt, b) in zip(net.layers, params):
+            layer.W, layer.b = Wt, b
+        lr = wl.lr if lr is None else lr
+        # fit's optimizer: a plain lr= is SGD; Adam the same instance every
+        # epoch, so that its moments and step count carry on
+        how = (
+            {"lr": lr} if wl.optimizer == "sgd" else {"optimizer": bp.optimizers.Adam(lr, **W.ADAM)}
+        )
         return SimpleNamespace(
-            net=net, X=X, y=y, batch=wl.batch, lr=wl.lr if lr is None else lr, batches=batches
+            net=net, X=X, y=y, batch=wl.batch, lr=lr, how=how, batches=W.batches(X, y, wl.batch)
         )
 
     def epoch(self, m) -> None:
-        m.net.fit(m.X, m.y, epochs=1, batch_size=m.batch, lr=m.lr, shuffle=True)
+        m.net.fit(m.X, m.y, epochs=1, batch_size=m.batch, shuffle=True, **m.how)
 
     def train(self, wl, X, y, params, epochs, lr):
         m = self.build(wl, X, y, params, lr)
-        m.net.fit(m.X, m.y, epochs=epochs, batch_size=m.batch, lr=m.lr, shuffle=True)
+        m.net.fit(m.X, m.y, epochs=epochs, batch_size=m.batch, shuffle=True, **m.how)
         return m
 
     def inference_model(self, wl, X, y, params):
@@ -136,6 +154,7 @@ class BackpropFit(System):
 
 class BackpropStep(BackpropFit):
     name, title = "backprop_step", "backprop train_step"
+    optimizers, inference = ("sgd",), False  # (fit's model: fit's optimizers)
 
     def epoch(self, m) -> None:
         for xb, yb in m.batches:
@@ -169,6 +188,7 @@ class Numpy(System):
 
 class Torch(System):
     name, title, requires = "torch", "torch", "torch"
+    optimizers = ("sgd", "adam")
 
     def build(self, wl, X, y, params, lr=None):
         import torch
@@ -178,10 +198,10 @@ class Torch(System):
         dtype = getattr(torch, wl.dtype)
         hidden = nn.ReLU if wl.hidden == "relu" else nn.Tanh
         mods = []
-        for i, (W, b) in enumerate(params):
-            lin = nn.Linear(*W.shape, dtype=dtype)
+        for i, (Wt, b) in enumerate(params):
+            lin = nn.Linear(*Wt.shape, dtype=dtype)
             with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
+                lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(Wt.T)))
                 lin.bias.copy_(torch.from_numpy(b))
             mods += [lin, hidden()] if i < len(params) - 1 else [lin]
         if wl.is_classifier:
@@ -195,7 +215,11 @@ class Torch(System):
 
             yt = torch.from_numpy(np.ascontiguousarray(y.reshape(-1, 1), wl.dtype))
         model = nn.Sequential(*mods)
-        opt = torch.optim.SGD(model.parameters(), lr=wl.lr if lr is None else lr, momentum=0)
+        lr = wl.lr if lr is None else lr
+        if wl.optimizer == "adam":
+            opt = torch.optim.Adam(model.parameters(), lr, **W.ADAM, fused=True)
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0)
         return SimpleNamespace(
             model=model,
             opt=opt,
@@ -293,7 +317,39 @@ class Sklearn(System):
         return est.predict(x.reshape(1, -1))[0]
 
 
-ALL_SYSTEMS = [BackpropFit(), BackpropStep(), Numpy(), Torch(), Sklearn()]
+# -- JAX ------------------------------------------------------------------------------
+
+
+class Jax(System):
+    name, title, requires = "jax", "jax", "jax"
+    optimizers, inference = ("sgd", "adam"), False
+
+    def build(self, wl, X, y, params, lr=None):
+        from .jax_mlp import JaxMLP
+
+        adam = W.ADAM if wl.optimizer == "adam" else {}
+        lr = wl.lr if lr is None else lr
+        model = JaxMLP(
+            wl.sizes, wl.hidden, wl.output, params, X, y, wl.batch, wl.optimizer, lr, **adam
+        )
+        self.epoch(model)  # (its first call compiles: never timed)
+        return model
+
+    def epoch(self, model) -> None:
+        model.epoch()
+
+    def predict(self, model, X):
+        return model.predict(X)
+
+
+class JaxStep(Jax):
+    name, title = "jax_step", "jax step"
+
+    def epoch(self, model) -> None:
+        model.step_epoch()
+
+
+ALL_SYSTEMS = [BackpropFit(), BackpropStep(), Numpy(), Torch(), Sklearn(), Jax(), JaxStep()]
 
 
 def available_systems(notes: list[str]) -> list[System]:

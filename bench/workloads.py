@@ -7,16 +7,36 @@ C = 1/(2n) Σ‖y − a‖².  The data is random from a fixed seed (XOR's four 
 repeated), with enough rows for ≥ 50 batches an epoch on the small networks
 and fewer on W4/W5, so that one measurement (one epoch) stays well under a
 couple of seconds.  `init_params` draws one set of starting weights that
-every system given weights from outside (backprop, numpy, torch) starts from.
+every system given weights from outside (backprop, numpy, torch, jax)
+starts from.
+
+The Adam rows (`ADAM_WORKLOADS`, each trained by SGD and by `adam(wl)`)
+are W2, W3 and W4, and W4 at batch 32; Adam's settings are `ADAM` with
+the rate `ADAM_LR`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-__all__ = ["Workload", "WORKLOADS", "get", "make_data", "init_params"]
+__all__ = [
+    "Workload",
+    "WORKLOADS",
+    "ADAM",
+    "ADAM_LR",
+    "ADAM_WORKLOADS",
+    "adam",
+    "adam_workloads",
+    "get",
+    "make_data",
+    "init_params",
+    "batches",
+]
+
+ADAM = {"betas": (0.9, 0.999), "eps": 1e-8}  # (every system's Adam)
+ADAM_LR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -29,6 +49,7 @@ class Workload:
     lr: float = 0.01
     hidden: str = "relu"  # 'relu' or 'tanh'
     output: str = "softmax"  # 'softmax' (cross-entropy) or 'sigmoid' (MSE)
+    optimizer: str = "sgd"  # 'sgd' (at lr) or 'adam' (ADAM, at lr)
     note: str = field(default="", compare=False)
 
     @property
@@ -42,6 +63,11 @@ class Workload:
     @property
     def label(self) -> str:
         return f"{self.name} {'-'.join(map(str, self.sizes))} b{self.batch} f{self.dtype[-2:]}"
+
+    @property
+    def n_params(self) -> int:
+        """Weights and biases of the network."""
+        return sum(n_in * n_out + n_out for n_in, n_out in self.layers)
 
     def flops_per_step(self, rows: int | None = None) -> int:
         """Floating-point operations of one training step's matrix products:
@@ -77,6 +103,24 @@ WORKLOADS = [
 ]
 
 
+ADAM_WORKLOADS = [
+    WORKLOADS[2],
+    WORKLOADS[3],
+    WORKLOADS[4],
+    Workload("W4b32", (784, 1024, 1024, 10), 32, "float32", 48, note="W4 at batch 32"),
+]
+
+
+def adam_workloads(names) -> list[Workload]:
+    """The ADAM_WORKLOADS among the workloads named (W4 brings W4b32)."""
+    return [wl for wl in ADAM_WORKLOADS if wl.name in names or wl.name[:2] in names]
+
+
+def adam(wl: Workload) -> Workload:
+    """The workload trained by Adam (ADAM, at ADAM_LR) instead of SGD."""
+    return replace(wl, optimizer="adam", lr=ADAM_LR)
+
+
 def get(name: str) -> Workload:
     for wl in WORKLOADS:
         if wl.name.lower() == name.strip().lower():
@@ -109,3 +153,8 @@ def init_params(sizes, hidden: str, dtype, seed: int = 0):
         W = rng.uniform(-limit, limit, (n_in, n_out)).astype(dtype)
         params.append((W, np.zeros(n_out, dtype)))
     return params
+
+
+def batches(X, y, batch: int) -> list:
+    """[(X[i : i + batch], y[i : i + batch]), …]: the rows in order, sliced."""
+    return [(X[i : i + batch], y[i : i + batch]) for i in range(0, X.shape[0], batch)]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -224,3 +225,128 @@ def test_activations_bench_times_each_unit_against_relu(capsys):
     rows = {line.split()[0]: line for line in out.splitlines()[4:7]}
     assert set(rows) == {"relu", "gelu", "elu"}
     assert "1.00×" in rows["relu"]
+
+
+def _tiny(workloads, **changes):
+    """A small float64 classifier workload (8-6-3, batch 4, 2 batches)."""
+    return workloads.Workload("T", (8, 6, 3), 4, "float64", 2, **changes)
+
+
+def _quick_settings(suite):
+    return suite.Settings(reps=1, warmup=0, settle=0.0, min_sample=0.001)
+
+
+@needs_bench
+def test_jax_peer_steps_follow_the_numpy_gradients():
+    pytest.importorskip("jax")
+    jax_mlp, numpy_mlp, W = _bench("jax_mlp"), _bench("numpy_mlp"), _bench("workloads")
+    wl = _tiny(W)
+    X, y = W.make_data(wl, wl.batch)  # one batch: the shuffled epoch is one step too
+    params = W.init_params(wl.sizes, wl.hidden, wl.dtype)
+    ref = numpy_mlp.NumpyMLP(wl.sizes, wl.hidden, wl.output, wl.dtype, params=params)
+    ref.loss_and_grad(X, ref.targets(y))
+    grads = [(dW.copy(), db.copy()) for dW, db in zip(ref.dW, ref.db)]
+    b1, b2 = W.ADAM["betas"]
+    eps = W.ADAM["eps"]
+    for optimizer, lr in (("sgd", 0.1), ("adam", 0.01)):
+        for run in ("epoch", "step_epoch"):
+            model = jax_mlp.JaxMLP(
+                wl.sizes, wl.hidden, wl.output, params, X, y, wl.batch, optimizer, lr,
+                **(W.ADAM if optimizer == "adam" else {}),
+            )  # fmt: skip
+            getattr(model, run)()
+            for (W0, b0), (gW, gb), (W1, b1_) in zip(params, grads, model.params):
+                for start, g, now in ((W0, gW, W1), (b0, gb, b1_)):
+                    if optimizer == "sgd":
+                        want = start - lr * g
+                    else:  # the first Adam step: m = (1 − β₁)g, v = (1 − β₂)g²
+                        m, v = (1 - b1) * g, (1 - b2) * g * g
+                        want = start - lr / (1 - b1) * m / (np.sqrt(v) / np.sqrt(1 - b2) + eps)
+                    np.testing.assert_allclose(np.asarray(now), want, rtol=1e-9, atol=1e-12)
+
+
+@needs_bench
+def test_adam_section_times_sgd_and_adam_beside_the_stream(capsys):
+    report, suite, systems, W = (_bench(m) for m in ("report", "suite", "systems", "workloads"))
+    wl = _tiny(W)
+    notes, progress = [], []
+    fit, numpy_peer = systems.BackpropFit(), systems.Numpy()
+    res = suite.adam([wl], [fit, numpy_peer], _quick_settings(suite), notes, progress.append)
+    assert notes == [] and progress == [f"adam {wl.label}: done"]
+    t = res["T"]
+    # numpy trains with SGD only: it is left out of the section
+    assert set(t["systems"]) == {"backprop_fit/sgd", "backprop_fit/adam", "stream"}
+    assert all(st["median"] > 0 for st in t["systems"].values())
+    assert t["n_params"] == 8 * 6 + 6 + 6 * 3 + 3
+    assert t["adam"] == {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
+    report.adam({"adam": res, "settings": {"reps": 1}})
+    out = capsys.readouterr().out
+    assert "Adam and SGD: time per step" in out and "÷ stream" in out
+
+
+@needs_bench
+def test_backprop_fit_trains_the_adam_workload_with_adam():
+    systems, W = _bench("systems"), _bench("workloads")
+    wl = W.adam(_tiny(W))
+    X, y = W.make_data(wl, wl.rows())
+    fit = systems.BackpropFit()
+    m = fit.build(wl, X, y, W.init_params(wl.sizes, wl.hidden, wl.dtype))
+    for _ in range(2):
+        fit.epoch(m)
+    opt = m.net.optimizer
+    assert type(opt).__name__ == "Adam" and opt.lr == 1e-3
+    assert (opt.betas, opt.eps) == ((0.9, 0.999), 1e-8)
+    assert m.net.optimizer_steps == 2 * 2  # the moments carry on from epoch to epoch
+
+
+@needs_bench
+def test_adam_workloads_follow_the_named_ones():
+    W = _bench("workloads")
+    assert [w.name for w in W.adam_workloads({"W1", "W4"})] == ["W4", "W4b32"]
+    w = W.adam(W.get("W3"))
+    assert (w.optimizer, w.lr, w.sizes, w.batch) == ("adam", 1e-3, (784, 256, 10), 128)
+
+
+@needs_bench
+def test_solo_runs_each_system_in_its_own_process():
+    suite, systems = _bench("suite"), _bench("systems")
+    cfg = suite.Settings.make(quick=True, threads=1)
+    notes, progress = [], []
+    fit, numpy_peer = systems.BackpropFit(), systems.Numpy()
+    res = suite.solo([fit, numpy_peer], ["training"], ["W0"], cfg, notes, progress.append)
+    assert notes == [] and progress == ["solo backprop_fit: done", "solo numpy: done"]
+    w0 = res["training"]["W0"]
+    assert w0["label"] == "W0 2-4-1 b4 f64" and set(w0["systems"]) == {"backprop_fit", "numpy"}
+    assert all(st["n"] == cfg.reps and st["median"] > 0 for st in w0["systems"].values())
+    # numpy has no Adam: the adam section runs the stream alone, in its own process
+    stream = suite.solo([numpy_peer], ["adam"], ["W2"], cfg, notes, progress.append)
+    assert progress[2:] == ["solo stream: done"]
+    assert set(stream["adam"]["W2"]["systems"]) == {"stream"}
+
+
+@needs_bench
+def test_mode_and_worker_arguments():
+    main = _bench("__main__")
+    assert main.parse_args([]).mode == "interleaved"
+    assert "adam" in main.parse_args([]).sections
+    assert main.parse_args(["--mode", "both"]).mode == "both"
+    for bad in (["--mode", "alone"], ["--worker", "nonesuch"]):
+        with pytest.raises(SystemExit):
+            main.parse_args(bad)
+
+
+@needs_bench
+def test_solo_report_shows_both_medians_side_by_side(capsys):
+    report = _bench("report")
+
+    def st(median):
+        return {"median": median, "q1": median, "q3": median}
+
+    res = {
+        "settings": {"reps": 3},
+        "training": {"W1": {"label": "W1 net", "systems": {"numpy": st(2e-6)}}},
+        "solo": {"training": {"W1": {"label": "W1 net", "systems": {"numpy": st(3e-6)}}}},
+    }
+    report.solo(res)
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("W1"))
+    assert row.split()[2:] == ["2.00", "µs", "3.00", "µs"]
