@@ -128,6 +128,26 @@ def test_other_data_and_plain_model_files_are_refused(tmp_path):
         make_net().fit(*data(), epochs=6, checkpoint=model)
 
 
+def began(child):
+    """Wait until the training script says it has begun training (it prints
+    "training" then): the kills' moments count from there, not from its
+    start, as its imports alone can take seconds on a busy machine.  A run
+    that ends first (its checkpoint complete already) says nothing."""
+    child.stdout.readline()
+
+
+def gone(group, timeout=60.0):
+    """Wait until no process of the process group `group` is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, f"processes of group {group} outlived the kill"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("every", [None, 20], ids=["epochs", "every 20 batches"])
 def test_a_run_killed_at_random_moments_ends_as_one_run_bit_for_bit(tmp_path, every):
     script = os.path.join(HERE, "checkpoint", "train.py")
@@ -148,7 +168,7 @@ def test_a_run_killed_at_random_moments_ends_as_one_run_bit_for_bit(tmp_path, ev
             ],
             cwd=folder,
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
 
@@ -163,6 +183,7 @@ def test_a_run_killed_at_random_moments_ends_as_one_run_bit_for_bit(tmp_path, ev
     while len(landed) < 5 or "during a save" not in landed:
         assert len(landed) < 40, landed
         child = run(folder, "--slow-save", "0.02", *(["--every", str(every)] if every else []))
+        began(child)
         time.sleep(rng.uniform(0.05, 1.0))
         if child.poll() is not None:  # finished before the kill: start over
             assert child.returncode == 0, child.stderr.read().decode()
@@ -283,7 +304,7 @@ def test_a_distributed_run_killed_at_random_moments_ends_as_one_run(tmp_path):
             ],
             cwd=folder,
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # (one process group: the kill reaches every rank)
         )
@@ -296,7 +317,8 @@ def test_a_distributed_run_killed_at_random_moments_ends_as_one_run(tmp_path):
     kills = 0
     while kills < 5:
         child = job(folder, "--slow-save", "0.02")
-        time.sleep(rng.uniform(0.3, 1.2))
+        began(child)
+        time.sleep(rng.uniform(0.05, 1.0))
         if child.poll() is not None:  # finished before the kill: start over
             assert child.returncode == 0, child.stderr.read().decode()
             for name in ("run.npz", "params.npy", "log.txt"):
@@ -305,7 +327,7 @@ def test_a_distributed_run_killed_at_random_moments_ends_as_one_run(tmp_path):
         os.killpg(child.pid, signal.SIGKILL)
         child.wait(30)
         kills += 1
-        time.sleep(0.2)  # (the ranks' processes gone)
+        gone(child.pid)  # (the ranks too, not only mpiexec)
         if (folder / "run.npz").exists():
             _format.read(str(folder / "run.npz"))
     final = job(folder)

@@ -146,21 +146,43 @@ def test_a_second_thread_may_use_the_network_after_fit():
     assert out["p"].shape == (64,)
 
 
+class Began(Callback):
+    """Tells another thread that fit has begun: the network is fit's from
+    then on (a call made before could claim it first and have fit refused)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def on_train_begin(self, net, logs):
+        self.event.set()
+
+
+def fit_in_a_thread(net, *args, **kwargs):
+    """(thread, exceptions raised in it): fit runs in the thread, which is
+    started and returned once fit holds the network."""
+    began, errors = Began(), []
+
+    def train():
+        try:
+            net.fit(*args, callbacks=[began], **kwargs)
+        except BaseException as exc:  # noqa: BLE001 (kept for the test)
+            errors.append(exc)
+        finally:
+            began.event.set()  # (fit refused or failed: nothing to wait for)
+
+    t = threading.Thread(target=train)
+    t.start()
+    assert began.event.wait(300), "fit did not begin"
+    assert errors == []
+    return t, errors
+
+
 def test_swapping_the_optimizer_during_fit_never_crashes():
     # the reproducer of a segfault: the optimizer set from the main thread
     # while fit runs one-row batches in another
     net = small_net(dtype="float32")
     Xb, yb = data(2000)
-    errors = []
-
-    def train():
-        try:
-            net.fit(Xb, yb, epochs=20, batch_size=1, lr=1e-3)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    t = threading.Thread(target=train)
-    t.start()
+    t, errors = fit_in_a_thread(net, Xb, yb, epochs=20, batch_size=1, lr=1e-3)
     refused = 0
     while t.is_alive():
         for opt in (bp.Adam(), bp.SGD(1e-3)):
@@ -179,16 +201,9 @@ def test_a_save_during_fit_is_refused_not_torn(tmp_path):
     net = bp.Sequential(bp.Dense(1, 200_000), loss="mse", seed=0)
     Xb = np.ones((512, 1))
     Yb = np.ones((512, 200_000), np.float64) * 0
-    done = threading.Event()
-
-    def train():
-        net.fit(Xb[:64], Yb[:64], epochs=50, batch_size=1, lr=1e-3)
-        done.set()
-
-    t = threading.Thread(target=train)
-    t.start()
+    t, errors = fit_in_a_thread(net, Xb[:64], Yb[:64], epochs=50, batch_size=1, lr=1e-3)
     outcomes = set()
-    while not done.is_set():
+    while t.is_alive():
         try:
             net.save(tmp_path / "m.npz")
             outcomes.add("saved")
@@ -196,6 +211,7 @@ def test_a_save_during_fit_is_refused_not_torn(tmp_path):
             assert IN_USE in str(exc)
             outcomes.add("refused")
     t.join()
+    assert errors == []
     assert "refused" in outcomes
     net.save(tmp_path / "m.npz")
     np.testing.assert_array_equal(bp.load(tmp_path / "m.npz").params, net.params)

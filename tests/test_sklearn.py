@@ -158,11 +158,11 @@ def held_by_another_thread(net):
     def hold():
         with net.exclusive():
             holding.set()
-            done.wait(10)
+            done.wait(300)  # (the block's end; the limit only keeps a failure from hanging)
 
     t = threading.Thread(target=hold)
     t.start()
-    holding.wait(10)
+    assert holding.wait(300), "the other thread did not take the network"
     try:
         yield
     finally:
@@ -229,7 +229,7 @@ class Blocking:
 
     def __array__(self, dtype=None, copy=None):
         self.reading.set()
-        self.go.wait(10)
+        self.go.wait(300)  # (told to go on; the limit only keeps a failure from hanging)
         return self.X if dtype is None else self.X.astype(dtype)
 
 
@@ -254,7 +254,7 @@ def test_a_second_fit_from_another_thread_is_refused(second):
 
     t = threading.Thread(target=first)
     t.start()
-    blocking.reading.wait(10)
+    assert blocking.reading.wait(300), "the first fit did not begin"
     try:
         with pytest.raises(RuntimeError, match="being fitted by another thread"):
             getattr(est, second)(X, y)

@@ -8,7 +8,8 @@ Each epoch takes a few milliseconds more than its training (a sleep), so that
 kills land anywhere; with --slow-save, each save pauses after writing its
 temporary file and before renaming it over the checkpoint, so that kills also
 land in the middle of a save.  LOG receives a line as each save begins and
-ends, and when the run is done.
+ends, and when the run is done; stdout a line "training" as training begins
+(after the imports, which a busy machine can make take seconds).
 """
 
 import sys
@@ -56,6 +57,9 @@ _format.write = logged_write
 
 
 class Pace(bp.callbacks.Callback):
+    def on_train_begin(self, net, logs):
+        print("training", flush=True)  # (the test times its kills from here)
+
     def on_epoch_end(self, net, epoch, logs):
         time.sleep(0.01)
 

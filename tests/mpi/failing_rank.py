@@ -13,6 +13,10 @@ from backprop import distributed as dist
 how = sys.argv[1]
 X = np.random.default_rng(0).normal(size=(4000, 16))
 y = (X[:, 0] > 0).astype(int)
+# The ranks meet before fit's time limit starts: on a busy machine one
+# rank's imports alone can take seconds longer than another's, and fit's
+# first collective would take that for a rank gone.
+dist.MPI.COMM_WORLD.Barrier()
 if dist.rank() == 1 and how == "nan":
     X[2000:, 5] = np.nan
 if dist.rank() == 1 and how == "leave":
