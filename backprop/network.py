@@ -345,9 +345,10 @@ class Sequential(Trainer):
     @property
     def grads(self) -> np.ndarray:
         """Their gradients, laid out the same way: filled by loss_and_grad,
-        backward and train_step (fit, with plain SGD, steps inside the
-        backward pass instead).  Assigning copies the values in (before
-        apply_gradients, say)."""
+        backward and train_step.  fit leaves no gradient here: it takes each
+        layer's step as soon as that layer's gradient is found (inside the
+        backward pass for plain SGD).  Assigning copies the values in
+        (before apply_gradients, say)."""
         return self._grads
 
     @grads.setter

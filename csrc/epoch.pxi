@@ -16,6 +16,7 @@ from kernels cimport (
     CsrBatch, sparse_forward, sparse_backward, sparse_backward_sgd,
 )
 from plan cimport Plan
+from libc.string cimport memset
 from shuffle cimport gather_rows, gather_csr_rows, prefetch_rows
 from threads cimport product_threads, pass_threads
 
@@ -61,7 +62,9 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
     # rate as its gradient is found (dense_backward_sgd; grads then holds
     # only the bias gradients), which update must then count.  With
     # step_layers, each layer takes the optimizer's step (unclipped, counted
-    # by the caller) as soon as its gradient is in grads: step_layer.
+    # by the caller) as soon as its gradient is in grads: step_layer, which
+    # leaves grads 0 for the next step's products to add into (grads must
+    # be 0 when the first such step begins: run_epoch).
     cdef int l, L = p.n_layers - 1
     cdef real* w = <real*>p.params
     cdef real* g = <real*>p.grads
@@ -93,7 +96,7 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
             dense_backward(NULL if l == 0 else <real*>p.delta[l - 1],
                            g + p.w_off[l], g + p.b_off[l], <real*>p.delta[l],
                            layer_input(x, p, l, True), w + p.w_off[l],
-                           rows, p.size[l], p.size[l + 1])
+                           rows, p.size[l], p.size[l + 1], step_layers)
         if step_layers:
             step_layer(p, l, w, g)
         if l > 0:
@@ -105,11 +108,12 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
     return value
 
 
-cdef inline void step_layer(Plan* p, int l, real* w, const real* g) noexcept nogil:
+cdef inline void step_layer(Plan* p, int l, real* w, real* g) noexcept nogil:
     # Layer l's share of the optimizer's step on the parameters w (p.params)
     # from g (p.grads), its W and then its b, taken while its gradient is
     # still in cache from the product that wrote it (once the layer's
-    # products are done: W is not read again in the step).
+    # products are done: W is not read again in the step); their gradients
+    # are left 0.
     cdef Py_ssize_t w_end = p.w_off[l] + p.size[l] * p.size[l + 1]
     cdef Py_ssize_t b_end = p.b_off[l] + p.size[l + 1]
     optimizer_update_stretch(&p.opt, w, g, <real*>p.state1, <real*>p.state2,
@@ -142,6 +146,13 @@ cdef inline void update(Plan* p, real lr, bint fused=False) noexcept nogil:
                      <real*>p.state2, p.n_params, p.b_off, p.size + 1, p.n_layers)
 
 
+cdef inline bint steps_by_layer(const Plan* p, real lr) noexcept nogil:
+    # Whether train_rows takes the optimizer's step layer by layer inside
+    # loss_and_grad (step_layers): every rule but the fused plain SGD, unless
+    # gradients are clipped (the norm needs the whole gradient first).
+    return not (plain_sgd(p) and lr > 0) and p.opt.clip_norm <= 0
+
+
 cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan* p,
                               Py_ssize_t rows, real lr,
                               const CsrBatch* sx=NULL) noexcept nogil:
@@ -156,7 +167,7 @@ cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan
         value = loss_and_grad(x, y, sw, p, rows, NULL, lr, sx)
         update(p, lr, True)
         return value
-    if p.opt.clip_norm <= 0:
+    if steps_by_layer(p, lr):
         p.opt.lr = lr
         p.opt.t += 1
         p.opt.threads = pass_threads()
@@ -188,6 +199,8 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
     cdef double total = 0
     cdef Py_ssize_t end = first + count
     p.correct = 0
+    if steps_by_layer(p, lr):  # the first step's products add into grads
+        memset(p.grads, 0, p.n_params * sizeof(real))
     for k in range((count + batch - 1) // batch):
         start = first + k * batch
         rows = min(batch, end - start)

@@ -60,15 +60,16 @@ cdef extern from "simd/kernels.h":
         BP_RULE_ADAM, BP_RULE_RMSPROP, BP_RULE_ADAGRAD
     ctypedef struct bp_rule:
         double lr, l2, keep, scale, eps, mu, b1, b2, a1, a2, c1, c2, rho, a_rho
+        int clear
     ctypedef struct bp_kernel_set:
         const char* name
-        void (*update_f32)(int rule, float* w, const float* g, float* s1, float* s2,
+        void (*update_f32)(int rule, float* w, float* g, float* s1, float* s2,
                            Py_ssize_t n, const bp_rule* k) noexcept nogil
-        void (*update_f64)(int rule, double* w, const double* g, double* s1, double* s2,
+        void (*update_f64)(int rule, double* w, double* g, double* s1, double* s2,
                            Py_ssize_t n, const bp_rule* k) noexcept nogil
-    void bp_update_f32(int rule, float* w, const float* g, float* s1, float* s2,
+    void bp_update_f32(int rule, float* w, float* g, float* s1, float* s2,
                        Py_ssize_t n, const bp_rule* k, int threads) noexcept nogil
-    void bp_update_f64(int rule, double* w, const double* g, double* s1, double* s2,
+    void bp_update_f64(int rule, double* w, double* g, double* s1, double* s2,
                        Py_ssize_t n, const bp_rule* k, int threads) noexcept nogil
     const bp_kernel_set* bp_kernels
     const bp_kernel_set bp_kernel_sets[]
@@ -779,12 +780,15 @@ cdef inline void input_gradient(real* dx, const real* delta, const real* W,
 cdef inline void dense_backward(real* dx, real* dW, real* db,
                                 const real* delta, const real* x,
                                 const real* W, Py_ssize_t rows,
-                                Py_ssize_t n_in, Py_ssize_t n_out) noexcept nogil:
+                                Py_ssize_t n_in, Py_ssize_t n_out,
+                                bint accumulate=False) noexcept nogil:
     # IN delta (rows, n_out) = ∂L/∂z, x (rows, n_in), W (n_in, n_out)
-    # OUT dW (n_in, n_out) = xᵀ @ δ ;  db (n_out,) = Σ_rows δ ;
+    # OUT dW (n_in, n_out) = xᵀ @ δ (with `accumulate`: dW += xᵀ @ δ, into a
+    # dW the caller has zeroed, which spares BLAS its own pass zeroing it);
+    # OUT db (n_out,) = Σ_rows δ ;
     # OUT dx (rows, n_in) = δ @ Wᵀ, skipped when dx is NULL (the first layer).
     gemm(True, False, <int>n_in, <int>n_out, <int>rows,
-         1, x, <int>n_in, delta, <int>n_out, 0, dW, <int>n_out)
+         1, x, <int>n_in, delta, <int>n_out, 1 if accumulate else 0, dW, <int>n_out)
     bias_gradient(db, delta, rows, n_out)
     if dx != NULL:
         input_gradient(dx, delta, W, rows, n_in, n_out)
@@ -935,13 +939,15 @@ cdef inline double clip_scale(const Optimizer* o, const real* w, const real* g,
 
 cdef inline void update_piece(const Optimizer* o, real* w, const real* g,
                               real* s1, real* s2, Py_ssize_t lo, Py_ssize_t hi,
-                              real scale, bint decayed) noexcept nogil:
+                              real scale, bint decayed, bint clear=False) noexcept nogil:
     # optimizer_update's rule on w[lo … hi), with the clipping factor
-    # `scale`; l2 and weight decay only where `decayed`.  The loops are the
-    # chosen build's (csrc/simd/update.h), on o.threads threads for a long
-    # piece (csrc/simd/team.c); here the rule and its constants.
+    # `scale`; l2 and weight decay only where `decayed`; with `clear`, g[lo … hi)
+    # is set to 0 as it is read.  The loops are the chosen build's
+    # (csrc/simd/update.h), on o.threads threads for a long piece
+    # (csrc/simd/team.c); here the rule and its constants.
     cdef bp_rule k
     cdef int rule
+    k.clear = clear
     k.lr, k.scale, k.mu = o.lr, scale, o.momentum
     k.l2 = o.l2 if decayed else 0
     k.keep = (1 - o.lr * o.weight_decay) if decayed else 1
@@ -961,10 +967,10 @@ cdef inline void update_piece(const Optimizer* o, real* w, const real* g,
     else:
         rule = BP_RULE_ADAGRAD
     if real is float:
-        bp_update_f32(rule, w + lo, g + lo, s1 + lo if s1 != NULL else NULL,
+        bp_update_f32(rule, w + lo, <real*>g + lo, s1 + lo if s1 != NULL else NULL,
                       s2 + lo if s2 != NULL else NULL, hi - lo, &k, o.threads)
     else:
-        bp_update_f64(rule, w + lo, g + lo, s1 + lo if s1 != NULL else NULL,
+        bp_update_f64(rule, w + lo, <real*>g + lo, s1 + lo if s1 != NULL else NULL,
                       s2 + lo if s2 != NULL else NULL, hi - lo, &k, o.threads)
 
 
@@ -1006,16 +1012,17 @@ cdef inline void optimizer_update(Optimizer* o, real* w, const real* g,
         update_piece(o, w, g, s1, s2, lo, hi, scale, decayed)
 
 
-cdef inline void optimizer_update_stretch(const Optimizer* o, real* w, const real* g,
+cdef inline void optimizer_update_stretch(const Optimizer* o, real* w, real* g,
                                           real* s1, real* s2, Py_ssize_t lo,
                                           Py_ssize_t hi, bint bias) noexcept nogil:
     # optimizer_update's rule on the stretch w[lo … hi) alone, one layer's
     # weights or its bias (`bias`: no l2 or decay unless o.decay_biases),
-    # without clipping, in a step the caller has counted (o.t += 1 first).
-    # Each parameter's update reads only its own gradient and state, so the
-    # stretches of a step, taken as their gradients are found, give what one
-    # optimizer_update after them gives.
-    update_piece(o, w, g, s1, s2, lo, hi, 1, o.decay_biases or not bias)
+    # without clipping, in a step the caller has counted (o.t += 1 first);
+    # g[lo … hi) is left 0, for the next step's products to add into
+    # (dense_backward's `accumulate`).  Each parameter's update reads only its
+    # own gradient and state, so the stretches of a step, taken as their
+    # gradients are found, give what one optimizer_update after them gives.
+    update_piece(o, w, g, s1, s2, lo, hi, 1, o.decay_biases or not bias, True)
 
 
 # ---------------------------------------------------------------- dropout ---

@@ -6,6 +6,7 @@ the forward it follows."""
 import _thread
 import copy
 import pickle
+import signal
 import threading
 
 import numpy as np
@@ -501,8 +502,14 @@ def test_ctrl_c_lands_between_the_stretches_of_a_large_inference(call, monkeypat
     counting = CountingEngine(net._engine)
     monkeypatch.setattr(net, "_engine", counting)
     args = (Xb, np.zeros(rows, np.int64)) if call == "evaluate" else (Xb,)
-    with pytest.raises(KeyboardInterrupt):
-        getattr(net, call)(*args)
+    # Python's own Ctrl-C handler, whatever an earlier test left (interrupt_main
+    # does nothing while SIGINT is ignored or at its default)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            getattr(net, call)(*args)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert counting.calls == 1  # stopped after the stretch it was in
     monkeypatch.undo()
     assert not net.exclusive().held  # and the network is free again

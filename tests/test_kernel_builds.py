@@ -171,3 +171,32 @@ def test_every_build_trains_digits_with_adam(build):
             n.fit(X_train, y_train, epochs=10, batch_size=32, optimizer=bp.Adam(lr=0.01), verbose=0)
     assert net.evaluate(X_test, y_test)["accuracy"] > 0.95
     np.testing.assert_array_equal(net.params, again.params)  # same build: bit for bit
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+@pytest.mark.parametrize("optimizer", [bp.Adam(1e-3), bp.SGD(0.01, momentum=0.9), bp.RMSProp(1e-3)])
+def test_fit_steps_layer_by_layer_as_train_step_steps_after_the_backward_pass(build, optimizer):
+    """fit takes each layer's step as its gradient is found, train_step one
+    update after the whole backward pass: the same numbers, on a network
+    long enough for the update's threads (203,530 parameters)."""
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(96, 784)).astype(np.float32), rng.integers(0, 10, 96)
+    with _kernels.use_kernels(build):
+        fitted, stepped = (
+            bp.Sequential(
+                bp.Dense(784, 256, "relu"),
+                bp.Dense(256, 10, "softmax"),
+                loss="cross_entropy",
+                dtype="float32",
+                seed=0,
+                n_threads=2,
+            )
+            for _ in range(2)
+        )
+        fitted.fit(X, y, epochs=2, batch_size=32, shuffle=False, optimizer=optimizer, verbose=0)
+        stepped.optimizer = optimizer
+        for _ in range(2):
+            for i in range(0, 96, 32):
+                stepped.train_step(X[i : i + 32], y[i : i + 32])
+    assert fitted.optimizer_steps == stepped.optimizer_steps == 6
+    np.testing.assert_array_equal(fitted.params, stepped.params)

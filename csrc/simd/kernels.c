@@ -81,7 +81,7 @@ int bp_choose_kernels(const char *request)
 typedef struct {
     int rule, f32;
     void *w, *s1, *s2;
-    const void *g;
+    void *g;
     ptrdiff_t n;
     const bp_rule *k;
 } update_job;
@@ -91,16 +91,16 @@ static void update_chunk(void *arg, int c, int chunks)
     const update_job *j = arg;
     ptrdiff_t lo = c * UPDATE_CHUNK, hi = c + 1 == chunks ? j->n : lo + UPDATE_CHUNK;
     if (j->f32)
-        bp_kernels->update_f32(j->rule, (float *)j->w + lo, (const float *)j->g + lo,
+        bp_kernels->update_f32(j->rule, (float *)j->w + lo, (float *)j->g + lo,
                                j->s1 ? (float *)j->s1 + lo : NULL,
                                j->s2 ? (float *)j->s2 + lo : NULL, hi - lo, j->k);
     else
-        bp_kernels->update_f64(j->rule, (double *)j->w + lo, (const double *)j->g + lo,
+        bp_kernels->update_f64(j->rule, (double *)j->w + lo, (double *)j->g + lo,
                                j->s1 ? (double *)j->s1 + lo : NULL,
                                j->s2 ? (double *)j->s2 + lo : NULL, hi - lo, j->k);
 }
 
-static void update(int f32, int rule, void *w, const void *g, void *s1, void *s2,
+static void update(int f32, int rule, void *w, void *g, void *s1, void *s2,
                    ptrdiff_t n, const bp_rule *k, int threads)
 {
     update_job job = {rule, f32, w, s1, s2, g, n, k};
@@ -112,13 +112,13 @@ static void update(int f32, int rule, void *w, const void *g, void *s1, void *s2
     bp_team_run(update_chunk, &job, chunks > 1 << 20 ? 1 << 20 : (int)chunks, threads);
 }
 
-void bp_update_f32(int rule, float *w, const float *g, float *s1, float *s2,
+void bp_update_f32(int rule, float *w, float *g, float *s1, float *s2,
                    ptrdiff_t n, const bp_rule *k, int threads)
 {
     update(1, rule, w, g, s1, s2, n, k, threads);
 }
 
-void bp_update_f64(int rule, double *w, const double *g, double *s1, double *s2,
+void bp_update_f64(int rule, double *w, double *g, double *s1, double *s2,
                    ptrdiff_t n, const bp_rule *k, int threads)
 {
     update(0, rule, w, g, s1, s2, n, k, threads);

@@ -34,11 +34,12 @@ typedef struct {
     double a1, a2;      /* 1 − β₁, 1 − β₂ (taken in double) */
     double c1, c2;      /* Adam's η/(1 − β₁ᵗ) and 1/(1 − β₂ᵗ) */
     double rho, a_rho;  /* RMSProp's ρ and 1 − ρ */
+    int clear;          /* set each gradient to 0 once read */
 } bp_rule;
 
-typedef void (*bp_update_f32_fn)(int rule, float *w, const float *g, float *s1,
+typedef void (*bp_update_f32_fn)(int rule, float *w, float *g, float *s1,
                                  float *s2, ptrdiff_t n, const bp_rule *k);
-typedef void (*bp_update_f64_fn)(int rule, double *w, const double *g, double *s1,
+typedef void (*bp_update_f64_fn)(int rule, double *w, double *g, double *s1,
                                  double *s2, ptrdiff_t n, const bp_rule *k);
 
 /* One build of the kernels. */
@@ -61,9 +62,9 @@ BP_HIDDEN void bp_team_run(bp_task task, void *arg, int chunks, int threads);
 /* The optimizer update of w (n,) in the chosen build (update.h), on up to
  * `threads` threads for a long w; each parameter's result is the same
  * whatever the count. */
-BP_HIDDEN void bp_update_f32(int rule, float *w, const float *g, float *s1, float *s2,
+BP_HIDDEN void bp_update_f32(int rule, float *w, float *g, float *s1, float *s2,
                              ptrdiff_t n, const bp_rule *k, int threads);
-BP_HIDDEN void bp_update_f64(int rule, double *w, const double *g, double *s1, double *s2,
+BP_HIDDEN void bp_update_f64(int rule, double *w, double *g, double *s1, double *s2,
                              ptrdiff_t n, const bp_rule *k, int threads);
 
 /* The chosen build (the portable one until bp_choose_kernels runs). */

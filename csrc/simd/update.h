@@ -16,27 +16,35 @@
  *
  * The constants arrive as doubles (bp_rule) and are rounded to REAL once,
  * before the loop; kernels.pxd (optimizer_update) says how they are chosen.
+ * With k->clear, each gradient is set to 0 once read, in the same pass (so
+ * that the next step's products can add into it: dense_backward's
+ * `accumulate`), a store the loop hides behind its arithmetic.
  */
 
-static void NAME(update)(int rule, REAL *restrict w, const REAL *restrict g,
+static void NAME(update)(int rule, REAL *restrict w, REAL *restrict g,
                          REAL *restrict s1, REAL *restrict s2, ptrdiff_t n,
                          const bp_rule *k)
 {
     const REAL lr = (REAL)k->lr, l2 = (REAL)k->l2, keep = (REAL)k->keep;
     const REAL scale = (REAL)k->scale, eps = (REAL)k->eps, mu = (REAL)k->mu;
     const REAL b1 = (REAL)k->b1, b2 = (REAL)k->b2, a1 = (REAL)k->a1, a2 = (REAL)k->a2;
+    const int clear = k->clear;
     const REAL c1 = (REAL)k->c1, c2 = (REAL)k->c2, rho = (REAL)k->rho, a_rho = (REAL)k->a_rho;
     ptrdiff_t i;
     switch (rule) {
     case BP_RULE_SGD:
         for (i = 0; i < n; i++) {
             REAL gi = (g[i] + l2 * w[i]) * scale;
+            if (clear)
+                g[i] = 0;
             w[i] = w[i] * keep - lr * gi;
         }
         break;
     case BP_RULE_MOMENTUM:
         for (i = 0; i < n; i++) {
             REAL gi = (g[i] + l2 * w[i]) * scale;
+            if (clear)
+                g[i] = 0;
             s1[i] = mu * s1[i] + gi;
             w[i] = w[i] * keep - lr * s1[i];
         }
@@ -44,6 +52,8 @@ static void NAME(update)(int rule, REAL *restrict w, const REAL *restrict g,
     case BP_RULE_NESTEROV:
         for (i = 0; i < n; i++) {
             REAL gi = (g[i] + l2 * w[i]) * scale;
+            if (clear)
+                g[i] = 0;
             s1[i] = mu * s1[i] + gi;
             w[i] = w[i] * keep - lr * (gi + mu * s1[i]);
         }
@@ -51,6 +61,8 @@ static void NAME(update)(int rule, REAL *restrict w, const REAL *restrict g,
     case BP_RULE_ADAM:
         for (i = 0; i < n; i++) {
             REAL gi = (g[i] + l2 * w[i]) * scale;
+            if (clear)
+                g[i] = 0;
             s1[i] = b1 * s1[i] + a1 * gi;
             s2[i] = b2 * s2[i] + a2 * gi * gi;
             w[i] = w[i] * keep - c1 * s1[i] / (SQRT(s2[i] * c2) + eps);
@@ -59,6 +71,8 @@ static void NAME(update)(int rule, REAL *restrict w, const REAL *restrict g,
     case BP_RULE_RMSPROP:
         for (i = 0; i < n; i++) {
             REAL gi = (g[i] + l2 * w[i]) * scale;
+            if (clear)
+                g[i] = 0;
             s1[i] = rho * s1[i] + a_rho * gi * gi;
             w[i] = w[i] * keep - lr * gi / (SQRT(s1[i]) + eps);
         }
@@ -66,6 +80,8 @@ static void NAME(update)(int rule, REAL *restrict w, const REAL *restrict g,
     case BP_RULE_ADAGRAD:
         for (i = 0; i < n; i++) {
             REAL gi = (g[i] + l2 * w[i]) * scale;
+            if (clear)
+                g[i] = 0;
             s1[i] = s1[i] + gi * gi;
             w[i] = w[i] * keep - lr * gi / (SQRT(s1[i]) + eps);
         }
