@@ -5,6 +5,7 @@
 #define SQRT sqrtf
 #define NAME(f) EXPAND3(f, f32, ISA)
 #include "update.h"
+#include "gemm.h"
 #undef NAME
 #undef SQRT
 #undef REAL
@@ -13,6 +14,7 @@
 #define SQRT sqrt
 #define NAME(f) EXPAND3(f, f64, ISA)
 #include "update.h"
+#include "gemm.h"
 #undef NAME
 #undef SQRT
 #undef REAL

@@ -13,28 +13,52 @@
 
 /* portable: the x86-64 baseline the rest of the core is compiled for */
 #define ISA portable
+#define VBYTES 16
 #include "build.h"
+#undef VBYTES
 #undef ISA
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define ISA avx2
+#define VBYTES 32
 #include "build.h"
+#undef VBYTES
 #undef ISA
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")
 #define ISA avx512
+#define VBYTES 64
 #include "build.h"
+#undef VBYTES
 #undef ISA
 #pragma GCC pop_options
 
-#define KERNEL_SET(isa) { #isa, update_f32_##isa, update_f64_##isa }
+#define KERNEL_SET(isa, small_f32, small_f64) \
+    { #isa, update_f32_##isa, update_f64_##isa, gemm_f32_##isa, gemm_f64_##isa, \
+      small_f32, small_f64 }
 
+/* Where the small products (gemm.h) beat BLAS: products of at most this many
+ * multiply-adds m·n·k, per build and element type, as `python -m
+ * bench.kernels` measured them against OpenBLAS on one thread
+ * (docs/performance.md, Small products, has the table). */
 const bp_kernel_set bp_kernel_sets[BP_N_ISA] = {
-    KERNEL_SET(portable), KERNEL_SET(avx2), KERNEL_SET(avx512),
+    KERNEL_SET(portable, 0, 0),
+    KERNEL_SET(avx2, 0, 0),
+    KERNEL_SET(avx512, 0, 0),
 };
+
+int bp_small_gemm_mode = BP_SMALL_GEMM_RULE;
+
+int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+{
+    (void)kind;
+    if (bp_small_gemm_mode != BP_SMALL_GEMM_RULE)
+        return bp_small_gemm_mode == BP_SMALL_GEMM_ALWAYS;
+    return (double)m * n * k <= (f32 ? bp_kernels->small_f32 : bp_kernels->small_f64);
+}
 
 const bp_kernel_set *bp_kernels = &bp_kernel_sets[BP_ISA_PORTABLE];
 
