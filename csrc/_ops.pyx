@@ -21,7 +21,7 @@ from kernels cimport (
     dense_forward as k_dense_forward,
     dense_backward as k_dense_backward, class_labels as k_class_labels,
     input_gradient as k_input_gradient, weight_gradient as k_weight_gradient,
-    bp_gemm, bp_kernels, BP_GEMM_NN, BP_GEMM_TN, BP_GEMM_NT,
+    bp_gemm, bp_kernels, bp_small_gemm, BP_GEMM_NN, BP_GEMM_TN, BP_GEMM_NT,
     Optimizer, optimizer_update as k_optimizer_update,
     dropout_forward as k_dropout_forward, dropout_backward as k_dropout_backward,
 )
@@ -301,6 +301,15 @@ def small_gemm(str kind, real[:, ::1] C, const real[:, ::1] A, const real[:, ::1
     return bool(done)
 
 
+def small_gemm_rule(bint f32, str kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
+    """Whether a product of kind "nn", "tn" or "nt" (as small_gemm) and
+    shape m, n, k takes the small kernel in the build in use (bp_small_gemm:
+    its bounds, or the mode small_products set)."""
+    if kind not in _GEMM_KINDS:
+        raise ValueError(f"kind must be one of nn, tn, nt; got {kind!r}")
+    return bool(bp_small_gemm(f32, _GEMM_KINDS[kind], m, n, k))
+
+
 def repeat_product(str kind, long calls, real[:, ::1] C, const real[:, ::1] A,
                    const real[:, ::1] B, const real[::1] bias):
     """One product of a dense layer, `calls` times over, the way the layer
@@ -310,7 +319,7 @@ def repeat_product(str kind, long calls, real[:, ::1] C, const real[:, ::1] A,
     Aᵀ @ B, A (k, m) (dense_backward's); "sgd" C ← C − 1e-9 · Aᵀ @ B
     (dense_backward_sgd's).  For bench.kernels: the loop runs without
     Python, so that the timing is the product's."""
-    cdef long t
+    cdef long _call
     cdef int which = ("forward", "input", "weight", "sgd").index(kind)
     cdef Py_ssize_t m = C.shape[0], n = C.shape[1]
     cdef Py_ssize_t k = A.shape[0] if which >= 2 else A.shape[1]
@@ -318,7 +327,7 @@ def repeat_product(str kind, long calls, real[:, ::1] C, const real[:, ::1] A,
     fits("B", B.shape[0], B.shape[1], n if which == 1 else k, k if which == 1 else n)
     fits("bias", bias.shape[0], 1, n, 1)
     with nogil:
-        for t in range(calls):
+        for _call in range(calls):
             if which == 0:
                 k_dense_forward(&C[0, 0], &A[0, 0], &B[0, 0], &bias[0], m, k, n, RELU,
                                 0, <real*>NULL)

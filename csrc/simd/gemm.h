@@ -6,8 +6,9 @@
  * the code is plain C with GCC's vector extensions, which the compiler turns
  * into that build's instructions (FMA where the build has it).
  *
- * C (m, n) is cut into tiles of up to MR rows and NV vectors of columns;
- * each tile sums over the k products in MR × NV vector registers, broadcasting
+ * C (m, n) is cut into tiles of 6 rows by two vectors of columns (12 rows by
+ * one vector at the right edge); each tile sums over the k products in 12
+ * vector registers, broadcasting
  * one element of A per row and loading one vector of a row of B per column
  * block, and finishes (the epilogue) while the sums are still in registers:
  *
@@ -26,7 +27,8 @@
 typedef REAL NAME(vec) __attribute__((vector_size(VBYTES)));
 #define VEC NAME(vec)
 #define VL ((int)(VBYTES / sizeof(REAL)))  /* elements per vector */
-#define MR 6                               /* rows of a tile */
+#define MR 12                              /* rows of a tile of one vector */
+#define ROWS(nv) ((nv) == 2 ? MR / 2 : MR)    /* … of nv vectors */
 #define PACK (65536 / (int)sizeof(REAL))   /* the buffer for B: 64 kB on the stack */
 
 /* One product, typed: A[i, p] = a[i·ai + p·ap], B[p, j] = b[p·ldb + j]. */
@@ -45,48 +47,101 @@ typedef struct {
     int relu;
 } NAME(job);
 
-/* The lanes [lo, hi) of a vector at p (others 0), and their store: a whole
- * vector where lo = 0 and hi = VL. */
+typedef IREAL NAME(mask) __attribute__((vector_size(VBYTES)));  /* lanes of 0 or −1 */
+
+/* The lanes [lo, hi) of a vector at p, and their store.  The lanes
+ * below lo of the last tile (hi = VL) lie in C, B's row and the bias as
+ * well, columns of the tile before: they are read whole and written back as
+ * they were (blended); only a C narrower than a vector (hi < VL) is read and
+ * written lane by lane. */
 static inline VEC NAME(get)(const REAL *p, int lo, int hi)
 {
     VEC v = {0};
     int t;
-    if (lo == 0 && hi == VL) {
+    (void)lo;
+    if (hi == VL) {
         memcpy(&v, p, sizeof v);
         return v;
     }
-    for (t = lo; t < hi; t++)
-        v[t] = p[t];
+    for (t = 0; t < VL; t++)    /* (not t < hi: GCC would call memcpy) */
+        if (t < hi)
+            v[t] = p[t];
     return v;
 }
 
 static inline void NAME(put)(REAL *p, VEC v, int lo, int hi)
 {
+    NAME(mask) keep, at = {0};
+    VEC old;
     int t;
-    if (lo == 0 && hi == VL) {
+    if (hi == VL) {
+        if (lo > 0) {
+            for (t = 0; t < VL; t++)
+                at[t] = t;
+            keep = at >= (NAME(mask)){0} + lo;
+            memcpy(&old, p, sizeof old);
+            v = (VEC)(((NAME(mask))v & keep) | ((NAME(mask))old & ~keep));
+        }
         memcpy(p, &v, sizeof v);
         return;
     }
-    for (t = lo; t < hi; t++)
-        p[t] = v[t];
+    for (t = 0; t < VL; t++)
+        if (t >= lo && t < hi)
+            p[t] = v[t];
+}
+
+/* The epilogue of a tile (see tile), from its sums acc: kept out of line, so
+ * that nothing it needs occupies a register during the products. */
+static __attribute__((noinline)) void
+NAME(finish)(const NAME(job) *J, ptrdiff_t i, ptrdiff_t j0, int lo, int hi, int mr,
+             int nv, const VEC *acc)
+{
+    /* (J's fields read once: the stores to C could alias them, for all
+     * the compiler knows) */
+    REAL *c = J->c, *z = J->z;
+    const REAL *bias = J->bias, *mask = J->mask;
+    const REAL alpha = J->alpha, beta = J->beta;
+    const ptrdiff_t ldc = J->ldc;
+    const int relu = J->relu;
+    const VEC zero = {0};
+    int r, v;
+    for (r = 0; r < mr; r++)
+        for (v = 0; v < nv; v++) {
+            ptrdiff_t at = (i + r) * ldc + j0 + v * VL;
+            int l = nv == 1 ? lo : 0, h = nv == 1 ? hi : VL;
+            VEC s = acc[r * nv + v];
+            if (alpha != 1)
+                s *= alpha;
+            if (beta != 0)
+                s += beta * NAME(get)(c + at, l, h);
+            if (bias)
+                s += NAME(get)(bias + j0 + v * VL, l, h);
+            if (z)
+                NAME(put)(z + at, s, l, h);
+            if (relu)
+                s = (VEC)((NAME(mask))s & (s > zero));
+            if (mask)
+                s = (VEC)((NAME(mask))s & (NAME(get)(mask + at, l, h) > zero));
+            NAME(put)(c + at, s, l, h);
+        }
 }
 
 /* The tile of C at rows i … i + mr, columns j0 … j0 + nv·VL (its lanes
- * [lo, hi) alone when nv = 1 and the tile is the last, partial one), from
- * the first product to the epilogue; mr and nv are constants at every call,
- * so that the sums live in registers. */
+ * [lo, hi) alone when nv = 1 and the tile is the last, partial one): the
+ * sums over k, then finish; mr and nv are constants at every call, so that
+ * the sums live in registers. */
 static inline __attribute__((always_inline)) void
 NAME(tile)(const NAME(job) *J, ptrdiff_t i, ptrdiff_t j0, int lo, int hi,
            const int mr, const int nv)
 {
-    VEC acc[MR][2], zero = {0};
+    VEC acc[MR];
     const REAL *a = J->a + i * J->ai, *b = J->b + j0;
     const ptrdiff_t ai = J->ai, ap = J->ap, ldb = J->ldb;
     ptrdiff_t p;
     int r, v;
     for (r = 0; r < mr; r++)
         for (v = 0; v < nv; v++)
-            acc[r][v] = zero;
+            acc[r * nv + v] = (VEC){0};
     for (p = 0; p < J->k; p++) {
         VEC bv[2];
         for (v = 0; v < nv; v++)
@@ -94,40 +149,28 @@ NAME(tile)(const NAME(job) *J, ptrdiff_t i, ptrdiff_t j0, int lo, int hi,
         for (r = 0; r < mr; r++) {
             REAL x = a[r * ai + p * ap];
             for (v = 0; v < nv; v++)
-                acc[r][v] += x * bv[v];
+                acc[r * nv + v] += x * bv[v];
         }
     }
-    for (r = 0; r < mr; r++)
-        for (v = 0; v < nv; v++) {
-            ptrdiff_t at = (i + r) * J->ldc + j0 + v * VL;
-            int l = nv == 1 ? lo : 0, h = nv == 1 ? hi : VL;
-            VEC s = acc[r][v];
-            if (J->alpha != 1)
-                s *= J->alpha;
-            if (J->beta != 0)
-                s += J->beta * NAME(get)(J->c + at, l, h);
-            if (J->bias)
-                s += NAME(get)(J->bias + j0 + v * VL, l, h);
-            if (J->z)
-                NAME(put)(J->z + at, s, l, h);
-            if (J->relu)
-                s = (VEC)((__typeof__(s > zero))s & (s > zero));
-            if (J->mask)
-                s = (VEC)((__typeof__(s > zero))s & (NAME(get)(J->mask + at, l, h) > zero));
-            NAME(put)(J->c + at, s, l, h);
-        }
+    NAME(finish)(J, i, j0, lo, hi, mr, nv, acc);
 }
 
 /* The tiles of one column block, down the rows (B's panel stays in L1). */
 #define ROW_TILES(nv)                                                         \
-    for (i = 0; i < J->m; i += MR)                                            \
-        switch (J->m - i < MR ? J->m - i : MR) {                              \
+    for (i = 0; i < J->m; i += ROWS(nv))                                      \
+        switch (J->m - i < ROWS(nv) ? J->m - i : ROWS(nv)) {                  \
         case 1: NAME(tile)(J, i, j0, lo, hi, 1, nv); break;                   \
         case 2: NAME(tile)(J, i, j0, lo, hi, 2, nv); break;                   \
         case 3: NAME(tile)(J, i, j0, lo, hi, 3, nv); break;                   \
         case 4: NAME(tile)(J, i, j0, lo, hi, 4, nv); break;                   \
         case 5: NAME(tile)(J, i, j0, lo, hi, 5, nv); break;                   \
-        default: NAME(tile)(J, i, j0, lo, hi, MR, nv); break;                 \
+        case 6: NAME(tile)(J, i, j0, lo, hi, 6, nv); break;                   \
+        case 7: NAME(tile)(J, i, j0, lo, hi, 7, 1); break;                    \
+        case 8: NAME(tile)(J, i, j0, lo, hi, 8, 1); break;                    \
+        case 9: NAME(tile)(J, i, j0, lo, hi, 9, 1); break;                    \
+        case 10: NAME(tile)(J, i, j0, lo, hi, 10, 1); break;                  \
+        case 11: NAME(tile)(J, i, j0, lo, hi, 11, 1); break;                  \
+        default: NAME(tile)(J, i, j0, lo, hi, MR, 1); break;                  \
         }
 
 /* C (m, n) of a job whose B rows hold at least VL columns (n ≥ VL, or B
@@ -224,6 +267,7 @@ static int NAME(gemm)(const bp_gemm *g)
 }
 
 #undef PACK
+#undef ROWS
 #undef MR
 #undef VL
 #undef VEC

@@ -79,9 +79,10 @@ typedef struct {
     bp_update_f64_fn update_f64;
     bp_gemm_fn gemm_f32;
     bp_gemm_fn gemm_f64;
-    /* products of at most this many multiply-adds (m·n·k) run in gemm_f32,
+    /* a product of kind BP_GEMM_* of at most small[0][kind] (float32) or
+     * small[1][kind] (float64) multiply-adds m·n·k runs in gemm_f32,
      * gemm_f64 rather than BLAS (kernels.c: the measurement behind them) */
-    double small_f32, small_f64;
+    double small[2][3];
 } bp_kernel_set;
 
 #define BP_HIDDEN __attribute__((visibility("hidden")))
