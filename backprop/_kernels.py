@@ -13,6 +13,11 @@ variable BACKPROP_KERNELS names one:
 The builds compute the same formulas and differ in rounding only; on one
 machine, with one build and thread count, training is bit for bit the same.
 `backprop info` names the build in use.
+
+The dense layers' small matrix products run in the build's own kernels
+(csrc/simd/gemm.h) rather than BLAS where the build's bounds say they are
+faster (csrc/simd/kernels.c, measured by `python -m bench.kernels`);
+`small_products("never" | "always")` overrides that for benchmarks and tests.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from .systems import BackpropFit
 from .timing import fmt_time, interleave, per_unit, timed
 
 KINDS = ("forward", "input", "weight", "sgd")
+HEADERS = "build f kind m×n×k layers kernel BLAS ratio best GFLOP/s rule".split()
 SWEEP = (8, 16, 32, 64, 128, 256, 512)
 # (name, sizes, batch): the workloads' networks, and the digits network of the
 # examples (64-32-10 at batch 32, as W1)
@@ -195,6 +196,7 @@ def main(argv=None) -> int:
     p.add_argument("--sweep-reps", type=int, default=5, help="repetitions per sweep shape")
     p.add_argument("--json", help="write every product's numbers to this file")
     p.add_argument("--no-epochs", action="store_true", help="skip the fit epochs")
+    p.add_argument("--epochs-only", action="store_true", help="only the fit epochs")
     args = p.parse_args(argv)
     reps = 3 if args.quick else args.reps
     set_threads(args.threads)
@@ -215,34 +217,23 @@ def main(argv=None) -> int:
         print(
             f"large-GEMM peak ({dtype}, one call of n = 2048): {gemm_peak(dtype) / 1e9:.1f} GFLOP/s"
         )
-    sweep_reps = 3 if args.quick else args.sweep_reps
-    rows, results = products(
-        builds, args.dtypes.split(","), shapes, reps, args.min_time, sweep_reps
-    )
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=1)
-    table(
-        "small kernels against BLAS, per product (medians; ratio = kernel / BLAS)",
-        [
-            "build",
-            "f",
-            "kind",
-            "m×n×k",
-            "layers",
-            "kernel",
-            "BLAS",
-            "ratio",
-            "best",
-            "GFLOP/s",
-            "rule",
-        ],
-        rows,
-        [
-            "best: the ratio of the fastest samples; GFLOP/s: the kernel's (median);",
-            "rule: what bp_small_gemm picks for that product now",
-        ],
-    )
+    if not args.epochs_only:
+        sweep_reps = 3 if args.quick else args.sweep_reps
+        rows, results = products(
+            builds, args.dtypes.split(","), shapes, reps, args.min_time, sweep_reps
+        )
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(results, fh, indent=1)
+        table(
+            "small kernels against BLAS, per product (medians; ratio = kernel / BLAS)",
+            HEADERS,
+            rows,
+            [
+                "best: the ratio of the fastest samples; GFLOP/s: the kernel's (median);",
+                "rule: what bp_small_gemm picks for that product now",
+            ],
+        )
     if not args.no_epochs:
         table(
             "one fit epoch (plain SGD), small kernels by the rule and BLAS alone",

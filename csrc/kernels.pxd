@@ -28,6 +28,9 @@
 #   dropout:   d = a ⊙ m / (1 − rate) ;           dropout_forward (training only;
 #              ∂L/∂a = ∂L/∂d ⊙ m / (1 − rate)     the mask m: shuffle.pxd),
 #                                                 dropout_backward
+#   products:  small ones in the register-blocked  small_gemm (csrc/simd/gemm.h,
+#              kernels of the chosen build, with   where bp_small_gemm's measured
+#              bias, ReLU or its derivative fused  bounds say), else BLAS: gemm
 #
 # Conventions.  Every buffer is C-contiguous and row-major; shapes are in the
 # one-line comment of each function as (rows, cols).  `# IN` buffers are read,

@@ -224,3 +224,19 @@ def test_activations_bench_times_each_unit_against_relu(capsys):
     rows = {line.split()[0]: line for line in out.splitlines()[4:7]}
     assert set(rows) == {"relu", "gelu", "elu"}
     assert "1.00×" in rows["relu"]
+
+
+@needs_bench
+def test_kernels_bench_times_the_layer_products_against_blas(tmp_path):
+    out = tmp_path / "kernels.json"
+    result = run_bench(
+        "bench.kernels", "--quick", "--layers-only", "--kinds", "forward,sgd",
+        "--dtypes", "float32", "--builds", "portable", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "small kernels against BLAS" in result.stdout
+    assert "W1 64-32-10 b32 f32" in result.stdout  # the fit epochs
+    rows = json.loads(out.read_text())
+    shapes = {(r["kind"], r["m"], r["n"], r["k"]) for r in rows}
+    assert ("forward", 32, 32, 64) in shapes and ("sgd", 64, 32, 32) in shapes  # W1's first layer
+    assert all(r["kernel"] > 0 and r["blas"] > 0 for r in rows)

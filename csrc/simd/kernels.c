@@ -51,8 +51,8 @@
  * every product there (BP_SMALL_GEMM_ALWAYS still runs it). */
 const bp_kernel_set bp_kernel_sets[BP_N_ISA] = {
     /*                   float32: NN    TN    NT       float64: NN    TN   NT */
-    KERNEL_SET(portable, {{4096, 2048, 512}, {512, 0, 0}}),
-    KERNEL_SET(avx2, {{1 << 20, 1 << 20, 1 << 19}, {1 << 19, 1 << 18, 1 << 15}}),
+    KERNEL_SET(portable, {{4096, 1024, 512}, {512, 0, 0}}),
+    KERNEL_SET(avx2, {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}}),
     KERNEL_SET(avx512, {{0, 0, 0}, {0, 0, 0}}),
 };
 
