@@ -107,8 +107,8 @@ def test_every_build_agrees_with_the_portable_build(build, dtype, kind):
 
 @pytest.mark.parametrize("build", RUNNABLE)
 def test_a_transposed_b_wider_than_the_buffer_is_done_in_panels(build):
-    # B read as Bᵀ is transposed into a 64 kB buffer a panel of columns at a
-    # time: k = 300 float32 leaves room for fewer than 100 columns
+    # B read as Bᵀ is transposed into a 32 kB buffer a panel of columns at a
+    # time: k = 300 leaves room for fewer than 30 columns in float32
     rng = np.random.default_rng(3)
     with _kernels.use_kernels(build):
         for dtype in DTYPES:
@@ -132,6 +132,14 @@ def test_a_product_beyond_the_buffer_is_declined_and_the_layer_takes_blas(dtype)
         _ops.dense_backward(dW, db, delta, x, W, dx)
     close(dx, product, dtype, 20000)
     close(dW, x.T.astype(np.float64) @ delta, dtype, 3)
+    # a result narrower than a vector with a deep k: B is padded into the
+    # buffer, which k = 20000 overflows; the forward layer takes BLAS
+    x, W = rng.standard_normal((4, 20000)).astype(dtype), np.ascontiguousarray(B.T[:, :1])
+    assert not _ops.small_gemm("nn", np.zeros((4, 1), dtype), x, W)
+    out = np.empty((4, 1), dtype)
+    with _kernels.small_products("always"):
+        _ops.dense_forward(out, x, W, np.zeros(1, dtype), int(ActivationCode.IDENTITY))
+    close(out, x.astype(np.float64) @ W, dtype, 20000)
 
 
 def layer_case(rng, dtype, rows=13, n_in=9, n_out=17):

@@ -29,7 +29,7 @@ typedef REAL NAME(vec) __attribute__((vector_size(VBYTES)));
 #define VL ((int)(VBYTES / sizeof(REAL)))  /* elements per vector */
 #define MR 12                              /* rows of a tile of one vector */
 #define ROWS(nv) ((nv) == 2 ? MR / 2 : MR)    /* … of nv vectors */
-#define PACK (65536 / (int)sizeof(REAL))   /* the buffer for B: 64 kB on the stack */
+#define PACK (32768 / (int)sizeof(REAL))   /* the buffer for B: 32 kB on the stack */
 
 /* One product, typed: A[i, p] = a[i·ai + p·ap], B[p, j] = b[p·ldb + j]. */
 typedef struct {
@@ -215,9 +215,9 @@ static void NAME(pack)(REAL *dst, ptrdiff_t np, const REAL *src, ptrdiff_t sp,
 }
 
 /* The product g describes (kernels.h, bp_gemm) in this build; returns 0,
- * computing nothing, when B does not fit the buffer: a transposed B with
- * k > PACK / VL, or n < VL with k > PACK / VL (never at the sizes the core
- * sends here). */
+ * computing nothing, when not even one vector of B's columns fits the buffer
+ * (k > PACK / VL) where B must be copied: read transposed, or n < VL.  The
+ * caller then takes BLAS, as for any product beyond the bounds. */
 static int NAME(gemm)(const bp_gemm *g)
 {
     REAL buf[PACK];
