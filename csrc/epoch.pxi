@@ -72,8 +72,9 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
     cdef const real* relu_of
     for l in range(L, -1, -1):
         # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}); the first layer needs no dx.
-        # A ReLU's f′ = [a > 0] is taken with the product (input_gradient);
-        # it commutes with dropout's mask, exactly: each keeps g or makes it 0.
+        # A ReLU's f′ = [a > 0] is taken with the product (input_gradient),
+        # before dropout's mask rather than after: the two commute exactly,
+        # as each makes an entry 0 or leaves it (dropout: scaled).
         if l == 0 and sx != NULL:
             if sgd_lr > 0:
                 sparse_backward_sgd(w + p.w_off[0], w + p.b_off[0], g + p.b_off[0],

@@ -7,10 +7,10 @@
  * into that build's instructions (FMA where the build has it).
  *
  * C (m, n) is cut into tiles of 6 rows by two vectors of columns (12 rows by
- * one vector at the right edge); each tile sums over the k products in 12
- * vector registers, broadcasting
- * one element of A per row and loading one vector of a row of B per column
- * block, and finishes (the epilogue) while the sums are still in registers:
+ * one vector where less than two vectors of columns are left); each tile
+ * sums over the k products in 12 vector registers, broadcasting one element
+ * of A per row and loading one vector of a row of B per column block, and
+ * finishes (the epilogue) while the sums are still in registers:
  *
  *   C ← alpha · acc + beta · C ;  + bias (n,) ;  z (m, n) ← that, when z is
  *   given ;  ReLU max(·, 0) ;  ⊙ [mask > 0] for mask (m, n)
