@@ -13,6 +13,11 @@ variable BACKPROP_KERNELS names one:
 The builds compute the same formulas and differ in rounding only; on one
 machine, with one build and thread count, training is bit for bit the same.
 `backprop info` names the build in use.
+
+The dense layers' small matrix products run in the build's own kernels
+(csrc/simd/gemm.h) rather than BLAS where the build's bounds say they are
+faster (csrc/simd/kernels.c, measured by `python -m bench.kernels`);
+`small_products("never" | "always")` overrides that for benchmarks and tests.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 
 from . import _engine, _ops
 
-__all__ = ["kernels_in_use", "kernel_builds", "use_kernels", "ENV"]
+__all__ = ["kernels_in_use", "kernel_builds", "use_kernels", "small_products", "ENV"]
 
 ENV = "BACKPROP_KERNELS"
 _MODULES = (_ops, _engine)  # each holds its own copy of the builds
@@ -60,6 +65,20 @@ def use_kernels(name: str):
         yield
     finally:
         _choose(before, "name")
+
+
+@contextlib.contextmanager
+def small_products(mode: str):
+    """Inside the block, the dense layers' matrix products take the small
+    kernels (csrc/simd/gemm.h) by `mode`: "rule" (the default: the shapes
+    where they beat BLAS on this build), "never" (BLAS for all) or "always"
+    (the kernels for all); for benchmarks and tests, like use_kernels."""
+    before = [module.small_products(mode) for module in _MODULES]
+    try:
+        yield
+    finally:
+        for module, mode_before in zip(_MODULES, before):
+            module.small_products(mode_before)
 
 
 _choose(os.environ.get(ENV, ""), ENV)

@@ -20,6 +20,8 @@ from kernels cimport (
     act_keeps_z as k_act_keeps_z,
     dense_forward as k_dense_forward,
     dense_backward as k_dense_backward, class_labels as k_class_labels,
+    input_gradient as k_input_gradient, weight_gradient as k_weight_gradient,
+    bp_gemm, bp_kernels, bp_small_gemm, BP_GEMM_NN, BP_GEMM_TN, BP_GEMM_NT,
     Optimizer, optimizer_update as k_optimizer_update,
     dropout_forward as k_dropout_forward, dropout_backward as k_dropout_backward,
 )
@@ -27,7 +29,7 @@ from shuffle cimport dropout_mask as k_dropout_mask
 from libc.math cimport isfinite
 from libc.string cimport memset
 
-from backprop._codes cimport SELU, MSE, CROSS_ENTROPY, POISSON, MAE, HUBER, SGD, ADAGRAD
+from backprop._codes cimport RELU, SELU, MSE, CROSS_ENTROPY, POISSON, MAE, HUBER, SGD, ADAGRAD
 
 import numpy as np
 
@@ -260,7 +262,80 @@ def dense_backward(real[:, ::1] dW, real[::1] db, const real[:, ::1] delta,
         fits("dx", dx.shape[0], dx.shape[1], rows, n_in)
     with nogil:
         k_dense_backward(dxp, &dW[0, 0], &db[0], &delta[0, 0], &x[0, 0],
-                         &W[0, 0], x.shape[0], W.shape[0], W.shape[1])
+                         &W[0, 0], x.shape[0], W.shape[0], W.shape[1], <real*>NULL)
+
+
+_GEMM_KINDS = {"nn": BP_GEMM_NN, "tn": BP_GEMM_TN, "nt": BP_GEMM_NT}
+
+
+def small_gemm(str kind, real[:, ::1] C, const real[:, ::1] A, const real[:, ::1] B,
+               double alpha=1, double beta=0, const real[::1] bias=None,
+               real[:, ::1] z=None, const real[:, ::1] mask=None, bint relu=False):
+    """C ← the chosen build's small kernel (csrc/simd/gemm.h) for kind "nn"
+    (A @ B), "tn" (Aᵀ @ B) or "nt" (A @ Bᵀ), whatever the shape, with its
+    epilogue: alpha · product + beta · C, + bias, z ← that, ReLU, ⊙ [mask > 0].
+    Returns False when the kernel declined the shape (C untouched)."""
+    if kind not in _GEMM_KINDS:
+        raise ValueError(f"kind must be one of nn, tn, nt; got {kind!r}")
+    cdef bp_gemm g
+    cdef int done
+    cdef Py_ssize_t m = A.shape[1] if kind == "tn" else A.shape[0]
+    cdef Py_ssize_t k = A.shape[0] if kind == "tn" else A.shape[1]
+    cdef Py_ssize_t n = B.shape[0] if kind == "nt" else B.shape[1]
+    fits("B", B.shape[0], B.shape[1], n if kind == "nt" else k, k if kind == "nt" else n)
+    fits("C", C.shape[0], C.shape[1], m, n)
+    if bias is not None:
+        fits("bias", bias.shape[0], 1, n, 1)
+    if z is not None:
+        fits("z", z.shape[0], z.shape[1], m, n)
+    if mask is not None:
+        fits("mask", mask.shape[0], mask.shape[1], m, n)
+    g.kind, g.m, g.n, g.k = _GEMM_KINDS[kind], m, n, k
+    g.a, g.lda, g.b, g.ldb = &A[0, 0], A.shape[1], &B[0, 0], B.shape[1]
+    g.c, g.ldc, g.alpha, g.beta, g.relu = &C[0, 0], n, alpha, beta, relu
+    g.bias = NULL if bias is None else &bias[0]
+    g.z = NULL if z is None else &z[0, 0]
+    g.mask = NULL if mask is None else &mask[0, 0]
+    with nogil:
+        done = bp_kernels.gemm_f32(&g) if real is float else bp_kernels.gemm_f64(&g)
+    return bool(done)
+
+
+def small_gemm_rule(bint f32, str kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
+    """Whether a product of kind "nn", "tn" or "nt" (as small_gemm) and
+    shape m, n, k takes the small kernel in the build in use (bp_small_gemm:
+    its bounds, or the mode small_products set)."""
+    if kind not in _GEMM_KINDS:
+        raise ValueError(f"kind must be one of nn, tn, nt; got {kind!r}")
+    return bool(bp_small_gemm(f32, _GEMM_KINDS[kind], m, n, k))
+
+
+def repeat_product(str kind, long calls, real[:, ::1] C, const real[:, ::1] A,
+                   const real[:, ::1] B, const real[::1] bias):
+    """One product of a dense layer, `calls` times over, the way the layer
+    takes it (small kernel or BLAS, by small_products): "forward" C (m, n) =
+    relu(A (m, k) @ B (k, n) + bias) (dense_forward); "input" C (m, n) =
+    A (m, k) @ Bᵀ ⊙ [C > 0], B (n, k) (input_gradient); "weight" C (m, n) =
+    Aᵀ @ B, A (k, m) (dense_backward's); "sgd" C ← C − 1e-9 · Aᵀ @ B
+    (dense_backward_sgd's).  For bench.kernels: the loop runs without
+    Python, so that the timing is the product's."""
+    cdef long _call
+    cdef int which = ("forward", "input", "weight", "sgd").index(kind)
+    cdef Py_ssize_t m = C.shape[0], n = C.shape[1]
+    cdef Py_ssize_t k = A.shape[0] if which >= 2 else A.shape[1]
+    fits("A", A.shape[0], A.shape[1], k if which >= 2 else m, m if which >= 2 else k)
+    fits("B", B.shape[0], B.shape[1], n if which == 1 else k, k if which == 1 else n)
+    fits("bias", bias.shape[0], 1, n, 1)
+    with nogil:
+        for _call in range(calls):
+            if which == 0:
+                k_dense_forward(&C[0, 0], &A[0, 0], &B[0, 0], &bias[0], m, k, n, RELU,
+                                0, <real*>NULL)
+            elif which == 1:
+                k_input_gradient(&C[0, 0], &A[0, 0], &B[0, 0], m, n, k, &C[0, 0])
+            else:
+                k_weight_gradient(&C[0, 0], 1 if which == 2 else <real>-1e-9,
+                                  0 if which == 2 else 1, &A[0, 0], &B[0, 0], k, m, n)
 
 
 def sgd_update(real[::1] w, const real[::1] g, double lr):

@@ -9,7 +9,7 @@
 # then the first layer's products take only its nonzeros (sparse_forward,
 # sparse_backward), and every other layer is as for a dense batch.
 
-from backprop._codes cimport IDENTITY, SGD
+from backprop._codes cimport IDENTITY, RELU, SGD
 from kernels cimport (
     real, dense_forward, dense_backward, dense_backward_sgd, act_backward,
     loss_forward_backward, optimizer_update, optimizer_update_stretch, count_correct,
@@ -74,8 +74,12 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
     value = loss_forward_backward(p.loss, p.huber_delta, p.act[L], <real>p.slope[L], top,
                                   <real*>p.z[L], <real*>p.delta[L], y, sw, rows,
                                   p.size[L + 1])
+    cdef const real* relu_of
     for l in range(L, -1, -1):
         # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}); the first layer needs no dx.
+        # A ReLU's f′ = [a > 0] is taken with the product (input_gradient),
+        # before dropout's mask rather than after: the two commute exactly,
+        # as each makes an entry 0 or leaves it (dropout: scaled).
         if l == 0 and sx != NULL:
             if sgd_lr > 0:
                 sparse_backward_sgd(w + p.w_off[0], w + p.b_off[0], g + p.b_off[0],
@@ -86,24 +90,26 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
                 if step_layers:
                     step_layer(p, 0, w, g)
             continue
+        relu_of = <real*>p.out[l - 1] if l > 0 and p.act[l - 1] == RELU else NULL
         product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
         if sgd_lr > 0:
             dense_backward_sgd(NULL if l == 0 else <real*>p.delta[l - 1],
                                w + p.w_off[l], w + p.b_off[l], g + p.b_off[l],
                                <real*>p.delta[l], layer_input(x, p, l, True),
-                               rows, p.size[l], p.size[l + 1], sgd_lr)
+                               rows, p.size[l], p.size[l + 1], sgd_lr, relu_of)
         else:
             dense_backward(NULL if l == 0 else <real*>p.delta[l - 1],
                            g + p.w_off[l], g + p.b_off[l], <real*>p.delta[l],
                            layer_input(x, p, l, True), w + p.w_off[l],
-                           rows, p.size[l], p.size[l + 1], step_layers)
+                           rows, p.size[l], p.size[l + 1], relu_of, step_layers)
         if step_layers:
             step_layer(p, l, w, g)
         if l > 0:
             drop_backward(p, l - 1, rows, <real*>p.delta[l - 1])
-            act_backward(<real*>p.delta[l - 1], <real*>p.delta[l - 1],
-                         <real*>p.out[l - 1], <real*>p.z[l - 1], rows, p.size[l],
-                         p.act[l - 1], <real>p.slope[l - 1])
+            if relu_of == NULL:
+                act_backward(<real*>p.delta[l - 1], <real*>p.delta[l - 1],
+                             <real*>p.out[l - 1], <real*>p.z[l - 1], rows, p.size[l],
+                             p.act[l - 1], <real>p.slope[l - 1])
     count_pass(p)
     return value
 

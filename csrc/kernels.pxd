@@ -28,6 +28,9 @@
 #   dropout:   d = a ⊙ m / (1 − rate) ;           dropout_forward (training only;
 #              ∂L/∂a = ∂L/∂d ⊙ m / (1 − rate)     the mask m: shuffle.pxd),
 #                                                 dropout_backward
+#   products:  small ones in the register-blocked  small_gemm (csrc/simd/gemm.h,
+#              kernels of the chosen build, with   where bp_small_gemm's measured
+#              bias, ReLU or its derivative fused  bounds say), else BLAS: gemm
 #
 # Conventions.  Every buffer is C-contiguous and row-major; shapes are in the
 # one-line comment of each function as (rows, cols).  `# IN` buffers are read,
@@ -61,12 +64,33 @@ cdef extern from "simd/kernels.h":
     ctypedef struct bp_rule:
         double lr, l2, keep, scale, eps, mu, b1, b2, a1, a2, c1, c2, rho, a_rho
         int clear
+    enum: BP_GEMM_NN, BP_GEMM_TN, BP_GEMM_NT
+    ctypedef struct bp_gemm:
+        int kind
+        Py_ssize_t m, n, k
+        const void* a
+        Py_ssize_t lda
+        const void* b
+        Py_ssize_t ldb
+        void* c
+        Py_ssize_t ldc
+        double alpha, beta
+        const void* bias
+        void* z
+        const void* mask
+        int relu
     ctypedef struct bp_kernel_set:
         const char* name
         void (*update_f32)(int rule, float* w, float* g, float* s1, float* s2,
                            Py_ssize_t n, const bp_rule* k) noexcept nogil
         void (*update_f64)(int rule, double* w, double* g, double* s1, double* s2,
                            Py_ssize_t n, const bp_rule* k) noexcept nogil
+        int (*gemm_f32)(const bp_gemm* g) noexcept nogil
+        int (*gemm_f64)(const bp_gemm* g) noexcept nogil
+    int bp_small_gemm(int f32, int kind, Py_ssize_t m, Py_ssize_t n,
+                      Py_ssize_t k) noexcept nogil
+    int bp_small_gemm_mode
+    enum: BP_SMALL_GEMM_RULE, BP_SMALL_GEMM_NEVER, BP_SMALL_GEMM_ALWAYS
     void bp_update_f32(int rule, float* w, float* g, float* s1, float* s2,
                        Py_ssize_t n, const bp_rule* k, int threads) noexcept nogil
     void bp_update_f64(int rule, double* w, double* g, double* s1, double* s2,
@@ -170,6 +194,30 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>B, &ldb, <double*>A, &lda,
               &beta, C, &ldc)
+
+
+cdef inline bint small_gemm(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                            real alpha, const real* A, Py_ssize_t lda,
+                            const real* B, Py_ssize_t ldb, real beta, real* C,
+                            const real* bias, bint relu, real* z,
+                            const real* mask) noexcept nogil:
+    # C (m, n) = alpha · op(A) @ op(B) + beta · C as gemm, with the epilogue
+    # of csrc/simd/gemm.h: + bias (n,), z (m, n) ← that, ReLU, ⊙ [mask > 0]
+    # (each unless NULL or False), in the chosen build's small kernel, when
+    # bp_small_gemm picks it for this kind (BP_GEMM_NN: A @ B, _TN: Aᵀ @ B,
+    # _NT: A @ Bᵀ) and shape.  Returns whether it ran; if not, nothing is
+    # written, and the caller takes gemm and its own passes.
+    cdef bp_gemm g
+    if not bp_small_gemm(real is float, kind, m, n, k):
+        return False
+    g.kind, g.m, g.n, g.k = kind, m, n, k
+    g.a, g.lda, g.b, g.ldb, g.c, g.ldc = A, lda, B, ldb, C, n
+    g.alpha, g.beta = alpha, beta
+    g.bias, g.z, g.mask, g.relu = bias, z, mask, relu
+    if real is float:
+        return bp_kernels.gemm_f32(&g)
+    else:
+        return bp_kernels.gemm_f64(&g)
 
 
 cdef inline void gemv_row(bint trans_b, int n, int k, real alpha, const real* x,
@@ -752,7 +800,15 @@ cdef inline void dense_forward(real* out, const real* x, const real* W,
                                Py_ssize_t n_out, int act, real slope,
                                real* z) noexcept nogil:
     # out (rows, n_out) = f(x (rows, n_in) @ W (n_in, n_out) + b (n_out,));
-    # OUT z (rows, n_out) = x @ W + b, or NULL to keep nothing.
+    # OUT z (rows, n_out) = x @ W + b, or NULL to keep nothing.  A small
+    # product adds b (and takes identity or ReLU) in its kernel's epilogue;
+    # any other f follows as its own pass.
+    cdef bint fused = act == IDENTITY or act == RELU
+    if small_gemm(BP_GEMM_NN, rows, n_out, n_in, 1, x, n_in, W, n_out, 0, out,
+                  b, act == RELU, z if fused else NULL, <real*>NULL):
+        if not fused:
+            act_forward(out, <real*>NULL, rows, n_out, act, slope, z)
+        return
     gemm(False, False, <int>rows, <int>n_out, <int>n_in,
          1, x, <int>n_in, W, <int>n_out, 0, out, <int>n_out)
     act_forward(out, b, rows, n_out, act, slope, z)
@@ -771,44 +827,66 @@ cdef inline void bias_gradient(real* db, const real* delta, Py_ssize_t rows,
 
 cdef inline void input_gradient(real* dx, const real* delta, const real* W,
                                 Py_ssize_t rows, Py_ssize_t n_in,
-                                Py_ssize_t n_out) noexcept nogil:
-    # OUT dx (rows, n_in) = δ @ Wᵀ, from delta (rows, n_out), W (n_in, n_out).
+                                Py_ssize_t n_out, const real* relu_of) noexcept nogil:
+    # OUT dx (rows, n_in) = δ @ Wᵀ, from delta (rows, n_out), W (n_in, n_out);
+    # then ⊙ [relu_of > 0] unless relu_of is NULL: relu_of (rows, n_in) the
+    # outputs of a ReLU layer below, whose derivative a small product takes
+    # in its epilogue (else act_backward's pass).
+    if small_gemm(BP_GEMM_NT, rows, n_in, n_out, 1, delta, n_out, W, n_out, 0, dx,
+                  <real*>NULL, False, <real*>NULL, relu_of):
+        return
     gemm(False, True, <int>rows, <int>n_in, <int>n_out,
          1, delta, <int>n_out, W, <int>n_out, 0, dx, <int>n_in)
+    if relu_of != NULL:
+        act_backward(dx, dx, relu_of, <real*>NULL, rows, n_in, RELU, 0)
+
+
+cdef inline void weight_gradient(real* dW, real alpha, real beta, const real* x,
+                                 const real* delta, Py_ssize_t rows, Py_ssize_t n_in,
+                                 Py_ssize_t n_out) noexcept nogil:
+    # dW (n_in, n_out) = alpha · xᵀ @ δ + beta · dW, from x (rows, n_in) and
+    # delta (rows, n_out): the weight gradient (beta 0) or a step along it
+    # straight into the weights (beta 1, alpha −η).
+    if small_gemm(BP_GEMM_TN, n_in, n_out, rows, alpha, x, n_in, delta, n_out, beta,
+                  dW, <real*>NULL, False, <real*>NULL, <real*>NULL):
+        return
+    gemm(True, False, <int>n_in, <int>n_out, <int>rows,
+         alpha, x, <int>n_in, delta, <int>n_out, beta, dW, <int>n_out)
 
 
 cdef inline void dense_backward(real* dx, real* dW, real* db,
                                 const real* delta, const real* x,
                                 const real* W, Py_ssize_t rows,
                                 Py_ssize_t n_in, Py_ssize_t n_out,
-                                bint accumulate=False) noexcept nogil:
+                                const real* relu_of, bint accumulate=False) noexcept nogil:
     # IN delta (rows, n_out) = ∂L/∂z, x (rows, n_in), W (n_in, n_out)
     # OUT dW (n_in, n_out) = xᵀ @ δ (with `accumulate`: dW += xᵀ @ δ, into a
     # dW the caller has zeroed, which spares BLAS its own pass zeroing it);
     # OUT db (n_out,) = Σ_rows δ ;
-    # OUT dx (rows, n_in) = δ @ Wᵀ, skipped when dx is NULL (the first layer).
-    gemm(True, False, <int>n_in, <int>n_out, <int>rows,
-         1, x, <int>n_in, delta, <int>n_out, 1 if accumulate else 0, dW, <int>n_out)
+    # OUT dx (rows, n_in) = δ @ Wᵀ, skipped when dx is NULL (the first layer),
+    # ⊙ [relu_of > 0] unless relu_of is NULL (input_gradient).
+    weight_gradient(dW, 1, 1 if accumulate else 0, x, delta, rows, n_in, n_out)
     bias_gradient(db, delta, rows, n_out)
     if dx != NULL:
-        input_gradient(dx, delta, W, rows, n_in, n_out)
+        input_gradient(dx, delta, W, rows, n_in, n_out, relu_of)
 
 
 cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
                                     const real* delta, const real* x,
                                     Py_ssize_t rows, Py_ssize_t n_in,
-                                    Py_ssize_t n_out, real lr) noexcept nogil:
+                                    Py_ssize_t n_out, real lr,
+                                    const real* relu_of) noexcept nogil:
     # The fast twin of dense_backward followed by optimizer_update's plain
     # SGD (no momentum, l2, decay or clipping), equal to them up to rounding
     # (tests/test_kernels.py: test_fused_sgd_is_dense_backward_then_optimizer_update).
-    # dx = δ @ Wᵀ (with W as it was), then W ← W − η · xᵀ @ δ as one product
-    # into W (BLAS's β = 1), so the weight gradient is never stored, zeroed or
-    # read back; db (n_out,) holds Σ_rows δ for b ← b − η · db.
+    # dx = δ @ Wᵀ (with W as it was; ⊙ [relu_of > 0] as in dense_backward),
+    # then W ← W − η · xᵀ @ δ as one product into W (β = 1), so the weight
+    # gradient is never stored, zeroed or read back; db (n_out,) holds
+    # Σ_rows δ for b ← b − η · db.
     cdef Py_ssize_t j
     if dx != NULL:
-        input_gradient(dx, delta, W, rows, n_in, n_out)
-    gemm(True, False, <int>n_in, <int>n_out, <int>rows,
-         -lr, x, <int>n_in, delta, <int>n_out, 1, W, <int>n_out)
+        input_gradient(dx, delta, W, rows, n_in, n_out, relu_of)
+    weight_gradient(W, -lr, 1, x, delta, rows, n_in, n_out)
     bias_gradient(db, delta, rows, n_out)
     for j in range(n_out):
         b[j] -= lr * db[j]

@@ -350,3 +350,19 @@ def test_solo_report_shows_both_medians_side_by_side(capsys):
     report.solo(res)
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("W1"))
     assert row.split()[2:] == ["2.00", "µs", "3.00", "µs"]
+
+
+@needs_bench
+def test_kernels_bench_times_the_layer_products_against_blas(tmp_path):
+    out = tmp_path / "kernels.json"
+    result = run_bench(
+        "bench.kernels", "--quick", "--layers-only", "--kinds", "forward,sgd",
+        "--dtypes", "float32", "--builds", "portable", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "small kernels against BLAS" in result.stdout
+    assert "W1 64-32-10 b32 f32" in result.stdout  # the fit epochs
+    rows = json.loads(out.read_text())
+    shapes = {(r["kind"], r["m"], r["n"], r["k"]) for r in rows}
+    assert ("forward", 32, 32, 64) in shapes and ("sgd", 64, 32, 32) in shapes  # W1's first layer
+    assert all(r["kernel"] > 0 and r["blas"] > 0 for r in rows)

@@ -13,28 +13,57 @@
 
 /* portable: the x86-64 baseline the rest of the core is compiled for */
 #define ISA portable
+#define VBYTES 16
 #include "build.h"
+#undef VBYTES
 #undef ISA
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define ISA avx2
+#define VBYTES 32
 #include "build.h"
+#undef VBYTES
 #undef ISA
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")
 #define ISA avx512
+#define VBYTES 64
 #include "build.h"
+#undef VBYTES
 #undef ISA
 #pragma GCC pop_options
 
-#define KERNEL_SET(isa) { #isa, update_f32_##isa, update_f64_##isa }
+#define KERNEL_SET(isa, ...) \
+    { #isa, update_f32_##isa, update_f64_##isa, gemm_f32_##isa, gemm_f64_##isa, __VA_ARGS__ }
 
+/* Where the small products (gemm.h) beat OpenBLAS: products of at most this
+ * many multiply-adds m·n·k, per build, element type and kind (A @ B, Aᵀ @ B,
+ * A @ Bᵀ), as `python -m bench.kernels` measured them on one thread over m,
+ * n, k ∈ {8 … 512} (docs/performance.md, Small products: the table, and the
+ * machine, an AMD EPYC with AVX2).  Each bound is where the median ratio of
+ * the shapes around it crosses 1, and none exceeds 2^20: the core hands
+ * products past 2·10^6 multiply-adds to BLAS's threads (threads.pxd).  The
+ * portable build loses to OpenBLAS, which takes AVX2 itself, at all but the
+ * tiniest products; the AVX-512 build is not measured yet, so BLAS keeps
+ * every product there (BP_SMALL_GEMM_ALWAYS still runs it). */
 const bp_kernel_set bp_kernel_sets[BP_N_ISA] = {
-    KERNEL_SET(portable), KERNEL_SET(avx2), KERNEL_SET(avx512),
+    /*                   float32: NN    TN    NT       float64: NN    TN   NT */
+    KERNEL_SET(portable, {{4096, 1024, 512}, {512, 0, 0}}),
+    KERNEL_SET(avx2, {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}}),
+    KERNEL_SET(avx512, {{0, 0, 0}, {0, 0, 0}}),
 };
+
+int bp_small_gemm_mode = BP_SMALL_GEMM_RULE;
+
+int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+{
+    if (bp_small_gemm_mode != BP_SMALL_GEMM_RULE)
+        return bp_small_gemm_mode == BP_SMALL_GEMM_ALWAYS;
+    return (double)m * n * k <= bp_kernels->small[f32 ? 0 : 1][kind];
+}
 
 const bp_kernel_set *bp_kernels = &bp_kernel_sets[BP_ISA_PORTABLE];
 

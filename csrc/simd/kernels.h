@@ -42,11 +42,48 @@ typedef void (*bp_update_f32_fn)(int rule, float *w, float *g, float *s1,
 typedef void (*bp_update_f64_fn)(int rule, double *w, double *g, double *s1,
                                  double *s2, ptrdiff_t n, const bp_rule *k);
 
+/* A small matrix product with its epilogue (gemm.h), row-major:
+ *   NN  C (m, n) = A (m, k) @ B (k, n)
+ *   TN  C (m, n) = Aᵀ @ B,  A stored (k, m)
+ *   NT  C (m, n) = A @ Bᵀ,  B stored (n, k)
+ * then C ← alpha · product + beta · C (beta 0: C is not read) ; + bias (n,)
+ * unless NULL ; z (m, n) ← that unless NULL ; max(·, 0) if relu ;
+ * ⊙ [mask > 0] unless mask is NULL.  C, z and mask have row stride ldc; lda
+ * and ldb are the row strides of A and B as stored.  The pointers are of
+ * the function's element type. */
+enum { BP_GEMM_NN, BP_GEMM_TN, BP_GEMM_NT };
+
+typedef struct {
+    int kind;                   /* BP_GEMM_* */
+    ptrdiff_t m, n, k;
+    const void *a;
+    ptrdiff_t lda;
+    const void *b;
+    ptrdiff_t ldb;
+    void *c;
+    ptrdiff_t ldc;
+    double alpha, beta;
+    const void *bias;
+    void *z;
+    const void *mask;
+    int relu;
+} bp_gemm;
+
+/* Returns 1 when done, 0 when the shape is beyond the kernel's buffer
+ * (nothing written: the caller takes BLAS). */
+typedef int (*bp_gemm_fn)(const bp_gemm *g);
+
 /* One build of the kernels. */
 typedef struct {
     const char *name;           /* "portable", "avx2", "avx512" */
     bp_update_f32_fn update_f32;
     bp_update_f64_fn update_f64;
+    bp_gemm_fn gemm_f32;
+    bp_gemm_fn gemm_f64;
+    /* a product of kind BP_GEMM_* of at most small[0][kind] (float32) or
+     * small[1][kind] (float64) multiply-adds m·n·k runs in gemm_f32,
+     * gemm_f64 rather than BLAS (kernels.c: the measurement behind them) */
+    double small[2][3];
 } bp_kernel_set;
 
 #define BP_HIDDEN __attribute__((visibility("hidden")))
@@ -71,6 +108,15 @@ BP_HIDDEN void bp_update_f64(int rule, double *w, double *g, double *s1, double 
 BP_HIDDEN extern const bp_kernel_set *bp_kernels;
 /* Every build, by BP_ISA_*. */
 BP_HIDDEN extern const bp_kernel_set bp_kernel_sets[BP_N_ISA];
+
+/* Whether a product of this kind and shape takes the chosen build's small
+ * kernel (gemm.h) rather than BLAS: by the build's bounds, unless
+ * bp_small_gemm_mode says otherwise. */
+BP_HIDDEN int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k);
+/* BP_SMALL_GEMM_RULE (the default), _NEVER (BLAS for every product, for
+ * comparison) or _ALWAYS (the kernel for every product, for tests). */
+enum { BP_SMALL_GEMM_RULE, BP_SMALL_GEMM_NEVER, BP_SMALL_GEMM_ALWAYS };
+BP_HIDDEN extern int bp_small_gemm_mode;
 
 /* Whether this CPU (and its operating system) runs build `isa`. */
 BP_HIDDEN int bp_cpu_runs(int isa);
