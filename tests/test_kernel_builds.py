@@ -20,6 +20,11 @@ RUNNABLE = [name for name, runs in BUILDS.items() if runs]
 LONG = 3 * 2**16 + 37  # four chunks of the threaded update, the last one short
 
 
+# Beside the package these tests import (installed, or built in place), so
+# that a fresh process imports it too rather than a source folder.
+HOME = os.path.dirname(os.path.dirname(os.path.abspath(bp.__file__)))
+
+
 def run(*code, env=None):
     """`python -c` in a fresh process with BACKPROP_KERNELS as `env` says."""
     environ = {k: v for k, v in os.environ.items() if k != _kernels.ENV}
@@ -30,6 +35,7 @@ def run(*code, env=None):
         text=True,
         env=environ,
         timeout=120,
+        cwd=HOME,
     )
 
 

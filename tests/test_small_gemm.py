@@ -268,7 +268,12 @@ def test_the_portable_build_chosen_by_the_environment_runs_the_kernels():
     )
     env = dict(os.environ, BACKPROP_KERNELS="portable")
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(bp.__file__))),
     )
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) > 0.9
