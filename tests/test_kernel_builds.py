@@ -139,6 +139,41 @@ def test_updates_from_several_python_threads_at_once_each_finish_right():
         np.testing.assert_array_equal(w, expect)
 
 
+def test_an_update_on_two_threads_takes_one_worker_after_one_on_four_started_three():
+    # the team keeps the workers an earlier run started; a run that asks for
+    # fewer threads leaves the rest waiting (seen in the CPU time that each
+    # thread of a fresh process is charged, from /proc)
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs /proc")
+    done = run(
+        "import os, threading, numpy as np",
+        "from backprop import _ops",
+        "from backprop._codes import OptimizerKind",
+        "def times():",
+        "    out = {}",
+        "    for tid in os.listdir('/proc/self/task'):",
+        "        with open(f'/proc/self/task/{tid}/stat') as f:",
+        "            fields = f.read().rsplit(')', 1)[1].split()",
+        "        out[tid] = int(fields[11]) + int(fields[12])",
+        "    return out",
+        "w, g, s1, s2 = (np.ones(1 << 21, np.float32) for _ in range(4))",
+        "def update(threads, calls):",
+        "    for _ in range(calls):",
+        "        _ops.optimizer_update(w, g, s1, s2, OptimizerKind.ADAM, 1e-6, threads=threads)",
+        "update(4, 20)",
+        "before = times()",
+        "update(2, 200)",
+        "after = times()",
+        "me = str(threading.get_native_id())",
+        "print(*(after[t] - before.get(t, 0) for t in after if t != me))",
+        env={"OPENBLAS_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    charged = [int(ticks) for ticks in done.stdout.split()]
+    # (a worker left out is still woken, and may be charged a tick for it)
+    assert sum(ticks > sum(charged) / 4 for ticks in charged) == 1, charged
+
+
 def _update_in_child(queue):
     w = np.ones(LONG, np.float32)
     _ops.optimizer_update(w, w.copy(), w.copy(), w.copy(), KINDS["adam"], 0.5, steps=0, threads=2)
