@@ -543,12 +543,15 @@ cdef class Engine:
         """One optimizer update of params from the current grads: the second
         half of train_step, for gradients computed by loss_and_grad and then
         changed (averaged across processes, for instance)."""
+        cdef int threads = self.n_threads
         self.guard.claim()
         with nogil:
+            enter_threads(threads)      # (the update's threads: pass_threads)
             if self.typenum == cnp.NPY_DOUBLE:
                 update(&self.plan, lr)
             else:
                 update(&self.plan, <float>lr)
+            leave_threads()
         self.guard.release()
 
     def batch_accuracy(self, const real[:, ::1] Y):

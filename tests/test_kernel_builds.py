@@ -18,6 +18,16 @@ from backprop import _kernels, _ops
 BUILDS = _kernels.kernel_builds()
 RUNNABLE = [name for name, runs in BUILDS.items() if runs]
 LONG = 3 * 2**16 + 37  # four chunks of the threaded update, the last one short
+# times(): the CPU time (clock ticks) each thread of the process was charged
+CPU_TIMES = (
+    "def times():",
+    "    out = {}",
+    "    for tid in os.listdir('/proc/self/task'):",
+    "        with open(f'/proc/self/task/{tid}/stat') as f:",
+    "            fields = f.read().rsplit(')', 1)[1].split()",
+    "        out[tid] = int(fields[11]) + int(fields[12])",
+    "    return out",
+)
 
 
 # Beside the package these tests import (installed, or built in place), so
@@ -143,6 +153,65 @@ def test_updates_from_several_python_threads_at_once_each_finish_right():
     assert not errors and not any(t.is_alive() for t in threads)
     for w in results:
         np.testing.assert_array_equal(w, expect)
+
+
+def test_an_update_on_two_threads_takes_one_worker_after_one_on_four_started_three():
+    # the team keeps the workers an earlier run started; a run that asks for
+    # fewer threads leaves the rest waiting (seen in the CPU time that each
+    # thread of a fresh process is charged, from /proc)
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs /proc")
+    done = run(
+        "import os, threading, numpy as np",
+        "from backprop import _ops",
+        "from backprop._codes import OptimizerKind",
+        *CPU_TIMES,
+        "w, g, s1, s2 = (np.ones(1 << 21, np.float32) for _ in range(4))",
+        "def update(threads, calls):",
+        "    for _ in range(calls):",
+        "        _ops.optimizer_update(w, g, s1, s2, OptimizerKind.ADAM, 1e-6, threads=threads)",
+        "update(4, 20)",
+        "before = times()",
+        "update(2, 200)",
+        "after = times()",
+        "me = str(threading.get_native_id())",
+        "print(*(after[t] - before.get(t, 0) for t in after if t != me))",
+        env={"OPENBLAS_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    charged = [int(ticks) for ticks in done.stdout.split()]
+    # (a worker left out is still woken, and may be charged a tick for it)
+    assert sum(ticks > sum(charged) / 4 for ticks in charged) == 1, charged
+
+
+def test_apply_gradients_of_a_one_thread_network_runs_on_one_thread():
+    # the update's threads follow the network's n_threads, not those of the
+    # last call of another network (whose update started a worker)
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs /proc")
+    done = run(
+        "import os, numpy as np, backprop as bp",
+        *CPU_TIMES,
+        "def net(threads):",
+        "    n = bp.Sequential(bp.Dense(1024, 1024, 'relu'), bp.Dense(1024, 2, 'softmax'),",
+        "                      loss='cross_entropy', seed=0, n_threads=threads, dtype='float32')",
+        "    n.optimizer = bp.Adam(1e-6)",
+        "    return n",
+        "X, y = np.ones((4, 1024), np.float32), np.array([0, 1, 0, 1])",
+        "two, one = net(2), net(1)",
+        "one.loss_and_grad(X, y)",
+        "older = set(os.listdir('/proc/self/task'))",
+        "two.train_step(X, y)",
+        "before = times()",
+        "for _ in range(300):",
+        "    one.apply_gradients()",
+        "after = times()",
+        "print(*(after[t] - before.get(t, 0) for t in after if t not in older))",
+        env={"OPENBLAS_NUM_THREADS": "2"},
+    )
+    assert done.returncode == 0, done.stderr
+    workers = [int(ticks) for ticks in done.stdout.split()]
+    assert not any(workers), workers
 
 
 def _update_in_child(queue):

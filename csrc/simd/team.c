@@ -1,6 +1,7 @@
 /* A team of threads for the core's long elementwise passes (kernels.h,
- * bp_team_run).  The calling thread and up to BP_TEAM_MAX − 1 workers take
- * the pass's chunks from a shared counter, so a worker that is slow to wake
+ * bp_team_run).  The calling thread and up to BP_TEAM_MAX − 1 workers (the
+ * first threads − 1 started, however many an earlier run started) take the
+ * pass's chunks from a shared counter, so a worker that is slow to wake
  * (the other cores busy) leaves its chunks to the caller: a run is never much
  * slower than the caller alone.  Workers start on first use, wait on a
  * condition variable between runs (they never spin, which would take a core
@@ -23,6 +24,7 @@ static struct {
     int workers;                /* started */
     unsigned long generation;   /* runs opened so far */
     int open;                   /* the current run takes workers */
+    int want;                   /* … the first this many of them */
     int active;                 /* workers inside the current run */
     bp_task task;
     void *arg;
@@ -30,7 +32,7 @@ static struct {
     int next;                   /* the next chunk to take (atomic) */
 } team = {
     PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, NULL, 0, 0,
+    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL, NULL, 0, 0,
 };
 
 static void take_chunks(bp_task task, void *arg, int chunks)
@@ -40,16 +42,16 @@ static void take_chunks(bp_task task, void *arg, int chunks)
         task(arg, c, chunks);
 }
 
-static void *worker(void *unused)
+static void *worker(void *index)   /* the worker's number, from 0 */
 {
+    const int me = (int)(intptr_t)index;
     unsigned long seen = 0;
     bp_task task;
     void *arg;
     int chunks;
-    (void)unused;
     pthread_mutex_lock(&team.lock);
     for (;;) {
-        while (!team.open || team.generation == seen)
+        while (!team.open || team.generation == seen || me >= team.want)
             pthread_cond_wait(&team.wake, &team.lock);
         seen = team.generation;
         team.active++;
@@ -89,7 +91,7 @@ static void start_workers(int want)   /* under team.lock */
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 1 << 16);
-    while (team.workers < want && pthread_create(&id, &attr, worker, NULL) == 0)
+    while (team.workers < want && pthread_create(&id, &attr, worker, (void *)(intptr_t)team.workers) == 0)
         team.workers++;
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &before, NULL);
@@ -114,6 +116,7 @@ void bp_team_run(bp_task task, void *arg, int chunks, int threads)
     team.task = task;
     team.arg = arg;
     team.chunks = chunks;
+    team.want = helpers;
     __atomic_store_n(&team.next, 0, __ATOMIC_RELAXED);
     team.open = 1;
     team.generation++;
