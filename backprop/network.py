@@ -345,9 +345,11 @@ class Sequential(Trainer):
     @property
     def grads(self) -> np.ndarray:
         """Their gradients, laid out the same way: filled by loss_and_grad,
-        backward and train_step.  fit leaves no gradient here: it takes each
-        layer's step as soon as that layer's gradient is found (inside the
-        backward pass for plain SGD).  Assigning copies the values in
+        backward and train_step.  What fit leaves here is no gradient to
+        read: it takes each layer's step as soon as that layer's gradient is
+        found, and clears it (plain SGD, which steps inside the backward
+        pass, leaves only the biases' gradients of the last batch; with
+        clipping, its whole gradient stays).  Assigning copies the values in
         (before apply_gradients, say)."""
         return self._grads
 
