@@ -155,17 +155,23 @@ def test_updates_from_several_python_threads_at_once_each_finish_right():
         np.testing.assert_array_equal(w, expect)
 
 
+def thread_ticks(*code, env):
+    """The CPU ticks of threads in a fresh process running `code`, which
+    prints them; `times()` there reads each thread's from /proc."""
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs /proc")
+    done = run("import os, threading, numpy as np, backprop as bp", *CPU_TIMES, *code, env=env)
+    assert done.returncode == 0, done.stderr
+    return [int(ticks) for ticks in done.stdout.split()]
+
+
 def test_an_update_on_two_threads_takes_one_worker_after_one_on_four_started_three():
     # the team keeps the workers an earlier run started; a run that asks for
     # fewer threads leaves the rest waiting (seen in the CPU time that each
     # thread of a fresh process is charged, from /proc)
-    if not os.path.isdir("/proc/self/task"):
-        pytest.skip("needs /proc")
-    done = run(
-        "import os, threading, numpy as np",
+    charged = thread_ticks(
         "from backprop import _ops",
         "from backprop._codes import OptimizerKind",
-        *CPU_TIMES,
         "w, g, s1, s2 = (np.ones(1 << 21, np.float32) for _ in range(4))",
         "def update(threads, calls):",
         "    for _ in range(calls):",
@@ -178,8 +184,6 @@ def test_an_update_on_two_threads_takes_one_worker_after_one_on_four_started_thr
         "print(*(after[t] - before.get(t, 0) for t in after if t != me))",
         env={"OPENBLAS_NUM_THREADS": "1"},
     )
-    assert done.returncode == 0, done.stderr
-    charged = [int(ticks) for ticks in done.stdout.split()]
     # (a worker left out is still woken, and may be charged a tick for it)
     assert sum(ticks > sum(charged) / 4 for ticks in charged) == 1, charged
 
@@ -187,11 +191,7 @@ def test_an_update_on_two_threads_takes_one_worker_after_one_on_four_started_thr
 def test_apply_gradients_of_a_one_thread_network_runs_on_one_thread():
     # the update's threads follow the network's n_threads, not those of the
     # last call of another network (whose update started a worker)
-    if not os.path.isdir("/proc/self/task"):
-        pytest.skip("needs /proc")
-    done = run(
-        "import os, numpy as np, backprop as bp",
-        *CPU_TIMES,
+    workers = thread_ticks(
         "def net(threads):",
         "    n = bp.Sequential(bp.Dense(1024, 1024, 'relu'), bp.Dense(1024, 2, 'softmax'),",
         "                      loss='cross_entropy', seed=0, n_threads=threads, dtype='float32')",
@@ -209,8 +209,6 @@ def test_apply_gradients_of_a_one_thread_network_runs_on_one_thread():
         "print(*(after[t] - before.get(t, 0) for t in after if t not in older))",
         env={"OPENBLAS_NUM_THREADS": "2"},
     )
-    assert done.returncode == 0, done.stderr
-    workers = [int(ticks) for ticks in done.stdout.split()]
     assert not any(workers), workers
 
 

@@ -45,7 +45,7 @@ def expected(product, C0, alpha=1.0, beta=0.0, bias=None, relu=False, mask=None)
     return c, z
 
 
-def close(got, want, dtype, k):
+def assert_close(got, want, dtype, k):
     tol = TOL[dtype] * max(1, k) ** 0.5
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
 
@@ -85,9 +85,9 @@ def test_every_build_computes_the_products_and_epilogues_as_numpy(build, dtype, 
             for epilogue in EPILOGUES:
                 C, z, opts = run(kind, C0, A, B, dtype, rng, epilogue)
                 want, want_z = expected(product, C0, **opts)
-                close(C, want, dtype, k)
+                assert_close(C, want, dtype, k)
                 if z is not None:
-                    close(z, want_z, dtype, k)
+                    assert_close(z, want_z, dtype, k)
 
 
 @pytest.mark.parametrize("build", RUNNABLE)
@@ -102,7 +102,7 @@ def test_every_build_agrees_with_the_portable_build(build, dtype, kind):
         for name in ("portable", build):
             with _kernels.use_kernels(name):
                 results.append(run(kind, C0, A, B, dtype, np.random.default_rng(2), "bias-relu")[0])
-        close(results[1], results[0], dtype, k)
+        assert_close(results[1], results[0], dtype, k)
 
 
 @pytest.mark.parametrize("build", RUNNABLE)
@@ -115,7 +115,7 @@ def test_a_transposed_b_wider_than_the_buffer_is_done_in_panels(build):
             A, B, product = operands("nt", 20, 100, 300, dtype, rng)
             C0 = rng.standard_normal((20, 100)).astype(dtype)
             C, _, opts = run("nt", C0, A, B, dtype, rng, "mask")
-            close(C, expected(product, C0, **opts)[0], dtype, 300)
+            assert_close(C, expected(product, C0, **opts)[0], dtype, 300)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -130,8 +130,8 @@ def test_a_product_beyond_the_buffer_is_declined_and_the_layer_takes_blas(dtype)
     dW, db, dx = np.empty_like(W), np.empty(20000, dtype), np.empty((3, 5), dtype)
     with _kernels.small_products("always"):
         _ops.dense_backward(dW, db, delta, x, W, dx)
-    close(dx, product, dtype, 20000)
-    close(dW, x.T.astype(np.float64) @ delta, dtype, 3)
+    assert_close(dx, product, dtype, 20000)
+    assert_close(dW, x.T.astype(np.float64) @ delta, dtype, 3)
     # a result narrower than a vector with a deep k: B is padded into the
     # buffer, which k = 20000 overflows; the forward layer takes BLAS
     x, W = rng.standard_normal((4, 20000)).astype(dtype), np.ascontiguousarray(B.T[:, :1])
@@ -139,7 +139,7 @@ def test_a_product_beyond_the_buffer_is_declined_and_the_layer_takes_blas(dtype)
     out = np.empty((4, 1), dtype)
     with _kernels.small_products("always"):
         _ops.dense_forward(out, x, W, np.zeros(1, dtype), int(ActivationCode.IDENTITY))
-    close(out, x.astype(np.float64) @ W, dtype, 20000)
+    assert_close(out, x.astype(np.float64) @ W, dtype, 20000)
 
 
 def layer_case(rng, dtype, rows=13, n_in=9, n_out=17):
@@ -165,10 +165,10 @@ def test_dense_forward_is_the_same_through_the_kernel_and_through_blas(build, dt
             outs[mode] = out, z
     z_want = x.astype(np.float64) @ W + b
     for _out, z in outs.values():
-        close(z, z_want, dtype, 9)
-    close(outs["always"][0], outs["never"][0], dtype, 9)
+        assert_close(z, z_want, dtype, 9)
+    assert_close(outs["always"][0], outs["never"][0], dtype, 9)
     if act == "relu":
-        close(outs["always"][0], np.maximum(z_want, 0), dtype, 9)
+        assert_close(outs["always"][0], np.maximum(z_want, 0), dtype, 9)
 
 
 @pytest.mark.parametrize("build", RUNNABLE)
@@ -182,9 +182,9 @@ def test_dense_backward_is_the_same_through_the_kernel_and_through_blas(build, d
             dW, db, dx = np.empty_like(W), np.empty(17, dtype), np.empty_like(x)
             with _kernels.small_products(mode):
                 _ops.dense_backward(dW, db, delta, x, W, dx)
-            close(dW, x.T.astype(np.float64) @ delta, dtype, 13)
-            close(db, delta.astype(np.float64).sum(axis=0), dtype, 13)
-            close(dx, delta.astype(np.float64) @ W.T, dtype, 17)
+            assert_close(dW, x.T.astype(np.float64) @ delta, dtype, 13)
+            assert_close(db, delta.astype(np.float64).sum(axis=0), dtype, 13)
+            assert_close(dx, delta.astype(np.float64) @ W.T, dtype, 17)
 
 
 def network(dtype, hidden="relu", seed=0):
