@@ -1,15 +1,12 @@
 # The build of the kernels in csrc/simd/ that this module runs (kernels.h):
-# the widest the CPU has, or the one BACKPROP_KERNELS names, chosen when the
-# module is imported; backprop._kernels checks the variable and reports.
+# the portable one until backprop._kernels, imported with the package,
+# chooses from BACKPROP_KERNELS and the CPU (in one place, for both modules).
 # Included into _ops.pyx and _engine.pyx, which each hold a copy of the builds.
 
-from libc.stdlib cimport getenv
 from kernels cimport (
     bp_kernels, bp_kernel_sets, bp_cpu_runs, bp_choose_kernels, BP_N_ISA,
     bp_small_gemm_mode, BP_SMALL_GEMM_RULE, BP_SMALL_GEMM_NEVER, BP_SMALL_GEMM_ALWAYS,
 )
-
-bp_choose_kernels(getenv(b"BACKPROP_KERNELS"))
 
 
 def use_kernels(str name) -> int:
