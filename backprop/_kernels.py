@@ -18,6 +18,11 @@ The dense layers' small matrix products run in the build's own kernels
 (csrc/simd/gemm.h) rather than BLAS where the build's bounds say they are
 faster (csrc/simd/kernels.c, measured by `python -m bench.kernels`);
 `small_products("never" | "always")` overrides that for benchmarks and tests.
+
+An epoch whose call may use two threads splits each mid-sized step across
+them (csrc/epoch.pxi, split_step) where its rule says that beats BLAS's own
+threading (measured by `python -m bench.split`); `split_steps("never" |
+"always")` overrides that rule likewise.
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ import os
 
 from . import _engine, _ops
 
-__all__ = ["kernels_in_use", "kernel_builds", "use_kernels", "small_products", "ENV"]
+__all__ = [
+    "kernels_in_use",
+    "kernel_builds",
+    "use_kernels",
+    "small_products",
+    "split_steps",
+    "ENV",
+]
 
 ENV = "BACKPROP_KERNELS"
 _MODULES = (_ops, _engine)  # each holds its own copy of the builds
@@ -79,6 +91,19 @@ def small_products(mode: str):
     finally:
         for module, mode_before in zip(_MODULES, before):
             module.small_products(mode_before)
+
+
+@contextlib.contextmanager
+def split_steps(mode: str):
+    """Inside the block, fit's epochs split their steps across two threads
+    by `mode`: "rule" (the default), "never" or "always" (every batch of at
+    least 16 rows, when the call may use two threads and the input is
+    dense); for benchmarks and tests, like use_kernels."""
+    before = _engine.split_steps(mode)
+    try:
+        yield
+    finally:
+        _engine.split_steps(before)
 
 
 _choose(os.environ.get(ENV, ""), ENV)

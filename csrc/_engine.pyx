@@ -53,6 +53,33 @@ def set_blas_thread_functions(size_t get_address, size_t set_address):
     set_thread_functions(get_address, set_address)
 
 
+_SPLIT_MODES = {"rule": SPLIT_RULE, "never": SPLIT_NEVER, "always": SPLIT_ALWAYS}
+
+
+def split_steps(str mode) -> str:
+    """Which epochs split each step across two threads (epoch.pxi,
+    split_step): "rule" (the default: where split_rule says it pays),
+    "never" or "always" (for benchmarks and tests; either way only a call
+    that may use two threads, on dense input, splits).  Returns the mode
+    before."""
+    global split_mode
+    if mode not in _SPLIT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(_SPLIT_MODES)}; got {mode!r}")
+    before = next(k for k, v in _SPLIT_MODES.items() if v == split_mode)
+    split_mode = _SPLIT_MODES[mode]
+    return before
+
+
+def splits(sizes, Py_ssize_t batch) -> bool:
+    """Whether fit, on two threads and dense input, splits the steps of a
+    network of these layer sizes (inputs, hidden…, outputs) at this batch
+    (epoch.pxi, split_rule; under the split_steps mode in force)."""
+    cdef Py_ssize_t[::1] size = np.asarray(sizes, dtype=np.intp)
+    if size.shape[0] < 2:
+        raise ValueError("sizes must give at least the inputs and the outputs")
+    return split_rule(&size[0], <int>size.shape[0] - 1, batch)
+
+
 def shuffled(Py_ssize_t[::1] perm, unsigned long long seed):
     """Shuffle perm in place as fit does each epoch (for tests and users
     who want the same order)."""
@@ -213,6 +240,7 @@ cdef class Engine:
         self.plan.dropped = NULL
         self.plan.mask = NULL
         self.plan.z = NULL
+        self.plan.share_views = NULL
 
     def __init__(self, layout, acts, slopes, int loss, params, grads,
                  Py_ssize_t capacity=256, Guard guard=None, double huber_delta=1.0):
@@ -251,7 +279,9 @@ cdef class Engine:
         self.plan.out = <char**>malloc(L * sizeof(char*))
         self.plan.delta = <char**>malloc(L * sizeof(char*))
         self.plan.z = <char**>malloc(L * sizeof(char*))
-        if (self.plan.size == NULL or self.plan.act == NULL or self.plan.slope == NULL
+        self.plan.share_views = <char**>malloc(5 * L * sizeof(char*))
+        if (self.plan.share_views == NULL or self.plan.size == NULL
+                or self.plan.act == NULL or self.plan.slope == NULL
                 or self.plan.w_off == NULL or self.plan.b_off == NULL
                 or self.plan.out == NULL or self.plan.delta == NULL or self.plan.z == NULL):
             raise MemoryError()
@@ -292,6 +322,7 @@ cdef class Engine:
         free(self.plan.dropped)
         free(self.plan.mask)
         free(self.plan.z)
+        free(self.plan.share_views)
 
     @property
     def capacity(self):

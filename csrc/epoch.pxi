@@ -11,14 +11,22 @@
 
 from backprop._codes cimport IDENTITY, RELU, SGD
 from kernels cimport (
-    real, dense_forward, dense_backward, dense_backward_sgd, act_backward,
+    real, dense_forward, input_gradient, act_backward,
     loss_forward_backward, optimizer_update, optimizer_update_stretch, count_correct,
     CsrBatch, sparse_forward, sparse_backward, sparse_backward_sgd,
+    dense_gradient_part, dense_sgd_part, bp_team_run, bp_team_hold, bp_team_release,
 )
 from plan cimport Plan
 from libc.string cimport memset
 from shuffle cimport gather_rows, gather_csr_rows, prefetch_rows
-from threads cimport product_threads, pass_threads
+from threads cimport product_threads, pass_threads, enter_shares, leave_shares
+
+
+# A thread's share of a step split across threads (split_step): its rows
+# are the batch's from `first`, of n.
+cdef struct Share:
+    int index, count           # this share, of count
+    Py_ssize_t first, n        # its first row in the batch, of n
 
 
 cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
@@ -59,27 +67,19 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
     # OUT grads; returns the mean (weighted) loss.
     # The output activations land in `last` (or the workspace when NULL).
     # With sgd_lr > 0 each layer instead takes its plain SGD step at that
-    # rate as its gradient is found (dense_backward_sgd; grads then holds
+    # rate as its gradient is found (dense_sgd_part; grads then holds
     # only the bias gradients), which update must then count.  With
     # step_layers, each layer takes the optimizer's step (unclipped, counted
     # by the caller) as soon as its gradient is in grads: step_layer, which
     # leaves grads 0 for the next step's products to add into (grads must
     # be 0 when the first such step begins: run_epoch).
+    # The passes are forward_and_loss, then for each layer from the top its
+    # input_phase and param_phase, which split_step runs on two threads.
     cdef int l, L = p.n_layers - 1
     cdef real* w = <real*>p.params
     cdef real* g = <real*>p.grads
-    cdef real* top = last if last != NULL else <real*>p.out[L]
-    cdef double value
-    forward_rows(x, p, rows, last, True, sx, True)
-    value = loss_forward_backward(p.loss, p.huber_delta, p.act[L], <real>p.slope[L], top,
-                                  <real*>p.z[L], <real*>p.delta[L], y, sw, rows,
-                                  p.size[L + 1])
-    cdef const real* relu_of
+    cdef double value = forward_and_loss(x, y, sw, p, rows, last, sx)
     for l in range(L, -1, -1):
-        # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}); the first layer needs no dx.
-        # A ReLU's f′ = [a > 0] is taken with the product (input_gradient),
-        # before dropout's mask rather than after: the two commute exactly,
-        # as each makes an entry 0 or leaves it (dropout: scaled).
         if l == 0 and sx != NULL:
             if sgd_lr > 0:
                 sparse_backward_sgd(w + p.w_off[0], w + p.b_off[0], g + p.b_off[0],
@@ -88,44 +88,94 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
                 sparse_backward(g + p.w_off[0], g + p.b_off[0], <real*>p.delta[0], sx,
                                 rows, p.size[0], p.size[1])
                 if step_layers:
-                    step_layer(p, 0, w, g)
+                    step_layer(p, 0, w, g, 0, p.size[0], 0, p.size[1])
             continue
-        relu_of = <real*>p.out[l - 1] if l > 0 and p.act[l - 1] == RELU else NULL
-        product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
-        if sgd_lr > 0:
-            dense_backward_sgd(NULL if l == 0 else <real*>p.delta[l - 1],
-                               w + p.w_off[l], w + p.b_off[l], g + p.b_off[l],
-                               <real*>p.delta[l], layer_input(x, p, l, True),
-                               rows, p.size[l], p.size[l + 1], sgd_lr, relu_of)
-        else:
-            dense_backward(NULL if l == 0 else <real*>p.delta[l - 1],
-                           g + p.w_off[l], g + p.b_off[l], <real*>p.delta[l],
-                           layer_input(x, p, l, True), w + p.w_off[l],
-                           rows, p.size[l], p.size[l + 1], relu_of, step_layers)
-        if step_layers:
-            step_layer(p, l, w, g)
         if l > 0:
-            drop_backward(p, l - 1, rows, <real*>p.delta[l - 1])
-            if relu_of == NULL:
-                act_backward(<real*>p.delta[l - 1], <real*>p.delta[l - 1],
-                             <real*>p.out[l - 1], <real*>p.z[l - 1], rows, p.size[l],
-                             p.act[l - 1], <real>p.slope[l - 1])
+            input_phase(p, w, l, rows)
+        param_phase(x, p, l, rows, sgd_lr, step_layers, NULL)
     count_pass(p)
     return value
 
 
-cdef inline void step_layer(Plan* p, int l, real* w, real* g) noexcept nogil:
+cdef inline double forward_and_loss(const real* x, const real* y, const real* sw, Plan* p,
+                                    Py_ssize_t rows, real* last, const CsrBatch* sx,
+                                    Py_ssize_t n=0) noexcept nogil:
+    # A training pass's forward pass and loss: returns the rows' mean loss,
+    # with δ of the output layer in p.delta[L]; n > 0: the rows are a share
+    # of a batch of n rows, whose mean the gradient is of.
+    cdef int L = p.n_layers - 1
+    forward_rows(x, p, rows, last, True, sx, True)
+    return loss_forward_backward(p.loss, p.huber_delta, p.act[L], <real>p.slope[L],
+                                 last if last != NULL else <real*>p.out[L],
+                                 <real*>p.z[L], <real*>p.delta[L], y, sw, rows,
+                                 p.size[L + 1], n)
+
+
+cdef inline void input_phase(Plan* p, const real* w, int l, Py_ssize_t rows) noexcept nogil:
+    # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}) for the rows, w the parameters
+    # (p.params) (layer l ≥ 1; the
+    # first layer needs no dx).  A ReLU's f′ = [a > 0] is taken with the
+    # product (input_gradient), before dropout's mask rather than after: the
+    # two commute exactly, as each makes an entry 0 or leaves it (dropout:
+    # scaled).
+    cdef Py_ssize_t n_in = p.size[l], n_out = p.size[l + 1]
+    cdef const real* relu_of = <real*>p.out[l - 1] if p.act[l - 1] == RELU else NULL
+    product_threads(2.0 * rows * n_in * n_out)
+    input_gradient(<real*>p.delta[l - 1], <real*>p.delta[l], w + p.w_off[l],
+                   rows, n_in, n_out, relu_of)
+    drop_backward(p, l - 1, rows, <real*>p.delta[l - 1])
+    if relu_of == NULL:
+        act_backward(<real*>p.delta[l - 1], <real*>p.delta[l - 1], <real*>p.out[l - 1],
+                     <real*>p.z[l - 1], rows, n_in, p.act[l - 1], <real>p.slope[l - 1])
+
+
+cdef inline void param_phase(const real* x, Plan* p, int l, Py_ssize_t rows, real sgd_lr,
+                             bint step_layers, const Share* share) noexcept nogil:
+    # The gradient of W_l and b_l (or the step along it: loss_and_grad's
+    # sgd_lr and step_layers), from δ_l and the layer's input x (layer 0) or
+    # the layer below's output.  With a share (split_step), the rows are the
+    # share's, and this is its part of the layer over the whole batch.
+    cdef Py_ssize_t n_in = p.size[l], n_out = p.size[l + 1]
+    cdef Py_ssize_t r0 = 0, r1 = n_in, j0 = 0, j1 = n_out
+    cdef real* w = <real*>p.params
+    cdef real* g = <real*>p.grads
+    cdef const real* inp = layer_input(x, p, l, True)
+    cdef const real* delta = <real*>p.delta[l]
+    if share != NULL:
+        inp -= share.first * n_in
+        delta -= share.first * n_out
+        rows = share.n
+        r0, r1 = part_of(n_in, share.index, share.count)
+        j0, j1 = part_of(n_out, share.index, share.count)
+    product_threads(2.0 * rows * (r1 - r0) * n_out)
+    if sgd_lr > 0:
+        dense_sgd_part(w + p.w_off[l], w + p.b_off[l], g + p.b_off[l], delta, inp, rows,
+                       n_in, n_out, sgd_lr, r0, r1, j0, j1)
+    else:
+        dense_gradient_part(g + p.w_off[l], g + p.b_off[l], delta, inp, rows, n_in, n_out,
+                            step_layers, r0, r1, j0, j1)
+        if step_layers:
+            step_layer(p, l, w, g, r0, r1, j0, j1)
+
+
+cdef inline (Py_ssize_t, Py_ssize_t) part_of(Py_ssize_t n, int c, int count) noexcept nogil:
+    # Part c of `count` of n things: [n·c/count, n·(c + 1)/count).
+    return n * c // count, n * (c + 1) // count
+
+
+cdef inline void step_layer(Plan* p, int l, real* w, real* g, Py_ssize_t r0,
+                            Py_ssize_t r1, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
     # Layer l's share of the optimizer's step on the parameters w (p.params)
-    # from g (p.grads), its W and then its b, taken while its gradient is
-    # still in cache from the product that wrote it (once the layer's
-    # products are done: W is not read again in the step); their gradients
-    # are left 0.
-    cdef Py_ssize_t w_end = p.w_off[l] + p.size[l] * p.size[l + 1]
-    cdef Py_ssize_t b_end = p.b_off[l] + p.size[l + 1]
+    # from g (p.grads): the rows r0 … r1 of its W, then the entries j0 … j1
+    # of its b (all of them, but for a split step's part), taken while
+    # their gradient is still in cache from the product that wrote it (once
+    # the layer's products are done: W is not read again in the step); their
+    # gradients are left 0.
+    cdef Py_ssize_t n_out = p.size[l + 1]
     optimizer_update_stretch(&p.opt, w, g, <real*>p.state1, <real*>p.state2,
-                             p.w_off[l], w_end, False)
+                             p.w_off[l] + r0 * n_out, p.w_off[l] + r1 * n_out, False)
     optimizer_update_stretch(&p.opt, w, g, <real*>p.state1, <real*>p.state2,
-                             p.b_off[l], b_end, True)
+                             p.b_off[l] + j0, p.b_off[l] + j1, True)
 
 
 cdef inline bint plain_sgd(const Plan* p) noexcept nogil:
@@ -159,28 +209,229 @@ cdef inline bint steps_by_layer(const Plan* p, real lr) noexcept nogil:
     return not (plain_sgd(p) and lr > 0) and p.opt.clip_norm <= 0
 
 
+# How train_rows takes the optimizer's step (step_kind): fused into the
+# backward pass for plain SGD (grads then keeps no weight gradients, which is
+# why train_step, whose grads users read, does not fuse); layer by layer
+# inside loss_and_grad for every other rule but clipping; after the whole
+# gradient for clipping (whose norm needs all of it first).
+cdef enum:
+    STEP_FUSED_SGD, STEP_BY_LAYER, STEP_AFTER
+
+
+cdef inline int step_kind(const Plan* p, real lr) noexcept nogil:
+    if plain_sgd(p) and lr > 0:
+        return STEP_FUSED_SGD
+    return STEP_BY_LAYER if steps_by_layer(p, lr) else STEP_AFTER
+
+
+cdef inline void begin_step(Plan* p, real lr, int kind) noexcept nogil:
+    # Before a step's loss_and_grad: a step taken layer by layer is counted
+    # first (its rate and threads set).
+    if kind == STEP_BY_LAYER:
+        p.opt.lr = lr
+        p.opt.t += 1
+        p.opt.threads = pass_threads()
+
+
+cdef inline void end_step(Plan* p, real lr, int kind) noexcept nogil:
+    # After it: the fused step counted, or the whole step taken.
+    if kind == STEP_FUSED_SGD:
+        update(p, lr, True)
+    elif kind == STEP_AFTER:
+        update(p, lr)
+
+
 cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan* p,
                               Py_ssize_t rows, real lr,
                               const CsrBatch* sx=NULL) noexcept nogil:
     # One training step inside an epoch: loss_and_grad and the optimizer's
-    # update, fused for plain SGD (grads then keeps no weight gradients,
-    # which is why train_step, whose grads users read, does not fuse), and
-    # taken layer by layer inside loss_and_grad for every other rule but
-    # clipping (whose norm needs the whole gradient first).
-    # Returns the batch's mean loss.
+    # update, taken as step_kind says.  Returns the batch's mean loss.
+    cdef int kind = step_kind(p, lr)
     cdef double value
-    if plain_sgd(p) and lr > 0:
-        value = loss_and_grad(x, y, sw, p, rows, NULL, lr, sx)
-        update(p, lr, True)
-        return value
-    if steps_by_layer(p, lr):
-        p.opt.lr = lr
-        p.opt.t += 1
-        p.opt.threads = pass_threads()
-        return loss_and_grad(x, y, sw, p, rows, NULL, 0, sx, True)
-    value = loss_and_grad(x, y, sw, p, rows, NULL, 0, sx)
-    update(p, lr)
+    begin_step(p, lr, kind)
+    value = loss_and_grad(x, y, sw, p, rows, NULL, lr if kind == STEP_FUSED_SGD else 0,
+                          sx, kind == STEP_BY_LAYER)
+    end_step(p, lr, kind)
     return value
+
+
+# ------------------------------------------------------------ split steps ---
+# A step on two threads: the batch's rows cut into two shares, each with its
+# own rows of the workspace and one-thread products.  A share's forward pass,
+# loss and input gradients are its rows' own; each layer's parameter
+# gradient (or step) is cut into two parts instead (dense_gradient_part),
+# each over the whole batch.  The step is a series of team runs, each of two
+# chunks, one per share, that either thread may take (both, if the other
+# is slow to come):
+#   first   share c: its rows gathered, forward_and_loss, input_phase(L)
+#   layer l share c: param_phase(l), its part c, once every share has δ_l
+#           and has read W_l (the run before); then input_phase(l − 1)
+# for l = L … 0.  So no gradient is summed across threads, plain SGD's step
+# stays fused into the product, and the work of each chunk is fixed, which
+# makes the result the same whichever thread runs it.  Dropout's masks are
+# drawn by row (mask_row) and δ takes the whole batch's 1/n: a split step
+# computes the unsplit one's formulas, the products' sums cut differently.
+# The threads are the team's, held for the epoch (run_epoch): the worker
+# spins between the runs.
+
+cdef enum:
+    SPLIT_MIN_ROWS = 8      # the rows each share takes at least
+# a step whose largest forward product takes more floating-point operations
+# than this is left to BLAS's threads (docs/performance.md, Split steps)
+cdef double SPLIT_MAX_FLOPS = 3.2e7
+
+# "rule" (split where split_rule says it pays), "never", "always" (tests)
+cdef enum:
+    SPLIT_RULE, SPLIT_NEVER, SPLIT_ALWAYS
+cdef int split_mode = SPLIT_RULE
+
+
+cdef struct SplitStep:
+    Plan* plan[2]              # the plan each share runs on
+    Share share[2]
+    const char* x[2]           # each share's input rows (set by the first run)
+    const char* X              # the epoch's rows (n, size[0]), …
+    const char* Y              # … targets (n, size[L + 1]) …
+    const char* W              # … and sample weights (n,) or NULL
+    const Py_ssize_t* order    # the batch's rows in X (its stretch of perm), or NULL:
+    Py_ssize_t start           # … the rows from `start` on, as stored
+    Py_ssize_t rows[2]         # each share's rows
+    Py_ssize_t next            # the next batch's rows (prefetched), or 0
+    double lr
+    int kind                   # step_kind
+    int layer                  # the layer of the run (split_layer)
+    double value[2]            # each share's summed loss
+    Py_ssize_t correct[2]      # … and its right predictions (count_correct)
+    bint is_double
+
+
+cdef inline bint split_rule(const Py_ssize_t* size, int n_layers,
+                            Py_ssize_t batch) noexcept nogil:
+    # Whether run_epoch splits the steps of batches of `batch` rows of a
+    # network of these layer sizes across two threads (when the call may use
+    # two and the input is dense): where no layer's forward product is so
+    # large that BLAS's own threads do better (python -m bench.split).
+    cdef int l
+    if split_mode == SPLIT_NEVER or batch < 2 * SPLIT_MIN_ROWS:
+        return False
+    if split_mode == SPLIT_ALWAYS:
+        return True
+    for l in range(n_layers):
+        if 2.0 * batch * size[l] * size[l + 1] > SPLIT_MAX_FLOPS:
+            return False
+    return True
+
+
+cdef inline void share_first(SplitStep* s, int c, real kind) noexcept nogil:
+    # The first run's chunk c (`kind` picks the element type): the share's
+    # rows gathered into its rows of the batch buffers (touched first in the
+    # cache of the core that computes with them), its part of the next
+    # batch's rows asked for, then forward_and_loss, count_correct and the top
+    # layer's input_phase.
+    cdef Plan* p = s.plan[c]
+    cdef int L = p.n_layers - 1
+    cdef Py_ssize_t f = s.share[c].first, rows = s.rows[c]
+    cdef Py_ssize_t n_in = p.size[0], n_out = p.size[L + 1], h
+    cdef const real* x
+    cdef const real* y
+    cdef const real* sw = NULL
+    if s.order == NULL:
+        x = <const real*>s.X + (s.start + f) * n_in
+        y = <const real*>s.Y + (s.start + f) * n_out
+        if s.W != NULL:
+            sw = <const real*>s.W + s.start + f
+    else:
+        gather_rows(<real*>p.xbuf, <const real*>s.X, s.order + f, rows, n_in)
+        gather_rows(<real*>p.ybuf, <const real*>s.Y, s.order + f, rows, n_out)
+        x, y = <const real*>p.xbuf, <const real*>p.ybuf
+        if s.W != NULL:
+            gather_rows(<real*>p.wbuf, <const real*>s.W, s.order + f, rows, 1)
+            sw = <const real*>p.wbuf
+        if s.next > 0:      # (this share's part of the next batch, cut alike)
+            h = s.next // 2
+            prefetch_rows(s.X, s.order + s.share[0].n + (0 if c == 0 else h),
+                          h if c == 0 else s.next - h, n_in * sizeof(real))
+    s.x[c] = <const char*>x
+    s.value[c] = rows * forward_and_loss(x, y, sw, p, rows, <real*>NULL, <CsrBatch*>NULL,
+                                         s.share[c].n)
+    s.correct[c] = count_correct(p.loss, <real*>p.out[L], y, rows, n_out)
+    if L > 0:
+        input_phase(p, <real*>p.params, L, rows)
+
+
+cdef inline void share_layer(SplitStep* s, int c, real kind) noexcept nogil:
+    # Layer s.layer's run, chunk c: its param_phase part, then the layer
+    # below's input_phase for share c's rows.
+    cdef int l = s.layer
+    cdef Plan* p = s.plan[c]
+    param_phase(<const real*>s.x[c], p, l, s.rows[c],
+                <real>s.lr if s.kind == STEP_FUSED_SGD else 0, s.kind == STEP_BY_LAYER,
+                &s.share[c])
+    if l > 1:
+        input_phase(p, <real*>p.params, l - 1, s.rows[c])
+
+
+cdef void split_first(void* arg, int c, int chunks) noexcept nogil:
+    cdef SplitStep* s = <SplitStep*>arg
+    if s.is_double:
+        share_first(s, c, <double>0)
+    else:
+        share_first(s, c, <float>0)
+
+
+cdef void split_layer(void* arg, int c, int chunks) noexcept nogil:
+    cdef SplitStep* s = <SplitStep*>arg
+    if s.is_double:
+        share_layer(s, c, <double>0)
+    else:
+        share_layer(s, c, <float>0)
+
+
+cdef double split_step(const real* X, const real* Y, const real* W,
+                       const Py_ssize_t* order, Py_ssize_t start, Py_ssize_t rows,
+                       Py_ssize_t next, real lr, Plan* p) noexcept nogil:
+    # train_rows on two threads (see above), for a held team, on the batch
+    # of `rows` ≥ 2 · SPLIT_MIN_ROWS rows of the dense X (and Y, and W or
+    # NULL) that `order` lists (NULL: those from `start` on), the next batch
+    # having `next` rows; adds the right predictions to p.correct.  Returns
+    # the batch's mean loss.
+    cdef int c, l, L = p.n_layers
+    cdef Py_ssize_t h = rows // 2, at
+    cdef Plan second
+    cdef SplitStep s
+    cdef char** v = p.share_views
+    s.lr, s.kind, s.is_double = lr, step_kind(p, lr), real is double
+    begin_step(p, lr, s.kind)
+    p.opt.threads = 1               # (each part's step on its own thread)
+    second = p[0]                   # (its optimizer as counted)
+    second.out, second.delta, second.z, second.dropped = v, v + L, v + 2 * L, v + 3 * L
+    second.mask = <unsigned char**>(v + 4 * L)
+    for l in range(L):              # the second share's rows of the workspace
+        at = h * p.size[l + 1] * sizeof(real)
+        second.out[l] = p.out[l] + at
+        second.delta[l] = p.delta[l] + at
+        second.z[l] = NULL if p.z[l] == NULL else p.z[l] + at
+        second.dropped[l] = NULL if p.dropped[l] == NULL else p.dropped[l] + at
+        second.mask[l] = NULL if p.mask[l] == NULL else p.mask[l] + h * p.size[l + 1]
+    second.xbuf = p.xbuf + h * p.size[0] * sizeof(real)
+    second.ybuf = p.ybuf + h * p.size[L] * sizeof(real)
+    second.wbuf = p.wbuf + h * sizeof(real)
+    second.mask_row = p.mask_row + h
+    s.plan[0], s.plan[1] = p, &second
+    for c in range(2):
+        s.share[c].index, s.share[c].count = c, 2
+        s.share[c].first, s.share[c].n = h * c, rows
+    s.rows[0], s.rows[1] = h, rows - h
+    s.X, s.Y, s.W = <const char*>X, <const char*>Y, <const char*>W
+    s.order, s.start, s.next = order, start, next
+    bp_team_run(split_first, &s, 2, 2)
+    for l in range(L - 1, -1, -1):
+        s.layer = l
+        bp_team_run(split_layer, &s, 2, 2)
+    count_pass(p)
+    end_step(p, lr, s.kind)
+    p.correct += s.correct[0] + s.correct[1]
+    return (s.value[0] + s.value[1]) / rows
 
 
 cdef double run_epoch(const real* X, const real* Y, const real* W,
@@ -204,12 +455,23 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
     cdef const CsrBatch* sx = NULL
     cdef double total = 0
     cdef Py_ssize_t end = first + count
+    cdef bint split = (S == NULL and pass_threads() > 1 and p.share_views != NULL
+                       and split_rule(p.size, p.n_layers, batch))
+    cdef bint products_before
     p.correct = 0
-    if steps_by_layer(p, lr):  # the first step's products add into grads
+    if step_kind(p, lr) == STEP_BY_LAYER:  # the first step's products add into grads
         memset(p.grads, 0, p.n_params * sizeof(real))
+    if split:
+        split = bp_team_hold(2) > 1
+    if split:
+        products_before = enter_shares()
     for k in range((count + batch - 1) // batch):
         start = first + k * batch
         rows = min(batch, end - start)
+        if split and rows >= 2 * SPLIT_MIN_ROWS:
+            total += split_step(X, Y, W, NULL if perm == NULL else perm + start, start,
+                                rows, min(batch, end - start - rows), lr, p) * rows
+            continue
         if perm == NULL:
             yb = Y + start * n_out
             if W != NULL:
@@ -238,6 +500,9 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
                               min(batch, end - start - rows), n_in * sizeof(real))
         total += train_rows(xb, yb, wb, p, rows, lr, sx) * rows
         p.correct += count_correct(p.loss, <real*>p.out[p.n_layers - 1], yb, rows, n_out)
+    if split:
+        leave_shares(products_before)
+        bp_team_release()
     return total / count
 
 

@@ -97,6 +97,10 @@ cdef extern from "simd/kernels.h":
                        Py_ssize_t n, const bp_rule* k, int threads) noexcept nogil
     const bp_kernel_set* bp_kernels
     const bp_kernel_set bp_kernel_sets[]
+    ctypedef void (*bp_task)(void* arg, int chunk, int chunks) noexcept nogil
+    void bp_team_run(bp_task task, void* arg, int chunks, int threads) noexcept nogil
+    int bp_team_hold(int threads) noexcept nogil
+    void bp_team_release() noexcept nogil
     enum: BP_N_ISA
     int bp_cpu_runs(int isa) noexcept nogil
     int bp_choose_kernels(const char* request) noexcept nogil
@@ -493,11 +497,12 @@ cdef inline void act_backward(real* delta, const real* g, const real* a,
 
 # ----------------------------------------------------------------- losses ---
 # Every loss is summed over the outputs of a row and averaged over the rows,
-# so δ_out carries the factor 1/rows.  Each returns the mean loss.
+# so δ_out carries the factor 1/rows (1/n with n > 0: the rows of the whole
+# batch these rows are a share of).  Each returns the mean over its rows.
 
 cdef inline double squared_error(real* g, const real* p, const real* y,
                                  const real* w, Py_ssize_t rows,
-                                 Py_ssize_t cols) noexcept nogil:
+                                 Py_ssize_t cols, Py_ssize_t n=0) noexcept nogil:
     # IN p (rows, cols) predictions, y (rows, cols) targets, w (rows,) sample
     # weights or NULL; OUT g (rows, cols) = ∂C/∂p
     # C = 1/(2n) Σ_i w_i ‖y_i − p_i‖² ;  ∂C/∂p_i = w_i (p_i − y_i)/n ;  returns C.
@@ -506,7 +511,7 @@ cdef inline double squared_error(real* g, const real* p, const real* y,
     # the standalone loss (losses.mse) takes it as it is.
     cdef Py_ssize_t i, j
     cdef double d, row, total = 0
-    cdef real scale, inv_rows = <real>(1.0 / rows)
+    cdef real scale, inv_rows = <real>(1.0 / (n if n > 0 else rows))
     for i in range(rows):
         scale = inv_rows if w == NULL else w[i] * inv_rows
         row = 0
@@ -520,7 +525,7 @@ cdef inline double squared_error(real* g, const real* p, const real* y,
 
 cdef inline double robust_error(int loss, double huber_delta, real* g, const real* p,
                                 const real* y, const real* w, Py_ssize_t rows,
-                                Py_ssize_t cols) noexcept nogil:
+                                Py_ssize_t cols, Py_ssize_t n=0) noexcept nogil:
     # IN p (rows, cols) predictions, y (rows, cols) targets, w (rows,) sample
     # weights or NULL; OUT g (rows, cols) = ∂C/∂p.  The losses that grow
     # linearly in the residual r = p − y, and so are not led by outliers:
@@ -531,7 +536,7 @@ cdef inline double robust_error(int loss, double huber_delta, real* g, const rea
     # Like squared_error, the fused pass follows it with act_backward.
     cdef Py_ssize_t i, k
     cdef double r, m, row, total = 0
-    cdef real scale, inv_rows = <real>(1.0 / rows)
+    cdef real scale, inv_rows = <real>(1.0 / (n if n > 0 else rows))
     for i in range(rows):
         scale = inv_rows if w == NULL else w[i] * inv_rows
         row = 0
@@ -556,18 +561,18 @@ cdef inline bint regression_loss(int loss) noexcept nogil:
 
 cdef inline double regression_error(int loss, double huber_delta, real* g, const real* p,
                                     const real* y, const real* w, Py_ssize_t rows,
-                                    Py_ssize_t cols) noexcept nogil:
+                                    Py_ssize_t cols, Py_ssize_t n=0) noexcept nogil:
     # squared_error for mse, robust_error for mae and huber: the value and
     # ∂C/∂p of a regression_loss, for the fused pass and the standalone loss.
     if loss == MSE:
-        return squared_error(g, p, y, w, rows, cols)
-    return robust_error(loss, huber_delta, g, p, y, w, rows, cols)
+        return squared_error(g, p, y, w, rows, cols, n)
+    return robust_error(loss, huber_delta, g, p, y, w, rows, cols, n)
 
 
 cdef inline double softmax_ce_forward_backward(real* a, real* delta,
                                                const real* y, const real* w,
-                                               Py_ssize_t rows,
-                                               Py_ssize_t cols) noexcept nogil:
+                                               Py_ssize_t rows, Py_ssize_t cols,
+                                               Py_ssize_t n=0) noexcept nogil:
     # IN a: z (rows, cols), the logits; y (rows, cols), rows summing to 1;
     # w (rows,) sample weights or NULL
     # OUT a = softmax(z); OUT delta = w (a − y)/n
@@ -579,7 +584,7 @@ cdef inline double softmax_ce_forward_backward(real* a, real* delta,
     # of Π_i s_i, a product of numbers in [1, cols] kept below 1e300.
     cdef Py_ssize_t i, j
     cdef double s, cross, total = 0, product = 1
-    cdef real m, inv_s, scale, inv_rows = <real>(1.0 / rows)
+    cdef real m, inv_s, scale, inv_rows = <real>(1.0 / (n if n > 0 else rows))
     cdef real* r
     cdef const real* t
     for i in range(rows):
@@ -618,8 +623,8 @@ cdef inline double poisson_deviance(double a, double log_a, double y) noexcept n
 
 cdef inline double canonical_forward_backward(int loss, real* a, real* delta,
                                               const real* y, const real* w,
-                                              Py_ssize_t rows,
-                                              Py_ssize_t cols) noexcept nogil:
+                                              Py_ssize_t rows, Py_ssize_t cols,
+                                              Py_ssize_t n=0) noexcept nogil:
     # A loss fused with its canonical link, output by output: sigmoid with
     # binary cross-entropy, exp with the Poisson deviance.
     # IN a: z (rows, cols), the logits; y (rows, cols); w (rows,) sample
@@ -635,7 +640,7 @@ cdef inline double canonical_forward_backward(int loss, real* a, real* delta,
     #            and δ (fit undoes that epoch, evaluate reports the overflow).
     cdef Py_ssize_t i, j, k
     cdef double row, total = 0
-    cdef real z, scale, inv_rows = <real>(1.0 / rows)
+    cdef real z, scale, inv_rows = <real>(1.0 / (n if n > 0 else rows))
     for i in range(rows):
         scale = inv_rows if w == NULL else w[i] * inv_rows
         row = 0
@@ -656,7 +661,7 @@ cdef inline double canonical_forward_backward(int loss, real* a, real* delta,
 cdef inline double loss_forward_backward(int loss, double huber_delta, int act,
                                          real slope, real* a, real* z, real* delta,
                                          const real* y, const real* w, Py_ssize_t rows,
-                                         Py_ssize_t cols) noexcept nogil:
+                                         Py_ssize_t cols, Py_ssize_t n=0) noexcept nogil:
     # IN a: z (rows, cols) of the output layer, bias added; y (rows, cols);
     # w (rows,) sample weights, or NULL for none
     # OUT a = f(z); OUT delta = ∂L/∂z; returns the mean (weighted) loss
@@ -666,14 +671,17 @@ cdef inline double loss_forward_backward(int loss, double huber_delta, int act,
     # the Poisson deviance with exp (the Python layer sees to it), each fused
     # into one stable pass; mse, mae and huber are regression_error's ∂C/∂a,
     # then ⊙ f′(z) by act_backward.
+    # n > 0: these rows are a share of a batch of n rows (a step split across
+    # threads), so δ takes the batch's factor 1/n; the value is still the
+    # mean over these rows.
     cdef double value
     if loss == CROSS_ENTROPY:
-        return softmax_ce_forward_backward(a, delta, y, w, rows, cols)
+        return softmax_ce_forward_backward(a, delta, y, w, rows, cols, n)
     if loss == BINARY_CROSS_ENTROPY or loss == POISSON:
-        return canonical_forward_backward(loss, a, delta, y, w, rows, cols)
+        return canonical_forward_backward(loss, a, delta, y, w, rows, cols, n)
     act_forward(a, <real*>NULL, rows, cols, act, slope,
                 z if act_keeps_z(act) else <real*>NULL)
-    value = regression_error(loss, huber_delta, delta, a, y, w, rows, cols)
+    value = regression_error(loss, huber_delta, delta, a, y, w, rows, cols, n)
     act_backward(delta, delta, a, z, rows, cols, act, slope)
     return value
 
@@ -815,13 +823,17 @@ cdef inline void dense_forward(real* out, const real* x, const real* W,
 
 
 cdef inline void bias_gradient(real* db, const real* delta, Py_ssize_t rows,
-                               Py_ssize_t n_out) noexcept nogil:
-    # OUT db (n_out,) = Σ_rows δ, from delta (rows, n_out).
+                               Py_ssize_t n_out, Py_ssize_t lo=0,
+                               Py_ssize_t hi=-1) noexcept nogil:
+    # OUT db (n_out,) = Σ_rows δ, from delta (rows, n_out); only its entries
+    # lo … hi when given (a thread's part: dense_gradient_part).
     cdef Py_ssize_t i, j
-    for j in range(n_out):
+    if hi < 0:
+        hi = n_out
+    for j in range(lo, hi):
         db[j] = 0
     for i in range(rows):
-        for j in range(n_out):
+        for j in range(lo, hi):
             db[j] += delta[i * n_out + j]
 
 
@@ -843,15 +855,51 @@ cdef inline void input_gradient(real* dx, const real* delta, const real* W,
 
 cdef inline void weight_gradient(real* dW, real alpha, real beta, const real* x,
                                  const real* delta, Py_ssize_t rows, Py_ssize_t n_in,
-                                 Py_ssize_t n_out) noexcept nogil:
-    # dW (n_in, n_out) = alpha · xᵀ @ δ + beta · dW, from x (rows, n_in) and
-    # delta (rows, n_out): the weight gradient (beta 0) or a step along it
-    # straight into the weights (beta 1, alpha −η).
-    if small_gemm(BP_GEMM_TN, n_in, n_out, rows, alpha, x, n_in, delta, n_out, beta,
+                                 Py_ssize_t n_out, Py_ssize_t ldx=0) noexcept nogil:
+    # dW (n_in, n_out) = alpha · xᵀ @ δ + beta · dW, from x (rows, n_in), of
+    # row stride ldx (0: n_in), and delta (rows, n_out): the weight gradient
+    # (beta 0) or a step along it straight into the weights (beta 1, alpha −η).
+    if ldx == 0:
+        ldx = n_in
+    if small_gemm(BP_GEMM_TN, n_in, n_out, rows, alpha, x, ldx, delta, n_out, beta,
                   dW, <real*>NULL, False, <real*>NULL, <real*>NULL):
         return
     gemm(True, False, <int>n_in, <int>n_out, <int>rows,
-         alpha, x, <int>n_in, delta, <int>n_out, beta, dW, <int>n_out)
+         alpha, x, <int>ldx, delta, <int>n_out, beta, dW, <int>n_out)
+
+
+# A layer's parameter gradient, or plain SGD's step along it, can be cut
+# into parts among threads that each hold the whole batch's x and δ (a step
+# split across threads: epoch.pxi): a part is the rows r0 … r1 of W (n_in,
+# n_out), whose gradient x[:, r0 … r1]ᵀ @ δ is one product, and the entries
+# j0 … j1 of b.  The whole layer is the part (0, n_in, 0, n_out).
+
+cdef inline void dense_gradient_part(real* dW, real* db, const real* delta,
+                                     const real* x, Py_ssize_t rows, Py_ssize_t n_in,
+                                     Py_ssize_t n_out, bint accumulate, Py_ssize_t r0,
+                                     Py_ssize_t r1, Py_ssize_t j0,
+                                     Py_ssize_t j1) noexcept nogil:
+    # OUT dW[r0 … r1] = x[:, r0 … r1]ᵀ @ δ (with `accumulate`: += into what
+    # the caller zeroed, which spares BLAS its own pass zeroing it);
+    # OUT db[j0 … j1] = Σ_rows δ[:, j0 … j1]; IN delta (rows, n_out) = ∂L/∂z,
+    # x (rows, n_in).
+    weight_gradient(dW + r0 * n_out, 1, 1 if accumulate else 0, x + r0, delta, rows,
+                    r1 - r0, n_out, n_in)
+    bias_gradient(db, delta, rows, n_out, j0, j1)
+
+
+cdef inline void dense_sgd_part(real* W, real* b, real* db, const real* delta,
+                                const real* x, Py_ssize_t rows, Py_ssize_t n_in,
+                                Py_ssize_t n_out, real lr, Py_ssize_t r0, Py_ssize_t r1,
+                                Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    # Plain SGD's step on the part: W[r0 … r1] ← W − η · x[:, r0 … r1]ᵀ @ δ as
+    # one product into W (β = 1), so the weight gradient is never stored,
+    # zeroed or read back; db[j0 … j1] holds Σ_rows δ for b ← b − η · db.
+    cdef Py_ssize_t j
+    weight_gradient(W + r0 * n_out, -lr, 1, x + r0, delta, rows, r1 - r0, n_out, n_in)
+    bias_gradient(db, delta, rows, n_out, j0, j1)
+    for j in range(j0, j1):
+        b[j] -= lr * db[j]
 
 
 cdef inline void dense_backward(real* dx, real* dW, real* db,
@@ -860,13 +908,11 @@ cdef inline void dense_backward(real* dx, real* dW, real* db,
                                 Py_ssize_t n_in, Py_ssize_t n_out,
                                 const real* relu_of, bint accumulate=False) noexcept nogil:
     # IN delta (rows, n_out) = ∂L/∂z, x (rows, n_in), W (n_in, n_out)
-    # OUT dW (n_in, n_out) = xᵀ @ δ (with `accumulate`: dW += xᵀ @ δ, into a
-    # dW the caller has zeroed, which spares BLAS its own pass zeroing it);
-    # OUT db (n_out,) = Σ_rows δ ;
+    # OUT dW (n_in, n_out) = xᵀ @ δ, db (n_out,) = Σ_rows δ (the whole
+    # dense_gradient_part, accumulating as it says);
     # OUT dx (rows, n_in) = δ @ Wᵀ, skipped when dx is NULL (the first layer),
     # ⊙ [relu_of > 0] unless relu_of is NULL (input_gradient).
-    weight_gradient(dW, 1, 1 if accumulate else 0, x, delta, rows, n_in, n_out)
-    bias_gradient(db, delta, rows, n_out)
+    dense_gradient_part(dW, db, delta, x, rows, n_in, n_out, accumulate, 0, n_in, 0, n_out)
     if dx != NULL:
         input_gradient(dx, delta, W, rows, n_in, n_out, relu_of)
 
@@ -880,16 +926,10 @@ cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
     # SGD (no momentum, l2, decay or clipping), equal to them up to rounding
     # (tests/test_kernels.py: test_fused_sgd_is_dense_backward_then_optimizer_update).
     # dx = δ @ Wᵀ (with W as it was; ⊙ [relu_of > 0] as in dense_backward),
-    # then W ← W − η · xᵀ @ δ as one product into W (β = 1), so the weight
-    # gradient is never stored, zeroed or read back; db (n_out,) holds
-    # Σ_rows δ for b ← b − η · db.
-    cdef Py_ssize_t j
+    # then the whole layer's dense_sgd_part.
     if dx != NULL:
         input_gradient(dx, delta, W, rows, n_in, n_out, relu_of)
-    weight_gradient(W, -lr, 1, x, delta, rows, n_in, n_out)
-    bias_gradient(db, delta, rows, n_out)
-    for j in range(n_out):
-        b[j] -= lr * db[j]
+    dense_sgd_part(W, b, db, delta, x, rows, n_in, n_out, lr, 0, n_in, 0, n_out)
 
 
 # ---------------------------------------------------- sparse input rows ---

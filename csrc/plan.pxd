@@ -24,6 +24,8 @@ cdef struct Plan:
     Py_ssize_t* b_off          # (n_layers,) b of layer l: params[b_off[l]:], (size[l + 1],)
     char* params               # (n_params,) the flat parameter buffer
     char* grads                # (n_params,) its gradient, laid out the same way
+    char** share_views         # (5 · n_layers,) room for a split step's second share's
+    #                            out, delta, z, dropped and mask (epoch.pxi, split_step)
     char** out                 # (n_layers,) each (out_rows, size[l + 1]): a = f(z)
     char** delta               # (n_layers,) each (capacity, size[l + 1]): ∂L/∂z
     # The pre-activations z = a_prev @ W + b of the layers whose f′ needs

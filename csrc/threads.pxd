@@ -107,6 +107,33 @@ cdef inline int pass_threads() noexcept nogil:
     return call_threads
 
 
+cdef inline bint enter_shares() noexcept nogil:
+    # While an epoch's steps are split across threads (epoch.pxi, split_step),
+    # every product runs on one thread: the pool is set to one here, once,
+    # and product_threads leaves it so (two threads resizing it at once
+    # would race).  Returns what leave_shares needs to undo it.
+    global per_product
+    cdef bint before = per_product
+    if blas_get_threads == NULL or blas_set_threads == NULL:
+        return before
+    per_product = False
+    if blas_get_threads() != 1:
+        blas_set_threads(1)
+    return before
+
+
+cdef inline void leave_shares(bint before) noexcept nogil:
+    # Undo enter_shares: the call's thread count again (one while another
+    # call runs), and per-product choice if the call had it.
+    global per_product
+    cdef int t = 1 if running_calls > 1 else call_threads
+    if blas_get_threads == NULL or blas_set_threads == NULL:
+        return
+    per_product = before
+    if t >= 1 and blas_get_threads() != t:
+        blas_set_threads(t)
+
+
 cdef inline void leave_threads() noexcept nogil:
     # The last call to finish gives the pool back its size from before.
     global running_calls

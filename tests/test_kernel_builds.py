@@ -251,7 +251,9 @@ def test_every_build_trains_digits_with_adam(build):
 def test_fit_steps_layer_by_layer_as_train_step_steps_after_the_backward_pass(build, optimizer):
     """fit takes each layer's step as its gradient is found, train_step one
     update after the whole backward pass: the same numbers, on a network
-    long enough for the update's threads (203,530 parameters)."""
+    long enough for the update's threads (203,530 parameters).  (fit's
+    steps unsplit, as train_step's: tests/test_split_steps.py compares the
+    split ones.)"""
     rng = np.random.default_rng(4)
     X, y = rng.normal(size=(96, 784)).astype(np.float32), rng.integers(0, 10, 96)
     with _kernels.use_kernels(build):
@@ -266,7 +268,8 @@ def test_fit_steps_layer_by_layer_as_train_step_steps_after_the_backward_pass(bu
             )
             for _ in range(2)
         )
-        fitted.fit(X, y, epochs=2, batch_size=32, shuffle=False, optimizer=optimizer, verbose=0)
+        with _kernels.split_steps("never"):
+            fitted.fit(X, y, epochs=2, batch_size=32, shuffle=False, optimizer=optimizer, verbose=0)
         stepped.optimizer = optimizer
         for _ in range(2):
             for i in range(0, 96, 32):

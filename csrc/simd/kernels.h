@@ -95,6 +95,14 @@ typedef struct {
  * took which piece. */
 typedef void (*bp_task)(void *arg, int chunk, int chunks);
 BP_HIDDEN void bp_team_run(bp_task task, void *arg, int chunks, int threads);
+/* Hold the team for a stretch of runs microseconds apart (an epoch of split
+ * steps): until bp_team_release, threads − 1 workers spin between this
+ * thread's runs rather than sleep, and each bp_team_run of this thread with
+ * threads > 1 runs on them all.  Returns the threads that then run (0: no
+ * hold, when threads < 2, this thread holds already or no worker could
+ * start); waits while another thread's run or hold is on. */
+BP_HIDDEN int bp_team_hold(int threads);
+BP_HIDDEN void bp_team_release(void);
 
 /* The optimizer update of w (n,) in the chosen build (update.h), on up to
  * `threads` threads for a long w; each parameter's result is the same

@@ -7,10 +7,22 @@
  * condition variable between runs (they never spin, which would take a core
  * from BLAS's threads), block every signal (Python handles them in its main
  * thread) and are forgotten in the child of a fork.
+ *
+ * A hold (bp_team_hold … bp_team_release, around an epoch whose steps are
+ * split across threads) keeps the first threads − 1 workers spinning between
+ * the holder's runs instead: a step's runs are microseconds apart, far less
+ * than a wake from the condition variable takes.  Those runs go through one
+ * atomic word, `spin`, which holds the run's chunk count (high half) and the
+ * next chunk to take (low half), so a thread's claim and the count it
+ * claims against are one snapshot: a claim whose chunk lies below the count
+ * belongs to a run that is not over (the holder waits for every chunk), so
+ * its task and argument are still that run's.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "kernels.h"
 
@@ -30,16 +42,84 @@ static struct {
     void *arg;
     int chunks;
     int next;                   /* the next chunk to take (atomic) */
+    int held;                   /* a hold is on: … */
+    int hold_want;              /* … the first this many workers spin (atomic) */
+    uint64_t spin;              /* the held run: chunks << 32 | next (atomic) */
+    int spin_done;              /* its chunks done (atomic) */
+    bp_task spin_task;
+    void *spin_arg;
 } team = {
     PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL, NULL, 0, 0,
+    PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL, NULL, 0, 0, 0, 0, 0, 0, NULL, NULL,
 };
+
+static __thread int holding;    /* this thread holds the team */
+
+static inline void relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 static void take_chunks(bp_task task, void *arg, int chunks)
 {
     int c;
     while ((c = __atomic_fetch_add(&team.next, 1, __ATOMIC_RELAXED)) < chunks)
         task(arg, c, chunks);
+}
+
+/* Take the held run's chunks until none is left. */
+static void take_spin_chunks(void)
+{
+    for (;;) {
+        uint64_t s = __atomic_fetch_add(&team.spin, 1, __ATOMIC_ACQ_REL);
+        uint32_t c = (uint32_t)s, chunks = (uint32_t)(s >> 32);
+        if (c >= chunks)
+            return;
+        team.spin_task(team.spin_arg, (int)c, (int)chunks);
+        __atomic_fetch_add(&team.spin_done, 1, __ATOMIC_RELEASE);
+    }
+}
+
+/* A worker's loop while the hold lasts: take each run's chunks as it opens.
+ * After a long stretch without one (the holder between epochs' stretches, or
+ * the machine busy) it yields its core at each look.  A hold that ends
+ * keeps the worker spinning a little longer (HOLD_GRACE), for the next one:
+ * fit holds the team for each stretch of an epoch, with a little Python
+ * between, and a worker gone to sleep takes long to wake on a busy host. */
+#define HOLD_GRACE_NS 2000000L
+static long long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static void spin_while_held(void)
+{
+    unsigned idle = 0;
+    long long released = 0;
+    for (;;) {
+        uint64_t s;
+        if (!__atomic_load_n(&team.held, __ATOMIC_ACQUIRE)) {
+            if (released == 0)
+                released = now_ns();
+            else if ((idle & 1023) == 0 && now_ns() - released > HOLD_GRACE_NS)
+                return;
+        } else {
+            released = 0;
+        }
+        s = __atomic_load_n(&team.spin, __ATOMIC_ACQUIRE);
+        if ((uint32_t)s < (uint32_t)(s >> 32)) {
+            take_spin_chunks();
+            idle = 0;
+        } else if (++idle < (1u << 16)) {
+            relax();
+        } else {
+            sched_yield();
+        }
+    }
 }
 
 static void *worker(void *index)   /* the worker's number, from 0 */
@@ -51,8 +131,15 @@ static void *worker(void *index)   /* the worker's number, from 0 */
     int chunks;
     pthread_mutex_lock(&team.lock);
     for (;;) {
-        while (!team.open || team.generation == seen || me >= team.want)
+        while (!(team.held && me < team.hold_want)
+               && (!team.open || team.generation == seen || me >= team.want))
             pthread_cond_wait(&team.wake, &team.lock);
+        if (team.held && me < team.hold_want) {
+            pthread_mutex_unlock(&team.lock);
+            spin_while_held();
+            pthread_mutex_lock(&team.lock);
+            continue;
+        }
         seen = team.generation;
         team.active++;
         task = team.task;
@@ -73,7 +160,8 @@ static void forget_workers(void)   /* in the child of a fork: none run there */
     pthread_cond_init(&team.wake, NULL);
     pthread_cond_init(&team.left, NULL);
     pthread_mutex_init(&team.run, NULL);
-    team.workers = team.open = team.active = 0;
+    team.workers = team.open = team.active = team.held = 0;
+    holding = 0;
 }
 
 static void start_workers(int want)   /* under team.lock */
@@ -97,6 +185,54 @@ static void start_workers(int want)   /* under team.lock */
     pthread_sigmask(SIG_SETMASK, &before, NULL);
 }
 
+/* A run of the holder's: publish it in `spin`, take chunks, wait for all. */
+static void spin_run(bp_task task, void *arg, int chunks)
+{
+    team.spin_task = task;
+    team.spin_arg = arg;
+    __atomic_store_n(&team.spin_done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&team.spin, (uint64_t)chunks << 32, __ATOMIC_RELEASE);
+    take_spin_chunks();
+    while (__atomic_load_n(&team.spin_done, __ATOMIC_ACQUIRE) < chunks)
+        relax();
+}
+
+int bp_team_hold(int threads)
+{
+    int helpers = threads - 1;
+    if (helpers > BP_TEAM_MAX - 1)
+        helpers = BP_TEAM_MAX - 1;
+    if (helpers <= 0 || holding)
+        return 0;
+    pthread_mutex_lock(&team.run);
+    pthread_mutex_lock(&team.lock);
+    if (team.workers < helpers)
+        start_workers(helpers);
+    if (team.workers < 1) {   /* no thread could start: alone */
+        pthread_mutex_unlock(&team.lock);
+        pthread_mutex_unlock(&team.run);
+        return 0;
+    }
+    team.hold_want = team.workers < helpers ? team.workers : helpers;
+    __atomic_store_n(&team.spin, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&team.held, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&team.wake);
+    pthread_mutex_unlock(&team.lock);
+    holding = 1;
+    return team.hold_want + 1;
+}
+
+void bp_team_release(void)
+{
+    if (!holding)
+        return;
+    pthread_mutex_lock(&team.lock);
+    __atomic_store_n(&team.held, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&team.lock);
+    holding = 0;
+    pthread_mutex_unlock(&team.run);
+}
+
 void bp_team_run(bp_task task, void *arg, int chunks, int threads)
 {
     int helpers = threads - 1;
@@ -104,6 +240,10 @@ void bp_team_run(bp_task task, void *arg, int chunks, int threads)
         helpers = BP_TEAM_MAX - 1;
     if (helpers > chunks - 1)
         helpers = chunks - 1;
+    if (holding && helpers > 0) {
+        spin_run(task, arg, chunks);
+        return;
+    }
     /* alone: one thread asked for, or another thread's run in progress */
     if (helpers <= 0 || pthread_mutex_trylock(&team.run) != 0) {
         for (int c = 0; c < chunks; c++)
