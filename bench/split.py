@@ -53,7 +53,7 @@ def epoch_sampler(mode: str, system, model):
     return sample
 
 
-def measure(wl: W.Workload, reps: int) -> dict:
+def measure(wl: W.Workload, reps: int, settle: float) -> dict:
     X, y = W.make_data(wl, wl.rows())
     system = BackpropFit()
     model = system.build(wl, X, y, W.init_params(wl.sizes, wl.hidden, wl.dtype))
@@ -64,7 +64,7 @@ def measure(wl: W.Workload, reps: int) -> dict:
         },
         reps,
         warmup=1,
-        settle=0.2,  # (the unsplit epoch's BLAS threads stop spinning first)
+        settle=settle,
     )
     steps = max(1, wl.rows() // wl.batch)
     return dict(
@@ -79,20 +79,27 @@ def measure(wl: W.Workload, reps: int) -> dict:
         unsplit_spread=stats["unsplit"].spread / steps,
         ratio=stats["split"].median / stats["unsplit"].median,
         best=stats["split"].min / stats["unsplit"].min,
-        rule=bool(_engine.splits(wl.sizes, wl.batch)),
+        rule=bool(_engine.splits(wl.sizes, wl.batch, wl.optimizer != "sgd")),
     )
 
 
 def main(argv=None) -> int:
     p = timing_arguments("split", __doc__, reps=7, threads=2)
     p.add_argument("--no-sweep", action="store_true", help="the workloads only")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="seconds of pause before each epoch (default 0: epochs back to back, as in one "
+        "fit of many epochs; python -m bench pauses 0.2 s, which lets every thread go idle)",
+    )
     p.add_argument("--json", help="write the numbers to this file")
     args = p.parse_args(argv)
     threads = set_threads(args.threads)
     peak = {dtype: gemm_peak(dtype) for dtype in ("float32", "float64")}
     results, rows = [], []
     for wl in networks(not args.no_sweep):
-        r = measure(wl, args.reps)
+        r = measure(wl, args.reps, args.settle)
         results.append(r)
         rows.append(
             [
@@ -115,7 +122,8 @@ def main(argv=None) -> int:
         HEADERS,
         rows,
         [
-            "time per step of fit (median of the interleaved epochs, 0.2 s pause before each)",
+            f"time per step of fit (median of the interleaved epochs, {args.settle} s pause "
+            "before each)",
             "ratio = split / unsplit (< 1: splitting is faster); best = the same for the fastest",
         ],
     )

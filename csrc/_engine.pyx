@@ -70,14 +70,16 @@ def split_steps(str mode) -> str:
     return before
 
 
-def splits(sizes, Py_ssize_t batch) -> bool:
+def splits(sizes, Py_ssize_t batch, bint by_layer=True) -> bool:
     """Whether fit, on two threads and dense input, splits the steps of a
-    network of these layer sizes (inputs, hidden…, outputs) at this batch
-    (epoch.pxi, split_rule; under the split_steps mode in force)."""
+    network of these layer sizes (inputs, hidden…, outputs) at this batch,
+    its optimizer stepping layer by layer (every rule but plain SGD and
+    clipping) or not (epoch.pxi, split_rule; under the split_steps mode in
+    force)."""
     cdef Py_ssize_t[::1] size = np.asarray(sizes, dtype=np.intp)
     if size.shape[0] < 2:
         raise ValueError("sizes must give at least the inputs and the outputs")
-    return split_rule(&size[0], <int>size.shape[0] - 1, batch)
+    return split_rule(&size[0], <int>size.shape[0] - 1, batch, by_layer)
 
 
 def shuffled(Py_ssize_t[::1] perm, unsigned long long seed):

@@ -124,15 +124,17 @@ def test_a_one_thread_network_never_splits():
     np.testing.assert_array_equal(one, never)
 
 
-def test_the_rule_splits_small_and_mid_sized_steps_and_leaves_large_ones_to_blas():
-    assert _engine.splits((64, 32, 10), 32)  # W1
-    assert _engine.splits((64, 128, 64, 10), 64)  # W2
+def test_the_rule_splits_small_steps_of_layer_by_layer_optimizers():
+    assert _engine.splits((64, 32, 10), 32)  # W1, with Adam
+    assert _engine.splits((64, 128, 64, 10), 64)  # W2, with Adam
+    assert not _engine.splits((64, 128, 64, 10), 64, by_layer=False)  # plain SGD
+    assert not _engine.splits((784, 256, 10), 128)  # W3: BLAS's threads
     assert not _engine.splits((784, 1024, 1024, 10), 256)  # W4
     assert not _engine.splits((64, 128, 64, 10), 15)  # too few rows to cut in two
     with _kernels.split_steps("never"):
         assert not _engine.splits((64, 32, 10), 32)
     with _kernels.split_steps("always"):
-        assert _engine.splits((784, 1024, 1024, 10), 256)
+        assert _engine.splits((784, 1024, 1024, 10), 256, by_layer=False)
         assert not _engine.splits((784, 1024, 1024, 10), 15)
     assert _engine.splits((64, 32, 10), 32)  # the mode is back
 

@@ -85,10 +85,11 @@ static void take_spin_chunks(void)
 /* A worker's loop while the hold lasts: take each run's chunks as it opens.
  * After a long stretch without one (the holder between epochs' stretches, or
  * the machine busy) it yields its core at each look.  A hold that ends
- * keeps the worker spinning a little longer (HOLD_GRACE), for the next one:
- * fit holds the team for each stretch of an epoch, with a little Python
- * between, and a worker gone to sleep takes long to wake on a busy host. */
-#define HOLD_GRACE_NS 2000000L
+ * keeps the worker spinning 20 ms longer (HOLD_GRACE_NS), for the next one:
+ * fit holds the team for each stretch of an epoch, with some Python between
+ * (callbacks, validation), and a worker gone to sleep can take milliseconds
+ * to wake on a shared host (docs/performance.md, Split steps). */
+#define HOLD_GRACE_NS 20000000L
 static long long now_ns(void)
 {
     struct timespec t;
