@@ -15,6 +15,7 @@ from kernels cimport (
     loss_forward_backward, optimizer_update, optimizer_update_stretch, count_correct,
     CsrBatch, sparse_forward, sparse_backward, sparse_backward_sgd,
     dense_gradient_part, dense_sgd_part, bp_team_run, bp_team_hold, bp_team_release,
+    bp_small_gemm_takes, BP_GEMM_NN, BP_GEMM_TN, BP_GEMM_NT,
 )
 from plan cimport Plan
 from libc.string cimport memset
@@ -329,6 +330,21 @@ cdef inline bint split_rule(const Py_ssize_t* size, int n_layers, Py_ssize_t bat
     return True
 
 
+cdef inline bint shares_take_blas(const Plan* p, Py_ssize_t batch, real kind) noexcept nogil:
+    # Whether a split step of `batch` rows calls BLAS for any product (else
+    # they all take the small kernels): the larger share and part of each.
+    cdef int l
+    cdef Py_ssize_t n_in, n_out, rows = batch - batch // 2
+    cdef bint f32 = real is float
+    for l in range(p.n_layers):
+        n_in, n_out = p.size[l], p.size[l + 1]
+        if (not bp_small_gemm_takes(f32, BP_GEMM_NN, rows, n_out, n_in)
+                or not bp_small_gemm_takes(f32, BP_GEMM_TN, n_in - n_in // 2, n_out, batch)
+                or (l > 0 and not bp_small_gemm_takes(f32, BP_GEMM_NT, rows, n_in, n_out))):
+            return True
+    return False
+
+
 cdef inline void share_first(SplitStep* s, int c, real kind) noexcept nogil:
     # The first run's chunk c (`kind` picks the element type): the share's
     # rows gathered into its rows of the batch buffers (touched first in the
@@ -472,7 +488,7 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
     if split:
         split = bp_team_hold(2) > 1
     if split:
-        products_before = enter_shares()
+        products_before = enter_shares(shares_take_blas(p, batch, <real>0))
     for k in range((count + batch - 1) // batch):
         start = first + k * batch
         rows = min(batch, end - start)

@@ -87,8 +87,11 @@ cdef extern from "simd/kernels.h":
                            Py_ssize_t n, const bp_rule* k) noexcept nogil
         int (*gemm_f32)(const bp_gemm* g) noexcept nogil
         int (*gemm_f64)(const bp_gemm* g) noexcept nogil
+        int vbytes
     int bp_small_gemm(int f32, int kind, Py_ssize_t m, Py_ssize_t n,
                       Py_ssize_t k) noexcept nogil
+    int bp_small_gemm_takes(int f32, int kind, Py_ssize_t m, Py_ssize_t n,
+                            Py_ssize_t k) noexcept nogil
     int bp_small_gemm_mode
     enum: BP_SMALL_GEMM_RULE, BP_SMALL_GEMM_NEVER, BP_SMALL_GEMM_ALWAYS
     void bp_update_f32(int rule, float* w, float* g, float* s1, float* s2,

@@ -9,6 +9,7 @@
 
 cdef extern from *:
     """
+    #include <pthread.h>
     #include <sched.h>
     typedef int (*backprop_get_threads_fn)(void);
     typedef void (*backprop_set_threads_fn)(int);
@@ -43,6 +44,23 @@ cdef extern from *:
     static inline void backprop_unlock_threads(void) {
         __atomic_store_n(&backprop_threads_lock, 0, __ATOMIC_RELEASE);
     }
+
+    /* The child of a fork has none of the parent's other threads: no call
+       of theirs runs there, and none holds the lock.  The pool's size may
+       be a running call's, not the user's: the child's first call restores
+       the size from before that call (enter_threads). */
+    static int backprop_restore_pool = 0;
+    static void backprop_forget_calls(void) {
+        backprop_threads_lock = 0;
+        if (backprop_running_calls > 0)
+            backprop_restore_pool = 1;
+        backprop_running_calls = 0;
+    }
+    static void backprop_watch_forks(void) {
+        static int registered = 0;
+        if (!registered && pthread_atfork(NULL, NULL, backprop_forget_calls) == 0)
+            registered = 1;
+    }
     """
     ctypedef int (*get_threads_fn "backprop_get_threads_fn")() noexcept nogil
     ctypedef void (*set_threads_fn "backprop_set_threads_fn")(int) noexcept nogil
@@ -55,6 +73,8 @@ cdef extern from *:
     const double PRODUCT_THREAD_FLOPS "backprop_product_thread_flops"
     void lock_threads "backprop_lock_threads" () noexcept nogil
     void unlock_threads "backprop_unlock_threads" () noexcept nogil
+    bint restore_pool "backprop_restore_pool"
+    void watch_forks "backprop_watch_forks" () noexcept nogil
 
 
 cdef inline void set_thread_functions(size_t get_address, size_t set_address) noexcept nogil:
@@ -62,6 +82,7 @@ cdef inline void set_thread_functions(size_t get_address, size_t set_address) no
     global blas_get_threads, blas_set_threads
     blas_get_threads = <get_threads_fn>get_address
     blas_set_threads = <set_threads_fn>set_address
+    watch_forks()
 
 
 cdef inline void enter_threads(int want) noexcept nogil:
@@ -69,7 +90,7 @@ cdef inline void enter_threads(int want) noexcept nogil:
     # product, up to the pool's size as the user set it).  While two engine
     # calls run at once (networks trained in two Python threads), each runs
     # on one thread: two threads each would oversubscribe the cores.
-    global running_calls, outer_threads, call_threads, per_product
+    global running_calls, outer_threads, call_threads, per_product, restore_pool
     cdef int running, target
     if blas_get_threads == NULL or blas_set_threads == NULL:
         return
@@ -77,6 +98,10 @@ cdef inline void enter_threads(int want) noexcept nogil:
     running_calls += 1
     running = running_calls
     if running == 1:
+        if restore_pool:            # (a forked child, see backprop_forget_calls)
+            restore_pool = False
+            if blas_get_threads() != outer_threads:
+                blas_set_threads(outer_threads)
         outer_threads = blas_get_threads()
     target = 1 if running > 1 else (min(want, outer_threads) if want > 0 else outer_threads)
     call_threads = target
@@ -107,18 +132,24 @@ cdef inline int pass_threads() noexcept nogil:
     return call_threads
 
 
-cdef inline bint enter_shares() noexcept nogil:
+cdef inline bint enter_shares(bint blas) noexcept nogil:
     # While an epoch's steps are split across threads (epoch.pxi, split_step),
-    # every product runs on one thread: the pool is set to one here, once,
-    # and product_threads leaves it so (two threads resizing it at once
-    # would race).  Returns what leave_shares needs to undo it.
+    # product_threads leaves the pool alone (two threads resizing it at once
+    # would race), and when the shares call BLAS (`blas`), it is set to one
+    # thread, once, here.  A split whose products all take the small kernels
+    # leaves the pool as it is: then no call into OpenBLAS's thread control
+    # (whose lock a fork from another thread could leave held in the child).
+    # Returns what leave_shares needs to undo it.
     global per_product
-    cdef bint before = per_product
+    cdef bint before
     if blas_get_threads == NULL or blas_set_threads == NULL:
-        return before
+        return per_product
+    lock_threads()
+    before = per_product
     per_product = False
-    if blas_get_threads() != 1:
+    if blas and blas_get_threads() != 1:
         blas_set_threads(1)
+    unlock_threads()
     return before
 
 
@@ -126,12 +157,15 @@ cdef inline void leave_shares(bint before) noexcept nogil:
     # Undo enter_shares: the call's thread count again (one while another
     # call runs), and per-product choice if the call had it.
     global per_product
-    cdef int t = 1 if running_calls > 1 else call_threads
+    cdef int t
     if blas_get_threads == NULL or blas_set_threads == NULL:
         return
+    lock_threads()
+    t = 1 if running_calls > 1 else call_threads
     per_product = before
     if t >= 1 and blas_get_threads() != t:
         blas_set_threads(t)
+    unlock_threads()
 
 
 cdef inline void leave_threads() noexcept nogil:

@@ -43,7 +43,9 @@ def data(rows=203, n_in=24, classes=5, dtype="float32", seed=1):
     return rng.normal(size=(rows, n_in)).astype(dtype), rng.integers(0, classes, rows)
 
 
-def fit(mode, optimizer="sgd", dtype="float32", batch=50, weights=False, dropout=0.0, **kw):
+def fit(
+    mode, optimizer="sgd", dtype="float32", batch=50, weights=False, dropout=0.0, shuffle=True, **kw
+):
     """(params, losses) of three epochs of fit with split_steps(mode)."""
     X, y = data(dtype=dtype)
     net = network(dtype, dropout, **kw)
@@ -56,6 +58,7 @@ def fit(mode, optimizer="sgd", dtype="float32", batch=50, weights=False, dropout
             batch_size=batch,
             optimizer=OPTIMIZERS[optimizer](),
             sample_weight=sw,
+            shuffle=shuffle,
             verbose=0,
         )
     return net.params.copy(), np.asarray(history.history["loss"])
@@ -87,6 +90,8 @@ def test_a_split_fit_trains_as_the_unsplit_one(optimizer, dtype):
         dict(activation="tanh"),
         dict(activation="gelu", optimizer="adam"),  # keeps z for f′
         dict(sizes=(24, 5)),  # one layer: no input gradient at all
+        dict(sizes=(24, 1, 5)),  # a hidden layer of one unit: one part of W is empty
+        dict(shuffle=False, optimizer="adam"),  # the rows as stored, not gathered
     ],
     ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()),
 )
@@ -162,9 +167,9 @@ def test_a_sparse_input_trains_as_its_dense_rows_unsplit():
 
 
 def test_networks_fitting_in_several_python_threads_each_train_as_alone():
-    """Calls running at once take one thread each (no split), and a split
-    epoch that holds the team makes another thread's update wait, never
-    tear: every network ends as it does trained alone."""
+    """Calls running at once take one thread each, so none splits (nor
+    holds the team): every network ends as it does trained alone, to
+    rounding."""
     expected = {opt: fit("always", opt)[0] for opt in ("sgd", "adam", "rmsprop")}
     results, errors = {}, []
 
@@ -187,21 +192,25 @@ def test_networks_fitting_in_several_python_threads_each_train_as_alone():
 
 
 def _fit_in_child(queue):
-    queue.put(fit("always", "adam")[0])
+    with _kernels.small_products("always"):
+        queue.put(fit("always", "adam")[0])
 
 
 def test_a_child_forked_while_a_split_epoch_runs_trains_right():
     """The team's workers do not survive a fork: the child is not held by
     the parent's epoch, and trains (on threads of its own, or on one: the
-    parent's call was running when it forked, so to the child's BLAS
-    bookkeeping two calls run; to rounding either way)."""
-    expected = fit("always", "adam")[0]
+    parent's call was running when it forked; to rounding either way).
+    Every product takes the small kernels, so that no thread is inside
+    OpenBLAS's thread control when the fork comes: a lock of OpenBLAS's
+    held then stays held in the child, whatever the caller."""
+    with _kernels.small_products("always"):
+        expected = fit("always", "adam")[0]
     stop = threading.Event()
 
     def keep_fitting():
         X, y = data(rows=4000)
         net = network()
-        with _kernels.split_steps("always"):
+        with _kernels.split_steps("always"), _kernels.small_products("always"):
             while not stop.is_set():
                 net.fit(X, y, epochs=1, batch_size=64, verbose=0)
 

@@ -36,8 +36,9 @@
 #undef ISA
 #pragma GCC pop_options
 
-#define KERNEL_SET(isa, ...) \
-    { #isa, update_f32_##isa, update_f64_##isa, gemm_f32_##isa, gemm_f64_##isa, __VA_ARGS__ }
+#define KERNEL_SET(isa, vbytes, ...) \
+    { #isa, update_f32_##isa, update_f64_##isa, gemm_f32_##isa, gemm_f64_##isa, vbytes, \
+      __VA_ARGS__ }
 
 /* Where the small products (gemm.h) beat OpenBLAS: products of at most this
  * many multiply-adds m·n·k, per build, element type and kind (A @ B, Aᵀ @ B,
@@ -51,9 +52,9 @@
  * every product there (BP_SMALL_GEMM_ALWAYS still runs it). */
 const bp_kernel_set bp_kernel_sets[BP_N_ISA] = {
     /*                   float32: NN    TN    NT       float64: NN    TN   NT */
-    KERNEL_SET(portable, {{4096, 1024, 512}, {512, 0, 0}}),
-    KERNEL_SET(avx2, {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}}),
-    KERNEL_SET(avx512, {{0, 0, 0}, {0, 0, 0}}),
+    KERNEL_SET(portable, 16, {{4096, 1024, 512}, {512, 0, 0}}),
+    KERNEL_SET(avx2, 32, {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}}),
+    KERNEL_SET(avx512, 64, {{0, 0, 0}, {0, 0, 0}}),
 };
 
 int bp_small_gemm_mode = BP_SMALL_GEMM_RULE;
@@ -63,6 +64,15 @@ int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
     if (bp_small_gemm_mode != BP_SMALL_GEMM_RULE)
         return bp_small_gemm_mode == BP_SMALL_GEMM_ALWAYS;
     return (double)m * n * k <= bp_kernels->small[f32 ? 0 : 1][kind];
+}
+
+int bp_small_gemm_takes(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+{
+    /* (gemm.h: B is copied into its 32 kB buffer, a vector of columns at
+     * least, when read transposed or narrower than a vector) */
+    const ptrdiff_t lanes = bp_kernels->vbytes / (f32 ? 4 : 8);
+    const int copied = kind == BP_GEMM_NT || n < lanes;
+    return bp_small_gemm(f32, kind, m, n, k) && (!copied || k <= 32768 / bp_kernels->vbytes);
 }
 
 const bp_kernel_set *bp_kernels = &bp_kernel_sets[BP_ISA_PORTABLE];

@@ -80,6 +80,7 @@ typedef struct {
     bp_update_f64_fn update_f64;
     bp_gemm_fn gemm_f32;
     bp_gemm_fn gemm_f64;
+    int vbytes;                 /* the width of its vectors */
     /* a product of kind BP_GEMM_* of at most small[0][kind] (float32) or
      * small[1][kind] (float64) multiply-adds m·n·k runs in gemm_f32,
      * gemm_f64 rather than BLAS (kernels.c: the measurement behind them) */
@@ -121,6 +122,9 @@ BP_HIDDEN extern const bp_kernel_set bp_kernel_sets[BP_N_ISA];
  * kernel (gemm.h) rather than BLAS: by the build's bounds, unless
  * bp_small_gemm_mode says otherwise. */
 BP_HIDDEN int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k);
+/* Whether such a product runs in the small kernel indeed: bp_small_gemm,
+ * and the kernel's buffer holds what it must copy (else it takes BLAS). */
+BP_HIDDEN int bp_small_gemm_takes(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k);
 /* BP_SMALL_GEMM_RULE (the default), _NEVER (BLAS for every product, for
  * comparison) or _ALWAYS (the kernel for every product, for tests). */
 enum { BP_SMALL_GEMM_RULE, BP_SMALL_GEMM_NEVER, BP_SMALL_GEMM_ALWAYS };

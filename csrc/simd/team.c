@@ -4,9 +4,11 @@
  * pass's chunks from a shared counter, so a worker that is slow to wake
  * (the other cores busy) leaves its chunks to the caller: a run is never much
  * slower than the caller alone.  Workers start on first use, wait on a
- * condition variable between runs (they never spin, which would take a core
- * from BLAS's threads), block every signal (Python handles them in its main
- * thread) and are forgotten in the child of a fork.
+ * condition variable between runs (outside a hold and its grace period,
+ * below, they never spin, which would take a core from BLAS's threads),
+ * block every signal (Python handles them in its main thread) and are
+ * forgotten in the child of a fork.  Their stack holds a split step's
+ * chunks (epoch.pxi): the small products' 32 kB buffer (gemm.h) and BLAS.
  *
  * A hold (bp_team_hold … bp_team_release, around an epoch whose steps are
  * split across threads) keeps the first threads − 1 workers spinning between
@@ -88,7 +90,8 @@ static void take_spin_chunks(void)
  * keeps the worker spinning 20 ms longer (HOLD_GRACE_NS), for the next one:
  * fit holds the team for each stretch of an epoch, with some Python between
  * (callbacks, validation), and a worker gone to sleep can take milliseconds
- * to wake on a shared host (docs/performance.md, Split steps). */
+ * to wake on a shared host (docs/performance.md, Split steps).  An ordinary
+ * run (bp_team_run outside a hold) that opens meanwhile ends the grace. */
 #define HOLD_GRACE_NS 20000000L
 static long long now_ns(void)
 {
@@ -104,6 +107,9 @@ static void spin_while_held(void)
     for (;;) {
         uint64_t s;
         if (!__atomic_load_n(&team.held, __ATOMIC_ACQUIRE)) {
+            /* (an ordinary run opening ends the grace: this worker joins it) */
+            if (__atomic_load_n(&team.open, __ATOMIC_RELAXED))
+                return;
             if (released == 0)
                 released = now_ns();
             else if ((idle & 1023) == 0 && now_ns() - released > HOLD_GRACE_NS)
@@ -179,7 +185,7 @@ static void start_workers(int want)   /* under team.lock */
     pthread_sigmask(SIG_SETMASK, &all, &before);   /* the workers inherit it */
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 1 << 16);
+    pthread_attr_setstacksize(&attr, 1 << 20);   /* (virtual: touched as used) */
     while (team.workers < want && pthread_create(&id, &attr, worker, (void *)(intptr_t)team.workers) == 0)
         team.workers++;
     pthread_attr_destroy(&attr);
@@ -189,13 +195,19 @@ static void start_workers(int want)   /* under team.lock */
 /* A run of the holder's: publish it in `spin`, take chunks, wait for all. */
 static void spin_run(bp_task task, void *arg, int chunks)
 {
+    unsigned waits = 0;
     team.spin_task = task;
     team.spin_arg = arg;
     __atomic_store_n(&team.spin_done, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&team.spin, (uint64_t)chunks << 32, __ATOMIC_RELEASE);
     take_spin_chunks();
+    /* (a worker that claimed a chunk may be off its core: yield to it
+     * rather than spin out a time slice) */
     while (__atomic_load_n(&team.spin_done, __ATOMIC_ACQUIRE) < chunks)
-        relax();
+        if (++waits < (1u << 14))
+            relax();
+        else
+            sched_yield();
 }
 
 int bp_team_hold(int threads)
@@ -259,7 +271,7 @@ void bp_team_run(bp_task task, void *arg, int chunks, int threads)
     team.chunks = chunks;
     team.want = helpers;
     __atomic_store_n(&team.next, 0, __ATOMIC_RELAXED);
-    team.open = 1;
+    __atomic_store_n(&team.open, 1, __ATOMIC_RELAXED);   /* (read by the grace spin) */
     team.generation++;
     if (team.workers > 0)
         pthread_cond_broadcast(&team.wake);
@@ -268,7 +280,7 @@ void bp_team_run(bp_task task, void *arg, int chunks, int threads)
     take_chunks(task, arg, chunks);
 
     pthread_mutex_lock(&team.lock);
-    team.open = 0;   /* no worker joins from here on, */
+    __atomic_store_n(&team.open, 0, __ATOMIC_RELAXED);   /* no worker joins from here on, */
     while (team.active > 0)   /* and those inside finish their chunks */
         pthread_cond_wait(&team.left, &team.lock);
     pthread_mutex_unlock(&team.lock);
