@@ -19,10 +19,18 @@ The dense layers' small matrix products run in the build's own kernels
 faster (csrc/simd/kernels.c, measured by `python -m bench.kernels`);
 `small_products("never" | "always")` overrides that for benchmarks and tests.
 
-An epoch whose call may use two threads splits each mid-sized step across
-them (csrc/epoch.pxi, split_step) where its rule says that beats BLAS's own
-threading (measured by `python -m bench.split`); `split_steps("never" |
-"always")` overrides that rule likewise.
+fit can also split each small step across two threads (csrc/epoch.pxi,
+split_step: each takes half the batch's rows, and half of every layer's
+parameter gradient), when the call may use two threads and the input is
+dense.  Whether it pays depends on the two cores sharing a cache, which a
+virtual machine does not always say (docs/performance.md, Split steps), so it
+is off unless the environment variable BACKPROP_SPLIT_STEPS turns it on:
+
+    BACKPROP_SPLIT_STEPS=never    the default: every step on one thread
+    BACKPROP_SPLIT_STEPS=rule     split the steps whose every product is small
+    BACKPROP_SPLIT_STEPS=always   split every step of at least 16 rows
+
+`split_steps(mode)` sets it for a block, for benchmarks and tests.
 """
 
 from __future__ import annotations
@@ -38,10 +46,14 @@ __all__ = [
     "use_kernels",
     "small_products",
     "split_steps",
+    "split_mode",
     "ENV",
+    "SPLIT_ENV",
 ]
 
 ENV = "BACKPROP_KERNELS"
+SPLIT_ENV = "BACKPROP_SPLIT_STEPS"
+SPLIT_MODES = ("never", "rule", "always")
 _MODULES = (_ops, _engine)  # each holds its own copy of the builds
 
 
@@ -96,9 +108,9 @@ def small_products(mode: str):
 @contextlib.contextmanager
 def split_steps(mode: str):
     """Inside the block, fit's epochs split their steps across two threads
-    by `mode`: "rule" (the default), "never" or "always" (every batch of at
-    least 16 rows, when the call may use two threads and the input is
-    dense); for benchmarks and tests, like use_kernels."""
+    by `mode`: "never", "rule" (the small steps) or "always" (every batch of
+    at least 16 rows), when the call may use two threads and the input is
+    dense; for benchmarks and tests, like use_kernels."""
     before = _engine.split_steps(mode)
     try:
         yield
@@ -106,4 +118,17 @@ def split_steps(mode: str):
         _engine.split_steps(before)
 
 
+def split_mode() -> str:
+    """The split_steps mode in force: "never", "rule" or "always"."""
+    return _engine.split_steps(None)
+
+
+def _choose_split(value: str) -> None:
+    mode = value.strip().lower() or "never"
+    if mode not in SPLIT_MODES:
+        raise ValueError(f"{SPLIT_ENV} must be one of {', '.join(SPLIT_MODES)}; got {value!r}")
+    _engine.split_steps(mode)
+
+
 _choose(os.environ.get(ENV, ""), ENV)
+_choose_split(os.environ.get(SPLIT_ENV, ""))

@@ -8,8 +8,8 @@ gradient over the whole batch (csrc/epoch.pxi, split_step); or it can run
 the step on one thread and let BLAS split each large product
 (csrc/threads.pxd).  This times one fit epoch both ways, interleaved, for
 the workloads' networks (SGD and Adam) and a sweep of one hidden layer's
-width and the batch, and prints which the rule (backprop._engine.splits)
-picks.  ratio = split / unsplit (< 1: splitting is faster).
+width and the batch, and prints which the mode "rule" (BACKPROP_SPLIT_STEPS=rule)
+splits.  ratio = split / unsplit (< 1: splitting is faster).
 
 Run it as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench.split`.
 """
@@ -43,6 +43,12 @@ def networks(sweep: bool) -> list[W.Workload]:
                 name = "-".join(map(str, sizes))
                 nets.append(W.Workload(name, sizes, batch, "float32", n_batches=40))
     return nets
+
+
+def _splits_by_rule(wl: W.Workload) -> bool:
+    """Whether the mode "rule" splits this workload's steps."""
+    with _kernels.split_steps("rule"):
+        return bool(_engine.splits(wl.sizes, wl.batch))
 
 
 def epoch_sampler(mode: str, system, model):
@@ -79,7 +85,7 @@ def measure(wl: W.Workload, reps: int, settle: float) -> dict:
         unsplit_spread=stats["unsplit"].spread / steps,
         ratio=stats["split"].median / stats["unsplit"].median,
         best=stats["split"].min / stats["unsplit"].min,
-        rule=bool(_engine.splits(wl.sizes, wl.batch, wl.optimizer != "sgd")),
+        rule=_splits_by_rule(wl),
     )
 
 

@@ -53,16 +53,18 @@ def set_blas_thread_functions(size_t get_address, size_t set_address):
     set_thread_functions(get_address, set_address)
 
 
-_SPLIT_MODES = {"rule": SPLIT_RULE, "never": SPLIT_NEVER, "always": SPLIT_ALWAYS}
+_SPLIT_MODES = {"never": SPLIT_NEVER, "rule": SPLIT_RULE, "always": SPLIT_ALWAYS}
 
 
-def split_steps(str mode) -> str:
+def split_steps(str mode=None) -> str:
     """Which epochs split each step across two threads (epoch.pxi,
-    split_step): "rule" (the default: where split_rule says it pays),
-    "never" or "always" (for benchmarks and tests; either way only a call
-    that may use two threads, on dense input, splits).  Returns the mode
-    before."""
+    split_step): "never" (the default), "rule" (the small steps, by
+    split_rule's bound) or "always" (for benchmarks and tests); either way
+    only a call that may use two threads, on dense input, splits.  Returns
+    the mode before (None: only returns the mode)."""
     global split_mode
+    if mode is None:
+        return next(k for k, v in _SPLIT_MODES.items() if v == split_mode)
     if mode not in _SPLIT_MODES:
         raise ValueError(f"mode must be one of {', '.join(_SPLIT_MODES)}; got {mode!r}")
     before = next(k for k, v in _SPLIT_MODES.items() if v == split_mode)
@@ -70,16 +72,14 @@ def split_steps(str mode) -> str:
     return before
 
 
-def splits(sizes, Py_ssize_t batch, bint by_layer=True) -> bool:
+def splits(sizes, Py_ssize_t batch) -> bool:
     """Whether fit, on two threads and dense input, splits the steps of a
     network of these layer sizes (inputs, hidden…, outputs) at this batch,
-    its optimizer stepping layer by layer (every rule but plain SGD and
-    clipping) or not (epoch.pxi, split_rule; under the split_steps mode in
-    force)."""
+    in the split_steps mode in force (epoch.pxi, split_rule)."""
     cdef Py_ssize_t[::1] size = np.asarray(sizes, dtype=np.intp)
     if size.shape[0] < 2:
         raise ValueError("sizes must give at least the inputs and the outputs")
-    return split_rule(&size[0], <int>size.shape[0] - 1, batch, by_layer)
+    return split_rule(&size[0], <int>size.shape[0] - 1, batch)
 
 
 def shuffled(Py_ssize_t[::1] perm, unsigned long long seed):

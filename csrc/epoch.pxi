@@ -277,15 +277,16 @@ cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan
 
 cdef enum:
     SPLIT_MIN_ROWS = 8      # the rows each share takes at least
-# a step whose largest forward product takes more floating-point operations
-# than this is left to BLAS's threads (docs/performance.md, Split steps:
-# above it, splitting gained nothing measurable, or lost)
+# in the mode "rule", a step whose largest forward product takes more
+# floating-point operations than this is left to BLAS's threads
+# (docs/performance.md, Split steps: above it, splitting never gained)
 cdef double SPLIT_MAX_FLOPS = 2.2e6
 
-# "rule" (split where split_rule says it pays), "never", "always" (tests)
+# "rule" (split where split_rule's bound says), "never" (the default),
+# "always" (tests)
 cdef enum:
     SPLIT_RULE, SPLIT_NEVER, SPLIT_ALWAYS
-cdef int split_mode = SPLIT_RULE
+cdef int split_mode = SPLIT_NEVER
 
 
 cdef struct SplitStep:
@@ -307,23 +308,21 @@ cdef struct SplitStep:
     bint is_double
 
 
-cdef inline bint split_rule(const Py_ssize_t* size, int n_layers, Py_ssize_t batch,
-                            bint by_layer) noexcept nogil:
+cdef inline bint split_rule(const Py_ssize_t* size, int n_layers,
+                            Py_ssize_t batch) noexcept nogil:
     # Whether run_epoch splits the steps of batches of `batch` rows of a
     # network of these layer sizes across two threads (when the call may use
-    # two and the input is dense), its optimizer stepping layer by layer
-    # (`by_layer`: STEP_BY_LAYER) or not: where python -m bench.split measured
-    # a split step faster, the steps of optimizers that step layer by layer
-    # (their update then runs on both threads) whose every forward product
-    # is small.  Plain SGD's fused steps measured slower split, in epochs
-    # of tens of steps (docs/performance.md, Split steps).
+    # two and the input is dense).  In the mode "rule", the steps whose every
+    # forward product is small; the default mode is "never" (backprop's
+    # BACKPROP_SPLIT_STEPS sets it): on the shared host where
+    # python -m bench.split measured them, split steps ran 1.45× faster in
+    # some runs and up to 1.3× slower in others (docs/performance.md, Split
+    # steps).
     cdef int l
     if split_mode == SPLIT_NEVER or batch < 2 * SPLIT_MIN_ROWS:
         return False
     if split_mode == SPLIT_ALWAYS:
         return True
-    if not by_layer:
-        return False
     for l in range(n_layers):
         if 2.0 * batch * size[l] * size[l + 1] > SPLIT_MAX_FLOPS:
             return False
@@ -479,8 +478,7 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
     cdef double total = 0
     cdef Py_ssize_t end = first + count
     cdef bint split = (S == NULL and pass_threads() > 1 and p.share_views != NULL
-                       and split_rule(p.size, p.n_layers, batch,
-                                      step_kind(p, lr) == STEP_BY_LAYER))
+                       and split_rule(p.size, p.n_layers, batch))
     cdef bint products_before
     p.correct = 0
     if step_kind(p, lr) == STEP_BY_LAYER:  # the first step's products add into grads

@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 import scipy.sparse
+from test_kernel_builds import run
 
 import backprop as bp
 from backprop import _engine, _kernels
@@ -121,31 +122,61 @@ def test_a_split_fit_is_the_same_each_time():
 
 
 def test_a_one_thread_network_never_splits():
-    """On one thread the rule is not asked: the same bits as a fit that
-    never splits, on a network the rule would split on two."""
-    assert _engine.splits((24, 40, 16, 5), 50)
+    """On one thread no step splits: the same bits as a fit that never
+    splits, on a network split_steps("always") splits on two."""
+    with _kernels.split_steps("always"):
+        assert _engine.splits((24, 40, 16, 5), 50)
     one, _ = fit("always", "adam", n_threads=1)
     never, _ = fit("never", "adam", n_threads=1)
     np.testing.assert_array_equal(one, never)
 
 
-def test_the_rule_splits_small_steps_of_layer_by_layer_optimizers():
-    assert _engine.splits((64, 32, 10), 32)  # W1, with Adam
-    assert _engine.splits((64, 128, 64, 10), 64)  # W2, with Adam
-    assert not _engine.splits((64, 128, 64, 10), 64, by_layer=False)  # plain SGD
-    assert not _engine.splits((784, 256, 10), 128)  # W3: BLAS's threads
-    assert not _engine.splits((784, 1024, 1024, 10), 256)  # W4
-    assert not _engine.splits((64, 128, 64, 10), 15)  # too few rows to cut in two
-    with _kernels.split_steps("never"):
-        assert not _engine.splits((64, 32, 10), 32)
+def test_steps_split_only_when_asked_and_the_rule_takes_the_small_ones():
+    assert not _engine.splits((64, 128, 64, 10), 64)  # the default: never
+    with _kernels.split_steps("rule"):
+        assert _engine.splits((64, 32, 10), 32)  # W1
+        assert _engine.splits((64, 128, 64, 10), 64)  # W2
+        assert not _engine.splits((784, 256, 10), 128)  # W3: BLAS's threads
+        assert not _engine.splits((784, 1024, 1024, 10), 256)  # W4
+        assert not _engine.splits((64, 128, 64, 10), 15)  # too few rows to cut in two
     with _kernels.split_steps("always"):
-        assert _engine.splits((784, 1024, 1024, 10), 256, by_layer=False)
+        assert _engine.splits((784, 1024, 1024, 10), 256)
         assert not _engine.splits((784, 1024, 1024, 10), 15)
-    assert _engine.splits((64, 32, 10), 32)  # the mode is back
+    assert not _engine.splits((64, 32, 10), 32)  # the mode is back
+
+
+@pytest.mark.parametrize(
+    "value, splits", [("", False), ("never", False), ("RULE", True), ("always", True)]
+)
+def test_backprop_split_steps_sets_the_mode_at_import(value, splits):
+    result = run(
+        "from backprop import _engine",
+        "print(_engine.splits((64, 128, 64, 10), 64))",
+        env={_kernels.SPLIT_ENV: value},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(splits)
+
+
+def test_backprop_info_names_the_split_mode():
+    result = run(
+        "from backprop.cli import main", "main(['info'])", env={_kernels.SPLIT_ENV: "rule"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "split steps: rule (BACKPROP_SPLIT_STEPS=rule)" in result.stdout
+    assert _kernels.split_mode() == "never"
+
+
+def test_an_unknown_backprop_split_steps_is_refused_naming_it():
+    result = run("import backprop", env={_kernels.SPLIT_ENV: "sometimes"})
+    assert result.returncode != 0
+    assert "BACKPROP_SPLIT_STEPS must be one of never, rule, always; got 'sometimes'" in (
+        result.stderr
+    )
 
 
 def test_split_steps_refuses_an_unknown_mode():
-    with pytest.raises(ValueError, match="mode must be one of rule, never, always"):
+    with pytest.raises(ValueError, match="mode must be one of never, rule, always"):
         with _kernels.split_steps("sometimes"):
             pass
     with pytest.raises(ValueError, match="at least the inputs and the outputs"):
