@@ -21,6 +21,18 @@
  * `accumulate`), a store the loop hides behind its arithmetic.
  */
 
+/* ĝ of parameter i, and its gradient set to 0 when `clear`: the first
+ * statement of every rule's loop. */
+static inline __attribute__((always_inline)) REAL
+NAME(take)(const REAL *restrict w, REAL *restrict g, ptrdiff_t i, REAL l2, REAL scale,
+           int clear)
+{
+    const REAL gi = (g[i] + l2 * w[i]) * scale;
+    if (clear)
+        g[i] = 0;
+    return gi;
+}
+
 static void NAME(update)(int rule, REAL *restrict w, REAL *restrict g,
                          REAL *restrict s1, REAL *restrict s2, ptrdiff_t n,
                          const bp_rule *k)
@@ -34,35 +46,27 @@ static void NAME(update)(int rule, REAL *restrict w, REAL *restrict g,
     switch (rule) {
     case BP_RULE_SGD:
         for (i = 0; i < n; i++) {
-            REAL gi = (g[i] + l2 * w[i]) * scale;
-            if (clear)
-                g[i] = 0;
+            const REAL gi = NAME(take)(w, g, i, l2, scale, clear);
             w[i] = w[i] * keep - lr * gi;
         }
         break;
     case BP_RULE_MOMENTUM:
         for (i = 0; i < n; i++) {
-            REAL gi = (g[i] + l2 * w[i]) * scale;
-            if (clear)
-                g[i] = 0;
+            const REAL gi = NAME(take)(w, g, i, l2, scale, clear);
             s1[i] = mu * s1[i] + gi;
             w[i] = w[i] * keep - lr * s1[i];
         }
         break;
     case BP_RULE_NESTEROV:
         for (i = 0; i < n; i++) {
-            REAL gi = (g[i] + l2 * w[i]) * scale;
-            if (clear)
-                g[i] = 0;
+            const REAL gi = NAME(take)(w, g, i, l2, scale, clear);
             s1[i] = mu * s1[i] + gi;
             w[i] = w[i] * keep - lr * (gi + mu * s1[i]);
         }
         break;
     case BP_RULE_ADAM:
         for (i = 0; i < n; i++) {
-            REAL gi = (g[i] + l2 * w[i]) * scale;
-            if (clear)
-                g[i] = 0;
+            const REAL gi = NAME(take)(w, g, i, l2, scale, clear);
             s1[i] = b1 * s1[i] + a1 * gi;
             s2[i] = b2 * s2[i] + a2 * gi * gi;
             w[i] = w[i] * keep - c1 * s1[i] / (SQRT(s2[i] * c2) + eps);
@@ -70,18 +74,14 @@ static void NAME(update)(int rule, REAL *restrict w, REAL *restrict g,
         break;
     case BP_RULE_RMSPROP:
         for (i = 0; i < n; i++) {
-            REAL gi = (g[i] + l2 * w[i]) * scale;
-            if (clear)
-                g[i] = 0;
+            const REAL gi = NAME(take)(w, g, i, l2, scale, clear);
             s1[i] = rho * s1[i] + a_rho * gi * gi;
             w[i] = w[i] * keep - lr * gi / (SQRT(s1[i]) + eps);
         }
         break;
     case BP_RULE_ADAGRAD:
         for (i = 0; i < n; i++) {
-            REAL gi = (g[i] + l2 * w[i]) * scale;
-            if (clear)
-                g[i] = 0;
+            const REAL gi = NAME(take)(w, g, i, l2, scale, clear);
             s1[i] = s1[i] + gi * gi;
             w[i] = w[i] * keep - lr * gi / (SQRT(s1[i]) + eps);
         }
