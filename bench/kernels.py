@@ -10,7 +10,7 @@ Python), with the small kernels switched on for every product or off
   forward  C (m, n) = relu(A (m, k) @ W (k, n) + b)    dense_forward
   input    C (m, n) = A (m, k) @ Wᵀ ⊙ [a > 0]          input_gradient
   weight   C (m, n) = Aᵀ @ δ,  A (k, m), δ (k, n)      the weight gradient
-  sgd      W ← W − η · Aᵀ @ δ (β = 1)                  dense_backward_sgd's
+  sgd      W ← W − η · Aᵀ @ δ (β = 1)                  dense_sgd_part's
 
 For a layer n_in → n_out at batch B: forward (B, n_out, n_in), input
 (B, n_in, n_out), weight and sgd (n_in, n_out, B).  The shapes are those of

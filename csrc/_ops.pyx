@@ -317,7 +317,7 @@ def repeat_product(str kind, long calls, real[:, ::1] C, const real[:, ::1] A,
     relu(A (m, k) @ B (k, n) + bias) (dense_forward); "input" C (m, n) =
     A (m, k) @ Bᵀ ⊙ [C > 0], B (n, k) (input_gradient); "weight" C (m, n) =
     Aᵀ @ B, A (k, m) (dense_backward's); "sgd" C ← C − 1e-9 · Aᵀ @ B
-    (dense_backward_sgd's).  For bench.kernels: the loop runs without
+    (dense_sgd_part's).  For bench.kernels: the loop runs without
     Python, so that the timing is the product's."""
     cdef long _call
     cdef int which = ("forward", "input", "weight", "sgd").index(kind)

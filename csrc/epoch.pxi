@@ -182,7 +182,7 @@ cdef inline void step_layer(Plan* p, int l, real* w, real* g, Py_ssize_t r0,
 cdef inline bint plain_sgd(const Plan* p) noexcept nogil:
     # SGD without momentum, L2, decay or clipping (so decay_biases changes
     # nothing): its step can run inside the backward pass
-    # (dense_backward_sgd, the fast twin of dense_backward then
+    # (dense_sgd_part, the fast twin of dense_gradient_part then
     # optimizer_update), which saves a pass over the weights and one over
     # their gradient.
     return (p.opt.kind == SGD and p.opt.momentum == 0 and p.opt.l2 == 0

@@ -23,7 +23,7 @@
 #                                                 (class_labels, count_correct)
 #   update:    w ← w − η · ∂L/∂w (SGD), Adam,     optimizer_update: every rule (fit,
 #              RMSProp, AdaGrad                   train_step, net.step's plain SGD)
-#   fused:     dense_backward, then plain SGD     dense_backward_sgd, the fast twin
+#   fused:     dense_backward, then plain SGD     dense_sgd_part, the fast twin
 #                                                 that fit runs for plain SGD
 #   dropout:   d = a ⊙ m / (1 − rate) ;           dropout_forward (training only;
 #              ∂L/∂a = ∂L/∂d ⊙ m / (1 − rate)     the mask m: shuffle.pxd),
@@ -895,6 +895,11 @@ cdef inline void dense_sgd_part(real* W, real* b, real* db, const real* delta,
                                 const real* x, Py_ssize_t rows, Py_ssize_t n_in,
                                 Py_ssize_t n_out, real lr, Py_ssize_t r0, Py_ssize_t r1,
                                 Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    # The fast twin of dense_gradient_part followed by optimizer_update's
+    # plain SGD (no momentum, l2, decay or clipping), equal to them up to
+    # rounding (tests/test_kernels.py:
+    # test_fused_sgd_is_dense_backward_then_optimizer_update), which fit runs
+    # for plain SGD after the layer's dx (taken with W as it was).
     # Plain SGD's step on the part: W[r0 … r1] ← W − η · x[:, r0 … r1]ᵀ @ δ as
     # one product into W (β = 1), so the weight gradient is never stored,
     # zeroed or read back; db[j0 … j1] holds Σ_rows δ for b ← b − η · db.
@@ -918,21 +923,6 @@ cdef inline void dense_backward(real* dx, real* dW, real* db,
     dense_gradient_part(dW, db, delta, x, rows, n_in, n_out, accumulate, 0, n_in, 0, n_out)
     if dx != NULL:
         input_gradient(dx, delta, W, rows, n_in, n_out, relu_of)
-
-
-cdef inline void dense_backward_sgd(real* dx, real* W, real* b, real* db,
-                                    const real* delta, const real* x,
-                                    Py_ssize_t rows, Py_ssize_t n_in,
-                                    Py_ssize_t n_out, real lr,
-                                    const real* relu_of) noexcept nogil:
-    # The fast twin of dense_backward followed by optimizer_update's plain
-    # SGD (no momentum, l2, decay or clipping), equal to them up to rounding
-    # (tests/test_kernels.py: test_fused_sgd_is_dense_backward_then_optimizer_update).
-    # dx = δ @ Wᵀ (with W as it was; ⊙ [relu_of > 0] as in dense_backward),
-    # then the whole layer's dense_sgd_part.
-    if dx != NULL:
-        input_gradient(dx, delta, W, rows, n_in, n_out, relu_of)
-    dense_sgd_part(W, b, db, delta, x, rows, n_in, n_out, lr, 0, n_in, 0, n_out)
 
 
 # ---------------------------------------------------- sparse input rows ---
@@ -1007,7 +997,7 @@ cdef inline void sparse_backward(real* dW, real* db, const real* delta,
 cdef inline void sparse_backward_sgd(real* W, real* b, real* db, const real* delta,
                                      const CsrBatch* x, Py_ssize_t rows,
                                      Py_ssize_t n_out, real lr) noexcept nogil:
-    # dense_backward_sgd of a first layer whose input x is sparse: W ← W −
+    # dense_sgd_part of a whole first layer whose input x is sparse: W ← W −
     # η · xᵀ @ δ straight into the rows of W the nonzeros pick (equal to
     # sparse_backward, then plain SGD, up to rounding); db holds Σ_rows δ
     # for b ← b − η · db.

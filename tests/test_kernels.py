@@ -856,7 +856,7 @@ TWINS = [
 
 @pytest.mark.parametrize("hidden, output, loss, k", TWINS, ids=[t[2] + "-" + t[0] for t in TWINS])
 def test_fused_sgd_is_dense_backward_then_optimizer_update(hidden, output, loss, k):
-    # The fast twin dense_backward_sgd (kernels.pxd), which fit runs for plain
+    # The fast twin dense_sgd_part (kernels.pxd), which fit runs for plain
     # SGD, against its reference dense_backward followed by optimizer_update
     # (SGD), which train_step runs (it never fuses): the same steps from the
     # same start give the same parameters, to rounding.
