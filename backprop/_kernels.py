@@ -31,6 +31,17 @@ is off unless the environment variable BACKPROP_SPLIT_STEPS turns it on:
     BACKPROP_SPLIT_STEPS=always   split every step of at least 16 rows
 
 `split_steps(mode)` sets it for a block, for benchmarks and tests.
+
+Otherwise, a step's large layers run their products cut between two threads
+(csrc/epoch.pxi, cut steps: each thread takes half the columns of each
+product's result, on one thread of BLAS), rather than on BLAS's own
+threads; the environment variable BACKPROP_CUT_STEPS says where:
+
+    BACKPROP_CUT_STEPS=rule     the default: the layers large enough to gain
+    BACKPROP_CUT_STEPS=never    every product on BLAS's threads
+    BACKPROP_CUT_STEPS=always   every layer that can be cut (for tests)
+
+`cut_steps(mode)` sets it for a block.
 """
 
 from __future__ import annotations
@@ -47,13 +58,18 @@ __all__ = [
     "small_products",
     "split_steps",
     "split_mode",
+    "cut_steps",
+    "cut_mode",
     "ENV",
     "SPLIT_ENV",
+    "CUT_ENV",
 ]
 
 ENV = "BACKPROP_KERNELS"
 SPLIT_ENV = "BACKPROP_SPLIT_STEPS"
 SPLIT_MODES = ("never", "rule", "always")
+CUT_ENV = "BACKPROP_CUT_STEPS"
+CUT_MODES = ("rule", "never", "always")
 _MODULES = (_ops, _engine)  # each holds its own copy of the builds
 
 
@@ -106,16 +122,20 @@ def small_products(mode: str):
 
 
 @contextlib.contextmanager
+def _mode(setter, mode: str):
+    before = setter(mode)
+    try:
+        yield
+    finally:
+        setter(before)
+
+
 def split_steps(mode: str):
     """Inside the block, fit's epochs split their steps across two threads
     by `mode`: "never", "rule" (the small steps) or "always" (every batch of
     at least 16 rows), when the call may use two threads and the input is
     dense; for benchmarks and tests, like use_kernels."""
-    before = _engine.split_steps(mode)
-    try:
-        yield
-    finally:
-        _engine.split_steps(before)
+    return _mode(_engine.split_steps, mode)
 
 
 def split_mode() -> str:
@@ -123,12 +143,28 @@ def split_mode() -> str:
     return _engine.split_steps(None)
 
 
-def _choose_split(value: str) -> None:
-    mode = value.strip().lower() or "never"
-    if mode not in SPLIT_MODES:
-        raise ValueError(f"{SPLIT_ENV} must be one of {', '.join(SPLIT_MODES)}; got {value!r}")
-    _engine.split_steps(mode)
+def cut_steps(mode: str):
+    """Inside the block, fit's epochs cut their large layers' products
+    between two threads by `mode`: "rule" (the layers large enough to gain),
+    "never" (BLAS's threads for all) or "always" (every layer that can be
+    cut), when the call may use two threads and the input is dense; for
+    benchmarks and tests, like use_kernels."""
+    return _mode(_engine.cut_steps, mode)
+
+
+def cut_mode() -> str:
+    """The cut_steps mode in force: "rule", "never" or "always"."""
+    return _engine.cut_steps(None)
+
+
+def _choose_mode(env: str, modes: tuple, setter) -> None:
+    value = os.environ.get(env, "")
+    mode = value.strip().lower() or modes[0]
+    if mode not in modes:
+        raise ValueError(f"{env} must be one of {', '.join(modes)}; got {value!r}")
+    setter(mode)
 
 
 _choose(os.environ.get(ENV, ""), ENV)
-_choose_split(os.environ.get(SPLIT_ENV, ""))
+_choose_mode(SPLIT_ENV, SPLIT_MODES, _engine.split_steps)
+_choose_mode(CUT_ENV, CUT_MODES, _engine.cut_steps)

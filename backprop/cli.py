@@ -33,7 +33,7 @@ from . import __version__, _ops, activations, datasets
 from . import losses as _losses
 from . import onnx as _onnx
 from . import optimizers as _optimizers
-from ._kernels import ENV, SPLIT_ENV, kernel_builds, kernels_in_use, split_mode
+from ._kernels import CUT_ENV, ENV, SPLIT_ENV, cut_mode, kernel_builds, kernels_in_use, split_mode
 from ._threads import blas_info
 from .layers import Dense, Dropout
 from .network import Sequential, load
@@ -609,6 +609,7 @@ def _info(args) -> int:
     others = ", ".join(f"{b}{'' if ok else ' (not on this CPU)'}" for b, ok in builds.items())
     print(f"kernels: {kernels_in_use()} ({ENV}={os.environ.get(ENV, 'unset')}; builds: {others})")
     print(f"split steps: {split_mode()} ({SPLIT_ENV}={os.environ.get(SPLIT_ENV, 'unset')})")
+    print(f"cut steps: {cut_mode()} ({CUT_ENV}={os.environ.get(CUT_ENV, 'unset')})")
     print(f"BLAS: {blas['config']} ({blas['library'] or 'not found'})")
     print(
         f"BLAS threads: {blas['threads']} (OMP_NUM_THREADS="

@@ -1,15 +1,19 @@
-"""A training step split across two threads against BLAS's own threading.
-`python -m bench.split`
+"""Training steps on two threads, the core's two ways, against BLAS's own
+threading.  `python -m bench.split [--compare split|cut]`
 
 With two threads, fit can cut each step's batch into two shares, each
 thread running the forward pass, the loss and the input gradients of its own
 rows with one-thread products, and then its part of every layer's parameter
-gradient over the whole batch (csrc/epoch.pxi, split_step); or it can run
+gradient over the whole batch (csrc/epoch.pxi, split_step: --compare split,
+the default); or cut each large layer's products by the columns of their
+result, each thread taking half of each (cut steps: --compare cut); or run
 the step on one thread and let BLAS split each large product
-(csrc/threads.pxd).  This times one fit epoch both ways, interleaved, for
-the workloads' networks (SGD and Adam) and a sweep of one hidden layer's
-width and the batch, and prints which the mode "rule" (BACKPROP_SPLIT_STEPS=rule)
-splits.  ratio = split / unsplit (< 1: splitting is faster).
+(csrc/threads.pxd).  This times one fit epoch with the way asked for in its
+mode "always" and with it "never", interleaved, for the workloads' networks
+(SGD and Adam) and a sweep of one hidden layer's width and the batch, and
+prints whether the mode "rule" (BACKPROP_SPLIT_STEPS=rule, or
+BACKPROP_CUT_STEPS=rule: the default) takes it.  ratio = on / off (< 1:
+the two threads' way is faster).
 
 Run it as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench.split`.
 """
@@ -27,7 +31,7 @@ from .report import table
 from .systems import BackpropFit
 from .timing import fmt_time, interleave, timed
 
-HEADERS = "network batch dtype optimizer split unsplit ratio best rule".split()
+HEADERS = "network batch dtype optimizer on off ratio best rule".split()
 # (inputs, hidden, outputs) × batches of the sweep, float32, SGD
 SWEEP_NETS = ((64, 64, 10), (64, 256, 10), (256, 256, 10), (784, 128, 10), (784, 512, 10))
 SWEEP_BATCHES = (32, 64, 128, 256)
@@ -45,28 +49,34 @@ def networks(sweep: bool) -> list[W.Workload]:
     return nets
 
 
-def _splits_by_rule(wl: W.Workload) -> bool:
-    """Whether the mode "rule" splits this workload's steps."""
-    with _kernels.split_steps("rule"):
-        return bool(_engine.splits(wl.sizes, wl.batch))
+def _by_rule(compare: str, wl: W.Workload) -> bool:
+    """Whether the mode "rule" takes this workload's steps the way compared."""
+    if compare == "split":
+        with _kernels.split_steps("rule"):
+            return bool(_engine.splits(wl.sizes, wl.batch))
+    with _kernels.split_steps("never"), _kernels.cut_steps("rule"):
+        return bool(_engine.cuts(wl.sizes, wl.batch))
 
 
-def epoch_sampler(mode: str, system, model):
+def epoch_sampler(compare: str, mode: str, system, model):
     def sample():
-        with _kernels.split_steps(mode):
+        if compare == "split":
+            with _kernels.split_steps(mode):
+                return timed(system.epoch, model)
+        with _kernels.split_steps("never"), _kernels.cut_steps(mode):
             return timed(system.epoch, model)
 
     return sample
 
 
-def measure(wl: W.Workload, reps: int, settle: float) -> dict:
+def measure(wl: W.Workload, reps: int, settle: float, compare: str = "split") -> dict:
     X, y = W.make_data(wl, wl.rows())
     system = BackpropFit()
     model = system.build(wl, X, y, W.init_params(wl.sizes, wl.hidden, wl.dtype))
     stats = interleave(
         {
-            "split": epoch_sampler("always", system, model),
-            "unsplit": epoch_sampler("never", system, model),
+            "on": epoch_sampler(compare, "always", system, model),
+            "off": epoch_sampler(compare, "never", system, model),
         },
         reps,
         warmup=1,
@@ -79,19 +89,25 @@ def measure(wl: W.Workload, reps: int, settle: float) -> dict:
         batch=wl.batch,
         dtype=wl.dtype,
         optimizer=wl.optimizer,
-        split=stats["split"].median / steps,
-        unsplit=stats["unsplit"].median / steps,
-        split_spread=stats["split"].spread / steps,
-        unsplit_spread=stats["unsplit"].spread / steps,
-        ratio=stats["split"].median / stats["unsplit"].median,
-        best=stats["split"].min / stats["unsplit"].min,
-        rule=_splits_by_rule(wl),
+        on=stats["on"].median / steps,
+        off=stats["off"].median / steps,
+        on_spread=stats["on"].spread / steps,
+        off_spread=stats["off"].spread / steps,
+        ratio=stats["on"].median / stats["off"].median,
+        best=stats["on"].min / stats["off"].min,
+        rule=_by_rule(compare, wl),
     )
 
 
 def main(argv=None) -> int:
     p = timing_arguments("split", __doc__, reps=7, threads=2)
     p.add_argument("--no-sweep", action="store_true", help="the workloads only")
+    p.add_argument(
+        "--compare",
+        choices=("split", "cut"),
+        default="split",
+        help="split steps (the batch in two shares) or cut steps (each large product in two)",
+    )
     p.add_argument(
         "--settle",
         type=float,
@@ -105,7 +121,7 @@ def main(argv=None) -> int:
     peak = {dtype: gemm_peak(dtype) for dtype in ("float32", "float64")}
     results, rows = [], []
     for wl in networks(not args.no_sweep):
-        r = measure(wl, args.reps, args.settle)
+        r = measure(wl, args.reps, args.settle, args.compare)
         results.append(r)
         rows.append(
             [
@@ -113,16 +129,17 @@ def main(argv=None) -> int:
                 str(r["batch"]),
                 r["dtype"][-2:],
                 r["optimizer"],
-                fmt_time(r["split"], r["split_spread"]),
-                fmt_time(r["unsplit"], r["unsplit_spread"]),
+                fmt_time(r["on"], r["on_spread"]),
+                fmt_time(r["off"], r["off_spread"]),
                 f"{r['ratio']:.2f}",
                 f"{r['best']:.2f}",
-                "split" if r["rule"] else "unsplit",
+                args.compare if r["rule"] else "–",
             ]
         )
         print(" ".join(rows[-1]), file=sys.stderr, flush=True)
     table(
-        f"Split steps against BLAS threading: {cpu_model()}, {args.threads} threads, "
+        f"{args.compare.capitalize()} steps against BLAS threading: {cpu_model()}, "
+        f"{args.threads} threads, "
         f"GEMM peak {peak['float32'] / 1e9:.0f} / {peak['float64'] / 1e9:.0f} GFLOP/s "
         f"(float32 / float64), kernels {_kernels.kernels_in_use()}",
         HEADERS,
@@ -130,12 +147,17 @@ def main(argv=None) -> int:
         [
             f"time per step of fit (median of the interleaved epochs, {args.settle} s pause "
             "before each)",
-            "ratio = split / unsplit (< 1: splitting is faster); best = the same for the fastest",
+            f"on = {args.compare} steps always, off = never; ratio = on / off (< 1: {args.compare} "
+            "steps are faster); best = the same for the fastest; rule: what the default takes",
         ],
     )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": threads, "peak": peak, "results": results}, f, indent=1)
+            json.dump(
+                {"compare": args.compare, "threads": threads, "peak": peak, "results": results},
+                f,
+                indent=1,
+            )
     return 0
 
 

@@ -72,6 +72,41 @@ def split_steps(str mode=None) -> str:
     return before
 
 
+_CUT_MODES = {"never": CUT_NEVER, "rule": CUT_RULE, "always": CUT_ALWAYS}
+
+
+def cut_steps(str mode=None) -> str:
+    """Which epochs cut a large layer's products between two threads
+    (epoch.pxi, cut steps): "rule" (the default: the layers large enough to
+    gain), "never" (every product to BLAS's threads) or "always" (every
+    layer that can be cut, for tests); either way only a call that may use
+    two threads, on dense input, cuts, and split steps come first.  Returns
+    the mode before (None: only returns the mode)."""
+    global cut_mode
+    before = next(k for k, v in _CUT_MODES.items() if v == cut_mode)
+    if mode is None:
+        return before
+    if mode not in _CUT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(_CUT_MODES)}; got {mode!r}")
+    cut_mode = _CUT_MODES[mode]
+    return before
+
+
+def cuts(sizes, Py_ssize_t batch) -> bool:
+    """Whether fit, on two threads and dense input, cuts a layer's products
+    in the steps of a network of these layer sizes (inputs, hidden…,
+    outputs; ReLU hidden layers) at this batch, in the cut_steps mode in
+    force (epoch.pxi, cut_rule), when it does not split them."""
+    cdef Py_ssize_t[::1] size = np.asarray(sizes, dtype=np.intp)
+    cdef int[::1] act
+    cdef Plan p
+    if size.shape[0] < 2:
+        raise ValueError("sizes must give at least the inputs and the outputs")
+    act = np.full(size.shape[0] - 1, RELU, dtype=np.intc)
+    p.n_layers, p.size, p.act = <int>size.shape[0] - 1, &size[0], &act[0]
+    return cut_rule(&p, batch)
+
+
 def splits(sizes, Py_ssize_t batch) -> bool:
     """Whether fit, on two threads and dense input, splits the steps of a
     network of these layer sizes (inputs, hidden…, outputs) at this batch,

@@ -9,7 +9,7 @@
 # then the first layer's products take only its nonzeros (sparse_forward,
 # sparse_backward), and every other layer is as for a dense batch.
 
-from backprop._codes cimport IDENTITY, RELU, SGD
+from backprop._codes cimport IDENTITY, RELU, SOFTMAX, SGD
 from kernels cimport (
     real, dense_forward, input_gradient, act_backward,
     loss_forward_backward, optimizer_update, optimizer_update_stretch, count_correct,
@@ -32,7 +32,7 @@ cdef struct Share:
 
 cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
                        bint logits, const CsrBatch* sx=NULL,
-                       bint train=False) noexcept nogil:
+                       bint train=False, bint cut=False) noexcept nogil:
     # x (rows, size[0]) → out[l] = f(out[l − 1] @ W + b) for every layer.
     # The last layer writes into `last` when it is not NULL, and stops at
     # z (no activation) when `logits` is set, for the fused loss to finish.
@@ -40,6 +40,8 @@ cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
     # A training pass (`train`) applies dropout between the layers.
     # With `logits` (a loss follows: a step, or evaluate's chunks of at most
     # capacity rows) the hidden layers that keep z (p.z[l]) write it there.
+    # With `cut` (a held team: cut steps, below), a large layer's product is
+    # cut between the team's two threads.
     cdef int l, L = p.n_layers - 1
     cdef const real* inp = x
     cdef real* out
@@ -53,6 +55,8 @@ cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
         if l == 0 and sx != NULL:
             sparse_forward(out, sx, w + p.w_off[0], w + p.b_off[0], rows, p.size[1],
                            act, <real>p.slope[0], z)
+        elif cut and cut_forward(p, l, rows, act):
+            cut_run(p, l, rows, inp, out, act, z, 0, 0)
         else:
             product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
             dense_forward(out, inp, w + p.w_off[l], w + p.b_off[l], rows,
@@ -62,7 +66,8 @@ cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
 
 cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
                           Py_ssize_t rows, real* last, real sgd_lr=0,
-                          const CsrBatch* sx=NULL, bint step_layers=False) noexcept nogil:
+                          const CsrBatch* sx=NULL, bint step_layers=False,
+                          bint cut=False) noexcept nogil:
     # IN x (rows, size[0]) or the CSR rows sx (see forward_rows),
     # y (rows, size[L + 1]), sw (rows,) sample weights or NULL;
     # OUT grads; returns the mean (weighted) loss.
@@ -76,10 +81,12 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
     # be 0 when the first such step begins: run_epoch).
     # The passes are forward_and_loss, then for each layer from the top its
     # input_phase and param_phase, which split_step runs on two threads.
+    # With `cut` (a held team: cut steps, below), a large layer's phases run
+    # in parts on its two threads.
     cdef int l, L = p.n_layers - 1
     cdef real* w = <real*>p.params
     cdef real* g = <real*>p.grads
-    cdef double value = forward_and_loss(x, y, sw, p, rows, last, sx)
+    cdef double value = forward_and_loss(x, y, sw, p, rows, last, sx, 0, cut)
     for l in range(L, -1, -1):
         if l == 0 and sx != NULL:
             if sgd_lr > 0:
@@ -91,6 +98,9 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
                 if step_layers:
                     step_layer(p, 0, w, g, 0, p.size[0], 0, p.size[1])
             continue
+        if cut and cut_backward(p, l, rows):
+            cut_run(p, l, rows, x, NULL, 0, NULL, sgd_lr, step_layers)
+            continue
         if l > 0:
             input_phase(p, w, l, rows)
         param_phase(x, p, l, rows, sgd_lr, step_layers, NULL)
@@ -100,34 +110,47 @@ cdef double loss_and_grad(const real* x, const real* y, const real* sw, Plan* p,
 
 cdef inline double forward_and_loss(const real* x, const real* y, const real* sw, Plan* p,
                                     Py_ssize_t rows, real* last, const CsrBatch* sx,
-                                    Py_ssize_t n=0) noexcept nogil:
+                                    Py_ssize_t n=0, bint cut=False) noexcept nogil:
     # A training pass's forward pass and loss: returns the rows' mean loss,
     # with δ of the output layer in p.delta[L]; n > 0: the rows are a share
     # of a batch of n rows, whose mean the gradient is of.
     cdef int L = p.n_layers - 1
-    forward_rows(x, p, rows, last, True, sx, True)
+    forward_rows(x, p, rows, last, True, sx, True, cut)
     return loss_forward_backward(p.loss, p.huber_delta, p.act[L], <real>p.slope[L],
                                  last if last != NULL else <real*>p.out[L],
                                  <real*>p.z[L], <real*>p.delta[L], y, sw, rows,
                                  p.size[L + 1], n)
 
 
-cdef inline void input_phase(Plan* p, const real* w, int l, Py_ssize_t rows) noexcept nogil:
+cdef inline void input_phase(Plan* p, const real* w, int l, Py_ssize_t rows,
+                             int part=0, int parts=1) noexcept nogil:
     # δ_{l−1} = (δ_l @ W_lᵀ) ⊙ f′(z_{l−1}) for the rows, w the parameters
-    # (p.params) (layer l ≥ 1; the
-    # first layer needs no dx).  A ReLU's f′ = [a > 0] is taken with the
-    # product (input_gradient), before dropout's mask rather than after: the
-    # two commute exactly, as each makes an entry 0 or leaves it (dropout:
-    # scaled).
-    cdef Py_ssize_t n_in = p.size[l], n_out = p.size[l + 1]
+    # (p.params) (layer l ≥ 1; the first layer needs no dx); of parts > 1,
+    # only the part-th part of δ_{l−1}'s columns (a cut step's, from the same
+    # rows of W_l), for an f of one unit at a time (not softmax).  A ReLU's
+    # f′ = [a > 0] is taken with the product (input_gradient), before
+    # dropout's mask rather than after: the two commute exactly, as each
+    # makes an entry 0 or leaves it (dropout: scaled).
+    cdef Py_ssize_t n_in = p.size[l], n_out = p.size[l + 1], i, r0, r1
     cdef const real* relu_of = <real*>p.out[l - 1] if p.act[l - 1] == RELU else NULL
-    product_threads(2.0 * rows * n_in * n_out)
-    input_gradient(<real*>p.delta[l - 1], <real*>p.delta[l], w + p.w_off[l],
-                   rows, n_in, n_out, relu_of)
-    drop_backward(p, l - 1, rows, <real*>p.delta[l - 1])
-    if relu_of == NULL:
-        act_backward(<real*>p.delta[l - 1], <real*>p.delta[l - 1], <real*>p.out[l - 1],
-                     <real*>p.z[l - 1], rows, n_in, p.act[l - 1], <real>p.slope[l - 1])
+    cdef real* d = <real*>p.delta[l - 1]
+    cdef real* z = <real*>p.z[l - 1]
+    r0, r1 = part_of(n_in, part, parts)
+    product_threads(2.0 * rows * (r1 - r0) * n_out)
+    input_gradient(d, <real*>p.delta[l], w + p.w_off[l], rows, n_in, n_out, relu_of, r0, r1)
+    if parts == 1:
+        drop_backward(p, l - 1, rows, d)
+        if relu_of == NULL:
+            act_backward(d, d, <real*>p.out[l - 1], z, rows, n_in, p.act[l - 1],
+                         <real>p.slope[l - 1])
+        return
+    for i in range(rows):     # (each row's part of δ_{l−1})
+        drop_backward(p, l - 1, 1, d + i * n_in + r0, i * n_in + r0, r1 - r0)
+        if relu_of == NULL:
+            act_backward(d + i * n_in + r0, d + i * n_in + r0,
+                         <real*>p.out[l - 1] + i * n_in + r0,
+                         NULL if z == NULL else z + i * n_in + r0, 1, r1 - r0,
+                         p.act[l - 1], <real>p.slope[l - 1])
 
 
 cdef inline void param_phase(const real* x, Plan* p, int l, Py_ssize_t rows, real sgd_lr,
@@ -243,17 +266,155 @@ cdef inline void end_step(Plan* p, real lr, int kind) noexcept nogil:
 
 
 cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan* p,
-                              Py_ssize_t rows, real lr,
-                              const CsrBatch* sx=NULL) noexcept nogil:
+                              Py_ssize_t rows, real lr, const CsrBatch* sx=NULL,
+                              bint cut=False) noexcept nogil:
     # One training step inside an epoch: loss_and_grad and the optimizer's
-    # update, taken as step_kind says.  Returns the batch's mean loss.
+    # update, taken as step_kind says; with `cut`, a cut step (below).
+    # Returns the batch's mean loss.
     cdef int kind = step_kind(p, lr)
     cdef double value
     begin_step(p, lr, kind)
+    if cut:
+        p.opt.threads = 1           # (each part's step on its own thread)
     value = loss_and_grad(x, y, sw, p, rows, NULL, lr if kind == STEP_FUSED_SGD else 0,
-                          sx, kind == STEP_BY_LAYER)
+                          sx, kind == STEP_BY_LAYER, cut)
     end_step(p, lr, kind)
     return value
+
+
+# -------------------------------------------------------------- cut steps ---
+# fit's steps on two threads for a network with large layers: each large
+# layer's products are cut between the two threads of the team (held for
+# the epoch) by the columns of their result, and each thread runs its part
+# on one thread of BLAS (or in the small kernels):
+#   forward   out[:, J_c] = f(x @ W[:, J_c] + b[J_c])           (dense_forward)
+#   backward  δ_{l−1}[:, R_c] from the rows R_c of W (input_phase), then
+#             the gradient of, or the step on, those rows and b[J_c]
+#             (param_phase)
+# for the parts c = 0, 1 of J (W's columns) and R (its rows): a chunk reads
+# and writes no row of W that the other chunk's step writes, and takes its
+# step while its part of the gradient is in cache.  BLAS's own threads cut
+# such a product too, but each call wakes them and both pack the shared
+# operand in turns; at a batch of 32, OpenBLAS's two-thread weight gradient
+# ran slower than its one thread (docs/performance.md, Cut steps).  Layers
+# too small to gain (CUT_MIN_FLOPS), and the passes of a softmax, run whole
+# on the calling thread.  The work of each chunk is fixed, so the result
+# does not depend on which thread takes it.
+
+# a layer's product of fewer floating-point operations runs whole
+cdef double CUT_MIN_FLOPS = 4e6
+cdef enum:
+    CUT_MIN_WIDTH = 32      # the columns each part has at least
+
+# "rule" (the default: the layers CUT_MIN_FLOPS and CUT_MIN_WIDTH say),
+# "never" (every product to BLAS's threads, for comparison), "always" (every
+# layer whose passes can be cut, for tests)
+cdef enum:
+    CUT_RULE, CUT_NEVER, CUT_ALWAYS
+cdef int cut_mode = CUT_RULE
+
+
+cdef struct CutRun:
+    Plan* p
+    int layer
+    Py_ssize_t rows
+    const char* inp            # the layer's input (forward), or the step's x
+    char* out                  # the forward's output, or NULL: the backward
+    int act                    # (the forward's)
+    char* z                    # … and its z, or NULL
+    double sgd_lr              # (the backward's: param_phase)
+    bint step_layers
+    bint is_double
+
+
+cdef inline bint cut_large(const Plan* p, int l, Py_ssize_t rows, Py_ssize_t width) noexcept nogil:
+    # Whether layer l's products, cut along a dimension of `width`, are large
+    # enough to cut in the mode in force.
+    return cut_mode == CUT_ALWAYS or (
+        cut_mode == CUT_RULE and width >= 2 * CUT_MIN_WIDTH
+        and 2.0 * rows * p.size[l] * p.size[l + 1] >= CUT_MIN_FLOPS)
+
+
+cdef inline bint cut_forward(const Plan* p, int l, Py_ssize_t rows, int act) noexcept nogil:
+    # Whether a cut step cuts layer l's forward product (of activation act).
+    return act != SOFTMAX and cut_large(p, l, rows, p.size[l + 1])
+
+
+cdef inline bint cut_backward(const Plan* p, int l, Py_ssize_t rows) noexcept nogil:
+    # … and its backward pass (the rows of W; the layer below is never a
+    # softmax, which Sequential allows only at the output).
+    return cut_large(p, l, rows, p.size[l])
+
+
+cdef inline bint cut_rule(const Plan* p, Py_ssize_t batch) noexcept nogil:
+    # Whether run_epoch, on two threads and dense input, takes cut steps for
+    # batches of `batch` rows: when it would cut a layer.
+    cdef int l
+    for l in range(p.n_layers):
+        if cut_forward(p, l, batch, p.act[l]) or cut_backward(p, l, batch):
+            return True
+    return False
+
+
+cdef inline bint cuts_take_blas(const Plan* p, Py_ssize_t batch, real kind) noexcept nogil:
+    # Whether a cut step of `batch` rows calls BLAS for any product (else
+    # they all take the small kernels, and run_epoch leaves BLAS's thread
+    # control alone: see enter_shares): each layer's larger part, or the
+    # whole of an uncut layer.
+    cdef int l, L = p.n_layers - 1
+    cdef Py_ssize_t n_in, n_out, cols, rows
+    cdef bint f32 = real is float
+    for l in range(p.n_layers):
+        n_in, n_out = p.size[l], p.size[l + 1]
+        cols = n_out
+        if cut_forward(p, l, batch, IDENTITY if l == L else p.act[l]):
+            cols -= n_out // 2
+        rows = n_in - n_in // 2 if cut_backward(p, l, batch) else n_in
+        if (not bp_small_gemm_takes(f32, BP_GEMM_NN, batch, cols, n_in)
+                or not bp_small_gemm_takes(f32, BP_GEMM_TN, rows, n_out, batch)
+                or (l > 0 and not bp_small_gemm_takes(f32, BP_GEMM_NT, batch, rows, n_out))):
+            return True
+    return False
+
+
+cdef inline void cut_chunk(CutRun* r, int c, real kind) noexcept nogil:
+    # Part c of the run r (`kind` picks the element type).
+    cdef Plan* p = r.p
+    cdef int l = r.layer
+    cdef real* w = <real*>p.params
+    cdef Py_ssize_t j0, j1
+    cdef Share part
+    if r.out != NULL:
+        j0, j1 = part_of(p.size[l + 1], c, 2)
+        dense_forward(<real*>r.out, <const real*>r.inp, w + p.w_off[l], w + p.b_off[l],
+                      r.rows, p.size[l], p.size[l + 1], r.act, <real>p.slope[l],
+                      <real*>r.z, j0, j1)
+        return
+    if l > 0:
+        input_phase(p, w, l, r.rows, c, 2)
+    part.index, part.count, part.first, part.n = c, 2, 0, r.rows
+    param_phase(<const real*>r.inp, p, l, r.rows, <real>r.sgd_lr, r.step_layers, &part)
+
+
+cdef void cut_task(void* arg, int c, int chunks) noexcept nogil:
+    cdef CutRun* r = <CutRun*>arg
+    if r.is_double:
+        cut_chunk(r, c, <double>0)
+    else:
+        cut_chunk(r, c, <float>0)
+
+
+cdef inline void cut_run(Plan* p, int l, Py_ssize_t rows, const real* inp, real* out,
+                         int act, real* z, real sgd_lr, bint step_layers) noexcept nogil:
+    # Layer l's forward product into out (not NULL: inp its input, act and z
+    # as forward_rows has them), or its backward pass (inp the step's x,
+    # sgd_lr and step_layers as param_phase takes them), in two parts on the
+    # held team.
+    cdef CutRun r
+    r.p, r.layer, r.rows = p, l, rows
+    r.inp, r.out, r.act, r.z = <const char*>inp, <char*>out, act, <char*>z
+    r.sgd_lr, r.step_layers, r.is_double = sgd_lr, step_layers, real is double
+    bp_team_run(cut_task, &r, 2, 2)
 
 
 # ------------------------------------------------------------ split steps ---
@@ -479,6 +640,7 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
     cdef Py_ssize_t end = first + count
     cdef bint split = (S == NULL and pass_threads() > 1 and p.share_views != NULL
                        and split_rule(p.size, p.n_layers, batch))
+    cdef bint cut = not split and S == NULL and pass_threads() > 1 and cut_rule(p, batch)
     cdef bint products_before
     p.correct = 0
     if step_kind(p, lr) == STEP_BY_LAYER:  # the first step's products add into grads
@@ -487,6 +649,10 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
         split = bp_team_hold(2) > 1
     if split:
         products_before = enter_shares(shares_take_blas(p, batch, <real>0))
+    if cut:
+        cut = bp_team_hold(2) > 1
+    if cut:
+        products_before = enter_shares(cuts_take_blas(p, batch, <real>0))
     for k in range((count + batch - 1) // batch):
         start = first + k * batch
         rows = min(batch, end - start)
@@ -520,9 +686,9 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
             if start + rows < end:
                 prefetch_rows(<const char*>X, perm + start + rows,
                               min(batch, end - start - rows), n_in * sizeof(real))
-        total += train_rows(xb, yb, wb, p, rows, lr, sx) * rows
+        total += train_rows(xb, yb, wb, p, rows, lr, sx, cut) * rows
         p.correct += count_correct(p.loss, <real*>p.out[p.n_layers - 1], yb, rows, n_out)
-    if split:
+    if split or cut:
         leave_shares(products_before)
         bp_team_release()
     return total / count

@@ -207,18 +207,19 @@ cdef inline bint small_gemm(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                             real alpha, const real* A, Py_ssize_t lda,
                             const real* B, Py_ssize_t ldb, real beta, real* C,
                             const real* bias, bint relu, real* z,
-                            const real* mask) noexcept nogil:
+                            const real* mask, Py_ssize_t ldc=0) noexcept nogil:
     # C (m, n) = alpha · op(A) @ op(B) + beta · C as gemm, with the epilogue
     # of csrc/simd/gemm.h: + bias (n,), z (m, n) ← that, ReLU, ⊙ [mask > 0]
     # (each unless NULL or False), in the chosen build's small kernel, when
     # bp_small_gemm picks it for this kind (BP_GEMM_NN: A @ B, _TN: Aᵀ @ B,
-    # _NT: A @ Bᵀ) and shape.  Returns whether it ran; if not, nothing is
-    # written, and the caller takes gemm and its own passes.
+    # _NT: A @ Bᵀ) and shape.  C, z and mask have row stride ldc (0: n).
+    # Returns whether it ran; if not, nothing is written, and the caller
+    # takes gemm and its own passes.
     cdef bp_gemm g
     if not bp_small_gemm(real is float, kind, m, n, k):
         return False
     g.kind, g.m, g.n, g.k = kind, m, n, k
-    g.a, g.lda, g.b, g.ldb, g.c, g.ldc = A, lda, B, ldb, C, n
+    g.a, g.lda, g.b, g.ldb, g.c, g.ldc = A, lda, B, ldb, C, ldc if ldc > 0 else n
     g.alpha, g.beta = alpha, beta
     g.bias, g.z, g.mask, g.relu = bias, z, mask, relu
     if real is float:
@@ -806,23 +807,42 @@ cdef inline Py_ssize_t count_correct(int loss, const real* a, const real* y,
 
 # ------------------------------------------------------------ dense layer ---
 
+cdef inline Py_ssize_t part_end(Py_ssize_t end, Py_ssize_t n) noexcept nogil:
+    # The end of a part of n things given as `end`, −1 meaning n (the whole).
+    return n if end < 0 else end
+
+
 cdef inline void dense_forward(real* out, const real* x, const real* W,
                                const real* b, Py_ssize_t rows, Py_ssize_t n_in,
                                Py_ssize_t n_out, int act, real slope,
-                               real* z) noexcept nogil:
+                               real* z, Py_ssize_t j0=0, Py_ssize_t j1=-1) noexcept nogil:
     # out (rows, n_out) = f(x (rows, n_in) @ W (n_in, n_out) + b (n_out,));
     # OUT z (rows, n_out) = x @ W + b, or NULL to keep nothing.  A small
     # product adds b (and takes identity or ReLU) in its kernel's epilogue;
-    # any other f follows as its own pass.
+    # any other f follows as its own pass.  With j0, j1: only the columns
+    # j0 … j1 of out and z (a thread's part: epoch.pxi, cut steps), for an
+    # f of one unit at a time (not softmax).
     cdef bint fused = act == IDENTITY or act == RELU
-    if small_gemm(BP_GEMM_NN, rows, n_out, n_in, 1, x, n_in, W, n_out, 0, out,
-                  b, act == RELU, z if fused else NULL, <real*>NULL):
-        if not fused:
-            act_forward(out, <real*>NULL, rows, n_out, act, slope, z)
+    cdef Py_ssize_t i, width = part_end(j1, n_out) - j0
+    if z != NULL:
+        z += j0
+    if b != NULL:
+        b += j0
+    if small_gemm(BP_GEMM_NN, rows, width, n_in, 1, x, n_in, W + j0, n_out, 0, out + j0,
+                  b, act == RELU, z if fused else NULL, <real*>NULL, n_out):
+        b = NULL
+    else:
+        gemm(False, False, <int>rows, <int>width, <int>n_in,
+             1, x, <int>n_in, W + j0, <int>n_out, 0, out + j0, <int>n_out)
+        fused = False
+    if fused:
         return
-    gemm(False, False, <int>rows, <int>n_out, <int>n_in,
-         1, x, <int>n_in, W, <int>n_out, 0, out, <int>n_out)
-    act_forward(out, b, rows, n_out, act, slope, z)
+    if width == n_out:
+        act_forward(out, b, rows, n_out, act, slope, z)
+        return
+    for i in range(rows):
+        act_forward(out + i * n_out + j0, b, 1, width, act, slope,
+                    NULL if z == NULL else z + i * n_out)
 
 
 cdef inline void bias_gradient(real* db, const real* delta, Py_ssize_t rows,
@@ -831,8 +851,7 @@ cdef inline void bias_gradient(real* db, const real* delta, Py_ssize_t rows,
     # OUT db (n_out,) = Σ_rows δ, from delta (rows, n_out); only its entries
     # lo … hi when given (a thread's part: dense_gradient_part).
     cdef Py_ssize_t i, j
-    if hi < 0:
-        hi = n_out
+    hi = part_end(hi, n_out)
     for j in range(lo, hi):
         db[j] = 0
     for i in range(rows):
@@ -842,18 +861,29 @@ cdef inline void bias_gradient(real* db, const real* delta, Py_ssize_t rows,
 
 cdef inline void input_gradient(real* dx, const real* delta, const real* W,
                                 Py_ssize_t rows, Py_ssize_t n_in,
-                                Py_ssize_t n_out, const real* relu_of) noexcept nogil:
+                                Py_ssize_t n_out, const real* relu_of, Py_ssize_t r0=0,
+                                Py_ssize_t r1=-1) noexcept nogil:
     # OUT dx (rows, n_in) = δ @ Wᵀ, from delta (rows, n_out), W (n_in, n_out);
     # then ⊙ [relu_of > 0] unless relu_of is NULL: relu_of (rows, n_in) the
     # outputs of a ReLU layer below, whose derivative a small product takes
-    # in its epilogue (else act_backward's pass).
-    if small_gemm(BP_GEMM_NT, rows, n_in, n_out, 1, delta, n_out, W, n_out, 0, dx,
-                  <real*>NULL, False, <real*>NULL, relu_of):
-        return
-    gemm(False, True, <int>rows, <int>n_in, <int>n_out,
-         1, delta, <int>n_out, W, <int>n_out, 0, dx, <int>n_in)
+    # in its epilogue (else act_backward's pass).  With r0, r1: only the
+    # columns r0 … r1 of dx, from the rows r0 … r1 of W (a thread's part).
+    cdef Py_ssize_t i, width = part_end(r1, n_in) - r0
     if relu_of != NULL:
+        relu_of += r0
+    if small_gemm(BP_GEMM_NT, rows, width, n_out, 1, delta, n_out, W + r0 * n_out, n_out, 0,
+                  dx + r0, <real*>NULL, False, <real*>NULL, relu_of, n_in):
+        return
+    gemm(False, True, <int>rows, <int>width, <int>n_out,
+         1, delta, <int>n_out, W + r0 * n_out, <int>n_out, 0, dx + r0, <int>n_in)
+    if relu_of == NULL:
+        return
+    if width == n_in:
         act_backward(dx, dx, relu_of, <real*>NULL, rows, n_in, RELU, 0)
+        return
+    for i in range(rows):
+        act_backward(dx + i * n_in + r0, dx + i * n_in + r0, relu_of + i * n_in, <real*>NULL,
+                     1, width, RELU, 0)
 
 
 cdef inline void weight_gradient(real* dW, real alpha, real beta, const real* x,

@@ -133,10 +133,10 @@ cdef inline int pass_threads() noexcept nogil:
 
 
 cdef inline bint enter_shares(bint blas) noexcept nogil:
-    # While an epoch's steps are split across threads (epoch.pxi, split_step),
+    # While an epoch's steps are split or cut across threads (epoch.pxi),
     # product_threads leaves the pool alone (two threads resizing it at once
-    # would race), and when the shares call BLAS (`blas`), it is set to one
-    # thread, once, here.  A split whose products all take the small kernels
+    # would race), and when the shares or parts call BLAS (`blas`), it is set
+    # to one thread, once, here.  A split whose products all take the small kernels
     # leaves the pool as it is: then no call into OpenBLAS's thread control
     # (whose lock a fork from another thread could leave held in the child).
     # Returns what leave_shares needs to undo it.

@@ -37,8 +37,13 @@ HOME = os.path.dirname(os.path.dirname(os.path.abspath(bp.__file__)))
 
 def run(*code, env=None):
     """`python -c` in a fresh process with BACKPROP_KERNELS and
-    BACKPROP_SPLIT_STEPS as `env` says (unset unless it names them)."""
-    environ = {k: v for k, v in os.environ.items() if k not in (_kernels.ENV, _kernels.SPLIT_ENV)}
+    BACKPROP_SPLIT_STEPS and BACKPROP_CUT_STEPS as `env` says (unset unless
+    it names them)."""
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (_kernels.ENV, _kernels.SPLIT_ENV, _kernels.CUT_ENV)
+    }
     environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-c", "\n".join(code)],

@@ -6,6 +6,7 @@ fit trains to the same numbers either way; with every product in the small
 kernels (whose sums do not depend on how C is cut) they are the same bit
 for bit."""
 
+import contextlib
 import multiprocessing
 import threading
 
@@ -45,13 +46,22 @@ def data(rows=203, n_in=24, classes=5, dtype="float32", seed=1):
 
 
 def fit(
-    mode, optimizer="sgd", dtype="float32", batch=50, weights=False, dropout=0.0, shuffle=True, **kw
+    mode,
+    optimizer="sgd",
+    dtype="float32",
+    batch=50,
+    weights=False,
+    dropout=0.0,
+    shuffle=True,
+    steps=_kernels.split_steps,
+    **kw,
 ):
-    """(params, losses) of three epochs of fit with split_steps(mode)."""
+    """(params, losses) of three epochs of fit with steps(mode): split_steps,
+    or cut_steps (tests/test_cut_steps.py)."""
     X, y = data(dtype=dtype)
     net = network(dtype, dropout, **kw)
     sw = np.random.default_rng(2).uniform(0.2, 3, len(y)) if weights else None
-    with _kernels.split_steps(mode):
+    with steps(mode):
         history = net.fit(
             X,
             y,
@@ -158,23 +168,6 @@ def test_backprop_split_steps_sets_the_mode_at_import(value, splits):
     assert result.stdout.strip() == str(splits)
 
 
-def test_backprop_info_names_the_split_mode():
-    result = run(
-        "from backprop.cli import main", "main(['info'])", env={_kernels.SPLIT_ENV: "rule"}
-    )
-    assert result.returncode == 0, result.stderr
-    assert "split steps: rule (BACKPROP_SPLIT_STEPS=rule)" in result.stdout
-    assert _kernels.split_mode() == "never"
-
-
-def test_an_unknown_backprop_split_steps_is_refused_naming_it():
-    result = run("import backprop", env={_kernels.SPLIT_ENV: "sometimes"})
-    assert result.returncode != 0
-    assert "BACKPROP_SPLIT_STEPS must be one of never, rule, always; got 'sometimes'" in (
-        result.stderr
-    )
-
-
 def test_split_steps_refuses_an_unknown_mode():
     with pytest.raises(ValueError, match="mode must be one of never, rule, always"):
         with _kernels.split_steps("sometimes"):
@@ -197,29 +190,37 @@ def test_a_sparse_input_trains_as_its_dense_rows_unsplit():
     np.testing.assert_allclose(sparse.params, dense.params, rtol=1e-5, atol=1e-6)
 
 
-def test_networks_fitting_in_several_python_threads_each_train_as_alone():
-    """Calls running at once take one thread each, so none splits (nor
-    holds the team): every network ends as it does trained alone, to
-    rounding."""
-    expected = {opt: fit("always", opt)[0] for opt in ("sgd", "adam", "rmsprop")}
+@pytest.mark.parametrize("steps", [_kernels.split_steps, _kernels.cut_steps])
+def test_networks_fitting_in_several_python_threads_each_train_as_alone(steps):
+    """Calls running at once take one thread each, so none splits or cuts
+    its steps (nor holds the team): every network ends as it does trained
+    alone, to rounding.  (The mode is set once, around the threads: a block
+    of steps(mode) in each would leave the mode of whichever ended last.)"""
+    expected = {opt: fit("always", opt, steps=steps)[0] for opt in ("sgd", "adam", "rmsprop")}
     results, errors = {}, []
 
     def train(opt):
         try:
             for _ in range(3):
-                results.setdefault(opt, []).append(fit("always", opt)[0])
+                results.setdefault(opt, []).append(fit("always", opt, steps=as_set)[0])
         except Exception as exc:  # noqa: BLE001  (reported below)
             errors.append(exc)
 
     threads = [threading.Thread(target=train, args=(opt,)) for opt in expected]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    with steps("always"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
     assert not errors and all(not t.is_alive() for t in threads)
     for opt, params in results.items():
         for p in params:  # (alone or not, the same formulas: to rounding)
             np.testing.assert_allclose(p, expected[opt], **tolerance("float32"))
+
+
+def as_set(mode):
+    """fit's steps= for the mode as it is set."""
+    return contextlib.nullcontext()
 
 
 def _fit_in_child(queue):
@@ -227,7 +228,8 @@ def _fit_in_child(queue):
         queue.put(fit("always", "adam")[0])
 
 
-def test_a_child_forked_while_a_split_epoch_runs_trains_right():
+@pytest.mark.parametrize("steps", [_kernels.split_steps, _kernels.cut_steps])
+def test_a_child_forked_while_a_split_epoch_runs_trains_right(steps):
     """The team's workers do not survive a fork: the child is not held by
     the parent's epoch, and trains (on threads of its own, or on one: the
     parent's call was running when it forked; to rounding either way).
@@ -241,21 +243,23 @@ def test_a_child_forked_while_a_split_epoch_runs_trains_right():
     def keep_fitting():
         X, y = data(rows=4000)
         net = network()
-        with _kernels.split_steps("always"), _kernels.small_products("always"):
+        with _kernels.small_products("always"):  # (steps("always"): set around the thread)
             while not stop.is_set():
                 net.fit(X, y, epochs=1, batch_size=64, verbose=0)
 
     background = threading.Thread(target=keep_fitting)
-    background.start()
-    try:
-        context = multiprocessing.get_context("fork")
-        for _ in range(3):
-            queue = context.Queue()
-            child = context.Process(target=_fit_in_child, args=(queue,))
-            child.start()
-            child.join(timeout=60)
-            assert child.exitcode == 0, "the child hung or crashed"
-            np.testing.assert_allclose(queue.get(timeout=5), expected, **tolerance("float32"))
-    finally:
-        stop.set()
-        background.join(timeout=60)
+    with steps("always"):  # (for the whole of the background's fits)
+        background.start()
+        try:
+            context = multiprocessing.get_context("fork")
+            for _ in range(3):
+                queue = context.Queue()
+                child = context.Process(target=_fit_in_child, args=(queue,))
+                child.start()
+                child.join(timeout=60)
+                assert child.exitcode == 0, "the child hung or crashed"
+                got = queue.get(timeout=5)
+                np.testing.assert_allclose(got, expected, **tolerance("float32"))
+        finally:
+            stop.set()
+            background.join(timeout=60)
