@@ -95,14 +95,16 @@ def cut_steps(str mode=None) -> str:
 def cuts(sizes, Py_ssize_t batch) -> bool:
     """Whether fit, on two threads and dense input, cuts a layer's products
     in the steps of a network of these layer sizes (inputs, hidden…,
-    outputs; ReLU hidden layers) at this batch, in the cut_steps mode in
-    force (epoch.pxi, cut_rule), when it does not split them."""
+    outputs; ReLU hidden layers, a softmax output) at this batch, in the
+    cut_steps mode in force (epoch.pxi, cut_rule), when it does not split
+    them."""
     cdef Py_ssize_t[::1] size = np.asarray(sizes, dtype=np.intp)
     cdef int[::1] act
     cdef Plan p
     if size.shape[0] < 2:
         raise ValueError("sizes must give at least the inputs and the outputs")
     act = np.full(size.shape[0] - 1, RELU, dtype=np.intc)
+    act[act.shape[0] - 1] = SOFTMAX
     p.n_layers, p.size, p.act = <int>size.shape[0] - 1, &size[0], &act[0]
     return cut_rule(&p, batch)
 

@@ -38,13 +38,13 @@ cdef inline const real* drop_forward(Plan* p, int l, Py_ssize_t rows,
 
 
 cdef inline void drop_backward(const Plan* p, int l, Py_ssize_t rows, real* g,
-                               Py_ssize_t at=0, Py_ssize_t width=0) noexcept nogil:
+                               Py_ssize_t at=0, Py_ssize_t width=-1) noexcept nogil:
     # g (rows, size[l + 1]): ∂L/∂d of layer l's dropout → ∂L/∂a in place, by
-    # the forward's mask; with a width, g is the `width` entries of the
+    # the forward's mask; with a width (≥ 0), g is the `width` entries of the
     # layer's output from entry `at` on (a row's part, rows = 1).  Nothing
     # for a rate of 0.
     if p.drop_rate[l] > 0:
-        dropout_backward(g, g, p.mask[l] + at, width if width > 0 else rows * p.size[l + 1],
+        dropout_backward(g, g, p.mask[l] + at, width if width >= 0 else rows * p.size[l + 1],
                          p.drop_rate[l])
 
 

@@ -136,6 +136,8 @@ cdef inline void input_phase(Plan* p, const real* w, int l, Py_ssize_t rows,
     cdef real* d = <real*>p.delta[l - 1]
     cdef real* z = <real*>p.z[l - 1]
     r0, r1 = part_of(n_in, part, parts)
+    if r1 == r0:                # (an empty part: a layer below of one unit)
+        return
     product_threads(2.0 * rows * (r1 - r0) * n_out)
     input_gradient(d, <real*>p.delta[l], w + p.w_off[l], rows, n_in, n_out, relu_of, r0, r1)
     if parts == 1:
@@ -297,8 +299,9 @@ cdef inline double train_rows(const real* x, const real* y, const real* sw, Plan
 # such a product too, but each call wakes them and both pack the shared
 # operand in turns; at a batch of 32, OpenBLAS's two-thread weight gradient
 # ran slower than its one thread (docs/performance.md, Cut steps).  Layers
-# too small to gain (CUT_MIN_FLOPS), and the passes of a softmax, run whole
-# on the calling thread.  The work of each chunk is fixed, so the result
+# too small or too narrow to gain (CUT_MIN_FLOPS, CUT_MIN_WIDTH) run whole
+# on the calling thread, on one thread of BLAS, as does the softmax of the
+# loss.  The work of each chunk is fixed, so the result
 # does not depend on which thread takes it.
 
 # a layer's product of fewer floating-point operations runs whole
@@ -350,8 +353,9 @@ cdef inline bint cut_rule(const Plan* p, Py_ssize_t batch) noexcept nogil:
     # Whether run_epoch, on two threads and dense input, takes cut steps for
     # batches of `batch` rows: when it would cut a layer.
     cdef int l
-    for l in range(p.n_layers):
-        if cut_forward(p, l, batch, p.act[l]) or cut_backward(p, l, batch):
+    for l in range(p.n_layers):     # (a step's last layer stops at its logits)
+        if (cut_forward(p, l, batch, IDENTITY if l == p.n_layers - 1 else p.act[l])
+                or cut_backward(p, l, batch)):
             return True
     return False
 

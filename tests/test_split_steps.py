@@ -223,9 +223,9 @@ def as_set(mode):
     return contextlib.nullcontext()
 
 
-def _fit_in_child(queue):
+def _fit_in_child(queue, steps):
     with _kernels.small_products("always"):
-        queue.put(fit("always", "adam")[0])
+        queue.put(fit("always", "adam", steps=steps)[0])
 
 
 @pytest.mark.parametrize("steps", [_kernels.split_steps, _kernels.cut_steps])
@@ -237,7 +237,7 @@ def test_a_child_forked_while_a_split_epoch_runs_trains_right(steps):
     OpenBLAS's thread control when the fork comes: a lock of OpenBLAS's
     held then stays held in the child, whatever the caller."""
     with _kernels.small_products("always"):
-        expected = fit("always", "adam")[0]
+        expected = fit("always", "adam", steps=steps)[0]
     stop = threading.Event()
 
     def keep_fitting():
@@ -254,7 +254,7 @@ def test_a_child_forked_while_a_split_epoch_runs_trains_right(steps):
             context = multiprocessing.get_context("fork")
             for _ in range(3):
                 queue = context.Queue()
-                child = context.Process(target=_fit_in_child, args=(queue,))
+                child = context.Process(target=_fit_in_child, args=(queue, steps))
                 child.start()
                 child.join(timeout=60)
                 assert child.exitcode == 0, "the child hung or crashed"
