@@ -55,7 +55,7 @@ cdef void forward_rows(const real* x, Plan* p, Py_ssize_t rows, real* last,
         if l == 0 and sx != NULL:
             sparse_forward(out, sx, w + p.w_off[0], w + p.b_off[0], rows, p.size[1],
                            act, <real>p.slope[0], z)
-        elif cut and cut_forward(p, l, rows, act):
+        elif cut and logits and cut_forward(p, l, rows):
             cut_run(p, l, rows, inp, out, act, z, 0, 0)
         else:
             product_threads(2.0 * rows * p.size[l] * p.size[l + 1])
@@ -338,9 +338,11 @@ cdef inline bint cut_large(const Plan* p, int l, Py_ssize_t rows, Py_ssize_t wid
         and 2.0 * rows * p.size[l] * p.size[l + 1] >= CUT_MIN_FLOPS)
 
 
-cdef inline bint cut_forward(const Plan* p, int l, Py_ssize_t rows, int act) noexcept nogil:
-    # Whether a cut step cuts layer l's forward product (of activation act).
-    return act != SOFTMAX and cut_large(p, l, rows, p.size[l + 1])
+cdef inline bint cut_forward(const Plan* p, int l, Py_ssize_t rows) noexcept nogil:
+    # Whether a cut step cuts layer l's forward product (a step's last layer
+    # stops at its logits, so only a hidden softmax would stay whole).
+    return ((l == p.n_layers - 1 or p.act[l] != SOFTMAX)
+            and cut_large(p, l, rows, p.size[l + 1]))
 
 
 cdef inline bint cut_backward(const Plan* p, int l, Py_ssize_t rows) noexcept nogil:
@@ -353,11 +355,24 @@ cdef inline bint cut_rule(const Plan* p, Py_ssize_t batch) noexcept nogil:
     # Whether run_epoch, on two threads and dense input, takes cut steps for
     # batches of `batch` rows: when it would cut a layer.
     cdef int l
-    for l in range(p.n_layers):     # (a step's last layer stops at its logits)
-        if (cut_forward(p, l, batch, IDENTITY if l == p.n_layers - 1 else p.act[l])
-                or cut_backward(p, l, batch)):
+    for l in range(p.n_layers):
+        if cut_forward(p, l, batch) or cut_backward(p, l, batch):
             return True
     return False
+
+
+cdef inline bint layer_takes_blas(const Plan* p, int l, Py_ssize_t m, Py_ssize_t cols,
+                                  Py_ssize_t w_rows, Py_ssize_t in_cols, Py_ssize_t batch,
+                                  real kind) noexcept nogil:
+    # Whether one thread's products of layer l call BLAS rather than the small
+    # kernels: the forward product of m rows into `cols` columns, the
+    # gradient of `w_rows` rows of W over the batch, and (above the first
+    # layer) the input gradient of m rows into `in_cols` columns.
+    cdef Py_ssize_t n_in = p.size[l], n_out = p.size[l + 1]
+    cdef bint f32 = real is float
+    return (not bp_small_gemm_takes(f32, BP_GEMM_NN, m, cols, n_in)
+            or not bp_small_gemm_takes(f32, BP_GEMM_TN, w_rows, n_out, batch)
+            or (l > 0 and not bp_small_gemm_takes(f32, BP_GEMM_NT, m, in_cols, n_out)))
 
 
 cdef inline bint cuts_take_blas(const Plan* p, Py_ssize_t batch, real kind) noexcept nogil:
@@ -365,18 +380,13 @@ cdef inline bint cuts_take_blas(const Plan* p, Py_ssize_t batch, real kind) noex
     # they all take the small kernels, and run_epoch leaves BLAS's thread
     # control alone: see enter_shares): each layer's larger part, or the
     # whole of an uncut layer.
-    cdef int l, L = p.n_layers - 1
+    cdef int l
     cdef Py_ssize_t n_in, n_out, cols, rows
-    cdef bint f32 = real is float
     for l in range(p.n_layers):
         n_in, n_out = p.size[l], p.size[l + 1]
-        cols = n_out
-        if cut_forward(p, l, batch, IDENTITY if l == L else p.act[l]):
-            cols -= n_out // 2
+        cols = n_out - n_out // 2 if cut_forward(p, l, batch) else n_out
         rows = n_in - n_in // 2 if cut_backward(p, l, batch) else n_in
-        if (not bp_small_gemm_takes(f32, BP_GEMM_NN, batch, cols, n_in)
-                or not bp_small_gemm_takes(f32, BP_GEMM_TN, rows, n_out, batch)
-                or (l > 0 and not bp_small_gemm_takes(f32, BP_GEMM_NT, batch, rows, n_out))):
+        if layer_takes_blas(p, l, batch, cols, rows, rows, batch, kind):
             return True
     return False
 
@@ -498,13 +508,10 @@ cdef inline bint shares_take_blas(const Plan* p, Py_ssize_t batch, real kind) no
     # Whether a split step of `batch` rows calls BLAS for any product (else
     # they all take the small kernels): the larger share and part of each.
     cdef int l
-    cdef Py_ssize_t n_in, n_out, rows = batch - batch // 2
-    cdef bint f32 = real is float
+    cdef Py_ssize_t rows = batch - batch // 2
     for l in range(p.n_layers):
-        n_in, n_out = p.size[l], p.size[l + 1]
-        if (not bp_small_gemm_takes(f32, BP_GEMM_NN, rows, n_out, n_in)
-                or not bp_small_gemm_takes(f32, BP_GEMM_TN, n_in - n_in // 2, n_out, batch)
-                or (l > 0 and not bp_small_gemm_takes(f32, BP_GEMM_NT, rows, n_in, n_out))):
+        if layer_takes_blas(p, l, rows, p.size[l + 1], p.size[l] - p.size[l] // 2, p.size[l],
+                            batch, kind):
             return True
     return False
 
