@@ -87,6 +87,12 @@ cdef extern from "simd/kernels.h":
                            Py_ssize_t n, const bp_rule* k) noexcept nogil
         int (*gemm_f32)(const bp_gemm* g) noexcept nogil
         int (*gemm_f64)(const bp_gemm* g) noexcept nogil
+        void (*softmax_f32)(float* a, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
+        void (*softmax_f64)(double* a, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
+        double (*softmax_ce_f32)(float* a, float* delta, const float* y, const float* w,
+                                 Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t n) noexcept nogil
+        double (*softmax_ce_f64)(double* a, double* delta, const double* y, const double* w,
+                                 Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t n) noexcept nogil
         int vbytes
     int bp_small_gemm(int f32, int kind, Py_ssize_t m, Py_ssize_t n,
                       Py_ssize_t k) noexcept nogil
@@ -246,33 +252,13 @@ cdef inline void gemv_row(bint trans_b, int n, int k, real alpha, const real* x,
 
 # ------------------------------------------------------------ activations ---
 
-cdef inline real row_max(const real* a, Py_ssize_t cols) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef real m = a[0]
-    for j in range(1, cols):
-        if a[j] > m:
-            m = a[j]
-    return m
-
-
-cdef inline double exp_shifted(real* a, Py_ssize_t cols, real m) noexcept nogil:
-    # a (cols,): z → e^(z − m) in place; returns their sum s.  With m the row
-    # maximum every exponent is ≤ 0, so no term overflows and s ≥ 1.
-    cdef Py_ssize_t j
-    cdef double s = 0
-    for j in range(cols):
-        a[j] = r_exp(a[j] - m)
-    for j in range(cols):
-        s += a[j]
-    return s
-
-
-cdef inline void softmax_row(real* a, Py_ssize_t cols) noexcept nogil:
-    # a (cols,): z → softmax(z) = e^(z − m) / s in place (see exp_shifted).
-    cdef Py_ssize_t j
-    cdef real inv = <real>(1 / exp_shifted(a, cols, row_max(a, cols)))
-    for j in range(cols):
-        a[j] *= inv
+cdef inline void softmax_rows(real* a, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    # a (rows, cols): z → softmax(z) = e^(z − m) / Σ e^(z − m), m = max z, row
+    # by row in place: csrc/simd/softmax.h, in the chosen build.
+    if real is float:
+        bp_kernels.softmax_f32(a, rows, cols)
+    else:
+        bp_kernels.softmax_f64(a, rows, cols)
 
 
 # The smooth units of modern networks, each f(z) and f′(z) as a scalar.
@@ -397,7 +383,7 @@ cdef inline void act_forward(real* a, const real* b, Py_ssize_t rows,
             for j in range(cols):
                 r[j] = r[j] if r[j] > 0 else slope * r[j]
         elif act == SOFTMAX:
-            softmax_row(r, cols)
+            softmax_rows(r, 1, cols)
         elif act == STEP:
             # The perceptron's threshold unit: 1 for z ≥ 0, else 0.
             for j in range(cols):
@@ -579,41 +565,13 @@ cdef inline double softmax_ce_forward_backward(real* a, real* delta,
                                                Py_ssize_t n=0) noexcept nogil:
     # IN a: z (rows, cols), the logits; y (rows, cols), rows summing to 1;
     # w (rows,) sample weights or NULL
-    # OUT a = softmax(z); OUT delta = w (a − y)/n
-    # Per row  −Σ_j y_j log softmax(z)_j = Σ_j y_j (lse − z_j),
-    # lse = m + log s, s = Σ_j e^(z_j − m), m = max_j z_j: every exponent is
-    # ≤ 0 and s ≥ 1, so the log is finite and nothing overflows.  One
-    # exponential per element: e^(z_j − m) serves both s and a_j = e^(z_j − m)/s.
-    # And one logarithm per batch rather than per row: Σ_i log s_i is the log
-    # of Π_i s_i, a product of numbers in [1, cols] kept below 1e300.
-    cdef Py_ssize_t i, j
-    cdef double s, cross, total = 0, product = 1
-    cdef real m, inv_s, scale, inv_rows = <real>(1.0 / (n if n > 0 else rows))
-    cdef real* r
-    cdef const real* t
-    for i in range(rows):
-        r = a + i * cols
-        t = y + i * cols
-        m = row_max(r, cols)
-        cross = 0
-        for j in range(cols):
-            cross += t[j] * (<double>m - r[j])    # Σ y_j (m − z_j), while z is still here
-        s = exp_shifted(r, cols, m)
-        if w == NULL:
-            total += cross                        # + log s: Σ_j y_j (lse − z_j), as Σ y = 1
-            product *= s
-            if product > 1e300:
-                total += log(product)
-                product = 1
-        else:
-            total += w[i] * (cross + log(s))
-        inv_s = <real>(1 / s)
-        scale = inv_rows if w == NULL else w[i] * inv_rows
-        for j in range(cols):
-            r[j] *= inv_s
-            delta[i * cols + j] = (r[j] - t[j]) * scale
-    total += log(product)
-    return total / rows
+    # OUT a = softmax(z); OUT delta = w (a − y)/n (n 0: rows); returns the
+    # rows' mean loss −(1/rows) Σ_i w_i Σ_j y_ij log softmax(z_i)_j.  The
+    # formula's home is csrc/simd/softmax.h, compiled per instruction set.
+    if real is float:
+        return bp_kernels.softmax_ce_f32(a, delta, y, w, rows, cols, n)
+    else:
+        return bp_kernels.softmax_ce_f64(a, delta, y, w, rows, cols, n)
 
 
 cdef inline double poisson_deviance(double a, double log_a, double y) noexcept nogil:

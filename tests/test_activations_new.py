@@ -197,10 +197,20 @@ def test_against_pytorch_autograd(name, dtype):
     # whose float32 tails cancel (by up to ~1e-7 and ~1e-6 absolutely, here;
     # ours are z·½erfc(−z/√2) and z σ(2u)); its softplus returns z itself
     # beyond z = 20.
+    # How far PyTorch's float32 kernels are from the exact values depends on
+    # the CPU they run on (its AVX-512 gelu tail is off by up to ~8e-7): that
+    # distance, against the formulas in float64, is allowed on top.
     atol = 2e-6 if name == "gelu_tanh" else 3e-7
-    tol = dict(rtol=1e-5, atol=atol) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(f(z), out.detach().numpy(), **tol)
-    np.testing.assert_allclose(f.backward(f(z), g, z), t.grad.numpy(), **tol)
+    rtol, atol = (1e-5, atol) if dtype == np.float32 else (1e-12, 1e-14)
+    z64, g64 = z.astype(np.float64), g.astype(np.float64)
+    pairs = [
+        (f(z), out.detach().numpy(), FORWARD[name](z64)),
+        (f.backward(f(z), g, z), t.grad.numpy(), DERIVATIVE[name](z64) * g64),
+    ]
+    for ours, theirs, exact in pairs:
+        slack = np.abs(theirs - exact) if dtype == np.float32 else 0
+        bound = atol + rtol * np.abs(theirs) + slack
+        np.testing.assert_array_less(np.abs(ours.astype(np.float64) - theirs), bound)
 
 
 # -- what the units are ----------------------------------------------------------------------

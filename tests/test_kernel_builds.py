@@ -14,6 +14,8 @@ from test_optimizers import CASES, KINDS, numpy_steps
 
 import backprop as bp
 from backprop import _kernels, _ops
+from backprop._codes import ActivationCode as Act
+from backprop._codes import LossCode as Loss
 
 BUILDS = _kernels.kernel_builds()
 RUNNABLE = [name for name, runs in BUILDS.items() if runs]
@@ -258,8 +260,8 @@ def test_fit_steps_layer_by_layer_as_train_step_steps_after_the_backward_pass(bu
     """fit takes each layer's step as its gradient is found, train_step one
     update after the whole backward pass: the same numbers, on a network
     long enough for the update's threads (203,530 parameters).  (fit's
-    steps unsplit, as train_step's: tests/test_split_steps.py compares the
-    split ones.)"""
+    steps unsplit and uncut, as train_step's: tests/test_split_steps.py and
+    tests/test_cut_steps.py compare the others.)"""
     rng = np.random.default_rng(4)
     X, y = rng.normal(size=(96, 784)).astype(np.float32), rng.integers(0, 10, 96)
     with _kernels.use_kernels(build):
@@ -274,7 +276,7 @@ def test_fit_steps_layer_by_layer_as_train_step_steps_after_the_backward_pass(bu
             )
             for _ in range(2)
         )
-        with _kernels.split_steps("never"):
+        with _kernels.split_steps("never"), _kernels.cut_steps("never"):
             fitted.fit(X, y, epochs=2, batch_size=32, shuffle=False, optimizer=optimizer, verbose=0)
         stepped.optimizer = optimizer
         for _ in range(2):
@@ -282,3 +284,50 @@ def test_fit_steps_layer_by_layer_as_train_step_steps_after_the_backward_pass(bu
                 stepped.train_step(X[i : i + 32], y[i : i + 32])
     assert fitted.optimizer_steps == stepped.optimizer_steps == 6
     np.testing.assert_array_equal(fitted.params, stepped.params)
+
+
+def softmax_case(build, dtype, rows, cols, weighted):
+    """Logits over a wide range (and rows of equal logits), softmax and the
+    softmax cross-entropy of the chosen build on them."""
+    rng = np.random.default_rng(rows * cols)
+    z = (rng.normal(size=(rows, cols)) * rng.choice([0.1, 3, 40], size=(rows, 1))).astype(dtype)
+    z[0] = 7.0  # (a row of ties)
+    y = np.eye(cols, dtype=dtype)[rng.integers(0, cols, rows)]
+    y[-1] = 1 / cols  # (soft targets)
+    w = rng.uniform(0, 2, rows).astype(dtype) if weighted else None
+    with _kernels.use_kernels(build):
+        probs = z.copy()
+        _ops.act_forward(probs, int(Act.SOFTMAX))
+        a, delta = z.copy(), np.empty_like(z)
+        loss = _ops.loss_forward_backward(
+            int(Loss.CROSS_ENTROPY), int(Act.SOFTMAX), 0.0, a, delta, y, w
+        )
+    return z, y, w, probs, a, delta, loss
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 2), (32, 10), (33, 17), (7, 100)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_every_build_takes_softmax_and_its_cross_entropy_as_the_formula(
+    build, dtype, rows, cols, weighted
+):
+    """softmax (the activation) and the fused softmax cross-entropy (value
+    and ∂L/∂z) of each build, against scipy's log_softmax in float64 and
+    against the portable build."""
+    from scipy.special import log_softmax
+
+    z, y, w, probs, a, delta, loss = softmax_case(build, dtype, rows, cols, weighted)
+    log_p = log_softmax(z.astype(np.float64), axis=1)
+    weights = np.ones(rows) if w is None else w.astype(np.float64)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(probs, np.exp(log_p), rtol=tol, atol=tol)
+    np.testing.assert_array_equal(a, probs)  # (the same softmax)
+    expect = weights[:, None] * (np.exp(log_p) - y) / rows
+    np.testing.assert_allclose(delta, expect, rtol=tol, atol=tol / rows)
+    value = -(weights * (y * log_p).sum(axis=1)).mean()
+    assert loss == pytest.approx(value, rel=tol, abs=tol)
+    portable = softmax_case("portable", dtype, rows, cols, weighted)
+    for mine, theirs in zip((probs, a, delta), portable[3:6]):
+        np.testing.assert_allclose(mine, theirs, rtol=tol, atol=tol / rows)
+    assert loss == pytest.approx(portable[6], rel=tol, abs=tol)

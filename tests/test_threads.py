@@ -184,10 +184,18 @@ def test_ctrl_c_stops_training_after_the_current_batch(tmp_path):
         [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
     )
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+
+    def read():  # the child's lines, then None when its output ends
+        for text in proc.stdout:
+            lines.put(text)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
 
     def line():  # the child's next line; a generous wait, for a busy machine
-        return lines.get(timeout=300).split()
+        text = lines.get(timeout=300)
+        assert text is not None, f"the child ended early, exit code {proc.wait()}"
+        return text.split()
 
     try:
         began = line()  # (the long epoch under way)

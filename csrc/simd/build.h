@@ -1,13 +1,16 @@
 /* One build of the kernels, for the instruction set ISA (a bare word) that
  * kernels.c sets around it: every kernel source, once in float and once in
- * double (IREAL: the integer type of the same width). */
+ * double (IREAL: the integer type of the same width; EXP: e^x of REAL). */
 #define REAL float
 #define IREAL int             /* the integer of REAL's width */
 #define SQRT sqrtf
+#define EXP bp_expf
 #define NAME(f) EXPAND3(f, f32, ISA)
 #include "update.h"
 #include "gemm.h"
+#include "softmax.h"
 #undef NAME
+#undef EXP
 #undef SQRT
 #undef IREAL
 #undef REAL
@@ -15,10 +18,13 @@
 #define REAL double
 #define IREAL long long
 #define SQRT sqrt
+#define EXP exp
 #define NAME(f) EXPAND3(f, f64, ISA)
 #include "update.h"
 #include "gemm.h"
+#include "softmax.h"
 #undef NAME
+#undef EXP
 #undef SQRT
 #undef IREAL
 #undef REAL

@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "kernels.h"
+#include "../fastexp.h"
 
 #define JOIN3(a, b, c) a##_##b##_##c
 #define EXPAND3(a, b, c) JOIN3(a, b, c)
@@ -37,24 +38,30 @@
 #pragma GCC pop_options
 
 #define KERNEL_SET(isa, vbytes, ...) \
-    { #isa, update_f32_##isa, update_f64_##isa, gemm_f32_##isa, gemm_f64_##isa, vbytes, \
-      __VA_ARGS__ }
+    { #isa, update_f32_##isa, update_f64_##isa, gemm_f32_##isa, gemm_f64_##isa, \
+      softmax_f32_##isa, softmax_f64_##isa, softmax_ce_f32_##isa, softmax_ce_f64_##isa, \
+      vbytes, __VA_ARGS__ }
 
 /* Where the small products (gemm.h) beat OpenBLAS: products of at most this
  * many multiply-adds m·n·k, per build, element type and kind (A @ B, Aᵀ @ B,
- * A @ Bᵀ), as `python -m bench.kernels` measured them on one thread over m,
- * n, k ∈ {8 … 512} (docs/performance.md, Small products: the table, and the
- * machine, an AMD EPYC with AVX2).  Each bound is where the median ratio of
- * the shapes around it crosses 1, and none exceeds 2^20: the core hands
- * products past 2·10^6 multiply-adds to BLAS's threads (threads.pxd).  The
- * portable build loses to OpenBLAS, which takes AVX2 itself, at all but the
- * tiniest products; the AVX-512 build is not measured yet, so BLAS keeps
- * every product there (BP_SMALL_GEMM_ALWAYS still runs it). */
+ * A @ Bᵀ), and of at least this many columns of C (float32, float64), as
+ * `python -m bench.kernels` measured them on one thread over m, n, k ∈ {8 …
+ * 512} (docs/performance.md, Small products: the tables, and the machines).
+ * Each bound is where the median ratio of the shapes around it crosses 1,
+ * and none exceeds 2^20: the core hands products past 2·10^6 multiply-adds
+ * to BLAS's threads (threads.pxd).  AVX2 and portable: an AMD EPYC with AVX2
+ * (Zen 3), against OpenBLAS's Haswell kernels; the portable build loses to
+ * OpenBLAS, which takes AVX2 itself, at all but the tiniest products.
+ * AVX-512: an AMD EPYC with AVX-512 (Zen 4), against OpenBLAS's SkylakeX
+ * kernels, whose small-matrix paths are faster: the kernels keep A @ B and
+ * A @ Bᵀ of results at least 16 columns wide, and BLAS takes every Aᵀ @ B
+ * (weight gradients, 1.3–1.8× slower in the kernels below 2^19) and every
+ * narrower result (10 columns: 1.2–2.4× slower). */
 const bp_kernel_set bp_kernel_sets[BP_N_ISA] = {
     /*                   float32: NN    TN    NT       float64: NN    TN   NT */
-    KERNEL_SET(portable, 16, {{4096, 1024, 512}, {512, 0, 0}}),
-    KERNEL_SET(avx2, 32, {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}}),
-    KERNEL_SET(avx512, 64, {{0, 0, 0}, {0, 0, 0}}),
+    KERNEL_SET(portable, 16, {{4096, 1024, 512}, {512, 0, 0}}, {0, 0}),
+    KERNEL_SET(avx2, 32, {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}}, {0, 0}),
+    KERNEL_SET(avx512, 64, {{1 << 20, 0, 1 << 20}, {1 << 20, 0, 1 << 20}}, {16, 16}),
 };
 
 int bp_small_gemm_mode = BP_SMALL_GEMM_RULE;
@@ -63,7 +70,8 @@ int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
     if (bp_small_gemm_mode != BP_SMALL_GEMM_RULE)
         return bp_small_gemm_mode == BP_SMALL_GEMM_ALWAYS;
-    return (double)m * n * k <= bp_kernels->small[f32 ? 0 : 1][kind];
+    return (double)m * n * k <= bp_kernels->small[f32 ? 0 : 1][kind]
+        && n >= bp_kernels->narrow[f32 ? 0 : 1];
 }
 
 int bp_small_gemm_takes(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)

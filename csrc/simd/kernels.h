@@ -73,6 +73,18 @@ typedef struct {
  * (nothing written: the caller takes BLAS). */
 typedef int (*bp_gemm_fn)(const bp_gemm *g);
 
+/* Softmax in place of a (rows, cols), and the softmax cross-entropy of
+ * logits a against targets y with weights w or NULL: a ← softmax, delta ←
+ * w (a − y)/n, returns the rows' mean loss (softmax.h). */
+typedef void (*bp_softmax_f32_fn)(float *a, ptrdiff_t rows, ptrdiff_t cols);
+typedef void (*bp_softmax_f64_fn)(double *a, ptrdiff_t rows, ptrdiff_t cols);
+typedef double (*bp_softmax_ce_f32_fn)(float *a, float *delta, const float *y,
+                                       const float *w, ptrdiff_t rows, ptrdiff_t cols,
+                                       ptrdiff_t n);
+typedef double (*bp_softmax_ce_f64_fn)(double *a, double *delta, const double *y,
+                                       const double *w, ptrdiff_t rows, ptrdiff_t cols,
+                                       ptrdiff_t n);
+
 /* One build of the kernels. */
 typedef struct {
     const char *name;           /* "portable", "avx2", "avx512" */
@@ -80,11 +92,19 @@ typedef struct {
     bp_update_f64_fn update_f64;
     bp_gemm_fn gemm_f32;
     bp_gemm_fn gemm_f64;
+    bp_softmax_f32_fn softmax_f32;
+    bp_softmax_f64_fn softmax_f64;
+    bp_softmax_ce_f32_fn softmax_ce_f32;
+    bp_softmax_ce_f64_fn softmax_ce_f64;
     int vbytes;                 /* the width of its vectors */
     /* a product of kind BP_GEMM_* of at most small[0][kind] (float32) or
      * small[1][kind] (float64) multiply-adds m·n·k runs in gemm_f32,
      * gemm_f64 rather than BLAS (kernels.c: the measurement behind them) */
     double small[2][3];
+    /* … and whose result has at least narrow[0] (float32) or narrow[1]
+     * (float64) columns: a narrower C fills its vectors only in part (a
+     * padded copy, or a last vector overlapping the one before) */
+    ptrdiff_t narrow[2];
 } bp_kernel_set;
 
 #define BP_HIDDEN __attribute__((visibility("hidden")))
