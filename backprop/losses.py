@@ -38,6 +38,8 @@ gradient is then multiplied by.  At a = y, mae's gradient is 0.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -218,12 +220,19 @@ def _one_hot(labels, n_classes: int, dtype, name: str) -> np.ndarray:
             raise ValueError(f"{name} must hold whole class labels")
     elif labels.dtype.kind == "b":
         raise TypeError(f"{name} must hold class labels 0 … {n_classes - 1}, got booleans")
-    labels = labels.astype(np.int64)
+    labels = labels.astype(np.int64, copy=False)
     if labels.min() < 0 or labels.max() >= n_classes:
         raise ValueError(
             f"{name} must hold class labels in 0 … {n_classes - 1}, "
             f"got values from {labels.min()} to {labels.max()}"
         )
-    out = np.zeros((labels.shape[0], n_classes), dtype)
-    out[np.arange(labels.shape[0]), labels] = 1
-    return out
+    return _identity(n_classes, np.dtype(dtype)).take(labels, axis=0)
+
+
+@functools.lru_cache(maxsize=16)
+def _identity(n: int, dtype: np.dtype) -> np.ndarray:
+    """The (n, n) identity, whose rows are the one-hot targets (read-only:
+    shared by every call)."""
+    eye = np.eye(n, dtype=dtype)
+    eye.flags.writeable = False
+    return eye

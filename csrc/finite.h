@@ -23,7 +23,10 @@
         return !bad;                                            \
     }
 
-BP_ALL_FINITE(bp_all_finite_f32, float, uint32_t, 0x7F800000u)
-BP_ALL_FINITE(bp_all_finite_f64, double, uint64_t, 0x7FF0000000000000ull)
+/* (csrc/simd/build.h makes one of each type per instruction set) */
+#define BP_FINITE_BITS_f32 uint32_t
+#define BP_FINITE_MASK_f32 0x7F800000u
+#define BP_FINITE_BITS_f64 uint64_t
+#define BP_FINITE_MASK_f64 0x7FF0000000000000ull
 
 #endif

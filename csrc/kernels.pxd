@@ -93,6 +93,8 @@ cdef extern from "simd/kernels.h":
                                  Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t n) noexcept nogil
         double (*softmax_ce_f64)(double* a, double* delta, const double* y, const double* w,
                                  Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t n) noexcept nogil
+        bint (*all_finite_f32)(const float* x, Py_ssize_t n) noexcept nogil
+        bint (*all_finite_f64)(const double* x, Py_ssize_t n) noexcept nogil
         int vbytes
     int bp_small_gemm(int f32, int kind, Py_ssize_t m, Py_ssize_t n,
                       Py_ssize_t k) noexcept nogil
@@ -118,9 +120,6 @@ cdef extern from "float.h":
     const float FLT_MIN
     const double DBL_MIN
 
-cdef extern from "finite.h":
-    bint bp_all_finite_f32(const float* x, Py_ssize_t n) noexcept nogil
-    bint bp_all_finite_f64(const double* x, Py_ssize_t n) noexcept nogil
 
 ctypedef fused real:
     float
@@ -170,11 +169,12 @@ cdef inline real r_expm1(real x) noexcept nogil: return by_precision(expm1f, exp
 
 
 cdef inline bint all_finite(const real* x, Py_ssize_t n) noexcept nogil:
-    # No NaN and no ±inf among x[0 … n) (finite.h: a vectorised bit test).
+    # No NaN and no ±inf among x[0 … n) (finite.h: a vectorised bit test, in
+    # the chosen build).
     if real is float:
-        return bp_all_finite_f32(x, n)
+        return bp_kernels.all_finite_f32(x, n)
     else:
-        return bp_all_finite_f64(x, n)
+        return bp_kernels.all_finite_f64(x, n)
 
 
 cdef inline real sigmoid(real z) noexcept nogil:

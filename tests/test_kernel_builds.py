@@ -331,3 +331,19 @@ def test_every_build_takes_softmax_and_its_cross_entropy_as_the_formula(
     for mine, theirs in zip((probs, a, delta), portable[3:6]):
         np.testing.assert_allclose(mine, theirs, rtol=tol, atol=tol / rows)
     assert loss == pytest.approx(portable[6], rel=tol, abs=tol)
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_build_finds_a_nan_or_an_infinity_anywhere(build, dtype):
+    """The finiteness check of each build (every input fit takes passes it):
+    one bad value at any position of short and long arrays, and none."""
+    with _kernels.use_kernels(build):
+        for n in (1, 7, 16, 33, 1000):
+            x = np.linspace(-3e38 if dtype == np.float32 else -1e308, 1, n).astype(dtype)
+            assert _ops.all_finite(x)
+            for bad in (np.nan, np.inf, -np.inf):
+                for at in sorted({0, n // 2, n - 1}):
+                    y = x.copy()
+                    y[at] = bad
+                    assert not _ops.all_finite(y), (n, bad, at)

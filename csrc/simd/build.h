@@ -1,6 +1,7 @@
 /* One build of the kernels, for the instruction set ISA (a bare word) that
  * kernels.c sets around it: every kernel source, once in float and once in
- * double (IREAL: the integer type of the same width; EXP: e^x of REAL). */
+ * double (IREAL: the integer type of the same width; EXP: e^x of REAL), and
+ * the finiteness test of ../finite.h. */
 #define REAL float
 #define IREAL int             /* the integer of REAL's width */
 #define SQRT sqrtf
@@ -9,6 +10,7 @@
 #include "update.h"
 #include "gemm.h"
 #include "softmax.h"
+BP_ALL_FINITE(NAME(all_finite), REAL, BP_FINITE_BITS_f32, BP_FINITE_MASK_f32)
 #undef NAME
 #undef EXP
 #undef SQRT
@@ -23,6 +25,7 @@
 #include "update.h"
 #include "gemm.h"
 #include "softmax.h"
+BP_ALL_FINITE(NAME(all_finite), REAL, BP_FINITE_BITS_f64, BP_FINITE_MASK_f64)
 #undef NAME
 #undef EXP
 #undef SQRT

@@ -7,6 +7,7 @@
 
 #include "kernels.h"
 #include "../fastexp.h"
+#include "../finite.h"
 
 #define JOIN3(a, b, c) a##_##b##_##c
 #define EXPAND3(a, b, c) JOIN3(a, b, c)
@@ -40,6 +41,7 @@
 #define KERNEL_SET(isa, vbytes, ...) \
     { #isa, update_f32_##isa, update_f64_##isa, gemm_f32_##isa, gemm_f64_##isa, \
       softmax_f32_##isa, softmax_f64_##isa, softmax_ce_f32_##isa, softmax_ce_f64_##isa, \
+      all_finite_f32_##isa, all_finite_f64_##isa, \
       vbytes, __VA_ARGS__ }
 
 /* Where the small products (gemm.h) beat OpenBLAS: products of at most this

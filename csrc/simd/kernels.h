@@ -96,6 +96,8 @@ typedef struct {
     bp_softmax_f64_fn softmax_f64;
     bp_softmax_ce_f32_fn softmax_ce_f32;
     bp_softmax_ce_f64_fn softmax_ce_f64;
+    int (*all_finite_f32)(const float *x, ptrdiff_t n);   /* no NaN, no ±inf */
+    int (*all_finite_f64)(const double *x, ptrdiff_t n);  /* (../finite.h) */
     int vbytes;                 /* the width of its vectors */
     /* a product of kind BP_GEMM_* of at most small[0][kind] (float32) or
      * small[1][kind] (float64) multiply-adds m·n·k runs in gemm_f32,
