@@ -12,7 +12,6 @@ sees Ctrl-C between two of them.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import os
@@ -199,6 +198,17 @@ class EpochRunner:
         """The function giving each epoch's validation figures, from the
         one for this process's validation data (None: none here)."""
         return here
+
+
+def _peek_seed(rng: np.random.Generator) -> int:
+    """The seed a new training run would draw from rng next, rng left as it
+    was (fit takes the draw only once its arguments have passed their
+    checks)."""
+    state = rng.bit_generator.state
+    try:
+        return int(rng.integers(2**62))
+    finally:
+        rng.bit_generator.state = state
 
 
 def train_stretch(engine: Engine, X2, *args) -> float:
@@ -433,9 +443,7 @@ class Trainer:
                 )
         kept = self._training.seed
         new_run = reset or kept is None
-        run_seed = (
-            int(copy.deepcopy(self._rng).integers(2**62)) if new_run or kept is None else kept
-        )
+        run_seed = _peek_seed(self._rng) if new_run or kept is None else kept
         # A fit refused before its first epoch (an argument, a checkpoint of
         # another run, a bad file) leaves the network as it was.
         undo = self._undo_point()
