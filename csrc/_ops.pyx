@@ -301,13 +301,15 @@ def small_gemm(str kind, real[:, ::1] C, const real[:, ::1] A, const real[:, ::1
     return bool(done)
 
 
-def small_gemm_rule(bint f32, str kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
+def small_gemm_rule(bint f32, str kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                    bint alone=False):
     """Whether a product of kind "nn", "tn" or "nt" (as small_gemm) and
     shape m, n, k takes the small kernel in the build in use (bp_small_gemm:
-    its bounds, or the mode small_products set)."""
+    its bounds, or the mode small_products set); `alone`: a product that
+    runs on one thread in any case (a cut step's part)."""
     if kind not in _GEMM_KINDS:
         raise ValueError(f"kind must be one of nn, tn, nt; got {kind!r}")
-    return bool(bp_small_gemm(f32, _GEMM_KINDS[kind], m, n, k))
+    return bool(bp_small_gemm(f32, _GEMM_KINDS[kind], m, n, k, alone))
 
 
 def repeat_product(str kind, long calls, real[:, ::1] C, const real[:, ::1] A,

@@ -139,7 +139,8 @@ cdef inline void input_phase(Plan* p, const real* w, int l, Py_ssize_t rows,
     if r1 == r0:                # (an empty part: a layer below of one unit)
         return
     product_threads(2.0 * rows * (r1 - r0) * n_out)
-    input_gradient(d, <real*>p.delta[l], w + p.w_off[l], rows, n_in, n_out, relu_of, r0, r1)
+    input_gradient(d, <real*>p.delta[l], w + p.w_off[l], rows, n_in, n_out, relu_of, r0, r1,
+                   parts > 1)
     if parts == 1:
         drop_backward(p, l - 1, rows, d)
         if relu_of == NULL:
@@ -363,16 +364,19 @@ cdef inline bint cut_rule(const Plan* p, Py_ssize_t batch) noexcept nogil:
 
 cdef inline bint layer_takes_blas(const Plan* p, int l, Py_ssize_t m, Py_ssize_t cols,
                                   Py_ssize_t w_rows, Py_ssize_t in_cols, Py_ssize_t batch,
+                                  bint forward_alone, bint input_alone,
                                   real kind) noexcept nogil:
     # Whether one thread's products of layer l call BLAS rather than the small
     # kernels: the forward product of m rows into `cols` columns, the
     # gradient of `w_rows` rows of W over the batch, and (above the first
-    # layer) the input gradient of m rows into `in_cols` columns.
+    # layer) the input gradient of m rows into `in_cols` columns; the first
+    # and last `alone` as dense_forward and input_gradient take them.
     cdef Py_ssize_t n_in = p.size[l], n_out = p.size[l + 1]
     cdef bint f32 = real is float
-    return (not bp_small_gemm_takes(f32, BP_GEMM_NN, m, cols, n_in)
-            or not bp_small_gemm_takes(f32, BP_GEMM_TN, w_rows, n_out, batch)
-            or (l > 0 and not bp_small_gemm_takes(f32, BP_GEMM_NT, m, in_cols, n_out)))
+    return (not bp_small_gemm_takes(f32, BP_GEMM_NN, m, cols, n_in, forward_alone)
+            or not bp_small_gemm_takes(f32, BP_GEMM_TN, w_rows, n_out, batch, False)
+            or (l > 0 and not bp_small_gemm_takes(f32, BP_GEMM_NT, m, in_cols, n_out,
+                                                  input_alone)))
 
 
 cdef inline bint cuts_take_blas(const Plan* p, Py_ssize_t batch, real kind) noexcept nogil:
@@ -382,11 +386,13 @@ cdef inline bint cuts_take_blas(const Plan* p, Py_ssize_t batch, real kind) noex
     # whole of an uncut layer.
     cdef int l
     cdef Py_ssize_t n_in, n_out, cols, rows
+    cdef bint forward, backward
     for l in range(p.n_layers):
         n_in, n_out = p.size[l], p.size[l + 1]
-        cols = n_out - n_out // 2 if cut_forward(p, l, batch) else n_out
-        rows = n_in - n_in // 2 if cut_backward(p, l, batch) else n_in
-        if layer_takes_blas(p, l, batch, cols, rows, rows, batch, kind):
+        forward, backward = cut_forward(p, l, batch), cut_backward(p, l, batch)
+        cols = n_out - n_out // 2 if forward else n_out
+        rows = n_in - n_in // 2 if backward else n_in
+        if layer_takes_blas(p, l, batch, cols, rows, rows, batch, forward, backward, kind):
             return True
     return False
 
@@ -402,7 +408,7 @@ cdef inline void cut_chunk(CutRun* r, int c, real kind) noexcept nogil:
         j0, j1 = part_of(p.size[l + 1], c, 2)
         dense_forward(<real*>r.out, <const real*>r.inp, w + p.w_off[l], w + p.b_off[l],
                       r.rows, p.size[l], p.size[l + 1], r.act, <real>p.slope[l],
-                      <real*>r.z, j0, j1)
+                      <real*>r.z, j0, j1, True)
         return
     if l > 0:
         input_phase(p, w, l, r.rows, c, 2)
@@ -511,7 +517,7 @@ cdef inline bint shares_take_blas(const Plan* p, Py_ssize_t batch, real kind) no
     cdef Py_ssize_t rows = batch - batch // 2
     for l in range(p.n_layers):
         if layer_takes_blas(p, l, rows, p.size[l + 1], p.size[l] - p.size[l] // 2, p.size[l],
-                            batch, kind):
+                            batch, False, False, kind):
             return True
     return False
 

@@ -97,9 +97,9 @@ cdef extern from "simd/kernels.h":
         bint (*all_finite_f64)(const double* x, Py_ssize_t n) noexcept nogil
         int vbytes
     int bp_small_gemm(int f32, int kind, Py_ssize_t m, Py_ssize_t n,
-                      Py_ssize_t k) noexcept nogil
+                      Py_ssize_t k, int alone) noexcept nogil
     int bp_small_gemm_takes(int f32, int kind, Py_ssize_t m, Py_ssize_t n,
-                            Py_ssize_t k) noexcept nogil
+                            Py_ssize_t k, int alone) noexcept nogil
     int bp_small_gemm_mode
     enum: BP_SMALL_GEMM_RULE, BP_SMALL_GEMM_NEVER, BP_SMALL_GEMM_ALWAYS
     void bp_update_f32(int rule, float* w, float* g, float* s1, float* s2,
@@ -213,16 +213,18 @@ cdef inline bint small_gemm(int kind, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                             real alpha, const real* A, Py_ssize_t lda,
                             const real* B, Py_ssize_t ldb, real beta, real* C,
                             const real* bias, bint relu, real* z,
-                            const real* mask, Py_ssize_t ldc=0) noexcept nogil:
+                            const real* mask, Py_ssize_t ldc=0,
+                            bint alone=False) noexcept nogil:
     # C (m, n) = alpha · op(A) @ op(B) + beta · C as gemm, with the epilogue
     # of csrc/simd/gemm.h: + bias (n,), z (m, n) ← that, ReLU, ⊙ [mask > 0]
     # (each unless NULL or False), in the chosen build's small kernel, when
     # bp_small_gemm picks it for this kind (BP_GEMM_NN: A @ B, _TN: Aᵀ @ B,
-    # _NT: A @ Bᵀ) and shape.  C, z and mask have row stride ldc (0: n).
+    # _NT: A @ Bᵀ) and shape (`alone`: a product that runs on one thread in
+    # any case, a cut step's part).  C, z and mask have row stride ldc (0: n).
     # Returns whether it ran; if not, nothing is written, and the caller
     # takes gemm and its own passes.
     cdef bp_gemm g
-    if not bp_small_gemm(real is float, kind, m, n, k):
+    if not bp_small_gemm(real is float, kind, m, n, k, alone):
         return False
     g.kind, g.m, g.n, g.k = kind, m, n, k
     g.a, g.lda, g.b, g.ldb, g.c, g.ldc = A, lda, B, ldb, C, ldc if ldc > 0 else n
@@ -773,13 +775,14 @@ cdef inline Py_ssize_t part_end(Py_ssize_t end, Py_ssize_t n) noexcept nogil:
 cdef inline void dense_forward(real* out, const real* x, const real* W,
                                const real* b, Py_ssize_t rows, Py_ssize_t n_in,
                                Py_ssize_t n_out, int act, real slope,
-                               real* z, Py_ssize_t j0=0, Py_ssize_t j1=-1) noexcept nogil:
+                               real* z, Py_ssize_t j0=0, Py_ssize_t j1=-1,
+                               bint alone=False) noexcept nogil:
     # out (rows, n_out) = f(x (rows, n_in) @ W (n_in, n_out) + b (n_out,));
     # OUT z (rows, n_out) = x @ W + b, or NULL to keep nothing.  A small
     # product adds b (and takes identity or ReLU) in its kernel's epilogue;
     # any other f follows as its own pass.  With j0, j1: only the columns
     # j0 … j1 of out and z (a thread's part: epoch.pxi, cut steps), for an
-    # f of one unit at a time (not softmax).
+    # f of one unit at a time (not softmax); `alone`: as small_gemm.
     cdef bint fused = act == IDENTITY or act == RELU
     cdef Py_ssize_t i, width = part_end(j1, n_out) - j0
     if z != NULL:
@@ -787,7 +790,7 @@ cdef inline void dense_forward(real* out, const real* x, const real* W,
     if b != NULL:
         b += j0
     if small_gemm(BP_GEMM_NN, rows, width, n_in, 1, x, n_in, W + j0, n_out, 0, out + j0,
-                  b, act == RELU, z if fused else NULL, <real*>NULL, n_out):
+                  b, act == RELU, z if fused else NULL, <real*>NULL, n_out, alone):
         b = NULL
     else:
         gemm(False, False, <int>rows, <int>width, <int>n_in,
@@ -820,17 +823,18 @@ cdef inline void bias_gradient(real* db, const real* delta, Py_ssize_t rows,
 cdef inline void input_gradient(real* dx, const real* delta, const real* W,
                                 Py_ssize_t rows, Py_ssize_t n_in,
                                 Py_ssize_t n_out, const real* relu_of, Py_ssize_t r0=0,
-                                Py_ssize_t r1=-1) noexcept nogil:
+                                Py_ssize_t r1=-1, bint alone=False) noexcept nogil:
     # OUT dx (rows, n_in) = δ @ Wᵀ, from delta (rows, n_out), W (n_in, n_out);
     # then ⊙ [relu_of > 0] unless relu_of is NULL: relu_of (rows, n_in) the
     # outputs of a ReLU layer below, whose derivative a small product takes
     # in its epilogue (else act_backward's pass).  With r0, r1: only the
-    # columns r0 … r1 of dx, from the rows r0 … r1 of W (a thread's part).
+    # columns r0 … r1 of dx, from the rows r0 … r1 of W (a thread's part);
+    # `alone`: as small_gemm.
     cdef Py_ssize_t i, width = part_end(r1, n_in) - r0
     if relu_of != NULL:
         relu_of += r0
     if small_gemm(BP_GEMM_NT, rows, width, n_out, 1, delta, n_out, W + r0 * n_out, n_out, 0,
-                  dx + r0, <real*>NULL, False, <real*>NULL, relu_of, n_in):
+                  dx + r0, <real*>NULL, False, <real*>NULL, relu_of, n_in, alone):
         return
     gemm(False, True, <int>rows, <int>width, <int>n_out,
          1, delta, <int>n_out, W + r0 * n_out, <int>n_out, 0, dx + r0, <int>n_in)

@@ -49,40 +49,48 @@
  * A @ Bᵀ), and of at least this many columns of C (float32, float64), as
  * `python -m bench.kernels` measured them on one thread over m, n, k ∈ {8 …
  * 512} (docs/performance.md, Small products: the tables, and the machines).
- * Each bound is where the median ratio of the shapes around it crosses 1,
- * and none exceeds 2^20: the core hands products past 2·10^6 multiply-adds
- * to BLAS's threads (threads.pxd).  AVX2 and portable: an AMD EPYC with AVX2
- * (Zen 3), against OpenBLAS's Haswell kernels; the portable build loses to
- * OpenBLAS, which takes AVX2 itself, at all but the tiniest products.
- * AVX-512: an AMD EPYC with AVX-512 (Zen 4), against OpenBLAS's SkylakeX
- * kernels, whose small-matrix paths are faster: the kernels keep A @ B and
- * A @ Bᵀ of results at least 16 columns wide, and BLAS takes every Aᵀ @ B
- * (weight gradients, 1.3–1.8× slower in the kernels below 2^19) and every
- * narrower result (10 columns: 1.2–2.4× slower). */
+ * Each bound is where the median ratio of the shapes around it crosses 1.
+ * `small` stops at 2^20: the core hands products past 2·10^6 multiply-adds
+ * to BLAS's threads (threads.pxd), which a kernel on one thread does not
+ * beat.  `alone`, for a product on one thread whatever takes it (a cut
+ * step's part), goes on as far as the measurement does.  AVX2 and portable:
+ * an AMD EPYC with AVX2 (Zen 3), against OpenBLAS's Haswell kernels; the
+ * portable build loses to OpenBLAS, which takes AVX2 itself, at all but the
+ * tiniest products.  AVX-512: an AMD EPYC with AVX-512 (Zen 4), against
+ * OpenBLAS's SkylakeX kernels, whose small-matrix paths are faster: the
+ * kernels keep A @ B (0.68–0.88 of BLAS's time up to 512³, the sweep's
+ * largest) and A @ Bᵀ of results at least 16 columns wide, and BLAS takes
+ * every Aᵀ @ B (weight gradients, 1.3–1.8× slower in the kernels below 2^19)
+ * and every narrower result (10 columns: 1.2–2.4× slower). */
 const bp_kernel_set bp_kernel_sets[BP_N_ISA] = {
     /*                   float32: NN    TN    NT       float64: NN    TN   NT */
-    KERNEL_SET(portable, 16, {{4096, 1024, 512}, {512, 0, 0}}, {0, 0}),
-    KERNEL_SET(avx2, 32, {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}}, {0, 0}),
-    KERNEL_SET(avx512, 64, {{1 << 20, 0, 1 << 20}, {1 << 20, 0, 1 << 20}}, {16, 16}),
+    KERNEL_SET(portable, 16, {{4096, 1024, 512}, {512, 0, 0}},
+               {{4096, 1024, 512}, {512, 0, 0}}, {0, 0}),
+    KERNEL_SET(avx2, 32, {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}},
+               {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}}, {0, 0}),
+    KERNEL_SET(avx512, 64, {{1 << 20, 0, 1 << 20}, {1 << 20, 0, 1 << 20}},
+               {{1 << 27, 0, 1 << 20}, {1 << 27, 0, 1 << 25}}, {16, 16}),
 };
 
 int bp_small_gemm_mode = BP_SMALL_GEMM_RULE;
 
-int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int alone)
 {
+    const int t = f32 ? 0 : 1;
     if (bp_small_gemm_mode != BP_SMALL_GEMM_RULE)
         return bp_small_gemm_mode == BP_SMALL_GEMM_ALWAYS;
-    return (double)m * n * k <= bp_kernels->small[f32 ? 0 : 1][kind]
-        && n >= bp_kernels->narrow[f32 ? 0 : 1];
+    return (double)m * n * k <= (alone ? bp_kernels->alone : bp_kernels->small)[t][kind]
+        && n >= bp_kernels->narrow[t];
 }
 
-int bp_small_gemm_takes(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+int bp_small_gemm_takes(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int alone)
 {
     /* (gemm.h: B is copied into its 32 kB buffer, a vector of columns at
      * least, when read transposed or narrower than a vector) */
     const ptrdiff_t lanes = bp_kernels->vbytes / (f32 ? 4 : 8);
     const int copied = kind == BP_GEMM_NT || n < lanes;
-    return bp_small_gemm(f32, kind, m, n, k) && (!copied || k <= 32768 / bp_kernels->vbytes);
+    return bp_small_gemm(f32, kind, m, n, k, alone)
+        && (!copied || k <= 32768 / bp_kernels->vbytes);
 }
 
 const bp_kernel_set *bp_kernels = &bp_kernel_sets[BP_ISA_PORTABLE];

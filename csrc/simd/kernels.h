@@ -103,6 +103,11 @@ typedef struct {
      * small[1][kind] (float64) multiply-adds m·n·k runs in gemm_f32,
      * gemm_f64 rather than BLAS (kernels.c: the measurement behind them) */
     double small[2][3];
+    /* … or of at most alone[0][kind], alone[1][kind] when the product runs
+     * on one thread whatever takes it (a part of a cut step, beside the other
+     * part on the other core): small stops at 2^20 only because larger
+     * products may go to BLAS's threads */
+    double alone[2][3];
     /* … and whose result has at least narrow[0] (float32) or narrow[1]
      * (float64) columns: a narrower C fills its vectors only in part (a
      * padded copy, or a last vector overlapping the one before) */
@@ -141,12 +146,15 @@ BP_HIDDEN extern const bp_kernel_set *bp_kernels;
 BP_HIDDEN extern const bp_kernel_set bp_kernel_sets[BP_N_ISA];
 
 /* Whether a product of this kind and shape takes the chosen build's small
- * kernel (gemm.h) rather than BLAS: by the build's bounds, unless
- * bp_small_gemm_mode says otherwise. */
-BP_HIDDEN int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k);
+ * kernel (gemm.h) rather than BLAS: by the build's bounds (`alone`: those of
+ * a product on one thread in any case), unless bp_small_gemm_mode says
+ * otherwise. */
+BP_HIDDEN int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                            int alone);
 /* Whether such a product runs in the small kernel indeed: bp_small_gemm,
  * and the kernel's buffer holds what it must copy (else it takes BLAS). */
-BP_HIDDEN int bp_small_gemm_takes(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k);
+BP_HIDDEN int bp_small_gemm_takes(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                  int alone);
 /* BP_SMALL_GEMM_RULE (the default), _NEVER (BLAS for every product, for
  * comparison) or _ALWAYS (the kernel for every product, for tests). */
 enum { BP_SMALL_GEMM_RULE, BP_SMALL_GEMM_NEVER, BP_SMALL_GEMM_ALWAYS };
