@@ -277,3 +277,21 @@ def test_the_portable_build_chosen_by_the_environment_runs_the_kernels():
     )
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) > 0.9
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+def test_a_product_on_one_thread_in_any_case_takes_the_kernels_at_least_as_often(build):
+    """The bounds of a product that runs on one thread whatever takes it (a
+    cut step's part) are never below the others, and no build gives the
+    kernels a product far beyond what bench.kernels measured (512³); a
+    product past 2^20 multiply-adds, which may go to BLAS's threads, takes
+    them only when alone."""
+    sizes = (1, 8, 10, 16, 33, 64, 128, 256, 512, 784, 1024, 2048)
+    with _kernels.use_kernels(build):
+        for f32, kind in itertools.product((True, False), ("nn", "tn", "nt")):
+            for m, n, k in itertools.product(sizes, repeat=3):
+                small = _ops.small_gemm_rule(f32, kind, m, n, k)
+                alone = _ops.small_gemm_rule(f32, kind, m, n, k, alone=True)
+                assert alone or not small, (f32, kind, m, n, k)
+                assert not (small and m * n * k > 2**20), (f32, kind, m, n, k)
+                assert not (alone and m * n * k > 2**27), (f32, kind, m, n, k)
