@@ -1,7 +1,10 @@
 # cython: language_level=3, cdivision=True
 #
 # The kernels of the compiled core: every formula of a dense network has its
-# one home here, as a small `nogil` function over raw row-major buffers.
+# one home here, as a small `nogil` function over raw row-major buffers; or,
+# for the loops compiled once per instruction set, in csrc/simd/, which the
+# function here calls (the optimizers' rules, the small products, softmax and
+# its cross-entropy, the finiteness check).
 #
 #   forward:   z = x @ W + b ;  a = f(z)          dense_forward, act_forward
 #                                                 (z kept where f′ needs it: act_keeps_z)
