@@ -226,7 +226,17 @@ def _one_hot(labels, n_classes: int, dtype, name: str) -> np.ndarray:
             f"{name} must hold class labels in 0 … {n_classes - 1}, "
             f"got values from {labels.min()} to {labels.max()}"
         )
-    return _identity(n_classes, np.dtype(dtype)).take(labels, axis=0)
+    if n_classes <= _IDENTITY_MAX:
+        return _identity(n_classes, np.dtype(dtype)).take(labels, axis=0)
+    out = np.zeros((labels.shape[0], n_classes), dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out
+
+
+# the largest class count whose (n, n) identity is cached: 1024² float64 is
+# 8 MiB, and 16 of them at most; past it the identity would outweigh the
+# targets it serves (n_classes² against rows · n_classes)
+_IDENTITY_MAX = 1024
 
 
 @functools.lru_cache(maxsize=16)

@@ -382,18 +382,20 @@ cdef inline bint layer_takes_blas(const Plan* p, int l, Py_ssize_t m, Py_ssize_t
 cdef inline bint cuts_take_blas(const Plan* p, Py_ssize_t batch, real kind) noexcept nogil:
     # Whether a cut step of `batch` rows calls BLAS for any product (else
     # they all take the small kernels, and run_epoch leaves BLAS's thread
-    # control alone: see enter_shares): each layer's larger part, or the
-    # whole of an uncut layer.
-    cdef int l
+    # control alone: see enter_shares): either part of each layer, or the
+    # whole of an uncut layer.  (Both parts: a build's narrowest result can
+    # send the smaller part to BLAS and not the larger.)
+    cdef int l, c
     cdef Py_ssize_t n_in, n_out, cols, rows
     cdef bint forward, backward
     for l in range(p.n_layers):
         n_in, n_out = p.size[l], p.size[l + 1]
         forward, backward = cut_forward(p, l, batch), cut_backward(p, l, batch)
-        cols = n_out - n_out // 2 if forward else n_out
-        rows = n_in - n_in // 2 if backward else n_in
-        if layer_takes_blas(p, l, batch, cols, rows, rows, batch, forward, backward, kind):
-            return True
+        for c in range(2):
+            cols = (n_out - n_out // 2 if c == 0 else n_out // 2) if forward else n_out
+            rows = (n_in - n_in // 2 if c == 0 else n_in // 2) if backward else n_in
+            if layer_takes_blas(p, l, batch, cols, rows, rows, batch, forward, backward, kind):
+                return True
     return False
 
 

@@ -388,7 +388,7 @@ cdef inline void act_forward(real* a, const real* b, Py_ssize_t rows,
             for j in range(cols):
                 r[j] = r[j] if r[j] > 0 else slope * r[j]
         elif act == SOFTMAX:
-            softmax_rows(r, 1, cols)
+            pass                # (the whole block at once, below)
         elif act == STEP:
             # The perceptron's threshold unit: 1 for z ≥ 0, else 0.
             for j in range(cols):
@@ -417,6 +417,11 @@ cdef inline void act_forward(real* a, const real* b, Py_ssize_t rows,
         elif act == SELU:
             for j in range(cols):
                 r[j] = <real>BP_SELU_SCALE * elu(r[j], <real>BP_SELU_ALPHA)
+    if act == SOFTMAX:
+        # one call over the block: softmax.h's flat pass of e^(z − m) fills
+        # whole vectors however few the columns (a row's result does not
+        # depend on the rows beside it)
+        softmax_rows(a, rows, cols)
 
 
 cdef inline void act_backward(real* delta, const real* g, const real* a,

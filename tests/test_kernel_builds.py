@@ -347,3 +347,83 @@ def test_every_build_finds_a_nan_or_an_infinity_anywhere(build, dtype):
                     y = x.copy()
                     y[at] = bad
                     assert not _ops.all_finite(y), (n, bad, at)
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_build_keeps_the_product_of_row_sums_below_overflow(build, dtype):
+    """Unweighted, softmax_ce sums log s_i as the log of Π s_i, folded into
+    the total whenever it passes 1e300: 500 rows of nearly equal logits over
+    1000 classes make Π s_i ≈ 1000^500, far beyond any float."""
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(11)
+    rows, cols = 500, 1000
+    z = (rng.normal(size=(rows, cols)) * 0.01).astype(dtype)
+    y = np.eye(cols, dtype=dtype)[rng.integers(0, cols, rows)]
+    with _kernels.use_kernels(build):
+        a, delta = z.copy(), np.empty_like(z)
+        loss = _ops.loss_forward_backward(
+            int(Loss.CROSS_ENTROPY), int(Act.SOFTMAX), 0.0, a, delta, y
+        )
+    value = -(y * log_softmax(z.astype(np.float64), axis=1)).sum(axis=1).mean()
+    assert np.isfinite(loss)
+    assert loss == pytest.approx(value, rel=1e-6 if dtype == np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize("at", [0, 4, 9])
+def test_every_build_spoils_only_the_row_of_a_bad_logit(build, dtype, bad, at):
+    """A NaN or +inf logit makes its row's softmax and δ NaN, and the loss
+    NaN (fit then undoes the epoch); the other rows are as without it."""
+    rng = np.random.default_rng(12)
+    z = rng.normal(size=(6, 10)).astype(dtype)
+    y = np.eye(10, dtype=dtype)[rng.integers(0, 10, 6)]
+    with _kernels.use_kernels(build):
+        clean_a, clean_d = z.copy(), np.empty_like(z)
+        _ops.loss_forward_backward(
+            int(Loss.CROSS_ENTROPY), int(Act.SOFTMAX), 0.0, clean_a, clean_d, y
+        )
+        z[2, at] = bad
+        a, delta = z.copy(), np.empty_like(z)
+        loss = _ops.loss_forward_backward(
+            int(Loss.CROSS_ENTROPY), int(Act.SOFTMAX), 0.0, a, delta, y
+        )
+        probs = z.copy()
+        _ops.act_forward(probs, int(Act.SOFTMAX))
+    assert np.isnan(loss)
+    assert np.isnan(a[2]).all() and np.isnan(delta[2]).all() and np.isnan(probs[2]).all()
+    others = [0, 1, 3, 4, 5]
+    np.testing.assert_array_equal(a[others], clean_a[others])
+    np.testing.assert_array_equal(delta[others], clean_d[others])
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_build_takes_the_extremes_of_the_finite_values_as_finite(build, dtype):
+    """±max (all exponent bits set but the lowest), the smallest subnormal
+    and −0 are finite; the bit test must not take them for inf or NaN."""
+    info = np.finfo(dtype)
+    edges = np.array([info.max, -info.max, info.smallest_subnormal, -0.0, 0.0], dtype)
+    with _kernels.use_kernels(build):
+        for n in (1, 5, 17, 70):
+            assert _ops.all_finite(np.resize(edges, n))
+
+
+def test_the_avx512_rule_sends_narrow_results_and_weight_gradients_to_blas():
+    """kernels.c's table for AVX-512: A @ B and A @ Bᵀ of results at least 16
+    columns wide up to 2^20 multiply-adds, every Aᵀ @ B to BLAS; the other
+    builds have no minimum width."""
+    if not BUILDS["avx512"]:
+        pytest.skip("this CPU does not run the AVX-512 build")
+    with _kernels.use_kernels("avx512"):
+        for f32 in (True, False):
+            assert _ops.small_gemm_rule(f32, "nn", 32, 16, 64)
+            assert not _ops.small_gemm_rule(f32, "nn", 32, 15, 64)
+            assert _ops.small_gemm_rule(f32, "nt", 32, 16, 64)
+            assert not _ops.small_gemm_rule(f32, "nt", 32, 10, 64)
+            assert not _ops.small_gemm_rule(f32, "tn", 8, 16, 8)
+    with _kernels.use_kernels("portable"):
+        assert _ops.small_gemm_rule(True, "nn", 4, 1, 4)
