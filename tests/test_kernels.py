@@ -553,6 +553,16 @@ def test_labels(loss, cols, dtype, rng):
     assert _ops.labels(loss, A[:0]).shape == expected[:0].shape
 
 
+@pytest.mark.parametrize("cols", [1, 2, 3, 4, 9, 10, 11, 16, 33])
+def test_the_argmax_is_the_first_of_equals_at_every_width(cols, dtype, rng):
+    """The class label is numpy's argmax, the first of equal maxima,
+    wherever the maxima lie (rows of many ties; both ends; odd and even
+    widths)."""
+    A = rng.integers(0, 3, size=(300, cols)).astype(dtype)
+    A[0], A[1, -1], A[2, 0] = 1, 9, 9
+    np.testing.assert_array_equal(_ops.labels(Loss.CROSS_ENTROPY, A), A.argmax(axis=1))
+
+
 def test_labels_of_ties_and_half_by_hand(dtype):
     A = np.array([[0.5, 0.5, 0.1], [0.1, 0.7, 0.7], [0.2, 0.1, 0.2]], dtype)
     np.testing.assert_array_equal(_ops.labels(Loss.CROSS_ENTROPY, A), [0, 1, 0])
