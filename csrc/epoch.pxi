@@ -386,15 +386,15 @@ cdef inline bint cuts_take_blas(const Plan* p, Py_ssize_t batch, real kind) noex
     # whole of an uncut layer.  (Both parts: a build's narrowest result can
     # send the smaller part to BLAS and not the larger.)
     cdef int l, c
-    cdef Py_ssize_t n_in, n_out, cols, rows
+    cdef Py_ssize_t j0, j1, r0, r1
     cdef bint forward, backward
     for l in range(p.n_layers):
-        n_in, n_out = p.size[l], p.size[l + 1]
         forward, backward = cut_forward(p, l, batch), cut_backward(p, l, batch)
         for c in range(2):
-            cols = (n_out - n_out // 2 if c == 0 else n_out // 2) if forward else n_out
-            rows = (n_in - n_in // 2 if c == 0 else n_in // 2) if backward else n_in
-            if layer_takes_blas(p, l, batch, cols, rows, rows, batch, forward, backward, kind):
+            j0, j1 = part_of(p.size[l + 1], c if forward else 0, 2 if forward else 1)
+            r0, r1 = part_of(p.size[l], c if backward else 0, 2 if backward else 1)
+            if layer_takes_blas(p, l, batch, j1 - j0, r1 - r0, r1 - r0, batch, forward,
+                                backward, kind):
                 return True
     return False
 
@@ -664,14 +664,11 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
     p.correct = 0
     if step_kind(p, lr) == STEP_BY_LAYER:  # the first step's products add into grads
         memset(p.grads, 0, p.n_params * sizeof(real))
-    if split:
-        split = bp_team_hold(2) > 1
-    if split:
-        products_before = enter_shares(shares_take_blas(p, batch, <real>0))
-    if cut:
-        cut = bp_team_hold(2) > 1
-    if cut:
-        products_before = enter_shares(cuts_take_blas(p, batch, <real>0))
+    if (split or cut) and bp_team_hold(2) > 1:
+        products_before = enter_shares(shares_take_blas(p, batch, <real>0) if split
+                                       else cuts_take_blas(p, batch, <real>0))
+    else:
+        split = cut = False
     for k in range((count + batch - 1) // batch):
         start = first + k * batch
         rows = min(batch, end - start)

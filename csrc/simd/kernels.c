@@ -53,7 +53,7 @@
  * `small` stops at 2^20: the core hands products past 2·10^6 multiply-adds
  * to BLAS's threads (threads.pxd), which a kernel on one thread does not
  * beat.  `alone`, for a product on one thread whatever takes it (a cut
- * step's part), goes on as far as the measurement does.  AVX2 and portable:
+ * step's part), goes on as far as the measurement does (0: no further).  AVX2 and portable:
  * an AMD EPYC with AVX2 (Zen 3), against OpenBLAS's Haswell kernels; the
  * portable build loses to OpenBLAS, which takes AVX2 itself, at all but the
  * tiniest products.  AVX-512: an AMD EPYC with AVX-512 (Zen 4), against
@@ -64,10 +64,9 @@
  * and every narrower result (10 columns: 1.2–2.4× slower). */
 const bp_kernel_set bp_kernel_sets[BP_N_ISA] = {
     /*                   float32: NN    TN    NT       float64: NN    TN   NT */
-    KERNEL_SET(portable, 16, {{4096, 1024, 512}, {512, 0, 0}},
-               {{4096, 1024, 512}, {512, 0, 0}}, {0, 0}),
-    KERNEL_SET(avx2, 32, {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}},
-               {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}}, {0, 0}),
+    KERNEL_SET(portable, 16, {{4096, 1024, 512}, {512, 0, 0}}, {{0}}, {0, 0}),
+    KERNEL_SET(avx2, 32, {{1 << 20, 1 << 20, 1 << 19}, {1 << 20, 1 << 19, 1 << 13}}, {{0}},
+               {0, 0}),
     KERNEL_SET(avx512, 64, {{1 << 20, 0, 1 << 20}, {1 << 20, 0, 1 << 20}},
                {{1 << 27, 0, 1 << 20}, {1 << 27, 0, 1 << 25}}, {16, 16}),
 };
@@ -77,10 +76,12 @@ int bp_small_gemm_mode = BP_SMALL_GEMM_RULE;
 int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int alone)
 {
     const int t = f32 ? 0 : 1;
+    double bound = bp_kernels->small[t][kind];
     if (bp_small_gemm_mode != BP_SMALL_GEMM_RULE)
         return bp_small_gemm_mode == BP_SMALL_GEMM_ALWAYS;
-    return (double)m * n * k <= (alone ? bp_kernels->alone : bp_kernels->small)[t][kind]
-        && n >= bp_kernels->narrow[t];
+    if (alone && bp_kernels->alone[t][kind] > bound)
+        bound = bp_kernels->alone[t][kind];
+    return (double)m * n * k <= bound && n >= bp_kernels->narrow[t];
 }
 
 int bp_small_gemm_takes(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int alone)

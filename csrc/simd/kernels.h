@@ -103,10 +103,11 @@ typedef struct {
      * small[1][kind] (float64) multiply-adds m·n·k runs in gemm_f32,
      * gemm_f64 rather than BLAS (kernels.c: the measurement behind them) */
     double small[2][3];
-    /* … or of at most alone[0][kind], alone[1][kind] when the product runs
-     * on one thread whatever takes it (a part of a cut step, beside the other
-     * part on the other core): small stops at 2^20 only because larger
-     * products may go to BLAS's threads */
+    /* … or, when the product runs on one thread whatever takes it (a part of
+     * a cut step, beside the other part on the other core), of at most
+     * alone[0][kind], alone[1][kind] where those are larger (0: as small):
+     * small stops at 2^20 only because larger products may go to BLAS's
+     * threads */
     double alone[2][3];
     /* … and whose result has at least narrow[0] (float32) or narrow[1]
      * (float64) columns: a narrower C fills its vectors only in part (a
