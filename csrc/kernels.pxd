@@ -98,6 +98,18 @@ cdef extern from "simd/kernels.h":
                                  Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t n) noexcept nogil
         bint (*all_finite_f32)(const float* x, Py_ssize_t n) noexcept nogil
         bint (*all_finite_f64)(const double* x, Py_ssize_t n) noexcept nogil
+        void (*col_sums_f32)(float* db, const float* delta, Py_ssize_t rows, Py_ssize_t n,
+                             Py_ssize_t ld) noexcept nogil
+        void (*col_sums_f64)(double* db, const double* delta, Py_ssize_t rows, Py_ssize_t n,
+                             Py_ssize_t ld) noexcept nogil
+        void (*argmax_rows_f32)(long long* labels, const float* a, Py_ssize_t rows,
+                                Py_ssize_t cols) noexcept nogil
+        void (*argmax_rows_f64)(long long* labels, const double* a, Py_ssize_t rows,
+                                Py_ssize_t cols) noexcept nogil
+        Py_ssize_t (*argmax_agree_f32)(const float* a, const float* y, Py_ssize_t rows,
+                                       Py_ssize_t cols) noexcept nogil
+        Py_ssize_t (*argmax_agree_f64)(const double* a, const double* y, Py_ssize_t rows,
+                                       Py_ssize_t cols) noexcept nogil
         int vbytes
     int bp_small_gemm(int f32, int kind, Py_ssize_t m, Py_ssize_t n,
                       Py_ssize_t k, int alone) noexcept nogil
@@ -750,9 +762,11 @@ cdef inline void class_labels(int loss, long long* labels, const real* a,
     # (rows,), row_argmax of each row; else (rows, cols), threshold_label of
     # each output.
     cdef Py_ssize_t i
-    if loss == CROSS_ENTROPY:
-        for i in range(rows):
-            labels[i] = row_argmax(a + i * cols, cols)
+    if loss == CROSS_ENTROPY:   # (csrc/simd/rows.h: row_argmax's rule, vectorised)
+        if real is float:
+            bp_kernels.argmax_rows_f32(labels, a, rows, cols)
+        else:
+            bp_kernels.argmax_rows_f64(labels, a, rows, cols)
     else:
         for i in range(rows * cols):
             labels[i] = threshold_label(a[i])
@@ -764,9 +778,11 @@ cdef inline Py_ssize_t count_correct(int loss, const real* a, const real* y,
     # (cross-entropy) or of outputs (binary cross-entropy) whose label
     # (class_labels' rule) a gives right; 0 for mse.
     cdef Py_ssize_t i, right = 0
-    if loss == CROSS_ENTROPY:
-        for i in range(rows):
-            right += row_argmax(a + i * cols, cols) == row_argmax(y + i * cols, cols)
+    if loss == CROSS_ENTROPY:   # (as class_labels)
+        if real is float:
+            right = bp_kernels.argmax_agree_f32(a, y, rows, cols)
+        else:
+            right = bp_kernels.argmax_agree_f64(a, y, rows, cols)
     elif loss == BINARY_CROSS_ENTROPY:
         for i in range(rows * cols):
             right += threshold_label(a[i]) == threshold_label(y[i])
@@ -818,14 +834,15 @@ cdef inline void bias_gradient(real* db, const real* delta, Py_ssize_t rows,
                                Py_ssize_t n_out, Py_ssize_t lo=0,
                                Py_ssize_t hi=-1) noexcept nogil:
     # OUT db (n_out,) = Σ_rows δ, from delta (rows, n_out); only its entries
-    # lo … hi when given (a thread's part: dense_gradient_part).
-    cdef Py_ssize_t i, j
+    # lo … hi when given (a thread's part: dense_gradient_part).  Each sum in
+    # row order (csrc/simd/rows.h, in the chosen build).
     hi = part_end(hi, n_out)
-    for j in range(lo, hi):
-        db[j] = 0
-    for i in range(rows):
-        for j in range(lo, hi):
-            db[j] += delta[i * n_out + j]
+    if hi <= lo:
+        return
+    if real is float:
+        bp_kernels.col_sums_f32(db + lo, delta + lo, rows, hi - lo, n_out)
+    else:
+        bp_kernels.col_sums_f64(db + lo, delta + lo, rows, hi - lo, n_out)
 
 
 cdef inline void input_gradient(real* dx, const real* delta, const real* W,

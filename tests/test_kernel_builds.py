@@ -427,3 +427,78 @@ def test_the_avx512_rule_sends_narrow_results_and_weight_gradients_to_blas():
             assert not _ops.small_gemm_rule(f32, "tn", 8, 16, 8)
     with _kernels.use_kernels("portable"):
         assert _ops.small_gemm_rule(True, "nn", 4, 1, 4)
+
+
+def first_largest(row):
+    """The label rule of kernels.pxd (row_argmax), in Python: best starts at
+    0 and moves to j only where row[j] > row[best]."""
+    best = 0
+    for j in range(1, len(row)):
+        if row[j] > row[best]:
+            best = j
+    return best
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_build_labels_a_row_by_its_first_largest_value(build, dtype):
+    """rows.h's argmax at every width from 1 to past two vectors of the
+    widest build: ties (small integers), ±inf, and NaN, which is never the
+    largest (a NaN first gives 0), as the scalar rule and, NaN aside,
+    numpy's argmax."""
+    rng = np.random.default_rng(21)
+    with _kernels.use_kernels(build):
+        for cols in range(1, 41):
+            A = rng.integers(-3, 4, size=(50, cols)).astype(dtype)
+            A[1] = -np.inf
+            A[2, rng.integers(0, cols)] = np.inf
+            got = _ops.labels(int(Loss.CROSS_ENTROPY), A)
+            np.testing.assert_array_equal(got, np.argmax(A, axis=1), err_msg=str(cols))
+            A[3, 0] = np.nan
+            A[4, rng.integers(0, cols)] = np.nan
+            A[5] = np.nan
+            A[6, : cols // 2] = np.nan
+            got = _ops.labels(int(Loss.CROSS_ENTROPY), A)
+            np.testing.assert_array_equal(got, [first_largest(r) for r in A], err_msg=str(cols))
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_build_sums_the_bias_gradient_in_row_order(build, dtype):
+    """db = Σ_rows δ (rows.h's col_sums) at widths around the vector
+    widths: each column summed in row order, so equal bit for bit to a
+    running sum in the same dtype (numpy's add.accumulate) in every build,
+    and to float64's sum within rounding."""
+    rng = np.random.default_rng(22)
+    with _kernels.use_kernels(build):
+        for rows, cols in [(1, 1), (32, 10), (32, 32), (7, 17), (64, 70), (3, 129)]:
+            delta = rng.normal(size=(rows, cols)).astype(dtype)
+            x = rng.normal(size=(rows, 3)).astype(dtype)
+            W = np.zeros((3, cols), dtype)
+            dW, db = np.empty_like(W), np.full(cols, np.nan, dtype)
+            _ops.dense_backward(dW, db, delta, x, W)
+            np.testing.assert_array_equal(db, np.add.accumulate(delta, axis=0)[-1])
+            exact = delta.astype(np.float64).sum(axis=0)
+            bound = rows * np.finfo(dtype).eps * np.abs(delta).sum(axis=0)
+            assert (np.abs(db - exact) <= bound).all()
+
+
+@pytest.mark.parametrize("build", RUNNABLE)
+def test_every_build_counts_the_rows_labelled_right(build):
+    """A train_step's batch accuracy (rows.h's argmax_agree: the outputs'
+    label against the targets') is the fraction numpy's argmax finds."""
+    rng = np.random.default_rng(23)
+    with _kernels.use_kernels(build):
+        net = bp.Sequential(
+            bp.Dense(8, 10, activation="softmax", dtype="float32"),
+            loss="cross_entropy",
+            dtype="float32",
+            seed=3,
+        )
+        X = rng.normal(size=(40, 8)).astype(np.float32)
+        Y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 40)]
+        net._engine_for(40, True)
+        engine = net._engine
+        engine.train_step(X, Y, 0.0)
+        expect = np.mean(np.argmax(net.predict_proba(X), axis=1) == np.argmax(Y, axis=1))
+        assert engine.batch_accuracy(Y) == pytest.approx(expect)

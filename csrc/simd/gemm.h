@@ -18,15 +18,14 @@
  * (bp_gemm in kernels.h).  Columns past the last full vector: when n is at
  * least a vector, the last tile is the vector ending at column n (it overlaps
  * the one before and stores only its new columns); for a narrower C, B is
- * first copied into a vector-wide buffer padded with zeros.  The operand read
+ * first copied into a vector-wide buffer padded with zeros (a masked load of
+ * each of its rows, which cross cache lines, measured slower), and C is read
+ * and written in its first lanes alone (lanes.h).  The operand read
  * as Bᵀ (BP_GEMM_NT) is likewise transposed into the buffer first, in column
  * panels.  Every element of C is the same sum in the same order wherever its
  * tile lies, so the result does not depend on how C was cut.
  */
 
-typedef REAL NAME(vec) __attribute__((vector_size(VBYTES)));
-#define VEC NAME(vec)
-#define VL ((int)(VBYTES / sizeof(REAL)))  /* elements per vector */
 #define MR 12                              /* rows of a tile of one vector */
 #define ROWS(nv) ((nv) == 2 ? MR / 2 : MR)    /* … of nv vectors */
 #define PACK (32768 / (int)sizeof(REAL))   /* the buffer for B: 32 kB on the stack */
@@ -47,47 +46,28 @@ typedef struct {
     int relu;
 } NAME(job);
 
-typedef IREAL NAME(mask) __attribute__((vector_size(VBYTES)));  /* lanes of 0 or −1 */
-
-/* The lanes [lo, hi) of a vector at p, and their store.  The lanes
- * below lo of the last tile (hi = VL) lie in C, B's row and the bias as
- * well, columns of the tile before: they are read whole and written back as
- * they were (blended); only a C narrower than a vector (hi < VL) is read and
- * written lane by lane. */
+/* The lanes [lo, hi) of a vector at p, and their store.  The lanes below lo
+ * of the last tile (hi = VL) lie in C, B's row and the bias as well, columns
+ * of the tile before: they are read whole and written back as they were
+ * (blended); a C narrower than a vector (hi < VL) is read and written in its
+ * lanes alone (lanes.h). */
 static inline VEC NAME(get)(const REAL *p, int lo, int hi)
 {
-    VEC v = {0};
-    int t;
     (void)lo;
-    if (hi == VL) {
-        memcpy(&v, p, sizeof v);
-        return v;
-    }
-    for (t = 0; t < VL; t++)    /* (not t < hi: GCC would call memcpy) */
-        if (t < hi)
-            v[t] = p[t];
-    return v;
+    return hi == VL ? NAME(load)(p) : NAME(load_part)(p, hi, 0);
 }
 
 static inline void NAME(put)(REAL *p, VEC v, int lo, int hi)
 {
-    NAME(mask) keep, at = {0};
-    VEC old;
-    int t;
-    if (hi == VL) {
-        if (lo > 0) {
-            for (t = 0; t < VL; t++)
-                at[t] = t;
-            keep = at >= (NAME(mask)){0} + lo;
-            memcpy(&old, p, sizeof old);
-            v = (VEC)(((NAME(mask))v & keep) | ((NAME(mask))old & ~keep));
-        }
-        memcpy(p, &v, sizeof v);
+    if (hi < VL) {
+        NAME(store_part)(p, v, lo, hi);
         return;
     }
-    for (t = 0; t < VL; t++)
-        if (t >= lo && t < hi)
-            p[t] = v[t];
+    if (lo > 0) {   /* (a whole store: a masked one would hold up the reads after it) */
+        const MASKV keep = NAME(lanes)(lo, VL);
+        v = (VEC)(((MASKV)v & keep) | ((MASKV)NAME(load)(p) & ~keep));
+    }
+    NAME(store)(p, v);
 }
 
 /* The epilogue of a tile (see tile), from its sums acc: kept out of line, so
@@ -119,9 +99,9 @@ NAME(finish)(const NAME(job) *J, ptrdiff_t i, ptrdiff_t j0, int lo, int hi, int 
             if (z)
                 NAME(put)(z + at, s, l, h);
             if (relu)
-                s = (VEC)((NAME(mask))s & (s > zero));
+                s = (VEC)((MASKV)s & (s > zero));
             if (mask)
-                s = (VEC)((NAME(mask))s & (NAME(get)(mask + at, l, h) > zero));
+                s = (VEC)((MASKV)s & (NAME(get)(mask + at, l, h) > zero));
             NAME(put)(c + at, s, l, h);
         }
 }
@@ -145,7 +125,7 @@ NAME(tile)(const NAME(job) *J, ptrdiff_t i, ptrdiff_t j0, int lo, int hi,
     for (p = 0; p < J->k; p++) {
         VEC bv[2];
         for (v = 0; v < nv; v++)
-            memcpy(&bv[v], b + p * ldb + v * VL, sizeof(VEC));
+            bv[v] = NAME(load)(b + p * ldb + v * VL);
         for (r = 0; r < mr; r++) {
             REAL x = a[r * ai + p * ap];
             for (v = 0; v < nv; v++)
@@ -269,5 +249,3 @@ static int NAME(gemm)(const bp_gemm *g)
 #undef PACK
 #undef ROWS
 #undef MR
-#undef VL
-#undef VEC

@@ -4,6 +4,7 @@
  * functions distinct names; the tables at the end collect them. */
 #include <string.h>
 #include <math.h>
+#include <immintrin.h>   /* (lanes.h: the masked loads and stores) */
 
 #include "kernels.h"
 #include "../fastexp.h"
@@ -41,7 +42,9 @@
 #define KERNEL_SET(isa, vbytes, ...) \
     { #isa, update_f32_##isa, update_f64_##isa, gemm_f32_##isa, gemm_f64_##isa, \
       softmax_f32_##isa, softmax_f64_##isa, softmax_ce_f32_##isa, softmax_ce_f64_##isa, \
-      all_finite_f32_##isa, all_finite_f64_##isa, \
+      all_finite_f32_##isa, all_finite_f64_##isa, col_sums_f32_##isa, col_sums_f64_##isa, \
+      argmax_rows_f32_##isa, argmax_rows_f64_##isa, argmax_agree_f32_##isa, \
+      argmax_agree_f64_##isa, \
       vbytes, __VA_ARGS__ }
 
 /* Where the small products (gemm.h) beat OpenBLAS: products of at most this
@@ -87,7 +90,8 @@ int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int 
 int bp_small_gemm_takes(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int alone)
 {
     /* (gemm.h: B is copied into its 32 kB buffer, a vector of columns at
-     * least, when read transposed or narrower than a vector) */
+     * least, when read transposed, or narrower than a vector in the
+     * portable build) */
     const ptrdiff_t lanes = bp_kernels->vbytes / (f32 ? 4 : 8);
     const int copied = kind == BP_GEMM_NT || n < lanes;
     return bp_small_gemm(f32, kind, m, n, k, alone)

@@ -85,6 +85,22 @@ typedef double (*bp_softmax_ce_f64_fn)(double *a, double *delta, const double *y
                                        const double *w, ptrdiff_t rows, ptrdiff_t cols,
                                        ptrdiff_t n);
 
+/* The sums down the columns of delta (rows, n), row stride ld, into db (n,):
+ * a bias gradient; the argmax of each row of a (rows, cols) into labels, and
+ * the count of rows whose argmax in a is that in y (rows.h). */
+typedef void (*bp_col_sums_f32_fn)(float *db, const float *delta, ptrdiff_t rows,
+                                   ptrdiff_t n, ptrdiff_t ld);
+typedef void (*bp_col_sums_f64_fn)(double *db, const double *delta, ptrdiff_t rows,
+                                   ptrdiff_t n, ptrdiff_t ld);
+typedef void (*bp_argmax_rows_f32_fn)(long long *labels, const float *a, ptrdiff_t rows,
+                                      ptrdiff_t cols);
+typedef void (*bp_argmax_rows_f64_fn)(long long *labels, const double *a, ptrdiff_t rows,
+                                      ptrdiff_t cols);
+typedef ptrdiff_t (*bp_argmax_agree_f32_fn)(const float *a, const float *y, ptrdiff_t rows,
+                                            ptrdiff_t cols);
+typedef ptrdiff_t (*bp_argmax_agree_f64_fn)(const double *a, const double *y, ptrdiff_t rows,
+                                            ptrdiff_t cols);
+
 /* One build of the kernels. */
 typedef struct {
     const char *name;           /* "portable", "avx2", "avx512" */
@@ -98,6 +114,12 @@ typedef struct {
     bp_softmax_ce_f64_fn softmax_ce_f64;
     int (*all_finite_f32)(const float *x, ptrdiff_t n);   /* no NaN, no ±inf */
     int (*all_finite_f64)(const double *x, ptrdiff_t n);  /* (../finite.h) */
+    bp_col_sums_f32_fn col_sums_f32;
+    bp_col_sums_f64_fn col_sums_f64;
+    bp_argmax_rows_f32_fn argmax_rows_f32;
+    bp_argmax_rows_f64_fn argmax_rows_f64;
+    bp_argmax_agree_f32_fn argmax_agree_f32;
+    bp_argmax_agree_f64_fn argmax_agree_f64;
     int vbytes;                 /* the width of its vectors */
     /* a product of kind BP_GEMM_* of at most small[0][kind] (float32) or
      * small[1][kind] (float64) multiply-adds m·n·k runs in gemm_f32,
