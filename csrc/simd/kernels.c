@@ -94,8 +94,7 @@ int bp_small_gemm(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int 
 int bp_small_gemm_takes(int f32, int kind, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int alone)
 {
     /* (gemm.h: B is copied into its 32 kB buffer, a vector of columns at
-     * least, when read transposed, or narrower than a vector in the
-     * portable build) */
+     * least, when read transposed or narrower than a vector) */
     const ptrdiff_t lanes = bp_kernels->vbytes / (f32 ? 4 : 8);
     const int copied = kind == BP_GEMM_NT || n < lanes;
     return bp_small_gemm(f32, kind, m, n, k, alone)
