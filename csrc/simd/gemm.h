@@ -180,14 +180,94 @@ static void NAME(tiles)(const NAME(job) *J)
 }
 #undef ROW_TILES
 
+/* The transpose of a VL × VL block in registers: the rows v[0 … VL) become
+ * its columns.  log₂ VL stages; stage h (VL/2, …, 2, 1) pairs the rows r
+ * and r + h (r without the bit h) and swaps the h × h blocks between them,
+ * a two-vector shuffle a row (vpermt2ps under AVX-512), so that a block
+ * costs about a shuffle per row and stage rather than a load and a store
+ * per element. */
+#define LANES (VBYTES * 8 / REAL_BITS)
+#if LANES == 16
+#define LO_8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define HI_8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define LO_4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define HI_4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define LO_2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define HI_2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define LO_1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define HI_1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+#elif LANES == 8
+#define LO_4 0, 1, 2, 3, 8, 9, 10, 11
+#define HI_4 4, 5, 6, 7, 12, 13, 14, 15
+#define LO_2 0, 1, 8, 9, 4, 5, 12, 13
+#define HI_2 2, 3, 10, 11, 6, 7, 14, 15
+#define LO_1 0, 8, 2, 10, 4, 12, 6, 14
+#define HI_1 1, 9, 3, 11, 5, 13, 7, 15
+#elif LANES == 4
+#define LO_2 0, 1, 4, 5
+#define HI_2 2, 3, 6, 7
+#define LO_1 0, 4, 2, 6
+#define HI_1 1, 5, 3, 7
+#elif LANES == 2
+#define LO_1 0, 2
+#define HI_1 1, 3
+#endif
+#define STAGE(h)                                                              \
+    for (r = 0; r < VL; r++)                                                  \
+        if (!(r & (h))) {                                                     \
+            const VEC a = v[r], b = v[r + (h)];                               \
+            v[r] = __builtin_shufflevector(a, b, LO_##h);                     \
+            v[r + (h)] = __builtin_shufflevector(a, b, HI_##h);               \
+        }
+
+static inline void NAME(transpose)(VEC *v)
+{
+    int r;
+#if LANES >= 16
+    STAGE(8)
+#endif
+#if LANES >= 8
+    STAGE(4)
+#endif
+#if LANES >= 4
+    STAGE(2)
+#endif
+    STAGE(1)
+}
+#undef STAGE
+#undef LO_8
+#undef HI_8
+#undef LO_4
+#undef HI_4
+#undef LO_2
+#undef HI_2
+#undef LO_1
+#undef HI_1
+#undef LANES
+
 /* dst (k, np) ← src (k, n) read as src[p·sp + j·sj], columns n … np of dst
- * 0: B copied (sj = 1) or transposed (sp = 1) into the buffer. */
+ * 0: B copied (sj = 1) or transposed (sp = 1) into the buffer.  Transposed,
+ * the whole VL × VL blocks go through registers (transpose), the edges
+ * element by element. */
 static void NAME(pack)(REAL *dst, ptrdiff_t np, const REAL *src, ptrdiff_t sp,
                        ptrdiff_t sj, ptrdiff_t k, ptrdiff_t n)
 {
-    ptrdiff_t p, j;
+    ptrdiff_t p, j, p0 = 0, j0 = 0;
+    if (sp == 1 && sj != 1) {
+        VEC v[VL];
+        int t;
+        for (j0 = 0; j0 + VL <= n; j0 += VL)
+            for (p0 = 0; p0 + VL <= k; p0 += VL) {
+                for (t = 0; t < VL; t++)
+                    v[t] = NAME(load)(src + p0 + (j0 + t) * sj);
+                NAME(transpose)(v);
+                for (t = 0; t < VL; t++)
+                    NAME(store)(dst + (p0 + t) * np + j0, v[t]);
+            }
+        p0 = k - k % VL;    /* the blocks covered p < p0 for j < j0 */
+    }
     for (p = 0; p < k; p++) {
-        for (j = 0; j < n; j++)
+        for (j = p < p0 ? j0 : 0; j < n; j++)
             dst[p * np + j] = src[p * sp + j * sj];
         for (; j < np; j++)
             dst[p * np + j] = 0;
