@@ -22,7 +22,7 @@
  * each of its rows, which cross cache lines, measured slower), and C is read
  * and written in its first lanes alone (lanes.h).  The operand read
  * as Bᵀ (BP_GEMM_NT) is likewise transposed into the buffer first, in column
- * panels.  Every element of C is the same sum in the same order wherever its
+ * panels, a VL × VL block at a time in registers.  Every element of C is the same sum in the same order wherever its
  * tile lies, so the result does not depend on how C was cut.
  */
 
