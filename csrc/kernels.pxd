@@ -743,12 +743,14 @@ cdef inline void loss_gradient(int loss, real* g, const real* p, const real* y,
 # for binary cross-entropy (sigmoid outputs) [a ≥ ½] per output.
 
 cdef inline Py_ssize_t row_argmax(const real* a, Py_ssize_t cols) noexcept nogil:
-    # IN a (cols,); the index of its largest value, the first of equals.
-    cdef Py_ssize_t j, best = 0
-    for j in range(1, cols):
-        if a[j] > a[best]:
-            best = j
-    return best
+    # IN a (cols,); the index of its largest value, the first of equals, a
+    # NaN never the largest (csrc/simd/rows.h, argmax, in the chosen build).
+    cdef long long label
+    if real is float:
+        bp_kernels.argmax_rows_f32(&label, a, 1, cols)
+    else:
+        bp_kernels.argmax_rows_f64(&label, a, 1, cols)
+    return label
 
 
 cdef inline int threshold_label(real a) noexcept nogil:
