@@ -8,8 +8,11 @@ gradient over the whole batch (csrc/epoch.pxi, split_step: --compare split,
 the default); or cut each large layer's products by the columns of their
 result, each thread taking half of each (cut steps: --compare cut); or run
 the step on one thread and let BLAS split each large product
-(csrc/threads.pxd).  This times one fit epoch with the way asked for in its
-mode "always" and with it "never", interleaved, for the workloads' networks
+(csrc/threads.pxd).  This times fit epochs with the way asked for in its
+mode "always" and with it "never", interleaved (a sample: as many
+back-to-back epochs as take --min-time, 0.05 s as in python -m bench, so
+that the wake of idle threads after the pause does not count as a step's
+time; --min-time 0 takes one epoch a sample), for the workloads' networks
 (SGD and Adam) and a sweep of one hidden layer's width and the batch, and
 prints whether the mode "rule" (BACKPROP_SPLIT_STEPS=rule, or
 BACKPROP_CUT_STEPS=rule: the default) takes it.  ratio = on / off (< 1:
@@ -20,6 +23,7 @@ Run it as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench.split`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -29,7 +33,7 @@ from . import workloads as W
 from .machine import cpu_model, gemm_peak, set_threads, timing_arguments
 from .report import table
 from .systems import BackpropFit
-from .timing import fmt_time, interleave, timed
+from .timing import autorange, fmt_time, interleave, per_unit, repeat
 
 HEADERS = "network batch dtype optimizer on off ratio best rule".split()
 # (inputs, hidden, outputs) × batches of the sweep, float32, SGD
@@ -58,25 +62,40 @@ def _by_rule(compare: str, wl: W.Workload) -> bool:
         return bool(_engine.cuts(wl.sizes, wl.batch))
 
 
-def epoch_sampler(compare: str, mode: str, system, model):
-    def sample():
-        if compare == "split":
-            with _kernels.split_steps(mode):
-                return timed(system.epoch, model)
+@contextlib.contextmanager
+def _mode(compare: str, mode: str):
+    """The way compared in this mode ("always" or "never"), the other off."""
+    if compare == "split":
+        with _kernels.split_steps(mode):
+            yield
+    else:
         with _kernels.split_steps("never"), _kernels.cut_steps(mode):
-            return timed(system.epoch, model)
+            yield
+
+
+def epoch_sampler(compare: str, mode: str, system, model, min_time: float):
+    """A sampler: seconds per epoch over as many back-to-back epochs as take
+    min_time (one epoch when 0), in the mode."""
+    with _mode(compare, mode):
+        k = autorange(lambda: system.epoch(model), min_time) if min_time > 0 else 1
+
+    def sample():
+        with _mode(compare, mode):
+            return per_unit(repeat(lambda: system.epoch(model), k), k)()
 
     return sample
 
 
-def measure(wl: W.Workload, reps: int, settle: float, compare: str = "split") -> dict:
+def measure(
+    wl: W.Workload, reps: int, settle: float, compare: str = "split", min_time: float = 0.05
+) -> dict:
     X, y = W.make_data(wl, wl.rows())
     system = BackpropFit()
     model = system.build(wl, X, y, W.init_params(wl.sizes, wl.hidden, wl.dtype))
     stats = interleave(
         {
-            "on": epoch_sampler(compare, "always", system, model),
-            "off": epoch_sampler(compare, "never", system, model),
+            "on": epoch_sampler(compare, "always", system, model, min_time),
+            "off": epoch_sampler(compare, "never", system, model, min_time),
         },
         reps,
         warmup=1,
@@ -115,13 +134,20 @@ def main(argv=None) -> int:
         help="seconds of pause before each epoch (default 0: epochs back to back, as in one "
         "fit of many epochs; python -m bench pauses 0.2 s, which lets every thread go idle)",
     )
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=0.05,
+        help="seconds a sample lasts at least, in back-to-back epochs (default 0.05, as "
+        "python -m bench; 0: one epoch a sample)",
+    )
     p.add_argument("--json", help="write the numbers to this file")
     args = p.parse_args(argv)
     threads = set_threads(args.threads)
     peak = {dtype: gemm_peak(dtype) for dtype in ("float32", "float64")}
     results, rows = [], []
     for wl in networks(not args.no_sweep):
-        r = measure(wl, args.reps, args.settle, args.compare)
+        r = measure(wl, args.reps, args.settle, args.compare, args.min_time)
         results.append(r)
         rows.append(
             [
@@ -137,6 +163,7 @@ def main(argv=None) -> int:
             ]
         )
         print(" ".join(rows[-1]), file=sys.stderr, flush=True)
+    sample = f"back-to-back epochs for ≥ {args.min_time} s" if args.min_time else "one epoch"
     table(
         f"{args.compare.capitalize()} steps against BLAS threading: {cpu_model()}, "
         f"{args.threads} threads, "
@@ -145,8 +172,8 @@ def main(argv=None) -> int:
         HEADERS,
         rows,
         [
-            f"time per step of fit (median of the interleaved epochs, {args.settle} s pause "
-            "before each)",
+            f"time per step of fit (median of the interleaved samples, each {sample}, after a "
+            f"{args.settle} s pause)",
             f"on = {args.compare} steps always, off = never; ratio = on / off (< 1: {args.compare} "
             "steps are faster); best = the same for the fastest; rule: what the default takes",
         ],

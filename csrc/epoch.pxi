@@ -439,6 +439,59 @@ cdef inline void cut_run(Plan* p, int l, Py_ssize_t rows, const real* inp, real*
     bp_team_run(cut_task, &r, 2, 2)
 
 
+cdef struct GatherRun:
+    const char* X              # the epoch's rows (n, n_in), targets (n, n_out)
+    const char* Y              # … and sample weights (n,) or NULL
+    const char* W
+    char* xb                   # the batch buffers (p.xbuf, p.ybuf, p.wbuf)
+    char* yb
+    char* wb
+    const Py_ssize_t* order    # the batch's rows in X (its stretch of perm)
+    Py_ssize_t rows, next      # the batch's rows, and the next batch's (or 0)
+    Py_ssize_t n_in, n_out
+    bint is_double
+
+
+cdef inline void gather_chunk(GatherRun* g, int c, real kind) noexcept nogil:
+    # Part c of a cut step's gather (`kind` picks the element type): its rows
+    # of the batch, then its part of the next batch's rows asked for.
+    cdef Py_ssize_t r0, r1, n0, n1
+    r0, r1 = part_of(g.rows, c, 2)
+    gather_rows(<real*>g.xb + r0 * g.n_in, <const real*>g.X, g.order + r0, r1 - r0, g.n_in)
+    gather_rows(<real*>g.yb + r0 * g.n_out, <const real*>g.Y, g.order + r0, r1 - r0, g.n_out)
+    if g.W != NULL:
+        gather_rows(<real*>g.wb + r0, <const real*>g.W, g.order + r0, r1 - r0, 1)
+    if g.next > 0:
+        n0, n1 = part_of(g.next, c, 2)
+        prefetch_rows(g.X, g.order + g.rows + n0, n1 - n0, g.n_in * sizeof(real))
+
+
+cdef void gather_task(void* arg, int c, int chunks) noexcept nogil:
+    cdef GatherRun* g = <GatherRun*>arg
+    if g.is_double:
+        gather_chunk(g, c, <double>0)
+    else:
+        gather_chunk(g, c, <float>0)
+
+
+cdef inline void cut_gather(const real* X, const real* Y, const real* W,
+                            const Py_ssize_t* order, Py_ssize_t rows, Py_ssize_t next,
+                            Plan* p) noexcept nogil:
+    # A cut step's batch, the rows `order` lists of X, Y and W (or NULL),
+    # gathered into p.xbuf, p.ybuf and p.wbuf by both threads of the held
+    # team, half the rows each; each also asks for its half of the next
+    # batch's `next` rows.  Shuffled rows lie far apart in memory, and one
+    # thread's gather is bound by how many cache lines it can have in flight
+    # (W3's 128 rows of 784 floats: about a tenth of its step), so two
+    # threads take about half the time.
+    cdef GatherRun g
+    g.X, g.Y, g.W = <const char*>X, <const char*>Y, <const char*>W
+    g.xb, g.yb, g.wb = p.xbuf, p.ybuf, p.wbuf
+    g.order, g.rows, g.next = order, rows, next
+    g.n_in, g.n_out, g.is_double = p.size[0], p.size[p.n_layers], real is double
+    bp_team_run(gather_task, &g, 2, 2)
+
+
 # ------------------------------------------------------------ split steps ---
 # A step on two threads: the batch's rows cut into two shares, each with its
 # own rows of the workspace and one-thread products.  A share's forward pass,
@@ -676,32 +729,38 @@ cdef double run_epoch(const real* X, const real* Y, const real* W,
             total += split_step(X, Y, W, NULL if perm == NULL else perm + start, start,
                                 rows, min(batch, end - start - rows), lr, p) * rows
             continue
-        if perm == NULL:
-            yb = Y + start * n_out
+        if cut and perm != NULL:    # (both threads gather)
+            cut_gather(X, Y, W, perm + start, rows, min(batch, end - start - rows), p)
+            xb, yb = <real*>p.xbuf, <real*>p.ybuf
             if W != NULL:
-                wb = W + start
-        else:
-            gather_rows(<real*>p.ybuf, Y, perm + start, rows, n_out)
-            yb = <real*>p.ybuf
-            if W != NULL:
-                gather_rows(<real*>p.wbuf, W, perm + start, rows, 1)
                 wb = <real*>p.wbuf
-        if S != NULL:
-            S.order = perm + start if perm != NULL else NULL
-            S.first = start
-            xb = <real*>p.xbuf
-            if gather:
-                gather_csr_rows(<real*>p.xbuf, S, rows, n_in)
-            else:
-                sx = S
-        elif perm == NULL:
-            xb = X + start * n_in
         else:
-            gather_rows(<real*>p.xbuf, X, perm + start, rows, n_in)
-            xb = <real*>p.xbuf
-            if start + rows < end:
-                prefetch_rows(<const char*>X, perm + start + rows,
-                              min(batch, end - start - rows), n_in * sizeof(real))
+            if perm == NULL:
+                yb = Y + start * n_out
+                if W != NULL:
+                    wb = W + start
+            else:
+                gather_rows(<real*>p.ybuf, Y, perm + start, rows, n_out)
+                yb = <real*>p.ybuf
+                if W != NULL:
+                    gather_rows(<real*>p.wbuf, W, perm + start, rows, 1)
+                    wb = <real*>p.wbuf
+            if S != NULL:
+                S.order = perm + start if perm != NULL else NULL
+                S.first = start
+                xb = <real*>p.xbuf
+                if gather:
+                    gather_csr_rows(<real*>p.xbuf, S, rows, n_in)
+                else:
+                    sx = S
+            elif perm == NULL:
+                xb = X + start * n_in
+            else:
+                gather_rows(<real*>p.xbuf, X, perm + start, rows, n_in)
+                xb = <real*>p.xbuf
+                if start + rows < end:
+                    prefetch_rows(<const char*>X, perm + start + rows,
+                                  min(batch, end - start - rows), n_in * sizeof(real))
         total += train_rows(xb, yb, wb, p, rows, lr, sx, cut) * rows
         p.correct += count_correct(p.loss, <real*>p.out[p.n_layers - 1], yb, rows, n_out)
     if split or cut:
