@@ -514,11 +514,14 @@ cdef inline void cut_gather(const real* X, const real* Y, const real* W,
 cdef enum:
     SPLIT_MIN_ROWS = 8      # the rows each share takes at least
 # in the mode "rule", a step whose largest forward product takes more
-# floating-point operations than this is left to BLAS's threads
-# (docs/performance.md, Split steps: above it, splitting never gained)
+# floating-point operations than the first bound is left to BLAS's threads,
+# and one whose largest takes fewer than the second runs on one thread
+# (docs/performance.md, Split steps: above the first, splitting never
+# gained; below the second, W1's and 64-64-10's at a batch of 64, it lost)
 cdef double SPLIT_MAX_FLOPS = 2.2e6
+cdef double SPLIT_MIN_FLOPS = 1e6
 
-# "rule" (split where split_rule's bound says), "never" (the default),
+# "rule" (split where split_rule's bounds say), "never" (the default),
 # "always" (tests)
 cdef enum:
     SPLIT_RULE, SPLIT_NEVER, SPLIT_ALWAYS
@@ -548,21 +551,21 @@ cdef inline bint split_rule(const Py_ssize_t* size, int n_layers,
                             Py_ssize_t batch) noexcept nogil:
     # Whether run_epoch splits the steps of batches of `batch` rows of a
     # network of these layer sizes across two threads (when the call may use
-    # two and the input is dense).  In the mode "rule", the steps whose every
-    # forward product is small; the default mode is "never" (backprop's
+    # two and the input is dense).  In the mode "rule", the steps whose
+    # largest forward product lies between the SPLIT bounds; the default mode is "never" (backprop's
     # BACKPROP_SPLIT_STEPS sets it): on the shared host where
     # python -m bench.split measured them, split steps ran 1.45× faster in
     # some runs and up to 1.3× slower in others (docs/performance.md, Split
     # steps).
     cdef int l
+    cdef double largest = 0
     if split_mode == SPLIT_NEVER or batch < 2 * SPLIT_MIN_ROWS:
         return False
     if split_mode == SPLIT_ALWAYS:
         return True
     for l in range(n_layers):
-        if 2.0 * batch * size[l] * size[l + 1] > SPLIT_MAX_FLOPS:
-            return False
-    return True
+        largest = max(largest, 2.0 * batch * size[l] * size[l + 1])
+    return SPLIT_MIN_FLOPS <= largest <= SPLIT_MAX_FLOPS
 
 
 cdef inline bint shares_take_blas(const Plan* p, Py_ssize_t batch, real kind) noexcept nogil:

@@ -144,7 +144,9 @@ def test_a_one_thread_network_never_splits():
 def test_steps_split_only_when_asked_and_the_rule_takes_the_small_ones():
     assert not _engine.splits((64, 128, 64, 10), 64)  # the default: never
     with _kernels.split_steps("rule"):
-        assert _engine.splits((64, 32, 10), 32)  # W1
+        assert not _engine.splits((64, 32, 10), 32)  # W1: too small to gain
+        assert not _engine.splits((64, 64, 10), 64)  # 2·64·64·64 ≈ 0.52 million operations
+        assert _engine.splits((64, 64, 10), 128)  # … ≈ 1.05 million
         assert _engine.splits((64, 128, 64, 10), 64)  # W2
         assert not _engine.splits((784, 256, 10), 128)  # W3: BLAS's threads
         assert not _engine.splits((784, 1024, 1024, 10), 256)  # W4
@@ -152,7 +154,7 @@ def test_steps_split_only_when_asked_and_the_rule_takes_the_small_ones():
     with _kernels.split_steps("always"):
         assert _engine.splits((784, 1024, 1024, 10), 256)
         assert not _engine.splits((784, 1024, 1024, 10), 15)
-    assert not _engine.splits((64, 32, 10), 32)  # the mode is back
+    assert not _engine.splits((64, 128, 64, 10), 64)  # the mode is back
 
 
 @pytest.mark.parametrize(
