@@ -143,6 +143,8 @@ def main(argv=None) -> int:
     )
     p.add_argument("--json", help="write the numbers to this file")
     args = p.parse_args(argv)
+    if args.min_time < 0 or args.settle < 0:
+        p.error("--min-time and --settle must be at least 0")
     threads = set_threads(args.threads)
     peak = {dtype: gemm_peak(dtype) for dtype in ("float32", "float64")}
     results, rows = [], []
@@ -172,8 +174,8 @@ def main(argv=None) -> int:
         HEADERS,
         rows,
         [
-            f"time per step of fit (median of the interleaved samples, each {sample}, after a "
-            f"{args.settle} s pause)",
+            f"time per step of fit (median of the interleaved samples, each {sample}, "
+            + (f"after a {args.settle} s pause)" if args.settle else "no pause between)"),
             f"on = {args.compare} steps always, off = never; ratio = on / off (< 1: {args.compare} "
             "steps are faster); best = the same for the fastest; rule: what the default takes",
         ],

@@ -58,10 +58,11 @@ _SPLIT_MODES = {"never": SPLIT_NEVER, "rule": SPLIT_RULE, "always": SPLIT_ALWAYS
 
 def split_steps(str mode=None) -> str:
     """Which epochs split each step across two threads (epoch.pxi,
-    split_step): "never" (the default), "rule" (the small steps, by
-    split_rule's bound) or "always" (for benchmarks and tests); either way
-    only a call that may use two threads, on dense input, splits.  Returns
-    the mode before (None: only returns the mode)."""
+    split_step): "never" (the default), "rule" (the steps whose largest
+    forward product is of 1 to 2.2 MFLOP, split_rule's bounds) or "always"
+    (for benchmarks and tests); either way only a call that may use two
+    threads, on dense input, splits.  Returns the mode before (None: only
+    returns the mode)."""
     global split_mode
     if mode is None:
         return next(k for k, v in _SPLIT_MODES.items() if v == split_mode)

@@ -552,11 +552,11 @@ cdef inline bint split_rule(const Py_ssize_t* size, int n_layers,
     # Whether run_epoch splits the steps of batches of `batch` rows of a
     # network of these layer sizes across two threads (when the call may use
     # two and the input is dense).  In the mode "rule", the steps whose
-    # largest forward product lies between the SPLIT bounds; the default mode is "never" (backprop's
-    # BACKPROP_SPLIT_STEPS sets it): on the shared host where
-    # python -m bench.split measured them, split steps ran 1.45× faster in
-    # some runs and up to 1.3× slower in others (docs/performance.md, Split
-    # steps).
+    # largest forward product lies between the SPLIT bounds; the default
+    # mode is "never" (backprop's BACKPROP_SPLIT_STEPS sets it): on the
+    # shared hosts where python -m bench.split measured them, split steps
+    # ran up to 1.45× faster in some runs or processes and up to 2× slower
+    # in others (docs/performance.md, Split steps).
     cdef int l
     cdef double largest = 0
     if split_mode == SPLIT_NEVER or batch < 2 * SPLIT_MIN_ROWS:

@@ -141,7 +141,7 @@ def test_a_one_thread_network_never_splits():
     np.testing.assert_array_equal(one, never)
 
 
-def test_steps_split_only_when_asked_and_the_rule_takes_the_small_ones():
+def test_steps_split_only_when_asked_and_the_rule_takes_the_mid_sized_ones():
     assert not _engine.splits((64, 128, 64, 10), 64)  # the default: never
     with _kernels.split_steps("rule"):
         assert not _engine.splits((64, 32, 10), 32)  # W1: too small to gain
