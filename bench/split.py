@@ -73,11 +73,21 @@ def _mode(compare: str, mode: str):
             yield
 
 
-def epoch_sampler(compare: str, mode: str, system, model, min_time: float):
-    """A sampler: seconds per epoch over as many back-to-back epochs as take
-    min_time (one epoch when 0), in the mode."""
-    with _mode(compare, mode):
-        k = autorange(lambda: system.epoch(model), min_time) if min_time > 0 else 1
+def epochs_per_sample(compare: str, system, model, min_time: float) -> int:
+    """Back-to-back epochs a sample of either mode takes: as many as take
+    min_time in the slower mode (autorange; one when min_time is 0), so that
+    both modes' samples hold the same epochs."""
+    if min_time <= 0:
+        return 1
+    counts = []
+    for mode in ("always", "never"):
+        with _mode(compare, mode):
+            counts.append(autorange(lambda: system.epoch(model), min_time))
+    return max(counts)
+
+
+def epoch_sampler(compare: str, mode: str, system, model, k: int):
+    """A sampler: seconds per epoch over k back-to-back epochs in the mode."""
 
     def sample():
         with _mode(compare, mode):
@@ -92,10 +102,11 @@ def measure(
     X, y = W.make_data(wl, wl.rows())
     system = BackpropFit()
     model = system.build(wl, X, y, W.init_params(wl.sizes, wl.hidden, wl.dtype))
+    k = epochs_per_sample(compare, system, model, min_time)
     stats = interleave(
         {
-            "on": epoch_sampler(compare, "always", system, model, min_time),
-            "off": epoch_sampler(compare, "never", system, model, min_time),
+            "on": epoch_sampler(compare, "always", system, model, k),
+            "off": epoch_sampler(compare, "never", system, model, k),
         },
         reps,
         warmup=1,

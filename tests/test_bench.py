@@ -366,3 +366,33 @@ def test_kernels_bench_times_the_layer_products_against_blas(tmp_path):
     shapes = {(r["kind"], r["m"], r["n"], r["k"]) for r in rows}
     assert ("forward", 32, 32, 64) in shapes and ("sgd", 64, 32, 32) in shapes  # W1's first layer
     assert all(r["kernel"] > 0 and r["blas"] > 0 for r in rows)
+
+
+def test_bench_split_samples_hold_the_same_epochs_in_both_modes_and_last_min_time():
+    """bench.split: a sample is k back-to-back epochs, the same k for both
+    modes, enough for the faster mode's k epochs to last min_time; each
+    sample runs its epochs in its own mode."""
+    import time
+
+    from backprop import _kernels
+
+    split = _bench("split")
+    modes = []
+
+    class Epochs:
+        def epoch(self, model):
+            modes.append(_kernels.split_mode())
+            time.sleep(0.004 if modes[-1] == "always" else 0.001)
+
+    min_time = 0.012
+    k = split.epochs_per_sample("split", Epochs(), None, min_time)
+    assert k >= 5  # the slower mode alone needs 5 of its 4 ms epochs
+    modes.clear()
+    start = time.perf_counter()
+    per_epoch = split.epoch_sampler("split", "never", Epochs(), None, k)()
+    assert time.perf_counter() - start >= min_time  # the faster mode's sample lasts min_time
+    assert modes == ["never"] * k and per_epoch >= 0.001
+    modes.clear()
+    split.epoch_sampler("split", "always", Epochs(), None, k)()
+    assert modes == ["always"] * k
+    assert split.epochs_per_sample("split", Epochs(), None, 0) == 1
