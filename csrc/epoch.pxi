@@ -452,18 +452,31 @@ cdef struct GatherRun:
     bint is_double
 
 
-cdef inline void gather_chunk(GatherRun* g, int c, real kind) noexcept nogil:
-    # Part c of a cut step's gather (`kind` picks the element type): its rows
-    # of the batch, then its part of the next batch's rows asked for.
+cdef inline void gather_half(real* xb, real* yb, real* wb, const real* X, const real* Y,
+                             const real* W, const Py_ssize_t* order, Py_ssize_t rows,
+                             Py_ssize_t next, Py_ssize_t n_in, Py_ssize_t n_out,
+                             int c) noexcept nogil:
+    # Half c of a batch's gather, by one of two threads (cut and split
+    # steps): the rows part_of(rows, c, 2) of the `rows` that `order` lists,
+    # of X, Y and W (or NULL), into the same rows of the batch's buffers xb,
+    # yb and wb (touched first in the cache of the core that gathers them);
+    # then half c of the next batch's `next` rows (listed after them) asked
+    # for.
     cdef Py_ssize_t r0, r1, n0, n1
-    r0, r1 = part_of(g.rows, c, 2)
-    gather_rows(<real*>g.xb + r0 * g.n_in, <const real*>g.X, g.order + r0, r1 - r0, g.n_in)
-    gather_rows(<real*>g.yb + r0 * g.n_out, <const real*>g.Y, g.order + r0, r1 - r0, g.n_out)
-    if g.W != NULL:
-        gather_rows(<real*>g.wb + r0, <const real*>g.W, g.order + r0, r1 - r0, 1)
-    if g.next > 0:
-        n0, n1 = part_of(g.next, c, 2)
-        prefetch_rows(g.X, g.order + g.rows + n0, n1 - n0, g.n_in * sizeof(real))
+    r0, r1 = part_of(rows, c, 2)
+    gather_rows(xb + r0 * n_in, X, order + r0, r1 - r0, n_in)
+    gather_rows(yb + r0 * n_out, Y, order + r0, r1 - r0, n_out)
+    if W != NULL:
+        gather_rows(wb + r0, W, order + r0, r1 - r0, 1)
+    if next > 0:
+        n0, n1 = part_of(next, c, 2)
+        prefetch_rows(<const char*>X, order + rows + n0, n1 - n0, n_in * sizeof(real))
+
+
+cdef inline void gather_chunk(GatherRun* g, int c, real kind) noexcept nogil:
+    # Part c of a cut step's gather (`kind` picks the element type).
+    gather_half(<real*>g.xb, <real*>g.yb, <real*>g.wb, <const real*>g.X, <const real*>g.Y,
+                <const real*>g.W, g.order, g.rows, g.next, g.n_in, g.n_out, c)
 
 
 cdef void gather_task(void* arg, int c, int chunks) noexcept nogil:
@@ -589,7 +602,8 @@ cdef inline void share_first(SplitStep* s, int c, real kind) noexcept nogil:
     cdef Plan* p = s.plan[c]
     cdef int L = p.n_layers - 1
     cdef Py_ssize_t f = s.share[c].first, rows = s.rows[c]
-    cdef Py_ssize_t n_in = p.size[0], n_out = p.size[L + 1], h
+    cdef Py_ssize_t n_in = p.size[0], n_out = p.size[L + 1]
+    cdef Plan* whole = s.plan[0]      # (its buffers: the whole batch's)
     cdef const real* x
     cdef const real* y
     cdef const real* sw = NULL
@@ -599,16 +613,12 @@ cdef inline void share_first(SplitStep* s, int c, real kind) noexcept nogil:
         if s.W != NULL:
             sw = <const real*>s.W + s.start + f
     else:
-        gather_rows(<real*>p.xbuf, <const real*>s.X, s.order + f, rows, n_in)
-        gather_rows(<real*>p.ybuf, <const real*>s.Y, s.order + f, rows, n_out)
+        gather_half(<real*>whole.xbuf, <real*>whole.ybuf, <real*>whole.wbuf,
+                    <const real*>s.X, <const real*>s.Y, <const real*>s.W, s.order,
+                    s.share[c].n, s.next, n_in, n_out, c)
         x, y = <const real*>p.xbuf, <const real*>p.ybuf
         if s.W != NULL:
-            gather_rows(<real*>p.wbuf, <const real*>s.W, s.order + f, rows, 1)
             sw = <const real*>p.wbuf
-        if s.next > 0:      # (this share's part of the next batch, cut alike)
-            h = s.next // 2
-            prefetch_rows(s.X, s.order + s.share[0].n + (0 if c == 0 else h),
-                          h if c == 0 else s.next - h, n_in * sizeof(real))
     s.x[c] = <const char*>x
     s.value[c] = rows * forward_and_loss(x, y, sw, p, rows, <real*>NULL, <CsrBatch*>NULL,
                                          s.share[c].n)
