@@ -368,31 +368,32 @@ def test_kernels_bench_times_the_layer_products_against_blas(tmp_path):
     assert all(r["kernel"] > 0 and r["blas"] > 0 for r in rows)
 
 
-def test_bench_split_samples_hold_the_same_epochs_in_both_modes_and_last_min_time():
+def test_bench_split_samples_hold_the_same_epochs_in_both_modes(monkeypatch):
     """bench.split: a sample is k back-to-back epochs, the same k for both
-    modes, enough for the faster mode's k epochs to last min_time; each
-    sample runs its epochs in its own mode."""
-    import time
-
+    modes: the count the slower mode needs to last min_time (autorange, here
+    a stand-in that answers by the mode in force); each sample runs its
+    epochs in its own mode."""
     from backprop import _kernels
 
     split = _bench("split")
+    needs = {"always": 20, "never": 5}  # epochs each mode needs (always: the slower)
+    asked = []
+
+    def autorange(fn, min_time):
+        asked.append((_kernels.split_mode(), min_time))
+        return needs[_kernels.split_mode()]
+
+    monkeypatch.setattr(split, "autorange", autorange)
     modes = []
 
     class Epochs:
         def epoch(self, model):
             modes.append(_kernels.split_mode())
-            time.sleep(0.004 if modes[-1] == "always" else 0.001)
 
-    min_time = 0.012
-    k = split.epochs_per_sample("split", Epochs(), None, min_time)
-    assert k >= 5  # the slower mode alone needs 5 of its 4 ms epochs
-    modes.clear()
-    start = time.perf_counter()
-    per_epoch = split.epoch_sampler("split", "never", Epochs(), None, k)()
-    assert time.perf_counter() - start >= min_time  # the faster mode's sample lasts min_time
-    assert modes == ["never"] * k and per_epoch >= 0.001
-    modes.clear()
-    split.epoch_sampler("split", "always", Epochs(), None, k)()
-    assert modes == ["always"] * k
+    assert split.epochs_per_sample("split", Epochs(), None, 0.05) == 20
+    assert sorted(asked) == [("always", 0.05), ("never", 0.05)]
+    for mode in ("never", "always"):
+        modes.clear()
+        assert split.epoch_sampler("split", mode, Epochs(), None, 20)() >= 0
+        assert modes == [mode] * 20
     assert split.epochs_per_sample("split", Epochs(), None, 0) == 1
